@@ -1,0 +1,849 @@
+/*
+ * berth-helper: the mechanism under berth's OCI runtime. It does only what Node cannot do:
+ * clone with namespace flags, setns, mounts and pivot_root inside the new mount namespace,
+ * capabilities, seccomp, execve, and staying behind as a parent when asked to.
+ * It never parses JSON and makes no decisions: TypeScript (src/runtime/plan.ts) compiles
+ * config.json into a flat list of operations (helper/protocol.table) that this file executes.
+ *
+ * Usage: berth-helper PLAN_FD REPORT_FD
+ *
+ * Processes and messages (records: u32 code, u32 length, NUL-separated strings):
+ *
+ *   step | TypeScript                | helper (parent, host)            | child (cloned)
+ *   -----+---------------------------+----------------------------------+-------------------------------
+ *    1   | plan ops ... END  ------> | host ops (MKFIFO, SETNS,         |
+ *        |                           |  CONSOLE_SOCKET, EXEC_FIFO...)   |
+ *    2   |                           | clone(flags)  ----------------->  | waits on the release pipe
+ *    3   |                           | uid/gid maps, cgroup.procs       |
+ *    4   | <------------ PID pid     |                                  |
+ *    5   | <------ HOOK_POINT name   | (only with HOOK_SYNC)            |
+ *        | CONTINUE  -------------> |                                  |
+ *    6   |                           | release  ----------------------> | child ops in order
+ *    7   | <-------------------------------------------- READY         | (or ERROR stage errno msg)
+ *    8   |                           | exits 0, or with FOREGROUND:     | blocks on the exec fifo,
+ *        |                           |  forwards signals, relays a pty, |  then execve
+ *        | <------------ EXIT status |  waits for the child            |
+ *
+ * Every failure is reported as ERROR {stage, errno, message} and becomes a typed error in
+ * TypeScript. The child also tells the parent 'R' (ready) or 'E' (failed) on a private pipe,
+ * so the parent knows when its job is done even if the child dies without a word.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <linux/capability.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "protocol.h"
+
+#ifndef CLONE_NEWTIME
+#define CLONE_NEWTIME 0x00000080
+#endif
+
+struct op {
+  int code;
+  int argc;
+  char **argv;
+};
+
+static struct op *ops;
+static int nops;
+static int report_fd = -1;
+static int status_fd = -1; /* child -> parent: 'R' ready, 'E' error */
+static const char *stage = "plan";
+
+/* Host-side resources the child inherits. */
+static int console_fd = -1;  /* connected console socket */
+static int fifo_dir_fd = -1; /* directory holding the exec fifo */
+static char fifo_name[NAME_MAX + 1];
+static int root_of_fd = -1; /* /proc/<pid>/root for exec */
+static int term_pair[2] = {-1, -1};
+static int cgroup_fds[16];
+static const char *cgroup_paths[16];
+static int ncgroup_fds;
+
+/* Child-side state. */
+static int root_fd = -1;
+static char root_path[PATH_MAX];
+static char **envp;
+static int nenv;
+
+static void send_record(int code, int n, const char **strs) {
+  char buf[4096];
+  size_t len = 8;
+  for (int i = 0; i < n; i++) {
+    size_t l = strlen(strs[i]) + 1;
+    if (len + l > sizeof buf) l = sizeof buf - len;
+    memcpy(buf + len, strs[i], l);
+    buf[len + l - 1] = 0;
+    len += l;
+  }
+  uint32_t hdr[2] = {(uint32_t)code, (uint32_t)(len - 8)};
+  memcpy(buf, hdr, 8);
+  if (report_fd >= 0 && write(report_fd, buf, len) < 0) {
+    /* The caller is gone; nothing left to tell. */
+  }
+}
+
+static void report_error(int err, const char *fmt, ...) {
+  char msg[2048], errbuf[16];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  snprintf(errbuf, sizeof errbuf, "%d", err);
+  const char *strs[3] = {stage, errbuf, msg};
+  send_record(MSG_ERROR, 3, strs);
+}
+
+/* Fail from the parent: report and exit. */
+static void die(int err, const char *fmt, ...) {
+  char msg[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  report_error(err, "%s", msg);
+  if (status_fd >= 0 && write(status_fd, "E", 1) < 0) {
+  }
+  _exit(1);
+}
+
+#define TRY(expr, ...)              \
+  do {                              \
+    if ((expr) < 0) die(errno, __VA_ARGS__); \
+  } while (0)
+
+static int read_full(int fd, void *buf, size_t len) {
+  size_t got = 0;
+  while (got < len) {
+    ssize_t r = read(fd, (char *)buf + got, len - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return -1;
+    got += (size_t)r;
+  }
+  return 0;
+}
+
+static int write_file(const char *path, const char *data) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t len = (ssize_t)strlen(data);
+  ssize_t w = write(fd, data, (size_t)len);
+  int saved = errno;
+  close(fd);
+  errno = saved;
+  return w == len ? 0 : -1;
+}
+
+/* Read the plan: records until END. The pipe stays open for CONTINUE. */
+static void read_plan(int fd) {
+  int cap = 64;
+  ops = calloc((size_t)cap, sizeof *ops);
+  for (;;) {
+    uint32_t hdr[2];
+    if (read_full(fd, hdr, 8) < 0) die(EIO, "plan ended before END");
+    char *payload = malloc(hdr[1] + 1);
+    if (!payload || read_full(fd, payload, hdr[1]) < 0) die(EIO, "short plan record");
+    payload[hdr[1]] = 0;
+    if (hdr[0] == OP_END) return;
+    if (nops == cap) ops = realloc(ops, sizeof *ops * (size_t)(cap *= 2));
+    struct op *o = &ops[nops++];
+    o->code = (int)hdr[0];
+    o->argc = 0;
+    for (uint32_t i = 0; i < hdr[1]; i++)
+      if (payload[i] == 0) o->argc++;
+    o->argv = calloc((size_t)o->argc + 1, sizeof(char *));
+    char *p = payload;
+    for (int i = 0; i < o->argc; i++, p += strlen(p) + 1) o->argv[i] = p;
+  }
+}
+
+static long long num(const char *s) { return strtoll(s, NULL, 0); }
+
+/* ---------- paths inside the root, resolved so that no symlink leaves it ---------- */
+
+static int open_in_root(const char *path, int flags) {
+  struct open_how how = {.flags = (uint64_t)(flags | O_CLOEXEC),
+                         .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+  return (int)syscall(SYS_openat2, root_fd, path, &how, sizeof how);
+}
+
+/* mkdir -p of path inside the root; mode 0755 like runc. */
+static int mkdir_in_root(const char *path) {
+  char buf[PATH_MAX];
+  snprintf(buf, sizeof buf, "%s", path);
+  for (char *p = buf + 1;; p++) {
+    if (*p == '/' || *p == 0) {
+      char saved = *p;
+      *p = 0;
+      int fd = open_in_root(buf, O_PATH | O_DIRECTORY);
+      if (fd >= 0) {
+        close(fd);
+      } else if (errno == ENOENT) {
+        char *slash = strrchr(buf, '/');
+        *slash = 0;
+        int parent = open_in_root(buf[0] ? buf : "/", O_PATH | O_DIRECTORY);
+        *slash = '/';
+        if (parent < 0) return -1;
+        int r = mkdirat(parent, slash + 1, 0755);
+        close(parent);
+        if (r < 0 && errno != EEXIST) return -1;
+      } else {
+        return -1;
+      }
+      *p = saved;
+      if (saved == 0) return 0;
+    }
+  }
+}
+
+/* Open the parent directory of path inside the root; *base points at the last component. */
+static int open_parent_in_root(const char *path, char *buf, const char **base) {
+  snprintf(buf, PATH_MAX, "%s", path);
+  char *slash = strrchr(buf, '/');
+  if (!slash) return -1;
+  *slash = 0;
+  *base = slash + 1;
+  if (mkdir_in_root(buf[0] ? buf : "/") < 0) return -1;
+  return open_in_root(buf[0] ? buf : "/", O_PATH | O_DIRECTORY);
+}
+
+static int create_file_in_root(const char *path) {
+  char buf[PATH_MAX];
+  const char *base;
+  int dir = open_parent_in_root(path, buf, &base);
+  if (dir < 0) return -1;
+  int fd = openat(dir, base, O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0644);
+  int saved = errno;
+  close(dir);
+  if (fd < 0 && saved != EEXIST && saved != ELOOP && saved != EISDIR) {
+    errno = saved;
+    return -1;
+  }
+  if (fd >= 0) close(fd);
+  return 0;
+}
+
+/* Flags that a bind remount must keep (the kernel refuses to clear locked ones). */
+static unsigned long locked_flags(const char *procpath) {
+  struct statvfs st;
+  unsigned long f = 0;
+  if (statvfs(procpath, &st) < 0) return 0;
+  if (st.f_flag & ST_NOSUID) f |= MS_NOSUID;
+  if (st.f_flag & ST_NODEV) f |= MS_NODEV;
+  if (st.f_flag & ST_NOEXEC) f |= MS_NOEXEC;
+  if (st.f_flag & ST_RDONLY) f |= MS_RDONLY;
+  return f;
+}
+
+#define MS_BIND_KEEP (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME | MS_RELATIME | MS_STRICTATIME)
+
+static void do_mount(char **a) {
+  const char *src = a[0], *target = a[1], *fstype = a[2], *data = a[5], *mk = a[6];
+  unsigned long flags = (unsigned long)num(a[3]), prop = (unsigned long)num(a[4]);
+  char procpath[64];
+  if (mk[0] == 'd') TRY(mkdir_in_root(target), "create mount point %s", target);
+  if (mk[0] == 'f') TRY(create_file_in_root(target), "create mount point %s", target);
+  int fd = open_in_root(target, O_PATH);
+  TRY(fd, "resolve mount point %s in the rootfs", target);
+  snprintf(procpath, sizeof procpath, "/proc/self/fd/%d", fd);
+  if (flags & MS_BIND) {
+    TRY(mount(src, procpath, NULL, MS_BIND | (flags & MS_REC), NULL), "bind %s on %s", src, target);
+    close(fd);
+    if (flags & MS_BIND_KEEP) {
+      /* The old fd names the directory under the new mount: resolve again. */
+      fd = open_in_root(target, O_PATH);
+      TRY(fd, "resolve %s after mount", target);
+      snprintf(procpath, sizeof procpath, "/proc/self/fd/%d", fd);
+      unsigned long keep = locked_flags(procpath) & ~MS_RDONLY;
+      TRY(mount(NULL, procpath, NULL, MS_REMOUNT | MS_BIND | keep | (flags & MS_BIND_KEEP), NULL),
+          "remount %s with its options", target);
+    }
+  } else {
+    TRY(mount(src, procpath, fstype, flags, data[0] ? data : NULL), "mount %s (%s) on %s", src, fstype,
+        target);
+  }
+  if (prop) {
+    close(fd);
+    fd = open_in_root(target, O_PATH);
+    TRY(fd, "resolve %s after mount", target);
+    snprintf(procpath, sizeof procpath, "/proc/self/fd/%d", fd);
+    TRY(mount(NULL, procpath, NULL, prop, NULL), "set propagation of %s", target);
+  }
+  close(fd);
+}
+
+static void do_mknod(char **a) {
+  const char *path = a[0];
+  char buf[PATH_MAX];
+  const char *base;
+  mode_t type = a[1][0] == 'b' ? S_IFBLK : a[1][0] == 'p' ? S_IFIFO : S_IFCHR;
+  dev_t dev = makedev((unsigned)num(a[2]), (unsigned)num(a[3]));
+  int dir = open_parent_in_root(path, buf, &base);
+  TRY(dir, "create parent of device %s", path);
+  unlinkat(dir, base, 0);
+  if (mknodat(dir, base, type | (mode_t)num(a[4]), dev) == 0) {
+    TRY(fchownat(dir, base, (uid_t)num(a[5]), (gid_t)num(a[6]), AT_SYMLINK_NOFOLLOW), "chown device %s", path);
+    TRY(fchmodat(dir, base, (mode_t)num(a[4]), 0), "chmod device %s", path);
+  } else if (errno == EPERM) {
+    /* In a user namespace mknod is refused: bind the host's node instead, as runc does. */
+    close(dir);
+    char *args[7] = {(char *)path, (char *)path, "", "4096", "0", "", "f"};
+    do_mount(args);
+    return;
+  } else {
+    die(errno, "mknod %s", path);
+  }
+  close(dir);
+}
+
+static void do_symlink(char **a) {
+  char buf[PATH_MAX];
+  const char *base;
+  int dir = open_parent_in_root(a[1], buf, &base);
+  TRY(dir, "create parent of %s", a[1]);
+  if (symlinkat(a[0], dir, base) < 0 && errno != EEXIST) die(errno, "symlink %s -> %s", a[1], a[0]);
+  close(dir);
+}
+
+static void do_pivot_root(void) {
+  TRY(fchdir(root_fd), "enter rootfs");
+  /* pivot_root(".", ".") stacks the old root under the new one; detach it from there. */
+  TRY((int)syscall(SYS_pivot_root, ".", "."), "pivot_root into %s", root_path);
+  TRY(mount(NULL, ".", NULL, MS_SLAVE | MS_REC, NULL), "make the old root a slave");
+  TRY(umount2(".", MNT_DETACH), "detach the old root");
+  TRY(chdir("/"), "chdir /");
+}
+
+static void do_chroot(void) {
+  TRY(chdir(root_path), "enter rootfs");
+  TRY(mount(root_path, "/", NULL, MS_MOVE, NULL), "move the rootfs to /");
+  TRY(chroot("."), "chroot into the rootfs");
+  TRY(chdir("/"), "chdir /");
+}
+
+static void do_mask(const char *path) {
+  struct stat st;
+  if (stat(path, &st) < 0) {
+    if (errno == ENOENT || errno == ENOTDIR) return;
+    die(errno, "stat masked path %s", path);
+  }
+  if (S_ISDIR(st.st_mode))
+    TRY(mount("tmpfs", path, "tmpfs", MS_RDONLY, NULL), "mask %s", path);
+  else
+    TRY(mount("/dev/null", path, NULL, MS_BIND, NULL), "mask %s", path);
+}
+
+static void do_readonly(const char *path) {
+  if (mount(path, path, NULL, MS_BIND | MS_REC, NULL) < 0) {
+    if (errno == ENOENT) return;
+    die(errno, "bind %s read-only", path);
+  }
+  unsigned long keep = locked_flags(path);
+  TRY(mount(NULL, path, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | keep, NULL), "remount %s read-only", path);
+}
+
+static void send_fd(int sock, int fd) {
+  char name[] = "/dev/ptmx";
+  struct iovec iov = {.iov_base = name, .iov_len = sizeof name - 1};
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } u;
+  memset(&u, 0, sizeof u);
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(c), &fd, sizeof(int));
+  TRY((int)sendmsg(sock, &msg, 0), "send the pty master to the console socket");
+}
+
+static int recv_fd(int sock) {
+  char name[64];
+  struct iovec iov = {.iov_base = name, .iov_len = sizeof name};
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } u;
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
+  if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) <= 0) return -1;
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  if (!c || c->cmsg_type != SCM_RIGHTS) return -1;
+  int fd;
+  memcpy(&fd, CMSG_DATA(c), sizeof fd);
+  return fd;
+}
+
+static void do_terminal(void) {
+  int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+  TRY(master, "open /dev/ptmx in the container");
+  TRY(unlockpt(master), "unlock the pty");
+  char slave_path[128];
+  TRY(ptsname_r(master, slave_path, sizeof slave_path) == 0 ? 0 : -1, "name the pty");
+  int slave = open(slave_path, O_RDWR | O_NOCTTY);
+  TRY(slave, "open %s", slave_path);
+  TRY(ioctl(slave, TIOCSCTTY, 0), "make %s the controlling terminal", slave_path);
+  for (int i = 0; i < 3; i++) TRY(dup2(slave, i), "attach the pty to fd %d", i);
+  /* /dev/console is the pty, as in runc; a rootfs without /dev/console simply gets none. */
+  int con = open("/dev/console", O_CREAT | O_RDONLY | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (con >= 0) {
+    close(con);
+    TRY(mount(slave_path, "/dev/console", NULL, MS_BIND, NULL), "bind %s on /dev/console", slave_path);
+  }
+  if (slave > 2) close(slave);
+  send_fd(console_fd >= 0 ? console_fd : term_pair[1], master);
+  close(master);
+  if (console_fd >= 0) close(console_fd);
+}
+
+static void do_caps(char **a) {
+  struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+  struct __user_cap_data_struct data[2];
+  uint64_t bnd = (uint64_t)strtoull(a[0], NULL, 0), eff = (uint64_t)strtoull(a[1], NULL, 0),
+           prm = (uint64_t)strtoull(a[2], NULL, 0), inh = (uint64_t)strtoull(a[3], NULL, 0),
+           amb = (uint64_t)strtoull(a[4], NULL, 0);
+  /* After a uid change only the permitted set survives (KEEPCAPS): raise effective to drop bounding. */
+  TRY((int)syscall(SYS_capget, &hdr, data), "capget");
+  data[0].effective = data[0].permitted;
+  data[1].effective = data[1].permitted;
+  TRY((int)syscall(SYS_capset, &hdr, data), "raise effective capabilities");
+  for (int cap = 0; cap < 64; cap++) {
+    if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) < 0) break; /* past the kernel's last cap */
+    if (!(bnd & (1ULL << cap))) TRY(prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), "drop capability %d from bounding", cap);
+  }
+  data[0].effective = (uint32_t)eff;
+  data[1].effective = (uint32_t)(eff >> 32);
+  data[0].permitted = (uint32_t)prm;
+  data[1].permitted = (uint32_t)(prm >> 32);
+  data[0].inheritable = (uint32_t)inh;
+  data[1].inheritable = (uint32_t)(inh >> 32);
+  TRY((int)syscall(SYS_capset, &hdr, data), "set capabilities");
+  TRY(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient capabilities");
+  /* Raising fails unless the cap is permitted and inheritable; runc only warns, so do we (silently). */
+  for (int cap = 0; cap < 64; cap++)
+    if (amb & (1ULL << cap)) prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0);
+}
+
+static void do_seccomp(char **a) {
+  size_t hexlen = strlen(a[1]);
+  size_t n = hexlen / 16; /* struct sock_filter is 8 bytes = 16 hex digits */
+  struct sock_filter *f = calloc(n ? n : 1, sizeof *f);
+  unsigned char *bytes = (unsigned char *)f;
+  for (size_t i = 0; i < n * 8; i++) {
+    unsigned v;
+    sscanf(a[1] + 2 * i, "%2x", &v);
+    bytes[i] = (unsigned char)v;
+  }
+  struct sock_fprog prog = {.len = (unsigned short)n, .filter = f};
+  TRY((int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, (unsigned)num(a[0]), &prog), "load the seccomp filter");
+}
+
+static void do_rlimit(char **a) {
+  struct rlimit rl = {
+      .rlim_cur = strcmp(a[1], "unlimited") ? (rlim_t)strtoull(a[1], NULL, 10) : RLIM_INFINITY,
+      .rlim_max = strcmp(a[2], "unlimited") ? (rlim_t)strtoull(a[2], NULL, 10) : RLIM_INFINITY,
+  };
+  if (setrlimit((int)num(a[0]), &rl) < 0) {
+    struct rlimit cur;
+    getrlimit((int)num(a[0]), &cur);
+    die(errno, "setrlimit %s soft=%s hard=%s (the runtime's hard limit is %llu)", a[0], a[1], a[2],
+        (unsigned long long)cur.rlim_max);
+  }
+}
+
+/* Look a command up in the container's PATH, as execvp would, but before the fifo wait. */
+static const char *resolve_exec(const char *file, char *buf) {
+  if (strchr(file, '/')) {
+    if (access(file, X_OK) < 0) die(errno, "exec: \"%s\": stat %s: %s", file, file, strerror(errno));
+    return file;
+  }
+  const char *path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  for (int i = 0; i < nenv; i++)
+    if (!strncmp(envp[i], "PATH=", 5)) path = envp[i] + 5;
+  while (*path) {
+    const char *end = strchrnul(path, ':');
+    snprintf(buf, PATH_MAX, "%.*s/%s", (int)(end - path), path, file);
+    struct stat st;
+    if (stat(buf, &st) == 0 && S_ISREG(st.st_mode) && access(buf, X_OK) == 0) return buf;
+    path = *end ? end + 1 : end;
+  }
+  errno = ENOENT;
+  die(ENOENT, "exec: \"%s\": executable file not found in $PATH", file);
+  return NULL;
+}
+
+static void child_ready_then_exec(char **a, int argc) {
+  char buf[PATH_MAX];
+  stage = "exec";
+  const char *path = resolve_exec(a[0], buf);
+  envp = realloc(envp, sizeof(char *) * (size_t)(nenv + 1));
+  envp[nenv] = NULL;
+  send_record(MSG_READY, 0, NULL);
+  if (write(status_fd, "R", 1) < 0) {
+  }
+  if (fifo_dir_fd >= 0) {
+    stage = "start";
+    int fd = openat(fifo_dir_fd, fifo_name, O_WRONLY | O_CLOEXEC);
+    TRY(fd, "open the exec fifo");
+    TRY((int)write(fd, "0", 1), "write the exec fifo");
+    close(fd);
+    close(fifo_dir_fd);
+  }
+  char **argv = calloc((size_t)argc, sizeof(char *));
+  for (int i = 1; i < argc; i++) argv[i - 1] = a[i];
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  execve(path, argv, envp);
+  die(errno, "exec %s: %s", path, strerror(errno));
+}
+
+static void run_child(int release_fd) {
+  char c;
+  if (read_full(release_fd, &c, 1) < 0) _exit(1); /* the parent gave up */
+  close(release_fd);
+  for (int i = 0; i < nops; i++) {
+    struct op *o = &ops[i];
+    char **a = o->argv;
+    stage = o->code < (int)OP_NAMES_LEN && op_names[o->code] ? op_names[o->code] : "op";
+    switch (o->code) {
+    case OP_KEYRING:
+      /* KEYCTL_JOIN_SESSION_KEYRING; kernels or user namespaces without keys are not an error. */
+      if (syscall(SYS_keyctl, 1, a[0]) < 0 && errno != ENOSYS && errno != EDQUOT && errno != EPERM)
+        die(errno, "join session keyring %s", a[0]);
+      break;
+    case OP_UNSHARE: TRY(unshare((int)num(a[0])), "unshare namespaces %s", a[0]); break;
+    case OP_PROPAGATION:
+      TRY(mount(NULL, "/", NULL, MS_REC | (unsigned long)num(a[0]), NULL), "set rootfs propagation");
+      break;
+    case OP_ROOTFS:
+      snprintf(root_path, sizeof root_path, "%s", a[0]);
+      TRY(mount(a[0], a[0], NULL, MS_BIND | MS_REC, NULL), "bind the rootfs %s", a[0]);
+      root_fd = open(a[0], O_PATH | O_DIRECTORY | O_CLOEXEC);
+      TRY(root_fd, "open the rootfs %s", a[0]);
+      break;
+    case OP_MOUNT: do_mount(a); break;
+    case OP_MKNOD: do_mknod(a); break;
+    case OP_SYMLINK: do_symlink(a); break;
+    case OP_PIVOT_ROOT: do_pivot_root(); break;
+    case OP_CHROOT: do_chroot(); break;
+    case OP_MASK_PATH: do_mask(a[0]); break;
+    case OP_READONLY_PATH: do_readonly(a[0]); break;
+    case OP_REMOUNT_ROOT_RO:
+      TRY(mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | locked_flags("/"), NULL), "remount / read-only");
+      break;
+    case OP_HOSTNAME: TRY(sethostname(a[0], strlen(a[0])), "sethostname %s", a[0]); break;
+    case OP_DOMAINNAME: TRY(setdomainname(a[0], strlen(a[0])), "setdomainname %s", a[0]); break;
+    case OP_SYSCTL: {
+      char p[PATH_MAX];
+      snprintf(p, sizeof p, "/proc/sys/%s", a[0]);
+      TRY(write_file(p, a[1]), "write %s = %s", p, a[1]);
+      break;
+    }
+    case OP_RLIMIT: do_rlimit(a); break;
+    case OP_OOM_SCORE_ADJ: TRY(write_file("/proc/self/oom_score_adj", a[0]), "set oom_score_adj %s", a[0]); break;
+    case OP_SETSID: TRY(setsid(), "setsid"); break;
+    case OP_TERMINAL: do_terminal(); break;
+    case OP_UMASK: umask((mode_t)strtol(a[0], NULL, 8)); break;
+    case OP_GROUPS: {
+      gid_t *g = calloc((size_t)o->argc + 1, sizeof(gid_t));
+      for (int j = 0; j < o->argc; j++) g[j] = (gid_t)num(a[j]);
+      TRY(setgroups((size_t)o->argc, g), "setgroups");
+      free(g);
+      break;
+    }
+    case OP_USER:
+      TRY(prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0), "keep capabilities across setuid");
+      TRY(setresgid((gid_t)num(a[1]), (gid_t)num(a[1]), (gid_t)num(a[1])), "setgid %s", a[1]);
+      TRY(setresuid((uid_t)num(a[0]), (uid_t)num(a[0]), (uid_t)num(a[0])), "setuid %s", a[0]);
+      break;
+    case OP_CAPS: do_caps(a); break;
+    case OP_NO_NEW_PRIVS: TRY(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs"); break;
+    case OP_SECCOMP: do_seccomp(a); break;
+    case OP_CWD: TRY(chdir(a[0]), "chdir to cwd %s", a[0]); break;
+    case OP_ROOT_OF:
+      TRY(fchdir(root_of_fd), "enter the container's root");
+      TRY(chroot("."), "chroot into the container's root");
+      close(root_of_fd);
+      break;
+    case OP_PRESERVE_FDS:
+      for (int fd = 3; fd < 3 + num(a[0]); fd++) fcntl(fd, F_SETFD, 0);
+      break;
+    case OP_ENV:
+      envp = realloc(envp, sizeof(char *) * (size_t)(nenv + 2));
+      envp[nenv++] = a[0];
+      break;
+    case OP_EXEC: child_ready_then_exec(a, o->argc); break;
+    default: break; /* host-side ops */
+    }
+  }
+  die(EINVAL, "plan has no EXEC");
+}
+
+static void connect_console(const char *path) {
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  if (strlen(path) >= sizeof addr.sun_path) die(ENAMETOOLONG, "console socket path too long: %s", path);
+  strcpy(addr.sun_path, path);
+  console_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  TRY(console_fd, "socket");
+  TRY(connect(console_fd, (struct sockaddr *)&addr, sizeof addr), "connect to console socket %s", path);
+}
+
+/* The foreground parent: forward signals, relay a pty to stdio, exit as the child did. */
+static struct termios saved_termios;
+static int termios_saved;
+
+static void copy_fd(int from, int to) {
+  char buf[8192];
+  ssize_t n = read(from, buf, sizeof buf);
+  for (ssize_t off = 0; n > 0 && off < n;) {
+    ssize_t w = write(to, buf + off, (size_t)(n - off));
+    if (w <= 0) break;
+    off += w;
+  }
+}
+
+static void resize(int master) {
+  struct winsize ws;
+  if (master >= 0 && ioctl(0, TIOCGWINSZ, &ws) == 0) ioctl(master, TIOCSWINSZ, &ws);
+}
+
+static sigset_t forwarded;
+
+/* Blocked before clone so that no signal (SIGCHLD above all) is lost before the signalfd exists;
+ * the child unblocks them just before execve. */
+static void block_signals(void) {
+  sigfillset(&forwarded);
+  sigdelset(&forwarded, SIGSEGV);
+  sigdelset(&forwarded, SIGBUS);
+  sigprocmask(SIG_BLOCK, &forwarded, NULL);
+}
+
+static int foreground(pid_t child, int master) {
+  int sfd = signalfd(-1, &forwarded, SFD_CLOEXEC);
+  if (master >= 0 && isatty(0) && tcgetattr(0, &saved_termios) == 0) {
+    struct termios raw = saved_termios;
+    cfmakeraw(&raw);
+    tcsetattr(0, TCSANOW, &raw);
+    termios_saved = 1;
+  }
+  resize(master);
+  int stdin_open = master >= 0;
+  for (;;) {
+    int status;
+    if (waitpid(child, &status, WNOHANG) == child) {
+      if (master >= 0) {
+        fcntl(master, F_SETFL, O_NONBLOCK);
+        char buf[8192];
+        ssize_t n;
+        while ((n = read(master, buf, sizeof buf)) > 0)
+          if (write(1, buf, (size_t)n) < 0) break;
+      }
+      if (termios_saved) tcsetattr(0, TCSANOW, &saved_termios);
+      char s[16];
+      snprintf(s, sizeof s, "%d", status);
+      const char *strs[1] = {s};
+      send_record(MSG_EXIT, 1, strs);
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    struct pollfd p[3] = {{sfd, POLLIN, 0}, {master, POLLIN, 0}, {stdin_open ? 0 : -1, POLLIN, 0}};
+    if (poll(p, 3, -1) < 0 && errno != EINTR) break;
+    if (p[1].revents & POLLIN) copy_fd(master, 1);
+    if (p[2].revents & (POLLIN | POLLHUP)) {
+      char buf[8192];
+      ssize_t n = read(0, buf, sizeof buf);
+      if (n <= 0) stdin_open = 0;
+      else if (write(master, buf, (size_t)n) < 0) stdin_open = 0;
+    }
+    if (p[0].revents & POLLIN) {
+      struct signalfd_siginfo si;
+      if (read(sfd, &si, sizeof si) != sizeof si) continue;
+      if (si.ssi_signo == SIGWINCH) {
+        resize(master);
+      } else if (si.ssi_signo != SIGCHLD) {
+        kill(child, (int)si.ssi_signo);
+      }
+    }
+  }
+  return 1;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 3) {
+    fprintf(stderr, "berth-helper is run by berth-runtime, not by hand\n");
+    return 2;
+  }
+  int plan_fd = atoi(argv[1]);
+  report_fd = atoi(argv[2]);
+  fcntl(plan_fd, F_SETFD, FD_CLOEXEC);
+  fcntl(report_fd, F_SETFD, FD_CLOEXEC);
+  signal(SIGPIPE, SIG_IGN);
+  read_plan(plan_fd);
+
+  unsigned long clone_flags = 0;
+  int hook_sync = 0, fg = 0, terminal = 0;
+  const char *uid_map = NULL, *gid_map = NULL;
+  for (int i = 0; i < nops; i++) {
+    struct op *o = &ops[i];
+    char **a = o->argv;
+    stage = op_names[o->code] ? op_names[o->code] : "op";
+    switch (o->code) {
+    case OP_MKFIFO:
+      if (mkfifo(a[0], (mode_t)strtol(a[1], NULL, 8)) < 0) die(errno, "mkfifo %s", a[0]);
+      break;
+    case OP_SETNS: {
+      int fd = open(a[0], O_RDONLY | O_CLOEXEC);
+      TRY(fd, "open namespace %s", a[0]);
+      TRY(setns(fd, (int)num(a[1])), "join namespace %s", a[0]);
+      close(fd);
+      break;
+    }
+    case OP_UNSHARE_TIME:
+      TRY(unshare(CLONE_NEWTIME), "unshare the time namespace");
+      if (a[0][0]) TRY(write_file("/proc/self/timens_offsets", a[0]), "write time offsets");
+      break;
+    case OP_CLONE: clone_flags = (unsigned long)num(a[0]); break;
+    case OP_UID_MAP: uid_map = a[0]; break;
+    case OP_GID_MAP: gid_map = a[0]; break;
+    case OP_HOOK_SYNC: hook_sync = 1; break;
+    case OP_FOREGROUND: fg = 1; break;
+    case OP_TERMINAL: terminal = 1; break;
+    case OP_CONSOLE_SOCKET: connect_console(a[0]); break;
+    case OP_EXEC_FIFO: {
+      char dir[PATH_MAX];
+      snprintf(dir, sizeof dir, "%s", a[0]);
+      char *slash = strrchr(dir, '/');
+      if (!slash) die(EINVAL, "exec fifo path must be absolute: %s", a[0]);
+      snprintf(fifo_name, sizeof fifo_name, "%s", slash + 1);
+      *slash = 0;
+      fifo_dir_fd = open(dir[0] ? dir : "/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+      TRY(fifo_dir_fd, "open %s", dir);
+      break;
+    }
+    case OP_CGROUP_PROCS:
+      /* Opened now, in the host's mount namespace; written with the child's pid after clone. */
+      if (ncgroup_fds < (int)(sizeof cgroup_fds / sizeof *cgroup_fds)) {
+        cgroup_paths[ncgroup_fds] = a[0];
+        cgroup_fds[ncgroup_fds] = open(a[0], O_WRONLY | O_CLOEXEC);
+        TRY(cgroup_fds[ncgroup_fds], "open %s", a[0]);
+        ncgroup_fds++;
+      }
+      break;
+    case OP_ROOT_OF: {
+      char p[64];
+      snprintf(p, sizeof p, "/proc/%s/root", a[0]);
+      root_of_fd = open(p, O_PATH | O_DIRECTORY | O_CLOEXEC);
+      TRY(root_of_fd, "open %s", p);
+      break;
+    }
+    default: break;
+    }
+  }
+  if (terminal && console_fd < 0)
+    TRY(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, term_pair), "socketpair for the terminal");
+
+  int release[2], status[2];
+  TRY(pipe2(release, O_CLOEXEC), "pipe");
+  TRY(pipe2(status, O_CLOEXEC), "pipe");
+  if (fg) block_signals();
+  stage = "clone";
+  pid_t pid = (pid_t)syscall(SYS_clone, clone_flags | SIGCHLD, NULL, NULL, NULL, NULL);
+  TRY(pid, "clone a child with namespace flags %#lx", clone_flags);
+  if (pid == 0) {
+    close(release[1]);
+    close(status[0]);
+    if (term_pair[0] >= 0) close(term_pair[0]);
+    status_fd = status[1];
+    run_child(release[0]);
+  }
+  close(release[0]);
+  close(status[1]);
+  if (term_pair[1] >= 0) close(term_pair[1]);
+  if (console_fd >= 0) close(console_fd);
+  if (fifo_dir_fd >= 0) close(fifo_dir_fd);
+
+  char path[64];
+  if (uid_map) {
+    stage = "UID_MAP";
+    snprintf(path, sizeof path, "/proc/%d/uid_map", pid);
+    if (write_file(path, uid_map) < 0) {
+      kill(pid, SIGKILL);
+      die(errno, "write %s", path);
+    }
+  }
+  if (gid_map) {
+    stage = "GID_MAP";
+    snprintf(path, sizeof path, "/proc/%d/gid_map", pid);
+    if (write_file(path, gid_map) < 0) {
+      kill(pid, SIGKILL);
+      die(errno, "write %s", path);
+    }
+  }
+  char pidstr[16];
+  snprintf(pidstr, sizeof pidstr, "%d", pid);
+  for (int i = 0; i < ncgroup_fds; i++) {
+    stage = "CGROUP_PROCS";
+    if (write(cgroup_fds[i], pidstr, strlen(pidstr)) < 0) {
+      kill(pid, SIGKILL);
+      die(errno, "add pid %d to %s", pid, cgroup_paths[i]);
+    }
+    close(cgroup_fds[i]);
+  }
+  const char *strs[1] = {pidstr};
+  send_record(MSG_PID, 1, strs);
+  if (hook_sync) {
+    const char *name[1] = {"createRuntime"};
+    send_record(MSG_HOOK_POINT, 1, name);
+    uint32_t hdr[2];
+    if (read_full(plan_fd, hdr, 8) < 0 || hdr[0] != MSG_CONTINUE) {
+      kill(pid, SIGKILL);
+      _exit(1);
+    }
+  }
+  if (write(release[1], "x", 1) != 1) die(errno, "release the child");
+  close(release[1]);
+
+  char c;
+  ssize_t r;
+  do r = read(status[0], &c, 1); while (r < 0 && errno == EINTR);
+  if (r != 1 || c != 'R') {
+    int st = 0;
+    waitpid(pid, &st, 0);
+    stage = "child";
+    if (r != 1) report_error(0, "container process exited during setup (status %d)", st);
+    return 1;
+  }
+  int master = -1;
+  if (term_pair[0] >= 0) master = recv_fd(term_pair[0]);
+  if (!fg) return 0;
+  return foreground(pid, master);
+}

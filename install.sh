@@ -1,0 +1,51 @@
+#!/bin/sh
+# Sets berth up on a Debian 12 machine, as root: Debian packages, npm packages, the TypeScript and
+# C builds, the test fixtures and a demo bundle, and the commands on PATH. Safe to run again.
+set -eu
+cd "$(dirname "$0")"
+here=$(pwd)
+
+say() { printf 'install: %s\n' "$*"; }
+die() { printf 'install: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root (berth creates namespaces, mounts and cgroups)"
+
+# Debian packages berth needs at run time and to build its C (only the missing ones are installed).
+need_pkgs="gcc libc6-dev busybox-static procps"
+missing=""
+for p in $need_pkgs; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  say "installing Debian packages:$missing"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq || die "apt-get update failed"
+  apt-get install -y -qq --no-install-recommends $missing >/dev/null || die "apt-get install$missing failed"
+fi
+
+node=$(command -v node || true)
+[ -n "$node" ] || die "Node.js >= 20 is required (none found on PATH)"
+major=$("$node" -p 'process.versions.node.split(".")[0]')
+[ "$major" -ge 20 ] || die "Node.js >= 20 is required (found $("$node" --version))"
+node=$(readlink -f "$node")
+
+say "npm packages"
+if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; else npm install --no-audit --no-fund --loglevel=error; fi
+
+say "building TypeScript and the C helper"
+npm run --silent build
+
+say "test fixtures and the demo bundle"
+sh scripts/make-fixtures.sh >/dev/null
+
+# The installed command names node by absolute path: podman runs runtimes with PATH unset.
+install_bin() {
+  name=$1 entry=$2
+  tmp=$(mktemp /usr/local/bin/.$name.XXXXXX)
+  printf '#!%s\nimport("%s");\n' "$node" "file://$here/$entry" > "$tmp"
+  chmod 755 "$tmp"
+  mv -f "$tmp" "/usr/local/bin/$name"
+}
+install_bin berth-runtime dist/src/cli/runtime/main.js
+say "installed /usr/local/bin/berth-runtime ($(berth-runtime --version | head -1))"
+say "try: berth-runtime run --bundle $here/build/bundles/hello hello"

@@ -1,0 +1,329 @@
+#!/usr/bin/env node
+/**
+ * berth-runtime: runc's command line over berth's runtime library. Only argument handling lives
+ * here; every verb calls Runtime. Errors print one line on stderr (and a "level":"error" record in
+ * the --log file, which containerd and podman read) and exit 1, as runc does.
+ */
+import { appendFileSync, readFileSync, writeFileSync, existsSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { BerthError, errorMessage } from "../../common/errors.js";
+import { parseFlags, type FlagDef, type Parsed } from "../args.js";
+import type { Process } from "../../runtime/spec.js";
+
+const version = "0.1.0";
+const specVersion = "1.2.1";
+
+const globalFlags: FlagDef[] = [
+  { names: ["root"], kind: "string" },
+  { names: ["log"], kind: "string" },
+  { names: ["log-format"], kind: "string" },
+  { names: ["debug"], kind: "bool" },
+  { names: ["systemd-cgroup"], kind: "bool" },
+  { names: ["rootless"], kind: "string" },
+  { names: ["criu"], kind: "string" },
+  { names: ["help", "h"], kind: "bool" },
+  { names: ["version", "v"], kind: "bool" },
+];
+
+const createFlags: FlagDef[] = [
+  { names: ["bundle", "b"], kind: "string" },
+  { names: ["console-socket"], kind: "string" },
+  { names: ["pid-file"], kind: "string" },
+  { names: ["no-pivot"], kind: "bool" },
+  { names: ["no-new-keyring"], kind: "bool" },
+  { names: ["preserve-fds"], kind: "int" },
+];
+
+const commandFlags: Record<string, FlagDef[]> = {
+  create: createFlags,
+  run: [...createFlags, { names: ["detach", "d"], kind: "bool" }, { names: ["keep"], kind: "bool" }, { names: ["no-subreaper"], kind: "bool" }],
+  start: [],
+  state: [],
+  kill: [{ names: ["all", "a"], kind: "bool" }],
+  delete: [{ names: ["force", "f"], kind: "bool" }],
+  list: [{ names: ["format", "f"], kind: "string" }, { names: ["quiet", "q"], kind: "bool" }],
+  ps: [{ names: ["format", "f"], kind: "string" }],
+  exec: [
+    { names: ["console-socket"], kind: "string" },
+    { names: ["cwd"], kind: "string" },
+    { names: ["env", "e"], kind: "list" },
+    { names: ["tty", "t"], kind: "bool" },
+    { names: ["user", "u"], kind: "string" },
+    { names: ["additional-gids", "g"], kind: "list" },
+    { names: ["process", "p"], kind: "string" },
+    { names: ["detach", "d"], kind: "bool" },
+    { names: ["pid-file"], kind: "string" },
+    { names: ["process-label"], kind: "string", unsupported: "SELinux is not available on this host" },
+    { names: ["apparmor"], kind: "string", unsupported: "AppArmor is not available on this host" },
+    { names: ["no-new-privs"], kind: "bool" },
+    { names: ["cap", "c"], kind: "list" },
+    { names: ["preserve-fds"], kind: "int" },
+    { names: ["cgroup"], kind: "list", unsupported: "joining a sub-cgroup on exec is not supported yet" },
+    { names: ["ignore-paused"], kind: "bool" },
+  ],
+  spec: [{ names: ["bundle", "b"], kind: "string" }, { names: ["rootless"], kind: "bool" }],
+  features: [],
+  pause: [],
+  resume: [],
+  update: [{ names: ["resources", "r"], kind: "string" }],
+  events: [{ names: ["stats"], kind: "bool" }, { names: ["interval"], kind: "string" }],
+  checkpoint: [],
+  restore: [],
+};
+
+const usage = `berth-runtime - an OCI runtime (runc's command line)
+
+USAGE: berth-runtime [global options] command [command options] [arguments...]
+
+COMMANDS:
+   create    create a container
+   start     executes the user defined process in a created container
+   run       create and run a container
+   state     output the state of a container
+   kill      kill sends the specified signal (default: SIGTERM) to the container's init process
+   delete    delete any resources held by the container often used with detached container
+   list      lists containers started by berth-runtime with the given root
+   ps        ps displays the processes running inside a container
+   exec      execute new process inside the container
+   pause     pause suspends all processes inside the container
+   resume    resumes all processes that have been previously paused
+   spec      create a new specification file
+   features  show the enabled features
+
+GLOBAL OPTIONS:
+   --root value        root directory for storage of container state (default: "/run/berth-runtime")
+   --log value         set the log file to write berth-runtime logs to (default is stderr)
+   --log-format value  set the log format ('text' (default), or 'json')
+   --debug             enable debug logging
+   --systemd-cgroup    use systemd cgroups (not supported on hosts without systemd)
+`;
+
+let logFile: string | undefined;
+let logFormat = "text";
+
+function log(level: "error" | "warning" | "debug", msg: string): void {
+  if (!logFile) {
+    if (level !== "debug") process.stderr.write(`${msg}\n`);
+    return;
+  }
+  const time = new Date().toISOString();
+  const line = logFormat === "json" ? JSON.stringify({ level, msg, time }) : `time="${time}" level=${level} msg=${JSON.stringify(msg)}`;
+  try {
+    appendFileSync(logFile, line + "\n");
+  } catch {
+    // the log is best effort; stderr still carries errors
+  }
+  if (level === "error") process.stderr.write(`${msg}\n`);
+}
+
+function needId(p: Parsed, cmd: string): string {
+  const id = p.args[0];
+  if (!id) throw new BerthError("InvalidArgument", `"${cmd}" requires a container id (usage: berth-runtime ${cmd} [options] <container-id>)`);
+  return id;
+}
+
+function exactArgs(p: Parsed, cmd: string, n: number): void {
+  if (p.args.length !== n) throw new BerthError("InvalidArgument", `"${cmd}" requires exactly ${n} argument(s)`);
+}
+
+/** A tab-aligned table like Go's tabwriter(minwidth 12, padding 3), as runc prints. */
+function table(rows: string[][]): string {
+  const widths: number[] = [];
+  for (const r of rows) r.slice(0, -1).forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, Math.max(12, c.length + 3))));
+  return rows.map((r) => r.map((c, i) => (i < r.length - 1 ? c.padEnd(widths[i]!) : c)).join("")).join("\n") + "\n";
+}
+
+function execProcess(p: Parsed, spec: { process?: Process } | undefined, validate: (p: Record<string, unknown>, field: string) => Process): Process {
+  const f = p.flags;
+  let proc: Process;
+  if (f.process) {
+    let json: Record<string, unknown>;
+    try {
+      json = JSON.parse(readFileSync(f.process as string, "utf8"));
+    } catch (err) {
+      throw new BerthError("InvalidArgument", `--process ${f.process}: ${errorMessage(err)}`);
+    }
+    proc = validate(json, "process.json");
+  } else {
+    const base = spec?.process;
+    const args = p.args.slice(1);
+    if (!args.length) throw new BerthError("InvalidArgument", "exec: process args cannot be empty (give a command after the container id, or --process)");
+    proc = {
+      terminal: false,
+      user: { uid: base?.user.uid ?? 0, gid: base?.user.gid ?? 0, additionalGids: base?.user.additionalGids, umask: base?.user.umask },
+      args,
+      env: [...(base?.env ?? [])],
+      cwd: base?.cwd ?? "/",
+      capabilities: base?.capabilities ? JSON.parse(JSON.stringify(base.capabilities)) : undefined,
+      noNewPrivileges: base?.noNewPrivileges,
+      rlimits: base?.rlimits,
+    };
+  }
+  if (f.tty) proc.terminal = true;
+  if (f.cwd) proc.cwd = f.cwd as string;
+  for (const e of (f.env as string[] | undefined) ?? []) {
+    const key = e.split("=")[0] + "=";
+    proc.env = [...(proc.env ?? []).filter((x) => !x.startsWith(key)), e];
+  }
+  if (f.user) {
+    const [u, g] = (f.user as string).split(":");
+    if (!/^\d+$/.test(u!) || (g !== undefined && !/^\d+$/.test(g))) throw new BerthError("InvalidArgument", `exec --user ${f.user}: use uid[:gid] (numbers)`);
+    proc.user = { ...proc.user, uid: Number(u), gid: g !== undefined ? Number(g) : proc.user.gid };
+  }
+  if (f["additional-gids"]) proc.user.additionalGids = (f["additional-gids"] as string[]).map(Number);
+  if (f["no-new-privs"]) proc.noNewPrivileges = true;
+  for (const c of (f.cap as string[] | undefined) ?? []) {
+    const caps = (proc.capabilities ??= {});
+    for (const set of ["bounding", "effective", "permitted", "ambient"] as const) caps[set] = [...(caps[set] ?? []), c];
+  }
+  return proc;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const g = parseFlags(argv, globalFlags);
+  logFile = g.flags.log as string | undefined;
+  logFormat = (g.flags["log-format"] as string | undefined) ?? "text";
+  if (!["text", "json"].includes(logFormat)) throw new BerthError("InvalidArgument", `invalid log-format: ${logFormat}`);
+  if (g.flags.version) {
+    process.stdout.write(`berth-runtime version ${version}\nspec: ${specVersion}\n`);
+    return 0;
+  }
+  const [cmd, ...rest] = g.args;
+  if (!cmd || g.flags.help || cmd === "help") {
+    process.stdout.write(usage);
+    return 0;
+  }
+  const defs = commandFlags[cmd];
+  if (!defs) throw new BerthError("InvalidArgument", `No help topic for '${cmd}'`);
+  if (g.flags["systemd-cgroup"]) throw new BerthError("Unsupported", "--systemd-cgroup is not supported: this host has no systemd; berth manages cgroupfs directly");
+  const p = parseFlags(rest, defs);
+
+  if (cmd === "spec") {
+    const { defaultSpec } = await import("../../runtime/spec.js");
+    const dir = (p.flags.bundle as string | undefined) ?? ".";
+    const path = `${dir}/config.json`;
+    if (existsSync(path)) throw new BerthError("AlreadyExists", "File config.json exists. Remove it first");
+    writeFileSync(path, JSON.stringify(defaultSpec({ rootless: !!p.flags.rootless }), null, "\t"));
+    return 0;
+  }
+  if (cmd === "features") {
+    const { features } = await import("../../runtime/features.js");
+    process.stdout.write(JSON.stringify(features(), null, "    ") + "\n");
+    return 0;
+  }
+  if (cmd === "checkpoint" || cmd === "restore") throw new BerthError("Unsupported", `${cmd} is not supported by berth-runtime (no CRIU integration)`);
+  if (cmd === "update" || cmd === "events") throw new BerthError("Unsupported", `${cmd} is not supported by berth-runtime yet`);
+
+  const { Runtime } = await import("../../runtime/runtime.js");
+  const rt = new Runtime({ root: g.flags.root as string | undefined, warn: (m) => log("warning", m) });
+  const f = p.flags;
+  switch (cmd) {
+    case "create": {
+      const id = needId(p, cmd);
+      exactArgs(p, cmd, 1);
+      await rt.create(id, {
+        bundle: (f.bundle as string | undefined) ?? ".",
+        pidFile: f["pid-file"] as string | undefined,
+        consoleSocket: f["console-socket"] as string | undefined,
+        noPivot: !!f["no-pivot"],
+        noNewKeyring: !!f["no-new-keyring"],
+        preserveFds: (f["preserve-fds"] as number | undefined) ?? 0,
+      });
+      return 0;
+    }
+    case "run": {
+      const id = needId(p, cmd);
+      exactArgs(p, cmd, 1);
+      return rt.run(id, {
+        bundle: (f.bundle as string | undefined) ?? ".",
+        pidFile: f["pid-file"] as string | undefined,
+        consoleSocket: f["console-socket"] as string | undefined,
+        noPivot: !!f["no-pivot"],
+        noNewKeyring: !!f["no-new-keyring"],
+        preserveFds: (f["preserve-fds"] as number | undefined) ?? 0,
+        detach: !!f.detach,
+        keep: !!f.keep,
+      });
+    }
+    case "start":
+      exactArgs(p, cmd, 1);
+      await rt.start(needId(p, cmd));
+      return 0;
+    case "state":
+      exactArgs(p, cmd, 1);
+      process.stdout.write(JSON.stringify(rt.state(needId(p, cmd)), null, "  ") + "\n");
+      return 0;
+    case "kill": {
+      const id = needId(p, cmd);
+      if (p.args.length > 2) throw new BerthError("InvalidArgument", `"kill" requires a container id and at most one signal`);
+      rt.kill(id, p.args[1] ?? "SIGTERM", { all: !!f.all });
+      return 0;
+    }
+    case "delete":
+      exactArgs(p, cmd, 1);
+      await rt.delete(needId(p, cmd), { force: !!f.force });
+      return 0;
+    case "list": {
+      const states = rt.list();
+      const format = (f.format as string | undefined) ?? "table";
+      if (f.quiet) process.stdout.write(states.map((s) => s.id + "\n").join(""));
+      else if (format === "json") process.stdout.write(JSON.stringify(states.map(({ annotations: _a, ...s }) => s)) + "\n");
+      else if (format === "table")
+        process.stdout.write(table([["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"], ...states.map((s) => [s.id, String(s.pid), s.status, s.bundle, s.created, s.owner])]));
+      else throw new BerthError("InvalidArgument", `invalid format option: ${format}`);
+      return 0;
+    }
+    case "ps": {
+      const id = needId(p, cmd);
+      const pids = rt.pids(id);
+      const format = (f.format as string | undefined) ?? "table";
+      if (format === "json") {
+        if (p.args.length > 1) throw new BerthError("InvalidArgument", "ps options cannot be used with --format json");
+        process.stdout.write(JSON.stringify(pids) + "\n");
+        return 0;
+      }
+      if (format !== "table") throw new BerthError("InvalidArgument", `invalid format option: ${format}`);
+      const psArgs = p.args.length > 1 ? p.args.slice(1) : ["-ef"];
+      const out = spawnSync("ps", psArgs, { encoding: "utf8" });
+      if (out.status !== 0) throw new BerthError("System", `ps ${psArgs.join(" ")}: ${out.stderr.trim() || out.error?.message}`);
+      const lines = out.stdout.split("\n");
+      const col = lines[0]!.trim().split(/\s+/).indexOf("PID");
+      if (col < 0) throw new BerthError("System", "couldn't find PID field in ps output");
+      const want = new Set(pids.map(String));
+      process.stdout.write(lines[0] + "\n" + lines.slice(1).filter((l) => want.has(l.trim().split(/\s+/)[col]!)).map((l) => l + "\n").join(""));
+      return 0;
+    }
+    case "exec": {
+      const id = needId(p, cmd);
+      const { validateProcess } = await import("../../runtime/spec.js");
+      const proc = execProcess(p, rt.store.read(id).spec, validateProcess);
+      const r = await rt.exec(id, proc, {
+        consoleSocket: f["console-socket"] as string | undefined,
+        pidFile: f["pid-file"] as string | undefined,
+        detach: !!f.detach,
+        preserveFds: (f["preserve-fds"] as number | undefined) ?? 0,
+      });
+      return r.exitCode ?? 0;
+    }
+    case "pause":
+      exactArgs(p, cmd, 1);
+      rt.pause(needId(p, cmd));
+      return 0;
+    case "resume":
+      exactArgs(p, cmd, 1);
+      rt.resume(needId(p, cmd));
+      return 0;
+  }
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err) => {
+    log("error", err instanceof BerthError ? err.message : errorMessage(err));
+    if (process.env.BERTH_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,312 @@
+/**
+ * Compiles a validated spec into the helper's flat list of operations (helper/protocol.table).
+ * All policy lives here: which namespaces to create or join, the order of mounts, default devices,
+ * how options turn into mount flags. The helper only executes.
+ */
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { isAbsolute, join, resolve } from "node:path";
+import { invalid, unsupported } from "../common/errors.js";
+import { capabilityMask } from "../security/index.js";
+import * as cgroups from "../cgroups/index.js";
+import { Op } from "./protocol.js";
+import type { Mount, NamespaceType, Process, Spec } from "./spec.js";
+
+export type PlanOp = [code: number, ...args: string[]];
+
+export const cloneFlag: Record<NamespaceType, number> = {
+  mount: 0x00020000,
+  uts: 0x04000000,
+  ipc: 0x08000000,
+  user: 0x10000000,
+  pid: 0x20000000,
+  network: 0x40000000,
+  cgroup: 0x02000000,
+  time: 0x00000080,
+};
+/** Order in which existing namespaces are joined: user first, as nsenter does; mount last. */
+const joinOrder: NamespaceType[] = ["user", "cgroup", "ipc", "uts", "network", "pid", "time", "mount"];
+export const procNsName: Record<NamespaceType, string> = {
+  mount: "mnt",
+  uts: "uts",
+  ipc: "ipc",
+  user: "user",
+  pid: "pid",
+  network: "net",
+  cgroup: "cgroup",
+  time: "time",
+};
+
+const MS = {
+  RDONLY: 1, NOSUID: 2, NODEV: 4, NOEXEC: 8, SYNCHRONOUS: 16, REMOUNT: 32, MANDLOCK: 64, DIRSYNC: 128,
+  NOATIME: 1024, NODIRATIME: 2048, BIND: 4096, MOVE: 8192, REC: 16384, SILENT: 32768,
+  UNBINDABLE: 1 << 17, PRIVATE: 1 << 18, SLAVE: 1 << 19, SHARED: 1 << 20, RELATIME: 1 << 21, STRICTATIME: 1 << 24,
+} as const;
+
+/** mount(8) option → [flags to set, flags to clear]. */
+const flagOptions: Record<string, [number, number]> = {
+  ro: [MS.RDONLY, 0], rw: [0, MS.RDONLY], nosuid: [MS.NOSUID, 0], suid: [0, MS.NOSUID], nodev: [MS.NODEV, 0],
+  dev: [0, MS.NODEV], noexec: [MS.NOEXEC, 0], exec: [0, MS.NOEXEC], sync: [MS.SYNCHRONOUS, 0], async: [0, MS.SYNCHRONOUS],
+  remount: [MS.REMOUNT, 0], mand: [MS.MANDLOCK, 0], nomand: [0, MS.MANDLOCK], dirsync: [MS.DIRSYNC, 0],
+  noatime: [MS.NOATIME, 0], atime: [0, MS.NOATIME], nodiratime: [MS.NODIRATIME, 0], diratime: [0, MS.NODIRATIME],
+  relatime: [MS.RELATIME, 0], norelatime: [0, MS.RELATIME], strictatime: [MS.STRICTATIME, 0], nostrictatime: [0, MS.STRICTATIME],
+  bind: [MS.BIND, 0], rbind: [MS.BIND | MS.REC, 0], silent: [MS.SILENT, 0], loud: [0, MS.SILENT], defaults: [0, 0],
+};
+const propagationOptions: Record<string, number> = {
+  private: MS.PRIVATE, rprivate: MS.PRIVATE | MS.REC, shared: MS.SHARED, rshared: MS.SHARED | MS.REC,
+  slave: MS.SLAVE, rslave: MS.SLAVE | MS.REC, unbindable: MS.UNBINDABLE, runbindable: MS.UNBINDABLE | MS.REC,
+};
+/** Options runc accepts that have no mount flag and are handled elsewhere or not at all. */
+const ignoredOptions = new Set(["tmpcopyup", "nocopyup", "z", "Z"]);
+
+export function parseMountOptions(options: string[] = []): { flags: number; propagation: number[]; data: string[] } {
+  let flags = 0;
+  const propagation: number[] = [];
+  const data: string[] = [];
+  for (const o of options) {
+    const f = flagOptions[o];
+    if (f) flags = (flags | f[0]) & ~f[1];
+    else if (propagationOptions[o] !== undefined) propagation.push(propagationOptions[o]!);
+    else if (o === "idmap" || o === "ridmap") throw unsupported(`mount option ${o} (idmapped mounts) is not supported yet`);
+    else if (!ignoredOptions.has(o)) data.push(o);
+  }
+  return { flags, propagation, data };
+}
+
+const defaultDevices = [
+  { path: "/dev/null", major: 1, minor: 3 },
+  { path: "/dev/zero", major: 1, minor: 5 },
+  { path: "/dev/full", major: 1, minor: 7 },
+  { path: "/dev/random", major: 1, minor: 8 },
+  { path: "/dev/urandom", major: 1, minor: 9 },
+  { path: "/dev/tty", major: 5, minor: 0 },
+];
+
+const rlimitNumbers: Record<string, number> = {
+  RLIMIT_CPU: 0, RLIMIT_FSIZE: 1, RLIMIT_DATA: 2, RLIMIT_STACK: 3, RLIMIT_CORE: 4, RLIMIT_RSS: 5, RLIMIT_NPROC: 6,
+  RLIMIT_NOFILE: 7, RLIMIT_MEMLOCK: 8, RLIMIT_AS: 9, RLIMIT_LOCKS: 10, RLIMIT_SIGPENDING: 11, RLIMIT_MSGQUEUE: 12,
+  RLIMIT_NICE: 13, RLIMIT_RTPRIO: 14, RLIMIT_RTTIME: 15,
+};
+
+const u64 = (n: number) => (n < 0 || n >= 2 ** 64 - 1 ? "unlimited" : BigInt(n).toString());
+
+function credentialOps(p: Process, rootfs: string | undefined, preserveFds: number): PlanOp[] {
+  const ops: PlanOp[] = [];
+  if (p.oomScoreAdj !== undefined) ops.push([Op.OOM_SCORE_ADJ, String(p.oomScoreAdj)]);
+  for (const r of p.rlimits ?? []) {
+    const n = rlimitNumbers[r.type];
+    if (n === undefined) throw invalid(`config.json: process.rlimits: unknown rlimit type ${r.type}`);
+    ops.push([Op.RLIMIT, String(n), u64(r.soft), u64(r.hard)]);
+  }
+  ops.push([Op.UMASK, (p.user.umask ?? 0o022).toString(8)]);
+  ops.push([Op.GROUPS, ...(p.user.additionalGids ?? []).map(String)]);
+  ops.push([Op.USER, String(p.user.uid), String(p.user.gid)]);
+  if (p.capabilities) {
+    const c = p.capabilities;
+    const mask = (l?: string[]) => "0x" + capabilityMask(l).toString(16);
+    ops.push([Op.CAPS, mask(c.bounding), mask(c.effective), mask(c.permitted), mask(c.inheritable), mask(c.ambient)]);
+  }
+  if (p.noNewPrivileges) ops.push([Op.NO_NEW_PRIVS]);
+  ops.push([Op.CWD, p.cwd]);
+  if (preserveFds > 0) ops.push([Op.PRESERVE_FDS, String(preserveFds)]);
+  const env = p.env ?? [];
+  for (const e of env) ops.push([Op.ENV, e]);
+  if (!env.some((e) => e.startsWith("HOME="))) ops.push([Op.ENV, `HOME=${homeOf(rootfs, p.user.uid)}`]);
+  ops.push([Op.EXEC, p.args![0]!, ...p.args!]);
+  return ops;
+}
+
+/** The home directory of uid in the container's /etc/passwd, "/" when there is none (as runc). */
+function homeOf(rootfs: string | undefined, uid: number): string {
+  if (!rootfs) return "/";
+  try {
+    for (const line of readFileSync(join(rootfs, "etc/passwd"), "utf8").split("\n")) {
+      const f = line.split(":");
+      if (f.length >= 6 && Number(f[2]) === uid) return f[5] || "/";
+    }
+  } catch {
+    // no passwd file: "/" as runc
+  }
+  return "/";
+}
+
+export interface CreatePlanInput {
+  spec: Spec;
+  bundle: string;
+  rootfs: string;
+  fifo?: string;
+  consoleSocket?: string;
+  noPivot?: boolean;
+  preserveFds?: number;
+  cgroup?: cgroups.Cgroup;
+  hookSync?: boolean;
+  foreground?: boolean;
+}
+
+function mapText(maps: { containerID: number; hostID: number; size: number }[]): string {
+  return maps.map((m) => `${m.containerID} ${m.hostID} ${m.size}\n`).join("");
+}
+
+export function createPlan(input: CreatePlanInput): PlanOp[] {
+  const { spec, rootfs } = input;
+  const linux = spec.linux ?? {};
+  const p = spec.process!;
+  const ops: PlanOp[] = [];
+  const namespaces = linux.namespaces ?? [];
+  const newNs = new Set(namespaces.filter((n) => !n.path).map((n) => n.type));
+  const joined = namespaces.filter((n) => n.path);
+
+  if (input.fifo) ops.push([Op.MKFIFO, input.fifo, "622"], [Op.EXEC_FIFO, input.fifo]);
+  if (input.consoleSocket) ops.push([Op.CONSOLE_SOCKET, input.consoleSocket]);
+  // Host paths are opened before any namespace is joined.
+  if (input.cgroup) for (const f of cgroups.procsFiles(input.cgroup)) ops.push([Op.CGROUP_PROCS, f]);
+  for (const t of joinOrder)
+    for (const n of joined) if (n.type === t) ops.push([Op.SETNS, n.path!, String(cloneFlag[t])]);
+  if (newNs.has("time")) {
+    const offsets = Object.entries(linux.timeOffsets ?? {})
+      .map(([clock, o]) => `${clock} ${o.secs ?? 0} ${o.nanosecs ?? 0}\n`)
+      .join("");
+    ops.push([Op.UNSHARE_TIME, offsets]);
+  }
+  let flags = 0;
+  for (const t of newNs) if (t !== "time" && t !== "cgroup") flags |= cloneFlag[t];
+  ops.push([Op.CLONE, String(flags)]);
+  if (newNs.has("user")) {
+    if (!linux.uidMappings?.length || !linux.gidMappings?.length)
+      throw invalid("config.json: linux.uidMappings and linux.gidMappings are required with a new user namespace");
+    ops.push([Op.UID_MAP, mapText(linux.uidMappings)], [Op.GID_MAP, mapText(linux.gidMappings)]);
+  }
+  if (input.hookSync) ops.push([Op.HOOK_SYNC]);
+  if (input.foreground) ops.push([Op.FOREGROUND]);
+
+  // --- the child, in order ---
+  if (newNs.has("cgroup")) ops.push([Op.UNSHARE, String(cloneFlag.cgroup)]);
+  const mountNs = newNs.has("mount") || joined.some((n) => n.type === "mount");
+  if (!mountNs) throw invalid("config.json: linux.namespaces: a mount namespace is required (berth will not pivot the host's root)");
+  const prop = linux.rootfsPropagation ? propagationOptions[linux.rootfsPropagation] ?? MS.PRIVATE : MS.SLAVE | MS.REC;
+  ops.push([Op.PROPAGATION, String(prop & ~MS.REC)]);
+  ops.push([Op.ROOTFS, rootfs]);
+  let devIsTmpfs = false;
+  for (const m of spec.mounts ?? []) {
+    if (m.destination === "/dev" && m.type !== "bind" && !(m.options ?? []).some((o) => o === "bind" || o === "rbind")) devIsTmpfs = true;
+    ops.push(...mountOps(m, input));
+  }
+  if (devIsTmpfs) {
+    const devices = [...defaultDevices.filter((d) => !(linux.devices ?? []).some((x) => x.path === d.path))];
+    for (const d of devices) ops.push([Op.MKNOD, d.path, "c", String(d.major), String(d.minor), "438", "0", "0"]);
+    for (const d of linux.devices ?? [])
+      ops.push([Op.MKNOD, d.path, d.type === "u" ? "c" : d.type, String(d.major ?? 0), String(d.minor ?? 0), String(d.fileMode ?? 0o666), String(d.uid ?? 0), String(d.gid ?? 0)]);
+    const links: [string, string][] = [["/proc/self/fd", "/dev/fd"], ["/proc/self/fd/0", "/dev/stdin"], ["/proc/self/fd/1", "/dev/stdout"], ["/proc/self/fd/2", "/dev/stderr"]];
+    if (existsSync("/proc/kcore")) links.push(["/proc/kcore", "/dev/core"]);
+    if ((spec.mounts ?? []).some((m) => m.destination === "/dev/pts")) links.push(["pts/ptmx", "/dev/ptmx"]);
+    for (const [target, link] of links) ops.push([Op.SYMLINK, target, link]);
+  } else {
+    for (const d of linux.devices ?? [])
+      ops.push([Op.MKNOD, d.path, d.type === "u" ? "c" : d.type, String(d.major ?? 0), String(d.minor ?? 0), String(d.fileMode ?? 0o666), String(d.uid ?? 0), String(d.gid ?? 0)]);
+  }
+  ops.push(input.noPivot ? [Op.CHROOT] : [Op.PIVOT_ROOT]);
+  ops.push([Op.SETSID]);
+  if (p.terminal) ops.push([Op.TERMINAL]);
+  if (spec.hostname !== undefined && spec.hostname !== "") {
+    if (!newNs.has("uts")) throw invalid("config.json: hostname: setting the hostname needs a new uts namespace");
+    ops.push([Op.HOSTNAME, spec.hostname]);
+  }
+  if (spec.domainname) {
+    if (!newNs.has("uts")) throw invalid("config.json: domainname: setting the domainname needs a new uts namespace");
+    ops.push([Op.DOMAINNAME, spec.domainname]);
+  }
+  for (const [k, v] of Object.entries(linux.sysctl ?? {})) {
+    if (k.includes("..") || k.startsWith("/")) throw invalid(`config.json: linux.sysctl: bad key ${k}`);
+    ops.push([Op.SYSCTL, k.replace(/\./g, "/"), v]);
+  }
+  for (const path of linux.readonlyPaths ?? []) ops.push([Op.READONLY_PATH, path]);
+  for (const path of linux.maskedPaths ?? []) ops.push([Op.MASK_PATH, path]);
+  if (spec.root?.readonly) ops.push([Op.REMOUNT_ROOT_RO]);
+  if (linux.seccomp) throw unsupported("config.json: linux.seccomp: seccomp filters are not supported yet (planned in the security work)");
+  ops.push(...credentialOps(p, rootfs, input.preserveFds ?? 0));
+  return ops;
+}
+
+function mountOps(m: Mount, input: CreatePlanInput): PlanOp[] {
+  const type = m.type ?? "";
+  const { flags, propagation, data } = parseMountOptions(m.options);
+  const dest = m.destination;
+  if (dest.split("/").includes("..")) throw invalid(`config.json: mounts: destination ${dest} contains ".."`);
+  const isBind = type === "bind" || (flags & MS.BIND) !== 0;
+  const prop = propagation.length ? propagation[propagation.length - 1]! : 0;
+  if (isBind) {
+    const source = m.source ?? "";
+    const src = isAbsolute(source) ? source : resolve(input.bundle, source);
+    let kind = "d";
+    try {
+      kind = statSync(src).isDirectory() ? "d" : "f";
+    } catch {
+      throw invalid(`config.json: mounts: bind source ${src} for ${dest} does not exist`);
+    }
+    return [[Op.MOUNT, src, dest, "", String(flags | MS.BIND), String(prop), data.join(","), kind]];
+  }
+  if (type === "cgroup" || type === "cgroup2") return cgroupMountOps(dest, flags, input);
+  return [[Op.MOUNT, m.source ?? type, dest, type, String(flags), String(prop), data.join(","), "d"]];
+}
+
+/** v2: a cgroup2 mount (the container's own view through its cgroup namespace). v1: runc's layout,
+ * a tmpfs holding a bind of the container's cgroup from each hierarchy. */
+function cgroupMountOps(dest: string, flags: number, input: CreatePlanInput): PlanOp[] {
+  const cg = input.cgroup;
+  const layout = cgroups.layout();
+  const newCgroupNs = (input.spec.linux?.namespaces ?? []).some((n) => n.type === "cgroup" && !n.path);
+  if (layout === "v2" || !cg) {
+    if (newCgroupNs || !cg) return [[Op.MOUNT, "cgroup", dest, "cgroup2", String(flags), "0", "", "d"]];
+    const dir = cgroups.controllerDirs(cg)[0]!.dir;
+    return [[Op.MOUNT, dir, dest, "", String(flags | MS.BIND | MS.REC), "0", "", "d"]];
+  }
+  const ops: PlanOp[] = [[Op.MOUNT, "tmpfs", dest, "tmpfs", String(MS.NOSUID | MS.NODEV | MS.NOEXEC), "0", "mode=755", "d"]];
+  for (const h of cgroups.controllerDirs(cg)) {
+    const name = h.v2 ? "unified" : h.controllers.map((c) => c.replace(/^name=/, "")).join(",");
+    ops.push([Op.MOUNT, h.dir, `${dest}/${name}`, "", String((flags & ~MS.REC) | MS.BIND), "0", "", "d"]);
+    if (h.controllers.length > 1) for (const c of h.controllers) if (!c.startsWith("name=")) ops.push([Op.SYMLINK, name, `${dest}/${c}`]);
+  }
+  if (flags & MS.RDONLY) ops.push([Op.MOUNT, "", dest, "", String(MS.REMOUNT | MS.RDONLY | MS.NOSUID | MS.NODEV | MS.NOEXEC), "0", "mode=755", "-"]);
+  return ops;
+}
+
+/** Plan for `exec`: join every namespace of the container's init, its cgroup and its root. */
+export function execPlan(input: {
+  pid: number;
+  namespaces: NamespaceType[];
+  process: Process;
+  rootfs: string;
+  cgroup?: cgroups.Cgroup;
+  consoleSocket?: string;
+  foreground: boolean;
+  preserveFds?: number;
+}): PlanOp[] {
+  const ops: PlanOp[] = [];
+  if (input.consoleSocket) ops.push([Op.CONSOLE_SOCKET, input.consoleSocket]);
+  // Opened in the host before joining; the child chroots into it (pivot_root and no-pivot alike).
+  ops.push([Op.ROOT_OF, String(input.pid)]);
+  if (input.cgroup) for (const f of cgroups.procsFiles(input.cgroup)) ops.push([Op.CGROUP_PROCS, f]);
+  for (const t of joinOrder)
+    if (input.namespaces.includes(t)) {
+      const path = `/proc/${input.pid}/ns/${procNsName[t]}`;
+      ops.push([Op.SETNS, path, String(cloneFlag[t])]);
+    }
+  ops.push([Op.CLONE, "0"]);
+  if (input.foreground) ops.push([Op.FOREGROUND]);
+  ops.push([Op.SETSID]);
+  if (input.process.terminal) ops.push([Op.TERMINAL]);
+  ops.push(...credentialOps(input.process, input.rootfs, input.preserveFds ?? 0));
+  return ops;
+}
+
+/** Records on the wire: u32 code, u32 length, NUL-terminated strings. */
+export function encodePlan(ops: PlanOp[]): Buffer {
+  const parts: Buffer[] = [];
+  for (const [code, ...args] of [...ops, [Op.END] as PlanOp]) {
+    const payload = Buffer.from(args.map((a) => a + "\0").join(""), "utf8");
+    const hdr = Buffer.alloc(8);
+    hdr.writeUInt32LE(code, 0);
+    hdr.writeUInt32LE(payload.length, 4);
+    parts.push(hdr, payload);
+  }
+  return Buffer.concat(parts);
+}

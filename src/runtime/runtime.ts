@@ -1,0 +1,473 @@
+/**
+ * The OCI runtime as a library: create / start / run / state / kill / delete / list / ps / exec /
+ * pause / resume, with runc's semantics. The berth-runtime CLI is a thin layer over this class, and
+ * the engine calls it in-process (no new Node process per container).
+ *
+ * Lifecycle (an explicit state machine, as in youki): creating → created → running ⇄ paused → stopped.
+ * Every step that can fail after the id was claimed undoes what it made (process, cgroup, state dir).
+ */
+import { spawn } from "node:child_process";
+import { openSync, readFileSync, readSync, closeSync, rmSync, writeFileSync, renameSync, constants as fsc, realpathSync, statSync } from "node:fs";
+import { constants as osc, userInfo } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { BerthError, errorMessage, invalid, notFound, precondition } from "../common/errors.js";
+import * as cgroups from "../cgroups/index.js";
+import { runHelper, type HelperOptions } from "./helper.js";
+import { createPlan, execPlan } from "./plan.js";
+import { Op } from "./protocol.js";
+import { hookNames, validateProcess, validateSpec, type Hook, type HookName, type NamespaceType, type Process, type Spec } from "./spec.js";
+import { StateStore, processStartTime, type ContainerRecord, type OciState, type Status } from "./state.js";
+
+export const defaultRoot = "/run/berth-runtime";
+
+export interface RuntimeOptions {
+  /** Where container state lives (runc's --root). */
+  root?: string;
+  /** Warnings (a hook that failed after start, an unknown capability) go here. */
+  warn?: (message: string) => void;
+}
+
+export interface CreateOptions {
+  bundle: string;
+  pidFile?: string;
+  consoleSocket?: string;
+  noPivot?: boolean;
+  noNewKeyring?: boolean;
+  preserveFds?: number;
+  stdio?: HelperOptions["stdio"];
+}
+
+export interface ExecOptions {
+  consoleSocket?: string;
+  pidFile?: string;
+  detach?: boolean;
+  preserveFds?: number;
+  stdio?: HelperOptions["stdio"];
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Signal by name ("KILL", "SIGKILL") or number, as runc accepts it. */
+export function parseSignal(sig: string | number): number {
+  if (typeof sig === "number") return sig;
+  if (/^\d+$/.test(sig)) {
+    const n = Number(sig);
+    if (n < 1 || n > 64) throw invalid(`invalid signal: ${sig}`);
+    return n;
+  }
+  const name = sig.toUpperCase().startsWith("SIG") ? sig.toUpperCase() : `SIG${sig.toUpperCase()}`;
+  const n = (osc.signals as Record<string, number>)[name];
+  if (n === undefined) throw invalid(`unknown signal "${sig}"`);
+  return n;
+}
+
+function nsInode(path: string): string | undefined {
+  try {
+    return String(statSync(path).ino);
+  } catch {
+    return undefined;
+  }
+}
+
+export class Runtime {
+  readonly store: StateStore;
+  private readonly warn: (m: string) => void;
+
+  constructor(opts: RuntimeOptions = {}) {
+    this.store = new StateStore(resolve(opts.root ?? defaultRoot));
+    this.warn = opts.warn ?? ((m) => process.stderr.write(`warning: ${m}\n`));
+  }
+
+  /** Reads and validates <bundle>/config.json. */
+  loadBundle(bundle: string): { spec: Spec; bundle: string; rootfs: string } {
+    const dir = resolve(bundle);
+    let text: string;
+    try {
+      text = readFileSync(join(dir, "config.json"), "utf8");
+    } catch (err) {
+      throw notFound(`cannot read ${join(dir, "config.json")}: ${(err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : errorMessage(err)}`);
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (err) {
+      throw invalid(`config.json is not valid JSON: ${errorMessage(err)}`);
+    }
+    const spec = validateSpec(parsed);
+    if (!spec.process) throw invalid("config.json: process: is required to create a container");
+    const rootPath = resolve(dir, spec.root!.path);
+    let rootfs: string;
+    try {
+      rootfs = realpathSync(rootPath);
+      if (!statSync(rootfs).isDirectory()) throw new Error("not a directory");
+    } catch {
+      throw notFound(`rootfs ${rootPath} does not exist or is not a directory (config.json root.path)`);
+    }
+    return { spec, bundle: dir, rootfs };
+  }
+
+  async create(id: string, opts: CreateOptions): Promise<OciState> {
+    const { spec, bundle, rootfs } = this.loadBundle(opts.bundle);
+    return this.createFromSpec(id, spec, bundle, rootfs, opts, false);
+  }
+
+  private async createFromSpec(id: string, spec: Spec, bundle: string, rootfs: string, opts: CreateOptions, foreground: boolean) {
+    this.store.claim(id);
+    const rec: ContainerRecord = {
+      ociVersion: spec.ociVersion,
+      id,
+      pid: 0,
+      bundle,
+      rootfs,
+      created: new Date().toISOString(),
+      owner: userInfo().username,
+      annotations: spec.annotations,
+      phase: "creating",
+      pidStartTime: 0,
+      namespaces: (spec.linux?.namespaces ?? []).map((n) => n.type),
+      spec,
+    };
+    let cg: cgroups.Cgroup | undefined;
+    let pid = 0;
+    try {
+      const path = cgroups.cgroupPathFor(id, spec.linux?.cgroupsPath);
+      cg = cgroups.place(path);
+      rec.cgroupPath = path;
+      this.store.write(rec);
+      cgroups.create(cg);
+      const r = spec.linux?.resources;
+      if (r) cgroups.apply(cg, { memory: r.memory, pids: r.pids, devices: r.devices });
+      const hooks = spec.hooks ?? {};
+      const hookSync = !!(hooks.prestart?.length || hooks.createRuntime?.length || hooks.createContainer?.length);
+      const ops = createPlan({
+        spec,
+        bundle,
+        rootfs,
+        fifo: this.store.fifo(id),
+        consoleSocket: opts.consoleSocket,
+        noPivot: opts.noPivot,
+        preserveFds: opts.preserveFds,
+        cgroup: cg,
+        hookSync,
+        foreground,
+      });
+      // runc gives each container its own session keyring unless --no-new-keyring.
+      if (!opts.noNewKeyring) ops.splice(ops.findIndex((o) => o[0] === Op.PROPAGATION), 0, [Op.KEYRING, id]);
+      const run = runHelper(ops, {
+        stdio: opts.stdio,
+        preserveFds: opts.preserveFds,
+        onHookPoint: async (childPid) => {
+          rec.pid = childPid;
+          rec.pidStartTime = processStartTime(childPid)?.start ?? 0;
+          this.store.write(rec);
+          const state = { ...this.store.ociState(rec), status: "creating" as Status, pid: childPid };
+          for (const h of [...(hooks.prestart ?? []), ...(hooks.createRuntime ?? [])]) await runHook("createRuntime", h, state);
+          for (const h of hooks.createContainer ?? []) await runHook("createContainer", h, state);
+        },
+      });
+      try {
+        pid = await run.ready;
+      } catch (err) {
+        await run.exited;
+        throw err;
+      }
+      rec.pid = pid;
+      rec.pidStartTime = processStartTime(pid)?.start ?? 0;
+      rec.phase = "created";
+      // Record which namespaces really differ from ours (joined ones may be the host's).
+      rec.namespaces = (["user", "mount", "uts", "ipc", "network", "pid", "cgroup", "time"] as NamespaceType[]).filter((t) => {
+        const name = { mount: "mnt", network: "net" }[t as string] ?? t;
+        return nsInode(`/proc/${pid}/ns/${name}`) !== nsInode(`/proc/self/ns/${name}`);
+      });
+      this.store.write(rec);
+      if (opts.pidFile) writePidFile(opts.pidFile, pid);
+      if (!foreground) await run.exited;
+      this.foregroundRun = foreground ? run : undefined;
+      return this.store.ociState(rec);
+    } catch (err) {
+      if (pid || rec.pid) killQuietly(pid || rec.pid, 9);
+      if (cg) {
+        await waitEmpty(cg);
+        try {
+          cgroups.remove(cg);
+        } catch {
+          // reported by the original error
+        }
+      }
+      this.store.remove(id);
+      throw err;
+    }
+  }
+
+  /** Set by a foreground create (run without --detach): the helper that waits for the container. */
+  private foregroundRun: ReturnType<typeof runHelper> | undefined;
+
+  async start(id: string): Promise<void> {
+    const rec = this.store.read(id);
+    const status = this.store.status(rec);
+    if (status === "stopped") throw precondition("cannot start a container that has stopped");
+    if (status !== "created") throw precondition(`cannot start an already ${status} container`);
+    const state = this.store.ociState(rec);
+    for (const h of rec.spec.hooks?.startContainer ?? []) await this.runHookInside(rec, h, state);
+    const fifo = this.store.fifo(id);
+    // O_NONBLOCK so a dead init cannot hang start; the waiting writer makes the byte appear.
+    const fd = openSync(fifo, fsc.O_RDONLY | fsc.O_NONBLOCK);
+    try {
+      const byte = Buffer.alloc(1);
+      for (let i = 0; ; i++) {
+        try {
+          if (readSync(fd, byte, 0, 1, null) === 1) break;
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== "EAGAIN") throw err;
+        }
+        if (this.store.status(rec) === "stopped") throw precondition("cannot start a container that has stopped");
+        if (i > 2000) throw new BerthError("System", "container did not take the start signal within 10s");
+        await sleep(i < 100 ? 0 : 5);
+      }
+    } finally {
+      closeSync(fd);
+    }
+    rmSync(fifo, { force: true });
+    for (const h of rec.spec.hooks?.poststart ?? []) {
+      try {
+        await runHook("poststart", h, { ...state, status: "running" });
+      } catch (err) {
+        this.warn(errorMessage(err));
+      }
+    }
+  }
+
+  /** create + start; without detach, waits and returns the exit code (128+n for signal n). */
+  async run(id: string, opts: CreateOptions & { detach?: boolean; keep?: boolean }): Promise<number> {
+    const { spec, bundle, rootfs } = this.loadBundle(opts.bundle);
+    if (spec.process?.terminal && !opts.consoleSocket && opts.detach)
+      throw invalid("cannot allocate tty if runc will detach without setting console socket");
+    await this.createFromSpec(id, spec, bundle, rootfs, opts, !opts.detach);
+    const fg = this.foregroundRun;
+    this.foregroundRun = undefined;
+    try {
+      await this.start(id);
+    } catch (err) {
+      await this.delete(id, { force: true }).catch(() => {});
+      throw err;
+    }
+    if (opts.detach || !fg) return 0;
+    const forward = (sig: NodeJS.Signals) => {
+      try {
+        process.kill(fg.helperPid, sig);
+      } catch {
+        // helper already gone
+      }
+    };
+    const signals: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"];
+    for (const s of signals) process.on(s, forward);
+    const { code, waitStatus } = await fg.exited;
+    for (const s of signals) process.off(s, forward);
+    if (!opts.keep) await this.delete(id, { force: true }).catch((e) => this.warn(errorMessage(e)));
+    if (waitStatus === undefined) return code;
+    return (waitStatus & 0x7f) === 0 ? (waitStatus >> 8) & 0xff : 128 + (waitStatus & 0x7f);
+  }
+
+  state(id: string): OciState {
+    return this.store.ociState(this.store.read(id));
+  }
+
+  list(): OciState[] {
+    const out: OciState[] = [];
+    for (const id of this.store.list()) {
+      try {
+        out.push(this.state(id));
+      } catch {
+        // removed meanwhile
+      }
+    }
+    return out;
+  }
+
+  kill(id: string, signal: string | number = "SIGTERM", opts: { all?: boolean } = {}): void {
+    const sig = parseSignal(signal);
+    const rec = this.store.read(id);
+    const status = this.store.status(rec);
+    if (opts.all && rec.cgroupPath) {
+      const cg = cgroups.place(rec.cgroupPath);
+      const pids = cgroups.pids(cg);
+      if (status === "paused") cgroups.freeze(cg, false);
+      for (const p of pids) killQuietly(p, sig);
+      return;
+    }
+    if (status === "stopped" || status === "creating") throw precondition("container not running");
+    process.kill(rec.pid, sig);
+  }
+
+  async delete(id: string, opts: { force?: boolean } = {}): Promise<void> {
+    let rec: ContainerRecord;
+    try {
+      rec = this.store.read(id);
+    } catch (err) {
+      if (opts.force && err instanceof BerthError && err.kind === "NotFound") {
+        // A create that died before writing state leaves only the directory.
+        if (this.store.has(id)) this.store.remove(id);
+        return;
+      }
+      throw err;
+    }
+    const status = this.store.status(rec);
+    if (status !== "stopped" && !opts.force) throw precondition(`cannot delete container ${id} that is not stopped: ${status}`);
+    const cg = rec.cgroupPath ? cgroups.place(rec.cgroupPath) : undefined;
+    if (status !== "stopped") {
+      if (cg) {
+        if (status === "paused") cgroups.freeze(cg, false);
+        for (const p of cgroups.pids(cg)) killQuietly(p, 9);
+      }
+      killQuietly(rec.pid, 9);
+      for (let i = 0; i < 1000 && this.store.status(rec) !== "stopped"; i++) await sleep(2);
+    }
+    if (cg) {
+      await waitEmpty(cg);
+      cgroups.remove(cg);
+    }
+    const state = { ...this.store.ociState(rec), status: "stopped" as Status };
+    this.store.remove(id);
+    for (const h of rec.spec.hooks?.poststop ?? []) {
+      try {
+        await runHook("poststop", h, state);
+      } catch (err) {
+        this.warn(errorMessage(err));
+      }
+    }
+  }
+
+  pids(id: string): number[] {
+    const rec = this.store.read(id);
+    if (!rec.cgroupPath) return this.store.status(rec) === "stopped" ? [] : [rec.pid];
+    return cgroups.pids(cgroups.place(rec.cgroupPath)).sort((a, b) => a - b);
+  }
+
+  pause(id: string): void {
+    const rec = this.store.read(id);
+    const status = this.store.status(rec);
+    if (status !== "running" && status !== "created") throw precondition("container not running or created: " + status);
+    cgroups.freeze(cgroups.place(rec.cgroupPath!), true);
+  }
+
+  resume(id: string): void {
+    const rec = this.store.read(id);
+    if (this.store.status(rec) !== "paused") throw precondition("container not paused");
+    cgroups.freeze(cgroups.place(rec.cgroupPath!), false);
+  }
+
+  /** Runs a process inside the container. Detached: returns its pid; otherwise waits and returns the exit code. */
+  async exec(id: string, proc: Process, opts: ExecOptions = {}): Promise<{ pid: number; exitCode?: number }> {
+    validateProcess(proc as unknown as Record<string, unknown>, "process");
+    const rec = this.store.read(id);
+    const status = this.store.status(rec);
+    if (status === "stopped") throw precondition("cannot exec in a stopped container");
+    if (status === "paused") throw precondition("cannot exec in a paused container");
+    if (status === "creating") throw precondition("cannot exec in a container that is being created");
+    if (proc.terminal && opts.detach && !opts.consoleSocket) throw invalid("cannot allocate tty if runc will detach without setting console socket");
+    const ops = execPlan({
+      pid: rec.pid,
+      namespaces: rec.namespaces,
+      process: proc,
+      rootfs: rec.rootfs,
+      cgroup: rec.cgroupPath ? cgroups.place(rec.cgroupPath) : undefined,
+      consoleSocket: opts.consoleSocket,
+      foreground: !opts.detach,
+      preserveFds: opts.preserveFds,
+    });
+    const run = runHelper(ops, { stdio: opts.stdio, preserveFds: opts.preserveFds });
+    let pid: number;
+    try {
+      pid = await run.ready;
+    } catch (err) {
+      await run.exited;
+      throw err;
+    }
+    if (opts.pidFile) writePidFile(opts.pidFile, pid);
+    if (opts.detach) {
+      await run.exited;
+      return { pid };
+    }
+    const forward = (sig: NodeJS.Signals) => {
+      try {
+        process.kill(run.helperPid, sig);
+      } catch {
+        // gone
+      }
+    };
+    const signals: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"];
+    for (const s of signals) process.on(s, forward);
+    const { code, waitStatus } = await run.exited;
+    for (const s of signals) process.off(s, forward);
+    if (waitStatus === undefined) return { pid, exitCode: code };
+    return { pid, exitCode: (waitStatus & 0x7f) === 0 ? (waitStatus >> 8) & 0xff : 128 + (waitStatus & 0x7f) };
+  }
+
+  /** startContainer hooks run inside the container's namespaces, before the user's process. */
+  private async runHookInside(rec: ContainerRecord, h: Hook, state: OciState): Promise<void> {
+    const proc: Process = { user: { uid: 0, gid: 0 }, cwd: "/", args: [h.path, ...(h.args ?? []).slice(1)], env: h.env ?? [] };
+    const ops = execPlan({ pid: rec.pid, namespaces: rec.namespaces, process: proc, rootfs: rec.rootfs, foreground: true });
+    const run = runHelper(ops, { stdio: ["pipe", "inherit", "inherit"] });
+    run.stdin?.on("error", () => {});
+    run.stdin?.end(JSON.stringify(state));
+    const timer = h.timeout ? setTimeout(() => killQuietly(run.helperPid, 9), h.timeout * 1000) : undefined;
+    await run.ready.catch(async (e) => {
+      await run.exited;
+      throw new BerthError("System", `startContainer hook ${h.path}: ${errorMessage(e)}`);
+    });
+    const { code } = await run.exited;
+    if (timer) clearTimeout(timer);
+    if (code !== 0) throw new BerthError("System", `startContainer hook ${h.path} exited with status ${code}`);
+  }
+}
+
+function killQuietly(pid: number, sig: number): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // already gone
+  }
+}
+
+async function waitEmpty(cg: cgroups.Cgroup): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    let pids: number[];
+    try {
+      pids = cgroups.pids(cg);
+    } catch {
+      return;
+    }
+    if (pids.length === 0) return;
+    for (const p of pids) killQuietly(p, 9);
+    await sleep(2);
+  }
+}
+
+function writePidFile(path: string, pid: number): void {
+  const abs = resolve(path);
+  const tmp = join(dirname(abs), `.${Date.now()}.pid`);
+  writeFileSync(tmp, String(pid));
+  renameSync(tmp, abs);
+}
+
+/** Runs one hook on the host with the state JSON on stdin, honouring its timeout. */
+export function runHook(name: HookName, h: Hook, state: OciState): Promise<void> {
+  if (!hookNames.includes(name)) throw invalid(`unknown hook ${name}`);
+  return new Promise((res, rej) => {
+    const [argv0, ...rest] = h.args?.length ? h.args : [h.path];
+    const child = spawn(h.path, rest, { argv0, env: Object.fromEntries((h.env ?? []).map((e) => [e.slice(0, e.indexOf("=")), e.slice(e.indexOf("=") + 1)])), stdio: ["pipe", "inherit", "pipe"] });
+    let stderr = "";
+    child.stderr!.on("data", (d) => (stderr += d));
+    child.stdin!.on("error", () => {});
+    child.stdin!.end(JSON.stringify(state));
+    const timer = h.timeout ? setTimeout(() => child.kill("SIGKILL"), h.timeout * 1000) : undefined;
+    child.on("error", (e) => rej(new BerthError("System", `${name} hook ${h.path}: ${e.message}`)));
+    child.on("exit", (code, signal) => {
+      if (timer) clearTimeout(timer);
+      if (code === 0) res();
+      else if (signal === "SIGKILL" && h.timeout) rej(new BerthError("System", `${name} hook ${h.path} timed out after ${h.timeout}s`));
+      else rej(new BerthError("System", `${name} hook ${h.path} failed (${signal ?? `exit status ${code}`}): ${stderr.trim()}`));
+    });
+  });
+}
+

@@ -1,0 +1,33 @@
+/**
+ * Linux capabilities by name, as the kernel ABI numbers them (linux/capability.h), and the masks
+ * the helper applies. Names the kernel does not know are reported, not silently kept.
+ */
+const names = [
+  "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
+  "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
+  "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+  "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
+  "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
+  "CHECKPOINT_RESTORE",
+] as const;
+
+export const capabilityNumbers: ReadonlyMap<string, number> = new Map(names.map((n, i) => [`CAP_${n}`, i]));
+export const allCapabilities: readonly string[] = names.map((n) => `CAP_${n}`);
+
+/** Docker's default set (14 capabilities). */
+export const dockerDefaultCapabilities: readonly string[] = [
+  "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
+  "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+];
+
+/** A 64-bit mask of the named capabilities; unknown names go to `unknown` (runc warns and skips them). */
+export function capabilityMask(list: readonly string[] | undefined, unknown: string[] = []): bigint {
+  let mask = 0n;
+  for (const raw of list ?? []) {
+    const name = raw.toUpperCase().startsWith("CAP_") ? raw.toUpperCase() : `CAP_${raw.toUpperCase()}`;
+    const n = capabilityNumbers.get(name);
+    if (n === undefined) unknown.push(raw);
+    else mask |= 1n << BigInt(n);
+  }
+  return mask;
+}
