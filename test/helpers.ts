@@ -1,0 +1,146 @@
+/** Shared test helpers: bundles around the busybox fixture, running berth-runtime, leak checks. */
+import { spawn, spawnSync } from "node:child_process";
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const project = join(dirname(fileURLToPath(import.meta.url)), "../..");
+export const fixtureRootfs = join(project, "build/fixtures/busybox/rootfs");
+export const fixtureConfig = join(project, "build/fixtures/busybox/config.json");
+export const cli = join(project, "dist/src/cli/runtime/main.js");
+export const recvtty = join(project, "build/recvtty");
+
+export const isRoot = process.getuid?.() === 0;
+export const rootSkip = isRoot ? false : "needs root (namespaces, mounts, cgroups)";
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnySpec = any;
+
+/** A temp dir removed by cleanup(). */
+export function tempDir(prefix = "berth-test-"): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+/** A bundle whose rootfs is the busybox fixture; `args` is the process; `edit` changes the spec. */
+export function makeBundle(args: string[], edit?: (spec: AnySpec) => void): string {
+  const dir = tempDir("berth-bundle-");
+  const spec = JSON.parse(readFileSync(fixtureConfig, "utf8"));
+  spec.root.path = fixtureRootfs;
+  spec.process.args = args;
+  edit?.(spec);
+  writeFileSync(join(dir, "config.json"), JSON.stringify(spec, null, 2));
+  return dir;
+}
+
+export function newRoot(): string {
+  return tempDir("berth-root-");
+}
+
+let counter = 0;
+export function uniqueId(prefix = "t"): string {
+  return `${prefix}-${process.pid}-${++counter}`;
+}
+
+export interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs berth-runtime synchronously with --root. Output goes through files, not pipes: a created
+ * container inherits the runtime's stdio (as with runc), and a pipe would stay open after it exits.
+ * NODE_EXTRA_CA_CERTS is dropped (it slows node start).
+ */
+export function rt(root: string, args: string[], opts: { input?: string; cwd?: string; timeout?: number } = {}): Result {
+  const env = { ...process.env };
+  delete env.NODE_EXTRA_CA_CERTS;
+  const dir = tempDir("berth-out-");
+  const out = openSync(join(dir, "out"), "w+");
+  const err = openSync(join(dir, "err"), "w+");
+  try {
+    const r = spawnSync(process.execPath, [cli, "--root", root, ...args], {
+      stdio: [opts.input === undefined ? "ignore" : "pipe", out, err],
+      input: opts.input,
+      cwd: opts.cwd,
+      env,
+      timeout: opts.timeout ?? 30_000,
+    });
+    return { code: r.status ?? 128, stdout: readFileSync(join(dir, "out"), "utf8"), stderr: readFileSync(join(dir, "err"), "utf8") };
+  } finally {
+    closeSync(out);
+    closeSync(err);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Runs a container in the foreground and returns its output (the bundle is removed afterwards). */
+export function runIn(args: string[], edit?: (spec: AnySpec) => void, extra: string[] = []): Result {
+  const root = newRoot();
+  const bundle = makeBundle(args, edit);
+  try {
+    return rt(root, ["run", ...extra, "--bundle", bundle, uniqueId()]);
+  } finally {
+    rmSync(bundle, { recursive: true, force: true });
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+export function sh(cmd: string): string {
+  return spawnSync("sh", ["-c", cmd], { encoding: "utf8" }).stdout;
+}
+
+/** Everything a container could leave behind: mounts of test dirs, berth cgroups, live processes. */
+export function leaks(): string[] {
+  const out: string[] = [];
+  const mounts = readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .filter((l) => /berth-(bundle|root|test)-|\/fixtures\/busybox/.test(l));
+  if (mounts.length) out.push(`mounts: ${mounts.join("; ")}`);
+  for (const h of readdirSync("/sys/fs/cgroup")) {
+    const dir = join("/sys/fs/cgroup", h, "berth");
+    if (existsSync(dir)) {
+      const kids = readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory() && e.name.startsWith("t-"));
+      if (kids.length) out.push(`cgroups: ${dir}/{${kids.map((k) => k.name).join(",")}}`);
+    }
+  }
+  const procs = sh("ps -eo pid,args").split("\n").filter((l) => l.includes("/probe ") && !l.includes("ps -eo"));
+  if (procs.length) out.push(`processes: ${procs.join("; ")}`);
+  return out;
+}
+
+/** Starts a process and collects its output; for console-socket receivers and the like. */
+export function background(cmd: string, args: string[]) {
+  const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (d) => (stdout += d));
+  child.stderr!.on("data", (d) => (stderr += d));
+  const done = new Promise<number>((res) => child.on("exit", (c) => res(c ?? 128)));
+  return {
+    child,
+    done,
+    get stdout() {
+      return stdout;
+    },
+    get stderr() {
+      return stderr;
+    },
+    async waitFor(text: string, ms = 5000) {
+      const start = Date.now();
+      while (!stdout.includes(text)) {
+        if (Date.now() - start > ms) throw new Error(`timed out waiting for ${JSON.stringify(text)}; got ${JSON.stringify(stdout)}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    },
+  };
+}
+
+export function nsOf(pid: number | "self"): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const n of ["cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"]) {
+    out[n] = sh(`readlink /proc/${pid}/ns/${n}`).trim();
+  }
+  return out;
+}

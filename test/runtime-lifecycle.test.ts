@@ -1,0 +1,186 @@
+/** berth-runtime's lifecycle as runc's callers see it: statuses, exit codes, state JSON, errors. */
+import { test, describe, after } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { spawn } from "node:child_process";
+import { setTimeout as sleep } from "node:timers/promises";
+import { cli, leaks, makeBundle, newRoot, rootSkip, rt, uniqueId } from "./helpers.js";
+
+const root = newRoot();
+after(() => rmSync(root, { recursive: true, force: true }));
+
+describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
+  test("create waits for start; state, list and ps report it; kill and delete clean up", () => {
+    const bundle = makeBundle(["/probe", "sleep", "60"]);
+    const id = uniqueId();
+    const pidFile = join(bundle, "pid");
+    let r = rt(root, ["create", "--bundle", bundle, "--pid-file", pidFile, id]);
+    assert.equal(r.code, 0, r.stderr);
+    const pid = Number(readFileSync(pidFile, "utf8"));
+    assert.ok(pid > 1);
+    let state = JSON.parse(rt(root, ["state", id]).stdout);
+    assert.equal(state.status, "created");
+    assert.equal(state.pid, pid);
+    assert.equal(state.id, id);
+    assert.equal(state.bundle, bundle);
+    assert.equal(state.ociVersion, "1.0.2-dev");
+    // Before start the process has not exec'd the user's program yet.
+    assert.notEqual(readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[0], "/probe");
+
+    assert.equal(rt(root, ["start", id]).code, 0);
+    state = JSON.parse(rt(root, ["state", id]).stdout);
+    assert.equal(state.status, "running");
+    assert.equal(readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").slice(0, 3).join(" "), "/probe sleep 60");
+    r = rt(root, ["start", id]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /cannot start an already running container/);
+
+    const list = JSON.parse(rt(root, ["list", "--format", "json"]).stdout);
+    assert.deepEqual(list.map((s: { id: string; status: string }) => [s.id, s.status]), [[id, "running"]]);
+    const table = rt(root, ["list"]).stdout.split("\n");
+    assert.match(table[0]!, /^ID\s+PID\s+STATUS\s+BUNDLE\s+CREATED\s+OWNER$/);
+    assert.match(table[1]!, new RegExp(`^${id}\\s+${pid}\\s+running\\s+${bundle}\\s+\\S+\\s+root$`));
+    assert.deepEqual(JSON.parse(rt(root, ["ps", "--format", "json", id]).stdout), [pid]);
+    assert.match(rt(root, ["ps", id]).stdout, new RegExp(`\\n\\S+\\s+${pid}\\s`));
+
+    r = rt(root, ["delete", id]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /cannot delete container .* that is not stopped: running/);
+    assert.equal(rt(root, ["kill", id, "KILL"]).code, 0);
+    for (let i = 0; i < 100 && JSON.parse(rt(root, ["state", id]).stdout).status !== "stopped"; i++);
+    assert.equal(JSON.parse(rt(root, ["state", id]).stdout).status, "stopped");
+    r = rt(root, ["kill", id]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /container not running/);
+    assert.equal(rt(root, ["delete", id]).code, 0);
+    r = rt(root, ["state", id]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /container .* does not exist/);
+    assert.equal(existsSync(join(root, id)), false);
+    rmSync(bundle, { recursive: true });
+    assert.deepEqual(leaks(), []);
+  });
+
+  test("run in the foreground returns the container's exit status, and 128+n for a signal", async () => {
+    const b1 = makeBundle(["/probe", "exit", "42"]);
+    assert.equal(rt(root, ["run", "--bundle", b1, uniqueId()]).code, 42);
+    // pid 1 of a namespace ignores its own signals: the signal comes from outside, as docker kill does.
+    const b2 = makeBundle(["/probe", "sleep", "30"]);
+    const id = uniqueId();
+    const env = { ...process.env };
+    delete env.NODE_EXTRA_CA_CERTS;
+    const run = spawn(process.execPath, [cli, "--root", root, "run", "--bundle", b2, id], { stdio: "ignore", env });
+    const exited = new Promise<number>((res) => run.on("exit", (c) => res(c ?? -1)));
+    for (let i = 0; i < 200 && JSON.parse(rt(root, ["state", id]).stdout || "{}").status !== "running"; i++) await sleep(10);
+    assert.equal(rt(root, ["kill", id, "9"]).code, 0);
+    assert.equal(await exited, 128 + 9);
+    assert.deepEqual(JSON.parse(rt(root, ["list", "--format", "json"]).stdout), [], "run removes the container when it exits");
+    rmSync(b1, { recursive: true });
+    rmSync(b2, { recursive: true });
+  });
+
+  test("run forwards the signals it receives to the container", async () => {
+    const b = makeBundle(["/probe", "wait-signal"]);
+    const env = { ...process.env };
+    delete env.NODE_EXTRA_CA_CERTS;
+    const run = spawn(process.execPath, [cli, "--root", root, "run", "--bundle", b, uniqueId()], { stdio: ["ignore", "pipe", "inherit"], env });
+    let out = "";
+    run.stdout!.on("data", (d) => (out += d));
+    const exited = new Promise<number>((res) => run.on("exit", (c) => res(c ?? -1)));
+    for (let i = 0; i < 500 && !out.includes("waiting"); i++) await sleep(10);
+    run.kill("SIGTERM");
+    assert.equal(await exited, 0);
+    assert.match(out, /signal 15/);
+    rmSync(b, { recursive: true });
+  });
+
+  test("run --detach leaves a running container; --keep keeps a stopped one", () => {
+    const b = makeBundle(["/probe", "sleep", "60"]);
+    const id = uniqueId();
+    assert.equal(rt(root, ["run", "-d", "--bundle", b, id]).code, 0);
+    assert.equal(JSON.parse(rt(root, ["state", id]).stdout).status, "running");
+    assert.equal(rt(root, ["delete", "--force", id]).code, 0);
+    const b2 = makeBundle(["/probe", "exit", "3"]);
+    const id2 = uniqueId();
+    assert.equal(rt(root, ["run", "--keep", "--bundle", b2, id2]).code, 3);
+    assert.equal(JSON.parse(rt(root, ["state", id2]).stdout).status, "stopped");
+    assert.equal(rt(root, ["delete", id2]).code, 0);
+    rmSync(b, { recursive: true });
+    rmSync(b2, { recursive: true });
+    assert.deepEqual(leaks(), []);
+  });
+
+  test("kill delivers the named signal to pid 1 of the container; --all reaches every process", () => {
+    const b = makeBundle(["/probe", "wait-signal"]);
+    const id = uniqueId();
+    const logFile = join(b, "out");
+    writeFileSync(logFile, "");
+    const spec = JSON.parse(readFileSync(join(b, "config.json"), "utf8"));
+    spec.process.args = ["/bin/sh", "-c", "exec /probe wait-signal > /tmp-out/out"];
+    spec.mounts.push({ destination: "/tmp-out", type: "bind", source: b, options: ["rbind", "rw"] });
+    writeFileSync(join(b, "config.json"), JSON.stringify(spec));
+    assert.equal(rt(root, ["run", "-d", "--bundle", b, id]).code, 0);
+    for (let i = 0; i < 200 && !readFileSync(logFile, "utf8").includes("waiting"); i++) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+    assert.equal(rt(root, ["kill", id, "SIGUSR1"]).code, 0);
+    for (let i = 0; i < 200 && !readFileSync(logFile, "utf8").includes("signal"); i++) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+    assert.match(readFileSync(logFile, "utf8"), /signal 10/);
+    const r = rt(root, ["kill", id, "NOSUCHSIG"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /unknown signal "NOSUCHSIG"/);
+    assert.equal(rt(root, ["delete", "-f", id]).code, 0);
+    rmSync(b, { recursive: true });
+  });
+
+  test("pause freezes the container and resume thaws it", () => {
+    const b = makeBundle(["/probe", "sleep", "60"]);
+    const id = uniqueId();
+    assert.equal(rt(root, ["run", "-d", "--bundle", b, id]).code, 0);
+    const pid = JSON.parse(rt(root, ["state", id]).stdout).pid;
+    assert.equal(rt(root, ["pause", id]).code, 0);
+    assert.equal(JSON.parse(rt(root, ["state", id]).stdout).status, "paused");
+    assert.match(readFileSync(`/proc/${pid}/status`, "utf8"), /State:\s+[DS]/);
+    assert.equal(rt(root, ["resume", id]).code, 0);
+    assert.equal(JSON.parse(rt(root, ["state", id]).stdout).status, "running");
+    assert.equal(rt(root, ["delete", "-f", id]).code, 0);
+    rmSync(b, { recursive: true });
+    assert.deepEqual(leaks(), []);
+  });
+
+  test("--log-format json writes a level:error record engines read", () => {
+    const log = join(root, "log.json");
+    const r = rt(root, ["--log", log, "--log-format", "json", "state", "nope"]);
+    assert.equal(r.code, 1);
+    const rec = JSON.parse(readFileSync(log, "utf8").trim().split("\n").pop()!);
+    assert.equal(rec.level, "error");
+    assert.match(rec.msg, /container nope does not exist/);
+    assert.ok(!Number.isNaN(Date.parse(rec.time)));
+  });
+
+  test("flags as urfave/cli parses them: --flag=value and single-dash long flags", () => {
+    const b = makeBundle(["/probe", "exit", "7"]);
+    assert.equal(rt(root, ["run", `-bundle=${b}`, uniqueId()]).code, 7);
+    assert.equal(rt(root, ["run", "-bundle", b, uniqueId()]).code, 7);
+    const r = rt(root, ["run", "--bogus", uniqueId()]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /flag provided but not defined: -bogus/);
+    const s = rt(root, ["--systemd-cgroup", "list"]);
+    assert.equal(s.code, 1);
+    assert.match(s.stderr, /systemd-cgroup is not supported/);
+    rmSync(b, { recursive: true });
+  });
+
+  test("spec writes runc's default config.json and features lists what is supported", () => {
+    const dir = makeBundle(["x"]);
+    rmSync(join(dir, "config.json"));
+    assert.equal(rt(root, ["spec", "--bundle", dir]).code, 0);
+    const spec = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
+    assert.deepEqual(spec.process.args, ["sh"]);
+    assert.equal(spec.root.path, "rootfs");
+    assert.equal(rt(root, ["spec", "--bundle", dir]).code, 1, "refuses to overwrite");
+    const f = JSON.parse(rt(root, ["features"]).stdout);
+    assert.ok(f.linux.namespaces.includes("time"));
+    assert.ok(f.hooks.includes("startContainer"));
+    rmSync(dir, { recursive: true });
+  });
+});

@@ -1,0 +1,25 @@
+#!/bin/sh
+# Test-only setup, run by `npm test` before the suite: builds what the tests run (TypeScript, the C
+# helper, probe and recvtty, fixtures) and installs the Debian packages the tests use as oracles and
+# peers. Missing packages are installed only when running as root; tests that need them skip otherwise.
+set -eu
+cd "$(dirname "$0")/.."
+npm run --silent build
+sh scripts/make-fixtures.sh >/dev/null
+pkgs="runc crun procps"
+missing=""
+for p in $pkgs; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ] && [ "$(id -u)" = 0 ]; then
+  echo "test setup: installing Debian packages:$missing"
+  export DEBIAN_FRONTEND=noninteractive
+  # Packaged daemons must not start on install (no systemd here, and tests start their own).
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d.berth
+  [ -e /usr/sbin/policy-rc.d ] || { cp /usr/sbin/policy-rc.d.berth /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; created_policy=1; }
+  apt-get update -qq >/dev/null 2>&1 || true
+  apt-get install -y -qq --no-install-recommends $missing >/dev/null || echo "test setup: could not install$missing; those tests will skip"
+  [ "${created_policy:-0}" = 1 ] && rm -f /usr/sbin/policy-rc.d
+  rm -f /usr/sbin/policy-rc.d.berth
+fi
+exit 0
