@@ -77,10 +77,12 @@ static int nops;
 static int report_fd = -1;
 static int status_fd = -1; /* child -> parent: 'R' ready, 'E' error */
 static const char *stage = "plan";
+static int ready_sent;
 
 /* Host-side resources the child inherits. */
 static int console_fd = -1;  /* connected console socket */
 static int fifo_dir_fd = -1; /* directory holding the exec fifo */
+static int fifo_fd = -1;     /* O_PATH fd of the fifo itself */
 static char fifo_name[NAME_MAX + 1];
 static int root_of_fd = -1; /* /proc/<pid>/root for exec */
 static int term_pair[2] = {-1, -1};
@@ -130,6 +132,8 @@ static void die(int err, const char *fmt, ...) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   report_error(err, "%s", msg);
+  /* After READY nobody reads the report pipe: the container's stderr is the only witness. */
+  if (ready_sent) dprintf(2, "berth: %s: %s: %s\n", stage, msg, strerror(err));
   if (status_fd >= 0 && write(status_fd, "E", 1) < 0) {
   }
   _exit(1);
@@ -195,9 +199,14 @@ static int open_in_root(const char *path, int flags) {
   return (int)syscall(SYS_openat2, root_fd, path, &how, sizeof how);
 }
 
-/* mkdir -p of path inside the root; mode 0755 like runc. */
-static int mkdir_in_root(const char *path) {
+/* mkdir -p of path inside the root; mode 0755 like runc. A dangling symlink on the way is
+ * followed inside the root (its target is created there), never on the host. */
+static int mkdir_in_root_depth(const char *path, int depth) {
   char buf[PATH_MAX];
+  if (depth > 40) {
+    errno = ELOOP;
+    return -1;
+  }
   snprintf(buf, sizeof buf, "%s", path);
   for (char *p = buf + 1;; p++) {
     if (*p == '/' || *p == 0) {
@@ -210,10 +219,21 @@ static int mkdir_in_root(const char *path) {
         char *slash = strrchr(buf, '/');
         *slash = 0;
         int parent = open_in_root(buf[0] ? buf : "/", O_PATH | O_DIRECTORY);
-        *slash = '/';
         if (parent < 0) return -1;
         int r = mkdirat(parent, slash + 1, 0755);
+        if (r < 0 && errno == EEXIST) {
+          char target[PATH_MAX], next[2 * PATH_MAX + 2];
+          ssize_t n = readlinkat(parent, slash + 1, target, sizeof target - 1);
+          if (n > 0) {
+            target[n] = 0;
+            snprintf(next, sizeof next, "%s/%s", target[0] == '/' ? "" : (buf[0] ? buf : ""), target);
+            r = mkdir_in_root_depth(next, depth + 1);
+          } else {
+            r = 0;
+          }
+        }
         close(parent);
+        *slash = '/';
         if (r < 0 && errno != EEXIST) return -1;
       } else {
         return -1;
@@ -223,6 +243,8 @@ static int mkdir_in_root(const char *path) {
     }
   }
 }
+
+static int mkdir_in_root(const char *path) { return mkdir_in_root_depth(path, 0); }
 
 /* Open the parent directory of path inside the root; *base points at the last component. */
 static int open_parent_in_root(const char *path, char *buf, const char **base) {
@@ -508,11 +530,19 @@ static void child_ready_then_exec(char **a, int argc) {
   envp = realloc(envp, sizeof(char *) * (size_t)(nenv + 1));
   envp[nenv] = NULL;
   send_record(MSG_READY, 0, NULL);
+  ready_sent = 1;
   if (write(status_fd, "R", 1) < 0) {
   }
   if (fifo_dir_fd >= 0) {
     stage = "start";
-    int fd = openat(fifo_dir_fd, fifo_name, O_WRONLY | O_CLOEXEC);
+    /* Through the O_PATH fd: the state directory may not be searchable by the container's user.
+     * Without /proc in the container, fall back to the directory fd. */
+    char self[64];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", fifo_fd);
+    /* A uid change cleared "dumpable", which makes /proc/self root's; execve resets it anyway. */
+    prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+    int fd = open(self, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) fd = openat(fifo_dir_fd, fifo_name, O_WRONLY | O_CLOEXEC);
     TRY(fd, "open the exec fifo");
     TRY((int)write(fd, "0", 1), "write the exec fifo");
     close(fd);
@@ -527,10 +557,18 @@ static void child_ready_then_exec(char **a, int argc) {
   die(errno, "exec %s: %s", path, strerror(errno));
 }
 
+static int new_userns;
+
 static void run_child(int release_fd) {
   char c;
   if (read_full(release_fd, &c, 1) < 0) _exit(1); /* the parent gave up */
   close(release_fd);
+  if (new_userns) {
+    /* Become the namespace's root now that the maps exist: until then our ids are unmapped. */
+    stage = "userns";
+    TRY(setresgid(0, 0, 0), "setgid 0 in the new user namespace");
+    TRY(setresuid(0, 0, 0), "setuid 0 in the new user namespace");
+  }
   for (int i = 0; i < nops; i++) {
     struct op *o = &ops[i];
     char **a = o->argv;
@@ -719,6 +757,7 @@ int main(int argc, char **argv) {
     switch (o->code) {
     case OP_MKFIFO:
       if (mkfifo(a[0], (mode_t)strtol(a[1], NULL, 8)) < 0) die(errno, "mkfifo %s", a[0]);
+      TRY(chmod(a[0], (mode_t)strtol(a[1], NULL, 8)), "chmod %s", a[0]); /* not narrowed by umask */
       break;
     case OP_SETNS: {
       int fd = open(a[0], O_RDONLY | O_CLOEXEC);
@@ -747,6 +786,8 @@ int main(int argc, char **argv) {
       *slash = 0;
       fifo_dir_fd = open(dir[0] ? dir : "/", O_PATH | O_DIRECTORY | O_CLOEXEC);
       TRY(fifo_dir_fd, "open %s", dir);
+      fifo_fd = open(a[0], O_PATH | O_CLOEXEC);
+      TRY(fifo_fd, "open %s", a[0]);
       break;
     }
     case OP_CGROUP_PROCS:
@@ -779,6 +820,7 @@ int main(int argc, char **argv) {
   pid_t pid = (pid_t)syscall(SYS_clone, clone_flags | SIGCHLD, NULL, NULL, NULL, NULL);
   TRY(pid, "clone a child with namespace flags %#lx", clone_flags);
   if (pid == 0) {
+    new_userns = (clone_flags & CLONE_NEWUSER) != 0;
     close(release[1]);
     close(status[0]);
     if (term_pair[0] >= 0) close(term_pair[0]);
@@ -790,6 +832,7 @@ int main(int argc, char **argv) {
   if (term_pair[1] >= 0) close(term_pair[1]);
   if (console_fd >= 0) close(console_fd);
   if (fifo_dir_fd >= 0) close(fifo_dir_fd);
+  if (fifo_fd >= 0) close(fifo_fd);
 
   char path[64];
   if (uid_map) {
