@@ -162,7 +162,9 @@ export class Runtime {
           this.store.write(rec);
           const state = { ...this.store.ociState(rec), status: "creating" as Status, pid: childPid };
           for (const h of [...(hooks.prestart ?? []), ...(hooks.createRuntime ?? [])]) await runHook("createRuntime", h, state);
-          for (const h of hooks.createContainer ?? []) await runHook("createContainer", h, state);
+          // In the container's namespaces (not yet pivoted, so paths are the runtime's), as the spec says.
+          const inside = rec.namespaces.filter((t) => t !== "cgroup" && t !== "time");
+          for (const h of hooks.createContainer ?? []) await this.runHookInside(childPid, inside, rec.rootfs, "createContainer", h, state);
         },
       });
       try {
@@ -208,7 +210,7 @@ export class Runtime {
     if (status === "stopped") throw precondition("cannot start a container that has stopped");
     if (status !== "created") throw precondition(`cannot start an already ${status} container`);
     const state = this.store.ociState(rec);
-    for (const h of rec.spec.hooks?.startContainer ?? []) await this.runHookInside(rec, h, state);
+    for (const h of rec.spec.hooks?.startContainer ?? []) await this.runHookInside(rec.pid, rec.namespaces, rec.rootfs, "startContainer", h, state);
     const fifo = this.store.fifo(id);
     // O_NONBLOCK so a dead init cannot hang start; the waiting writer makes the byte appear.
     const fd = openSync(fifo, fsc.O_RDONLY | fsc.O_NONBLOCK);
@@ -403,21 +405,21 @@ export class Runtime {
     return { pid, exitCode: (waitStatus & 0x7f) === 0 ? (waitStatus >> 8) & 0xff : 128 + (waitStatus & 0x7f) };
   }
 
-  /** startContainer hooks run inside the container's namespaces, before the user's process. */
-  private async runHookInside(rec: ContainerRecord, h: Hook, state: OciState): Promise<void> {
+  /** createContainer and startContainer hooks run inside the container's namespaces. */
+  private async runHookInside(pid: number, namespaces: NamespaceType[], rootfs: string, name: HookName, h: Hook, state: OciState): Promise<void> {
     const proc: Process = { user: { uid: 0, gid: 0 }, cwd: "/", args: [h.path, ...(h.args ?? []).slice(1)], env: h.env ?? [] };
-    const ops = execPlan({ pid: rec.pid, namespaces: rec.namespaces, process: proc, rootfs: rec.rootfs, foreground: true });
+    const ops = execPlan({ pid, namespaces, process: proc, rootfs, foreground: true });
     const run = runHelper(ops, { stdio: ["pipe", "inherit", "inherit"] });
     run.stdin?.on("error", () => {});
     run.stdin?.end(JSON.stringify(state));
     const timer = h.timeout ? setTimeout(() => killQuietly(run.helperPid, 9), h.timeout * 1000) : undefined;
     await run.ready.catch(async (e) => {
       await run.exited;
-      throw new BerthError("System", `startContainer hook ${h.path}: ${errorMessage(e)}`);
+      throw new BerthError("System", `${name} hook ${h.path}: ${errorMessage(e)}`);
     });
     const { code } = await run.exited;
     if (timer) clearTimeout(timer);
-    if (code !== 0) throw new BerthError("System", `startContainer hook ${h.path} exited with status ${code}`);
+    if (code !== 0) throw new BerthError("System", `${name} hook ${h.path} failed (exit status ${code})`);
   }
 }
 
