@@ -260,12 +260,13 @@ function cgroupMountOps(dest: string, flags: number, input: CreatePlanInput): Pl
     return [[Op.MOUNT, dir, dest, "", String(flags | MS.BIND | MS.REC), "0", "", "d"]];
   }
   const ops: PlanOp[] = [[Op.MOUNT, "tmpfs", dest, "tmpfs", String(MS.NOSUID | MS.NODEV | MS.NOEXEC), "0", "mode=755", "d"]];
+  // As runc: one read-only bind per v1 hierarchy; the hybrid layout's v2 mount is not shown.
   for (const h of cgroups.controllerDirs(cg)) {
-    const name = h.v2 ? "unified" : h.controllers.map((c) => c.replace(/^name=/, "")).join(",");
+    if (h.v2) continue;
+    const name = h.controllers.map((c) => c.replace(/^name=/, "")).join(",");
     ops.push([Op.MOUNT, h.dir, `${dest}/${name}`, "", String((flags & ~MS.REC) | MS.BIND), "0", "", "d"]);
     if (h.controllers.length > 1) for (const c of h.controllers) if (!c.startsWith("name=")) ops.push([Op.SYMLINK, name, `${dest}/${c}`]);
   }
-  if (flags & MS.RDONLY) ops.push([Op.MOUNT, "", dest, "", String(MS.REMOUNT | MS.RDONLY | MS.NOSUID | MS.NODEV | MS.NOEXEC), "0", "mode=755", "-"]);
   return ops;
 }
 

@@ -1,0 +1,96 @@
+/** Differential: the same bundle run by runc (Debian's) and by berth-runtime looks the same inside. */
+import { test, describe } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { rmSync } from "node:fs";
+import { makeBundle, newRoot, nsOf, rootSkip, rt, uniqueId, type AnySpec } from "./helpers.js";
+
+const runcPath = spawnSync("sh", ["-c", "command -v runc"], { encoding: "utf8" }).stdout.trim();
+const skip = rootSkip || (runcPath ? false : "runc is not installed (npm test installs it as root)");
+
+function runBoth(args: string[], edit?: (s: AnySpec) => void): { runc: string; berth: string } {
+  const bundle = makeBundle(args, edit);
+  const runcRoot = newRoot();
+  const berthRoot = newRoot();
+  try {
+    const r = spawnSync(runcPath, ["--root", runcRoot, "run", "--bundle", bundle, uniqueId("runc")], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+    assert.equal(r.status, 0, `runc: ${r.stderr}`);
+    const b = rt(berthRoot, ["run", "--bundle", bundle, uniqueId()]);
+    assert.equal(b.code, 0, `berth: ${b.stderr}`);
+    return { runc: r.stdout, berth: b.stdout };
+  } finally {
+    rmSync(bundle, { recursive: true, force: true });
+    rmSync(runcRoot, { recursive: true, force: true });
+    rmSync(berthRoot, { recursive: true, force: true });
+  }
+}
+
+/** Mount table without ids, device numbers and sizes that differ between any two runs. */
+function normalizeMounts(text: string): string[] {
+  return text
+    .trim()
+    .split("\n")
+    .map((l) => {
+      const [pre, post] = l.split(" - ");
+      const f = pre!.split(" ");
+      // mount point, per-mount options, fs type, and the source's root within its fs
+      return `${f[4]} ${f[5]} ${post!.split(" ")[0]}`;
+    })
+    .sort();
+}
+
+describe("berth-runtime and runc agree", { skip }, () => {
+  const edit = (s: AnySpec) => {
+    s.process.user = { uid: 1000, gid: 1000, additionalGids: [5] };
+    s.process.rlimits = [{ type: "RLIMIT_NOFILE", soft: 512, hard: 1024 }, { type: "RLIMIT_NPROC", soft: 300, hard: 400 }];
+    s.hostname = "same";
+  };
+
+  test("ids", () => {
+    const { runc, berth } = runBoth(["/probe", "id"], edit);
+    assert.equal(berth, runc);
+  });
+
+  test("hostname", () => {
+    const { runc, berth } = runBoth(["/probe", "hostname"], edit);
+    assert.equal(berth, runc);
+  });
+
+  test("rlimits", () => {
+    const { runc, berth } = runBoth(["/probe", "rlimits"], edit);
+    assert.equal(berth, runc);
+  });
+
+  test("capabilities and no_new_privs", () => {
+    const pick = (s: string) => s.split("\n").filter((l) => /^(Cap|NoNewPrivs|Seccomp:)/.test(l)).filter((l) => !l.startsWith("Seccomp"));
+    for (const e of [edit, undefined]) {
+      const { runc, berth } = runBoth(["/probe", "status"], e);
+      assert.deepEqual(pick(berth), pick(runc));
+    }
+  });
+
+  test("/dev", () => {
+    const { runc, berth } = runBoth(["/probe", "ls", "/dev"]);
+    assert.deepEqual(berth.trim().split("\n").sort(), runc.trim().split("\n").sort());
+  });
+
+  test("mounts", () => {
+    const { runc, berth } = runBoth(["/probe", "mounts"]);
+    assert.deepEqual(normalizeMounts(berth), normalizeMounts(runc));
+  });
+
+  test("namespaces are distinct from the host's in both", () => {
+    const host = nsOf("self");
+    const { runc, berth } = runBoth(["/probe", "ns"]);
+    const parse = (s: string) => Object.fromEntries(s.trim().split("\n").map((l) => l.split(" ")));
+    for (const out of [parse(runc), parse(berth)])
+      for (const n of ["cgroup", "ipc", "mnt", "net", "pid", "uts"]) assert.notEqual(out[n], host[n], n);
+  });
+
+  test("umask, cwd and environment", () => {
+    for (const cmd of ["umask", "cwd", "env"]) {
+      const { runc, berth } = runBoth(["/probe", cmd], edit);
+      assert.deepEqual(berth.split("\n").sort(), runc.split("\n").sort(), cmd);
+    }
+  });
+});
