@@ -6,7 +6,7 @@ set -eu
 cd "$(dirname "$0")/.."
 npm run --silent build
 sh scripts/make-fixtures.sh >/dev/null
-pkgs="runc crun procps"
+pkgs="runc crun procps containerd docker.io podman uidmap bsdutils"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
