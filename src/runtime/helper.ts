@@ -13,9 +13,14 @@ import { BerthError, HelperError } from "../common/errors.js";
 import { encodePlan, type PlanOp } from "./plan.js";
 import { Msg, codeNames } from "./protocol.js";
 
+declare global {
+  // Set by the installed berth-runtime launcher, which loads the one-file bundle (no import.meta there).
+  var berthHelperPath: string | undefined;
+}
+
 export function helperPath(): string {
-  const fromEnv = process.env.BERTH_HELPER;
-  if (fromEnv) return fromEnv;
+  const given = process.env.BERTH_HELPER ?? globalThis.berthHelperPath;
+  if (given) return given;
   // dist/src/runtime/helper.js → <project>/build/berth-helper
   const p = join(dirname(fileURLToPath(import.meta.url)), "../../../build/berth-helper");
   if (!existsSync(p)) throw new BerthError("NotFound", `berth-helper not found at ${p}: run ./install.sh (or npm run build)`);

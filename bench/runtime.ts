@@ -1,0 +1,135 @@
+/**
+ * bench/runtime: berth-runtime beside runc and crun on the same busybox bundle running `true`.
+ *   - `run` (one command: create, start, wait, delete)
+ *   - the create / start / delete cycle as engines drive it (three commands)
+ *   - berth's in-process library path (Runtime.run from a live Node process: no Node start-up)
+ * Medians over N runs, ratios to runc, in one run. NODE_EXTRA_CA_CERTS is unset for every child
+ * (it adds ~70 ms to each node start on the dev machines and is not set on users' machines).
+ *
+ * Usage: node dist/bench/runtime.js [iterations=30]
+ */
+import { spawnSync } from "node:child_process";
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Runtime } from "../src/runtime/index.js";
+
+const project = join(dirname(fileURLToPath(import.meta.url)), "../..");
+const iterations = Number(process.argv[2] ?? 30);
+const env = { ...process.env };
+delete env.NODE_EXTRA_CA_CERTS;
+
+const which = (cmd: string) => spawnSync("sh", ["-c", `command -v ${cmd}`], { encoding: "utf8" }).stdout.trim();
+const bundle = mkdtempSync(join(tmpdir(), "berth-bench-"));
+const spec = JSON.parse(readFileSync(join(project, "build/fixtures/busybox/config.json"), "utf8"));
+spec.root.path = join(project, "build/fixtures/busybox/rootfs");
+spec.process.args = ["/bin/true"];
+writeFileSync(join(bundle, "config.json"), JSON.stringify(spec));
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+};
+
+function time(fn: () => void): number {
+  const t = process.hrtime.bigint();
+  fn();
+  return Number(process.hrtime.bigint() - t) / 1e6;
+}
+
+// stderr goes to a file: a created container inherits the runtime's stdio, and a pipe would keep
+// spawnSync waiting until the container exits.
+const errFile = join(bundle, "stderr");
+function must(cmd: string, args: string[]): void {
+  const fd = openSync(errFile, "w");
+  const r = spawnSync(cmd, args, { env, stdio: ["ignore", "ignore", fd] });
+  closeSync(fd);
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")}: exit ${r.status}: ${readFileSync(errFile, "utf8")}`);
+}
+
+interface Row {
+  name: string;
+  run: number;
+  cycle: number;
+}
+
+function benchCli(name: string, argv0: string, pre: string[]): Row {
+  const root = mkdtempSync(join(tmpdir(), "berth-bench-root-"));
+  const runs: number[] = [];
+  const cycles: number[] = [];
+  // one warm-up each, not counted
+  must(argv0, [...pre, "--root", root, "run", "--bundle", bundle, "warm"]);
+  for (let i = 0; i < iterations; i++) {
+    runs.push(time(() => must(argv0, [...pre, "--root", root, "run", "--bundle", bundle, `r${i}`])));
+    cycles.push(
+      time(() => {
+        must(argv0, [...pre, "--root", root, "create", "--bundle", bundle, `c${i}`]);
+        must(argv0, [...pre, "--root", root, "start", `c${i}`]);
+        must(argv0, [...pre, "--root", root, "delete", "--force", `c${i}`]);
+      }),
+    );
+  }
+  rmSync(root, { recursive: true, force: true });
+  return { name, run: median(runs), cycle: median(cycles) };
+}
+
+async function benchLibrary(): Promise<Row> {
+  const root = mkdtempSync(join(tmpdir(), "berth-bench-root-"));
+  const rt = new Runtime({ root });
+  const runs: number[] = [];
+  const cycles: number[] = [];
+  const quiet = { stdio: ["ignore", "ignore", "inherit"] as ["ignore", "ignore", "inherit"] };
+  await rt.run("warm", { bundle, ...quiet });
+  for (let i = 0; i < iterations; i++) {
+    let t = process.hrtime.bigint();
+    await rt.run(`r${i}`, { bundle, ...quiet });
+    runs.push(Number(process.hrtime.bigint() - t) / 1e6);
+    t = process.hrtime.bigint();
+    await rt.create(`c${i}`, { bundle, ...quiet });
+    await rt.start(`c${i}`);
+    await rt.delete(`c${i}`, { force: true });
+    cycles.push(Number(process.hrtime.bigint() - t) / 1e6);
+  }
+  rmSync(root, { recursive: true, force: true });
+  return { name: "berth (library, in-process)", run: median(runs), cycle: median(cycles) };
+}
+
+const rows: Row[] = [];
+// The installed launcher (one-file bundle) is what users and engines run; fall back to the tsc output.
+const installed = which("berth-runtime");
+if (installed) rows.push(benchCli("berth-runtime (installed)", installed, []));
+else rows.push(benchCli("berth-runtime (dist)", process.execPath, [join(project, "dist/src/cli/runtime/main.js")]));
+rows.push(await benchLibrary());
+for (const peer of ["runc", "crun"]) {
+  const path = which(peer);
+  if (!path) {
+    console.log(`(${peer} not installed: apt-get install ${peer})`);
+    continue;
+  }
+  try {
+    rows.push(benchCli(peer, path, []));
+  } catch (err) {
+    // crun 1.8 refuses the hybrid cgroup layout (v1 controllers plus a v2 mount) outright.
+    console.log(`(${peer} cannot run here: ${String(err).split("\n")[0]!.split(": ").pop()})`);
+  }
+}
+const unshare = which("unshare")
+  ? median(Array.from({ length: 10 }, () => time(() => must("unshare", ["--fork", "--pid", "--mount", "--uts", "--ipc", "--mount-proc", "true"]))))
+  : NaN;
+const node = median(Array.from({ length: 10 }, () => time(() => must(process.execPath, ["-e", "0"]))));
+rmSync(bundle, { recursive: true, force: true });
+
+const runc = rows.find((r) => r.name === "runc");
+console.log(`bench/runtime: busybox bundle running /bin/true, median of ${iterations}, NODE_EXTRA_CA_CERTS unset`);
+console.log(`floors: node -e 0 ${node.toFixed(1)} ms (under any Node CLI); unshare --fork --pid --mount --uts --ipc --mount-proc true ${unshare.toFixed(1)} ms`);
+console.log("runtime                        run (ms)  vs runc   create+start+delete (ms)  vs runc");
+for (const r of rows) {
+  const ratio = (a: number, b?: number) => (b ? `${(a / b).toFixed(2)}x` : "-");
+  console.log(
+    `${r.name.padEnd(30)} ${r.run.toFixed(1).padStart(8)}  ${ratio(r.run, runc?.run).padStart(7)}   ${r.cycle.toFixed(1).padStart(24)}  ${ratio(r.cycle, runc?.cycle).padStart(7)}`,
+  );
+}
+const crun = rows.find((r) => r.name.startsWith("crun"));
+const lib = rows.find((r) => r.name.startsWith("berth (library"))!;
+if (crun) console.log(`in-process library run vs crun run: ${(lib.run / crun.run).toFixed(2)}x (target ≤ 1.5x)`);
