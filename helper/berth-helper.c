@@ -735,6 +735,18 @@ static int foreground(pid_t child, int master) {
   return 1;
 }
 
+/* Maps for a child in a new user namespace; it waits for them before it does anything. */
+static void write_id_map(pid_t pid, const char *file, const char *map) {
+  char path[64];
+  stage = file;
+  snprintf(path, sizeof path, "/proc/%d/%s", pid, file);
+  if (write_file(path, map) < 0) {
+    int err = errno;
+    kill(pid, SIGKILL);
+    die(err, "write %s", path);
+  }
+}
+
 int main(int argc, char **argv) {
   if (argc != 3) {
     fprintf(stderr, "berth-helper is run by berth-runtime, not by hand\n");
@@ -834,23 +846,8 @@ int main(int argc, char **argv) {
   if (fifo_dir_fd >= 0) close(fifo_dir_fd);
   if (fifo_fd >= 0) close(fifo_fd);
 
-  char path[64];
-  if (uid_map) {
-    stage = "UID_MAP";
-    snprintf(path, sizeof path, "/proc/%d/uid_map", pid);
-    if (write_file(path, uid_map) < 0) {
-      kill(pid, SIGKILL);
-      die(errno, "write %s", path);
-    }
-  }
-  if (gid_map) {
-    stage = "GID_MAP";
-    snprintf(path, sizeof path, "/proc/%d/gid_map", pid);
-    if (write_file(path, gid_map) < 0) {
-      kill(pid, SIGKILL);
-      die(errno, "write %s", path);
-    }
-  }
+  if (uid_map) write_id_map(pid, "uid_map", uid_map);
+  if (gid_map) write_id_map(pid, "gid_map", gid_map);
   char pidstr[16];
   snprintf(pidstr, sizeof pidstr, "%d", pid);
   for (int i = 0; i < ncgroup_fds; i++) {

@@ -14,7 +14,7 @@ import { BerthError, errorMessage, invalid, notFound, precondition } from "../co
 import * as cgroups from "../cgroups/index.js";
 import { runHelper, type HelperOptions } from "./helper.js";
 import { createPlan, execPlan } from "./plan.js";
-import { Op } from "./protocol.js";
+import { Op, codeNames } from "./protocol.js";
 import { hookNames, validateProcess, validateSpec, type Hook, type HookName, type NamespaceType, type Process, type Spec } from "./spec.js";
 import { StateStore, processStartTime, type ContainerRecord, type OciState, type Status } from "./state.js";
 
@@ -25,6 +25,8 @@ export interface RuntimeOptions {
   root?: string;
   /** Warnings (a hook that failed after start, an unknown capability) go here. */
   warn?: (message: string) => void;
+  /** Debug lines (the compiled plan) go here when set (--debug). */
+  debug?: (message: string) => void;
 }
 
 export interface CreateOptions {
@@ -72,10 +74,12 @@ function nsInode(path: string): string | undefined {
 export class Runtime {
   readonly store: StateStore;
   private readonly warn: (m: string) => void;
+  private readonly debug?: (m: string) => void;
 
   constructor(opts: RuntimeOptions = {}) {
     this.store = new StateStore(resolve(opts.root ?? defaultRoot));
     this.warn = opts.warn ?? ((m) => process.stderr.write(`warning: ${m}\n`));
+    this.debug = opts.debug;
   }
 
   /** Reads and validates <bundle>/config.json. */
@@ -153,6 +157,7 @@ export class Runtime {
       });
       // runc gives each container its own session keyring unless --no-new-keyring.
       if (!opts.noNewKeyring) ops.splice(ops.findIndex((o) => o[0] === Op.PROPAGATION), 0, [Op.KEYRING, id]);
+      this.debug?.(`plan for ${id}: ${describePlan(ops)}`);
       const run = runHelper(ops, {
         stdio: opts.stdio,
         preserveFds: opts.preserveFds,
@@ -377,6 +382,7 @@ export class Runtime {
       foreground: !opts.detach,
       preserveFds: opts.preserveFds,
     });
+    this.debug?.(`exec plan for ${id}: ${describePlan(ops)}`);
     const run = runHelper(ops, { stdio: opts.stdio, preserveFds: opts.preserveFds });
     let pid: number;
     try {
@@ -421,6 +427,10 @@ export class Runtime {
     if (timer) clearTimeout(timer);
     if (code !== 0) throw new BerthError("System", `${name} hook ${h.path} failed (exit status ${code})`);
   }
+}
+
+function describePlan(ops: [number, ...string[]][]): string {
+  return ops.map(([code, ...args]) => `${codeNames[code]}(${args.map((a) => JSON.stringify(a)).join(", ")})`).join(" ");
 }
 
 function killQuietly(pid: number, sig: number): void {

@@ -9,6 +9,7 @@ import { spawnSync } from "node:child_process";
 import { BerthError, errorMessage } from "../../common/errors.js";
 import { parseFlags, type FlagDef, type Parsed } from "../args.js";
 import type { Process } from "../../runtime/spec.js";
+import type { CreateOptions } from "../../runtime/runtime.js";
 
 const version = "0.1.0";
 const specVersion = "1.2.1";
@@ -103,7 +104,7 @@ let logFormat = "text";
 
 function log(level: "error" | "warning" | "debug", msg: string): void {
   if (!logFile) {
-    if (level !== "debug") process.stderr.write(`${msg}\n`);
+    process.stderr.write(level === "error" ? `${msg}\n` : `${level}: ${msg}\n`);
     return;
   }
   const time = new Date().toISOString();
@@ -179,6 +180,17 @@ function execProcess(p: Parsed, spec: { process?: Process } | undefined, validat
   return proc;
 }
 
+function createOptions(f: Parsed["flags"]): CreateOptions {
+  return {
+    bundle: (f.bundle as string | undefined) ?? ".",
+    pidFile: f["pid-file"] as string | undefined,
+    consoleSocket: f["console-socket"] as string | undefined,
+    noPivot: !!f["no-pivot"],
+    noNewKeyring: !!f["no-new-keyring"],
+    preserveFds: (f["preserve-fds"] as number | undefined) ?? 0,
+  };
+}
+
 async function main(argv: string[]): Promise<number> {
   const g = parseFlags(argv, globalFlags);
   logFile = g.flags.log as string | undefined;
@@ -215,32 +227,24 @@ async function main(argv: string[]): Promise<number> {
   if (cmd === "update" || cmd === "events") throw new BerthError("Unsupported", `${cmd} is not supported by berth-runtime yet`);
 
   const { Runtime } = await import("../../runtime/runtime.js");
-  const rt = new Runtime({ root: g.flags.root as string | undefined, warn: (m) => log("warning", m) });
+  const rt = new Runtime({
+    root: g.flags.root as string | undefined,
+    warn: (m) => log("warning", m),
+    debug: g.flags.debug ? (m) => log("debug", m) : undefined,
+  });
   const f = p.flags;
   switch (cmd) {
     case "create": {
       const id = needId(p, cmd);
       exactArgs(p, cmd, 1);
-      await rt.create(id, {
-        bundle: (f.bundle as string | undefined) ?? ".",
-        pidFile: f["pid-file"] as string | undefined,
-        consoleSocket: f["console-socket"] as string | undefined,
-        noPivot: !!f["no-pivot"],
-        noNewKeyring: !!f["no-new-keyring"],
-        preserveFds: (f["preserve-fds"] as number | undefined) ?? 0,
-      });
+      await rt.create(id, createOptions(f));
       return 0;
     }
     case "run": {
       const id = needId(p, cmd);
       exactArgs(p, cmd, 1);
       return rt.run(id, {
-        bundle: (f.bundle as string | undefined) ?? ".",
-        pidFile: f["pid-file"] as string | undefined,
-        consoleSocket: f["console-socket"] as string | undefined,
-        noPivot: !!f["no-pivot"],
-        noNewKeyring: !!f["no-new-keyring"],
-        preserveFds: (f["preserve-fds"] as number | undefined) ?? 0,
+        ...createOptions(f),
         detach: !!f.detach,
         keep: !!f.keep,
       });
