@@ -158,7 +158,7 @@ export function createPlan(input: CreatePlanInput): PlanOp[] {
   if (input.fifo) ops.push([Op.MKFIFO, input.fifo, "622"], [Op.EXEC_FIFO, input.fifo]);
   if (input.consoleSocket) ops.push([Op.CONSOLE_SOCKET, input.consoleSocket]);
   // Host paths are opened before any namespace is joined.
-  if (input.cgroup) for (const f of cgroups.procsFiles(input.cgroup)) ops.push([Op.CGROUP_PROCS, f]);
+  if (input.cgroup) for (const f of input.cgroup.procsFiles()) ops.push([Op.CGROUP_PROCS, f]);
   for (const t of joinOrder)
     for (const n of joined) if (n.type === t) ops.push([Op.SETNS, n.path!, String(cloneFlag[t])]);
   if (newNs.has("time")) {
@@ -252,20 +252,20 @@ function mountOps(m: Mount, input: CreatePlanInput): PlanOp[] {
  * a tmpfs holding a bind of the container's cgroup from each hierarchy. */
 function cgroupMountOps(dest: string, flags: number, input: CreatePlanInput): PlanOp[] {
   const cg = input.cgroup;
-  const layout = cgroups.layout();
   const newCgroupNs = (input.spec.linux?.namespaces ?? []).some((n) => n.type === "cgroup" && !n.path);
-  if (layout === "v2" || !cg) {
+  const sources = cg?.mountSources() ?? [];
+  if (!cg || (sources.length === 1 && sources[0]!.v2)) {
+    // v2: a cgroup namespace shows the container's own cgroup as the root of a fresh cgroup2 mount.
     if (newCgroupNs || !cg) return [[Op.MOUNT, "cgroup", dest, "cgroup2", String(flags), "0", "", "d"]];
-    const dir = cgroups.controllerDirs(cg)[0]!.dir;
-    return [[Op.MOUNT, dir, dest, "", String(flags | MS.BIND | MS.REC), "0", "", "d"]];
+    return [[Op.MOUNT, sources[0]!.dir, dest, "", String(flags | MS.BIND | MS.REC), "0", "", "d"]];
   }
   const ops: PlanOp[] = [[Op.MOUNT, "tmpfs", dest, "tmpfs", String(MS.NOSUID | MS.NODEV | MS.NOEXEC), "0", "mode=755", "d"]];
   // As runc: one read-only bind per v1 hierarchy; the hybrid layout's v2 mount is not shown.
-  for (const h of cgroups.controllerDirs(cg)) {
+  for (const h of sources) {
     if (h.v2) continue;
-    const name = h.controllers.map((c) => c.replace(/^name=/, "")).join(",");
-    ops.push([Op.MOUNT, h.dir, `${dest}/${name}`, "", String((flags & ~MS.REC) | MS.BIND), "0", "", "d"]);
-    if (h.controllers.length > 1) for (const c of h.controllers) if (!c.startsWith("name=")) ops.push([Op.SYMLINK, name, `${dest}/${c}`]);
+    ops.push([Op.MOUNT, h.dir, `${dest}/${h.name}`, "", String((flags & ~MS.REC) | MS.BIND), "0", "", "d"]);
+    const parts = h.name.split(",");
+    if (parts.length > 1) for (const c of parts) ops.push([Op.SYMLINK, h.name, `${dest}/${c}`]);
   }
   return ops;
 }
@@ -285,7 +285,7 @@ export function execPlan(input: {
   if (input.consoleSocket) ops.push([Op.CONSOLE_SOCKET, input.consoleSocket]);
   // Opened in the host before joining; the child chroots into it (pivot_root and no-pivot alike).
   ops.push([Op.ROOT_OF, String(input.pid)]);
-  if (input.cgroup) for (const f of cgroups.procsFiles(input.cgroup)) ops.push([Op.CGROUP_PROCS, f]);
+  if (input.cgroup) for (const f of input.cgroup.procsFiles()) ops.push([Op.CGROUP_PROCS, f]);
   for (const t of joinOrder)
     if (input.namespaces.includes(t)) {
       const path = `/proc/${input.pid}/ns/${procNsName[t]}`;

@@ -135,12 +135,12 @@ export class Runtime {
     let pid = 0;
     try {
       const path = cgroups.cgroupPathFor(id, spec.linux?.cgroupsPath);
-      cg = cgroups.place(path);
+      cg = cgroups.openCgroup(path);
       rec.cgroupPath = path;
       this.store.write(rec);
-      cgroups.create(cg);
+      cg.create();
       const r = spec.linux?.resources;
-      if (r) cgroups.apply(cg, { memory: r.memory, pids: r.pids, devices: r.devices });
+      if (r) for (const w of cg.apply(r as cgroups.LinuxResources)) this.warn(w);
       const hooks = spec.hooks ?? {};
       const hookSync = !!(hooks.prestart?.length || hooks.createRuntime?.length || hooks.createContainer?.length);
       const ops = createPlan({
@@ -196,7 +196,7 @@ export class Runtime {
       if (cg) {
         await waitEmpty(cg);
         try {
-          cgroups.remove(cg);
+          cg.remove();
         } catch {
           // reported by the original error
         }
@@ -296,9 +296,9 @@ export class Runtime {
     const rec = this.store.read(id);
     const status = this.store.status(rec);
     if (opts.all && rec.cgroupPath) {
-      const cg = cgroups.place(rec.cgroupPath);
-      const pids = cgroups.pids(cg);
-      if (status === "paused") cgroups.freeze(cg, false);
+      const cg = cgroups.openCgroup(rec.cgroupPath);
+      const pids = cg.pids();
+      if (status === "paused") cg.freeze(false);
       for (const p of pids) killQuietly(p, sig);
       return;
     }
@@ -320,18 +320,18 @@ export class Runtime {
     }
     const status = this.store.status(rec);
     if (status !== "stopped" && !opts.force) throw precondition(`cannot delete container ${id} that is not stopped: ${status}`);
-    const cg = rec.cgroupPath ? cgroups.place(rec.cgroupPath) : undefined;
+    const cg = rec.cgroupPath ? cgroups.openCgroup(rec.cgroupPath) : undefined;
     if (status !== "stopped") {
       if (cg) {
-        if (status === "paused") cgroups.freeze(cg, false);
-        for (const p of cgroups.pids(cg)) killQuietly(p, 9);
+        if (status === "paused") cg.freeze(false);
+        for (const p of cg.pids()) killQuietly(p, 9);
       }
       killQuietly(rec.pid, 9);
       for (let i = 0; i < 1000 && this.store.status(rec) !== "stopped"; i++) await sleep(2);
     }
     if (cg) {
       await waitEmpty(cg);
-      cgroups.remove(cg);
+      cg.remove();
     }
     const state = { ...this.store.ociState(rec), status: "stopped" as Status };
     this.store.remove(id);
@@ -347,20 +347,20 @@ export class Runtime {
   pids(id: string): number[] {
     const rec = this.store.read(id);
     if (!rec.cgroupPath) return this.store.status(rec) === "stopped" ? [] : [rec.pid];
-    return cgroups.pids(cgroups.place(rec.cgroupPath)).sort((a, b) => a - b);
+    return cgroups.openCgroup(rec.cgroupPath).pids().sort((a, b) => a - b);
   }
 
   pause(id: string): void {
     const rec = this.store.read(id);
     const status = this.store.status(rec);
     if (status !== "running" && status !== "created") throw precondition("container not running or created: " + status);
-    cgroups.freeze(cgroups.place(rec.cgroupPath!), true);
+    cgroups.openCgroup(rec.cgroupPath!).freeze(true);
   }
 
   resume(id: string): void {
     const rec = this.store.read(id);
     if (this.store.status(rec) !== "paused") throw precondition("container not paused");
-    cgroups.freeze(cgroups.place(rec.cgroupPath!), false);
+    cgroups.openCgroup(rec.cgroupPath!).freeze(false);
   }
 
   /** Runs a process inside the container. Detached: returns its pid; otherwise waits and returns the exit code. */
@@ -377,7 +377,7 @@ export class Runtime {
       namespaces: rec.namespaces,
       process: proc,
       rootfs: rec.rootfs,
-      cgroup: rec.cgroupPath ? cgroups.place(rec.cgroupPath) : undefined,
+      cgroup: rec.cgroupPath ? cgroups.openCgroup(rec.cgroupPath) : undefined,
       consoleSocket: opts.consoleSocket,
       foreground: !opts.detach,
       preserveFds: opts.preserveFds,
@@ -445,7 +445,7 @@ async function waitEmpty(cg: cgroups.Cgroup): Promise<void> {
   for (let i = 0; i < 500; i++) {
     let pids: number[];
     try {
-      pids = cgroups.pids(cg);
+      pids = cg.pids();
     } catch {
       return;
     }

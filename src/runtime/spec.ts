@@ -3,6 +3,7 @@
  * runc's default spec (what `berth-runtime spec` writes).
  */
 import { invalid } from "../common/errors.js";
+import type { LinuxResources } from "../cgroups/index.js";
 
 export interface Spec {
   ociVersion: string;
@@ -89,13 +90,7 @@ export interface Linux {
   intelRdt?: unknown;
 }
 
-export interface Resources {
-  devices?: { allow: boolean; type?: string; major?: number; minor?: number; access?: string }[];
-  memory?: { limit?: number; reservation?: number; swap?: number; swappiness?: number; disableOOMKiller?: boolean };
-  cpu?: { shares?: number; quota?: number; period?: number; cpus?: string; mems?: string };
-  pids?: { limit: number };
-  [key: string]: unknown;
-}
+export type Resources = LinuxResources;
 
 export const namespaceTypes: readonly NamespaceType[] = ["pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time"];
 export const hookNames: readonly HookName[] = ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"];

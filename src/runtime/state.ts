@@ -121,7 +121,7 @@ export class StateStore {
     if (rec.phase === "creating") return processAlive(rec) ? "creating" : "stopped";
     if (!processAlive(rec)) return "stopped";
     if (existsSync(this.fifo(rec.id))) return "created";
-    if (rec.cgroupPath && cgroups.isFrozen(cgroups.place(rec.cgroupPath))) return "paused";
+    if (rec.cgroupPath && cgroups.openCgroup(rec.cgroupPath).isFrozen()) return "paused";
     return "running";
   }
 

@@ -1,0 +1,321 @@
+/**
+ * The two cgroup drivers behind one interface. A driver works on a set of hierarchy mounts that
+ * can be the host's (/sys/fs/cgroup/...) or a fake directory tree, which is how the conformance
+ * suite checks the value mapping without root.
+ *
+ * Vocabulary: a cgroup "path" is relative to each hierarchy's root ("/berth/<id>"); a hierarchy is
+ * one mounted cgroup tree: on v1 one per controller set, on v2 the single unified tree.
+ */
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { BerthError, invalid } from "../common/errors.js";
+import { v1Writes, v2Writes, validateResources, type CgroupWrite, type HostLimits, type LinuxResources } from "./resources.js";
+import { readStats, type Stats } from "./stats.js";
+
+export interface Hierarchy {
+  mount: string;
+  /** Controllers it carries (v1: e.g. ["cpu","cpuacct"], ["name=systemd"]); v2: those in cgroup.controllers. */
+  controllers: string[];
+  v2: boolean;
+}
+
+export interface CgroupDriver {
+  readonly version: 1 | 2;
+  readonly hierarchies: Hierarchy[];
+  /** Creates the cgroup (and its parents) in every hierarchy; idempotent. */
+  create(path: string): void;
+  /** cgroup.procs files the helper writes the container's first pid into. */
+  procsFiles(path: string): string[];
+  /** Validates and writes resources; returns warnings for fields the version cannot honour. */
+  apply(path: string, r: LinuxResources, opts?: { devices?: boolean }): string[];
+  pids(path: string): number[];
+  freeze(path: string, frozen: boolean): void;
+  isFrozen(path: string): boolean;
+  stats(path: string): Stats;
+  /** How many times the kernel's OOM killer killed a task of this cgroup. */
+  oomKills(path: string): number;
+  remove(path: string): void;
+  /** Host directories to show inside the container at /sys/fs/cgroup. */
+  mountSources(path: string): { name: string; dir: string; v2: boolean }[];
+}
+
+const sleepSync = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+
+function writeValue(dir: string, w: CgroupWrite): void {
+  const file = join(dir, w.file);
+  try {
+    writeFileSync(file, w.value);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") throw new BerthError("Unsupported", `cgroup: ${w.file} does not exist on this host (the ${w.controller} controller lacks it): cannot set ${JSON.stringify(w.value)}`);
+    throw new BerthError("System", `cgroup: cannot write ${JSON.stringify(w.value)} to ${file}: ${(err as Error).message}`);
+  }
+}
+
+function readPids(dir: string): number[] {
+  const out = new Set<number>();
+  const walk = (d: string) => {
+    let text: string;
+    try {
+      text = readFileSync(join(d, "cgroup.procs"), "utf8");
+    } catch {
+      return;
+    }
+    for (const l of text.split("\n")) if (l) out.add(Number(l));
+    for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(join(d, e.name));
+  };
+  walk(dir);
+  return [...out];
+}
+
+/** rmdir depth-first; a cgroup whose last task is exiting is briefly busy. */
+function removeTree(dir: string): void {
+  if (!existsSync(dir)) return;
+  for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) removeTree(join(dir, e.name));
+  for (let i = 0; ; i++) {
+    try {
+      rmdirSync(dir);
+      return;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ENOENT") return;
+      if (code !== "EBUSY" || i >= 400) throw new BerthError("System", `cannot remove cgroup ${dir}: ${(err as Error).message}`);
+      sleepSync(i < 20 ? 1 : 5);
+    }
+  }
+}
+
+function readKeyed(file: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  try {
+    for (const line of readFileSync(file, "utf8").split("\n")) {
+      const [k, v] = line.split(/\s+/);
+      if (k && v !== undefined) out[k] = Number(v);
+    }
+  } catch {
+    // missing file: no values
+  }
+  return out;
+}
+
+export class V1Driver implements CgroupDriver {
+  readonly version = 1 as const;
+  constructor(
+    readonly hierarchies: Hierarchy[],
+    private readonly host: HostLimits,
+  ) {}
+
+  private dirOf(path: string, controller: string): string | undefined {
+    const h = this.hierarchies.find((x) => x.controllers.includes(controller));
+    return h ? join(h.mount, path) : undefined;
+  }
+
+  create(path: string): void {
+    for (const h of this.hierarchies) {
+      if (!h.controllers.includes("cpuset")) {
+        mkdirSync(join(h.mount, path), { recursive: true });
+        continue;
+      }
+      // Each new v1 cpuset level starts empty and refuses tasks: copy cpus and mems down.
+      let cur = h.mount;
+      for (const part of path.split("/").filter(Boolean)) {
+        const next = join(cur, part);
+        if (!existsSync(next)) {
+          mkdirSync(next);
+          for (const f of ["cpuset.cpus", "cpuset.mems"]) if (existsSync(join(cur, f))) writeFileSync(join(next, f), readFileSync(join(cur, f)));
+        }
+        cur = next;
+      }
+    }
+  }
+
+  procsFiles(path: string): string[] {
+    return this.hierarchies.map((h) => join(h.mount, path, "cgroup.procs"));
+  }
+
+  apply(path: string, r: LinuxResources, opts: { devices?: boolean } = {}): string[] {
+    validateResources(r, this.host);
+    const { writes, warnings } = v1Writes(r, opts);
+    const unifiedKeys = Object.keys(r.unified ?? {});
+    const v2 = this.hierarchies.find((h) => h.v2);
+    if (unifiedKeys.length && !v2) throw invalid(`linux.resources.unified (${unifiedKeys.join(", ")}): needs cgroup v2, and this host has only v1`);
+    for (const [key, value] of Object.entries(r.unified ?? {})) writes.push({ controller: "unified", file: key, value });
+    // Check every controller first, so a missing one leaves nothing half-written.
+    for (const w of writes) {
+      const onV2 = w.controller === "unified" || (w.controller === "hugetlb" && !this.dirOf(path, "hugetlb") && v2);
+      if (!onV2 && !this.dirOf(path, w.controller))
+        throw new BerthError("Unsupported", `cgroup: the ${w.controller} controller is not available on this host: cannot set ${w.file}`);
+    }
+    const memLimit = writes.find((w) => w.file === "memory.limit_in_bytes");
+    const memsw = writes.find((w) => w.file === "memory.memsw.limit_in_bytes");
+    for (const w of writes) {
+      if (w === memsw) continue;
+      const dir = this.dirOf(path, w.controller) ?? join(v2!.mount, path);
+      if (w === memLimit && memsw) {
+        // memory.limit must stay ≤ memsw: raise memsw first when growing, lower the limit first when shrinking.
+        try {
+          writeValue(dir, w);
+          writeValue(dir, memsw);
+        } catch {
+          writeValue(dir, memsw);
+          writeValue(dir, w);
+        }
+        continue;
+      }
+      writeValue(dir, w);
+    }
+    if (memsw && !memLimit) writeValue(this.dirOf(path, "memory")!, memsw);
+    return warnings;
+  }
+
+  pids(path: string): number[] {
+    const dir = this.dirOf(path, "pids") ?? this.dirOf(path, "memory") ?? join(this.hierarchies[0]!.mount, path);
+    return readPids(dir);
+  }
+
+  freeze(path: string, frozen: boolean): void {
+    const dir = this.dirOf(path, "freezer");
+    if (!dir) throw new BerthError("Unsupported", "this host has no freezer cgroup: pause is not possible");
+    writeFileSync(join(dir, "freezer.state"), frozen ? "FROZEN" : "THAWED");
+    // FREEZING is transient: wait until every task is frozen (or thawed) as runc does.
+    for (let i = 0; i < 1000; i++) {
+      const state = readFileSync(join(dir, "freezer.state"), "utf8").trim();
+      if (state === (frozen ? "FROZEN" : "THAWED")) return;
+      if (i % 50 === 49) writeFileSync(join(dir, "freezer.state"), frozen ? "FROZEN" : "THAWED");
+      sleepSync(1);
+    }
+    throw new BerthError("System", `cgroup: ${path} did not become ${frozen ? "frozen" : "thawed"}`);
+  }
+
+  isFrozen(path: string): boolean {
+    const dir = this.dirOf(path, "freezer");
+    try {
+      return !!dir && readFileSync(join(dir, "freezer.state"), "utf8").trim() === "FROZEN";
+    } catch {
+      return false;
+    }
+  }
+
+  stats(path: string): Stats {
+    return readStats(1, (controller) => this.dirOf(path, controller));
+  }
+
+  oomKills(path: string): number {
+    const dir = this.dirOf(path, "memory");
+    return dir ? readKeyed(join(dir, "memory.oom_control")).oom_kill ?? 0 : 0;
+  }
+
+  remove(path: string): void {
+    for (const h of this.hierarchies) removeTree(join(h.mount, path));
+  }
+
+  mountSources(path: string): { name: string; dir: string; v2: boolean }[] {
+    return this.hierarchies.map((h) => ({ name: h.v2 ? "unified" : h.controllers.map((c) => c.replace(/^name=/, "")).join(","), dir: join(h.mount, path), v2: h.v2 }));
+  }
+}
+
+export class V2Driver implements CgroupDriver {
+  readonly version = 2 as const;
+  readonly hierarchies: Hierarchy[];
+  constructor(
+    private readonly mount: string,
+    private readonly host: HostLimits,
+  ) {
+    this.hierarchies = [{ mount, controllers: this.available(mount), v2: true }];
+  }
+
+  private available(dir: string): string[] {
+    try {
+      return readFileSync(join(dir, "cgroup.controllers"), "utf8").trim().split(/\s+/).filter(Boolean);
+    } catch {
+      return [];
+    }
+  }
+
+  create(path: string): void {
+    // Controllers are enabled level by level from the root: a child only gets what its parent delegates.
+    let cur = this.mount;
+    for (const part of path.split("/").filter(Boolean)) {
+      const controllers = this.available(cur);
+      const enabled = new Set(readFileSync(join(cur, "cgroup.subtree_control"), "utf8").trim().split(/\s+/).filter(Boolean));
+      const missing = controllers.filter((c) => !enabled.has(c));
+      if (missing.length) {
+        try {
+          writeFileSync(join(cur, "cgroup.subtree_control"), missing.map((c) => `+${c}`).join(" "));
+        } catch (err) {
+          // One at a time, so one the kernel refuses (e.g. cpuset with tasks at this level) does not block the rest.
+          for (const c of missing) {
+            try {
+              writeFileSync(join(cur, "cgroup.subtree_control"), `+${c}`);
+            } catch {
+              void err;
+            }
+          }
+        }
+      }
+      cur = join(cur, part);
+      mkdirSync(cur, { recursive: true });
+    }
+  }
+
+  procsFiles(path: string): string[] {
+    return [join(this.mount, path, "cgroup.procs")];
+  }
+
+  apply(path: string, r: LinuxResources): string[] {
+    validateResources(r, this.host);
+    const { writes, warnings } = v2Writes(r);
+    const dir = join(this.mount, path);
+    const have = new Set(this.available(dir));
+    for (const w of writes)
+      if (!have.has(w.controller)) throw new BerthError("Unsupported", `cgroup: the ${w.controller} controller is not enabled for ${path} on this host: cannot set ${w.file}`);
+    // memory.swap.max only takes effect next to memory.max; io.weight of "default" before per-device lines.
+    for (const w of writes) writeValue(dir, w);
+    if (r.devices?.length) warnings.push(...this.deviceWarnings(r));
+    return warnings;
+  }
+
+  private deviceWarnings(r: LinuxResources): string[] {
+    const denyAll = r.devices!.some((d) => !d.allow && (d.type === "a" || d.type === undefined));
+    return denyAll ? [] : ["linux.resources.devices: device rules on cgroup v2 are enforced only by the default deny-all filter"];
+  }
+
+  pids(path: string): number[] {
+    return readPids(join(this.mount, path));
+  }
+
+  freeze(path: string, frozen: boolean): void {
+    const dir = join(this.mount, path);
+    if (!existsSync(join(dir, "cgroup.freeze"))) throw new BerthError("Unsupported", "this kernel has no cgroup.freeze: pause is not possible");
+    writeFileSync(join(dir, "cgroup.freeze"), frozen ? "1" : "0");
+    for (let i = 0; i < 1000; i++) {
+      if (readKeyed(join(dir, "cgroup.events")).frozen === (frozen ? 1 : 0)) return;
+      sleepSync(1);
+    }
+    throw new BerthError("System", `cgroup: ${path} did not become ${frozen ? "frozen" : "thawed"}`);
+  }
+
+  isFrozen(path: string): boolean {
+    try {
+      return readFileSync(join(this.mount, path, "cgroup.freeze"), "utf8").trim() === "1";
+    } catch {
+      return false;
+    }
+  }
+
+  stats(path: string): Stats {
+    return readStats(2, () => join(this.mount, path));
+  }
+
+  oomKills(path: string): number {
+    return readKeyed(join(this.mount, path, "memory.events")).oom_kill ?? 0;
+  }
+
+  remove(path: string): void {
+    removeTree(join(this.mount, path));
+  }
+
+  mountSources(path: string): { name: string; dir: string; v2: boolean }[] {
+    return [{ name: "", dir: join(this.mount, path), v2: true }];
+  }
+}
