@@ -270,6 +270,8 @@ export class Runtime {
     for (const s of signals) process.on(s, forward);
     const { code, waitStatus } = await fg.exited;
     for (const s of signals) process.off(s, forward);
+    const rec = this.store.read(id);
+    if (rec.cgroupPath && cgroups.openCgroup(rec.cgroupPath).oomKills() > 0) this.warn(`container ${id} was killed by the OOM killer (memory limit of its cgroup reached)`);
     if (!opts.keep) await this.delete(id, { force: true }).catch((e) => this.warn(errorMessage(e)));
     if (waitStatus === undefined) return code;
     return (waitStatus & 0x7f) === 0 ? (waitStatus >> 8) & 0xff : 128 + (waitStatus & 0x7f);
@@ -348,6 +350,54 @@ export class Runtime {
     const rec = this.store.read(id);
     if (!rec.cgroupPath) return this.store.status(rec) === "stopped" ? [] : [rec.pid];
     return cgroups.openCgroup(rec.cgroupPath).pids().sort((a, b) => a - b);
+  }
+
+  /** Changes the resources of a live container (runc update); the record keeps the merged set. */
+  update(id: string, resources: cgroups.LinuxResources): string[] {
+    const rec = this.store.read(id);
+    const status = this.store.status(rec);
+    if (status === "stopped") throw precondition("container not running");
+    if (!rec.cgroupPath) throw precondition(`container ${id} has no cgroup`);
+    const warnings = cgroups.openCgroup(rec.cgroupPath).apply(resources, { devices: false });
+    const linux = (rec.spec.linux ??= {});
+    const merged = (linux.resources ??= {}) as Record<string, unknown>;
+    for (const [k, v] of Object.entries(resources)) {
+      if (v && typeof v === "object" && !Array.isArray(v)) merged[k] = { ...((merged[k] as object) ?? {}), ...v };
+      else merged[k] = v;
+    }
+    this.store.write(rec);
+    return warnings;
+  }
+
+  /** Statistics of the container's cgroup, in runc's `events --stats` shape. */
+  stats(id: string): cgroups.Stats {
+    const rec = this.store.read(id);
+    if (this.store.status(rec) === "stopped") throw precondition("container not running");
+    if (!rec.cgroupPath) throw precondition(`container ${id} has no cgroup`);
+    return cgroups.openCgroup(rec.cgroupPath).stats();
+  }
+
+  /**
+   * runc's event stream: stats every `intervalMs`, and an "oom" event whenever the kernel's OOM
+   * killer strikes in the container's cgroup. Ends when the container stops or `signal` aborts.
+   */
+  async events(id: string, onEvent: (e: { type: "stats" | "oom"; id: string; data?: cgroups.Stats }) => void, opts: { intervalMs?: number; signal?: AbortSignal } = {}): Promise<void> {
+    const rec = this.store.read(id);
+    if (!rec.cgroupPath) throw precondition(`container ${id} has no cgroup`);
+    const cg = cgroups.openCgroup(rec.cgroupPath);
+    let ooms = cg.oomKills();
+    let next = Date.now();
+    while (!opts.signal?.aborted) {
+      const now = cg.oomKills();
+      if (now > ooms) onEvent({ type: "oom", id });
+      ooms = now;
+      if (this.store.status(rec) === "stopped") return;
+      if (Date.now() >= next) {
+        onEvent({ type: "stats", id, data: cg.stats() });
+        next = Date.now() + (opts.intervalMs ?? 5000);
+      }
+      await sleep(50);
+    }
   }
 
   pause(id: string): void {

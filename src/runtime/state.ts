@@ -42,6 +42,8 @@ export interface OciState {
   created: string;
   owner: string;
   annotations?: Record<string, string>;
+  /** berth's addition (engines ignore unknown fields): the kernel's OOM killer struck in the container. */
+  oomKilled?: boolean;
 }
 
 const idPattern = /^[\w+\-.]+$/;
@@ -138,6 +140,11 @@ export class StateStore {
       owner: rec.owner,
     };
     if (rec.annotations && Object.keys(rec.annotations).length) s.annotations = rec.annotations;
+    try {
+      if (rec.cgroupPath && cgroups.openCgroup(rec.cgroupPath).oomKills() > 0) s.oomKilled = true;
+    } catch {
+      // no cgroup (left already): nothing to report
+    }
     return s;
   }
 }

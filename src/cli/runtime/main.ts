@@ -10,6 +10,7 @@ import { BerthError, errorMessage } from "../../common/errors.js";
 import { parseFlags, type FlagDef, type Parsed } from "../args.js";
 import type { Process } from "../../runtime/spec.js";
 import type { CreateOptions } from "../../runtime/runtime.js";
+import type { LinuxResources } from "../../cgroups/resources.js";
 
 const version = "0.1.0";
 const specVersion = "1.2.1";
@@ -66,7 +67,25 @@ const commandFlags: Record<string, FlagDef[]> = {
   features: [],
   pause: [],
   resume: [],
-  update: [{ names: ["resources", "r"], kind: "string" }],
+  update: [
+    { names: ["resources", "r"], kind: "string" },
+    { names: ["blkio-weight"], kind: "int" },
+    { names: ["cpu-period"], kind: "int" },
+    { names: ["cpu-quota"], kind: "int" },
+    { names: ["cpu-share"], kind: "int" },
+    { names: ["cpu-rt-period"], kind: "int" },
+    { names: ["cpu-rt-runtime"], kind: "int" },
+    { names: ["cpuset-cpus"], kind: "string" },
+    { names: ["cpuset-mems"], kind: "string" },
+    { names: ["kernel-memory"], kind: "string" },
+    { names: ["kernel-memory-tcp"], kind: "string" },
+    { names: ["memory"], kind: "string" },
+    { names: ["memory-reservation"], kind: "string" },
+    { names: ["memory-swap"], kind: "string" },
+    { names: ["pids-limit"], kind: "int" },
+    { names: ["l3-cache-schema"], kind: "string", unsupported: "Intel RDT is not supported" },
+    { names: ["mem-bw-schema"], kind: "string", unsupported: "Intel RDT is not supported" },
+  ],
   events: [{ names: ["stats"], kind: "bool" }, { names: ["interval"], kind: "string" }],
   checkpoint: [],
   restore: [],
@@ -86,6 +105,8 @@ COMMANDS:
    list      lists containers started by berth-runtime with the given root
    ps        ps displays the processes running inside a container
    exec      execute new process inside the container
+   update    update container resource constraints
+   events    display container events such as OOM notifications and cpu, memory, and IO usage statistics
    pause     pause suspends all processes inside the container
    resume    resumes all processes that have been previously paused
    spec      create a new specification file
@@ -180,6 +201,50 @@ function execProcess(p: Parsed, spec: { process?: Process } | undefined, validat
   return proc;
 }
 
+/** Byte sizes as runc's update takes them: "1024", "512k", "100m", "1g"; -1 is unlimited. */
+function parseBytes(v: string, flag: string): number {
+  const m = /^(-1|\d+)([kmgt]?)b?$/i.exec(v.trim());
+  if (!m) throw new BerthError("InvalidArgument", `invalid value for --${flag}: ${v} (use e.g. 512m, 1g, or -1)`);
+  const n = Number(m[1]);
+  return n < 0 ? -1 : n * 1024 ** " kmgt".indexOf((m[2] || " ").toLowerCase());
+}
+
+/** Go-style durations for --interval: "5s", "500ms", "1m". */
+function parseDuration(v: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(v);
+  if (!m) throw new BerthError("InvalidArgument", `invalid duration for --interval: ${v} (use e.g. 5s or 500ms)`);
+  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as "ms" | "s" | "m" | "h"];
+}
+
+function updateResources(f: Parsed["flags"]): LinuxResources {
+  let r: LinuxResources = {};
+  if (f.resources) {
+    const text = f.resources === "-" ? readFileSync(0, "utf8") : readFileSync(f.resources as string, "utf8");
+    try {
+      r = JSON.parse(text);
+    } catch (err) {
+      throw new BerthError("InvalidArgument", `--resources: not valid JSON: ${errorMessage(err)}`);
+    }
+  }
+  const mem = (r.memory ??= {});
+  const cpu = (r.cpu ??= {});
+  if (f.memory !== undefined) mem.limit = parseBytes(f.memory as string, "memory");
+  if (f["memory-swap"] !== undefined) mem.swap = parseBytes(f["memory-swap"] as string, "memory-swap");
+  if (f["memory-reservation"] !== undefined) mem.reservation = parseBytes(f["memory-reservation"] as string, "memory-reservation");
+  if (f["kernel-memory"] !== undefined) mem.kernel = parseBytes(f["kernel-memory"] as string, "kernel-memory");
+  if (f["kernel-memory-tcp"] !== undefined) mem.kernelTCP = parseBytes(f["kernel-memory-tcp"] as string, "kernel-memory-tcp");
+  if (f["cpu-share"] !== undefined) cpu.shares = f["cpu-share"] as number;
+  if (f["cpu-quota"] !== undefined) cpu.quota = f["cpu-quota"] as number;
+  if (f["cpu-period"] !== undefined) cpu.period = f["cpu-period"] as number;
+  if (f["cpu-rt-period"] !== undefined) cpu.realtimePeriod = f["cpu-rt-period"] as number;
+  if (f["cpu-rt-runtime"] !== undefined) cpu.realtimeRuntime = f["cpu-rt-runtime"] as number;
+  if (f["cpuset-cpus"] !== undefined) cpu.cpus = f["cpuset-cpus"] as string;
+  if (f["cpuset-mems"] !== undefined) cpu.mems = f["cpuset-mems"] as string;
+  if (f["pids-limit"] !== undefined) r.pids = { limit: f["pids-limit"] as number };
+  if (f["blkio-weight"] !== undefined) r.blockIO = { ...(r.blockIO ?? {}), weight: f["blkio-weight"] as number };
+  return r;
+}
+
 function createOptions(f: Parsed["flags"]): CreateOptions {
   return {
     bundle: (f.bundle as string | undefined) ?? ".",
@@ -224,7 +289,6 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (cmd === "checkpoint" || cmd === "restore") throw new BerthError("Unsupported", `${cmd} is not supported by berth-runtime (no CRIU integration)`);
-  if (cmd === "update" || cmd === "events") throw new BerthError("Unsupported", `${cmd} is not supported by berth-runtime yet`);
 
   const { Runtime } = await import("../../runtime/runtime.js");
   const rt = new Runtime({
@@ -308,6 +372,22 @@ async function main(argv: string[]): Promise<number> {
         preserveFds: (f["preserve-fds"] as number | undefined) ?? 0,
       });
       return r.exitCode ?? 0;
+    }
+    case "update": {
+      exactArgs(p, cmd, 1);
+      for (const w of rt.update(needId(p, cmd), updateResources(f))) log("warning", w);
+      return 0;
+    }
+    case "events": {
+      exactArgs(p, cmd, 1);
+      const id = needId(p, cmd);
+      if (f.stats) {
+        process.stdout.write(JSON.stringify({ type: "stats", id, data: rt.stats(id) }) + "\n");
+        return 0;
+      }
+      const intervalMs = parseDuration((f.interval as string | undefined) ?? "5s");
+      await rt.events(id, (e) => process.stdout.write(JSON.stringify(e) + "\n"), { intervalMs });
+      return 0;
     }
     case "pause":
       exactArgs(p, cmd, 1);
