@@ -117,8 +117,8 @@ describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
     const logFile = join(b, "out");
     writeFileSync(logFile, "");
     const spec = JSON.parse(readFileSync(join(b, "config.json"), "utf8"));
-    spec.process.args = ["/bin/sh", "-c", "exec /probe wait-signal > /tmp-out/out"];
-    spec.mounts.push({ destination: "/tmp-out", type: "bind", source: b, options: ["rbind", "rw"] });
+    spec.process.args = ["/bin/sh", "-c", "exec /probe wait-signal > /tmp/out"];
+    spec.mounts.push({ destination: "/tmp", type: "bind", source: b, options: ["rbind", "rw"] });
     writeFileSync(join(b, "config.json"), JSON.stringify(spec));
     assert.equal(rt(root, ["run", "-d", "--bundle", b, id]).code, 0);
     for (let i = 0; i < 200 && !readFileSync(logFile, "utf8").includes("waiting"); i++) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
