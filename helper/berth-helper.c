@@ -37,6 +37,7 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <linux/capability.h>
+#include <linux/bpf.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -647,6 +648,49 @@ static void run_child(int release_fd) {
   die(EINVAL, "plan has no EXEC");
 }
 
+/* cgroup v2 has no devices files: the rules are an eBPF program attached to the cgroup. */
+static void attach_device_filter(const char *cgroup_dir, const char *hex) {
+  size_t n = strlen(hex) / 16; /* struct bpf_insn is 8 bytes */
+  struct bpf_insn *insns = calloc(n ? n : 1, sizeof *insns);
+  unsigned char *bytes = (unsigned char *)insns;
+  for (size_t i = 0; i < n * 8; i++) {
+    unsigned v;
+    sscanf(hex + 2 * i, "%2x", &v);
+    bytes[i] = (unsigned char)v;
+  }
+  char log[4096] = "";
+  union bpf_attr load;
+  memset(&load, 0, sizeof load);
+  load.prog_type = BPF_PROG_TYPE_CGROUP_DEVICE;
+  load.insn_cnt = (unsigned)n;
+  load.insns = (uint64_t)(uintptr_t)insns;
+  load.license = (uint64_t)(uintptr_t) "Apache";
+  int prog = (int)syscall(SYS_bpf, BPF_PROG_LOAD, &load, sizeof load);
+  if (prog < 0) {
+    /* Load again with the verifier's log, only to say why (the log must fit, hence not always). */
+    int err = errno;
+    load.log_level = 1;
+    load.log_size = sizeof log;
+    load.log_buf = (uint64_t)(uintptr_t)log;
+    syscall(SYS_bpf, BPF_PROG_LOAD, &load, sizeof load);
+    char *last = strrchr(log, '\n');
+    if (last && last > log) *last = 0;
+    die(err, "load the device filter (%zu instructions): %s", n, strrchr(log, '\n') ? strrchr(log, '\n') + 1 : log);
+  }
+  int dir = open(cgroup_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  TRY(dir, "open %s", cgroup_dir);
+  union bpf_attr attach;
+  memset(&attach, 0, sizeof attach);
+  attach.target_fd = (unsigned)dir;
+  attach.attach_bpf_fd = (unsigned)prog;
+  attach.attach_type = BPF_CGROUP_DEVICE;
+  attach.attach_flags = BPF_F_ALLOW_MULTI;
+  TRY((int)syscall(SYS_bpf, BPF_PROG_ATTACH, &attach, sizeof attach), "attach the device filter to %s", cgroup_dir);
+  close(dir);
+  close(prog); /* the attachment keeps the program */
+  free(insns);
+}
+
 static void connect_console(const char *path) {
   struct sockaddr_un addr = {.sun_family = AF_UNIX};
   if (strlen(path) >= sizeof addr.sun_path) die(ENAMETOOLONG, "console socket path too long: %s", path);
@@ -778,6 +822,7 @@ int main(int argc, char **argv) {
       close(fd);
       break;
     }
+    case OP_DEVICE_FILTER: attach_device_filter(a[0], a[1]); break;
     case OP_UNSHARE_TIME:
       TRY(unshare(CLONE_NEWTIME), "unshare the time namespace");
       if (a[0][0]) TRY(write_file("/proc/self/timens_offsets", a[0]), "write time offsets");

@@ -9,7 +9,8 @@
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { BerthError, invalid } from "../common/errors.js";
-import { v1Writes, v2Writes, validateResources, type CgroupWrite, type HostLimits, type LinuxResources } from "./resources.js";
+import { defaultDeviceRules, v1Writes, v2Writes, validateResources, type CgroupWrite, type DeviceRule, type HostLimits, type LinuxResources } from "./resources.js";
+import { deviceFilterProgram } from "./devicefilter.js";
 import { readStats, type Stats } from "./stats.js";
 
 export interface Hierarchy {
@@ -35,6 +36,8 @@ export interface CgroupDriver {
   /** How many times the kernel's OOM killer killed a task of this cgroup. */
   oomKills(path: string): number;
   remove(path: string): void;
+  /** v2: the eBPF device program (hex) for these rules plus runc's default allow list; v1: none (files). */
+  deviceFilter(path: string, rules: DeviceRule[] | undefined): { dir: string; program: string } | undefined;
   /** Host directories to show inside the container at /sys/fs/cgroup. */
   mountSources(path: string): { name: string; dir: string; v2: boolean }[];
 }
@@ -209,6 +212,10 @@ export class V1Driver implements CgroupDriver {
     for (const h of this.hierarchies) removeTree(join(h.mount, path));
   }
 
+  deviceFilter(): undefined {
+    return undefined;
+  }
+
   mountSources(path: string): { name: string; dir: string; v2: boolean }[] {
     return this.hierarchies.map((h) => ({ name: h.v2 ? "unified" : h.controllers.map((c) => c.replace(/^name=/, "")).join(","), dir: join(h.mount, path), v2: h.v2 }));
   }
@@ -271,13 +278,8 @@ export class V2Driver implements CgroupDriver {
       if (!have.has(w.controller)) throw new BerthError("Unsupported", `cgroup: the ${w.controller} controller is not enabled for ${path} on this host: cannot set ${w.file}`);
     // memory.swap.max only takes effect next to memory.max; io.weight of "default" before per-device lines.
     for (const w of writes) writeValue(dir, w);
-    if (r.devices?.length) warnings.push(...this.deviceWarnings(r));
+    // Device rules are not files on v2: see deviceFilter(), which the helper attaches.
     return warnings;
-  }
-
-  private deviceWarnings(r: LinuxResources): string[] {
-    const denyAll = r.devices!.some((d) => !d.allow && (d.type === "a" || d.type === undefined));
-    return denyAll ? [] : ["linux.resources.devices: device rules on cgroup v2 are enforced only by the default deny-all filter"];
   }
 
   pids(path: string): number[] {
@@ -313,6 +315,11 @@ export class V2Driver implements CgroupDriver {
 
   remove(path: string): void {
     removeTree(join(this.mount, path));
+  }
+
+  deviceFilter(path: string, rules: DeviceRule[] | undefined): { dir: string; program: string } | undefined {
+    if (!rules?.length) return undefined;
+    return { dir: join(this.mount, path), program: deviceFilterProgram([...rules, ...defaultDeviceRules]) };
   }
 
   mountSources(path: string): { name: string; dir: string; v2: boolean }[] {

@@ -13,6 +13,7 @@ import type { Stats } from "./stats.js";
 export { V1Driver, V2Driver, type CgroupDriver, type Hierarchy } from "./driver.js";
 export { v1Writes, v2Writes, validateResources, sharesToWeight, blkioToIoWeight, parseCpuList, type LinuxResources, type CgroupWrite } from "./resources.js";
 export type { Stats } from "./stats.js";
+export { deviceFilterProgram } from "./devicefilter.js";
 
 export type CgroupLayout = "v1" | "v2" | "hybrid";
 
@@ -121,6 +122,9 @@ export class Cgroup {
   }
   mountSources() {
     return this.driver.mountSources(this.path);
+  }
+  deviceFilter(rules: LinuxResources["devices"]) {
+    return this.driver.deviceFilter(this.path, rules);
   }
   /** Removes the cgroup everywhere, and berth's own parent once it is empty. */
   remove(): void {

@@ -158,6 +158,8 @@ export function createPlan(input: CreatePlanInput): PlanOp[] {
   if (input.fifo) ops.push([Op.MKFIFO, input.fifo, "622"], [Op.EXEC_FIFO, input.fifo]);
   if (input.consoleSocket) ops.push([Op.CONSOLE_SOCKET, input.consoleSocket]);
   // Host paths are opened before any namespace is joined.
+  const filter = input.cgroup?.deviceFilter(input.spec.linux?.resources?.devices);
+  if (filter) ops.push([Op.DEVICE_FILTER, filter.dir, filter.program]);
   if (input.cgroup) for (const f of input.cgroup.procsFiles()) ops.push([Op.CGROUP_PROCS, f]);
   for (const t of joinOrder)
     for (const n of joined) if (n.type === t) ops.push([Op.SETNS, n.path!, String(cloneFlag[t])]);
