@@ -74,7 +74,8 @@ function benchCli(name: string, argv0: string, pre: string[]): Row {
   return { name, run: median(runs), cycle: median(cycles) };
 }
 
-async function benchLibrary(): Promise<Row> {
+async function benchLibrary(name = "berth (library, in-process)", bundleDir = bundle): Promise<Row> {
+  const bundle = bundleDir;
   const root = mkdtempSync(join(tmpdir(), "berth-bench-root-"));
   const rt = new Runtime({ root });
   const runs: number[] = [];
@@ -92,7 +93,7 @@ async function benchLibrary(): Promise<Row> {
     cycles.push(Number(process.hrtime.bigint() - t) / 1e6);
   }
   rmSync(root, { recursive: true, force: true });
-  return { name: "berth (library, in-process)", run: median(runs), cycle: median(cycles) };
+  return { name, run: median(runs), cycle: median(cycles) };
 }
 
 const rows: Row[] = [];
@@ -101,6 +102,26 @@ const installed = which("berth-runtime");
 if (installed) rows.push(benchCli("berth-runtime (installed)", installed, []));
 else rows.push(benchCli("berth-runtime (dist)", process.execPath, [join(project, "dist/src/cli/runtime/main.js")]));
 rows.push(await benchLibrary());
+// The same with a full resources block: what cgroup setup costs beyond creating the cgroup.
+const limited = mkdtempSync(join(tmpdir(), "berth-bench-"));
+writeFileSync(
+  join(limited, "config.json"),
+  JSON.stringify({
+    ...spec,
+    linux: {
+      ...spec.linux,
+      resources: {
+        ...spec.linux.resources,
+        memory: { limit: 512 * 1024 * 1024, reservation: 256 * 1024 * 1024, swap: 1024 * 1024 * 1024, swappiness: 10 },
+        cpu: { shares: 512, quota: 50000, period: 100000, cpus: "0", mems: "0" },
+        pids: { limit: 100 },
+        blockIO: {},
+      },
+    },
+  }),
+);
+rows.push(await benchLibrary("berth (library, full resources)", limited));
+rmSync(limited, { recursive: true, force: true });
 for (const peer of ["runc", "crun"]) {
   const path = which(peer);
   if (!path) {
@@ -130,6 +151,9 @@ for (const r of rows) {
     `${r.name.padEnd(30)} ${r.run.toFixed(1).padStart(8)}  ${ratio(r.run, runc?.run).padStart(7)}   ${r.cycle.toFixed(1).padStart(24)}  ${ratio(r.cycle, runc?.cycle).padStart(7)}`,
   );
 }
+const full = rows.find((r) => r.name === "berth (library, full resources)")!;
+const plain = rows.find((r) => r.name === "berth (library, in-process)")!;
+console.log(`cgroup resources block: +${(full.run - plain.run).toFixed(2)} ms per run on this host's cgroups (target ≤ 2 ms on v1, ≤ 1 ms on v2)`);
 const crun = rows.find((r) => r.name.startsWith("crun"));
 const lib = rows.find((r) => r.name.startsWith("berth (library"))!;
 if (crun) console.log(`in-process library run vs crun run: ${(lib.run / crun.run).toFixed(2)}x (target ≤ 1.5x)`);

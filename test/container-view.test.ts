@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { mkdirSync, rmSync, symlinkSync, writeFileSync, readFileSync, existsSync, cpSync } from "node:fs";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
+import { layout } from "../src/cgroups/index.js";
 import { fixtureRootfs, leaks, makeBundle, newRoot, nsOf, rootSkip, rt, runIn, tempDir, uniqueId, type AnySpec } from "./helpers.js";
 
 const ok = (r: { code: number; stdout: string; stderr: string }) => {
@@ -209,13 +210,15 @@ describe("the container's view", { skip: rootSkip }, () => {
   });
 
   test("the container is in its own cgroup from the start, and leaves nothing after", () => {
+    const v2 = layout() === "v2";
     const out = ok(runIn(["/bin/sh", "-c", "cat /proc/self/cgroup"], (s) => (s.linux.namespaces = s.linux.namespaces.filter((n: { type: string }) => n.type !== "cgroup"))));
-    assert.match(out, /memory:\/berth\/t-\d+-\d+/);
-    assert.match(out, /pids:\/berth\/t-\d+-\d+/);
+    assert.match(out, v2 ? /^0::\/berth\/t-\d+-\d+$/m : /memory:\/berth\/t-\d+-\d+/);
+    if (!v2) assert.match(out, /pids:\/berth\/t-\d+-\d+/);
     const ns = ok(runIn(["/bin/sh", "-c", "cat /proc/self/cgroup"]));
-    assert.match(ns, /memory:\/$/m, "with a cgroup namespace the container's cgroup is its root");
-    const limited = ok(runIn(["/bin/sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max"], (s) => (s.linux.resources = { memory: { limit: 64 * 1024 * 1024 }, pids: { limit: 42 } })));
-    if (existsSync("/sys/fs/cgroup/memory")) assert.equal(limited, `${64 * 1024 * 1024}\n42\n`);
+    assert.match(ns, v2 ? /^0::\/$/m : /memory:\/$/m, "with a cgroup namespace the container's cgroup is its root");
+    const files = v2 ? "/sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max" : "/sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max";
+    const limited = ok(runIn(["/bin/sh", "-c", `cat ${files}`], (s) => (s.linux.resources = { memory: { limit: 64 * 1024 * 1024 }, pids: { limit: 42 } })));
+    assert.equal(limited, `${64 * 1024 * 1024}\n42\n`, "the container sees its own limits at /sys/fs/cgroup");
     assert.deepEqual(leaks(), []);
   });
 
