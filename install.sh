@@ -11,7 +11,7 @@ die() { printf 'install: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (berth creates namespaces, mounts and cgroups)"
 
 # Debian packages berth needs at run time and to build its C (only the missing ones are installed).
-need_pkgs="gcc libc6-dev busybox-static procps"
+need_pkgs="gcc libc6-dev libseccomp-dev busybox-static procps"
 missing=""
 for p in $need_pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
@@ -43,7 +43,7 @@ sh scripts/make-fixtures.sh >/dev/null
 install_bin() {
   name=$1 entry=$2
   tmp=$(mktemp /usr/local/bin/.$name.XXXXXX)
-  printf '#!%s\nglobalThis.berthHelperPath = "%s";\nrequire("%s");\n' "$node" "$here/build/berth-helper" "$here/$entry" > "$tmp"
+  printf '#!%s\nglobalThis.berthBuildDir = "%s";\nrequire("%s");\n' "$node" "$here/build" "$here/$entry" > "$tmp"
   chmod 755 "$tmp"
   mv -f "$tmp" "/usr/local/bin/$name"
 }

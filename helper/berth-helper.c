@@ -476,6 +476,16 @@ static void do_caps(char **a) {
     if (amb & (1ULL << cap)) prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0);
 }
 
+static struct sock_fprog seccomp_prog;
+static unsigned seccomp_flags;
+
+/* Load now (before dropping capabilities: without no_new_privs loading needs CAP_SYS_ADMIN), or
+ * keep it for the last step before execve, after the exec fifo, as runc does. */
+static void load_seccomp(void) {
+  TRY((int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, seccomp_flags, &seccomp_prog), "load the seccomp filter");
+  seccomp_prog.len = 0;
+}
+
 static void do_seccomp(char **a) {
   size_t hexlen = strlen(a[1]);
   size_t n = hexlen / 16; /* struct sock_filter is 8 bytes = 16 hex digits */
@@ -486,8 +496,10 @@ static void do_seccomp(char **a) {
     sscanf(a[1] + 2 * i, "%2x", &v);
     bytes[i] = (unsigned char)v;
   }
-  struct sock_fprog prog = {.len = (unsigned short)n, .filter = f};
-  TRY((int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, (unsigned)num(a[0]), &prog), "load the seccomp filter");
+  seccomp_prog.len = (unsigned short)n;
+  seccomp_prog.filter = f;
+  seccomp_flags = (unsigned)num(a[0]);
+  if (strcmp(a[2], "exec")) load_seccomp();
 }
 
 static void do_rlimit(char **a) {
@@ -554,6 +566,10 @@ static void child_ready_then_exec(char **a, int argc) {
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
+  if (seccomp_prog.len) {
+    stage = "seccomp";
+    load_seccomp();
+  }
   execve(path, argv, envp);
   die(errno, "exec %s: %s", path, strerror(errno));
 }

@@ -51,6 +51,8 @@ mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 for pass in 1 2 3 4; do for m in /modules/*.ko; do insmod \$m 2>/dev/null && rm \$m; done; done
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 host /host || { echo "BERTH-VM: cannot mount the host over 9p"; poweroff -f; }
 for d in tmp run var/tmp; do mount -t tmpfs tmpfs /host/\$d; done
+# The project has its own share, so a tmpfs above (a clone under /tmp) cannot hide it.
+mkdir -p /host$project && mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 project /host$project
 mount -t proc proc /host/proc; mount -t sysfs sys /host/sys; mount -t devtmpfs dev /host/dev
 mkdir -p /host/dev/pts /host/dev/shm; mount -t devpts devpts /host/dev/pts; mount -t tmpfs shm /host/dev/shm
 mount -t cgroup2 cgroup2 /host/sys/fs/cgroup
@@ -68,6 +70,7 @@ timeout 900 qemu-system-x86_64 -accel tcg -m 3072 -smp 2 -nographic -no-reboot -
   -kernel "$vm/vmlinuz" -initrd "$vm/initramfs.gz" \
   -append "console=ttyS0 quiet panic=-1 cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1" \
   -virtfs local,path=/,mount_tag=host,security_model=passthrough,readonly=on,multidevs=remap \
+  -virtfs local,path="$project",mount_tag=project,security_model=passthrough,readonly=on,multidevs=remap \
   -nic none </dev/null | tee "$log" | grep -v '^\[' || true
 echo "cgroup2-vm: boot to power-off in $(( $(date +%s) - start )) s"
 code=$(sed -n 's/.*BERTH-VM-EXIT \([0-9]*\).*/\1/p' "$log" | tail -1)

@@ -4,27 +4,15 @@
  * channel does: an unexpected message is an error, not a hang.
  */
 import { spawn, type StdioOptions } from "node:child_process";
-import { existsSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { getSystemErrorName } from "node:util";
 import type { Readable, Writable } from "node:stream";
 import { BerthError, HelperError } from "../common/errors.js";
+import { buildBinary } from "../common/paths.js";
 import { encodePlan, type PlanOp } from "./plan.js";
 import { Msg, codeNames } from "./protocol.js";
 
-declare global {
-  // Set by the installed berth-runtime launcher, which loads the one-file bundle (no import.meta there).
-  var berthHelperPath: string | undefined;
-}
-
 export function helperPath(): string {
-  const given = process.env.BERTH_HELPER ?? globalThis.berthHelperPath;
-  if (given) return given;
-  // dist/src/runtime/helper.js → <project>/build/berth-helper
-  const p = join(dirname(fileURLToPath(import.meta.url)), "../../../build/berth-helper");
-  if (!existsSync(p)) throw new BerthError("NotFound", `berth-helper not found at ${p}: run ./install.sh (or npm run build)`);
-  return p;
+  return process.env.BERTH_HELPER ?? buildBinary("berth-helper");
 }
 
 export type StdioEntry = "inherit" | "pipe" | "ignore" | number;

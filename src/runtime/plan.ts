@@ -6,7 +6,7 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
 import { invalid, unsupported } from "../common/errors.js";
-import { capabilityMask } from "../security/index.js";
+import { capabilityMask, type CompiledSeccomp } from "../security/index.js";
 import * as cgroups from "../cgroups/index.js";
 import { Op } from "./protocol.js";
 import type { Mount, NamespaceType, Process, Spec } from "./spec.js";
@@ -89,14 +89,18 @@ const rlimitNumbers: Record<string, number> = {
 
 const u64 = (n: number) => (n < 0 || n >= 2 ** 64 - 1 ? "unlimited" : BigInt(n).toString());
 
-function credentialOps(p: Process, rootfs: string | undefined, preserveFds: number): PlanOp[] {
+function credentialOps(p: Process, rootfs: string | undefined, preserveFds: number, seccomp?: CompiledSeccomp): PlanOp[] {
   const ops: PlanOp[] = [];
+  // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it before the user and
+  // capabilities change. With it, load it last, after the exec fifo, right before execve (as runc).
+  const early = seccomp && !p.noNewPrivileges;
   if (p.oomScoreAdj !== undefined) ops.push([Op.OOM_SCORE_ADJ, String(p.oomScoreAdj)]);
   for (const r of p.rlimits ?? []) {
     const n = rlimitNumbers[r.type];
     if (n === undefined) throw invalid(`config.json: process.rlimits: unknown rlimit type ${r.type}`);
     ops.push([Op.RLIMIT, String(n), u64(r.soft), u64(r.hard)]);
   }
+  if (early) ops.push([Op.SECCOMP, String(seccomp.flags), seccomp.program, "now"]);
   ops.push([Op.UMASK, (p.user.umask ?? 0o022).toString(8)]);
   ops.push([Op.GROUPS, ...(p.user.additionalGids ?? []).map(String)]);
   ops.push([Op.USER, String(p.user.uid), String(p.user.gid)]);
@@ -106,6 +110,7 @@ function credentialOps(p: Process, rootfs: string | undefined, preserveFds: numb
     ops.push([Op.CAPS, mask(c.bounding), mask(c.effective), mask(c.permitted), mask(c.inheritable), mask(c.ambient)]);
   }
   if (p.noNewPrivileges) ops.push([Op.NO_NEW_PRIVS]);
+  if (seccomp && !early) ops.push([Op.SECCOMP, String(seccomp.flags), seccomp.program, "exec"]);
   ops.push([Op.CWD, p.cwd]);
   if (preserveFds > 0) ops.push([Op.PRESERVE_FDS, String(preserveFds)]);
   const env = p.env ?? [];
@@ -140,6 +145,7 @@ export interface CreatePlanInput {
   cgroup?: cgroups.Cgroup;
   hookSync?: boolean;
   foreground?: boolean;
+  seccomp?: CompiledSeccomp;
 }
 
 function mapText(maps: { containerID: number; hostID: number; size: number }[]): string {
@@ -223,8 +229,7 @@ export function createPlan(input: CreatePlanInput): PlanOp[] {
   for (const path of linux.readonlyPaths ?? []) ops.push([Op.READONLY_PATH, path]);
   for (const path of linux.maskedPaths ?? []) ops.push([Op.MASK_PATH, path]);
   if (spec.root?.readonly) ops.push([Op.REMOUNT_ROOT_RO]);
-  if (linux.seccomp) throw unsupported("config.json: linux.seccomp: seccomp filters are not supported yet (planned in the security work)");
-  ops.push(...credentialOps(p, rootfs, input.preserveFds ?? 0));
+  ops.push(...credentialOps(p, rootfs, input.preserveFds ?? 0, input.seccomp));
   return ops;
 }
 
@@ -282,6 +287,7 @@ export function execPlan(input: {
   consoleSocket?: string;
   foreground: boolean;
   preserveFds?: number;
+  seccomp?: CompiledSeccomp;
 }): PlanOp[] {
   const ops: PlanOp[] = [];
   if (input.consoleSocket) ops.push([Op.CONSOLE_SOCKET, input.consoleSocket]);
@@ -297,7 +303,7 @@ export function execPlan(input: {
   if (input.foreground) ops.push([Op.FOREGROUND]);
   ops.push([Op.SETSID]);
   if (input.process.terminal) ops.push([Op.TERMINAL]);
-  ops.push(...credentialOps(input.process, input.rootfs, input.preserveFds ?? 0));
+  ops.push(...credentialOps(input.process, input.rootfs, input.preserveFds ?? 0, input.seccomp));
   return ops;
 }
 

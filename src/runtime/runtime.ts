@@ -12,6 +12,7 @@ import { constants as osc, userInfo } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { BerthError, errorMessage, invalid, notFound, precondition } from "../common/errors.js";
 import * as cgroups from "../cgroups/index.js";
+import { compileSeccomp, type CompiledSeccomp, type Seccomp } from "../security/index.js";
 import { runHelper, type HelperOptions } from "./helper.js";
 import { createPlan, execPlan } from "./plan.js";
 import { Op, codeNames } from "./protocol.js";
@@ -154,6 +155,7 @@ export class Runtime {
         cgroup: cg,
         hookSync,
         foreground,
+        seccomp: this.seccompFor(spec),
       });
       // runc gives each container its own session keyring unless --no-new-keyring.
       if (!opts.noNewKeyring) ops.splice(ops.findIndex((o) => o[0] === Op.PROPAGATION), 0, [Op.KEYRING, id]);
@@ -204,6 +206,12 @@ export class Runtime {
       this.store.remove(id);
       throw err;
     }
+  }
+
+  /** The container's seccomp program, compiled once per profile (cached by digest under the root). */
+  private seccompFor(spec: Spec): CompiledSeccomp | undefined {
+    const profile = spec.linux?.seccomp as Seccomp | undefined;
+    return profile ? compileSeccomp(profile, join(this.store.root, ".seccomp-cache")) : undefined;
   }
 
   /** Set by a foreground create (run without --detach): the helper that waits for the container. */
@@ -431,6 +439,7 @@ export class Runtime {
       consoleSocket: opts.consoleSocket,
       foreground: !opts.detach,
       preserveFds: opts.preserveFds,
+      seccomp: this.seccompFor(rec.spec),
     });
     this.debug?.(`exec plan for ${id}: ${describePlan(ops)}`);
     const run = runHelper(ops, { stdio: opts.stdio, preserveFds: opts.preserveFds });

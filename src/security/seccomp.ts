@@ -1,0 +1,173 @@
+/**
+ * seccomp: the OCI `linux.seccomp` object, validated (errors name the entry), turned into a flat
+ * rule list, compiled to BPF by berth-seccomp (libseccomp: every architecture's syscall numbers and a
+ * binary-tree program), and cached by the digest of the rule list so a container start does not
+ * compile again. The helper loads the program with seccomp(2).
+ */
+import { createHash } from "node:crypto";
+import { spawnSync } from "node:child_process";
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { BerthError, invalid, unsupported } from "../common/errors.js";
+import { buildBinary } from "../common/paths.js";
+
+export interface SeccompArg {
+  index: number;
+  value: number;
+  valueTwo?: number;
+  op: string;
+}
+export interface SeccompSyscall {
+  names: string[];
+  action: string;
+  errnoRet?: number;
+  args?: SeccompArg[];
+}
+export interface Seccomp {
+  defaultAction: string;
+  defaultErrnoRet?: number;
+  architectures?: string[];
+  flags?: string[];
+  listenerPath?: string;
+  listenerMetadata?: string;
+  syscalls?: SeccompSyscall[];
+}
+
+const EPERM = 1;
+
+/** Kernel SECCOMP_RET_* values (linux/seccomp.h). */
+export function actionValue(action: string, errnoRet: number | undefined, field: string): number {
+  switch (action) {
+    case "SCMP_ACT_KILL":
+    case "SCMP_ACT_KILL_THREAD":
+      return 0x00000000;
+    case "SCMP_ACT_KILL_PROCESS":
+      return 0x80000000;
+    case "SCMP_ACT_TRAP":
+      return 0x00030000;
+    case "SCMP_ACT_ERRNO":
+      return 0x00050000 | ((errnoRet ?? EPERM) & 0xffff);
+    case "SCMP_ACT_TRACE":
+      return 0x7ff00000 | ((errnoRet ?? EPERM) & 0xffff);
+    case "SCMP_ACT_LOG":
+      return 0x7ffc0000;
+    case "SCMP_ACT_ALLOW":
+      return 0x7fff0000;
+    case "SCMP_ACT_NOTIFY":
+      throw unsupported(`${field}: SCMP_ACT_NOTIFY (seccomp user notification) is not supported yet`);
+    default:
+      throw invalid(`${field}: unknown action ${JSON.stringify(action)}`);
+  }
+}
+
+const compareOps: Record<string, number> = {
+  SCMP_CMP_NE: 1,
+  SCMP_CMP_LT: 2,
+  SCMP_CMP_LE: 3,
+  SCMP_CMP_EQ: 4,
+  SCMP_CMP_GE: 5,
+  SCMP_CMP_GT: 6,
+  SCMP_CMP_MASKED_EQ: 7,
+};
+
+const flagValues: Record<string, number> = {
+  SECCOMP_FILTER_FLAG_TSYNC: 1,
+  SECCOMP_FILTER_FLAG_LOG: 2,
+  SECCOMP_FILTER_FLAG_SPEC_ALLOW: 4,
+  SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV: 32,
+};
+
+const archNames = new Set([
+  "x86", "x86_64", "x32", "arm", "aarch64", "mips", "mips64", "mips64n32", "mipsel", "mipsel64", "mipsel64n32",
+  "ppc", "ppc64", "ppc64le", "s390", "s390x", "parisc", "parisc64", "riscv64",
+]);
+
+/** SCMP_ARCH_X86_64 → x86_64 (libseccomp's name). */
+function archName(a: string, field: string): string {
+  const name = a.replace(/^SCMP_ARCH_/, "").toLowerCase();
+  if (!a.startsWith("SCMP_ARCH_") || !archNames.has(name)) throw invalid(`${field}: unknown architecture ${JSON.stringify(a)}`);
+  return name;
+}
+
+export type SeccompRecord = [code: "INIT" | "ARCH" | "RULE", ...args: string[]];
+
+/** Validates the profile and flattens it: one record per syscall name. */
+export function seccompRecords(s: Seccomp): { records: SeccompRecord[]; flags: number } {
+  const f = "linux.seccomp";
+  if (typeof s !== "object" || s === null) throw invalid(`${f}: must be an object`);
+  if (s.listenerPath) throw unsupported(`${f}.listenerPath: seccomp user notification is not supported yet`);
+  const def = actionValue(s.defaultAction, s.defaultErrnoRet, `${f}.defaultAction`);
+  const records: SeccompRecord[] = [["INIT", String(def)]];
+  (s.architectures ?? []).forEach((a, i) => records.push(["ARCH", archName(a, `${f}.architectures[${i}]`)]));
+  let flags = 0;
+  (s.flags ?? []).forEach((name, i) => {
+    const v = flagValues[name];
+    if (v === undefined) throw invalid(`${f}.flags[${i}]: unknown flag ${JSON.stringify(name)}`);
+    flags |= v;
+  });
+  (s.syscalls ?? []).forEach((sc, i) => {
+    const field = `${f}.syscalls[${i}]`;
+    if (!Array.isArray(sc.names) || sc.names.length === 0) throw invalid(`${field}.names: must list at least one syscall`);
+    const action = actionValue(sc.action, sc.errnoRet, `${field}.action`);
+    const conds: string[] = [];
+    (sc.args ?? []).forEach((arg, j) => {
+      if (!Number.isInteger(arg.index) || arg.index < 0 || arg.index > 5) throw invalid(`${field}.args[${j}].index: must be 0..5 (got ${arg.index})`);
+      const op = compareOps[arg.op];
+      if (op === undefined) throw invalid(`${field}.args[${j}].op: unknown operator ${JSON.stringify(arg.op)}`);
+      conds.push(String(arg.index), String(op), BigInt(arg.value ?? 0).toString(), BigInt(arg.valueTwo ?? 0).toString());
+    });
+    // A rule with the default action changes nothing (and libseccomp refuses it), as runc skips it.
+    if (action === def) return;
+    for (const name of sc.names) {
+      if (typeof name !== "string" || !name) throw invalid(`${field}.names: must be non-empty strings`);
+      records.push(["RULE", String(action), name, ...conds]);
+    }
+  });
+  return { records, flags };
+}
+
+const codes = { INIT: 60, ARCH: 61, RULE: 62, END: 99 } as const;
+
+function encode(records: SeccompRecord[]): Buffer {
+  const parts: Buffer[] = [];
+  for (const [kind, ...args] of [...records, ["END"] as unknown as SeccompRecord]) {
+    const payload = Buffer.from(args.map((a) => a + "\0").join(""));
+    const hdr = Buffer.alloc(8);
+    hdr.writeUInt32LE(codes[kind as keyof typeof codes], 0);
+    hdr.writeUInt32LE(payload.length, 4);
+    parts.push(hdr, payload);
+  }
+  return Buffer.concat(parts);
+}
+
+export interface CompiledSeccomp {
+  flags: number;
+  /** struct sock_filter[] as hex */
+  program: string;
+  digest: string;
+}
+
+/** Compiles (or takes from the cache) the program for a profile. */
+export function compileSeccomp(s: Seccomp, cacheDir: string): CompiledSeccomp {
+  const { records, flags } = seccompRecords(s);
+  const digest = createHash("sha256").update(JSON.stringify(records)).digest("hex");
+  const cached = join(cacheDir, `${digest}.bpf`);
+  try {
+    return { flags, program: readFileSync(cached, "utf8"), digest };
+  } catch {
+    // not compiled yet
+  }
+  const r = spawnSync(buildBinary("berth-seccomp"), ["0", "1"], { input: encode(records), maxBuffer: 64 * 1024 * 1024 });
+  if (r.error) throw new BerthError("System", `cannot run berth-seccomp: ${r.error.message}`);
+  const out = r.stdout;
+  if (out.length < 8) throw new BerthError("System", `berth-seccomp failed (${r.status}): ${r.stderr.toString()}`);
+  const code = out.readUInt32LE(0);
+  const args = out.subarray(8, 8 + out.readUInt32LE(4)).toString().split("\0");
+  if (code !== 105) throw new BerthError("System", `seccomp: ${args[0]}: ${args[2]}`);
+  const program = args[0]!;
+  mkdirSync(cacheDir, { recursive: true });
+  const tmp = `${cached}.${process.pid}.tmp`;
+  writeFileSync(tmp, program);
+  renameSync(tmp, cached);
+  return { flags, program, digest };
+}
