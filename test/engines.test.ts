@@ -1,7 +1,7 @@
 /**
  * Real engines drive berth-runtime: containerd (ctr), dockerd and podman from Debian, each with a
  * private daemon started and stopped here, on an image of the busybox fixture made offline.
- * Seccomp is turned off for docker and podman until berth compiles seccomp profiles (security work).
+ * docker and podman send their default seccomp profiles, which berth compiles and loads.
  */
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -126,7 +126,7 @@ describe("dockerd 20.10 runs containers with --runtime berth", { skip: skipFor("
   let cgroupsBefore: Set<string>;
   const dockerCli = existsSync("/usr/bin/docker") ? "/usr/bin/docker" : which("docker");
   const docker = (...args: string[]) => run(dockerCli, ["-H", `unix://${sock}`, ...args]);
-  const common = ["--runtime", "berth", "--network", "none", "--security-opt", "seccomp=unconfined"];
+  const common = ["--runtime", "berth", "--network", "none"];
 
   before(async () => {
     cgroupsBefore = cgroupParentsPresent();
@@ -153,6 +153,11 @@ describe("dockerd 20.10 runs containers with --runtime berth", { skip: skipFor("
     const r = docker("run", "--rm", ...common, "berth-busybox", "/probe", "id");
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^uid=0 gid=0 /);
+    // docker's default seccomp profile is in force: mount and unshare are refused inside.
+    const status = docker("run", "--rm", ...common, "berth-busybox", "/probe", "status");
+    assert.match(status.stdout, /Seccomp:\s+2/);
+    const denied = docker("run", "--rm", ...common, "berth-busybox", "sh", "-c", "unshare -U true 2>/dev/null; echo $?");
+    assert.equal(denied.stdout, "1\n");
     const code = docker("run", "--rm", ...common, "berth-busybox", "/probe", "exit", "23");
     assert.equal(code.code, 23, "docker reports the container's exit status");
   });
@@ -177,7 +182,7 @@ describe("podman 4.3 runs containers with --runtime berth-runtime", { skip: skip
   const env = { ...process.env, CONTAINERS_CONF: join(dir, "containers.conf") };
   const podman = (...args: string[]) =>
     run("podman", ["--root", `${dir}/root`, "--runroot", `${dir}/runroot`, "--tmpdir", `${dir}/tmp`, "--runtime", runtimeBin, "--cgroup-manager", "cgroupfs", "--events-backend", "file", ...args], { env });
-  const common = ["--network", "none", "--security-opt", "seccomp=unconfined"];
+  const common = ["--network", "none"];
 
   before(() => {
     cgroupsBefore = cgroupParentsPresent();
@@ -199,6 +204,7 @@ describe("podman 4.3 runs containers with --runtime berth-runtime", { skip: skip
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, "1 0\n");
     assert.equal(podman("run", "--rm", ...common, "berth-busybox", "/probe", "exit", "4").code, 4);
+    assert.match(podman("run", "--rm", ...common, "berth-busybox", "/probe", "status").stdout, /Seccomp:\s+2/, "podman's default seccomp profile is loaded");
   });
 
   test("podman exec: exit codes 126 and 127 come from berth-runtime's error text", () => {
