@@ -38,6 +38,7 @@
 #include <linux/seccomp.h>
 #include <linux/capability.h>
 #include <linux/bpf.h>
+#include <linux/close_range.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -552,8 +553,6 @@ static void child_ready_then_exec(char **a, int argc) {
      * Without /proc in the container, fall back to the directory fd. */
     char self[64];
     snprintf(self, sizeof self, "/proc/self/fd/%d", fifo_fd);
-    /* A uid change cleared "dumpable", which makes /proc/self root's; execve resets it anyway. */
-    prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
     int fd = open(self, O_WRONLY | O_CLOEXEC);
     if (fd < 0 && errno == ENOENT) fd = openat(fifo_dir_fd, fifo_name, O_WRONLY | O_CLOEXEC);
     TRY(fd, "open the exec fifo");
@@ -580,6 +579,10 @@ static void run_child(int release_fd) {
   char c;
   if (read_full(release_fd, &c, 1) < 0) _exit(1); /* the parent gave up */
   close(release_fd);
+  /* Until execve the process is the host's helper binary: not dumpable, so nothing in the container
+   * can open /proc/<pid>/exe (the CVE-2019-5736 class) or ptrace it. It stayed dumpable only so the
+   * parent could write its uid/gid maps. execve makes the user's program dumpable again. */
+  TRY(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "make the process non-dumpable");
   if (new_userns) {
     /* Become the namespace's root now that the maps exist: until then our ids are unmapped. */
     stage = "userns";
@@ -795,6 +798,16 @@ static int foreground(pid_t child, int master) {
   return 1;
 }
 
+/* Whatever our caller leaked to us (fds without CLOEXEC) must not reach the container (the
+ * CVE-2024-21626 class): everything from 3 up is closed at execve, except --preserve-fds. */
+static void close_inherited_fds(void) {
+  unsigned keep = 0;
+  for (int i = 0; i < nops; i++)
+    if (ops[i].code == OP_PRESERVE_FDS) keep = (unsigned)num(ops[i].argv[0]);
+  if (syscall(SYS_close_range, 3 + keep, ~0U, CLOSE_RANGE_CLOEXEC) == 0) return;
+  for (int fd = 3 + (int)keep; fd < 65536; fd++) fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
+
 /* Maps for a child in a new user namespace; it waits for them before it does anything. */
 static void write_id_map(pid_t pid, const char *file, const char *map) {
   char path[64];
@@ -818,6 +831,7 @@ int main(int argc, char **argv) {
   fcntl(report_fd, F_SETFD, FD_CLOEXEC);
   signal(SIGPIPE, SIG_IGN);
   read_plan(plan_fd);
+  close_inherited_fds();
 
   unsigned long clone_flags = 0;
   int hook_sync = 0, fg = 0, terminal = 0;
