@@ -184,3 +184,34 @@ describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
     rmSync(dir, { recursive: true });
   });
 });
+
+describe("crash safety", { skip: rootSkip }, () => {
+  test("a runtime killed in the middle of create leaves a record the next command reads and removes", async () => {
+    const r2 = newRoot();
+    const dir = makeBundle(["/probe", "sleep", "30"]);
+    const hook = join(dir, "slow-hook.sh");
+    const hookPid = join(dir, "hook.pid");
+    writeFileSync(hook, `#!/bin/sh\necho $$ > ${hookPid}\nexec sleep 30\n`, { mode: 0o755 });
+    const spec = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
+    spec.hooks = { createRuntime: [{ path: hook }] };
+    writeFileSync(join(dir, "config.json"), JSON.stringify(spec));
+    const id = uniqueId();
+    const env = { ...process.env };
+    delete env.NODE_EXTRA_CA_CERTS;
+    const create = spawn(process.execPath, [cli, "--root", r2, "create", "--bundle", dir, id], { stdio: "ignore", env });
+    // wait until the container exists and the hook runs, then kill the runtime outright
+    for (let i = 0; i < 500 && !rt(r2, ["list", "-q"]).stdout.includes(id); i++) await sleep(10);
+    await sleep(300);
+    create.kill("SIGKILL");
+    await new Promise((r) => create.on("exit", r));
+    const state = JSON.parse(rt(r2, ["state", id]).stdout);
+    for (let i = 0; i < 100 && JSON.parse(rt(r2, ["state", id]).stdout).status !== "stopped"; i++) await sleep(20);
+    assert.equal(JSON.parse(rt(r2, ["state", id]).stdout).status, "stopped", `was ${state.status}: the half-made container does not run`);
+    assert.equal(rt(r2, ["delete", id]).code, 0);
+    assert.equal(rt(r2, ["list", "-q"]).stdout, "");
+    process.kill(Number(readFileSync(hookPid, "utf8")), "SIGKILL"); // the hook we started, by pid
+    assert.deepEqual(leaks(), []);
+    rmSync(dir, { recursive: true });
+    rmSync(r2, { recursive: true });
+  });
+});
