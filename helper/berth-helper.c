@@ -820,6 +820,30 @@ static void write_id_map(pid_t pid, const char *file, const char *map) {
   }
 }
 
+/* Rootless: the setuid helpers from shadow (newuidmap/newgidmap) write maps from /etc/subuid. */
+static void run_id_map_cmd(pid_t child, char **a, int argc) {
+  char pidstr[16];
+  snprintf(pidstr, sizeof pidstr, "%d", child);
+  char **argv = calloc((size_t)argc + 2, sizeof(char *));
+  argv[0] = a[0];
+  argv[1] = pidstr;
+  for (int i = 1; i < argc; i++) argv[i + 1] = a[i];
+  stage = "ID_MAP_CMD";
+  pid_t p = fork();
+  if (p == 0) {
+    dup2(2, 1); /* its complaints go where ours go */
+    execv(a[0], argv);
+    _exit(127);
+  }
+  int st = 0;
+  waitpid(p, &st, 0);
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+    kill(child, SIGKILL);
+    die(EPERM, "%s %s failed (status %d): check /etc/subuid and /etc/subgid for this user", a[0], pidstr, WEXITSTATUS(st));
+  }
+  free(argv);
+}
+
 int main(int argc, char **argv) {
   if (argc != 3) {
     fprintf(stderr, "berth-helper is run by berth-runtime, not by hand\n");
@@ -836,6 +860,7 @@ int main(int argc, char **argv) {
   unsigned long clone_flags = 0;
   int hook_sync = 0, fg = 0, terminal = 0;
   const char *uid_map = NULL, *gid_map = NULL;
+  int setgroups_deny = 0;
   for (int i = 0; i < nops; i++) {
     struct op *o = &ops[i];
     char **a = o->argv;
@@ -859,6 +884,7 @@ int main(int argc, char **argv) {
       break;
     case OP_CLONE: clone_flags = (unsigned long)num(a[0]); break;
     case OP_UID_MAP: uid_map = a[0]; break;
+    case OP_SETGROUPS_DENY: setgroups_deny = 1; break;
     case OP_GID_MAP: gid_map = a[0]; break;
     case OP_HOOK_SYNC: hook_sync = 1; break;
     case OP_FOREGROUND: fg = 1; break;
@@ -921,7 +947,10 @@ int main(int argc, char **argv) {
   if (fifo_dir_fd >= 0) close(fifo_dir_fd);
   if (fifo_fd >= 0) close(fifo_fd);
 
+  for (int i = 0; i < nops; i++)
+    if (ops[i].code == OP_ID_MAP_CMD) run_id_map_cmd(pid, ops[i].argv, ops[i].argc);
   if (uid_map) write_id_map(pid, "uid_map", uid_map);
+  if (setgroups_deny) write_id_map(pid, "setgroups", "deny");
   if (gid_map) write_id_map(pid, "gid_map", gid_map);
   char pidstr[16];
   snprintf(pidstr, sizeof pidstr, "%d", pid);

@@ -111,19 +111,19 @@ describe("the container's view", { skip: rootSkip }, () => {
     writeFileSync(join(host, "hello"), "from the host\n");
     const out = ok(
       runIn(["/probe", "mounts"], (s) => {
-        s.mounts.push({ destination: "/data", type: "bind", source: host, options: ["rbind", "ro", "nosuid", "nodev"] });
-        s.mounts.push({ destination: "/etc/greeting", type: "bind", source: join(host, "hello"), options: ["bind"] });
-        s.mounts.push({ destination: "/scratch", type: "tmpfs", source: "tmpfs", options: ["noexec", "size=1m", "mode=700"] });
+        s.mounts.push({ destination: "/home", type: "bind", source: host, options: ["rbind", "ro", "nosuid", "nodev"] });
+        s.mounts.push({ destination: "/etc/hostname", type: "bind", source: join(host, "hello"), options: ["bind"] });
+        s.mounts.push({ destination: "/var", type: "tmpfs", source: "tmpfs", options: ["noexec", "size=1m", "mode=700"] });
       }),
     );
-    assert.match(out, / \/data ro,nosuid,nodev/);
-    assert.match(out, / \/etc\/greeting /);
-    assert.match(out, / \/scratch rw,noexec.* - tmpfs tmpfs rw,size=1024k,mode=700/);
+    assert.match(out, / \/home ro,nosuid,nodev/);
+    assert.match(out, / \/etc\/hostname /);
+    assert.match(out, / \/var rw,noexec.* - tmpfs tmpfs rw,size=1024k,mode=700/);
     assert.match(out, / \/ ro,/, "the root is read-only as config.json says");
     assert.match(out, / \/proc rw.* - proc /);
     assert.match(out, / \/dev\/pts .* - devpts devpts rw,gid=5,mode=620,ptmxmode=666/);
     assert.match(out, / \/sys ro,nosuid,nodev,noexec.* - sysfs /);
-    assert.equal(ok(runIn(["/probe", "cat", "/etc/greeting"], (s) => s.mounts.push({ destination: "/etc/greeting", type: "bind", source: join(host, "hello"), options: ["bind"] }))), "from the host\n");
+    assert.equal(ok(runIn(["/probe", "cat", "/etc/hostname"], (s) => s.mounts.push({ destination: "/etc/hostname", type: "bind", source: join(host, "hello"), options: ["bind"] }))), "from the host\n");
     rmSync(host, { recursive: true });
     assert.deepEqual(leaks(), []);
   });
@@ -242,8 +242,8 @@ describe("bad input leaves nothing behind", { skip: rootSkip }, () => {
     ["a mount destination with ..", (s) => s.mounts.push({ destination: "/../../etc", type: "tmpfs", source: "tmpfs" }), /destination \/..\/..\/etc contains "\.\."/],
     ["an unknown executable", (s) => (s.process.args = ["/nope"]), /exec: "\/nope": stat \/nope: No such file or directory/],
     ["a command not in PATH", (s) => (s.process.args = ["nope"]), /exec: "nope": executable file not found in \$PATH/],
-    ["a bind source that does not exist", (s) => s.mounts.push({ destination: "/x", type: "bind", source: "/nonexistent/src", options: ["bind"] }), /bind source \/nonexistent\/src for \/x does not exist/],
-    ["a failing mount", (s) => s.mounts.push({ destination: "/x", type: "nosuchfs", source: "none" }), /mount none \(nosuchfs\) on \/x: no such device/],
+    ["a bind source that does not exist", (s) => s.mounts.push({ destination: "/root", type: "bind", source: "/nonexistent/src", options: ["bind"] }), /bind source \/nonexistent\/src for \/root does not exist/],
+    ["a failing mount", (s) => s.mounts.push({ destination: "/root", type: "nosuchfs", source: "none" }), /mount none \(nosuchfs\) on \/root: no such device/],
     ["a rlimit with soft above hard", (s) => (s.process.rlimits = [{ type: "RLIMIT_NOFILE", soft: 10, hard: 5 }]), /soft limit 10 is above hard limit 5/],
     ["an unknown rlimit", (s) => (s.process.rlimits = [{ type: "RLIMIT_BOGUS", soft: 1, hard: 1 }]), /unknown rlimit type RLIMIT_BOGUS/],
   ];

@@ -64,12 +64,12 @@ describe("escape regressions", { skip: rootSkip }, () => {
     const rootfs = tempDir("berth-test-rootfs-");
     cpSync(fixtureRootfs, rootfs, { recursive: true, verbatimSymlinks: true });
     const victim = tempDir("berth-test-victim-");
-    mkdirSync(join(rootfs, "data"));
-    renameSync(join(rootfs, "data"), join(rootfs, "data-was-here"));
-    symlinkSync(victim, join(rootfs, "data"));
+    mkdirSync(join(rootfs, "swapped"));
+    renameSync(join(rootfs, "swapped"), join(rootfs, "swapped-was-here"));
+    symlinkSync(victim, join(rootfs, "swapped"));
     const r = runIn(["/probe", "ls", victim], (s) => {
       s.root.path = rootfs;
-      s.mounts.push({ destination: "/data", type: "tmpfs", source: "tmpfs", options: ["size=1m"] });
+      s.mounts.push({ destination: "/swapped", type: "tmpfs", source: "tmpfs", options: ["size=1m"] });
     });
     assert.equal(r.code, 0, r.stderr);
     const hostMounts = runIn(["/probe", "id"]).code; // any run: the host's mount table is what matters

@@ -89,7 +89,7 @@ const rlimitNumbers: Record<string, number> = {
 
 const u64 = (n: number) => (n < 0 || n >= 2 ** 64 - 1 ? "unlimited" : BigInt(n).toString());
 
-function credentialOps(p: Process, rootfs: string | undefined, preserveFds: number, seccomp?: CompiledSeccomp): PlanOp[] {
+function credentialOps(p: Process, rootfs: string | undefined, preserveFds: number, seccomp?: CompiledSeccomp, setgroupsDenied = false): PlanOp[] {
   const ops: PlanOp[] = [];
   // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it before the user and
   // capabilities change. With it, load it last, after the exec fifo, right before execve (as runc).
@@ -102,7 +102,9 @@ function credentialOps(p: Process, rootfs: string | undefined, preserveFds: numb
   }
   if (early) ops.push([Op.SECCOMP, String(seccomp.flags), seccomp.program, "now"]);
   ops.push([Op.UMASK, (p.user.umask ?? 0o022).toString(8)]);
-  ops.push([Op.GROUPS, ...(p.user.additionalGids ?? []).map(String)]);
+  if (setgroupsDenied && p.user.additionalGids?.length)
+    throw invalid("config.json: process.user.additionalGids: a rootless container that maps only its own ids cannot set groups (map more ids through /etc/subgid)");
+  if (!setgroupsDenied) ops.push([Op.GROUPS, ...(p.user.additionalGids ?? []).map(String)]);
   ops.push([Op.USER, String(p.user.uid), String(p.user.gid)]);
   if (p.capabilities) {
     const c = p.capabilities;
@@ -148,6 +150,12 @@ export interface CreatePlanInput {
   seccomp?: CompiledSeccomp;
 }
 
+/** newuidmap/newgidmap from Debian's uidmap package: setuid helpers that apply /etc/subuid and /etc/subgid. */
+function idMapProgram(name: string): string {
+  for (const dir of ["/usr/bin", "/bin", "/usr/sbin"]) if (existsSync(`${dir}/${name}`)) return `${dir}/${name}`;
+  throw unsupported(`rootless: ${name} is not installed (apt-get install uidmap), and mapping more than your own id needs it`);
+}
+
 function mapText(maps: { containerID: number; hostID: number; size: number }[]): string {
   return maps.map((m) => `${m.containerID} ${m.hostID} ${m.size}\n`).join("");
 }
@@ -178,10 +186,22 @@ export function createPlan(input: CreatePlanInput): PlanOp[] {
   let flags = 0;
   for (const t of newNs) if (t !== "time" && t !== "cgroup") flags |= cloneFlag[t];
   ops.push([Op.CLONE, String(flags)]);
+  let setgroupsDenied = false;
   if (newNs.has("user")) {
     if (!linux.uidMappings?.length || !linux.gidMappings?.length)
       throw invalid("config.json: linux.uidMappings and linux.gidMappings are required with a new user namespace");
-    ops.push([Op.UID_MAP, mapText(linux.uidMappings)], [Op.GID_MAP, mapText(linux.gidMappings)]);
+    const uid = process.getuid?.() ?? 0;
+    const gid = process.getgid?.() ?? 0;
+    const ownOnly = (maps: { hostID: number; size: number }[], id: number) => maps.length === 1 && maps[0]!.hostID === id && maps[0]!.size === 1;
+    if (uid === 0) ops.push([Op.UID_MAP, mapText(linux.uidMappings)], [Op.GID_MAP, mapText(linux.gidMappings)]);
+    else if (ownOnly(linux.uidMappings, uid) && ownOnly(linux.gidMappings, gid)) {
+      // An unprivileged user may map only its own ids, and only after giving up setgroups.
+      ops.push([Op.UID_MAP, mapText(linux.uidMappings)], [Op.SETGROUPS_DENY], [Op.GID_MAP, mapText(linux.gidMappings)]);
+      setgroupsDenied = true;
+    } else {
+      const triples = (maps: { containerID: number; hostID: number; size: number }[]) => maps.flatMap((m) => [String(m.containerID), String(m.hostID), String(m.size)]);
+      ops.push([Op.ID_MAP_CMD, idMapProgram("newuidmap"), ...triples(linux.uidMappings)], [Op.ID_MAP_CMD, idMapProgram("newgidmap"), ...triples(linux.gidMappings)]);
+    }
   }
   if (input.hookSync) ops.push([Op.HOOK_SYNC]);
   if (input.foreground) ops.push([Op.FOREGROUND]);
@@ -229,7 +249,7 @@ export function createPlan(input: CreatePlanInput): PlanOp[] {
   for (const path of linux.readonlyPaths ?? []) ops.push([Op.READONLY_PATH, path]);
   for (const path of linux.maskedPaths ?? []) ops.push([Op.MASK_PATH, path]);
   if (spec.root?.readonly) ops.push([Op.REMOUNT_ROOT_RO]);
-  ops.push(...credentialOps(p, rootfs, input.preserveFds ?? 0, input.seccomp));
+  ops.push(...credentialOps(p, rootfs, input.preserveFds ?? 0, input.seccomp, setgroupsDenied));
   return ops;
 }
 

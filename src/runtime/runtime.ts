@@ -10,7 +10,7 @@ import { spawn } from "node:child_process";
 import { openSync, readFileSync, readSync, closeSync, rmSync, writeFileSync, renameSync, constants as fsc, realpathSync, statSync } from "node:fs";
 import { constants as osc, userInfo } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { BerthError, errorMessage, invalid, notFound, precondition } from "../common/errors.js";
+import { BerthError, errorMessage, invalid, notFound, precondition, unsupported } from "../common/errors.js";
 import * as cgroups from "../cgroups/index.js";
 import { compileSeccomp, type CompiledSeccomp, type Seccomp } from "../security/index.js";
 import { runHelper, type HelperOptions } from "./helper.js";
@@ -19,7 +19,9 @@ import { Op, codeNames } from "./protocol.js";
 import { hookNames, validateProcess, validateSpec, type Hook, type HookName, type NamespaceType, type Process, type Spec } from "./spec.js";
 import { StateStore, processStartTime, type ContainerRecord, type OciState, type Status } from "./state.js";
 
-export const defaultRoot = "/run/berth-runtime";
+/** runc's choice: /run for root; $XDG_RUNTIME_DIR (or a per-user /tmp directory) for everyone else. */
+export const defaultRoot =
+  (process.getuid?.() ?? 0) === 0 ? "/run/berth-runtime" : join(process.env.XDG_RUNTIME_DIR || `/tmp/berth-runtime-${process.getuid!()}`, "berth-runtime");
 
 export interface RuntimeOptions {
   /** Where container state lives (runc's --root). */
@@ -139,9 +141,18 @@ export class Runtime {
       cg = cgroups.openCgroup(path);
       rec.cgroupPath = path;
       this.store.write(rec);
-      cg.create();
       const r = spec.linux?.resources;
-      if (r) for (const w of cg.apply(r as cgroups.LinuxResources)) this.warn(w);
+      try {
+        cg.create();
+      } catch (err) {
+        // Rootless without a delegated cgroup: run without one, as runc does, unless limits were asked for.
+        if (process.getuid?.() === 0 || !isPermissionError(err)) throw err;
+        if (r && hasLimits(r)) throw unsupported(`rootless: cannot create cgroup ${path} (no delegated cgroup for this user), so linux.resources cannot be applied`);
+        cg = undefined;
+        rec.cgroupPath = undefined;
+        this.store.write(rec);
+      }
+      if (r && cg) for (const w of cg.apply(r as cgroups.LinuxResources, { devices: process.getuid?.() === 0 })) this.warn(w);
       const hooks = spec.hooks ?? {};
       const hookSync = !!(hooks.prestart?.length || hooks.createRuntime?.length || hooks.createContainer?.length);
       const ops = createPlan({
@@ -183,11 +194,16 @@ export class Runtime {
       rec.pid = pid;
       rec.pidStartTime = processStartTime(pid)?.start ?? 0;
       rec.phase = "created";
-      // Record which namespaces really differ from ours (joined ones may be the host's).
-      rec.namespaces = (["user", "mount", "uts", "ipc", "network", "pid", "cgroup", "time"] as NamespaceType[]).filter((t) => {
-        const name = { mount: "mnt", network: "net" }[t as string] ?? t;
-        return nsInode(`/proc/${pid}/ns/${name}`) !== nsInode(`/proc/self/ns/${name}`);
-      });
+      // exec joins the namespaces the container has apart from the runtime: every new one, and
+      // joined ones that are not the runtime's own (taken from the spec: the waiting init is not
+      // dumpable, so its /proc/<pid>/ns links cannot be read by an unprivileged runtime).
+      rec.namespaces = (spec.linux?.namespaces ?? [])
+        .filter((n) => {
+          if (!n.path) return true;
+          const own = nsInode(`/proc/self/ns/${{ mount: "mnt", network: "net" }[n.type as string] ?? n.type}`);
+          return own === undefined || nsInode(n.path) !== own;
+        })
+        .map((n) => n.type);
       this.store.write(rec);
       if (opts.pidFile) writePidFile(opts.pidFile, pid);
       if (!foreground) await run.exited;
@@ -486,6 +502,16 @@ export class Runtime {
     if (timer) clearTimeout(timer);
     if (code !== 0) throw new BerthError("System", `${name} hook ${h.path} failed (exit status ${code})`);
   }
+}
+
+function isPermissionError(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === "EACCES" || code === "EPERM" || code === "EROFS";
+}
+
+/** Any resource limit beyond device rules (which rootless containers cannot enforce anyway). */
+function hasLimits(r: Spec["linux"] extends infer L ? (L extends { resources?: infer R } ? NonNullable<R> : never) : never): boolean {
+  return Object.entries(r).some(([k, v]) => k !== "devices" && v !== undefined && v !== null && (typeof v !== "object" || Object.keys(v).length > 0));
 }
 
 function describePlan(ops: [number, ...string[]][]): string {

@@ -293,6 +293,8 @@ export function defaultSpec(opts: { rootless?: boolean } = {}): Spec {
     spec.linux!.uidMappings = [{ containerID: 0, hostID: process.getuid?.() ?? 0, size: 1 }];
     spec.linux!.gidMappings = [{ containerID: 0, hostID: process.getgid?.() ?? 0, size: 1 }];
     spec.mounts = spec.mounts!.filter((m) => m.type !== "cgroup");
+    // only the user's own ids are mapped: gid 5 (tty) does not exist in the namespace
+    for (const m of spec.mounts!) if (m.type === "devpts") m.options = m.options!.filter((o) => o !== "gid=5");
     spec.mounts!.push({ destination: "/sys/fs/cgroup", type: "bind", source: "/sys/fs/cgroup", options: ["rbind", "nosuid", "noexec", "nodev", "ro"] });
     spec.linux!.resources = undefined;
   }
