@@ -31,3 +31,10 @@ export function capabilityMask(list: readonly string[] | undefined, unknown: str
   }
   return mask;
 }
+
+/** Docker's default masked and read-only paths, for containers that follow Docker's posture. */
+export const dockerMaskedPaths: readonly string[] = [
+  "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+  "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+];
+export const dockerReadonlyPaths: readonly string[] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
