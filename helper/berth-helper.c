@@ -88,6 +88,8 @@ static int fifo_fd = -1;     /* O_PATH fd of the fifo itself */
 static char fifo_name[NAME_MAX + 1];
 static int root_of_fd = -1; /* /proc/<pid>/root for exec */
 static int term_pair[2] = {-1, -1};
+static int idmap_fds[16];
+static int nidmap_fds;
 static int cgroup_fds[16];
 static const char *cgroup_paths[16];
 static int ncgroup_fds;
@@ -298,7 +300,26 @@ static void do_mount(char **a) {
   int fd = open_in_root(target, O_PATH);
   TRY(fd, "resolve mount point %s in the rootfs", target);
   snprintf(procpath, sizeof procpath, "/proc/self/fd/%d", fd);
-  if (flags & MS_BIND) {
+  if ((flags & MS_BIND) && a[7] && a[7][0]) {
+    /* An idmapped bind: clone the source tree, give it the user namespace's mapping, attach it. */
+    int idx = atoi(a[7]);
+    unsigned rec = a[8] && a[8][0] == 'r' ? AT_RECURSIVE : 0;
+    if (idx < 0 || idx >= nidmap_fds) die(EINVAL, "idmapped mount %s: no user namespace %d", target, idx);
+    int tree = open_tree(AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | rec);
+    TRY(tree, "open_tree %s", src);
+    struct mount_attr attr = {.attr_set = MOUNT_ATTR_IDMAP, .userns_fd = (uint64_t)idmap_fds[idx]};
+    TRY(mount_setattr(tree, "", AT_EMPTY_PATH | rec, &attr, sizeof attr), "idmap the mount of %s (does its file system support idmapped mounts?)", src);
+    TRY(move_mount(tree, "", fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH), "attach the idmapped %s on %s", src, target);
+    close(tree);
+    close(fd);
+    if (flags & MS_BIND_KEEP) {
+      fd = open_in_root(target, O_PATH);
+      TRY(fd, "resolve %s after mount", target);
+      snprintf(procpath, sizeof procpath, "/proc/self/fd/%d", fd);
+      unsigned long keep = locked_flags(procpath) & ~MS_RDONLY;
+      TRY(mount(NULL, procpath, NULL, MS_REMOUNT | MS_BIND | keep | (flags & MS_BIND_KEEP), NULL), "remount %s with its options", target);
+    }
+  } else if (flags & MS_BIND) {
     TRY(mount(src, procpath, NULL, MS_BIND | (flags & MS_REC), NULL), "bind %s on %s", src, target);
     close(fd);
     if (flags & MS_BIND_KEEP) {
@@ -339,7 +360,7 @@ static void do_mknod(char **a) {
   } else if (errno == EPERM) {
     /* In a user namespace mknod is refused: bind the host's node instead, as runc does. */
     close(dir);
-    char *args[7] = {(char *)path, (char *)path, "", "4096", "0", "", "f"};
+    char *args[9] = {(char *)path, (char *)path, "", "4096", "0", "", "f", NULL, NULL};
     do_mount(args);
     return;
   } else {
@@ -820,6 +841,34 @@ static void write_id_map(pid_t pid, const char *file, const char *map) {
   }
 }
 
+static void write_id_map(pid_t pid, const char *file, const char *map);
+
+/* A user namespace that exists only to lend its mapping to idmapped mounts: a child unshares it and
+ * waits; we write its maps, keep an fd to the namespace, and let the child go. */
+static void make_idmap_userns(const char *uid_map, const char *gid_map) {
+  if (nidmap_fds >= (int)(sizeof idmap_fds / sizeof *idmap_fds)) die(E2BIG, "too many idmapped mounts");
+  int hold[2];
+  TRY(pipe2(hold, O_CLOEXEC), "pipe");
+  pid_t c = (pid_t)syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, NULL, NULL, NULL, NULL);
+  TRY(c, "clone a user namespace for an idmapped mount");
+  if (c == 0) {
+    char x;
+    close(hold[1]);
+    if (read(hold[0], &x, 1) < 0) _exit(1);
+    _exit(0);
+  }
+  close(hold[0]);
+  write_id_map(c, "uid_map", uid_map);
+  write_id_map(c, "gid_map", gid_map);
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/ns/user", c);
+  idmap_fds[nidmap_fds] = open(path, O_RDONLY | O_CLOEXEC);
+  TRY(idmap_fds[nidmap_fds], "open %s", path);
+  nidmap_fds++;
+  close(hold[1]);
+  waitpid(c, NULL, 0);
+}
+
 /* Rootless: the setuid helpers from shadow (newuidmap/newgidmap) write maps from /etc/subuid. */
 static void run_id_map_cmd(pid_t child, char **a, int argc) {
   char pidstr[16];
@@ -878,6 +927,7 @@ int main(int argc, char **argv) {
       break;
     }
     case OP_DEVICE_FILTER: attach_device_filter(a[0], a[1]); break;
+    case OP_IDMAP_USERNS: make_idmap_userns(a[0], a[1]); break;
     case OP_UNSHARE_TIME:
       TRY(unshare(CLONE_NEWTIME), "unshare the time namespace");
       if (a[0][0]) TRY(write_file("/proc/self/timens_offsets", a[0]), "write time offsets");

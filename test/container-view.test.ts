@@ -128,6 +128,25 @@ describe("the container's view", { skip: rootSkip }, () => {
     assert.deepEqual(leaks(), []);
   });
 
+  test("idmapped bind mounts: ids on disk are seen through the mount's mapping (runc's semantics)", () => {
+    const host = tempDir();
+    spawnSync("chmod", ["755", host]);
+    writeFileSync(join(host, "by-root"), "");
+    writeFileSync(join(host, "by-1000"), "");
+    spawnSync("chown", ["1000:1000", join(host, "by-1000")]);
+    const idmapped = { destination: "/home", type: "bind", source: host, options: ["bind", "idmap"], uidMappings: [{ containerID: 0, hostID: 1000, size: 1 }], gidMappings: [{ containerID: 0, hostID: 1000, size: 1 }] };
+    const r = runIn(["/probe", "ls", "/home"], (s) => s.mounts.push(idmapped));
+    assert.equal(r.code, 0, r.stderr);
+    const owners = Object.fromEntries(r.stdout.trim().split("\n").map((l) => [l.split(" ")[0], l.split(" ").slice(2, 4).join(":")]));
+    assert.deepEqual(owners, { "by-root": "1000:1000", "by-1000": "65534:65534" }, "disk uid 0 appears as 1000; 1000 is unmapped");
+    const plain = runIn(["/probe", "ls", "/home"], (s) => s.mounts.push({ ...idmapped, options: ["bind"], uidMappings: undefined, gidMappings: undefined }));
+    assert.match(plain.stdout, /by-root 100644 0 0/);
+    const bad = runIn(["/probe", "id"], (s) => s.mounts.push({ ...idmapped, gidMappings: undefined }));
+    assert.match(bad.stderr, /idmapped mount \/home needs both uidMappings and gidMappings/);
+    rmSync(host, { recursive: true });
+    assert.deepEqual(leaks(), []);
+  });
+
   test("a symlink in the rootfs never redirects a mount to the host", () => {
     const rootfs = tempDir("berth-test-rootfs-");
     cpSync(fixtureRootfs, rootfs, { recursive: true, verbatimSymlinks: true });

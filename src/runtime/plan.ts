@@ -66,7 +66,7 @@ export function parseMountOptions(options: string[] = []): { flags: number; prop
     const f = flagOptions[o];
     if (f) flags = (flags | f[0]) & ~f[1];
     else if (propagationOptions[o] !== undefined) propagation.push(propagationOptions[o]!);
-    else if (o === "idmap" || o === "ridmap") throw unsupported(`mount option ${o} (idmapped mounts) is not supported yet`);
+    else if (o === "idmap" || o === "ridmap") continue; // handled by mountOps with the mount's mappings
     else if (!ignoredOptions.has(o)) data.push(o);
   }
   return { flags, propagation, data };
@@ -148,6 +148,8 @@ export interface CreatePlanInput {
   hookSync?: boolean;
   foreground?: boolean;
   seccomp?: CompiledSeccomp;
+  /** Idmapped mounts planned so far (their user namespaces are numbered in order). */
+  idmapCount?: number;
 }
 
 /** newuidmap/newgidmap from Debian's uidmap package: setuid helpers that apply /etc/subuid and /etc/subgid. */
@@ -268,6 +270,18 @@ function mountOps(m: Mount, input: CreatePlanInput): PlanOp[] {
       kind = statSync(src).isDirectory() ? "d" : "f";
     } catch {
       throw invalid(`config.json: mounts: bind source ${src} for ${dest} does not exist`);
+    }
+    const opts = m.options ?? [];
+    if (m.uidMappings || m.gidMappings || opts.includes("idmap") || opts.includes("ridmap")) {
+      // An idmapped bind mount (runtime-spec 1.1): a user namespace lends its mapping to the mount.
+      if (!m.uidMappings?.length || !m.gidMappings?.length) throw invalid(`config.json: mounts: idmapped mount ${dest} needs both uidMappings and gidMappings`);
+      const index = input.idmapCount ?? 0;
+      input.idmapCount = index + 1;
+      const recursive = opts.includes("ridmap") || (flags & MS.REC) !== 0;
+      return [
+        [Op.IDMAP_USERNS, mapText(m.uidMappings), mapText(m.gidMappings)],
+        [Op.MOUNT, src, dest, "", String(flags | MS.BIND), String(prop), data.join(","), kind, String(index), recursive ? "r" : ""],
+      ];
     }
     return [[Op.MOUNT, src, dest, "", String(flags | MS.BIND), String(prop), data.join(","), kind]];
   }
