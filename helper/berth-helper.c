@@ -48,6 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -83,9 +84,7 @@ static int ready_sent;
 
 /* Host-side resources the child inherits. */
 static int console_fd = -1;  /* connected console socket */
-static int fifo_dir_fd = -1; /* directory holding the exec fifo */
 static int fifo_fd = -1;     /* O_PATH fd of the fifo itself */
-static char fifo_name[NAME_MAX + 1];
 static int root_of_fd = -1; /* /proc/<pid>/root for exec */
 static int term_pair[2] = {-1, -1};
 static int idmap_fds[16];
@@ -568,18 +567,18 @@ static void child_ready_then_exec(char **a, int argc) {
   ready_sent = 1;
   if (write(status_fd, "R", 1) < 0) {
   }
-  if (fifo_dir_fd >= 0) {
+  if (fifo_fd >= 0) {
     stage = "start";
-    /* Through the O_PATH fd: the state directory may not be searchable by the container's user.
-     * Without /proc in the container, fall back to the directory fd. */
+    /* Reopened through /proc/self/fd (as runc does): the state directory need not be searchable by
+     * the container's user, and no fd of a host directory is ever held inside the container. */
     char self[64];
     snprintf(self, sizeof self, "/proc/self/fd/%d", fifo_fd);
     int fd = open(self, O_WRONLY | O_CLOEXEC);
-    if (fd < 0 && errno == ENOENT) fd = openat(fifo_dir_fd, fifo_name, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) die(ENOENT, "open the exec fifo: the container has no /proc mounted");
     TRY(fd, "open the exec fifo");
     TRY((int)write(fd, "0", 1), "write the exec fifo");
     close(fd);
-    close(fifo_dir_fd);
+    close(fifo_fd);
   }
   char **argv = calloc((size_t)argc, sizeof(char *));
   for (int i = 1; i < argc; i++) argv[i - 1] = a[i];
@@ -596,10 +595,16 @@ static void child_ready_then_exec(char **a, int argc) {
 
 static int new_userns;
 
+static void close_idmap_fds(void) {
+  for (int i = 0; i < nidmap_fds; i++) close(idmap_fds[i]);
+  nidmap_fds = 0;
+}
+
 static void run_child(int release_fd) {
   char c;
   if (read_full(release_fd, &c, 1) < 0) _exit(1); /* the parent gave up */
   close(release_fd);
+  for (int i = 0; i < ncgroup_fds; i++) close(cgroup_fds[i]); /* host files: the parent's business */
   /* Until execve the process is the host's helper binary: not dumpable, so nothing in the container
    * can open /proc/<pid>/exe (the CVE-2019-5736 class) or ptrace it. It stayed dumpable only so the
    * parent could write its uid/gid maps. execve makes the user's program dumpable again. */
@@ -633,8 +638,8 @@ static void run_child(int release_fd) {
     case OP_MOUNT: do_mount(a); break;
     case OP_MKNOD: do_mknod(a); break;
     case OP_SYMLINK: do_symlink(a); break;
-    case OP_PIVOT_ROOT: do_pivot_root(); break;
-    case OP_CHROOT: do_chroot(); break;
+    case OP_PIVOT_ROOT: do_pivot_root(); close_idmap_fds(); break;
+    case OP_CHROOT: do_chroot(); close_idmap_fds(); break;
     case OP_MASK_PATH: do_mask(a[0]); break;
     case OP_READONLY_PATH: do_readonly(a[0]); break;
     case OP_REMOUNT_ROOT_RO:
@@ -893,11 +898,35 @@ static void run_id_map_cmd(pid_t child, char **a, int argc) {
   free(argv);
 }
 
+/* Run from a sealed in-memory copy of ourselves, so that /proc/<pid>/exe of a container process
+ * that is still the helper names no file on the host that could be overwritten (CVE-2019-5736;
+ * runc does the same). The plan and report fds are not CLOEXEC yet and survive the re-exec. */
+static void reexec_from_sealed_copy(char **argv) {
+  if (getenv("_BERTH_HELPER_SEALED")) {
+    unsetenv("_BERTH_HELPER_SEALED");
+    return;
+  }
+  int self = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+  int mem = memfd_create("berth-helper", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (self < 0 || mem < 0) return; /* no memfd: run from the file, still non-dumpable */
+  char buf[65536];
+  ssize_t n;
+  while ((n = read(self, buf, sizeof buf)) > 0)
+    if (write(mem, buf, (size_t)n) != n) return;
+  close(self);
+  if (fcntl(mem, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0) return;
+  setenv("_BERTH_HELPER_SEALED", "1", 1);
+  extern char **environ;
+  fexecve(mem, argv, environ);
+  unsetenv("_BERTH_HELPER_SEALED"); /* fexecve failed: go on from the file */
+}
+
 int main(int argc, char **argv) {
   if (argc != 3) {
     fprintf(stderr, "berth-helper is run by berth-runtime, not by hand\n");
     return 2;
   }
+  reexec_from_sealed_copy(argv);
   int plan_fd = atoi(argv[1]);
   report_fd = atoi(argv[2]);
   fcntl(plan_fd, F_SETFD, FD_CLOEXEC);
@@ -940,19 +969,10 @@ int main(int argc, char **argv) {
     case OP_FOREGROUND: fg = 1; break;
     case OP_TERMINAL: terminal = 1; break;
     case OP_CONSOLE_SOCKET: connect_console(a[0]); break;
-    case OP_EXEC_FIFO: {
-      char dir[PATH_MAX];
-      snprintf(dir, sizeof dir, "%s", a[0]);
-      char *slash = strrchr(dir, '/');
-      if (!slash) die(EINVAL, "exec fifo path must be absolute: %s", a[0]);
-      snprintf(fifo_name, sizeof fifo_name, "%s", slash + 1);
-      *slash = 0;
-      fifo_dir_fd = open(dir[0] ? dir : "/", O_PATH | O_DIRECTORY | O_CLOEXEC);
-      TRY(fifo_dir_fd, "open %s", dir);
+    case OP_EXEC_FIFO:
       fifo_fd = open(a[0], O_PATH | O_CLOEXEC);
       TRY(fifo_fd, "open %s", a[0]);
       break;
-    }
     case OP_CGROUP_PROCS:
       /* Opened now, in the host's mount namespace; written with the child's pid after clone. */
       if (ncgroup_fds < (int)(sizeof cgroup_fds / sizeof *cgroup_fds)) {
@@ -979,6 +999,10 @@ int main(int argc, char **argv) {
   TRY(pipe2(release, O_CLOEXEC), "pipe");
   TRY(pipe2(status, O_CLOEXEC), "pipe");
   if (fg) block_signals();
+  /* As root, be non-dumpable before the child exists, so no process in the container can ptrace it
+   * or open its /proc files while it is still the host's binary with the runtime's privileges. (An
+   * unprivileged parent must be able to write the child's maps: its child does this after release.) */
+  if (geteuid() == 0) TRY(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "make the helper non-dumpable");
   stage = "clone";
   pid_t pid = (pid_t)syscall(SYS_clone, clone_flags | SIGCHLD, NULL, NULL, NULL, NULL);
   TRY(pid, "clone a child with namespace flags %#lx", clone_flags);
@@ -994,7 +1018,6 @@ int main(int argc, char **argv) {
   close(status[1]);
   if (term_pair[1] >= 0) close(term_pair[1]);
   if (console_fd >= 0) close(console_fd);
-  if (fifo_dir_fd >= 0) close(fifo_dir_fd);
   if (fifo_fd >= 0) close(fifo_fd);
 
   for (int i = 0; i < nops; i++)

@@ -182,6 +182,7 @@ describe(`this host's cgroups (${layout()})`, { skip: rootSkip }, () => {
     const env = { ...process.env };
     delete env.NODE_EXTRA_CA_CERTS;
     const events = spawn(process.execPath, [cli, "--root", root, "events", "--interval", "1s", id], { env, stdio: ["ignore", "pipe", "inherit"] });
+    const eventsExited = new Promise((r) => events.on("exit", r));
     let stream = "";
     events.stdout!.on("data", (d) => (stream += d));
     await sleep(200);
@@ -190,7 +191,7 @@ describe(`this host's cgroups (${layout()})`, { skip: rootSkip }, () => {
     const state = JSON.parse(rt(root, ["state", id]).stdout);
     assert.equal(state.status, "stopped");
     assert.equal(state.oomKilled, true, "state shows the OOM kill");
-    await new Promise((r) => events.on("exit", r));
+    await eventsExited;
     assert.match(stream, new RegExp(`{"type":"oom","id":"${id}"}`));
     assert.equal(rt(root, ["delete", id]).code, 0);
     // And in the foreground: exit 137, the last allocation below the limit.

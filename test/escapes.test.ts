@@ -23,6 +23,10 @@ describe("escape regressions", { skip: rootSkip }, () => {
     assert.match(lines[1]!, /^error \/proc\/1\/exe: Permission denied$/);
     assert.equal(lines[2], "Permission denied", "not even the helper's path is visible");
     assert.deepEqual(lines.slice(3), ["Permission denied"], "nor its file descriptors (they include host directories)");
+    // A container process holding CAP_SYS_PTRACE passes the dumpable check (as with runc), so the
+    // binary it would reach is a sealed in-memory copy: nothing on the host to overwrite.
+    const privileged = rt(root, ["exec", "--cap", "CAP_SYS_PTRACE", id, "/bin/sh", "-c", "/probe readlink /proc/1/exe; /probe open /proc/1/exe w"]);
+    assert.match(privileged.stdout, /^\/memfd:berth-helper \(deleted\)\nerror \/proc\/1\/exe: (Operation not permitted|Text file busy)\n$/, privileged.stderr);
     assert.equal(rt(root, ["delete", "-f", id]).code, 0);
     rmSync(b, { recursive: true });
   });

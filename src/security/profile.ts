@@ -6,19 +6,7 @@
  */
 import { release } from "node:os";
 import { archMap, defaultAction, defaultRules } from "./default-seccomp.js";
-import type { Seccomp, SeccompArg } from "./seccomp.js";
-
-export interface DefaultRule {
-  names: string[];
-  action: string;
-  errnoRet?: number;
-  args?: SeccompArg[];
-  onlyArches?: string[];
-  notArches?: string[];
-  onlyCaps?: string[];
-  notCaps?: string[];
-  minKernel?: string;
-}
+import type { Seccomp } from "./seccomp.js";
 
 /** Node's process.arch → Docker's arch names in the profile, and the seccomp arch with sub-arches. */
 const archs: Record<string, { docker: string; seccomp: string }> = {

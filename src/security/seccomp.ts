@@ -23,6 +23,19 @@ export interface SeccompSyscall {
   errnoRet?: number;
   args?: SeccompArg[];
 }
+/** A rule of a capability- and arch-aware default profile (Docker's profile format, flattened). */
+export interface DefaultRule {
+  names: string[];
+  action: string;
+  errnoRet?: number;
+  args?: SeccompArg[];
+  onlyArches?: string[];
+  notArches?: string[];
+  onlyCaps?: string[];
+  notCaps?: string[];
+  minKernel?: string;
+}
+
 export interface Seccomp {
   defaultAction: string;
   defaultErrnoRet?: number;
