@@ -84,6 +84,9 @@ static int ready_sent;
 
 /* Host-side resources the child inherits. */
 static int console_fd = -1;  /* connected console socket */
+static int listener_fd = -1; /* connected seccomp agent socket */
+static const char *listener_state;
+static char child_pid[16];   /* our pid as the caller sees it, sent with the release */
 static int fifo_fd = -1;     /* O_PATH fd of the fifo itself */
 static int root_of_fd = -1; /* /proc/<pid>/root for exec */
 static int term_pair[2] = {-1, -1};
@@ -414,9 +417,8 @@ static void do_readonly(const char *path) {
   TRY(mount(NULL, path, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | keep, NULL), "remount %s read-only", path);
 }
 
-static void send_fd(int sock, int fd) {
-  char name[] = "/dev/ptmx";
-  struct iovec iov = {.iov_base = name, .iov_len = sizeof name - 1};
+static void send_fd_with(int sock, int fd, const char *payload) {
+  struct iovec iov = {.iov_base = (void *)payload, .iov_len = strlen(payload)};
   union {
     char buf[CMSG_SPACE(sizeof(int))];
     struct cmsghdr align;
@@ -428,8 +430,10 @@ static void send_fd(int sock, int fd) {
   c->cmsg_type = SCM_RIGHTS;
   c->cmsg_len = CMSG_LEN(sizeof(int));
   memcpy(CMSG_DATA(c), &fd, sizeof(int));
-  TRY((int)sendmsg(sock, &msg, 0), "send the pty master to the console socket");
+  TRY((int)sendmsg(sock, &msg, 0), "send a file descriptor to %s", sock == listener_fd ? "the seccomp agent" : "the console socket");
 }
+
+static void send_fd(int sock, int fd) { send_fd_with(sock, fd, "/dev/ptmx"); }
 
 static int recv_fd(int sock) {
   char name[64];
@@ -520,6 +524,27 @@ static void do_seccomp(char **a) {
   seccomp_prog.len = (unsigned short)n;
   seccomp_prog.filter = f;
   seccomp_flags = (unsigned)num(a[0]);
+  if (seccomp_flags & SECCOMP_FILTER_FLAG_NEW_LISTENER) {
+    /* A notify filter hands its fd to the agent, with the container's state, as runc does. */
+    int nfd = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, seccomp_flags, &seccomp_prog);
+    TRY(nfd, "load the seccomp filter with a listener");
+    seccomp_prog.len = 0;
+    char *state = malloc(strlen(listener_state) + 64), *out = state;
+    for (const char *p = listener_state; *p;) {
+      if (!strncmp(p, "@@PID@@", 7)) {
+        out += sprintf(out, "%s", child_pid);
+        p += 7;
+      } else {
+        *out++ = *p++;
+      }
+    }
+    *out = 0;
+    send_fd_with(listener_fd, nfd, state);
+    close(nfd);
+    close(listener_fd);
+    free(state);
+    return;
+  }
   if (strcmp(a[2], "exec")) load_seccomp();
 }
 
@@ -601,8 +626,10 @@ static void close_idmap_fds(void) {
 }
 
 static void run_child(int release_fd) {
-  char c;
-  if (read_full(release_fd, &c, 1) < 0) _exit(1); /* the parent gave up */
+  ssize_t got = 0, r;
+  while ((r = read(release_fd, child_pid + got, sizeof child_pid - 1 - (size_t)got)) > 0) got += r;
+  if (got <= 0) _exit(1); /* the parent gave up */
+  child_pid[got] = 0;
   close(release_fd);
   for (int i = 0; i < ncgroup_fds; i++) close(cgroup_fds[i]); /* host files: the parent's business */
   /* Until execve the process is the host's helper binary: not dumpable, so nothing in the container
@@ -969,6 +996,16 @@ int main(int argc, char **argv) {
     case OP_FOREGROUND: fg = 1; break;
     case OP_TERMINAL: terminal = 1; break;
     case OP_CONSOLE_SOCKET: connect_console(a[0]); break;
+    case OP_SECCOMP_LISTENER: {
+      struct sockaddr_un addr = {.sun_family = AF_UNIX};
+      if (strlen(a[0]) >= sizeof addr.sun_path) die(ENAMETOOLONG, "seccomp listener path too long: %s", a[0]);
+      strcpy(addr.sun_path, a[0]);
+      listener_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      TRY(listener_fd, "socket");
+      TRY(connect(listener_fd, (struct sockaddr *)&addr, sizeof addr), "connect to the seccomp agent at %s", a[0]);
+      listener_state = a[1];
+      break;
+    }
     case OP_EXEC_FIFO:
       fifo_fd = open(a[0], O_PATH | O_CLOEXEC);
       TRY(fifo_fd, "open %s", a[0]);
@@ -1046,11 +1083,11 @@ int main(int argc, char **argv) {
       _exit(1);
     }
   }
-  if (write(release[1], "x", 1) != 1) die(errno, "release the child");
+  if (write(release[1], pidstr, strlen(pidstr)) != (ssize_t)strlen(pidstr)) die(errno, "release the child");
   close(release[1]);
 
-  char c;
   ssize_t r;
+  char c = 0;
   do r = read(status[0], &c, 1); while (r < 0 && errno == EINTR);
   if (r != 1 || c != 'R') {
     int st = 0;

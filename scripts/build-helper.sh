@@ -13,3 +13,4 @@ $CC $CFLAGS -o build/berth-seccomp helper/berth-seccomp.c -lseccomp
 # The probe runs inside test containers, whose rootfs has no libc: link it statically.
 $CC $CFLAGS -static -o build/probe test/fixtures/probe.c
 $CC $CFLAGS -o build/recvtty test/fixtures/recvtty.c
+$CC $CFLAGS -o build/seccomp-agent test/fixtures/seccomp-agent.c

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { compileSeccomp, seccompRecords, type Seccomp } from "../src/security/index.js";
-import { makeBundle, newRoot, rootSkip, rt, runIn, tempDir, uniqueId } from "./helpers.js";
+import { background, makeBundle, newRoot, project, rootSkip, rt, runIn, tempDir, uniqueId } from "./helpers.js";
 
 test("profile errors name the entry", () => {
   const cases: [Seccomp, RegExp][] = [
@@ -14,7 +14,8 @@ test("profile errors name the entry", () => {
     [{ defaultAction: "SCMP_ACT_ALLOW", syscalls: [{ names: ["read"], action: "SCMP_ACT_ERRNO", args: [{ index: 6, value: 1, op: "SCMP_CMP_EQ" }] }] }, /syscalls\[0\].args\[0\].index: must be 0..5/],
     [{ defaultAction: "SCMP_ACT_ALLOW", syscalls: [{ names: ["read"], action: "SCMP_ACT_ERRNO", args: [{ index: 0, value: 1, op: "SCMP_CMP_ABOUT" }] }] }, /args\[0\].op: unknown operator/],
     [{ defaultAction: "SCMP_ACT_ALLOW", flags: ["SECCOMP_FILTER_FLAG_NOPE"] }, /flags\[0\]: unknown flag/],
-    [{ defaultAction: "SCMP_ACT_ALLOW", syscalls: [{ names: ["read"], action: "SCMP_ACT_NOTIFY" }] }, /SCMP_ACT_NOTIFY .* not supported yet/],
+    [{ defaultAction: "SCMP_ACT_ALLOW", syscalls: [{ names: ["read"], action: "SCMP_ACT_NOTIFY" }] }, /linux.seccomp.listenerPath: required when a rule uses SCMP_ACT_NOTIFY/],
+    [{ defaultAction: "SCMP_ACT_NOTIFY", listenerPath: "/run/agent.sock" }, /defaultAction: SCMP_ACT_NOTIFY cannot be the default action/],
   ];
   for (const [profile, message] of cases) assert.throws(() => seccompRecords(profile), message);
 });
@@ -106,6 +107,38 @@ describe("filters in force inside containers", { skip: rootSkip }, () => {
     assert.equal(rt(root, ["delete", "-f", id]).code, 0);
     rmSync(b, { recursive: true });
     rmSync(root, { recursive: true });
+  });
+
+  test("SCMP_ACT_NOTIFY: the agent gets the notify fd with runc's process state, and answers for the kernel", async () => {
+    const dir = tempDir();
+    const sock = join(dir, "agent.sock");
+    const agent = background(join(project, "build/seccomp-agent"), [sock]);
+    await agent.waitFor("listening");
+    const root = newRoot();
+    const b = makeBundle(["/bin/sh", "-c", "mkdir /tmp/x; echo mkdir=$?; /probe pid"], (s) => {
+      s.mounts.push(tmpfs);
+      s.linux.seccomp = {
+        defaultAction: "SCMP_ACT_ALLOW",
+        listenerPath: sock,
+        listenerMetadata: "from-the-test",
+        syscalls: [{ names: ["mkdir", "mkdirat"], action: "SCMP_ACT_NOTIFY" }],
+      };
+    });
+    const id = uniqueId();
+    const r = rt(root, ["run", "--bundle", b, id]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "mkdir=1\n1 0\n");
+    assert.match(r.stderr, /No message of desired type/, "the agent's ENOMSG is what mkdir saw");
+    await agent.done;
+    const state = JSON.parse(/^state (.*)$/m.exec(agent.stdout)![1]!);
+    assert.deepEqual(state.fds, ["seccompFd"]);
+    assert.equal(state.metadata, "from-the-test");
+    assert.equal(state.state.id, id);
+    assert.ok(state.pid > 1 && state.pid === state.state.pid, "the container's pid as the host sees it");
+    assert.match(agent.stdout, /^syscall \d+$/m);
+    rmSync(b, { recursive: true });
+    rmSync(root, { recursive: true });
+    rmSync(dir, { recursive: true });
   });
 
   test("a bad profile fails create with the entry named, and nothing is left", () => {

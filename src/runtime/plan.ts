@@ -89,8 +89,10 @@ const rlimitNumbers: Record<string, number> = {
 
 const u64 = (n: number) => (n < 0 || n >= 2 ** 64 - 1 ? "unlimited" : BigInt(n).toString());
 
-function credentialOps(p: Process, rootfs: string | undefined, preserveFds: number, seccomp?: CompiledSeccomp, setgroupsDenied = false): PlanOp[] {
+function credentialOps(p: Process, rootfs: string | undefined, preserveFds: number, seccomp?: CompiledSeccomp, setgroupsDenied = false, listenerState?: string): PlanOp[] {
   const ops: PlanOp[] = [];
+  // A notify filter's fd goes to the agent (runc's ContainerProcessState, @@PID@@ filled in by the helper).
+  if (seccomp?.listenerPath) ops.push([Op.SECCOMP_LISTENER, seccomp.listenerPath, listenerState ?? "{}"]);
   // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it before the user and
   // capabilities change. With it, load it last, after the exec fifo, right before execve (as runc).
   const early = seccomp && !p.noNewPrivileges;
@@ -150,6 +152,8 @@ export interface CreatePlanInput {
   seccomp?: CompiledSeccomp;
   /** Idmapped mounts planned so far (their user namespaces are numbered in order). */
   idmapCount?: number;
+  /** The JSON sent to a seccomp agent with the notify fd. */
+  listenerState?: string;
 }
 
 /** newuidmap/newgidmap from Debian's uidmap package: setuid helpers that apply /etc/subuid and /etc/subgid. */
@@ -251,7 +255,7 @@ export function createPlan(input: CreatePlanInput): PlanOp[] {
   for (const path of linux.readonlyPaths ?? []) ops.push([Op.READONLY_PATH, path]);
   for (const path of linux.maskedPaths ?? []) ops.push([Op.MASK_PATH, path]);
   if (spec.root?.readonly) ops.push([Op.REMOUNT_ROOT_RO]);
-  ops.push(...credentialOps(p, rootfs, input.preserveFds ?? 0, input.seccomp, setgroupsDenied));
+  ops.push(...credentialOps(p, rootfs, input.preserveFds ?? 0, input.seccomp, setgroupsDenied, input.listenerState));
   return ops;
 }
 
@@ -322,6 +326,7 @@ export function execPlan(input: {
   foreground: boolean;
   preserveFds?: number;
   seccomp?: CompiledSeccomp;
+  listenerState?: string;
 }): PlanOp[] {
   const ops: PlanOp[] = [];
   if (input.consoleSocket) ops.push([Op.CONSOLE_SOCKET, input.consoleSocket]);
@@ -337,7 +342,7 @@ export function execPlan(input: {
   if (input.foreground) ops.push([Op.FOREGROUND]);
   ops.push([Op.SETSID]);
   if (input.process.terminal) ops.push([Op.TERMINAL]);
-  ops.push(...credentialOps(input.process, input.rootfs, input.preserveFds ?? 0, input.seccomp));
+  ops.push(...credentialOps(input.process, input.rootfs, input.preserveFds ?? 0, input.seccomp, false, input.listenerState));
   return ops;
 }
 

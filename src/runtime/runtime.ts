@@ -153,6 +153,7 @@ export class Runtime {
         this.store.write(rec);
       }
       if (r && cg) for (const w of cg.apply(r as cgroups.LinuxResources, { devices: process.getuid?.() === 0 })) this.warn(w);
+      const seccomp = this.seccompFor(spec);
       const hooks = spec.hooks ?? {};
       const hookSync = !!(hooks.prestart?.length || hooks.createRuntime?.length || hooks.createContainer?.length);
       const ops = createPlan({
@@ -166,7 +167,8 @@ export class Runtime {
         cgroup: cg,
         hookSync,
         foreground,
-        seccomp: this.seccompFor(spec),
+        seccomp,
+        listenerState: seccomp?.listenerPath ? listenerState(seccomp, { ...this.store.ociState(rec), status: "creating" }, true) : undefined,
       });
       // runc gives each container its own session keyring unless --no-new-keyring.
       if (!opts.noNewKeyring) ops.splice(ops.findIndex((o) => o[0] === Op.PROPAGATION), 0, [Op.KEYRING, id]);
@@ -446,6 +448,7 @@ export class Runtime {
     if (status === "paused") throw precondition("cannot exec in a paused container");
     if (status === "creating") throw precondition("cannot exec in a container that is being created");
     if (proc.terminal && opts.detach && !opts.consoleSocket) throw invalid("cannot allocate tty if runc will detach without setting console socket");
+    const seccomp = this.seccompFor(rec.spec);
     const ops = execPlan({
       pid: rec.pid,
       namespaces: rec.namespaces,
@@ -455,7 +458,8 @@ export class Runtime {
       consoleSocket: opts.consoleSocket,
       foreground: !opts.detach,
       preserveFds: opts.preserveFds,
-      seccomp: this.seccompFor(rec.spec),
+      seccomp,
+      listenerState: seccomp?.listenerPath ? listenerState(seccomp, this.store.ociState(rec), false) : undefined,
     });
     this.debug?.(`exec plan for ${id}: ${describePlan(ops)}`);
     const run = runHelper(ops, { stdio: opts.stdio, preserveFds: opts.preserveFds });
@@ -502,6 +506,19 @@ export class Runtime {
     if (timer) clearTimeout(timer);
     if (code !== 0) throw new BerthError("System", `${name} hook ${h.path} failed (exit status ${code})`);
   }
+}
+
+/** runc's ContainerProcessState for a seccomp agent; the helper puts the process's pid at @@PID@@. */
+function listenerState(seccomp: CompiledSeccomp, state: OciState, isInit: boolean): string {
+  const PID = 987654321; // a number JSON keeps; replaced by the token below
+  const json = JSON.stringify({
+    ociVersion: state.ociVersion,
+    fds: ["seccompFd"],
+    pid: PID,
+    metadata: seccomp.listenerMetadata ?? "",
+    state: { ...state, pid: isInit ? PID : state.pid },
+  });
+  return json.replaceAll(String(PID), "@@PID@@");
 }
 
 function isPermissionError(err: unknown): boolean {

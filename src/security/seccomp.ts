@@ -8,7 +8,7 @@ import { createHash } from "node:crypto";
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { BerthError, invalid, unsupported } from "../common/errors.js";
+import { BerthError, invalid } from "../common/errors.js";
 import { buildBinary } from "../common/paths.js";
 
 export interface SeccompArg {
@@ -67,7 +67,7 @@ export function actionValue(action: string, errnoRet: number | undefined, field:
     case "SCMP_ACT_ALLOW":
       return 0x7fff0000;
     case "SCMP_ACT_NOTIFY":
-      throw unsupported(`${field}: SCMP_ACT_NOTIFY (seccomp user notification) is not supported yet`);
+      return 0x7fc00000;
     default:
       throw invalid(`${field}: unknown action ${JSON.stringify(action)}`);
   }
@@ -108,11 +108,15 @@ export type SeccompRecord = [code: "INIT" | "ARCH" | "RULE", ...args: string[]];
 export function seccompRecords(s: Seccomp): { records: SeccompRecord[]; flags: number } {
   const f = "linux.seccomp";
   if (typeof s !== "object" || s === null) throw invalid(`${f}: must be an object`);
-  if (s.listenerPath) throw unsupported(`${f}.listenerPath: seccomp user notification is not supported yet`);
+  if (s.defaultAction === "SCMP_ACT_NOTIFY") throw invalid(`${f}.defaultAction: SCMP_ACT_NOTIFY cannot be the default action (the agent would have to answer every syscall, including its own setup's)`);
   const def = actionValue(s.defaultAction, s.defaultErrnoRet, `${f}.defaultAction`);
+  const notify = (s.syscalls ?? []).some((sc) => sc.action === "SCMP_ACT_NOTIFY");
+  if (notify && !s.listenerPath) throw invalid(`${f}.listenerPath: required when a rule uses SCMP_ACT_NOTIFY`);
+  if (s.listenerPath && !s.listenerPath.startsWith("/")) throw invalid(`${f}.listenerPath: must be an absolute path`);
   const records: SeccompRecord[] = [["INIT", String(def)]];
   (s.architectures ?? []).forEach((a, i) => records.push(["ARCH", archName(a, `${f}.architectures[${i}]`)]));
-  let flags = 0;
+  // SECCOMP_FILTER_FLAG_NEW_LISTENER: loading returns the notify fd for the agent.
+  let flags = notify ? 8 : 0;
   (s.flags ?? []).forEach((name, i) => {
     const v = flagValues[name];
     if (v === undefined) throw invalid(`${f}.flags[${i}]: unknown flag ${JSON.stringify(name)}`);
@@ -155,6 +159,9 @@ function encode(records: SeccompRecord[]): Buffer {
 
 export interface CompiledSeccomp {
   flags: number;
+  /** Where the notify fd goes (SCMP_ACT_NOTIFY), and the metadata sent with it. */
+  listenerPath?: string;
+  listenerMetadata?: string;
   /** struct sock_filter[] as hex */
   program: string;
   digest: string;
@@ -165,8 +172,9 @@ export function compileSeccomp(s: Seccomp, cacheDir: string): CompiledSeccomp {
   const { records, flags } = seccompRecords(s);
   const digest = createHash("sha256").update(JSON.stringify(records)).digest("hex");
   const cached = join(cacheDir, `${digest}.bpf`);
+  const listener = flags & 8 ? { listenerPath: s.listenerPath, listenerMetadata: s.listenerMetadata ?? "" } : {};
   try {
-    return { flags, program: readFileSync(cached, "utf8"), digest };
+    return { flags, program: readFileSync(cached, "utf8"), digest, ...listener };
   } catch {
     // not compiled yet
   }
@@ -182,5 +190,5 @@ export function compileSeccomp(s: Seccomp, cacheDir: string): CompiledSeccomp {
   const tmp = `${cached}.${process.pid}.tmp`;
   writeFileSync(tmp, program);
   renameSync(tmp, cached);
-  return { flags, program, digest };
+  return { flags, program, digest, ...listener };
 }
