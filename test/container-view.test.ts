@@ -265,6 +265,7 @@ describe("bad input leaves nothing behind", { skip: rootSkip }, () => {
     ["a failing mount", (s) => s.mounts.push({ destination: "/root", type: "nosuchfs", source: "none" }), /mount none \(nosuchfs\) on \/root: no such device/],
     ["a rlimit with soft above hard", (s) => (s.process.rlimits = [{ type: "RLIMIT_NOFILE", soft: 10, hard: 5 }]), /soft limit 10 is above hard limit 5/],
     ["an unknown rlimit", (s) => (s.process.rlimits = [{ type: "RLIMIT_BOGUS", soft: 1, hard: 1 }]), /unknown rlimit type RLIMIT_BOGUS/],
+    ["a capability that does not exist", (s) => s.process.capabilities.bounding.push("CAP_TELEPORT"), /process.capabilities.bounding\[3\]: unknown capability "CAP_TELEPORT"/],
   ];
   for (const [name, edit, message] of cases) {
     test(name, () => {

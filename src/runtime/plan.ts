@@ -110,8 +110,13 @@ function credentialOps(p: Process, rootfs: string | undefined, preserveFds: numb
   ops.push([Op.USER, String(p.user.uid), String(p.user.gid)]);
   if (p.capabilities) {
     const c = p.capabilities;
-    const mask = (l?: string[]) => "0x" + capabilityMask(l).toString(16);
-    ops.push([Op.CAPS, mask(c.bounding), mask(c.effective), mask(c.permitted), mask(c.inheritable), mask(c.ambient)]);
+    const mask = (l: string[] | undefined, set: string) => {
+      const unknown: string[] = [];
+      const m = capabilityMask(l, unknown);
+      if (unknown.length) throw invalid(`config.json: process.capabilities.${set}[${l!.indexOf(unknown[0]!)}]: unknown capability ${JSON.stringify(unknown[0])}`);
+      return "0x" + m.toString(16);
+    };
+    ops.push([Op.CAPS, mask(c.bounding, "bounding"), mask(c.effective, "effective"), mask(c.permitted, "permitted"), mask(c.inheritable, "inheritable"), mask(c.ambient, "ambient")]);
   }
   if (p.noNewPrivileges) ops.push([Op.NO_NEW_PRIVS]);
   if (seccomp && !early) ops.push([Op.SECCOMP, String(seccomp.flags), seccomp.program, "exec"]);

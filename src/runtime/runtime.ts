@@ -7,7 +7,7 @@
  * Every step that can fail after the id was claimed undoes what it made (process, cgroup, state dir).
  */
 import { spawn } from "node:child_process";
-import { openSync, readFileSync, readSync, closeSync, rmSync, writeFileSync, renameSync, constants as fsc, realpathSync, statSync } from "node:fs";
+import { existsSync, openSync, readFileSync, readSync, closeSync, rmSync, writeFileSync, renameSync, constants as fsc, realpathSync, statSync } from "node:fs";
 import { constants as osc, userInfo } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { BerthError, errorMessage, invalid, notFound, precondition, unsupported } from "../common/errors.js";
@@ -118,8 +118,17 @@ export class Runtime {
     return this.createFromSpec(id, spec, bundle, rootfs, opts, false);
   }
 
+  /** Said plainly rather than pretended: this host applies neither AppArmor nor SELinux. */
+  private warnUnappliedLabels(spec: Spec): void {
+    if (spec.process?.apparmorProfile && !existsSync("/sys/kernel/security/apparmor"))
+      this.warn(`process.apparmorProfile ${JSON.stringify(spec.process.apparmorProfile)} is not applied: AppArmor is not enabled on this host`);
+    if ((spec.process?.selinuxLabel || spec.linux?.mountLabel) && !existsSync("/sys/fs/selinux/enforce"))
+      this.warn("process.selinuxLabel / linux.mountLabel are not applied: SELinux is not enabled on this host");
+  }
+
   private async createFromSpec(id: string, spec: Spec, bundle: string, rootfs: string, opts: CreateOptions, foreground: boolean) {
     this.store.claim(id);
+    this.warnUnappliedLabels(spec);
     const rec: ContainerRecord = {
       ociVersion: spec.ociVersion,
       id,
