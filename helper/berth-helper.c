@@ -293,6 +293,37 @@ static unsigned long locked_flags(const char *procpath) {
 
 #define MS_BIND_KEEP (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME | MS_RELATIME | MS_STRICTATIME)
 
+/* After a mount, an fd opened before it names the directory underneath: resolve the target again. */
+static int reopen_target(const char *target, char *procpath, size_t len) {
+  int fd = open_in_root(target, O_PATH);
+  TRY(fd, "resolve %s after mount", target);
+  snprintf(procpath, len, "/proc/self/fd/%d", fd);
+  return fd;
+}
+
+/* A bind mount takes its flags (ro, nosuid, ...) only through a remount, keeping the locked ones. */
+static void remount_bind(const char *target, unsigned long flags) {
+  if (!(flags & MS_BIND_KEEP)) return;
+  char procpath[64];
+  int fd = reopen_target(target, procpath, sizeof procpath);
+  unsigned long keep = locked_flags(procpath) & ~MS_RDONLY;
+  TRY(mount(NULL, procpath, NULL, MS_REMOUNT | MS_BIND | keep | (flags & MS_BIND_KEEP), NULL), "remount %s with its options", target);
+  close(fd);
+}
+
+/* An idmapped bind: clone the source tree, give it the user namespace's mapping, attach it. */
+static void idmapped_bind(const char *src, const char *target, int on, const char *index, const char *recursive) {
+  int idx = atoi(index);
+  unsigned rec = recursive && recursive[0] == 'r' ? AT_RECURSIVE : 0;
+  if (idx < 0 || idx >= nidmap_fds) die(EINVAL, "idmapped mount %s: no user namespace %d", target, idx);
+  int tree = open_tree(AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | rec);
+  TRY(tree, "open_tree %s", src);
+  struct mount_attr attr = {.attr_set = MOUNT_ATTR_IDMAP, .userns_fd = (uint64_t)idmap_fds[idx]};
+  TRY(mount_setattr(tree, "", AT_EMPTY_PATH | rec, &attr, sizeof attr), "idmap the mount of %s (does its file system support idmapped mounts?)", src);
+  TRY(move_mount(tree, "", on, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH), "attach the idmapped %s on %s", src, target);
+  close(tree);
+}
+
 static void do_mount(char **a) {
   const char *src = a[0], *target = a[1], *fstype = a[2], *data = a[5], *mk = a[6];
   unsigned long flags = (unsigned long)num(a[3]), prop = (unsigned long)num(a[4]);
@@ -303,48 +334,20 @@ static void do_mount(char **a) {
   TRY(fd, "resolve mount point %s in the rootfs", target);
   snprintf(procpath, sizeof procpath, "/proc/self/fd/%d", fd);
   if ((flags & MS_BIND) && a[7] && a[7][0]) {
-    /* An idmapped bind: clone the source tree, give it the user namespace's mapping, attach it. */
-    int idx = atoi(a[7]);
-    unsigned rec = a[8] && a[8][0] == 'r' ? AT_RECURSIVE : 0;
-    if (idx < 0 || idx >= nidmap_fds) die(EINVAL, "idmapped mount %s: no user namespace %d", target, idx);
-    int tree = open_tree(AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | rec);
-    TRY(tree, "open_tree %s", src);
-    struct mount_attr attr = {.attr_set = MOUNT_ATTR_IDMAP, .userns_fd = (uint64_t)idmap_fds[idx]};
-    TRY(mount_setattr(tree, "", AT_EMPTY_PATH | rec, &attr, sizeof attr), "idmap the mount of %s (does its file system support idmapped mounts?)", src);
-    TRY(move_mount(tree, "", fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH), "attach the idmapped %s on %s", src, target);
-    close(tree);
-    close(fd);
-    if (flags & MS_BIND_KEEP) {
-      fd = open_in_root(target, O_PATH);
-      TRY(fd, "resolve %s after mount", target);
-      snprintf(procpath, sizeof procpath, "/proc/self/fd/%d", fd);
-      unsigned long keep = locked_flags(procpath) & ~MS_RDONLY;
-      TRY(mount(NULL, procpath, NULL, MS_REMOUNT | MS_BIND | keep | (flags & MS_BIND_KEEP), NULL), "remount %s with its options", target);
-    }
+    idmapped_bind(src, target, fd, a[7], a[8]);
+    remount_bind(target, flags);
   } else if (flags & MS_BIND) {
     TRY(mount(src, procpath, NULL, MS_BIND | (flags & MS_REC), NULL), "bind %s on %s", src, target);
-    close(fd);
-    if (flags & MS_BIND_KEEP) {
-      /* The old fd names the directory under the new mount: resolve again. */
-      fd = open_in_root(target, O_PATH);
-      TRY(fd, "resolve %s after mount", target);
-      snprintf(procpath, sizeof procpath, "/proc/self/fd/%d", fd);
-      unsigned long keep = locked_flags(procpath) & ~MS_RDONLY;
-      TRY(mount(NULL, procpath, NULL, MS_REMOUNT | MS_BIND | keep | (flags & MS_BIND_KEEP), NULL),
-          "remount %s with its options", target);
-    }
+    remount_bind(target, flags);
   } else {
-    TRY(mount(src, procpath, fstype, flags, data[0] ? data : NULL), "mount %s (%s) on %s", src, fstype,
-        target);
-  }
-  if (prop) {
-    close(fd);
-    fd = open_in_root(target, O_PATH);
-    TRY(fd, "resolve %s after mount", target);
-    snprintf(procpath, sizeof procpath, "/proc/self/fd/%d", fd);
-    TRY(mount(NULL, procpath, NULL, prop, NULL), "set propagation of %s", target);
+    TRY(mount(src, procpath, fstype, flags, data[0] ? data : NULL), "mount %s (%s) on %s", src, fstype, target);
   }
   close(fd);
+  if (prop) {
+    fd = reopen_target(target, procpath, sizeof procpath);
+    TRY(mount(NULL, procpath, NULL, prop, NULL), "set propagation of %s", target);
+    close(fd);
+  }
 }
 
 static void do_mknod(char **a) {
