@@ -21,7 +21,8 @@ command -v qemu-system-x86_64 >/dev/null || need="$need qemu-system-x86"
 command -v cpio >/dev/null || need="$need cpio"
 if [ -n "$need" ]; then
   echo "cgroup2-vm: installing$need"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null; }
 fi
 
 if [ ! -f "$vm/vmlinuz" ]; then
