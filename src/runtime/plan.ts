@@ -159,6 +159,8 @@ export interface CreatePlanInput {
   idmapCount?: number;
   /** The JSON sent to a seccomp agent with the notify fd. */
   listenerState?: string;
+  /** runc gives each container a session keyring of its own (named after it) unless --no-new-keyring. */
+  sessionKeyring?: string;
 }
 
 /** newuidmap/newgidmap from Debian's uidmap package: setuid helpers that apply /etc/subuid and /etc/subgid. */
@@ -222,6 +224,7 @@ export function createPlan(input: CreatePlanInput): PlanOp[] {
   const mountNs = newNs.has("mount") || joined.some((n) => n.type === "mount");
   if (!mountNs) throw invalid("config.json: linux.namespaces: a mount namespace is required (berth will not pivot the host's root)");
   const prop = linux.rootfsPropagation ? propagationOptions[linux.rootfsPropagation] ?? MS.PRIVATE : MS.SLAVE | MS.REC;
+  if (input.sessionKeyring) ops.push([Op.KEYRING, input.sessionKeyring]);
   ops.push([Op.PROPAGATION, String(prop & ~MS.REC)]);
   ops.push([Op.ROOTFS, rootfs]);
   let devIsTmpfs = false;

@@ -15,7 +15,7 @@ import * as cgroups from "../cgroups/index.js";
 import { compileSeccomp, type CompiledSeccomp, type Seccomp } from "../security/index.js";
 import { runHelper, type HelperOptions } from "./helper.js";
 import { createPlan, execPlan } from "./plan.js";
-import { Op, codeNames } from "./protocol.js";
+import { codeNames } from "./protocol.js";
 import { hookNames, validateProcess, validateSpec, type Hook, type HookName, type NamespaceType, type Process, type Spec } from "./spec.js";
 import { StateStore, processStartTime, type ContainerRecord, type OciState, type Status } from "./state.js";
 
@@ -178,9 +178,8 @@ export class Runtime {
         foreground,
         seccomp,
         listenerState: seccomp?.listenerPath ? listenerState(seccomp, { ...this.store.ociState(rec), status: "creating" }, true) : undefined,
+        sessionKeyring: opts.noNewKeyring ? undefined : id,
       });
-      // runc gives each container its own session keyring unless --no-new-keyring.
-      if (!opts.noNewKeyring) ops.splice(ops.findIndex((o) => o[0] === Op.PROPAGATION), 0, [Op.KEYRING, id]);
       this.debug?.(`plan for ${id}: ${describePlan(ops)}`);
       const run = runHelper(ops, {
         stdio: opts.stdio,
