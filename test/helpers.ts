@@ -1,6 +1,6 @@
 /** Shared test helpers: bundles around the busybox fixture, running berth-runtime, leak checks. */
 import { spawn, spawnSync } from "node:child_process";
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -143,4 +143,20 @@ export function nsOf(pid: number | "self"): Record<string, string> {
     out[n] = sh(`readlink /proc/${pid}/ns/${n}`).trim();
   }
   return out;
+}
+
+/** Whether users other than root can reach `path` (every directory on the way searchable by others):
+ * rootless and user-namespace tests run as other uids and need the project. */
+export function othersCanReach(path: string): string | false {
+  let dir = path;
+  for (;;) {
+    try {
+      if ((statSync(dir).mode & 0o001) === 0) return dir;
+    } catch {
+      return dir;
+    }
+    const parent = dirname(dir);
+    if (parent === dir) return false;
+    dir = parent;
+  }
 }
