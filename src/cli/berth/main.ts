@@ -1,0 +1,132 @@
+/**
+ * berth: the docker-compatible command line. Commands load their modules on first use, so a
+ * command pays only for what it runs. Errors print as one line; exit codes follow docker's: 125
+ * for usage errors (and, with containers, for berth's own failures in run), 1 for a failed command.
+ */
+import { BerthError, errorMessage } from "../../common/errors.js";
+import { parse, UsageError } from "../pflag.js";
+import { Context } from "./context.js";
+
+type Handler = (ctx: Context, argv: string[]) => Promise<number>;
+const images = () => import("./images.js");
+
+const commands: Record<string, { usage: string; summary: string; run: () => Promise<Handler> }> = {
+  pull: { usage: "pull [OPTIONS] NAME[:TAG|@DIGEST]", summary: "Download an image from a registry", run: async () => (await images()).pull },
+  push: { usage: "push [OPTIONS] NAME[:TAG]", summary: "Upload an image to a registry", run: async () => (await images()).push },
+  images: { usage: "images [OPTIONS] [REPOSITORY[:TAG]]", summary: "List images", run: async () => (await images()).images },
+  rmi: { usage: "rmi [OPTIONS] IMAGE [IMAGE...]", summary: "Remove one or more images", run: async () => (await images()).rmi },
+  tag: { usage: "tag SOURCE_IMAGE[:TAG] TARGET_IMAGE[:TAG]", summary: "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE", run: async () => (await images()).tag },
+  history: { usage: "history [OPTIONS] IMAGE", summary: "Show the history of an image", run: async () => (await images()).history },
+  save: { usage: "save [OPTIONS] IMAGE [IMAGE...]", summary: "Save one or more images to a tar archive (streamed to STDOUT by default)", run: async () => (await images()).save },
+  load: { usage: "load [OPTIONS]", summary: "Load an image from a tar archive or STDIN", run: async () => (await images()).load },
+  import: { usage: "import [OPTIONS] file|- [REPOSITORY[:TAG]]", summary: "Import the contents from a tarball to create a filesystem image", run: async () => (await images()).importCmd },
+  login: { usage: "login [OPTIONS] [SERVER]", summary: "Log in to a registry", run: async () => (await images()).login },
+  logout: { usage: "logout [SERVER]", summary: "Log out from a registry", run: async () => (await images()).logout },
+  inspect: { usage: "inspect [OPTIONS] NAME|ID [NAME|ID...]", summary: "Return low-level information on berth objects", run: async () => (await images()).imageInspect },
+  version: { usage: "version", summary: "Show the berth version information", run: async () => version },
+};
+
+/** `berth image ls` and friends map onto the top-level commands, as in docker. */
+const groups: Record<string, Record<string, string | { usage: string; run: () => Promise<Handler> }>> = {
+  image: {
+    ls: "images",
+    list: "images",
+    pull: "pull",
+    push: "push",
+    rm: "rmi",
+    remove: "rmi",
+    tag: "tag",
+    history: "history",
+    save: "save",
+    load: "load",
+    import: "import",
+    inspect: { usage: "image inspect [OPTIONS] IMAGE [IMAGE...]", run: async () => (await images()).imageInspect },
+    prune: { usage: "image prune [OPTIONS]", run: async () => (await images()).imagePrune },
+  },
+  system: {
+    df: { usage: "system df [OPTIONS]", run: async () => (await images()).systemDf },
+  },
+};
+
+const VERSION = "0.1.0";
+
+async function version(_ctx: Context, _argv: string[]): Promise<number> {
+  process.stdout.write(`Client:\n Version:           ${VERSION}\n API version:       1.41\n Node version:      ${process.version}\n OS/Arch:           linux/${process.arch === "x64" ? "amd64" : process.arch}\n`);
+  return 0;
+}
+
+function help(): string {
+  const rows = Object.entries(commands).map(([n, c]) => `  ${n.padEnd(10)} ${c.summary}`);
+  return `\nUsage:  berth [OPTIONS] COMMAND\n\nA container engine, daemonless and docker-compatible\n\nOptions:\n      --root string   Root of berth's store (default "/var/lib/berth", or $BERTH_ROOT)\n  -D, --debug         Print stack traces with errors\n  -v, --version       Print version information and quit\n\nManagement Commands:\n  image       Manage images\n  system      Manage berth\n\nCommands:\n${rows.join("\n")}\n\nRun 'berth COMMAND --help' for more information on a command.\n`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let ctx = new Context({});
+  let cmdName = "";
+  try {
+    const global = parse(
+      argv,
+      [
+        { long: "root", kind: "string" },
+        { long: "debug", short: "D", kind: "bool" },
+        { long: "version", short: "v", kind: "bool" },
+        { long: "help", short: "h", kind: "bool" },
+        { long: "log-level", short: "l", kind: "string" },
+      ],
+      "",
+      { interspersed: false },
+    );
+    ctx = new Context({ ...(typeof global.flags.root === "string" ? { root: global.flags.root } : {}), debug: !!global.flags.debug });
+    if (global.flags.version) {
+      process.stdout.write(`berth version ${VERSION}\n`);
+      return 0;
+    }
+    const [name, ...rest] = global.args;
+    if (!name || global.flags.help) {
+      process.stdout.write(help());
+      return 0;
+    }
+    let handler: Handler | undefined;
+    let usage = "";
+    let args = rest;
+    if (groups[name]) {
+      const [sub, ...subArgs] = rest;
+      const entry = sub ? groups[name]![sub] : undefined;
+      cmdName = `${name} ${sub ?? ""}`.trim();
+      if (!entry) {
+        process.stdout.write(`\nUsage:  berth ${name} COMMAND\n\nCommands:\n${Object.keys(groups[name]!).map((s) => `  ${s}`).join("\n")}\n`);
+        if (sub) throw new UsageError(`unknown command "${sub}" for "berth ${name}"`, name);
+        return 0;
+      }
+      args = subArgs;
+      if (typeof entry === "string") {
+        usage = commands[entry]!.usage;
+        handler = await commands[entry]!.run();
+      } else {
+        usage = entry.usage;
+        handler = await entry.run();
+      }
+    } else if (commands[name]) {
+      cmdName = name;
+      usage = commands[name]!.usage;
+      handler = await commands[name]!.run();
+    } else throw new UsageError(`'${name}' is not a berth command.`, "");
+    if (args.includes("--help") || (args.includes("-h") && !args.slice(0, args.indexOf("-h")).some((a) => !a.startsWith("-")))) {
+      process.stdout.write(`\nUsage:  berth ${usage}\n`);
+      return 0;
+    }
+    return await handler(ctx, args);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`berth: ${e.message}\nSee 'berth ${e.command || cmdName}${e.command || cmdName ? " " : ""}--help'.\n`.replace("berth --help", "berth --help"));
+      return 125;
+    }
+    if (e instanceof BerthError) {
+      ctx.error(e);
+      return 1;
+    }
+    process.stderr.write(`Error: ${errorMessage(e)}\n`);
+    if (ctx.opts.debug && e instanceof Error) process.stderr.write(`${e.stack}\n`);
+    return 1;
+  }
+}

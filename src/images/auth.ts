@@ -1,0 +1,104 @@
+/**
+ * Registry credentials in docker's own file, so `docker login` and `berth login` share them:
+ * $DOCKER_CONFIG/config.json (default ~/.docker/config.json), `auths.<host>.auth` = base64(user:pass),
+ * Docker Hub under "https://index.docker.io/v1/". Registry settings (insecure registries, CAs) follow
+ * docker's daemon.json and certs.d conventions under /etc/berth (or $BERTH_CONFIG_DIR).
+ */
+import * as fs from "node:fs";
+import { homedir } from "node:os";
+import { dirname, join } from "node:path";
+import { invalid } from "../common/errors.js";
+import { writeFileAtomic } from "./lock.js";
+import { DEFAULT_DOMAIN } from "./reference.js";
+
+export interface Credentials {
+  username: string;
+  password: string;
+}
+
+const HUB_KEY = "https://index.docker.io/v1/";
+
+export const dockerConfigPath = (): string => join(process.env.DOCKER_CONFIG ?? join(homedir(), ".docker"), "config.json");
+
+const keyFor = (domain: string) => (domain === DEFAULT_DOMAIN ? HUB_KEY : domain);
+
+function readConfig(): Record<string, any> {
+  try {
+    return JSON.parse(fs.readFileSync(dockerConfigPath(), "utf8"));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return {};
+    throw invalid(`cannot read ${dockerConfigPath()}: ${(e as Error).message}`);
+  }
+}
+
+export function credentialsFor(domain: string): Credentials | undefined {
+  const auths = readConfig().auths ?? {};
+  const candidates = [keyFor(domain), domain, `https://${domain}`, `http://${domain}`, `https://${domain}/v1/`, `https://${domain}/v2/`];
+  for (const k of candidates) {
+    const e = auths[k];
+    if (!e) continue;
+    if (e.username && e.password) return { username: e.username, password: e.password };
+    if (typeof e.auth === "string" && e.auth) {
+      const text = Buffer.from(e.auth, "base64").toString("utf8");
+      const i = text.indexOf(":");
+      if (i > 0) return { username: text.slice(0, i), password: text.slice(i + 1) };
+    }
+  }
+  return undefined;
+}
+
+export function saveCredentials(domain: string, c: Credentials): string {
+  const cfg = readConfig();
+  cfg.auths ??= {};
+  cfg.auths[keyFor(domain)] = { auth: Buffer.from(`${c.username}:${c.password}`).toString("base64") };
+  const path = dockerConfigPath();
+  fs.mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  writeFileAtomic(path, JSON.stringify(cfg, null, "\t") + "\n");
+  fs.chmodSync(path, 0o600);
+  return path;
+}
+
+/** Returns false when there was nothing to remove. */
+export function removeCredentials(domain: string): boolean {
+  const cfg = readConfig();
+  const key = keyFor(domain);
+  if (!cfg.auths?.[key]) return false;
+  delete cfg.auths[key];
+  writeFileAtomic(dockerConfigPath(), JSON.stringify(cfg, null, "\t") + "\n");
+  return true;
+}
+
+export const configDir = (): string => process.env.BERTH_CONFIG_DIR ?? "/etc/berth";
+
+export interface RegistrySettings {
+  /** Registries that may be reached over plain HTTP or with certificates we cannot verify. */
+  insecure: string[];
+}
+
+export function registrySettings(): RegistrySettings {
+  for (const file of [join(configDir(), "daemon.json")]) {
+    try {
+      const j = JSON.parse(fs.readFileSync(file, "utf8"));
+      return { insecure: Array.isArray(j["insecure-registries"]) ? j["insecure-registries"] : [] };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw invalid(`cannot read ${file}: ${(e as Error).message}`);
+    }
+  }
+  return { insecure: [] };
+}
+
+/** Extra CA certificates for a registry: <configDir>/certs.d/<host>/*.crt (docker's layout). */
+export function registryCAs(host: string): Buffer[] {
+  const dirs = [join(configDir(), "certs.d", host), join("/etc/docker/certs.d", host)];
+  const out: Buffer[] = [];
+  for (const d of dirs) {
+    let names: string[] = [];
+    try {
+      names = fs.readdirSync(d);
+    } catch {
+      continue;
+    }
+    for (const n of names) if (n.endsWith(".crt")) out.push(fs.readFileSync(join(d, n)));
+  }
+  return out;
+}

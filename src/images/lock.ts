@@ -1,0 +1,62 @@
+/**
+ * Advisory file locks (flock) shared by concurrent berth processes. The kernel drops a lock when
+ * its holder dies, so a killed berth never leaves the store locked.
+ */
+import * as fs from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
+import { LOCK_EX, LOCK_SH, LOCK_UN, tryFlock } from "../common/sys.js";
+
+export class FileLock {
+  private constructor(private fd: number) {}
+
+  static async acquire(path: string, mode: "shared" | "exclusive", timeoutMs = 600_000): Promise<FileLock> {
+    const fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+    const op = mode === "shared" ? LOCK_SH : LOCK_EX;
+    const deadline = Date.now() + timeoutMs;
+    for (let wait = 2; !tryFlock(fd, op); wait = Math.min(wait * 2, 100)) {
+      if (Date.now() > deadline) {
+        fs.closeSync(fd);
+        throw new Error(`timed out waiting for the lock ${path} (another berth command holds it)`);
+      }
+      await sleep(wait);
+    }
+    return new FileLock(fd);
+  }
+
+  /** Take the lock only if it is free right now. */
+  static tryAcquire(path: string, mode: "shared" | "exclusive"): FileLock | undefined {
+    const fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+    if (tryFlock(fd, mode === "shared" ? LOCK_SH : LOCK_EX)) return new FileLock(fd);
+    fs.closeSync(fd);
+    return undefined;
+  }
+
+  release(): void {
+    if (this.fd < 0) return;
+    tryFlock(this.fd, LOCK_UN);
+    fs.closeSync(this.fd);
+    this.fd = -1;
+  }
+}
+
+export async function withLock<T>(path: string, mode: "shared" | "exclusive", fn: () => Promise<T> | T): Promise<T> {
+  const lock = await FileLock.acquire(path, mode);
+  try {
+    return await fn();
+  } finally {
+    lock.release();
+  }
+}
+
+/** Write a file so readers see either the old or the new content, never a mix (also after a crash). */
+export function writeFileAtomic(path: string, data: string | Buffer): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fd = fs.openSync(tmp, "w", 0o644);
+  try {
+    fs.writeSync(fd, typeof data === "string" ? Buffer.from(data) : data);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  fs.renameSync(tmp, path);
+}

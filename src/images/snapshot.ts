@@ -1,0 +1,338 @@
+/**
+ * Snapshots: committed image layers (by chain ID) and writable container snapshots, behind one
+ * interface with two implementations:
+ *  - overlay: each layer unpacked once into its own directory, containers get an upper and work dir
+ *    and mount the layers as lowerdirs. The mount names layers by short links relative to the
+ *    snapshotter's directory (as docker's overlay2 does), so 120 layers still fit the kernel's
+ *    one-page limit on mount options.
+ *  - copy: for file systems without overlayfs: every layer is a full tree (parent copied with
+ *    reflinks where the file system has them, then the layer applied), a container gets a copy.
+ * Both commit by renaming a private temporary directory, so a crash never leaves half a snapshot.
+ */
+import * as fs from "node:fs";
+import { spawnSync } from "node:child_process";
+import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+import { BerthError, notFound } from "../common/errors.js";
+import { mount as sysMount, umount, MNT_DETACH } from "../common/sys.js";
+import { extractLayer, type ExtractResult } from "./layer.js";
+import { pidAlive } from "./content.js";
+import { writeFileAtomic } from "./lock.js";
+
+export interface LayerSnapshot {
+  chainId: string;
+  parent?: string;
+  diffId: string;
+  /** Bytes of file content in this layer alone. */
+  size: number;
+  /** Bytes of the layer's uncompressed tar (what docker save writes). */
+  tarSize?: number;
+}
+
+export interface Snapshotter {
+  readonly kind: "overlay" | "copy";
+  readonly root: string;
+  hasLayer(chainId: string): boolean;
+  layer(chainId: string): LayerSnapshot | undefined;
+  layers(): LayerSnapshot[];
+  /** Unpack a layer on top of parent and commit it as chainId (idempotent). */
+  applyLayer(chainId: string, parent: string | undefined, input: AsyncIterable<Buffer>, diffId?: string): Promise<ExtractResult>;
+  removeLayer(chainId: string): void;
+  /** A writable snapshot on top of a committed layer (or empty when parent is undefined). */
+  prepare(key: string, parent: string | undefined): void;
+  hasActive(key: string): boolean;
+  actives(): string[];
+  /** Mount the writable snapshot at target. */
+  mount(key: string, target: string): void;
+  /** The directory of the snapshot's own changes (overlay's upper dir; the whole tree for copy). */
+  changes(key: string): string;
+  /** The directory tree of a committed layer chain's own files (overlay: the layer's diff dir). */
+  layerDir(chainId: string): string;
+  remove(key: string): void;
+  /** Remove temporary directories left by processes that died. */
+  cleanup(): void;
+}
+
+const hexOf = (chainId: string) => chainId.replace(/^sha256:/, "");
+const tmpName = () => `tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
+
+abstract class BaseSnapshotter {
+  readonly layersDir: string;
+  readonly activeDir: string;
+
+  constructor(readonly root: string) {
+    this.layersDir = join(root, "layers");
+    this.activeDir = join(root, "active");
+    fs.mkdirSync(this.layersDir, { recursive: true });
+    fs.mkdirSync(this.activeDir, { recursive: true });
+  }
+
+  protected metaPath(chainId: string): string {
+    return join(this.layersDir, hexOf(chainId), "meta.json");
+  }
+
+  hasLayer(chainId: string): boolean {
+    return fs.existsSync(this.metaPath(chainId));
+  }
+
+  layer(chainId: string): LayerSnapshot | undefined {
+    try {
+      return JSON.parse(fs.readFileSync(this.metaPath(chainId), "utf8")) as LayerSnapshot;
+    } catch {
+      return undefined;
+    }
+  }
+
+  layers(): LayerSnapshot[] {
+    return fs
+      .readdirSync(this.layersDir)
+      .filter((n) => /^[a-f0-9]{64}$/.test(n))
+      .map((n) => this.layer(`sha256:${n}`))
+      .filter((l): l is LayerSnapshot => !!l);
+  }
+
+  hasActive(key: string): boolean {
+    return fs.existsSync(join(this.activeDir, key));
+  }
+
+  actives(): string[] {
+    return fs.readdirSync(this.activeDir).filter((n) => !n.startsWith("tmp-"));
+  }
+
+  protected chain(chainId: string): LayerSnapshot[] {
+    const out: LayerSnapshot[] = [];
+    for (let id: string | undefined = chainId; id; ) {
+      const l = this.layer(id);
+      if (!l) throw notFound(`layer snapshot ${id} is missing from the store (run \`berth image prune\` and pull again)`);
+      out.push(l);
+      id = l.parent;
+    }
+    return out;
+  }
+
+  /** Unpack into a fresh temporary directory and commit by rename. */
+  protected async commitLayer(chainId: string, parent: string | undefined, fill: (tmp: string) => Promise<ExtractResult>, extra: (tmp: string) => void = () => {}): Promise<ExtractResult> {
+    const tmp = join(this.layersDir, tmpName());
+    fs.mkdirSync(tmp);
+    try {
+      const r = await fill(tmp);
+      extra(tmp);
+      const meta: LayerSnapshot = { chainId, ...(parent ? { parent } : {}), diffId: r.diffId, size: r.size, tarSize: r.tarSize };
+      fs.writeFileSync(join(tmp, "meta.json"), JSON.stringify(meta));
+      try {
+        fs.renameSync(tmp, join(this.layersDir, hexOf(chainId)));
+      } catch (e) {
+        // Another process committed the same layer first: theirs is as good as ours.
+        if (!["ENOTEMPTY", "EEXIST"].includes((e as NodeJS.ErrnoException).code ?? "")) throw e;
+        fs.rmSync(tmp, { recursive: true, force: true });
+      }
+      return r;
+    } catch (e) {
+      fs.rmSync(tmp, { recursive: true, force: true });
+      throw e;
+    }
+  }
+
+  remove(key: string): void {
+    const dir = join(this.activeDir, key);
+    if (!fs.existsSync(dir)) return;
+    // rename first so a crash halfway through never leaves a half-removed snapshot under its key
+    const tmp = join(this.activeDir, tmpName());
+    fs.renameSync(dir, tmp);
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+
+  cleanup(): void {
+    for (const dir of [this.layersDir, this.activeDir])
+      for (const n of fs.readdirSync(dir)) {
+        const m = /^tmp-(\d+)-/.exec(n);
+        if (m && !pidAlive(Number(m[1]))) fs.rmSync(join(dir, n), { recursive: true, force: true });
+      }
+  }
+}
+
+export class OverlaySnapshotter extends BaseSnapshotter implements Snapshotter {
+  readonly kind = "overlay" as const;
+  readonly linksDir: string;
+
+  constructor(root: string) {
+    super(root);
+    this.linksDir = join(root, "l");
+    fs.mkdirSync(this.linksDir, { recursive: true });
+  }
+
+  applyLayer(chainId: string, parent: string | undefined, input: AsyncIterable<Buffer>, diffId?: string): Promise<ExtractResult> {
+    return this.commitLayer(
+      chainId,
+      parent,
+      async (tmp) => {
+        fs.mkdirSync(join(tmp, "diff"), 0o755);
+        return extractLayer(input, join(tmp, "diff"), "overlay", diffId);
+      },
+      (tmp) => {
+        // the short link points at the final location; it dangles until the rename commits
+        const short = randomBytes(6).toString("base64url").replace(/[-_]/g, "x");
+        fs.writeFileSync(join(tmp, "link"), short);
+        fs.symlinkSync(`../layers/${hexOf(chainId)}/diff`, join(this.linksDir, short));
+      },
+    );
+  }
+
+  layerDir(chainId: string): string {
+    return join(this.layersDir, hexOf(chainId), "diff");
+  }
+
+  private shortOf(chainId: string): string {
+    return fs.readFileSync(join(this.layersDir, hexOf(chainId), "link"), "utf8");
+  }
+
+  removeLayer(chainId: string): void {
+    const dir = join(this.layersDir, hexOf(chainId));
+    let short: string | undefined;
+    try {
+      short = this.shortOf(chainId);
+    } catch {
+      /* already half gone */
+    }
+    const tmp = join(this.layersDir, tmpName());
+    try {
+      fs.renameSync(dir, tmp);
+    } catch {
+      return;
+    }
+    if (short) fs.rmSync(join(this.linksDir, short), { force: true });
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+
+  prepare(key: string, parent: string | undefined): void {
+    if (parent) this.chain(parent);
+    const tmp = join(this.activeDir, tmpName());
+    fs.mkdirSync(join(tmp, "upper"), { recursive: true, mode: 0o755 });
+    fs.mkdirSync(join(tmp, "work"));
+    fs.writeFileSync(join(tmp, "parent"), parent ?? "");
+    fs.renameSync(tmp, join(this.activeDir, key));
+  }
+
+  mountOptions(key: string): string {
+    const dir = join(this.activeDir, key);
+    const parent = fs.readFileSync(join(dir, "parent"), "utf8");
+    const lowers = parent ? this.chain(parent).map((l) => `l/${this.shortOf(l.chainId)}`) : [];
+    if (!lowers.length) {
+      // overlay needs a lower dir: an empty one serves for images with no layers
+      fs.mkdirSync(join(this.root, "empty"), { recursive: true });
+      lowers.push("empty");
+    }
+    return `lowerdir=${lowers.join(":")},upperdir=active/${key}/upper,workdir=active/${key}/work`;
+  }
+
+  mount(key: string, target: string): void {
+    if (!this.hasActive(key)) throw notFound(`snapshot ${key} does not exist`);
+    const options = this.mountOptions(key);
+    if (options.length > 4000) throw new BerthError("Unsupported", `image has too many layers to mount with overlayfs (${options.length} bytes of options)`);
+    // relative lowerdirs resolve against the caller's working directory
+    const cwd = process.cwd();
+    process.chdir(this.root);
+    try {
+      sysMount("overlay", target, "overlay", 0, options);
+    } finally {
+      process.chdir(cwd);
+    }
+  }
+
+  changes(key: string): string {
+    return join(this.activeDir, key, "upper");
+  }
+}
+
+export class CopySnapshotter extends BaseSnapshotter implements Snapshotter {
+  readonly kind = "copy" as const;
+
+  applyLayer(chainId: string, parent: string | undefined, input: AsyncIterable<Buffer>, diffId?: string): Promise<ExtractResult> {
+    return this.commitLayer(chainId, parent, async (tmp) => {
+      const fsDir = join(tmp, "fs");
+      if (parent) copyTree(this.layerDir(parent), fsDir);
+      else fs.mkdirSync(fsDir, 0o755);
+      return extractLayer(input, fsDir, "apply", diffId);
+    });
+  }
+
+  layerDir(chainId: string): string {
+    if (!this.hasLayer(chainId)) throw notFound(`layer snapshot ${chainId} is missing from the store`);
+    return join(this.layersDir, hexOf(chainId), "fs");
+  }
+
+  removeLayer(chainId: string): void {
+    const tmp = join(this.layersDir, tmpName());
+    try {
+      fs.renameSync(join(this.layersDir, hexOf(chainId)), tmp);
+    } catch {
+      return;
+    }
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+
+  prepare(key: string, parent: string | undefined): void {
+    const tmp = join(this.activeDir, tmpName());
+    fs.mkdirSync(tmp);
+    try {
+      if (parent) copyTree(this.layerDir(parent), join(tmp, "fs"));
+      else fs.mkdirSync(join(tmp, "fs"), 0o755);
+      fs.writeFileSync(join(tmp, "parent"), parent ?? "");
+      fs.renameSync(tmp, join(this.activeDir, key));
+    } catch (e) {
+      fs.rmSync(tmp, { recursive: true, force: true });
+      throw e;
+    }
+  }
+
+  mount(key: string, target: string): void {
+    if (!this.hasActive(key)) throw notFound(`snapshot ${key} does not exist`);
+    const MS_BIND = 4096,
+      MS_REC = 16384;
+    sysMount(join(this.activeDir, key, "fs"), target, null, MS_BIND | MS_REC, null);
+  }
+
+  changes(key: string): string {
+    return join(this.activeDir, key, "fs");
+  }
+}
+
+/** cp -a with reflinks where the file system offers them: ownership, modes, times, xattrs, links. */
+function copyTree(from: string, to: string): void {
+  const r = spawnSync("cp", ["-a", "--reflink=auto", "--", from, to], { encoding: "utf8" });
+  if (r.status !== 0) throw new BerthError("System", `copying ${from}: ${(r.stderr || r.error?.message || "").trim()}`);
+}
+
+export function unmount(target: string): void {
+  umount(target, MNT_DETACH);
+}
+
+/**
+ * overlay where the kernel has it, copy otherwise. The choice is recorded once per store (the
+ * `driver` file), so snapshots made earlier stay readable; BERTH_SNAPSHOTTER or kind picks it first.
+ */
+export function openSnapshotter(root: string, kind?: "overlay" | "copy"): Snapshotter {
+  const marker = join(root, "driver");
+  let chosen = kind;
+  if (!chosen) {
+    try {
+      chosen = fs.readFileSync(marker, "utf8").trim() as "overlay" | "copy";
+    } catch {
+      chosen = overlayInKernel() ? "overlay" : "copy";
+      fs.mkdirSync(root, { recursive: true });
+      writeFileAtomic(marker, `${chosen}\n`);
+    }
+  }
+  if (chosen !== "overlay" && chosen !== "copy") throw new BerthError("InvalidArgument", `unknown snapshotter ${JSON.stringify(chosen)} (overlay or copy)`);
+  return chosen === "overlay" ? new OverlaySnapshotter(join(root, "overlay")) : new CopySnapshotter(join(root, "copy"));
+}
+
+function overlayInKernel(): boolean {
+  try {
+    return /\toverlay$/m.test(fs.readFileSync("/proc/filesystems", "utf8"));
+  } catch {
+    return false;
+  }
+}
+
+export { ExtractResult };
