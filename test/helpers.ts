@@ -96,7 +96,7 @@ export function leaks(): string[] {
   const out: string[] = [];
   const mounts = readFileSync("/proc/self/mountinfo", "utf8")
     .split("\n")
-    .filter((l) => /berth-(bundle|root|test)-|\/fixtures\/busybox/.test(l));
+    .filter((l) => /berth-(bundle|root|test|img|snap)-|\/fixtures\/busybox/.test(l));
   if (mounts.length) out.push(`mounts: ${mounts.join("; ")}`);
   for (const h of readdirSync("/sys/fs/cgroup")) {
     const dir = join("/sys/fs/cgroup", h, "berth");

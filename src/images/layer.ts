@@ -98,7 +98,8 @@ class Extractor implements TarSink {
     this.parents(h, parts, true);
     const rel = parts.join("/");
     const abs = rel ? `${this.dest}/${rel}` : this.dest;
-    const existing = rel ? fs.lstatSync(abs, { throwIfNoEntry: false }) : fs.lstatSync(abs);
+    // in overlay form the directory starts empty: only what this layer made can be in the way
+    const existing = !rel ? fs.lstatSync(abs) : this.mode === "overlay" && !this.created.has(rel) ? undefined : fs.lstatSync(abs, { throwIfNoEntry: false });
     if (existing && !(existing.isDirectory() && h.type === "directory")) {
       if (!rel) this.fail(h, "the layer root must be a directory");
       fs.rmSync(abs, { recursive: true, force: true });
@@ -107,7 +108,9 @@ class Extractor implements TarSink {
     this.created.add(rel);
     switch (h.type) {
       case "file":
-        this.fd = fs.openSync(abs, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_EXCL, 0o600);
+        // created with its final permission bits (the umask is cleared while extracting), so only
+        // set-id and sticky bits, which chown would clear, need a chmod afterwards
+        this.fd = fs.openSync(abs, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_EXCL, h.mode & 0o777);
         this.current = h;
         this.currentPath = abs;
         return;
@@ -196,8 +199,8 @@ class Extractor implements TarSink {
     const h = this.current;
     if (!h || this.fd < 0) return;
     try {
-      if (this.root) fs.fchownSync(this.fd, h.uid, h.gid);
-      fs.fchmodSync(this.fd, h.mode);
+      if (this.root && (h.uid !== 0 || h.gid !== 0)) fs.fchownSync(this.fd, h.uid, h.gid);
+      if (h.mode & 0o7000 || extracting === 0) fs.fchmodSync(this.fd, h.mode);
       for (const [k, v] of h.xattrs) this.xattr(this.currentPath, k, v);
       fs.futimesSync(this.fd, h.atime ?? h.mtime, h.mtime);
     } finally {
@@ -275,7 +278,19 @@ export async function* decompress(input: AsyncIterable<Buffer>): AsyncGenerator<
  * Unpack a layer (tar, tar+gzip or tar+zstd) into dest, verifying its diff ID when one is given.
  * On error dest is left for the caller to remove (it is always a private temporary directory).
  */
+let extracting = 0;
+let savedUmask = 0;
+
 export async function extractLayer(input: AsyncIterable<Buffer>, dest: string, mode: ExtractMode, expectedDiffId?: string): Promise<ExtractResult> {
+  if (extracting++ === 0) savedUmask = process.umask(0);
+  try {
+    return await extract(input, dest, mode, expectedDiffId);
+  } finally {
+    if (--extracting === 0) process.umask(savedUmask);
+  }
+}
+
+async function extract(input: AsyncIterable<Buffer>, dest: string, mode: ExtractMode, expectedDiffId?: string): Promise<ExtractResult> {
   const x = new Extractor(dest, mode);
   const reader = new TarReader(x);
   const hash = createHash("sha256");

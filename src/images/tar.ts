@@ -215,7 +215,9 @@ export class TarReader {
     else if (this.metaKind === "g") for (const [k, v] of parsePax(buf)) this.globalPax.set(k, v);
     else if (this.metaKind === "L") this.longName = cstr(buf, 0, buf.length);
     else if (this.metaKind === "K") this.longLink = cstr(buf, 0, buf.length);
-    this.state = this.padding > 0 ? "data" : "header";
+    // the record's padding was gathered with it
+    this.state = "header";
+    this.padding = 0;
     this.remaining = 0;
   }
 }
