@@ -5,12 +5,13 @@
  * free port and a private storage directory; stop() kills only the processes it started.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { createServer, request, type Server } from "node:http";
+import { request } from "node:http";
 import { request as httpsRequest } from "node:https";
-import { createSign, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer as netServer } from "node:net";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { tempDir } from "./helpers.js";
 
 export const registryBinary = "/usr/bin/docker-registry";
@@ -52,40 +53,19 @@ function openssl(args: string[], cwd: string): void {
   if (r.status !== 0) throw new Error(`openssl ${args.join(" ")}: ${r.stderr}`);
 }
 
-function b64url(b: Buffer | string): string {
-  return Buffer.from(b).toString("base64url");
-}
-
-/** A token server in distribution's style: basic credentials in, an RS256 JWT out. */
-function tokenServer(dir: string, port: number, creds: { user: string; password: string }, grants: string[]): Promise<Server> {
-  const key = readFileSync(join(dir, "token.key"), "utf8");
-  const certDer = readFileSync(join(dir, "token.crt"), "utf8")
-    .replace(/-----[^-]+-----/g, "")
-    .replace(/\s+/g, "");
-  const server = createServer((req, res) => {
-    const u = new URL(req.url ?? "/", `http://127.0.0.1:${port}`);
-    const auth = req.headers.authorization;
-    const basic = auth?.startsWith("Basic ") ? Buffer.from(auth.slice(6), "base64").toString() : undefined;
-    const authed = basic === `${creds.user}:${creds.password}`;
-    if (basic !== undefined && !authed) {
-      res.writeHead(401, { "content-type": "application/json" }).end('{"details":"incorrect username or password"}');
-      return;
-    }
-    // anonymous callers get pull on "public/" repositories only; credentials get everything asked
-    const access = u.searchParams.getAll("scope").flatMap((s) => {
-      const [type, name, actions] = s.split(":");
-      const allowed = (actions ?? "").split(",").filter((a) => authed || (name!.startsWith("public/") && a === "pull"));
-      return allowed.length ? [{ type, name, actions: allowed }] : [];
-    });
-    grants.push(...access.map((a) => `${authed ? creds.user : "anonymous"} ${a.name}:${a.actions.join(",")}`));
-    const now = Math.floor(Date.now() / 1000);
-    const header = { alg: "RS256", typ: "JWT", x5c: [certDer] };
-    const claims = { iss: "berth-test-issuer", sub: authed ? creds.user : "", aud: "berth-test-registry", exp: now + 300, nbf: now - 10, iat: now, jti: randomBytes(8).toString("hex"), access };
-    const body = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`;
-    const sig = createSign("RSA-SHA256").update(body).sign(key);
-    res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ token: `${body}.${b64url(sig)}`, expires_in: 300 }));
+/**
+ * A token server in distribution's style: basic credentials in, an RS256 JWT out. It runs in a child
+ * process (test/token-server.ts): the tests call berth synchronously, which would block a server
+ * in the test's own event loop. Grants are appended to <dir>/grants, one line each.
+ */
+async function tokenServer(dir: string, port: number, creds: { user: string; password: string }): Promise<ChildProcess> {
+  const script = join(dirname(fileURLToPath(import.meta.url)), "token-server.js");
+  const child = spawn(process.execPath, [script, dir, String(port), creds.user, creds.password], { stdio: ["ignore", "pipe", "inherit"] });
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.once("data", () => resolve());
+    child.once("exit", (c) => reject(new Error(`token server exited ${c}`)));
   });
-  return new Promise((resolve) => server.listen(port, "127.0.0.1", () => resolve(server)));
+  return child;
 }
 
 export async function startRegistry(opts: RegistryOptions = {}): Promise<TestRegistry> {
@@ -108,12 +88,11 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<TestReg
     writeFileSync(join(dir, "htpasswd"), r.stdout);
     lines.push("auth:", "  htpasswd:", "    realm: berth-test", `    path: ${dir}/htpasswd`);
   }
-  const grants: string[] = [];
-  let tokens: Server | undefined;
+  let tokens: ChildProcess | undefined;
   if (opts.token) {
     openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "token.key", "-out", "token.crt", "-days", "2", "-subj", "/CN=berth token issuer"], dir);
     const tport = await freePort();
-    tokens = await tokenServer(dir, tport, opts.token, grants);
+    tokens = await tokenServer(dir, tport, opts.token);
     lines.push("auth:", "  token:", `    realm: http://127.0.0.1:${tport}/token`, "    service: berth-test-registry", "    issuer: berth-test-issuer", `    rootcertbundle: ${dir}/token.crt`);
   }
   mkdirSync(join(dir, "data"));
@@ -143,13 +122,22 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<TestReg
     host,
     dir,
     ...(caCert ? { caCert } : {}),
-    grants,
+    get grants() {
+      try {
+        return readFileSync(join(dir, "grants"), "utf8").split("\n").filter(Boolean);
+      } catch {
+        return [];
+      }
+    },
     async stop() {
       if (proc.exitCode === null) {
         proc.kill("SIGTERM");
         await new Promise((r) => proc.once("exit", r));
       }
-      await new Promise((r) => (tokens ? tokens.close(r) : r(undefined)));
+      if (tokens && tokens.exitCode === null) {
+        tokens.kill("SIGTERM");
+        await new Promise((r) => tokens!.once("exit", r));
+      }
       rmSync(dir, { recursive: true, force: true });
     },
   };
