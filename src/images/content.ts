@@ -63,7 +63,7 @@ export class Ingest {
       if (this.expectedSize !== undefined && this.offset !== this.expectedSize)
         throw invalid(`blob ${this.digest} is truncated: got ${this.offset} of ${this.expectedSize} bytes`);
       if (got !== this.digest) {
-        fs.ftruncateSync(this.fd, 0);
+        fs.rmSync(this.path, { force: true }); // bad data must not be resumed from
         throw invalid(`blob content does not match its digest: expected ${this.digest}, got ${got}`);
       }
       fs.fsyncSync(this.fd);

@@ -4,7 +4,7 @@
  * unpack independently of each other), then name the image. Layers already unpacked are neither
  * downloaded nor unpacked again.
  */
-import { invalid } from "../common/errors.js";
+import { BerthError, invalid } from "../common/errors.js";
 import { credentialsFor } from "./auth.js";
 import { sha256 } from "./content.js";
 import { formatReference, familiar, parseReference, repositoryName, withDefaultTag, type Reference } from "./reference.js";
@@ -144,9 +144,15 @@ export async function pullImage(store: ImageStore, input: string, opts: PullOpti
           try {
             let done = ing.offset;
             if (done) progress({ id, status: `Resuming download at ${done} bytes` });
-            await client.fetchBlob(ref.path, desc.digest, ing, (n) => progress({ id, status: "Downloading", current: (done += n), total: desc.size }), desc.urls ?? []);
-            progress({ id, status: "Verifying Checksum" });
-            ing.commit();
+            try {
+              await client.fetchBlob(ref.path, desc.digest, ing, (n) => progress({ id, status: "Downloading", current: (done += n), total: desc.size }), desc.urls ?? []);
+              progress({ id, status: "Verifying Checksum" });
+              ing.commit();
+            } catch (e) {
+              const err = e instanceof BerthError ? e : new RegistryError((e as Error).message);
+              err.message = `downloading layer ${id} of ${what}: ${err.message}`;
+              throw err;
+            }
             fetched = true;
           } finally {
             ing.close();
