@@ -11,7 +11,7 @@ die() { printf 'install: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (berth creates namespaces, mounts and cgroups)"
 
 # Debian packages berth needs at run time and to build its C (only the missing ones are installed).
-need_pkgs="gcc libc6-dev libseccomp-dev busybox-static procps"
+need_pkgs="gcc libc6-dev libseccomp-dev busybox-static procps tar"
 missing=""
 for p in $need_pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
@@ -48,5 +48,12 @@ install_bin() {
   mv -f "$tmp" "/usr/local/bin/$name"
 }
 install_bin berth-runtime dist/berth-runtime.cjs
-say "installed /usr/local/bin/berth-runtime ($(berth-runtime --version | head -1))"
+install_bin berth dist/berth.cjs
+say "installed /usr/local/bin/berth-runtime ($(berth-runtime --version | head -1)) and /usr/local/bin/berth ($(berth --version))"
+
+say "the default image"
+sh scripts/make-default-image.sh
+say "images in the store (${BERTH_ROOT:-/var/lib/berth}):"
+berth images
+say "pull more from any registry: berth pull <registry>/<name>:<tag> (loopback registries may use plain HTTP)"
 say "try: berth-runtime run --bundle $here/build/bundles/hello hello"

@@ -6,7 +6,8 @@ set -eu
 cd "$(dirname "$0")/.."
 npm run --silent build
 sh scripts/make-fixtures.sh >/dev/null
-pkgs="runc crun procps containerd docker.io podman uidmap bsdutils"
+sh scripts/make-default-image.sh >/dev/null
+pkgs="runc crun procps containerd docker.io podman uidmap bsdutils docker-registry skopeo umoci apache2-utils openssl zstd debootstrap"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
@@ -31,5 +32,11 @@ if [ ! -f "$oracle" ] && [ "$(id -u)" = 0 ]; then
     mkdir -p build/cache && cp "$tmp/x/usr/share/gocode/src/github.com/docker/docker/profiles/seccomp/default.json" "$oracle" ||
     echo "test setup: could not fetch Docker's default seccomp profile; the differential test will skip"
   rm -rf "$tmp"
+fi
+# The larger test image (a Debian tree from debootstrap, five layers), cached in build/cache.
+if [ "$(id -u)" = 0 ] && [ ! -f build/cache/debian-oci/index.json ]; then
+  mkdir -p build/cache
+  echo "test setup: building the Debian test image with debootstrap (cached in build/cache)"
+  sh scripts/make-debian-image.sh >/dev/null 2>build/cache/debian-image.log || echo "test setup: could not build the Debian image (see build/cache/debian-image.log); its tests will skip"
 fi
 exit 0

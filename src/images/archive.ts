@@ -184,6 +184,7 @@ export async function loadImages(store: ImageStore, input: AsyncIterable<Buffer>
   const tmp = join(store.root, "tmp", `load-${process.pid}-${randomBytes(4).toString("hex")}`);
   fs.mkdirSync(tmp, { recursive: true });
   const lease = await store.writerLease();
+  let failed = false;
   try {
     try {
       await extractLayer(input, tmp, "apply");
@@ -258,9 +259,13 @@ export async function loadImages(store: ImageStore, input: AsyncIterable<Buffer>
       }
     } else throw invalid("invalid archive: it has neither manifest.json (docker-archive) nor index.json (oci-archive)");
     return out;
+  } catch (e) {
+    failed = true;
+    throw e;
   } finally {
     lease.release();
     fs.rmSync(tmp, { recursive: true, force: true });
+    if (failed) await store.gc();
   }
 }
 
@@ -331,6 +336,7 @@ export async function importImage(store: ImageStore, input: AsyncIterable<Buffer
   const tmp = join(store.root, "tmp", `import-${process.pid}-${randomBytes(4).toString("hex")}`);
   fs.mkdirSync(join(store.root, "tmp"), { recursive: true });
   const lease = await store.writerLease();
+  let failed = false;
   try {
     const fd = fs.openSync(tmp, "w");
     try {
@@ -369,8 +375,12 @@ export async function importImage(store: ImageStore, input: AsyncIterable<Buffer
       layers: [{ mediaType, digest: layer.digest, size: layer.size }],
     };
     return await store.createImage(manifest, MediaType.ociManifest, tags);
+  } catch (e) {
+    failed = true;
+    throw e;
   } finally {
     lease.release();
     fs.rmSync(tmp, { force: true });
+    if (failed) await store.gc(); // blobs stored before the failure are named by nothing
   }
 }
