@@ -124,8 +124,8 @@ describe("image commands", { skip: rootSkip }, () => {
     assert.equal(loadJunk.code, 1);
     assert.match(loadJunk.stderr, /invalid archive/);
     assert.deepEqual(fs.readdirSync(join(env.root, "tmp")), [], "nothing left from failed loads and imports");
-    const named = new Set(JSON.parse(ok(berth(env, ["images", "-q", "--no-trunc"])).stdout ? "[]" : "[]"));
-    if (!named.size && !ok(berth(env, ["images", "-q"])).stdout) assert.deepEqual(fs.readdirSync(join(env.root, "content/blobs/sha256")), [], "no unnamed blobs");
+    // (the earlier tests of this suite leave the store empty)
+    if (!ok(berth(env, ["images", "-q"])).stdout) assert.deepEqual(fs.readdirSync(join(env.root, "content/blobs/sha256")), [], "no unnamed blobs");
   });
 
   test("login and logout keep docker's config.json format, beside other settings", () => {
