@@ -56,8 +56,11 @@ export class Ingest {
     if (this.expectedSize !== undefined && this.offset > this.expectedSize) throw invalid(`blob ${this.digest} is larger than its descriptor says (${this.expectedSize} bytes)`);
   }
 
-  /** Verify size and digest, then make the blob visible. A mismatch discards the data. */
-  commit(): string {
+  /**
+   * Verify size and digest, then make the blob visible. A mismatch discards the data. The fsync
+   * runs on the thread pool: a pull keeps unpacking other layers meanwhile.
+   */
+  async commit(): Promise<string> {
     const got = `sha256:${this.hash.copy().digest("hex")}`;
     try {
       if (this.expectedSize !== undefined && this.offset !== this.expectedSize)
@@ -66,7 +69,8 @@ export class Ingest {
         fs.rmSync(this.path, { force: true }); // bad data must not be resumed from
         throw invalid(`blob content does not match its digest: expected ${this.digest}, got ${got}`);
       }
-      fs.fsyncSync(this.fd);
+      const fd = this.fd;
+      await new Promise<void>((resolve, reject) => fs.fsync(fd, (e) => (e ? reject(e) : resolve())));
       fs.renameSync(this.path, this.store.path(this.digest));
       return got;
     } finally {

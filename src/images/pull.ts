@@ -115,7 +115,7 @@ export async function pullImage(store: ImageStore, input: string, opts: PullOpti
       if (ing)
         try {
           await client.fetchBlob(ref.path, manifest.config.digest, ing);
-          ing.commit();
+          await ing.commit();
         } finally {
           ing.close();
         }
@@ -147,7 +147,7 @@ export async function pullImage(store: ImageStore, input: string, opts: PullOpti
             try {
               await client.fetchBlob(ref.path, desc.digest, ing, (n) => progress({ id, status: "Downloading", current: (done += n), total: desc.size }), desc.urls ?? []);
               progress({ id, status: "Verifying Checksum" });
-              ing.commit();
+              await ing.commit();
             } catch (e) {
               const err = e instanceof BerthError ? e : new RegistryError((e as Error).message);
               err.message = `downloading layer ${id} of ${what}: ${err.message}`;
