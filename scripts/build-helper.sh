@@ -10,6 +10,8 @@ CFLAGS="-O2 -Wall -Wextra -Werror -D_FORTIFY_SOURCE=2 -fstack-protector-strong"
 $CC $CFLAGS -o build/berth-helper helper/berth-helper.c
 # The seccomp compiler links libseccomp; the helper (on every container start) does not.
 $CC $CFLAGS -o build/berth-seccomp helper/berth-seccomp.c -lseccomp
+# The per-container monitor (berth's conmon): stays as the container's parent, writes its logs.
+$CC $CFLAGS -o build/berth-monitor helper/berth-monitor.c
 # The probe runs inside test containers, whose rootfs has no libc: link it statically.
 $CC $CFLAGS -static -o build/probe test/fixtures/probe.c
 $CC $CFLAGS -o build/recvtty test/fixtures/recvtty.c

@@ -200,6 +200,59 @@ for (const kind of ["overlay", "copy"] as const)
     });
   });
 
+for (const kind of ["overlay", "copy"] as const)
+  describe(`commit with the ${kind} snapshotter`, { skip: rootSkip }, () => {
+    test("a container's additions, changes and deletions become a layer; the new image has them", async () => {
+      const store = new ImageStore({ root: tmp(), snapshotter: kind });
+      const src = tmp();
+      fs.mkdirSync(join(src, "etc"));
+      fs.mkdirSync(join(src, "data/sub"), { recursive: true });
+      fs.writeFileSync(join(src, "etc/keep"), "keep");
+      fs.writeFileSync(join(src, "etc/change"), "before");
+      fs.writeFileSync(join(src, "etc/remove"), "bye");
+      fs.writeFileSync(join(src, "data/sub/x"), "x");
+      const tarFile = join(tmp(), "base.tar");
+      spawnSync("tar", ["-C", src, "-cf", tarFile, "."]);
+      const { importImage, commitSnapshot, imageHistory } = await import("../src/images/index.js");
+      const base = await importImage(store, fs.createReadStream(tarFile) as AsyncIterable<Buffer>, { reference: "base:1", changes: ["CMD [\"sh\"]"] });
+      store.snapshots.prepare("c1", store.topLayer(base));
+      const mnt = tmp();
+      store.snapshots.mount("c1", mnt);
+      try {
+        fs.writeFileSync(join(mnt, "etc/change"), "after!");
+        fs.rmSync(join(mnt, "etc/remove"));
+        fs.rmSync(join(mnt, "data"), { recursive: true });
+        fs.mkdirSync(join(mnt, "data"));
+        fs.writeFileSync(join(mnt, "data/new"), "fresh");
+        fs.mkdirSync(join(mnt, "added/deep"), { recursive: true });
+        fs.writeFileSync(join(mnt, "added/deep/file"), "new file");
+      } finally {
+        spawnSync("umount", [mnt]);
+      }
+      const img = await commitSnapshot(store, { snapshot: "c1", parent: base, changes: ["ENV COMMITTED=yes"], message: "a test commit", author: "tester", reference: "committed:1" });
+      assert.equal(img.parent, base.id);
+      const cfg = store.config(img);
+      assert.equal(cfg.rootfs.diff_ids.length, 2);
+      assert.deepEqual(cfg.config?.Cmd, ["sh"]);
+      assert.deepEqual(cfg.config?.Env, ["COMMITTED=yes"]);
+      assert.equal(imageHistory(store, img)[0]!.comment, "a test commit");
+      store.snapshots.prepare("c2", store.topLayer(img));
+      const mnt2 = tmp();
+      store.snapshots.mount("c2", mnt2);
+      try {
+        assert.equal(fs.readFileSync(join(mnt2, "etc/keep"), "utf8"), "keep");
+        assert.equal(fs.readFileSync(join(mnt2, "etc/change"), "utf8"), "after!");
+        assert.ok(!fs.existsSync(join(mnt2, "etc/remove")), "deleted file stays deleted");
+        assert.deepEqual(fs.readdirSync(join(mnt2, "data")), ["new"], "a replaced directory hides the old content");
+        assert.equal(fs.readFileSync(join(mnt2, "added/deep/file"), "utf8"), "new file");
+      } finally {
+        spawnSync("umount", [mnt2]);
+      }
+      store.snapshots.remove("c1");
+      store.snapshots.remove("c2");
+    });
+  });
+
 describe("overlay limits", { skip: rootSkip }, () => {
   test("an image of 120 layers mounts (short layer links keep the options under a page)", async () => {
     const s = new OverlaySnapshotter(join(tmp(), "overlay"));

@@ -24,6 +24,12 @@ export interface HelperOptions {
   preserveFds?: number;
   /** Called when the helper waits at the hook point (child cloned, not yet released). */
   onHookPoint?: (pid: number) => Promise<void>;
+  /**
+   * A program that starts the helper and stays (the engine's per-container monitor): it is run
+   * detached as `launcher... HELPER PLANFD REPORTFD`, and the helper counts as exited when its
+   * report pipe closes, not when the launcher does.
+   */
+  launcher?: string[];
 }
 
 export interface HelperRun {
@@ -43,7 +49,10 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
   for (let i = 0; i < n; i++) stdio.push(3 + i);
   stdio.push("pipe", "pipe");
   const planFd = 3 + n;
-  const child = spawn(helperPath(), [String(planFd), String(planFd + 1)], { stdio: stdio as StdioOptions });
+  const launcher = opts.launcher;
+  const child = launcher
+    ? spawn(launcher[0]!, [...launcher.slice(1), helperPath(), String(planFd), String(planFd + 1)], { stdio: stdio as StdioOptions, detached: true })
+    : spawn(helperPath(), [String(planFd), String(planFd + 1)], { stdio: stdio as StdioOptions });
   const planStream = child.stdio[planFd] as Writable;
   const reportStream = child.stdio[planFd + 1] as Readable;
   planStream.on("error", () => {}); // the helper may exit before reading CONTINUE
@@ -110,7 +119,20 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
   });
   reportStream.on("error", () => {});
   const exited = new Promise<{ code: number; waitStatus?: number }>((res) => {
+    if (launcher) {
+      // the launcher stays; the helper is done when it closes its end of the report pipe
+      child.unref();
+      reportStream.on("close", () => {
+        planStream.destroy();
+        if (!settled) fail(new BerthError("System", "berth-helper exited before the container was ready"));
+        res({ code: 0, waitStatus });
+      });
+      child.on("exit", (code) => {
+        if (!settled) fail(new BerthError("System", `the container monitor exited (${code}) before the container was ready`));
+      });
+    }
     child.on("exit", (code, signal) => {
+      if (launcher) return;
       // The child can still be running (it holds the report pipe while it waits on the fifo).
       reportStream.destroy();
       planStream.destroy();

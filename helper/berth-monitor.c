@@ -1,0 +1,415 @@
+/*
+ * berth-monitor: the per-container monitor (berth's conmon). Mechanism only: it stays as the
+ * parent (subreaper) of the container, copies the container's output into docker's json-file log
+ * (with size rotation) and to attached clients, feeds stdin, reaps every orphan, records how the
+ * container ended in a plain-text file, then execs an exit command (where policy lives: berth's
+ * cleanup, restart policies). It parses no JSON and decides nothing.
+ *
+ *   berth-monitor -d DIR [-l LOG -s MAXSIZE -n MAXFILES] [-i] [-x EXITCMD]... -- HELPER ARGS...
+ *
+ * DIR gets: pid (the container init's pid, written by berth), exit ("code N\nsignal N\nfinished
+ * NANOS\n"), attach.sock (a client reads output frames [stream, 0, 0, 0, len32be, bytes] and writes
+ * stdin). HELPER is started with the container's stdio on fds 0-2 and every other inherited fd
+ * (berth's plan and report pipes) passed through; the monitor closes its own copies of those.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_CLIENTS 16
+#define MAX_EXIT_ARGS 32
+#define LINE_MAX_BYTES 16384 /* docker splits log records at 16 KiB too */
+
+static const char *dir;
+static const char *log_path;
+static long long log_max_size; /* 0: no rotation */
+static int log_max_files = 1;
+static int log_fd = -1;
+static long long log_size;
+
+struct stream {
+	int fd;
+	const char *name;
+	char line[LINE_MAX_BYTES];
+	size_t len;
+};
+static struct stream streams[2] = {{-1, "stdout", {0}, 0}, {-1, "stderr", {0}, 0}};
+static int stdin_fd = -1; /* write end of the container's stdin pipe */
+static int listen_fd = -1;
+static int clients[MAX_CLIENTS];
+static int nclients;
+
+static void die(const char *what)
+{
+	fprintf(stderr, "berth-monitor: %s: %s\n", what, strerror(errno));
+	exit(125);
+}
+
+static void path_in_dir(char *out, size_t n, const char *name)
+{
+	snprintf(out, n, "%s/%s", dir, name);
+}
+
+static void write_all(int fd, const char *buf, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, buf, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return; /* a full disk or a gone client must not stop the container's output */
+		}
+		buf += w;
+		n -= (size_t)w;
+	}
+}
+
+static void log_open(void)
+{
+	struct stat st;
+	if (!log_path)
+		return;
+	log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	if (log_fd < 0)
+		die("open log");
+	log_size = fstat(log_fd, &st) == 0 ? st.st_size : 0;
+}
+
+static void log_rotate(void)
+{
+	char from[PATH_MAX], to[PATH_MAX];
+	close(log_fd);
+	if (log_max_files <= 1) {
+		if (truncate(log_path, 0) < 0) { /* keep writing to what is there */
+		}
+	} else {
+		for (int i = log_max_files - 1; i >= 1; i--) {
+			if (i == 1)
+				snprintf(from, sizeof from, "%s", log_path);
+			else
+				snprintf(from, sizeof from, "%s.%d", log_path, i - 1);
+			snprintf(to, sizeof to, "%s.%d", log_path, i);
+			rename(from, to);
+		}
+	}
+	log_open();
+}
+
+/* One json-file record: {"log":"...","stream":"stdout","time":"2006-01-02T15:04:05.999999999Z"} */
+static void log_record(const char *stream, const char *data, size_t n)
+{
+	static char out[LINE_MAX_BYTES * 6 + 128];
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+	struct timespec ts;
+	struct tm tm;
+	if (log_fd < 0)
+		return;
+	o += (size_t)snprintf(out, sizeof out, "{\"log\":\"");
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)data[i];
+		if (c == '"' || c == '\\') {
+			out[o++] = '\\';
+			out[o++] = (char)c;
+		} else if (c == '\n') {
+			out[o++] = '\\';
+			out[o++] = 'n';
+		} else if (c == '\r') {
+			out[o++] = '\\';
+			out[o++] = 'r';
+		} else if (c == '\t') {
+			out[o++] = '\\';
+			out[o++] = 't';
+		} else if (c < 0x20 || c == 0x7f) {
+			memcpy(out + o, "\\u00", 4);
+			o += 4;
+			out[o++] = hex[c >> 4];
+			out[o++] = hex[c & 15];
+		} else
+			out[o++] = (char)c; /* UTF-8 passes through; readers replace invalid bytes */
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	o += (size_t)snprintf(out + o, sizeof out - o, "\",\"stream\":\"%s\",\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%09ldZ\"}\n", stream, tm.tm_year + 1900,
+			      tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec);
+	if (log_max_size > 0 && log_size > 0 && log_size + (long long)o > log_max_size)
+		log_rotate();
+	write_all(log_fd, out, o);
+	log_size += (long long)o;
+}
+
+static void to_clients(int which, const char *data, size_t n)
+{
+	unsigned char hdr[8] = {(unsigned char)(which + 1), 0, 0, 0, (unsigned char)(n >> 24), (unsigned char)(n >> 16), (unsigned char)(n >> 8), (unsigned char)n};
+	for (int i = 0; i < nclients; i++) {
+		write_all(clients[i], (const char *)hdr, sizeof hdr);
+		write_all(clients[i], data, n);
+	}
+}
+
+/* Output: whole lines become records; a line longer than 16 KiB is split, as docker does. */
+static void stream_data(int which, const char *data, size_t n)
+{
+	struct stream *s = &streams[which];
+	to_clients(which, data, n);
+	for (size_t i = 0; i < n; i++) {
+		s->line[s->len++] = data[i];
+		if (data[i] == '\n' || s->len == sizeof s->line) {
+			log_record(s->name, s->line, s->len);
+			s->len = 0;
+		}
+	}
+}
+
+static void stream_flush(int which)
+{
+	struct stream *s = &streams[which];
+	if (s->len) {
+		log_record(s->name, s->line, s->len);
+		s->len = 0;
+	}
+}
+
+static int read_pid(void)
+{
+	char p[PATH_MAX], buf[32];
+	path_in_dir(p, sizeof p, "pid");
+	int fd = open(p, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	return atoi(buf);
+}
+
+static void write_exit(int status)
+{
+	char p[PATH_MAX], tmp[PATH_MAX], buf[128];
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+	int n = snprintf(buf, sizeof buf, "code %d\nsignal %d\nfinished %lld%09ld\n", code, sig, (long long)ts.tv_sec, ts.tv_nsec);
+	path_in_dir(p, sizeof p, "exit");
+	path_in_dir(tmp, sizeof tmp, "exit.tmp");
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return;
+	write_all(fd, buf, (size_t)n);
+	fsync(fd);
+	close(fd);
+	rename(tmp, p);
+}
+
+static void attach_listen(void)
+{
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	char p[PATH_MAX];
+	path_in_dir(p, sizeof p, "attach.sock");
+	if (strlen(p) >= sizeof a.sun_path) {
+		errno = ENAMETOOLONG;
+		die("attach socket path");
+	}
+	strcpy(a.sun_path, p);
+	unlink(p);
+	listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (listen_fd < 0 || bind(listen_fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(listen_fd, 4) < 0)
+		die("attach socket");
+	chmod(p, 0600);
+}
+
+int main(int argc, char **argv)
+{
+	int keep_stdin = 0, opt, nexit = 0;
+	char *exit_cmd[MAX_EXIT_ARGS + 1] = {0};
+	while ((opt = getopt(argc, argv, "+d:l:s:n:ix:")) != -1) {
+		switch (opt) {
+		case 'd': dir = optarg; break;
+		case 'l': log_path = optarg; break;
+		case 's': log_max_size = atoll(optarg); break;
+		case 'n': log_max_files = atoi(optarg) > 0 ? atoi(optarg) : 1; break;
+		case 'i': keep_stdin = 1; break;
+		case 'x':
+			if (nexit < MAX_EXIT_ARGS)
+				exit_cmd[nexit++] = optarg;
+			break;
+		default: fprintf(stderr, "usage: berth-monitor -d DIR [-l LOG -s SIZE -n FILES] [-i] [-x CMD]... -- HELPER ARGS...\n"); return 125;
+		}
+	}
+	if (!dir || optind >= argc) {
+		fprintf(stderr, "berth-monitor: need -d DIR and a command\n");
+		return 125;
+	}
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
+		die("subreaper");
+	log_open();
+	attach_listen();
+
+	int out[2], err[2], in[2] = {-1, -1};
+	if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0)
+		die("pipe");
+	if (keep_stdin && pipe2(in, O_CLOEXEC) < 0)
+		die("pipe");
+
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (sfd < 0)
+		die("signalfd");
+
+	pid_t helper = fork();
+	if (helper < 0)
+		die("fork");
+	if (helper == 0) {
+		sigprocmask(SIG_UNBLOCK, &mask, NULL);
+		int nullfd = open("/dev/null", O_RDWR);
+		dup2(keep_stdin ? in[0] : nullfd, 0);
+		dup2(out[1], 1);
+		dup2(err[1], 2);
+		execv(argv[optind], argv + optind);
+		_exit(127);
+	}
+	/* berth's plan/report pipes and anything else inherited above 2 belong to the helper now */
+	for (int fd = 3; fd < 1024; fd++)
+		if (fd != out[0] && fd != err[0] && fd != in[1] && fd != sfd && fd != listen_fd && fd != log_fd)
+			close(fd);
+	close(out[1]);
+	close(err[1]);
+	if (keep_stdin) {
+		close(in[0]);
+		stdin_fd = in[1];
+	}
+	streams[0].fd = out[0];
+	streams[1].fd = err[0];
+	/* berth may exit now: the monitor must not die with its session or terminal */
+	setsid();
+	int nullfd = open("/dev/null", O_RDWR);
+	dup2(nullfd, 0);
+	dup2(nullfd, 1);
+	dup2(nullfd, 2);
+	if (nullfd > 2)
+		close(nullfd);
+	signal(SIGPIPE, SIG_IGN);
+
+	int init = 0, init_status = 0, init_done = 0;
+	/* statuses of children reaped before their pid was known (a container that exits at once) */
+	pid_t early_pid[64];
+	int early_status[64], nearly = 0;
+	char buf[65536];
+	for (;;) {
+		struct pollfd p[4 + MAX_CLIENTS];
+		int np = 0;
+		p[np++] = (struct pollfd){.fd = sfd, .events = POLLIN};
+		p[np++] = (struct pollfd){.fd = streams[0].fd, .events = POLLIN};
+		p[np++] = (struct pollfd){.fd = streams[1].fd, .events = POLLIN};
+		p[np++] = (struct pollfd){.fd = listen_fd, .events = POLLIN};
+		for (int i = 0; i < nclients; i++)
+			p[np++] = (struct pollfd){.fd = clients[i], .events = POLLIN};
+		if (init_done && streams[0].fd < 0 && streams[1].fd < 0)
+			break;
+		int r = poll(p, (nfds_t)np, init_done ? 2000 : (init ? -1 : 200));
+		if (r < 0 && errno != EINTR)
+			die("poll");
+		if (r == 0 && init_done)
+			break; /* output still held open by a stray process: stop waiting for it */
+		if (!init && (init = read_pid()) > 0)
+			for (int i = 0; i < nearly; i++)
+				if (early_pid[i] == init) {
+					init_status = early_status[i];
+					init_done = 1;
+				}
+		if (p[0].revents & POLLIN) {
+			struct signalfd_siginfo si;
+			while (read(sfd, &si, sizeof si) > 0) {
+			}
+			int status;
+			pid_t pid;
+			while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+				if (!init)
+					init = read_pid();
+				if (init && pid == init) {
+					init_status = status;
+					init_done = 1;
+				} else if (!init && pid != helper && nearly < 64) {
+					early_pid[nearly] = pid;
+					early_status[nearly++] = status;
+				}
+			}
+			if (pid < 0 && errno == ECHILD && !init && read_pid() == 0) {
+				/* the helper failed before a container existed */
+				init_done = 1;
+				init_status = 127 << 8;
+			}
+		}
+		for (int s = 0; s < 2; s++) {
+			if (streams[s].fd < 0 || !(p[1 + s].revents & (POLLIN | POLLHUP | POLLERR)))
+				continue;
+			ssize_t n = read(streams[s].fd, buf, sizeof buf);
+			if (n > 0)
+				stream_data(s, buf, (size_t)n);
+			else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+				stream_flush(s);
+				close(streams[s].fd);
+				streams[s].fd = -1;
+			}
+		}
+		if (p[3].revents & POLLIN) {
+			int c = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+			if (c >= 0 && nclients < MAX_CLIENTS)
+				clients[nclients++] = c;
+			else if (c >= 0)
+				close(c);
+		}
+		for (int i = 0; i < nclients; i++) {
+			if (!(p[4 + i].revents & (POLLIN | POLLHUP | POLLERR)))
+				continue;
+			ssize_t n = read(clients[i], buf, sizeof buf);
+			if (n > 0 && stdin_fd >= 0)
+				write_all(stdin_fd, buf, (size_t)n);
+			if (n <= 0) {
+				close(clients[i]);
+				clients[i] = clients[--nclients];
+				i--;
+				/* a client that attached stdin and hung up closes the container's stdin, as docker run -i does */
+				if (stdin_fd >= 0 && n == 0) {
+					close(stdin_fd);
+					stdin_fd = -1;
+				}
+			}
+		}
+	}
+	stream_flush(0);
+	stream_flush(1);
+	write_exit(init_status);
+	for (int i = 0; i < nclients; i++)
+		close(clients[i]);
+	char sock[PATH_MAX];
+	path_in_dir(sock, sizeof sock, "attach.sock");
+	unlink(sock);
+	/* keep reaping: the exit command may outlive stray children, so hand them to it by exec */
+	if (nexit) {
+		sigprocmask(SIG_UNBLOCK, &mask, NULL);
+		execvp(exit_cmd[0], exit_cmd);
+	}
+	return 0;
+}

@@ -1,0 +1,148 @@
+/**
+ * Commit: a writable snapshot's changes become a new layer on top of its image (docker commit).
+ * With overlay the changes are the upper dir (whiteouts translated back to `.wh.` entries); with
+ * the copy snapshotter they are found by comparing the tree with its parent layer's.
+ */
+import * as fs from "node:fs";
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+import { createGzip } from "node:zlib";
+import { invalid } from "../common/errors.js";
+import { applyChanges } from "./archive.js";
+import { packDirectory } from "./pack.js";
+import { encodeHeader, END_OF_ARCHIVE } from "./tar.js";
+import { type ImageRecord, type ImageStore } from "./store.js";
+import { formatReference, parseReference, withDefaultTag } from "./reference.js";
+import { hostPlatform, MediaType, type ContainerConfig, type ImageConfig, type Manifest } from "./types.js";
+
+export interface CommitOptions {
+  /** The writable snapshot (a container's key). */
+  snapshot: string;
+  /** The image the snapshot was prepared from (undefined: from scratch). */
+  parent?: ImageRecord;
+  /** The container's config, which becomes the image's (docker keeps Cmd, Env, … of the container). */
+  config?: ContainerConfig;
+  /** Dockerfile instructions applied on top (commit --change). */
+  changes?: string[];
+  message?: string;
+  author?: string;
+  /** What history's created_by shows (docker: the container's command). */
+  createdBy?: string;
+  reference?: string;
+}
+
+/** The changes of a copy snapshot: what differs from its parent tree, deletions as whiteouts. */
+async function* treeDiff(lower: string | undefined, upper: string): AsyncGenerator<Buffer> {
+  const same = (a: fs.Stats, b: fs.Stats, pa: string, pb: string) =>
+    a.mode === b.mode &&
+    a.uid === b.uid &&
+    a.gid === b.gid &&
+    (a.isDirectory() || (a.size === b.size && a.mtimeMs === b.mtimeMs)) &&
+    (!a.isSymbolicLink() || fs.readlinkSync(pa) === fs.readlinkSync(pb));
+  const changed = new Set<string>();
+  const walk = (rel: string) => {
+    for (const name of fs.readdirSync(join(upper, rel))) {
+      const r = rel ? `${rel}/${name}` : name;
+      const u = fs.lstatSync(join(upper, r));
+      const l = lower ? fs.lstatSync(join(lower, r), { throwIfNoEntry: false }) : undefined;
+      if (!l || !same(u, l, join(upper, r), join(lower!, r))) changed.add(r);
+      if (u.isDirectory() && (!l || l.isDirectory())) walk(r);
+      else if (u.isDirectory()) changed.add(r);
+    }
+  };
+  walk("");
+  const deleted: string[] = [];
+  const walkLower = (rel: string) => {
+    if (!lower) return;
+    for (const name of fs.readdirSync(join(lower, rel))) {
+      const r = rel ? `${rel}/${name}` : name;
+      const u = fs.lstatSync(join(upper, r), { throwIfNoEntry: false });
+      if (!u) deleted.push(r);
+      else if (u.isDirectory() && fs.lstatSync(join(lower, r)).isDirectory()) walkLower(r);
+    }
+  };
+  walkLower("");
+  // parents of changed entries travel with them, so the layer recreates the path
+  for (const r of [...changed]) for (let p = r.split("/").slice(0, -1); p.length; p.pop()) changed.add(p.join("/"));
+  for await (const chunk of packDirectory(upper, { exclude: (rel) => !changed.has(rel) })) {
+    if (chunk === END_OF_ARCHIVE) break;
+    yield chunk;
+  }
+  for (const d of deleted) {
+    const i = d.lastIndexOf("/");
+    yield encodeHeader({ name: `${i >= 0 ? d.slice(0, i + 1) : ""}.wh.${d.slice(i + 1)}`, type: "file", size: 0, mode: 0o644 });
+  }
+  yield END_OF_ARCHIVE;
+}
+
+export async function commitSnapshot(store: ImageStore, opts: CommitOptions): Promise<ImageRecord> {
+  if (!store.snapshots.hasActive(opts.snapshot)) throw invalid(`no such snapshot: ${opts.snapshot}`);
+  const tags = opts.reference ? [formatReference(withDefaultTag(parseReference(opts.reference)))] : [];
+  const tmp = join(store.root, "tmp", `commit-${process.pid}-${randomBytes(4).toString("hex")}`);
+  fs.mkdirSync(join(store.root, "tmp"), { recursive: true });
+  const lease = await store.writerLease();
+  let failed = false;
+  try {
+    const parentConfig: ImageConfig | undefined = opts.parent ? store.config(opts.parent) : undefined;
+    const parentTop = opts.parent ? store.topLayer(opts.parent) : undefined;
+    const tar =
+      store.snapshots.kind === "overlay"
+        ? packDirectory(store.snapshots.changes(opts.snapshot), { form: "overlay-diff" })
+        : treeDiff(parentTop ? store.snapshots.layerDir(parentTop) : undefined, store.snapshots.changes(opts.snapshot));
+    // gzip while hashing both sides: the blob digest and the diff ID
+    const diffHash = createHash("sha256");
+    const blobHash = createHash("sha256");
+    const out = fs.createWriteStream(tmp);
+    const gz = createGzip({ level: 6 });
+    let size = 0;
+    gz.on("data", (c: Buffer) => {
+      blobHash.update(c);
+      size += c.length;
+      if (!out.write(c)) gz.pause();
+    });
+    out.on("drain", () => gz.resume());
+    const done = new Promise<void>((resolve, reject) => {
+      gz.on("end", () => out.end(resolve));
+      gz.on("error", reject);
+      out.on("error", reject);
+    });
+    for await (const chunk of tar) {
+      diffHash.update(chunk);
+      if (!gz.write(chunk)) await new Promise((r) => gz.once("drain", r));
+    }
+    gz.end();
+    await done;
+    const blobDigest = `sha256:${blobHash.digest("hex")}`;
+    const diffId = `sha256:${diffHash.digest("hex")}`;
+    if (!store.content.has(blobDigest)) fs.renameSync(tmp, store.content.path(blobDigest));
+    const now = new Date().toISOString();
+    const p = hostPlatform();
+    const config: ImageConfig = {
+      ...(parentConfig ?? { architecture: p.architecture, os: p.os }),
+      created: now,
+      ...(opts.author ? { author: opts.author } : {}),
+      config: applyChanges(opts.config ?? parentConfig?.config ?? {}, opts.changes ?? []),
+      rootfs: { type: "layers", diff_ids: [...(parentConfig?.rootfs.diff_ids ?? []), diffId] },
+      history: [...(parentConfig?.history ?? []), { created: now, created_by: opts.createdBy ?? "berth commit", ...(opts.author ? { author: opts.author } : {}), ...(opts.message ? { comment: opts.message } : {}) }],
+    };
+    const cfgBody = Buffer.from(JSON.stringify(config));
+    const cfgDigest = store.content.put(cfgBody);
+    const parentManifest: Manifest | undefined = opts.parent ? store.manifest(opts.parent) : undefined;
+    const manifest: Manifest = {
+      schemaVersion: 2,
+      mediaType: MediaType.ociManifest,
+      config: { mediaType: MediaType.ociConfig, digest: cfgDigest, size: cfgBody.length },
+      layers: [...(parentManifest?.layers ?? []), { mediaType: MediaType.ociLayerGzip, digest: blobDigest, size }],
+    };
+    // the new layer's snapshot is unpacked from the blob: exactly what a pull of the image would make
+    return await store.createImage(manifest, MediaType.ociManifest, tags, opts.parent ? { parent: opts.parent.id } : {});
+  } catch (e) {
+    failed = true;
+    throw e;
+  } finally {
+    lease.release();
+    fs.rmSync(tmp, { force: true });
+    if (failed) await store.gc();
+  }
+}
