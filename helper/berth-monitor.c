@@ -7,9 +7,9 @@
  *
  *   berth-monitor -d DIR [-l LOG -s MAXSIZE -n MAXFILES] [-i] [-x EXITCMD]... -- HELPER ARGS...
  *
- * DIR gets: pid (the container init's pid, written by berth), exit ("code N\nsignal N\nfinished
- * NANOS\n"), attach.sock (a client reads output frames [stream, 0, 0, 0, len32be, bytes] and writes
- * stdin). HELPER is started with the container's stdio on fds 0-2 and every other inherited fd
+ * DIR gets: monitor.pid (its own), pid (the container init's pid, written by berth), exit ("code N\nsignal N\nfinished
+ * NANOS\n"), attach.sock (a client reads frames [stream, 0, 0, 0, len32be, bytes] — 1 stdout,
+ * 2 stderr, and last 3, the exit code as text — and writes stdin). HELPER is started with the container's stdio on fds 0-2 and every other inherited fd
  * (berth's plan and report pipes) passed through; the monitor closes its own copies of those.
  */
 #define _GNU_SOURCE
@@ -26,6 +26,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -52,6 +53,7 @@ static struct stream streams[2] = {{-1, "stdout", {0}, 0}, {-1, "stderr", {0}, 0
 static int stdin_fd = -1; /* write end of the container's stdin pipe */
 static int listen_fd = -1;
 static int clients[MAX_CLIENTS];
+static int client_eof[MAX_CLIENTS]; /* the client finished sending stdin; it still gets output */
 static int nclients;
 
 static void die(const char *what)
@@ -153,12 +155,37 @@ static void log_record(const char *stream, const char *data, size_t n)
 	log_size += (long long)o;
 }
 
-static void to_clients(int which, const char *data, size_t n)
+static void drop_client(int i)
 {
-	unsigned char hdr[8] = {(unsigned char)(which + 1), 0, 0, 0, (unsigned char)(n >> 24), (unsigned char)(n >> 16), (unsigned char)(n >> 8), (unsigned char)n};
+	close(clients[i]);
+	clients[i] = clients[nclients - 1];
+	client_eof[i] = client_eof[nclients - 1];
+	nclients--;
+}
+
+/* A frame to every client: stream 1 stdout, 2 stderr, 3 the exit code (text) as the last frame. */
+static void to_clients(int stream, const char *data, size_t n)
+{
+	unsigned char hdr[8] = {(unsigned char)stream, 0, 0, 0, (unsigned char)(n >> 24), (unsigned char)(n >> 16), (unsigned char)(n >> 8), (unsigned char)n};
 	for (int i = 0; i < nclients; i++) {
-		write_all(clients[i], (const char *)hdr, sizeof hdr);
-		write_all(clients[i], data, n);
+		struct iovec v[2] = {{hdr, sizeof hdr}, {(void *)data, n}};
+		size_t want = sizeof hdr + n, done = 0;
+		while (done < want) {
+			ssize_t w = writev(clients[i], v, 2);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0) {
+				drop_client(i--);
+				break;
+			}
+			done += (size_t)w;
+			for (int k = 0; k < 2 && w > 0; k++) { /* advance past what was written */
+				size_t step = (size_t)w < v[k].iov_len ? (size_t)w : v[k].iov_len;
+				v[k].iov_base = (char *)v[k].iov_base + step;
+				v[k].iov_len -= step;
+				w -= (ssize_t)step;
+			}
+		}
 	}
 }
 
@@ -166,7 +193,7 @@ static void to_clients(int which, const char *data, size_t n)
 static void stream_data(int which, const char *data, size_t n)
 {
 	struct stream *s = &streams[which];
-	to_clients(which, data, n);
+	to_clients(which + 1, data, n);
 	for (size_t i = 0; i < n; i++) {
 		s->line[s->len++] = data[i];
 		if (data[i] == '\n' || s->len == sizeof s->line) {
@@ -260,6 +287,15 @@ int main(int argc, char **argv)
 	}
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
 		die("subreaper");
+	{
+		char p[PATH_MAX], b[32];
+		path_in_dir(p, sizeof p, "monitor.pid");
+		int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (fd < 0)
+			die("monitor.pid");
+		write_all(fd, b, (size_t)snprintf(b, sizeof b, "%d\n", (int)getpid()));
+		close(fd);
+	}
 	log_open();
 	attach_listen();
 
@@ -324,7 +360,7 @@ int main(int argc, char **argv)
 		p[np++] = (struct pollfd){.fd = streams[1].fd, .events = POLLIN};
 		p[np++] = (struct pollfd){.fd = listen_fd, .events = POLLIN};
 		for (int i = 0; i < nclients; i++)
-			p[np++] = (struct pollfd){.fd = clients[i], .events = POLLIN};
+			p[np++] = (struct pollfd){.fd = clients[i], .events = client_eof[i] ? 0 : POLLIN};
 		if (init_done && streams[0].fd < 0 && streams[1].fd < 0)
 			break;
 		int r = poll(p, (nfds_t)np, init_done ? 2000 : (init ? -1 : 200));
@@ -380,27 +416,32 @@ int main(int argc, char **argv)
 			else if (c >= 0)
 				close(c);
 		}
-		for (int i = 0; i < nclients; i++) {
-			if (!(p[4 + i].revents & (POLLIN | POLLHUP | POLLERR)))
+		for (int i = 0, n0 = nclients; i < n0 && i < nclients; i++) {
+			if (client_eof[i] || !(p[4 + i].revents & (POLLIN | POLLHUP | POLLERR)))
 				continue;
 			ssize_t n = read(clients[i], buf, sizeof buf);
 			if (n > 0 && stdin_fd >= 0)
 				write_all(stdin_fd, buf, (size_t)n);
-			if (n <= 0) {
-				close(clients[i]);
-				clients[i] = clients[--nclients];
-				i--;
-				/* a client that attached stdin and hung up closes the container's stdin, as docker run -i does */
-				if (stdin_fd >= 0 && n == 0) {
+			if (n == 0) {
+				/* the client's stdin ended: so does the container's (docker run -i); output still flows */
+				client_eof[i] = 1;
+				shutdown(clients[i], SHUT_RD);
+				if (stdin_fd >= 0) {
 					close(stdin_fd);
 					stdin_fd = -1;
 				}
-			}
+			} else if (n < 0 && errno != EINTR && errno != EAGAIN)
+				drop_client(i);
 		}
 	}
 	stream_flush(0);
 	stream_flush(1);
 	write_exit(init_status);
+	{
+		char code[16];
+		int n = snprintf(code, sizeof code, "%d", WIFEXITED(init_status) ? WEXITSTATUS(init_status) : 128 + WTERMSIG(init_status));
+		to_clients(3, code, (size_t)n);
+	}
 	for (int i = 0; i < nclients; i++)
 		close(clients[i]);
 	char sock[PATH_MAX];

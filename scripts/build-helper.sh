@@ -12,6 +12,8 @@ $CC $CFLAGS -o build/berth-helper helper/berth-helper.c
 $CC $CFLAGS -o build/berth-seccomp helper/berth-seccomp.c -lseccomp
 # The per-container monitor (berth's conmon): stays as the container's parent, writes its logs.
 $CC $CFLAGS -o build/berth-monitor helper/berth-monitor.c
+# --init: static, as it is bind-mounted into images without a libc.
+$CC $CFLAGS -static -o build/berth-init helper/berth-init.c
 # The probe runs inside test containers, whose rootfs has no libc: link it statically.
 $CC $CFLAGS -static -o build/probe test/fixtures/probe.c
 $CC $CFLAGS -o build/recvtty test/fixtures/recvtty.c

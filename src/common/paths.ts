@@ -9,8 +9,16 @@ declare global {
   var berthBuildDir: string | undefined;
 }
 
+declare const __dirname: string | undefined;
+
+/** build/ beside dist/: from dist/src/common in the ES modules, from dist/ in the one-file bundles. */
+function defaultBuildDir(): string {
+  if (import.meta.url) return join(dirname(fileURLToPath(import.meta.url)), "../../../build");
+  return join(typeof __dirname === "string" ? __dirname : process.cwd(), "../build");
+}
+
 export function buildBinary(name: string): string {
-  const dir = process.env.BERTH_BUILD_DIR ?? globalThis.berthBuildDir ?? join(dirname(fileURLToPath(import.meta.url)), "../../../build");
+  const dir = process.env.BERTH_BUILD_DIR ?? globalThis.berthBuildDir ?? defaultBuildDir();
   const path = join(dir, name);
   if (!existsSync(path)) throw new BerthError("NotFound", `${name} not found at ${path}: run ./install.sh (or npm run build)`);
   return path;

@@ -120,12 +120,19 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
   reportStream.on("error", () => {});
   const exited = new Promise<{ code: number; waitStatus?: number }>((res) => {
     if (launcher) {
-      // the launcher stays; the helper is done when it closes its end of the report pipe
+      // the launcher stays as the container's parent: our part ends when the container is ready
+      // (the waiting init keeps the report pipe open until start, so its close cannot be awaited)
       child.unref();
+      ready.then(
+        () => {
+          reportStream.destroy();
+          planStream.destroy();
+          res({ code: 0, waitStatus });
+        },
+        () => res({ code: 1, waitStatus }),
+      );
       reportStream.on("close", () => {
-        planStream.destroy();
         if (!settled) fail(new BerthError("System", "berth-helper exited before the container was ready"));
-        res({ code: 0, waitStatus });
       });
       child.on("exit", (code) => {
         if (!settled) fail(new BerthError("System", `the container monitor exited (${code}) before the container was ready`));

@@ -40,6 +40,8 @@ export interface CreateOptions {
   noNewKeyring?: boolean;
   preserveFds?: number;
   stdio?: HelperOptions["stdio"];
+  /** A monitor that starts the helper and stays as the container's parent (the engine's). */
+  launcher?: string[];
 }
 
 export interface ExecOptions {
@@ -184,6 +186,7 @@ export class Runtime {
       const run = runHelper(ops, {
         stdio: opts.stdio,
         preserveFds: opts.preserveFds,
+        ...(opts.launcher ? { launcher: opts.launcher } : {}),
         onHookPoint: async (childPid) => {
           rec.pid = childPid;
           rec.pidStartTime = processStartTime(childPid)?.start ?? 0;

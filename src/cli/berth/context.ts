@@ -1,6 +1,7 @@
 /** What every berth command gets: the store (opened on first use), global options, error printing. */
 import { BerthError, errorMessage } from "../../common/errors.js";
-import { ImageStore } from "../../images/index.js";
+import type { ImageStore } from "../../images/index.js";
+import { Engine } from "../../engine/index.js";
 
 export interface ContainerUsage {
   total: number;
@@ -10,20 +11,26 @@ export interface ContainerUsage {
 }
 
 export class Context {
-  private imageStore?: ImageStore;
+  private eng?: Engine;
   readonly config: { imagesFormat?: string } = {};
 
   constructor(readonly opts: { root?: string; debug?: boolean }) {}
 
-  store(): ImageStore {
-    return (this.imageStore ??= new ImageStore(this.opts.root ? { root: this.opts.root } : {}));
+  engine(): Engine {
+    return (this.eng ??= new Engine(this.opts.root ? { root: this.opts.root } : {}));
   }
 
-  /** Containers using an image (the engine answers this once containers exist). */
-  imageUsers = (_id: string): string[] => [];
+  store(): ImageStore {
+    return this.engine().images;
+  }
+
+  /** Containers using an image. */
+  imageUsers = (id: string): string[] => this.engine().imageUsers(id);
 
   containerUsage(): ContainerUsage {
-    return { total: 0, active: 0, size: 0, reclaimable: 0 };
+    const ids = this.engine().containers.ids();
+    const running = ids.filter((i) => this.engine().containers.read(i)?.state.Running).length;
+    return { total: ids.length, active: running, size: 0, reclaimable: 0 };
   }
 
   error(e: unknown): void {

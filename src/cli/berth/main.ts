@@ -9,6 +9,7 @@ import { Context } from "./context.js";
 
 type Handler = (ctx: Context, argv: string[]) => Promise<number>;
 const images = () => import("./images.js");
+const containers = () => import("./containers.js");
 
 const commands: Record<string, { usage: string; summary: string; run: () => Promise<Handler> }> = {
   pull: { usage: "pull [OPTIONS] NAME[:TAG|@DIGEST]", summary: "Download an image from a registry", run: async () => (await images()).pull },
@@ -22,7 +23,24 @@ const commands: Record<string, { usage: string; summary: string; run: () => Prom
   import: { usage: "import [OPTIONS] file|- [REPOSITORY[:TAG]]", summary: "Import the contents from a tarball to create a filesystem image", run: async () => (await images()).importCmd },
   login: { usage: "login [OPTIONS] [SERVER]", summary: "Log in to a registry", run: async () => (await images()).login },
   logout: { usage: "logout [SERVER]", summary: "Log out from a registry", run: async () => (await images()).logout },
-  inspect: { usage: "inspect [OPTIONS] NAME|ID [NAME|ID...]", summary: "Return low-level information on berth objects", run: async () => (await images()).imageInspect },
+  inspect: { usage: "inspect [OPTIONS] NAME|ID [NAME|ID...]", summary: "Return low-level information on berth objects", run: async () => (await containers()).inspect },
+  run: { usage: "run [OPTIONS] IMAGE [COMMAND] [ARG...]", summary: "Create and run a new container from an image", run: async () => (await containers()).run },
+  create: { usage: "create [OPTIONS] IMAGE [COMMAND] [ARG...]", summary: "Create a new container", run: async () => (await containers()).create },
+  start: { usage: "start [OPTIONS] CONTAINER [CONTAINER...]", summary: "Start one or more stopped containers", run: async () => (await containers()).start },
+  stop: { usage: "stop [OPTIONS] CONTAINER [CONTAINER...]", summary: "Stop one or more running containers", run: async () => (await containers()).stop },
+  restart: { usage: "restart [OPTIONS] CONTAINER [CONTAINER...]", summary: "Restart one or more containers", run: async () => (await containers()).restart },
+  kill: { usage: "kill [OPTIONS] CONTAINER [CONTAINER...]", summary: "Kill one or more running containers", run: async () => (await containers()).kill },
+  rm: { usage: "rm [OPTIONS] CONTAINER [CONTAINER...]", summary: "Remove one or more containers", run: async () => (await containers()).rm },
+  ps: { usage: "ps [OPTIONS]", summary: "List containers", run: async () => (await containers()).ps },
+  logs: { usage: "logs [OPTIONS] CONTAINER", summary: "Fetch the logs of a container", run: async () => (await containers()).logs },
+  exec: { usage: "exec [OPTIONS] CONTAINER COMMAND [ARG...]", summary: "Execute a command in a running container", run: async () => (await containers()).exec },
+  wait: { usage: "wait CONTAINER [CONTAINER...]", summary: "Block until one or more containers stop, then print their exit codes", run: async () => (await containers()).wait },
+  export: { usage: "export [OPTIONS] CONTAINER", summary: "Export a container's filesystem as a tar archive", run: async () => (await containers()).exportCmd },
+  commit: { usage: "commit [OPTIONS] CONTAINER [REPOSITORY[:TAG]]", summary: "Create a new image from a container's changes", run: async () => (await containers()).commit },
+  pause: { usage: "pause CONTAINER [CONTAINER...]", summary: "Pause all processes within one or more containers", run: async () => (await containers()).pauseCmd },
+  unpause: { usage: "unpause CONTAINER [CONTAINER...]", summary: "Unpause all processes within one or more containers", run: async () => (await containers()).unpauseCmd },
+  top: { usage: "top CONTAINER [ps OPTIONS]", summary: "Display the running processes of a container", run: async () => (await containers()).top },
+  rename: { usage: "rename CONTAINER NEW_NAME", summary: "Rename a container", run: async () => (await containers()).rename },
   version: { usage: "version", summary: "Show the berth version information", run: async () => version },
 };
 
@@ -45,6 +63,30 @@ const groups: Record<string, Record<string, string | { usage: string; run: () =>
   },
   system: {
     df: { usage: "system df [OPTIONS]", run: async () => (await images()).systemDf },
+  },
+  container: {
+    ls: "ps",
+    list: "ps",
+    ps: "ps",
+    run: "run",
+    create: "create",
+    start: "start",
+    stop: "stop",
+    restart: "restart",
+    kill: "kill",
+    rm: "rm",
+    remove: "rm",
+    logs: "logs",
+    exec: "exec",
+    wait: "wait",
+    export: "export",
+    commit: "commit",
+    pause: "pause",
+    unpause: "unpause",
+    top: "top",
+    rename: "rename",
+    inspect: "inspect",
+    prune: { usage: "container prune [OPTIONS]", run: async () => (await containers()).containerPrune },
   },
 };
 
@@ -106,6 +148,8 @@ export async function main(argv: string[]): Promise<number> {
         usage = entry.usage;
         handler = await entry.run();
       }
+    } else if (name === "internal-exited") {
+      return await (await containers()).internalExited(ctx, rest);
     } else if (commands[name]) {
       cmdName = name;
       usage = commands[name]!.usage;
@@ -123,7 +167,9 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (e instanceof BerthError) {
       ctx.error(e);
-      return 1;
+      // docker: run, create and exec exit 125 when the failure is the engine's, not the command's
+      if (e.name === "CommandError") return (e as BerthError & { exitCode: number }).exitCode;
+      return e.name === "RunError" ? 125 : 1;
     }
     process.stderr.write(`Error: ${errorMessage(e)}\n`);
     if (ctx.opts.debug && e instanceof Error) process.stderr.write(`${e.stack}\n`);

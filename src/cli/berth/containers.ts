@@ -1,0 +1,699 @@
+/** berth's container commands, with docker's flags, output and exit codes. */
+import * as fs from "node:fs";
+import { BerthError, invalid, unsupported } from "../../common/errors.js";
+import { containerInspect, containerSummary, defaultContainerConfig, defaultHostConfig, parseSize, readLogs, type CreateRequest } from "../../engine/index.js";
+import { inspectImage, packDirectory, parseReference } from "../../images/index.js";
+import { list, parse, str, UsageError, type Flag, type FlagValues } from "../pflag.js";
+import { printInspect } from "./images.js";
+import { ago, humanDuration, render } from "./output.js";
+import { ProgressView } from "./progress.js";
+import type { Context } from "./context.js";
+
+const out = (s: string) => process.stdout.write(s);
+
+/** An error in `run`/`create`/`exec` that is berth's own: docker exits 125 for these. */
+export class RunError extends BerthError {
+  constructor(readonly cause: BerthError) {
+    super(cause.kind, cause.message);
+    this.name = "RunError";
+  }
+}
+
+const runFlags: Flag[] = [
+  { long: "detach", short: "d", kind: "bool" },
+  { long: "interactive", short: "i", kind: "bool" },
+  { long: "tty", short: "t", kind: "bool" },
+  { long: "rm", kind: "bool" },
+  { long: "name", kind: "string" },
+  { long: "env", short: "e", kind: "list" },
+  { long: "env-file", kind: "list" },
+  { long: "volume", short: "v", kind: "list" },
+  { long: "mount", kind: "list" },
+  { long: "tmpfs", kind: "list" },
+  { long: "workdir", short: "w", kind: "string" },
+  { long: "user", short: "u", kind: "string" },
+  { long: "hostname", short: "h", kind: "string" },
+  { long: "entrypoint", kind: "string" },
+  { long: "init", kind: "bool" },
+  { long: "restart", kind: "string" },
+  { long: "memory", short: "m", kind: "string" },
+  { long: "memory-swap", kind: "string" },
+  { long: "memory-swappiness", kind: "int" },
+  { long: "memory-reservation", kind: "string" },
+  { long: "oom-kill-disable", kind: "bool" },
+  { long: "cpus", kind: "string" },
+  { long: "cpu-shares", short: "c", kind: "int" },
+  { long: "cpu-quota", kind: "int" },
+  { long: "cpu-period", kind: "int" },
+  { long: "cpuset-cpus", kind: "string" },
+  { long: "cpuset-mems", kind: "string" },
+  { long: "pids-limit", kind: "int" },
+  { long: "blkio-weight", kind: "int" },
+  { long: "device", kind: "list" },
+  { long: "read-only", kind: "bool" },
+  { long: "cap-add", kind: "list" },
+  { long: "cap-drop", kind: "list" },
+  { long: "privileged", kind: "bool" },
+  { long: "security-opt", kind: "list" },
+  { long: "ulimit", kind: "list" },
+  { long: "pid", kind: "string" },
+  { long: "ipc", kind: "string" },
+  { long: "uts", kind: "string" },
+  { long: "userns", kind: "string" },
+  { long: "label", short: "l", kind: "list" },
+  { long: "stop-signal", kind: "string" },
+  { long: "stop-timeout", kind: "int" },
+  { long: "health-cmd", kind: "string" },
+  { long: "health-interval", kind: "string" },
+  { long: "health-retries", kind: "int" },
+  { long: "health-timeout", kind: "string" },
+  { long: "health-start-period", kind: "string" },
+  { long: "no-healthcheck", kind: "bool" },
+  { long: "restart-on-unhealthy", kind: "bool" },
+  { long: "log-driver", kind: "string" },
+  { long: "log-opt", kind: "list" },
+  { long: "pull", kind: "string" },
+  { long: "platform", kind: "string" },
+  { long: "network", kind: "string" },
+  { long: "net", kind: "string" },
+  { long: "publish", short: "p", kind: "list" },
+  { long: "publish-all", short: "P", kind: "bool" },
+  { long: "expose", kind: "list" },
+  { long: "sig-proxy", kind: "bool", default: true },
+  { long: "quiet", short: "q", kind: "bool" },
+  { long: "domainname", kind: "string" },
+  { long: "group-add", kind: "list" },
+];
+
+/** docker's duration strings: 300ms, 1.5s, 2m, 1h30m. */
+export function parseDuration(s: string, flag: string): number {
+  const re = /(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g;
+  let ms = 0,
+    seen = "";
+  for (const m of s.matchAll(re)) {
+    ms += Number(m[1]) * { ns: 1e-6, us: 1e-3, µs: 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as "s"];
+    seen += m[0];
+  }
+  if (!s || seen !== s) throw new UsageError(`invalid argument "${s}" for "--${flag}" flag: time: invalid duration "${s}"`, "run");
+  return ms;
+}
+
+function size(v: string | undefined, flag: string, short?: string): number {
+  if (v === undefined) return 0;
+  if (v === "-1") return -1;
+  try {
+    return parseSize(v);
+  } catch {
+    throw new UsageError(`invalid argument "${v}" for "${short ? `-${short}, ` : ""}--${flag}" flag: invalid size: '${v}'`, "run");
+  }
+}
+
+function envFiles(files: string[]): string[] {
+  const out: string[] = [];
+  for (const f of files) {
+    let text: string;
+    try {
+      text = fs.readFileSync(f, "utf8");
+    } catch {
+      throw invalid(`open ${f}: no such file or directory`);
+    }
+    for (const line of text.split("\n")) {
+      const l = line.trim();
+      if (!l || l.startsWith("#")) continue;
+      out.push(l.includes("=") ? l : process.env[l] !== undefined ? `${l}=${process.env[l]}` : l);
+    }
+  }
+  return out;
+}
+
+/** Flags → the Docker API's create request, as the docker CLI builds it. */
+export function createRequest(flags: FlagValues, args: string[]): CreateRequest {
+  const [image, ...cmd] = args;
+  if (!image) throw new UsageError(`"run" requires at least 1 argument.`, "run");
+  parseReference(image);
+  const c = defaultContainerConfig(image);
+  const hc = defaultHostConfig();
+  if (flags.tty) throw unsupported("-t (a terminal) is not supported by berth's container monitor yet; use -i for an interactive stdin");
+  if (str(flags.network) || str(flags.net) || list(flags.publish).length || flags["publish-all"]) {
+    const mode = str(flags.network) ?? str(flags.net);
+    if (mode && mode !== "none" && mode !== "host" && !mode.startsWith("container:")) throw unsupported(`--network ${mode}: bridge networks arrive with berth's networking; today containers get --network none (loopback only), host or container:<name>`);
+    if (list(flags.publish).length || flags["publish-all"]) throw unsupported("-p/-P need berth's networking, which is not there yet");
+    if (mode) hc.NetworkMode = mode;
+  }
+  c.Tty = !!flags.tty;
+  c.OpenStdin = !!flags.interactive;
+  c.AttachStdin = !!flags.interactive && !flags.detach;
+  c.StdinOnce = c.AttachStdin;
+  c.AttachStdout = c.AttachStderr = !flags.detach;
+  c.Env = [...envFiles(list(flags["env-file"])), ...list(flags.env).map((e) => (e.includes("=") ? e : process.env[e] !== undefined ? `${e}=${process.env[e]}` : e))];
+  if (cmd.length) c.Cmd = cmd;
+  if (str(flags.entrypoint) !== undefined) c.Entrypoint = str(flags.entrypoint) ? [str(flags.entrypoint)!] : [];
+  c.WorkingDir = str(flags.workdir) ?? "";
+  if (c.WorkingDir && !c.WorkingDir.startsWith("/")) throw invalid(`the working directory '${c.WorkingDir}' is invalid, it needs to be an absolute path`);
+  c.User = str(flags.user) ?? "";
+  c.Hostname = str(flags.hostname) ?? "";
+  c.Domainname = str(flags.domainname) ?? "";
+  c.Labels = Object.fromEntries(list(flags.label).map((l) => [l.split("=")[0]!, l.includes("=") ? l.slice(l.indexOf("=") + 1) : ""]));
+  if (str(flags["stop-signal"])) c.StopSignal = str(flags["stop-signal"]);
+  if (typeof flags["stop-timeout"] === "number") c.StopTimeout = flags["stop-timeout"];
+  if (flags["no-healthcheck"]) c.Healthcheck = { Test: ["NONE"] };
+  else if (str(flags["health-cmd"])) {
+    c.Healthcheck = {
+      Test: ["CMD-SHELL", str(flags["health-cmd"])!],
+      ...(str(flags["health-interval"]) ? { Interval: parseDuration(str(flags["health-interval"])!, "health-interval") * 1e6 } : {}),
+      ...(str(flags["health-timeout"]) ? { Timeout: parseDuration(str(flags["health-timeout"])!, "health-timeout") * 1e6 } : {}),
+      ...(str(flags["health-start-period"]) ? { StartPeriod: parseDuration(str(flags["health-start-period"])!, "health-start-period") * 1e6 } : {}),
+      ...(typeof flags["health-retries"] === "number" ? { Retries: flags["health-retries"] } : {}),
+    };
+  }
+  hc.RestartOnUnhealthy = !!flags["restart-on-unhealthy"];
+  hc.AutoRemove = !!flags.rm;
+  const restart = str(flags.restart) ?? "no";
+  const [rname, rcount] = restart.split(":");
+  if (!["no", "always", "unless-stopped", "on-failure"].includes(rname!)) throw invalid(`invalid restart policy '${rname}'`);
+  if (rcount !== undefined && (rname !== "on-failure" || !/^\d+$/.test(rcount))) throw invalid(`invalid restart policy format: ${restart}`);
+  hc.RestartPolicy = { Name: rname as "no", MaximumRetryCount: Number(rcount ?? 0) };
+  hc.Binds = list(flags.volume).length ? list(flags.volume) : null;
+  hc.Mounts = list(flags.mount).map((m) => {
+    const kv = Object.fromEntries(m.split(",").map((p) => [p.split("=")[0]!, p.includes("=") ? p.slice(p.indexOf("=") + 1) : "true"]));
+    const type = (kv.type ?? "volume") as "bind" | "volume" | "tmpfs";
+    if (!["bind", "volume", "tmpfs"].includes(type)) throw invalid(`invalid mount type: ${type}`);
+    const target = kv.target ?? kv.destination ?? kv.dst;
+    if (!target) throw invalid(`invalid argument "${m}" for "--mount" flag: target is required`);
+    return {
+      Type: type,
+      Target: target,
+      ...(kv.source ?? kv.src ? { Source: kv.source ?? kv.src } : {}),
+      ReadOnly: kv.readonly === "true" || kv.ro === "true" || kv.readonly === "1",
+      ...(type === "tmpfs" ? { TmpfsOptions: { ...(kv["tmpfs-size"] ? { SizeBytes: parseSize(kv["tmpfs-size"]) } : {}), ...(kv["tmpfs-mode"] ? { Mode: parseInt(kv["tmpfs-mode"], 8) } : {}) } } : {}),
+    };
+  });
+  hc.Tmpfs = Object.fromEntries(list(flags.tmpfs).map((t) => [t.split(":")[0]!, t.includes(":") ? t.slice(t.indexOf(":") + 1) : ""]));
+  hc.Init = !!flags.init;
+  hc.Memory = size(str(flags.memory), "memory", "m");
+  hc.MemorySwap = size(str(flags["memory-swap"]), "memory-swap");
+  hc.MemoryReservation = size(str(flags["memory-reservation"]), "memory-reservation");
+  if (typeof flags["memory-swappiness"] === "number") {
+    if (flags["memory-swappiness"] < -1 || flags["memory-swappiness"] > 100) throw invalid(`invalid value: ${flags["memory-swappiness"]}, valid memory swappiness range is 0-100`);
+    hc.MemorySwappiness = flags["memory-swappiness"];
+  }
+  hc.OomKillDisable = !!flags["oom-kill-disable"];
+  if (str(flags.cpus)) {
+    const n = Number(str(flags.cpus));
+    if (!Number.isFinite(n) || n < 0) throw new UsageError(`invalid argument "${str(flags.cpus)}" for "--cpus" flag: failed to parse ${str(flags.cpus)} as a rational number`, "run");
+    hc.NanoCpus = Math.round(n * 1e9);
+  }
+  hc.CpuShares = (flags["cpu-shares"] as number) ?? 0;
+  hc.CpuQuota = (flags["cpu-quota"] as number) ?? 0;
+  hc.CpuPeriod = (flags["cpu-period"] as number) ?? 0;
+  hc.CpusetCpus = str(flags["cpuset-cpus"]) ?? "";
+  hc.CpusetMems = str(flags["cpuset-mems"]) ?? "";
+  if (typeof flags["pids-limit"] === "number") hc.PidsLimit = flags["pids-limit"];
+  hc.BlkioWeight = (flags["blkio-weight"] as number) ?? 0;
+  hc.Devices = list(flags.device).map((d) => {
+    const [host, ctr, perms] = d.split(":");
+    return { PathOnHost: host!, PathInContainer: ctr && !/^[rwm]+$/.test(ctr) ? ctr : host!, CgroupPermissions: perms ?? (ctr && /^[rwm]+$/.test(ctr) ? ctr : "rwm") };
+  });
+  hc.ReadonlyRootfs = !!flags["read-only"];
+  hc.CapAdd = list(flags["cap-add"]).length ? list(flags["cap-add"]) : null;
+  hc.CapDrop = list(flags["cap-drop"]).length ? list(flags["cap-drop"]) : null;
+  hc.Privileged = !!flags.privileged;
+  const sec: string[] = [];
+  for (const o of list(flags["security-opt"])) {
+    const [k, v] = o.includes("=") ? [o.slice(0, o.indexOf("=")), o.slice(o.indexOf("=") + 1)] : o.split(":");
+    if (k === "no-new-privileges") sec.push(`no-new-privileges${v === undefined ? "" : `:${v}`}`);
+    else if (k === "seccomp") {
+      if (v !== "unconfined") throw unsupported("--security-opt seccomp=<profile file> is not supported yet (seccomp=unconfined is); berth applies Docker's default profile");
+      sec.push("seccomp=unconfined");
+    } else if (k === "label" || k === "apparmor") {
+      process.stderr.write(`WARNING: --security-opt ${o} accepted but not applied: this host has no ${k === "label" ? "SELinux" : "AppArmor"}\n`);
+      sec.push(o);
+    } else throw invalid(`invalid --security-opt: ${JSON.stringify(o)}`);
+  }
+  hc.SecurityOpt = sec.length ? sec : null;
+  hc.Ulimits = list(flags.ulimit).length
+    ? list(flags.ulimit).map((u) => {
+        const m = /^([a-z]+)=(-?\d+)(?::(-?\d+))?$/.exec(u);
+        if (!m) throw invalid(`invalid ulimit argument: ${u}`);
+        return { Name: m[1]!, Soft: Number(m[2]), Hard: Number(m[3] ?? m[2]) };
+      })
+    : null;
+  hc.PidMode = str(flags.pid) ?? "";
+  hc.IpcMode = str(flags.ipc) ?? "private";
+  hc.UTSMode = str(flags.uts) ?? "";
+  hc.UsernsMode = str(flags.userns) ?? "";
+  const driver = str(flags["log-driver"]) ?? "json-file";
+  hc.LogConfig = { Type: driver as "json-file", Config: Object.fromEntries(list(flags["log-opt"]).map((o) => [o.split("=")[0]!, o.slice(o.indexOf("=") + 1)])) };
+  const pull = str(flags.pull) ?? "missing";
+  if (!["always", "missing", "never"].includes(pull)) throw invalid(`invalid pull option: '${pull}': must be one of "always", "missing" or "never"`);
+  return { ...(str(flags.name) !== undefined ? { name: str(flags.name)! } : {}), Config: c, HostConfig: hc, pull: pull as "missing", ...(str(flags.platform) ? { platform: str(flags.platform)! } : {}) };
+}
+
+/** Pipe the monitor's frames to our stdout/stderr; resolves with the exit code (frame 3). */
+function relay(sock: import("node:net").Socket): Promise<number | undefined> {
+  return new Promise((resolve) => {
+    let buf: Buffer = Buffer.alloc(0);
+    let code: number | undefined;
+    sock.on("data", (d: Buffer) => {
+      buf = buf.length ? Buffer.concat([buf, d]) : (d as Buffer);
+      while (buf.length >= 8) {
+        const len = buf.readUInt32BE(4);
+        if (buf.length < 8 + len) break;
+        const kind = buf[0],
+          body = buf.subarray(8, 8 + len);
+        if (kind === 1) process.stdout.write(body);
+        else if (kind === 2) process.stderr.write(body);
+        else if (kind === 3) code = Number(body.toString());
+        buf = buf.subarray(8 + len);
+      }
+    });
+    sock.on("close", () => resolve(code));
+    sock.on("error", () => resolve(code));
+  });
+}
+
+async function createFrom(ctx: Context, flags: FlagValues, args: string[]): Promise<string> {
+  const engine = ctx.engine();
+  const req = createRequest(flags, args);
+  const view = new ProgressView(process.stderr);
+  let announced = false;
+  const r = await engine.create(req, (e) => {
+    if (!announced) {
+      process.stderr.write(`Unable to find image '${req.Config.Image}' locally\n`);
+      announced = true;
+    }
+    view.update(e);
+  });
+  view.flush();
+  return r.Id;
+}
+
+/** The command cannot run: docker's 127 (not found) and 126 (not executable), else berth's 125. */
+export class CommandError extends BerthError {
+  constructor(
+    readonly cause: BerthError,
+    readonly exitCode: number,
+  ) {
+    super(cause.kind, cause.message);
+    this.name = "CommandError";
+  }
+}
+
+function wrap<T>(p: Promise<T>): Promise<T> {
+  return p.catch((e) => {
+    if (!(e instanceof BerthError) || e instanceof UsageError) throw e;
+    if (/executable file not found|exec: .*no such file or directory/.test(e.message)) throw new CommandError(e, 127);
+    if (/exec: .*permission denied|exec format error/i.test(e.message)) throw new CommandError(e, 126);
+    throw new RunError(e);
+  });
+}
+
+export async function run(ctx: Context, argv: string[]): Promise<number> {
+  const { flags, args } = parse(argv, runFlags, "run", { interspersed: false });
+  const engine = ctx.engine();
+  const id = await wrap(createFrom(ctx, flags, args));
+  if (flags.detach) {
+    await wrap(engine.start(id)).catch(async (e) => {
+      if (flags.rm) await engine.remove(id, { force: true }).catch(() => {});
+      throw e;
+    });
+    out(`${id}\n`);
+    return 0;
+  }
+  let sock: import("node:net").Socket | undefined;
+  await wrap(
+    engine.start(id, {
+      beforeStart: async () => {
+        sock = await engine.attach(id);
+      },
+    }),
+  ).catch(async (e) => {
+    if (flags.rm) await engine.remove(id, { force: true }).catch(() => {});
+    throw e;
+  });
+  const s = sock!;
+  if (flags.interactive) process.stdin.pipe(s);
+  const forward = (sig: NodeJS.Signals) => engine.kill(id, sig).catch(() => {});
+  const signals: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"];
+  if (flags["sig-proxy"] !== false) for (const sig of signals) process.on(sig, forward);
+  const code = await relay(s);
+  for (const sig of signals) process.off(sig, forward);
+  process.stdin.unpipe(s);
+  process.stdin.destroy();
+  await engine.exited(id); // record it (and remove it for --rm) now, not when the monitor's command gets to it
+  return code ?? (await engine.wait(id).catch(() => 255));
+}
+
+export async function create(ctx: Context, argv: string[]): Promise<number> {
+  const { flags, args } = parse(argv, runFlags, "create", { interspersed: false });
+  out(`${await wrap(createFrom(ctx, flags, args))}\n`);
+  return 0;
+}
+
+async function eachContainer(ctx: Context, args: string[], cmd: string, fn: (ref: string) => Promise<string | void>): Promise<number> {
+  if (!args.length) throw new UsageError(`"${cmd}" requires at least 1 argument.`, cmd);
+  let rc = 0;
+  for (const a of args) {
+    try {
+      const shown = await fn(a);
+      out(`${shown ?? a}\n`);
+    } catch (e) {
+      ctx.error(e);
+      rc = 1;
+    }
+  }
+  return rc;
+}
+
+export async function start(ctx: Context, argv: string[]): Promise<number> {
+  const { flags, args } = parse(argv, [{ long: "attach", short: "a", kind: "bool" }, { long: "interactive", short: "i", kind: "bool" }], "start");
+  const engine = ctx.engine();
+  if (flags.attach) {
+    if (args.length !== 1) throw invalid("you cannot start and attach multiple containers at once");
+    const id = engine.containers.resolve(args[0]!);
+    let sock: import("node:net").Socket | undefined;
+    await engine.start(id, { beforeStart: async () => void (sock = await engine.attach(id)) });
+    if (flags.interactive && sock) process.stdin.pipe(sock);
+    const code = sock ? await relay(sock) : undefined;
+    await engine.exited(id);
+    return code ?? (await engine.wait(id));
+  }
+  return eachContainer(ctx, args, "start", async (a) => void (await engine.start(a)));
+}
+
+export async function stop(ctx: Context, argv: string[]): Promise<number> {
+  const { flags, args } = parse(argv, [{ long: "time", short: "t", kind: "int" }, { long: "signal", short: "s", kind: "string" }], "stop");
+  return eachContainer(ctx, args, "stop", (a) => ctx.engine().stop(a, flags.time as number | undefined, str(flags.signal)));
+}
+
+export async function restart(ctx: Context, argv: string[]): Promise<number> {
+  const { flags, args } = parse(argv, [{ long: "time", short: "t", kind: "int" }], "restart");
+  return eachContainer(ctx, args, "restart", async (a) => {
+    await ctx.engine().stop(a, flags.time as number | undefined);
+    await ctx.engine().start(a);
+  });
+}
+
+export async function kill(ctx: Context, argv: string[]): Promise<number> {
+  const { flags, args } = parse(argv, [{ long: "signal", short: "s", kind: "string", default: "KILL" }], "kill");
+  return eachContainer(ctx, args, "kill", (a) => ctx.engine().kill(a, str(flags.signal)!));
+}
+
+export async function rm(ctx: Context, argv: string[]): Promise<number> {
+  const { flags, args } = parse(argv, [{ long: "force", short: "f", kind: "bool" }, { long: "volumes", short: "v", kind: "bool" }, { long: "link", short: "l", kind: "bool" }], "rm");
+  return eachContainer(ctx, args, "rm", async (a) => void (await ctx.engine().remove(a, { force: !!flags.force })));
+}
+
+export async function ps(ctx: Context, argv: string[]): Promise<number> {
+  const { flags, args } = parse(
+    argv,
+    [
+      { long: "all", short: "a", kind: "bool" },
+      { long: "quiet", short: "q", kind: "bool" },
+      { long: "no-trunc", kind: "bool" },
+      { long: "filter", short: "f", kind: "list" },
+      { long: "format", kind: "string" },
+      { long: "size", short: "s", kind: "bool" },
+      { long: "last", short: "n", kind: "int" },
+      { long: "latest", short: "l", kind: "bool" },
+    ],
+    "ps",
+  );
+  if (args.length) throw new UsageError(`"ps" accepts no arguments.`, "ps");
+  let views = await ctx.engine().list();
+  const filters = list(flags.filter).map((f) => [f.slice(0, f.indexOf("=")), f.slice(f.indexOf("=") + 1)] as const);
+  const all = !!flags.all || typeof flags.last === "number" || !!flags.latest || filters.some(([k]) => k === "status" || k === "exited");
+  if (!all) views = views.filter((v) => v.state.Running || v.state.Restarting);
+  for (const [k, val] of filters) {
+    if (k === "") throw invalid(`bad format of filter (expected name=value)`);
+    views = views.filter((v) => {
+      switch (k) {
+        case "status":
+          return (v.state.Restarting ? "restarting" : v.state.Paused ? "paused" : v.state.Status) === val;
+        case "name":
+          return new RegExp(val).test(v.rec.Name.slice(1));
+        case "id":
+          return v.rec.Id.startsWith(val);
+        case "label": {
+          const [lk, lv] = val.split("=", 2) as [string, string | undefined];
+          return lk in (v.rec.Config.Labels ?? {}) && (lv === undefined || v.rec.Config.Labels[lk] === lv);
+        }
+        case "exited":
+          return !v.state.Running && v.state.Status === "exited" && v.state.ExitCode === Number(val);
+        case "ancestor":
+          return v.rec.Config.Image === val || v.rec.Image.startsWith(val.startsWith("sha256:") ? val : `sha256:${val}`) || ctx.store().find(val)?.id === v.rec.Image;
+        default:
+          throw invalid(`invalid filter '${k}'`);
+      }
+    });
+  }
+  if (typeof flags.last === "number" && flags.last >= 0) views = views.slice(0, flags.last);
+  if (flags.latest) views = views.slice(0, 1);
+  const noTrunc = !!flags["no-trunc"];
+  const rows = views.map((v) => {
+    const s = containerSummary(v, ago, humanDuration);
+    const cmd = JSON.parse(s.Command) as string;
+    return { ...s, ID: noTrunc ? s.ID : s.ID.slice(0, 12), Command: noTrunc || cmd.length <= 20 ? JSON.stringify(cmd) : JSON.stringify(cmd.slice(0, 19) + "…") };
+  });
+  out(
+    render(
+      rows,
+      str(flags.format),
+      [
+        ["CONTAINER ID", "ID"],
+        ["IMAGE", "Image"],
+        ["COMMAND", "Command"],
+        ["CREATED", "RunningFor"],
+        ["STATUS", "Status"],
+        ["PORTS", "Ports"],
+        ["NAMES", "Names"],
+      ],
+      flags.quiet ? (r) => r.ID : undefined,
+    ),
+  );
+  return 0;
+}
+
+export async function logs(ctx: Context, argv: string[]): Promise<number> {
+  const { flags, args } = parse(
+    argv,
+    [
+      { long: "follow", short: "f", kind: "bool" },
+      { long: "tail", short: "n", kind: "string", default: "all" },
+      { long: "since", kind: "string" },
+      { long: "until", kind: "string" },
+      { long: "timestamps", short: "t", kind: "bool" },
+      { long: "details", kind: "bool" },
+    ],
+    "logs",
+  );
+  if (args.length !== 1) throw new UsageError(`"logs" requires exactly 1 argument.`, "logs");
+  const engine = ctx.engine();
+  const v = await engine.get(args[0]!);
+  if (v.rec.HostConfig.LogConfig.Type === "none") throw invalid(`configured logging driver does not support reading`);
+  const tail = str(flags.tail)!;
+  if (tail !== "all" && !/^\d+$/.test(tail)) throw invalid(`invalid value for --tail: ${tail}`);
+  const when = (s: string | undefined, flag: string): bigint | undefined => {
+    if (!s) return undefined;
+    if (/^\d+(\.\d+)?$/.test(s)) return BigInt(Math.floor(Number(s) * 1e9));
+    const rel = /^\d/.test(s) && /[smh]$/.test(s) ? Date.now() - parseDuration(s, flag) : Date.parse(s);
+    if (Number.isNaN(rel)) throw invalid(`invalid value for "${flag}": ${s}`);
+    return BigInt(rel) * 1_000_000n;
+  };
+  const maxFiles = Number(v.rec.HostConfig.LogConfig.Config["max-file"] ?? "1") || 1;
+  const it = readLogs(v.rec.LogPath, maxFiles, {
+    follow: !!flags.follow,
+    ...(tail !== "all" ? { tail: Number(tail) } : {}),
+    ...(when(str(flags.since), "since") !== undefined ? { sinceNs: when(str(flags.since), "since")! } : {}),
+    ...(when(str(flags.until), "until") !== undefined ? { untilNs: when(str(flags.until), "until")! } : {}),
+    running: async () => !!(await engine.get(v.rec.Id).catch(() => undefined))?.state.Running,
+  });
+  for await (const e of it) (e.stream === "stderr" ? process.stderr : process.stdout).write(flags.timestamps ? `${e.time} ${e.line}` : e.line);
+  return 0;
+}
+
+export async function exec(ctx: Context, argv: string[]): Promise<number> {
+  const { flags, args } = parse(
+    argv,
+    [
+      { long: "interactive", short: "i", kind: "bool" },
+      { long: "tty", short: "t", kind: "bool" },
+      { long: "detach", short: "d", kind: "bool" },
+      { long: "user", short: "u", kind: "string" },
+      { long: "workdir", short: "w", kind: "string" },
+      { long: "env", short: "e", kind: "list" },
+      { long: "env-file", kind: "list" },
+      { long: "privileged", kind: "bool" },
+    ],
+    "exec",
+    { interspersed: false },
+  );
+  if (args.length < 2) throw new UsageError(`"exec" requires at least 2 arguments.`, "exec");
+  const [ref, ...cmd] = args;
+  try {
+    return await ctx.engine().exec(ref!, cmd, {
+      ...(str(flags.user) !== undefined ? { user: str(flags.user)! } : {}),
+      ...(str(flags.workdir) ? { workdir: str(flags.workdir)! } : {}),
+      env: [...envFiles(list(flags["env-file"])), ...list(flags.env)],
+      tty: !!flags.tty,
+      detach: !!flags.detach,
+    });
+  } catch (e) {
+    await wrap(Promise.reject(e));
+    return 1;
+  }
+}
+
+export async function wait(ctx: Context, argv: string[]): Promise<number> {
+  const { args } = parse(argv, [], "wait");
+  return eachContainer(ctx, args, "wait", async (a) => String(await ctx.engine().wait(a)));
+}
+
+export async function inspect(ctx: Context, argv: string[]): Promise<number> {
+  const { flags, args } = parse(argv, [{ long: "format", short: "f", kind: "string" }, { long: "type", kind: "string" }, { long: "size", short: "s", kind: "bool" }], "inspect");
+  if (!args.length) throw new UsageError(`"inspect" requires at least 1 argument.`, "inspect");
+  const engine = ctx.engine();
+  const type = str(flags.type);
+  const found: unknown[] = [];
+  let rc = 0;
+  for (const a of args) {
+    let item: unknown;
+    if (type !== "image") {
+      try {
+        item = containerInspect(await engine.get(a), engine.images, engine.root);
+      } catch (e) {
+        if (!(e instanceof BerthError) || e.kind !== "NotFound") throw e;
+      }
+    }
+    if (!item && type !== "container") {
+      const img = engine.images.find(a);
+      if (img) item = inspectImage(engine.images, img);
+    }
+    if (!item) {
+      ctx.error(new BerthError("NotFound", `No such object: ${a}`));
+      rc = 1;
+      continue;
+    }
+    found.push(item);
+  }
+  if (found.length || !str(flags.format)) printInspect(found, str(flags.format));
+  return rc;
+}
+
+export async function exportCmd(ctx: Context, argv: string[]): Promise<number> {
+  const { flags, args } = parse(argv, [{ long: "output", short: "o", kind: "string" }], "export");
+  if (args.length !== 1) throw new UsageError(`"export" requires exactly 1 argument.`, "export");
+  const file = str(flags.output);
+  if (!file && process.stdout.isTTY) throw invalid("cowardly refusing to save to a terminal. Use the -o flag or redirect");
+  await ctx.engine().withRootfs(args[0]!, async (dir) => {
+    const fd = file ? fs.openSync(file, "w", 0o644) : 1;
+    try {
+      // the container's view, without the kernel file systems mounted into it at run time
+      for await (const chunk of packDirectory(dir, { exclude: (rel) => rel === "proc" || rel === "sys" || rel === "dev" })) {
+        let off = 0;
+        while (off < chunk.length) {
+          try {
+            off += fs.writeSync(fd, chunk, off);
+          } catch (e) {
+            if ((e as NodeJS.ErrnoException).code !== "EAGAIN") throw e;
+            await new Promise((r) => setTimeout(r, 5));
+          }
+        }
+      }
+    } finally {
+      if (file) fs.closeSync(fd);
+    }
+  });
+  return 0;
+}
+
+export async function commit(ctx: Context, argv: string[]): Promise<number> {
+  const { flags, args } = parse(
+    argv,
+    [
+      { long: "change", short: "c", kind: "list" },
+      { long: "message", short: "m", kind: "string" },
+      { long: "author", short: "a", kind: "string" },
+      { long: "pause", short: "p", kind: "bool", default: true },
+    ],
+    "commit",
+  );
+  if (args.length < 1 || args.length > 2) throw new UsageError(`"commit" requires at least 1 and at most 2 arguments.`, "commit");
+  const img = await ctx.engine().commit(args[0]!, {
+    ...(args[1] ? { reference: args[1] } : {}),
+    changes: list(flags.change),
+    ...(str(flags.message) ? { message: str(flags.message)! } : {}),
+    ...(str(flags.author) ? { author: str(flags.author)! } : {}),
+    pause: flags.pause !== false,
+  });
+  out(`${img.id}\n`);
+  return 0;
+}
+
+export async function pauseCmd(ctx: Context, argv: string[]): Promise<number> {
+  const { args } = parse(argv, [], "pause");
+  return eachContainer(ctx, args, "pause", async (a) => {
+    const v = await ctx.engine().get(a);
+    if (!v.state.Running) throw new BerthError("FailedPrecondition", `Container ${v.rec.Id} is not running`);
+    ctx.engine().runtime.pause(v.rec.Id);
+    ctx.engine().containers.writeState(v.rec.Id, { ...v.state, Paused: true });
+  });
+}
+
+export async function unpauseCmd(ctx: Context, argv: string[]): Promise<number> {
+  const { args } = parse(argv, [], "unpause");
+  return eachContainer(ctx, args, "unpause", async (a) => {
+    const v = await ctx.engine().get(a);
+    if (!v.state.Paused) throw new BerthError("FailedPrecondition", `Container ${v.rec.Id} is not paused`);
+    ctx.engine().runtime.resume(v.rec.Id);
+    ctx.engine().containers.writeState(v.rec.Id, { ...v.state, Paused: false });
+  });
+}
+
+export async function top(ctx: Context, argv: string[]): Promise<number> {
+  const { args } = parse(argv, [], "top", { interspersed: false });
+  if (!args.length) throw new UsageError(`"top" requires at least 1 argument.`, "top");
+  const v = await ctx.engine().get(args[0]!);
+  if (!v.state.Running) throw new BerthError("FailedPrecondition", `Container ${v.rec.Id} is not running`);
+  const pids = ctx.engine().runtime.pids(v.rec.Id);
+  const psArgs = args.length > 1 ? args.slice(1) : ["-ef"];
+  const { spawnSync } = await import("node:child_process");
+  const r = spawnSync("ps", psArgs, { encoding: "utf8" });
+  const lines = r.stdout.trimEnd().split("\n");
+  const header = lines[0] ?? "";
+  const pidCol = header.trim().split(/\s+/).indexOf("PID");
+  out([header, ...lines.slice(1).filter((l) => pids.includes(Number(l.trim().split(/\s+/)[pidCol])))].join("\n") + "\n");
+  return 0;
+}
+
+export async function rename(ctx: Context, argv: string[]): Promise<number> {
+  const { args } = parse(argv, [], "rename");
+  if (args.length !== 2) throw new UsageError(`"rename" requires exactly 2 arguments.`, "rename");
+  const engine = ctx.engine();
+  const v = await engine.get(args[0]!);
+  engine.containers.renameTo(v.rec.Id, v.rec.Name, args[1]!);
+  engine.containers.writeConfig({ ...v.rec, Name: `/${args[1]!.replace(/^\//, "")}` });
+  return 0;
+}
+
+export async function containerPrune(ctx: Context, argv: string[]): Promise<number> {
+  const { flags } = parse(argv, [{ long: "force", short: "f", kind: "bool" }, { long: "filter", kind: "list" }], "container prune");
+  if (!flags.force) {
+    const { confirm } = await import("./images.js");
+    if (!(await confirm("WARNING! This will remove all stopped containers.\nAre you sure you want to continue?"))) return 0;
+  }
+  const engine = ctx.engine();
+  const gone: string[] = [];
+  for (const v of await engine.list()) if (!v.state.Running && !v.state.Restarting) gone.push(await engine.remove(v.rec.Id));
+  if (gone.length) out(`Deleted Containers:\n${gone.map((g) => g + "\n").join("")}\n`);
+  out(`Total reclaimed space: 0B\n`);
+  return 0;
+}
+
+/** Run by a container's monitor when the container ends. Not a user command. */
+export async function internalExited(ctx: Context, argv: string[]): Promise<number> {
+  const id = argv[0];
+  if (!id) return 125;
+  await ctx.engine().exited(id);
+  return 0;
+}

@@ -1,0 +1,621 @@
+/**
+ * The engine: containers as durable objects over the image store and the runtime. Daemonless:
+ * every berth command is an Engine over the same files; a container's only resident process is its
+ * monitor (berth-monitor, C), which is its parent, writes its log, serves attach, and when the
+ * container ends runs `berth internal-exited ID` — where exit codes are recorded, restart policies
+ * applied and --rm containers removed.
+ */
+import * as fs from "node:fs";
+import { connect, type Socket } from "node:net";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { BerthError, invalid, notFound, precondition } from "../common/errors.js";
+import { buildBinary } from "../common/paths.js";
+import { ImageStore, pullImage, commitSnapshot, type ImageRecord, type Progress, parsePlatform, unmount as unmountPath, type ContainerConfig as ImageContainerConfig } from "../images/index.js";
+import { Runtime, parseSignal } from "../runtime/index.js";
+import { pidAlive } from "../images/content.js";
+import { buildSpec, capabilitiesFor, resolveUser, resourcesFor } from "./spec.js";
+import { ContainerStore, initialState, zeroTime, type ContainerRecord, type ContainerState } from "./store.js";
+import type { CreateRequest, MountSpec } from "./types.js";
+
+export interface EngineOptions {
+  /** berth's store (images, containers, volumes): /var/lib/berth or $BERTH_ROOT. */
+  root?: string;
+  /** Where the runtime keeps its state: /run/berth/runtime. */
+  runtimeRoot?: string;
+}
+
+export interface ContainerView {
+  rec: ContainerRecord;
+  state: ContainerState;
+}
+
+/** The command a monitor runs when its container ends: this berth, told which container. */
+function exitCommand(id: string, root: string): string[] {
+  const entry = process.env.BERTH_ENTRY ?? (globalThis.berthEntry as string | undefined) ?? join(buildBinary("berth-monitor"), "../../dist/berth.cjs");
+  return [process.execPath, entry, "--root", root, "internal-exited", id];
+}
+
+declare global {
+  var berthEntry: string | undefined;
+}
+
+function procStart(pid: number): number | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]);
+  } catch {
+    return undefined;
+  }
+}
+
+export class Engine {
+  readonly root: string;
+  readonly images: ImageStore;
+  readonly containers: ContainerStore;
+  readonly runtime: Runtime;
+
+  constructor(opts: EngineOptions = {}) {
+    this.images = new ImageStore(opts.root ? { root: opts.root } : {});
+    this.root = this.images.root;
+    this.containers = new ContainerStore(this.root);
+    this.runtime = new Runtime({ root: opts.runtimeRoot ?? process.env.BERTH_RUNTIME_ROOT ?? "/run/berth/runtime" });
+  }
+
+  // ---- lookups
+
+  /** A container as it is now: a record whose monitor died is settled as exited first. */
+  async get(ref: string): Promise<ContainerView> {
+    const id = this.containers.resolve(ref);
+    await this.reconcile(id);
+    const v = this.containers.read(id);
+    if (!v) throw notFound(`No such container: ${ref}`);
+    return v;
+  }
+
+  async list(): Promise<ContainerView[]> {
+    const out: ContainerView[] = [];
+    for (const id of this.containers.ids()) {
+      await this.reconcile(id);
+      const v = this.containers.read(id);
+      if (v) out.push(v);
+    }
+    return out.sort((a, b) => b.rec.Created.localeCompare(a.rec.Created));
+  }
+
+  imageUsers = (imageId: string): string[] => this.containers.ids().filter((id) => this.containers.read(id)?.rec.Image === imageId);
+
+  /**
+   * A record says running but its monitor is gone: the monitor finished (its exit command had not
+   * run yet, or was killed) or died with the machine. Settle it so nothing stays "running".
+   */
+  private async reconcile(id: string): Promise<void> {
+    const v = this.containers.read(id);
+    if (!v || !(v.state.Running || v.state.Status === "created" || v.state.Restarting)) return;
+    if (v.state.Status === "created" && !v.state.MonitorPid) return;
+    const alive = v.state.MonitorPid && pidAlive(v.state.MonitorPid) && procStart(v.state.MonitorPid) === v.state.MonitorStart;
+    if (alive) return;
+    if (fs.existsSync(this.containers.path(id, "exit"))) await this.exited(id, { restart: false });
+    else {
+      const lock = await this.containers.lock(id);
+      try {
+        const cur = this.containers.read(id);
+        if (!cur || !(cur.state.Running || cur.state.MonitorPid)) return;
+        await this.teardown(id);
+        this.containers.writeState(id, { ...cur.state, Status: "exited", Running: false, Paused: false, Restarting: false, Pid: 0, ExitCode: 255, MonitorPid: undefined, Error: "the container's monitor is gone (berth-monitor was killed, or the machine restarted)", FinishedAt: cur.state.FinishedAt === zeroTime ? new Date().toISOString() : cur.state.FinishedAt });
+      } finally {
+        lock.release();
+      }
+    }
+  }
+
+  // ---- create
+
+  private async imageFor(req: CreateRequest, onProgress?: Progress): Promise<ImageRecord> {
+    const name = req.Config.Image;
+    if (!name) throw invalid("an image is required");
+    const policy = req.pull ?? "missing";
+    let rec = policy === "always" ? undefined : this.images.find(name);
+    if (!rec) {
+      if (policy === "never") throw notFound(`No such image: ${name}`);
+      const r = await pullImage(this.images, name, { ...(req.platform ? { platform: parsePlatform(req.platform) } : {}), ...(onProgress ? { onProgress } : {}) });
+      rec = r.image;
+    }
+    return rec;
+  }
+
+  async create(req: CreateRequest, onProgress?: Progress): Promise<{ Id: string; Warnings: string[] }> {
+    validateRequest(req);
+    // what docker checks at create, so a bad request leaves no container behind
+    resourcesFor(req.HostConfig);
+    capabilitiesFor(req.HostConfig);
+    for (const b of req.HostConfig.Binds ?? []) {
+      const m = parseBind(b);
+      if (m.Type === "bind" && !fs.existsSync(m.Source!)) throw invalid(`invalid mount config for type "bind": bind source path does not exist: ${m.Source}`);
+    }
+    for (const m of req.HostConfig.Mounts ?? []) if (m.Type === "bind" && (!m.Source || !fs.existsSync(m.Source))) throw invalid(`invalid mount config for type "bind": bind source path does not exist: ${m.Source ?? ""}`);
+    const image = await this.imageFor(req, onProgress);
+    const imgCfg: ImageContainerConfig = this.images.config(image).config ?? {};
+    const id = this.containers.newId();
+    const name = this.containers.claimName(id, req.name);
+    try {
+      const c = { ...req.Config };
+      // docker's merge: the container's settings over the image's
+      const env = new Map<string, string>();
+      for (const e of [...(imgCfg.Env ?? []), ...c.Env]) env.set(e.split("=")[0]!, e);
+      c.Env = [...env.values()];
+      const entrypoint = c.Entrypoint ?? imgCfg.Entrypoint ?? null;
+      const cmd = c.Cmd ?? (c.Entrypoint ? null : (imgCfg.Cmd ?? null));
+      const argv = [...(entrypoint ?? []), ...(cmd ?? [])];
+      if (!argv.length) throw invalid("no command specified");
+      c.Entrypoint = entrypoint;
+      c.Cmd = cmd;
+      c.WorkingDir = c.WorkingDir || imgCfg.WorkingDir || "";
+      c.User = c.User || imgCfg.User || "";
+      c.Hostname = c.Hostname || id.slice(0, 12);
+      c.Labels = { ...(imgCfg.Labels ?? {}), ...c.Labels };
+      c.StopSignal = c.StopSignal || imgCfg.StopSignal || "SIGTERM";
+      if (!c.Healthcheck && imgCfg.Healthcheck?.Test) c.Healthcheck = imgCfg.Healthcheck;
+      if (imgCfg.ExposedPorts) c.ExposedPorts = { ...imgCfg.ExposedPorts, ...(c.ExposedPorts ?? {}) };
+      if (imgCfg.Volumes) c.Volumes = { ...imgCfg.Volumes, ...(c.Volumes ?? {}) };
+      const rec: ContainerRecord = {
+        Id: id,
+        Name: `/${name}`,
+        Created: new Date().toISOString(),
+        Path: argv[0]!,
+        Args: argv.slice(1),
+        Image: image.id,
+        Config: c,
+        HostConfig: req.HostConfig,
+        LogPath: req.HostConfig.LogConfig.Type === "none" ? "" : this.containers.path(id, `${id}-json.log`),
+        Platform: "linux",
+      };
+      const parent = this.images.topLayer(image);
+      if (parent) rec.SnapshotParent = parent;
+      await this.images.ensureUnpacked(image);
+      this.images.snapshots.prepare(id, parent);
+      this.containers.write(rec, initialState());
+      return { Id: id, Warnings: [] };
+    } catch (e) {
+      this.images.snapshots.remove(id);
+      this.containers.remove(id);
+      this.containers.releaseName(name, id);
+      throw e;
+    }
+  }
+
+  // ---- start
+
+  private mountsFor(rec: ContainerRecord): { mounts: Array<{ destination: string; type: string; source: string; options: string[] }> } {
+    const out: Array<{ destination: string; type: string; source: string; options: string[] }> = [];
+    const hc = rec.HostConfig;
+    const specs: MountSpec[] = [...(hc.Mounts ?? [])];
+    for (const b of hc.Binds ?? []) specs.push(parseBind(b));
+    for (const [target, opts] of Object.entries(hc.Tmpfs ?? {})) specs.push({ Type: "tmpfs", Target: target, ...(opts ? { TmpfsOptions: {} } : {}), ...(opts ? ({ _opts: opts } as object) : {}) } as MountSpec);
+    for (const m of specs) {
+      if (!m.Target.startsWith("/")) throw invalid(`invalid mount config: mount path must be absolute: ${m.Target}`);
+      if (m.Type === "bind") {
+        if (!m.Source || !fs.existsSync(m.Source)) throw invalid(`invalid mount config for type "bind": bind source path does not exist: ${m.Source}`);
+        out.push({ destination: m.Target, type: "bind", source: m.Source, options: ["rbind", m.ReadOnly ? "ro" : "rw", m.BindOptions?.Propagation ?? "rprivate"] });
+      } else if (m.Type === "volume") {
+        const dir = this.volumeDir(m.Source ?? randomVolumeName());
+        out.push({ destination: m.Target, type: "bind", source: dir, options: ["rbind", m.ReadOnly ? "ro" : "rw", "rprivate"] });
+      } else {
+        const extra = (m as unknown as { _opts?: string })._opts;
+        const opts = ["nosuid", "nodev", "noexec"];
+        if (m.TmpfsOptions?.SizeBytes) opts.push(`size=${m.TmpfsOptions.SizeBytes}`);
+        if (m.TmpfsOptions?.Mode) opts.push(`mode=${m.TmpfsOptions.Mode.toString(8)}`);
+        if (extra) opts.push(...extra.split(",").filter(Boolean));
+        out.push({ destination: m.Target, type: "tmpfs", source: "tmpfs", options: opts });
+      }
+    }
+    // the image's VOLUMEs get anonymous volumes, as in docker
+    for (const v of Object.keys(rec.Config.Volumes ?? {})) if (!out.some((m) => m.destination === v)) out.push({ destination: v, type: "bind", source: this.volumeDir(`${rec.Id.slice(0, 12)}-${v.replace(/\W+/g, "_")}`), options: ["rbind", "rw", "rprivate"] });
+    return { mounts: out };
+  }
+
+  /** A named volume's directory (created on first use). Volumes get their own issue; this is the minimum. */
+  volumeDir(name: string): string {
+    if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]+$/.test(name)) throw invalid(`"${name}" includes invalid characters for a local volume name, only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed`);
+    const dir = join(this.root, "volumes", name, "_data");
+    fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+    return dir;
+  }
+
+  private nsPath(mode: string, kind: string): string | "host" | undefined {
+    if (!mode || mode === "private" || mode === "shareable") return undefined;
+    if (mode === "host") return "host";
+    const m = /^container:(.+)$/.exec(mode);
+    if (!m) throw invalid(`invalid --${kind} mode: ${mode}`);
+    const other = this.containers.read(this.containers.resolve(m[1]!));
+    if (!other?.state.Running) throw precondition(`cannot join the ${kind} namespace of ${m[1]}: container is not running`);
+    return `/proc/${other.state.Pid}/ns/${kind === "net" ? "net" : kind}`;
+  }
+
+  async start(ref: string, opts: { beforeStart?: (id: string) => Promise<void> } = {}): Promise<void> {
+    const id = this.containers.resolve(ref);
+    await this.reconcile(id);
+    const lock = await this.containers.lock(id);
+    try {
+      const v = this.containers.read(id);
+      if (!v) throw notFound(`No such container: ${ref}`);
+      if (v.state.Running) return; // docker: starting a running container is not an error
+      await this.startLocked(v.rec, v.state, opts.beforeStart);
+    } finally {
+      lock.release();
+    }
+  }
+
+  private async startLocked(rec: ContainerRecord, state: ContainerState, beforeStart?: (id: string) => Promise<void>): Promise<void> {
+    const id = rec.Id;
+    const dir = this.containers.path(id);
+    const rootfs = join(dir, "rootfs");
+    // leftovers of an earlier run
+    for (const f of ["exit", "pid", "monitor.pid"]) fs.rmSync(join(dir, f), { force: true });
+    try {
+      await this.runtime.delete(id, { force: true });
+    } catch {
+      /* none */
+    }
+    fs.mkdirSync(rootfs, { recursive: true });
+    if (!isMountpoint(rootfs)) this.images.snapshots.mount(id, rootfs);
+    try {
+      const hc = rec.HostConfig;
+      const user = resolveUser(rootfs, rec.Config.User);
+      const { mounts } = this.mountsFor(rec);
+      fs.writeFileSync(join(dir, "hostname"), `${rec.Config.Hostname}\n`);
+      fs.writeFileSync(join(dir, "hosts"), `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${rec.Config.Hostname}\n`);
+      mounts.push({ destination: "/etc/hostname", type: "bind", source: join(dir, "hostname"), options: ["rbind", "rprivate", hc.ReadonlyRootfs ? "ro" : "rw"] });
+      mounts.push({ destination: "/etc/hosts", type: "bind", source: join(dir, "hosts"), options: ["rbind", "rprivate", hc.ReadonlyRootfs ? "ro" : "rw"] });
+      const sec = hc.SecurityOpt ?? [];
+      let seccomp: "unconfined" | undefined;
+      for (const o of sec) {
+        const [k, val] = o.includes("=") ? [o.slice(0, o.indexOf("=")), o.slice(o.indexOf("=") + 1)] : o.split(":");
+        if (k === "seccomp" && val === "unconfined") seccomp = "unconfined";
+        else if (k === "seccomp") seccomp = undefined; // a profile file: read by the CLI into SecurityOpt as seccomp=<json>
+      }
+      const spec = buildSpec({
+        rec,
+        rootfs,
+        user,
+        mounts,
+        joinNamespaces: Object.fromEntries(
+          [
+            ["pid", this.nsPath(hc.PidMode, "pid")],
+            ["ipc", this.nsPath(hc.IpcMode, "ipc")],
+            ["uts", this.nsPath(hc.UTSMode, "uts")],
+            ["network", hc.NetworkMode === "host" ? "host" : this.nsPath(hc.NetworkMode.startsWith("container:") ? hc.NetworkMode : "", "net")],
+          ].filter(([, p]) => p !== undefined),
+        ) as Record<string, string>,
+        ...(seccomp ? { seccomp } : {}),
+        noNewPrivileges: sec.some((o) => /^no-new-privileges(:true|=true)?$/.test(o)),
+        ...(hc.Init ? { initPath: buildBinary("berth-init") } : {}),
+      });
+      fs.writeFileSync(join(dir, "config.json.tmp"), JSON.stringify(spec));
+      fs.renameSync(join(dir, "config.json.tmp"), join(dir, "bundle.json"));
+      // the runtime reads config.json from the bundle directory: a directory of its own
+      fs.mkdirSync(join(dir, "bundle"), { recursive: true });
+      fs.renameSync(join(dir, "bundle.json"), join(dir, "bundle", "config.json"));
+      const log = hc.LogConfig.Type === "json-file" ? ["-l", rec.LogPath, "-s", String(parseSize(hc.LogConfig.Config["max-size"] ?? "0")), "-n", String(Number(hc.LogConfig.Config["max-file"] ?? "1") || 1)] : [];
+      const launcher = [buildBinary("berth-monitor"), "-d", dir, ...log, ...(rec.Config.OpenStdin ? ["-i"] : []), ...exitCommand(id, this.root).flatMap((a) => ["-x", a]), "--"];
+      await this.runtime.create(id, { bundle: join(dir, "bundle"), pidFile: join(dir, "pid"), stdio: ["ignore", "ignore", "ignore"], launcher });
+      const monitorPid = Number(fs.readFileSync(join(dir, "monitor.pid"), "utf8"));
+      const pid = Number(fs.readFileSync(join(dir, "pid"), "utf8"));
+      await beforeStart?.(id);
+      await this.runtime.start(id);
+      this.containers.writeState(id, {
+        ...state,
+        Status: "running",
+        Running: true,
+        Paused: false,
+        Restarting: false,
+        OOMKilled: false,
+        Dead: false,
+        Pid: pid,
+        ExitCode: 0,
+        Error: "",
+        StartedAt: new Date().toISOString(),
+        FinishedAt: state.FinishedAt,
+        MonitorPid: monitorPid,
+        MonitorStart: procStart(monitorPid),
+        StoppedByUser: false,
+      });
+    } catch (e) {
+      await this.teardown(id);
+      this.containers.writeState(id, { ...state, Error: (e as Error).message });
+      throw e;
+    }
+  }
+
+  /** Unmount the rootfs and remove the runtime's record (the container is not running). */
+  private async teardown(id: string): Promise<void> {
+    try {
+      await this.runtime.delete(id, { force: true });
+    } catch {
+      /* not there */
+    }
+    const rootfs = this.containers.path(id, "rootfs");
+    if (isMountpoint(rootfs)) {
+      try {
+        unmountPath(rootfs);
+      } catch {
+        /* already gone */
+      }
+    }
+  }
+
+  /**
+   * The container ended (called by its monitor's exit command, or by whoever noticed first):
+   * record how, then apply --restart and --rm.
+   */
+  async exited(id: string, opts: { restart?: boolean } = {}): Promise<void> {
+    const lock = await this.containers.lock(id);
+    let restart = false;
+    let remove = false;
+    try {
+      const v = this.containers.read(id);
+      if (!v) return;
+      const text = fs.existsSync(this.containers.path(id, "exit")) ? fs.readFileSync(this.containers.path(id, "exit"), "utf8") : "";
+      if (!text && !v.state.Running) return;
+      if (!v.state.Running && !v.state.MonitorPid) return; // settled already
+      const field = (k: string) => Number(new RegExp(`^${k} (\\d+)$`, "m").exec(text)?.[1] ?? "0");
+      const code = text ? field("code") : 255;
+      let oom = false;
+      try {
+        oom = !!this.runtime.state(id).oomKilled;
+      } catch {
+        /* gone */
+      }
+      const finishedNs = text ? BigInt(/^finished (\d+)$/m.exec(text)?.[1] ?? "0") : BigInt(Date.now()) * 1_000_000n;
+      await this.teardown(id);
+      const state: ContainerState = {
+        ...v.state,
+        Status: "exited",
+        Running: false,
+        Paused: false,
+        Restarting: false,
+        OOMKilled: oom,
+        Pid: 0,
+        ExitCode: code,
+        FinishedAt: new Date(Number(finishedNs / 1_000_000n)).toISOString(),
+        MonitorPid: undefined,
+        MonitorStart: undefined,
+      };
+      const p = v.rec.HostConfig.RestartPolicy;
+      restart =
+        opts.restart !== false &&
+        !state.StoppedByUser &&
+        (p.Name === "always" || p.Name === "unless-stopped" || (p.Name === "on-failure" && code !== 0 && (!p.MaximumRetryCount || state.RestartCount < p.MaximumRetryCount)));
+      remove = !restart && v.rec.HostConfig.AutoRemove;
+      if (restart) state.Restarting = true;
+      this.containers.writeState(id, state);
+      if (restart) {
+        // docker's back-off: 100 ms doubling, at most a minute
+        await sleep(Math.min(100 * 2 ** state.RestartCount, 60_000));
+        const cur = this.containers.read(id);
+        if (cur && cur.state.Restarting && !cur.state.StoppedByUser) {
+          cur.state.RestartCount++;
+          await this.startLocked(cur.rec, cur.state).catch((e) => this.containers.writeState(id, { ...cur.state, Restarting: false, Error: (e as Error).message }));
+        }
+      }
+    } finally {
+      lock.release();
+    }
+    if (remove) await this.remove(id, { force: true }).catch(() => {});
+  }
+
+  // ---- stop, kill, remove
+
+  async kill(ref: string, signal: string | number = "SIGKILL"): Promise<void> {
+    const v = await this.get(ref);
+    if (!v.state.Running) throw precondition(`Cannot kill container: ${ref}: Container ${v.rec.Id} is not running`);
+    const sig = parseSignal(typeof signal === "string" ? signal.toUpperCase() : signal);
+    if (sig === 9 || sig === 15 || sig === 2) this.containers.writeState(v.rec.Id, { ...v.state, StoppedByUser: true });
+    this.runtime.kill(v.rec.Id, sig, { all: false });
+  }
+
+  /** docker stop: the stop signal, then SIGKILL after the timeout; returns when it has exited. */
+  async stop(ref: string, timeoutSec?: number, signal?: string): Promise<void> {
+    const v = await this.get(ref);
+    if (!v.state.Running) {
+      if (v.state.Restarting) this.containers.writeState(v.rec.Id, { ...v.state, Restarting: false, StoppedByUser: true });
+      return;
+    }
+    const id = v.rec.Id;
+    this.containers.writeState(id, { ...v.state, StoppedByUser: true });
+    const timeout = timeoutSec ?? v.rec.Config.StopTimeout ?? 10;
+    try {
+      this.runtime.kill(id, parseSignal(signal ?? v.rec.Config.StopSignal ?? "SIGTERM"));
+    } catch {
+      /* already gone */
+    }
+    if (!(await this.waitExit(id, timeout * 1000))) {
+      try {
+        this.runtime.kill(id, 9, { all: true });
+      } catch {
+        /* gone */
+      }
+      await this.waitExit(id, 10_000);
+    }
+    await this.exited(id, { restart: false });
+  }
+
+  /** Wait until the monitor has recorded the exit (true) or the time is up (false). */
+  private async waitExit(id: string, ms: number): Promise<boolean> {
+    const end = Date.now() + ms;
+    for (let wait = 5; Date.now() < end; wait = Math.min(wait * 2, 100)) {
+      if (fs.existsSync(this.containers.path(id, "exit"))) return true;
+      const s = this.containers.read(id)?.state;
+      if (!s || (!s.Running && !s.MonitorPid)) return true;
+      if (s.MonitorPid && !pidAlive(s.MonitorPid)) return true;
+      await sleep(wait);
+    }
+    return false;
+  }
+
+  /** docker wait: the exit code once the container has stopped (not restarting). */
+  async wait(ref: string): Promise<number> {
+    const id = this.containers.resolve(ref);
+    for (let wait = 5; ; wait = Math.min(wait * 2, 200)) {
+      await this.reconcile(id);
+      const v = this.containers.read(id);
+      if (!v) throw notFound(`No such container: ${ref}`);
+      if (!v.state.Running && !v.state.Restarting && v.state.Status !== "created") return v.state.ExitCode;
+      if (v.state.Status === "created" && !v.state.MonitorPid) return v.state.ExitCode;
+      await sleep(wait);
+    }
+  }
+
+  async remove(ref: string, opts: { force?: boolean; volumes?: boolean } = {}): Promise<string> {
+    const v = await this.get(ref);
+    const id = v.rec.Id;
+    if (v.state.Running || v.state.Restarting) {
+      if (!opts.force) throw precondition(`You cannot remove a running container ${id}. Stop the container before attempting removal or force remove`);
+      this.containers.writeState(id, { ...v.state, StoppedByUser: true, Restarting: false });
+      try {
+        this.runtime.kill(id, 9, { all: true });
+      } catch {
+        /* gone */
+      }
+      await this.waitExit(id, 10_000);
+    }
+    const lock = await this.containers.lock(id);
+    try {
+      await this.teardown(id);
+      if (v.state.MonitorPid && pidAlive(v.state.MonitorPid) && procStart(v.state.MonitorPid) === v.state.MonitorStart) {
+        try {
+          process.kill(v.state.MonitorPid, "SIGKILL");
+        } catch {
+          /* gone */
+        }
+      }
+      this.images.snapshots.remove(id);
+      this.containers.releaseName(v.rec.Name, id);
+      this.containers.remove(id);
+    } finally {
+      lock.release();
+    }
+    return id;
+  }
+
+  // ---- attach, exec, commit
+
+  /** Connect to the container's output (docker's stdcopy frames) and stdin. */
+  attach(id: string): Promise<Socket> {
+    return new Promise((resolve, reject) => {
+      const s = connect(this.containers.path(id, "attach.sock"));
+      s.once("connect", () => resolve(s));
+      s.once("error", (e) => reject(new BerthError("System", `cannot attach to ${id.slice(0, 12)}: ${e.message}`)));
+    });
+  }
+
+  async exec(ref: string, argv: string[], opts: { user?: string; workdir?: string; env?: string[]; tty?: boolean; detach?: boolean; privileged?: boolean } = {}): Promise<number> {
+    const v = await this.get(ref);
+    if (!v.state.Running) throw precondition(`Container ${v.rec.Id} is not running`);
+    if (v.state.Paused) throw precondition(`Container ${v.rec.Id} is paused, unpause the container before exec`);
+    const rootfs = this.containers.path(v.rec.Id, "rootfs");
+    const user = resolveUser(rootfs, opts.user ?? v.rec.Config.User);
+    const spec = JSON.parse(fs.readFileSync(this.containers.path(v.rec.Id, "bundle/config.json"), "utf8"));
+    const env = new Map<string, string>();
+    for (const e of [...(spec.process.env as string[]), ...(opts.env ?? [])]) env.set(e.split("=")[0]!, e);
+    const proc = {
+      ...spec.process,
+      terminal: !!opts.tty,
+      args: argv,
+      env: [...env.values()],
+      cwd: opts.workdir || spec.process.cwd,
+      user: { uid: user.uid, gid: user.gid, ...(user.additionalGids.length ? { additionalGids: user.additionalGids } : {}) },
+    };
+    if (proc.args[0] && !proc.args[0].includes("/")) {
+      // docker looks the command up in the container's PATH and reports a missing one as 126/127
+    }
+    const r = await this.runtime.exec(v.rec.Id, proc, { detach: !!opts.detach, stdio: opts.detach ? ["ignore", "ignore", "ignore"] : "inherit" });
+    return r.exitCode ?? 0;
+  }
+
+  async commit(ref: string, opts: { reference?: string; changes?: string[]; message?: string; author?: string; pause?: boolean } = {}): Promise<ImageRecord> {
+    const v = await this.get(ref);
+    const parent = this.images.find(v.rec.Image);
+    const pause = opts.pause !== false && v.state.Running && !v.state.Paused;
+    if (pause) this.runtime.pause(v.rec.Id);
+    try {
+      const c = v.rec.Config;
+      return await commitSnapshot(this.images, {
+        snapshot: v.rec.Id,
+        ...(parent ? { parent } : {}),
+        config: { Env: c.Env, Cmd: c.Cmd ?? undefined, Entrypoint: c.Entrypoint ?? undefined, WorkingDir: c.WorkingDir, User: c.User, Labels: c.Labels, ...(c.ExposedPorts ? { ExposedPorts: c.ExposedPorts } : {}), ...(c.StopSignal ? { StopSignal: c.StopSignal } : {}) },
+        createdBy: [v.rec.Path, ...v.rec.Args].join(" "),
+        ...(opts.changes ? { changes: opts.changes } : {}),
+        ...(opts.message ? { message: opts.message } : {}),
+        ...(opts.author ? { author: opts.author } : {}),
+        ...(opts.reference ? { reference: opts.reference } : {}),
+      });
+    } finally {
+      if (pause) this.runtime.resume(v.rec.Id);
+    }
+  }
+
+  /** The container's file system, mounted (for export and cp): calls fn with the path. */
+  async withRootfs<T>(ref: string, fn: (dir: string) => Promise<T>): Promise<T> {
+    const v = await this.get(ref);
+    const rootfs = this.containers.path(v.rec.Id, "rootfs");
+    if (isMountpoint(rootfs)) return fn(rootfs);
+    const lock = await this.containers.lock(v.rec.Id);
+    try {
+      fs.mkdirSync(rootfs, { recursive: true });
+      this.images.snapshots.mount(v.rec.Id, rootfs);
+      try {
+        return await fn(rootfs);
+      } finally {
+        unmountPath(rootfs);
+      }
+    } finally {
+      lock.release();
+    }
+  }
+}
+
+function isMountpoint(path: string): boolean {
+  try {
+    const a = fs.statSync(path),
+      b = fs.statSync(join(path, ".."));
+    if (a.dev !== b.dev) return true;
+    return fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n").some((l) => l.split(" ")[4] === path);
+  } catch {
+    return false;
+  }
+}
+
+function randomVolumeName(): string {
+  return Array.from({ length: 64 }, () => "0123456789abcdef"[Math.floor(Math.random() * 16)]).join("");
+}
+
+/** -v SRC:DST[:OPTS] — an absolute SRC binds a host path, a name a volume. */
+export function parseBind(spec: string): MountSpec {
+  const parts = spec.split(":");
+  if (parts.length < 1 || parts.length > 3 || !parts[0]) throw invalid(`invalid volume specification: '${spec}'`);
+  if (parts.length === 1) return { Type: "volume", Target: parts[0]! };
+  const [src, dst, opts = ""] = parts as [string, string, string?];
+  if (!dst.startsWith("/")) throw invalid(`invalid volume specification: '${spec}': invalid mount config for type "${src.startsWith("/") ? "bind" : "volume"}": invalid mount path: '${dst}' mount path must be absolute`);
+  const o = opts.split(",").filter(Boolean);
+  for (const x of o) if (!["ro", "rw", "z", "Z", "shared", "rshared", "slave", "rslave", "private", "rprivate", "nocopy", "consistent", "cached", "delegated"].includes(x)) throw invalid(`invalid mode: ${x}`);
+  const propagation = o.find((x) => /^r?(shared|slave|private)$/.test(x));
+  return { Type: src.startsWith("/") ? "bind" : "volume", Source: src, Target: dst, ReadOnly: o.includes("ro"), ...(propagation ? { BindOptions: { Propagation: propagation } } : {}) };
+}
+
+/** docker's RAMInBytes: 12, 12b, 12k, 12m, 12g (binary units), case-insensitive. */
+export function parseSize(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?$/i.exec(s.trim());
+  if (!m) throw invalid(`invalid size: '${s}'`);
+  const mult = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4, p: 1024 ** 5 }[m[2]!.toLowerCase() as "" | "k"]!;
+  return Math.floor(Number(m[1]) * mult);
+}
+
+function validateRequest(req: CreateRequest): void {
+  const p = req.HostConfig.RestartPolicy;
+  if (!["", "no", "always", "unless-stopped", "on-failure"].includes(p.Name)) throw invalid(`invalid restart policy '${p.Name}'`);
+  if (p.MaximumRetryCount && p.Name !== "on-failure") throw invalid(`maximum retry count cannot be used with restart policy '${p.Name}'`);
+  if (req.HostConfig.AutoRemove && p.Name && p.Name !== "no") throw invalid("Conflicting options: --restart and --rm");
+  if (!["json-file", "none"].includes(req.HostConfig.LogConfig.Type)) throw invalid(`unknown log opt driver ${req.HostConfig.LogConfig.Type}: berth writes json-file (or none)`);
+  for (const k of Object.keys(req.HostConfig.LogConfig.Config)) if (!["max-size", "max-file", "compress", "labels", "env", "tag"].includes(k)) throw invalid(`unknown log opt '${k}' for json-file log driver`);
+}

@@ -1,0 +1,100 @@
+/** docker's JSON shapes for `container inspect` and `ps`. */
+import type { ImageStore } from "../images/index.js";
+import { familiar } from "../images/index.js";
+import type { ContainerView } from "./engine.js";
+
+export function containerInspect(v: ContainerView, images: ImageStore, root: string): Record<string, unknown> {
+  const { rec, state } = v;
+  const dir = `${root}/containers/${rec.Id}`;
+  const s = state;
+  return {
+    Id: rec.Id,
+    Created: rec.Created,
+    Path: rec.Path,
+    Args: rec.Args,
+    State: {
+      Status: s.Status,
+      Running: s.Running,
+      Paused: s.Paused,
+      Restarting: s.Restarting,
+      OOMKilled: s.OOMKilled,
+      Dead: s.Dead,
+      Pid: s.Pid,
+      ExitCode: s.ExitCode,
+      Error: s.Error,
+      StartedAt: s.StartedAt,
+      FinishedAt: s.FinishedAt,
+      ...(s.Health ? { Health: s.Health } : {}),
+    },
+    Image: rec.Image,
+    ResolvConfPath: "",
+    HostnamePath: `${dir}/hostname`,
+    HostsPath: `${dir}/hosts`,
+    LogPath: rec.LogPath,
+    Name: rec.Name,
+    RestartCount: s.RestartCount,
+    Driver: images.snapshots.kind === "overlay" ? "overlay2" : "vfs",
+    Platform: rec.Platform,
+    MountLabel: "",
+    ProcessLabel: "",
+    AppArmorProfile: "",
+    ExecIDs: null,
+    HostConfig: rec.HostConfig,
+    GraphDriver: {
+      Name: images.snapshots.kind === "overlay" ? "overlay2" : "vfs",
+      Data: images.snapshots.kind === "overlay" ? { UpperDir: images.snapshots.changes(rec.Id), WorkDir: images.snapshots.changes(rec.Id).replace(/upper$/, "work"), MergedDir: `${dir}/rootfs` } : { Dir: images.snapshots.changes(rec.Id) },
+    },
+    Mounts: [],
+    Config: rec.Config,
+    NetworkSettings: { Networks: {}, Ports: {}, IPAddress: "", Gateway: "", MacAddress: "" },
+  };
+}
+
+export interface ContainerSummary {
+  ID: string;
+  Image: string;
+  Command: string;
+  CreatedAt: string;
+  RunningFor: string;
+  Ports: string;
+  State: string;
+  Status: string;
+  Names: string;
+  Labels: string;
+  Mounts: string;
+  Networks: string;
+  Size: string;
+}
+
+export function containerSummary(v: ContainerView, ago: (iso: string) => string, duration: (ms: number) => string): ContainerSummary {
+  const { rec, state } = v;
+  const cmd = [rec.Path, ...rec.Args].join(" ");
+  let status: string;
+  if (state.Restarting) status = `Restarting (${state.ExitCode}) ${ago(state.FinishedAt)}`;
+  else if (state.Running) status = `Up ${duration(Date.now() - Date.parse(state.StartedAt))}${state.Paused ? " (Paused)" : ""}${state.Health ? ` (${state.Health.Status})` : ""}`;
+  else if (state.Status === "created") status = "Created";
+  else status = `Exited (${state.ExitCode}) ${ago(state.FinishedAt)}`;
+  return {
+    ID: rec.Id,
+    Image: rec.Config.Image.startsWith("sha256:") ? rec.Config.Image.slice(7, 19) : safeFamiliar(rec.Config.Image),
+    Command: JSON.stringify(cmd),
+    CreatedAt: rec.Created.replace("T", " ").replace(/\.\d+Z$/, " +0000 UTC"),
+    RunningFor: ago(rec.Created),
+    Ports: "",
+    State: state.Restarting ? "restarting" : state.Paused ? "paused" : state.Status,
+    Status: status,
+    Names: rec.Name.replace(/^\//, ""),
+    Labels: Object.entries(rec.Config.Labels ?? {}).map(([k, x]) => `${k}=${x}`).join(","),
+    Mounts: "",
+    Networks: rec.HostConfig.NetworkMode === "host" ? "host" : "none",
+    Size: "",
+  };
+}
+
+function safeFamiliar(name: string): string {
+  try {
+    return familiar(name);
+  } catch {
+    return name;
+  }
+}

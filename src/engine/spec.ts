@@ -1,0 +1,263 @@
+/**
+ * A container's OCI spec from its Config and HostConfig, with docker's defaults: the 14 default
+ * capabilities, the default seccomp profile specialised to them, docker's masked and read-only
+ * paths, /dev/shm of 64 MiB, private pid/ipc/uts/mount/network namespaces (cgroup too on v2).
+ */
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { invalid, notFound, unsupported } from "../common/errors.js";
+import { parseCpuList, type LinuxResources } from "../cgroups/index.js";
+import { allCapabilities, defaultSeccomp, dockerDefaultCapabilities, dockerMaskedPaths, dockerReadonlyPaths, type Seccomp } from "../security/index.js";
+import type { Mount, Spec } from "../runtime/index.js";
+import type { ContainerRecord } from "./store.js";
+import type { HostConfig } from "./types.js";
+
+/** Read a file inside a root file system, following symlinks as the container would (never out). */
+export function readInRoot(root: string, path: string): string | undefined {
+  let parts = path.split("/").filter(Boolean);
+  const done: string[] = [];
+  for (let hops = 0; parts.length; ) {
+    const c = parts.shift()!;
+    if (c === ".") continue;
+    if (c === "..") {
+      done.pop();
+      continue;
+    }
+    const abs = join(root, ...done, c);
+    const st = fs.lstatSync(abs, { throwIfNoEntry: false });
+    if (!st) return undefined;
+    if (st.isSymbolicLink()) {
+      if (++hops > 40) return undefined;
+      const target = fs.readlinkSync(abs);
+      if (target.startsWith("/")) done.length = 0;
+      parts = [...target.split("/").filter(Boolean), ...parts];
+      continue;
+    }
+    done.push(c);
+  }
+  try {
+    const st = fs.lstatSync(join(root, ...done));
+    return st.isFile() ? fs.readFileSync(join(root, ...done), "utf8") : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export interface ResolvedUser {
+  uid: number;
+  gid: number;
+  additionalGids: number[];
+  home: string;
+}
+
+/** docker's -u: name|uid[:group|gid], looked up in the container's /etc/passwd and /etc/group. */
+export function resolveUser(rootfs: string, user: string): ResolvedUser {
+  const [u = "", g] = user ? user.split(":") : ["0"];
+  const passwd = (readInRoot(rootfs, "/etc/passwd") ?? "").split("\n").map((l) => l.split(":"));
+  const groups = (readInRoot(rootfs, "/etc/group") ?? "").split("\n").map((l) => l.split(":"));
+  let uid: number, gid: number, home = "/", name: string | undefined;
+  const byName = passwd.find((p) => p[0] === u);
+  const byId = /^\d+$/.test(u) ? passwd.find((p) => p[2] === u) : undefined;
+  if (/^\d+$/.test(u)) {
+    uid = Number(u);
+    gid = byId ? Number(byId[3]) : 0;
+    home = byId?.[5] ?? "/";
+    name = byId?.[0];
+  } else if (byName) {
+    uid = Number(byName[2]);
+    gid = Number(byName[3]);
+    home = byName[5] ?? "/";
+    name = u;
+  } else throw invalid(`unable to find user ${u}: no matching entries in passwd file`);
+  if (g !== undefined) {
+    if (/^\d+$/.test(g)) gid = Number(g);
+    else {
+      const grp = groups.find((x) => x[0] === g);
+      if (!grp) throw invalid(`unable to find group ${g}: no matching entries in group file`);
+      gid = Number(grp[2]);
+    }
+  }
+  const additionalGids = name ? groups.filter((x) => (x[3] ?? "").split(",").includes(name!) && Number(x[2]) !== gid).map((x) => Number(x[2])) : [];
+  return { uid, gid, additionalGids, home };
+}
+
+export function capabilitiesFor(hc: HostConfig): string[] {
+  if (hc.Privileged) return [...allCapabilities];
+  const norm = (c: string) => {
+    const up = c.toUpperCase();
+    if (up === "ALL") return "ALL";
+    const n = up.startsWith("CAP_") ? up : `CAP_${up}`;
+    if (!allCapabilities.includes(n)) throw invalid(`unknown capability: "${c}"`);
+    return n;
+  };
+  const add = (hc.CapAdd ?? []).map(norm);
+  const drop = (hc.CapDrop ?? []).map(norm);
+  let caps = add.includes("ALL") ? [...allCapabilities] : [...dockerDefaultCapabilities];
+  if (drop.includes("ALL")) caps = [];
+  caps = caps.filter((c) => !drop.includes(c));
+  for (const c of add) if (c !== "ALL" && !caps.includes(c)) caps.push(c);
+  return caps;
+}
+
+/** linux.resources from docker's flags, with docker's checks. */
+export function resourcesFor(hc: HostConfig): LinuxResources {
+  const r: LinuxResources = {};
+  const mem: NonNullable<LinuxResources["memory"]> = {};
+  if (hc.Memory) {
+    if (hc.Memory < 6 * 1024 * 1024) throw invalid("Minimum memory limit allowed is 6MB");
+    mem.limit = hc.Memory;
+  }
+  if (hc.MemorySwap) {
+    if (hc.MemorySwap > 0 && hc.Memory && hc.MemorySwap < hc.Memory) throw invalid("Minimum memoryswap limit should be larger than memory limit, see usage");
+    if (hc.MemorySwap > 0 && !hc.Memory) throw invalid("You should always set the Memory limit when using Memoryswap limit, see usage");
+    mem.swap = hc.MemorySwap;
+  } else if (hc.Memory) mem.swap = hc.Memory * 2; // docker: swap defaults to twice the memory
+  if (hc.MemoryReservation) mem.reservation = hc.MemoryReservation;
+  if (hc.MemorySwappiness !== undefined && hc.MemorySwappiness >= 0) mem.swappiness = hc.MemorySwappiness;
+  if (hc.OomKillDisable) mem.disableOOMKiller = true;
+  if (Object.keys(mem).length) r.memory = mem;
+  const cpu: NonNullable<LinuxResources["cpu"]> = {};
+  if (hc.NanoCpus) {
+    if (hc.CpuQuota || hc.CpuPeriod) throw invalid("Conflicting options: Nano CPUs and CPU Period cannot both be set");
+    cpu.period = 100000;
+    cpu.quota = Math.round((hc.NanoCpus / 1e9) * 100000);
+  }
+  if (hc.CpuQuota) cpu.quota = hc.CpuQuota;
+  if (hc.CpuPeriod) cpu.period = hc.CpuPeriod;
+  if (hc.CpuShares) cpu.shares = hc.CpuShares;
+  if (hc.CpusetCpus) {
+    const online = onlineCpus();
+    const want = parseCpuList(hc.CpusetCpus, "--cpuset-cpus");
+    const bad = want.filter((c) => !online.includes(c));
+    if (bad.length) throw invalid(`Requested CPUs are not available - requested ${hc.CpusetCpus}, available: ${formatCpus(online)}`);
+    cpu.cpus = hc.CpusetCpus;
+  }
+  if (hc.CpusetMems) cpu.mems = hc.CpusetMems;
+  if (Object.keys(cpu).length) r.cpu = cpu;
+  if (hc.PidsLimit !== undefined && hc.PidsLimit !== 0) r.pids = { limit: hc.PidsLimit };
+  if (hc.BlkioWeight) {
+    if (hc.BlkioWeight < 10 || hc.BlkioWeight > 1000) throw invalid("Range of blkio weight is from 10 to 1000");
+    r.blockIO = { weight: hc.BlkioWeight };
+  }
+  return r;
+}
+
+function onlineCpus(): number[] {
+  try {
+    return parseCpuList(fs.readFileSync("/sys/devices/system/cpu/online", "utf8").trim(), "cpu/online");
+  } catch {
+    return [0];
+  }
+}
+
+function formatCpus(cpus: number[]): string {
+  const out: string[] = [];
+  for (let i = 0; i < cpus.length; ) {
+    let j = i;
+    while (j + 1 < cpus.length && cpus[j + 1] === cpus[j]! + 1) j++;
+    out.push(i === j ? `${cpus[i]}` : `${cpus[i]}-${cpus[j]}`);
+    i = j + 1;
+  }
+  return out.join(",");
+}
+
+export interface SpecInput {
+  rec: ContainerRecord;
+  rootfs: string;
+  user: ResolvedUser;
+  /** Extra mounts (binds, volumes, tmpfs, /etc/hosts, …) already resolved to sources. */
+  mounts: Mount[];
+  /** Namespaces to join: type → path (for --pid/--ipc/--uts container:<x> and host). */
+  joinNamespaces: Record<string, string | "host">;
+  /** The seccomp profile from --security-opt seccomp=FILE, or "unconfined". */
+  seccomp?: Seccomp | "unconfined";
+  noNewPrivileges: boolean;
+  initPath?: string;
+}
+
+export function buildSpec(input: SpecInput): Spec {
+  const { rec, rootfs, user } = input;
+  const c = rec.Config,
+    hc = rec.HostConfig;
+  const caps = capabilitiesFor(hc);
+  const env = [...c.Env];
+  if (!env.some((e) => e.startsWith("PATH="))) env.unshift("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+  if (!env.some((e) => e.startsWith("HOSTNAME="))) env.splice(1, 0, `HOSTNAME=${c.Hostname}`);
+  if (c.Tty && !env.some((e) => e.startsWith("TERM="))) env.push("TERM=xterm");
+  if (!env.some((e) => e.startsWith("HOME="))) env.push(`HOME=${user.home || "/"}`);
+  const args = [...rec.Path ? [rec.Path] : [], ...rec.Args];
+  if (input.initPath) args.unshift("/sbin/berth-init", "--");
+  const mounts: Mount[] = [
+    { destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] },
+    { destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+    { destination: "/dev/pts", type: "devpts", source: "devpts", options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] },
+    { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", hc.Privileged ? "rw" : "ro"] },
+    { destination: "/sys/fs/cgroup", type: "cgroup", source: "cgroup", options: ["nosuid", "noexec", "nodev", "relatime", hc.Privileged ? "rw" : "ro"] },
+    { destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"] },
+    { destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "noexec", "nodev", "mode=1777", "size=67108864"] },
+    ...input.mounts,
+  ];
+  if (input.initPath) mounts.push({ destination: "/sbin/berth-init", type: "bind", source: input.initPath, options: ["bind", "ro", "nosuid", "nodev"] });
+  const namespaces: Array<{ type: string; path?: string }> = [];
+  for (const t of ["pid", "ipc", "uts", "mount", "network"]) {
+    const j = input.joinNamespaces[t];
+    if (j === "host") continue;
+    namespaces.push(j ? { type: t, path: j } : { type: t });
+  }
+  // a private cgroup namespace on v1 too (docker keeps the host's there): the container never sees
+  // the host's cgroup paths, and it is one of the six namespaces the seeds check
+  namespaces.push({ type: "cgroup" });
+  const resources = resourcesFor(hc);
+  const devices: Array<Record<string, unknown>> = [];
+  const deviceRules: Array<Record<string, unknown>> = [{ allow: false, access: "rwm" }];
+  // docker's default device rules: the standard nodes and ptys
+  for (const [type, major, minor] of [["c", 1, 3], ["c", 1, 5], ["c", 1, 7], ["c", 1, 8], ["c", 1, 9], ["c", 5, 0], ["c", 5, 1], ["c", 5, 2], ["c", 136, -1], ["c", 10, 200]] as const)
+    deviceRules.push({ allow: true, type, major, ...(minor >= 0 ? { minor } : {}), access: "rwm" });
+  for (const d of hc.Devices ?? []) {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(d.PathOnHost);
+    } catch {
+      throw notFound(`error gathering device information while adding custom device "${d.PathOnHost}": no such file or directory`);
+    }
+    if (!st.isCharacterDevice() && !st.isBlockDevice()) throw invalid(`${d.PathOnHost} is not a device node`);
+    const major = Number((BigInt(st.rdev) >> 8n) & 0xfffn),
+      minor = Number((BigInt(st.rdev) & 0xffn) | ((BigInt(st.rdev) >> 12n) & 0xfff00n));
+    const type = st.isCharacterDevice() ? "c" : "b";
+    devices.push({ path: d.PathInContainer || d.PathOnHost, type, major, minor, fileMode: st.mode & 0o777, uid: 0, gid: 0 });
+    deviceRules.push({ allow: true, type, major, minor, access: d.CgroupPermissions || "rwm" });
+  }
+  if (hc.Privileged) deviceRules.splice(0, deviceRules.length, { allow: true, access: "rwm" });
+  let seccomp: Seccomp | undefined;
+  if (input.seccomp === "unconfined" || hc.Privileged) seccomp = undefined;
+  else seccomp = input.seccomp ?? defaultSeccomp({ capabilities: caps });
+  const rlimits = (hc.Ulimits ?? []).map((u) => ({ type: `RLIMIT_${u.Name.toUpperCase()}`, soft: u.Soft, hard: u.Hard }));
+  const spec: Spec = {
+    ociVersion: "1.0.2",
+    process: {
+      terminal: c.Tty,
+      user: { uid: user.uid, gid: user.gid, ...(user.additionalGids.length ? { additionalGids: user.additionalGids } : {}) },
+      args,
+      env,
+      cwd: c.WorkingDir || "/",
+      capabilities: { bounding: caps, effective: caps, permitted: caps },
+      ...(rlimits.length ? { rlimits } : {}),
+      noNewPrivileges: input.noNewPrivileges,
+      oomScoreAdj: 0,
+    },
+    root: { path: rootfs, readonly: hc.ReadonlyRootfs },
+    hostname: c.Hostname,
+    ...(c.Domainname ? { domainname: c.Domainname } : {}),
+    mounts,
+    linux: {
+      namespaces,
+      resources: { ...resources, devices: deviceRules },
+      ...(devices.length ? { devices } : {}),
+      ...(seccomp ? { seccomp } : {}),
+      ...(hc.Privileged ? {} : { maskedPaths: [...dockerMaskedPaths], readonlyPaths: [...dockerReadonlyPaths] }),
+      cgroupsPath: `/berth/${rec.Id}`,
+    },
+  } as unknown as Spec;
+  if (hc.UsernsMode && hc.UsernsMode !== "host") throw unsupported(`--userns ${hc.UsernsMode} is not supported yet (host is)`);
+  return spec;
+}

@@ -1,0 +1,190 @@
+/**
+ * Containers on disk, shared by every berth process (and later the API server):
+ *   <root>/containers/<id>/config.json  what the container is (written once at create)
+ *   <root>/containers/<id>/state.json   what it is doing (replaced atomically on every change)
+ *   <root>/containers/<id>/{pid,exit,attach.sock,<id>-json.log}  the monitor's files
+ *   <root>/containers/names/<name>      the name index: created with O_EXCL, so a name is taken once
+ *   <root>/containers/<id>/lock         flock for changes to one container
+ */
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+import { exists, invalid, notFound } from "../common/errors.js";
+import { FileLock, writeFileAtomic } from "../images/index.js";
+import type { ContainerConfig, HostConfig } from "./types.js";
+
+export interface ContainerState {
+  Status: "created" | "running" | "paused" | "restarting" | "removing" | "exited" | "dead";
+  Running: boolean;
+  Paused: boolean;
+  Restarting: boolean;
+  OOMKilled: boolean;
+  Dead: boolean;
+  Pid: number;
+  ExitCode: number;
+  Error: string;
+  StartedAt: string;
+  FinishedAt: string;
+  /** The monitor's pid and start time (to tell a live monitor from a reused pid). */
+  MonitorPid?: number;
+  MonitorStart?: number;
+  RestartCount: number;
+  /** Set by stop/kill so an on-failure or always policy does not restart what the user stopped. */
+  StoppedByUser?: boolean;
+  Health?: { Status: string; FailingStreak: number; Log: Array<{ Start: string; End: string; ExitCode: number; Output: string }> };
+}
+
+export interface ContainerRecord {
+  Id: string;
+  Name: string; // with docker's leading slash
+  Created: string;
+  Path: string;
+  Args: string[];
+  Image: string; // image ID
+  Config: ContainerConfig;
+  HostConfig: HostConfig;
+  /** The top layer its snapshot was prepared on. */
+  SnapshotParent?: string;
+  LogPath: string;
+  Platform: string;
+}
+
+export const zeroTime = "0001-01-01T00:00:00Z";
+
+export function initialState(): ContainerState {
+  return { Status: "created", Running: false, Paused: false, Restarting: false, OOMKilled: false, Dead: false, Pid: 0, ExitCode: 0, Error: "", StartedAt: zeroTime, FinishedAt: zeroTime, RestartCount: 0 };
+}
+
+const adjectives = ["admiring", "brave", "busy", "clever", "dreamy", "eager", "focused", "gallant", "happy", "jolly", "keen", "loving", "modest", "nifty", "quirky", "serene", "sharp", "stoic", "tender", "vibrant", "wizardly", "zealous"];
+const nouns = ["albattani", "babbage", "bohr", "curie", "darwin", "euclid", "fermi", "galileo", "hopper", "hypatia", "kepler", "lovelace", "meitner", "newton", "noether", "pascal", "ritchie", "shannon", "tesla", "turing", "wozniak", "yonath"];
+const nameRe = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+
+export class ContainerStore {
+  readonly dir: string;
+  private readonly names: string;
+
+  constructor(root: string) {
+    this.dir = join(root, "containers");
+    this.names = join(this.dir, "names");
+    fs.mkdirSync(this.names, { recursive: true, mode: 0o700 });
+  }
+
+  path(id: string, file = ""): string {
+    return join(this.dir, id, file);
+  }
+
+  newId(): string {
+    for (;;) {
+      const id = randomBytes(32).toString("hex");
+      if (!/^\d+$/.test(id.slice(0, 12)) && !fs.existsSync(this.path(id))) return id;
+    }
+  }
+
+  /** Take a name (docker's rules), or a generated one. Atomic: two creates cannot share a name. */
+  claimName(id: string, wanted?: string): string {
+    if (wanted !== undefined) {
+      const name = wanted.replace(/^\//, "");
+      if (!nameRe.test(name)) throw invalid(`Invalid container name (${wanted}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`);
+      try {
+        fs.writeFileSync(join(this.names, name), id, { flag: "wx" });
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+        const holder = fs.readFileSync(join(this.names, name), "utf8");
+        throw exists(`Conflict. The container name "/${name}" is already in use by container "${holder}". You have to remove (or rename) that container to be able to reuse that name.`);
+      }
+      return name;
+    }
+    for (let i = 0; ; i++) {
+      const name = `${adjectives[Math.floor(Math.random() * adjectives.length)]}_${nouns[Math.floor(Math.random() * nouns.length)]}${i > 5 ? i : ""}`;
+      try {
+        fs.writeFileSync(join(this.names, name), id, { flag: "wx" });
+        return name;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+      }
+    }
+  }
+
+  releaseName(name: string, id: string): void {
+    const p = join(this.names, name.replace(/^\//, ""));
+    try {
+      if (fs.readFileSync(p, "utf8") === id) fs.rmSync(p, { force: true });
+    } catch {
+      /* already gone */
+    }
+  }
+
+  renameTo(id: string, oldName: string, newName: string): void {
+    this.claimName(id, newName);
+    this.releaseName(oldName, id);
+  }
+
+  write(rec: ContainerRecord, state: ContainerState): void {
+    fs.mkdirSync(this.path(rec.Id), { recursive: true, mode: 0o700 });
+    writeFileAtomic(this.path(rec.Id, "config.json"), JSON.stringify(rec));
+    writeFileAtomic(this.path(rec.Id, "state.json"), JSON.stringify(state));
+  }
+
+  writeConfig(rec: ContainerRecord): void {
+    writeFileAtomic(this.path(rec.Id, "config.json"), JSON.stringify(rec));
+  }
+
+  writeState(id: string, state: ContainerState): void {
+    writeFileAtomic(this.path(id, "state.json"), JSON.stringify(state));
+  }
+
+  read(id: string): { rec: ContainerRecord; state: ContainerState } | undefined {
+    try {
+      const rec = JSON.parse(fs.readFileSync(this.path(id, "config.json"), "utf8")) as ContainerRecord;
+      let state: ContainerState;
+      try {
+        state = JSON.parse(fs.readFileSync(this.path(id, "state.json"), "utf8")) as ContainerState;
+      } catch {
+        state = { ...initialState(), Status: "dead", Dead: true, Error: "state lost" };
+      }
+      return { rec, state };
+    } catch {
+      return undefined;
+    }
+  }
+
+  ids(): string[] {
+    try {
+      return fs.readdirSync(this.dir).filter((n) => /^[a-f0-9]{64}$/.test(n) && fs.existsSync(this.path(n, "config.json")));
+    } catch {
+      return [];
+    }
+  }
+
+  /** docker's lookup: full ID, exact name, then a unique ID prefix. */
+  resolve(ref: string): string {
+    const clean = ref.replace(/^\//, "");
+    if (/^[a-f0-9]{64}$/.test(clean) && fs.existsSync(this.path(clean, "config.json"))) return clean;
+    try {
+      const id = fs.readFileSync(join(this.names, clean), "utf8");
+      if (fs.existsSync(this.path(id, "config.json"))) return id;
+    } catch {
+      /* not a name */
+    }
+    if (/^[a-f0-9]+$/.test(clean)) {
+      const matches = this.ids().filter((i) => i.startsWith(clean));
+      if (matches.length === 1) return matches[0]!;
+      if (matches.length > 1) throw invalid(`multiple IDs found with provided prefix: ${ref}`);
+    }
+    throw notFound(`No such container: ${ref}`);
+  }
+
+  lock(id: string): Promise<FileLock> {
+    return FileLock.acquire(this.path(id, "lock"), "exclusive");
+  }
+
+  remove(id: string): void {
+    const tmp = join(this.dir, `.removing-${id}-${process.pid}`);
+    try {
+      fs.renameSync(this.path(id), tmp);
+    } catch {
+      return;
+    }
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,158 @@
+/**
+ * What a container is asked to be, in the Docker Engine API's shapes (ContainerConfig and
+ * HostConfig of POST /containers/create): the CLI fills them from flags, the API server will take
+ * them from requests, and `inspect` shows them back.
+ */
+export interface HealthConfig {
+  Test?: string[];
+  Interval?: number; // nanoseconds
+  Timeout?: number;
+  StartPeriod?: number;
+  Retries?: number;
+}
+
+export interface ContainerConfig {
+  Hostname: string;
+  Domainname: string;
+  User: string;
+  AttachStdin: boolean;
+  AttachStdout: boolean;
+  AttachStderr: boolean;
+  ExposedPorts?: Record<string, object>;
+  Tty: boolean;
+  OpenStdin: boolean;
+  StdinOnce: boolean;
+  Env: string[];
+  Cmd: string[] | null;
+  Healthcheck?: HealthConfig;
+  Image: string;
+  Volumes: Record<string, object> | null;
+  WorkingDir: string;
+  Entrypoint: string[] | null;
+  OnBuild: string[] | null;
+  Labels: Record<string, string>;
+  StopSignal?: string;
+  StopTimeout?: number;
+}
+
+export interface MountSpec {
+  Type: "bind" | "volume" | "tmpfs";
+  Source?: string;
+  Target: string;
+  ReadOnly?: boolean;
+  BindOptions?: { Propagation?: string };
+  TmpfsOptions?: { SizeBytes?: number; Mode?: number };
+}
+
+export interface Ulimit {
+  Name: string;
+  Soft: number;
+  Hard: number;
+}
+
+export interface DeviceMapping {
+  PathOnHost: string;
+  PathInContainer: string;
+  CgroupPermissions: string;
+}
+
+export interface HostConfig {
+  Binds: string[] | null;
+  Mounts?: MountSpec[];
+  Tmpfs?: Record<string, string>;
+  AutoRemove: boolean;
+  RestartPolicy: { Name: "" | "no" | "always" | "unless-stopped" | "on-failure"; MaximumRetryCount: number };
+  /** berth's addition: restart a container whose health check turns unhealthy. */
+  RestartOnUnhealthy?: boolean;
+  LogConfig: { Type: "json-file" | "none"; Config: Record<string, string> };
+  NetworkMode: string;
+  PidMode: string;
+  IpcMode: string;
+  UTSMode: string;
+  UsernsMode: string;
+  Privileged: boolean;
+  ReadonlyRootfs: boolean;
+  CapAdd: string[] | null;
+  CapDrop: string[] | null;
+  SecurityOpt: string[] | null;
+  Ulimits: Ulimit[] | null;
+  Devices: DeviceMapping[] | null;
+  Init?: boolean;
+  Memory: number;
+  MemorySwap: number;
+  MemoryReservation: number;
+  MemorySwappiness?: number;
+  OomKillDisable?: boolean;
+  NanoCpus: number;
+  CpuShares: number;
+  CpuQuota: number;
+  CpuPeriod: number;
+  CpusetCpus: string;
+  CpusetMems: string;
+  PidsLimit?: number;
+  BlkioWeight: number;
+  ExtraHosts?: string[] | null;
+  Dns?: string[];
+}
+
+export function defaultHostConfig(): HostConfig {
+  return {
+    Binds: null,
+    AutoRemove: false,
+    RestartPolicy: { Name: "no", MaximumRetryCount: 0 },
+    LogConfig: { Type: "json-file", Config: {} },
+    NetworkMode: "default",
+    PidMode: "",
+    IpcMode: "private",
+    UTSMode: "",
+    UsernsMode: "",
+    Privileged: false,
+    ReadonlyRootfs: false,
+    CapAdd: null,
+    CapDrop: null,
+    SecurityOpt: null,
+    Ulimits: null,
+    Devices: null,
+    Memory: 0,
+    MemorySwap: 0,
+    MemoryReservation: 0,
+    NanoCpus: 0,
+    CpuShares: 0,
+    CpuQuota: 0,
+    CpuPeriod: 0,
+    CpusetCpus: "",
+    CpusetMems: "",
+    BlkioWeight: 0,
+  };
+}
+
+export function defaultContainerConfig(image: string): ContainerConfig {
+  return {
+    Hostname: "",
+    Domainname: "",
+    User: "",
+    AttachStdin: false,
+    AttachStdout: true,
+    AttachStderr: true,
+    Tty: false,
+    OpenStdin: false,
+    StdinOnce: false,
+    Env: [],
+    Cmd: null,
+    Image: image,
+    Volumes: null,
+    WorkingDir: "",
+    Entrypoint: null,
+    OnBuild: null,
+    Labels: {},
+  };
+}
+
+export interface CreateRequest {
+  name?: string;
+  Config: ContainerConfig;
+  HostConfig: HostConfig;
+  /** --pull: always, missing (default), never. */
+  pull?: "always" | "missing" | "never";
+  platform?: string;
+}
