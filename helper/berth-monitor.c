@@ -248,13 +248,12 @@ static void write_exit(int status)
 
 static void attach_listen(void)
 {
+	/* bound relative to DIR (the monitor's cwd): a store path may not fit in sun_path's 108 bytes;
+	 * clients connect through /proc/self/fd/<dirfd>/attach.sock */
 	struct sockaddr_un a = {.sun_family = AF_UNIX};
-	char p[PATH_MAX];
-	path_in_dir(p, sizeof p, "attach.sock");
-	if (strlen(p) >= sizeof a.sun_path) {
-		errno = ENAMETOOLONG;
-		die("attach socket path");
-	}
+	const char *p = "attach.sock";
+	if (chdir(dir) < 0)
+		die("chdir");
 	strcpy(a.sun_path, p);
 	unlink(p);
 	listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);

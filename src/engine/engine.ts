@@ -502,11 +502,13 @@ export class Engine {
 
   /** Connect to the container's output (docker's stdcopy frames) and stdin. */
   attach(id: string): Promise<Socket> {
-    return new Promise((resolve, reject) => {
-      const s = connect(this.containers.path(id, "attach.sock"));
+    // through a directory fd: the socket's full path may be longer than a socket address allows
+    const dirFd = fs.openSync(this.containers.path(id), fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+    return new Promise<Socket>((resolve, reject) => {
+      const s = connect(`/proc/self/fd/${dirFd}/attach.sock`);
       s.once("connect", () => resolve(s));
       s.once("error", (e) => reject(new BerthError("System", `cannot attach to ${id.slice(0, 12)}: ${e.message}`)));
-    });
+    }).finally(() => fs.closeSync(dirFd));
   }
 
   async exec(ref: string, argv: string[], opts: { user?: string; workdir?: string; env?: string[]; tty?: boolean; detach?: boolean; privileged?: boolean } = {}): Promise<number> {

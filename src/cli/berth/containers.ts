@@ -302,7 +302,7 @@ export class CommandError extends BerthError {
 function wrap<T>(p: Promise<T>): Promise<T> {
   return p.catch((e) => {
     if (!(e instanceof BerthError) || e instanceof UsageError) throw e;
-    if (/executable file not found|exec: .*no such file or directory/.test(e.message)) throw new CommandError(e, 127);
+    if (/executable file not found|exec: .*no such file or directory/i.test(e.message)) throw new CommandError(e, 127);
     if (/exec: .*permission denied|exec format error/i.test(e.message)) throw new CommandError(e, 126);
     throw new RunError(e);
   });

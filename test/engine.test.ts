@@ -1,0 +1,193 @@
+/**
+ * The berth CLI's containers, as a docker user sees them, and the seeds' scenarios end to end:
+ * run -d, the init's host pid and its namespaces, exec seeing the container's hostname, processes
+ * and mounts, logs, export, OOM kills reported by inspect, resource flags in the cgroup files,
+ * errors with docker's wording and exit codes, a killed monitor, and nothing left behind.
+ */
+import { test, describe, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { project, rootSkip, tempDir, leaks } from "./helpers.js";
+import { berth, berthEnv, ok, sh, type BerthEnv } from "./image-helpers.js";
+
+let env: BerthEnv;
+let runtimeRoot: string;
+const b = (args: string[], input?: string) => berth(env, args, { extraEnv: { BERTH_RUNTIME_ROOT: runtimeRoot }, ...(input !== undefined ? { input } : {}) });
+
+describe("containers", { skip: rootSkip }, () => {
+  before(() => {
+    env = berthEnv();
+    runtimeRoot = tempDir("berth-test-rt-");
+    // the busybox fixture (with berth's probe) as an image
+    const tarball = join(tempDir("berth-img-"), "rootfs.tar");
+    sh("tar", ["-C", join(project, "build/fixtures/busybox/rootfs"), "-cf", tarball, "."]);
+    ok(berth(env, ["import", "-c", 'CMD ["sh"]', tarball, "busybox:latest"]));
+  });
+  after(() => {
+    const ids = b(["ps", "-aq"]).stdout.trim().split("\n").filter(Boolean);
+    if (ids.length) b(["rm", "-f", ...ids]);
+  });
+
+  test("run prints the command's output and returns its exit code; --rm leaves nothing", () => {
+    const r = ok(b(["run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2"]));
+    assert.equal(r.stdout, "out\n");
+    assert.equal(r.stderr, "err\n");
+    assert.equal(b(["run", "--rm", "busybox", "sh", "-c", "exit 7"]).code, 7);
+    assert.equal(b(["ps", "-aq"]).stdout, "");
+  });
+
+  test("run -i feeds stdin; the container sees its end", () => {
+    const r = ok(b(["run", "--rm", "-i", "busybox", "sh", "-c", "tr a-z A-Z; echo done"], "hello stdin\n"));
+    assert.equal(r.stdout, "HELLO STDIN\ndone\n");
+  });
+
+  test("the seeds: run -d; inspect's Pid is the host pid of the container's init, in six new namespaces", () => {
+    const id = ok(b(["run", "-d", "--name", "seed", "--hostname", "seedbox", "busybox", "sh", "-c", "echo started; exec sleep 1000"])).stdout.trim();
+    assert.match(id, /^[a-f0-9]{64}$/);
+    const pid = Number(ok(b(["inspect", "--format", "{{.State.Pid}}", "seed"])).stdout.trim());
+    assert.ok(pid > 1);
+    assert.match(fs.readFileSync(`/proc/${pid}/cmdline`, "utf8"), /^sleep\0/);
+    for (const ns of ["pid", "net", "ipc", "uts", "mnt", "cgroup"]) assert.notEqual(fs.readlinkSync(`/proc/${pid}/ns/${ns}`), fs.readlinkSync(`/proc/self/ns/${ns}`), ns);
+    // exec (the seeds' nsenter) sees the container's hostname, processes and mounts
+    assert.equal(ok(b(["exec", "seed", "hostname"])).stdout, "seedbox\n");
+    const ps = ok(b(["exec", "seed", "ps", "-o", "pid,args"])).stdout;
+    assert.match(ps, /^\s*1 sleep 1000$/m, "the container's init is pid 1 inside");
+    assert.ok(!ps.includes("node"), "no host processes");
+    const mounts = ok(b(["exec", "seed", "cat", "/proc/mounts"])).stdout;
+    assert.match(mounts, /^overlay \/ overlay /m, "the image's overlay is the root");
+    assert.ok(!fs.readdirSync("/").every((n) => ok(b(["exec", "seed", "ls", "/"])).stdout.includes(n)), "the host's root is not visible");
+    assert.equal(b(["exec", "seed", "cat", "/work/main/package.json"]).code, 1, "host files are invisible (chroot-like isolation)");
+    const list = ok(b(["ps", "--format", "{{.Names}} {{.Status}} {{.Command}}"])).stdout;
+    assert.match(list, /^seed Up .* "sh -c 'echo started; exec sleep 1000'"|^seed Up .* "sh -c echo started;/m);
+    assert.equal(ok(b(["logs", "seed"])).stdout, "started\n");
+    const log = fs.readFileSync(JSON.parse(ok(b(["inspect", "seed"])).stdout)[0].LogPath, "utf8").trim().split("\n").map((l) => JSON.parse(l));
+    assert.equal(log[0].log, "started\n");
+    assert.equal(log[0].stream, "stdout");
+    assert.match(log[0].time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$/);
+  });
+
+  test("exec: a stopped container, an unknown command, -u, -w, -e", () => {
+    assert.equal(ok(b(["exec", "-u", "1234:5678", "-w", "/tmp", "-e", "X=y", "seed", "sh", "-c", "id -u; id -g; pwd; echo $X"])).stdout, "1234\n5678\n/tmp\ny\n");
+    const missing = b(["exec", "seed", "nosuchcommand"]);
+    assert.equal(missing.code, 127);
+    assert.match(missing.stderr, /executable file not found/);
+  });
+
+  test("export writes the container's file system as a tar", () => {
+    ok(b(["exec", "seed", "sh", "-c", "echo exported > /root/marker"]));
+    const out = join(tempDir("berth-img-"), "fs.tar");
+    ok(b(["export", "-o", out, "seed"]));
+    const names = sh("tar", ["-tf", out]);
+    assert.match(names, /^\.?\/?root\/marker$/m);
+    assert.match(names, /^\.?\/?bin\/busybox$/m);
+    assert.equal(sh("tar", ["-xOf", out, "root/marker"]), "exported\n");
+  });
+
+  test("commit makes an image of the container's changes", () => {
+    ok(b(["commit", "-m", "with marker", "seed", "committed/seed:1"]));
+    assert.equal(ok(b(["run", "--rm", "committed/seed:1", "cat", "/root/marker"])).stdout, "exported\n");
+  });
+
+  test("stop sends the signal, then SIGKILL after -t; wait and inspect report the exit", () => {
+    const t0 = Date.now();
+    ok(b(["stop", "-t", "1", "seed"]));
+    assert.ok(Date.now() - t0 < 8000);
+    const st = JSON.parse(ok(b(["inspect", "seed"])).stdout)[0].State;
+    assert.equal(st.Status, "exited");
+    assert.equal(st.Running, false);
+    assert.ok([137, 143].includes(st.ExitCode), String(st.ExitCode));
+    assert.equal(ok(b(["wait", "seed"])).stdout.trim(), String(st.ExitCode));
+    const exec = b(["exec", "seed", "true"]);
+    assert.notEqual(exec.code, 0);
+    assert.match(exec.stderr, /is not running/);
+    ok(b(["start", "seed"]));
+    assert.equal(JSON.parse(ok(b(["inspect", "seed"])).stdout)[0].State.Running, true);
+    const rmRunning = b(["rm", "seed"]);
+    assert.equal(rmRunning.code, 1);
+    assert.match(rmRunning.stderr, /You cannot remove a running container [a-f0-9]{64}\. Stop the container before attempting removal or force remove/);
+    ok(b(["rm", "-f", "seed"]));
+    assert.equal(b(["inspect", "seed"]).code, 1);
+  });
+
+  test("the seeds' 30 MB memory limit: the 1 MB-a-step allocator is OOM-killed, inspect says so", () => {
+    const r = b(["run", "--name", "oom", "--memory", "30m", "--memory-swap", "30m", "busybox", "/probe", "alloc", "1", "20"]);
+    assert.equal(r.code, 137, r.stderr);
+    const last = Number(/(\d+) MiB\n$/.exec(r.stdout)?.[1]);
+    assert.ok(last >= 15 && last < 30, `last allocation ${last} MiB`);
+    const st = JSON.parse(ok(b(["inspect", "oom"])).stdout)[0].State;
+    assert.equal(st.OOMKilled, true);
+    assert.equal(st.ExitCode, 137);
+    ok(b(["rm", "oom"]));
+  });
+
+  test("the seeds' resource flags land in the container's cgroup files", () => {
+    ok(b(["run", "-d", "--name", "res", "--memory", "64m", "--cpus", "0.5", "--cpu-shares", "512", "--pids-limit", "50", "--cpuset-cpus", "0", "busybox", "sleep", "100"]));
+    const id = JSON.parse(ok(b(["inspect", "res"])).stdout)[0].Id;
+    // v1 controllers are mounted as "cpu" or "cpu,cpuacct" depending on the distribution
+    const cg = (ctl: string, file: string) => {
+      const candidates = [`/sys/fs/cgroup/berth/${id}`, ...ctl.split("|").map((c) => `/sys/fs/cgroup/${c}/berth/${id}`)].map((d) => join(d, file));
+      const p = candidates.find((c) => fs.existsSync(c));
+      assert.ok(p, `none of ${candidates.join(", ")}`);
+      return fs.readFileSync(p, "utf8").trim();
+    };
+    assert.equal(cg("memory", "memory.limit_in_bytes"), String(64 * 1024 * 1024));
+    assert.equal(cg("cpu|cpu,cpuacct", "cpu.cfs_quota_us"), "50000");
+    assert.equal(cg("cpu|cpu,cpuacct", "cpu.cfs_period_us"), "100000");
+    assert.equal(cg("cpu|cpu,cpuacct", "cpu.shares"), "512");
+    assert.equal(cg("pids", "pids.max"), "50");
+    assert.equal(cg("cpuset", "cpuset.cpus"), "0");
+    ok(b(["rm", "-f", "res"]));
+  });
+
+  test("bad input: docker's wording and exit codes, nothing half-created", () => {
+    const before = b(["ps", "-aq"]).stdout;
+    const mem = b(["run", "--memory", "12q", "busybox", "true"]);
+    assert.equal(mem.code, 125);
+    assert.match(mem.stderr, /invalid argument "12q" for "-m, --memory" flag: invalid size: '12q'/);
+    const cpus = b(["run", "--cpuset-cpus", "1,3", "busybox", "true"]);
+    assert.equal(cpus.code, 125);
+    assert.match(cpus.stderr, /Requested CPUs are not available - requested 1,3, available: 0-1|available: 0/);
+    const vol = b(["run", "-v", "/nonexistent/berth-test:/x", "busybox", "true"]);
+    assert.equal(vol.code, 125);
+    assert.match(vol.stderr, /bind source path does not exist: \/nonexistent\/berth-test/);
+    const img = b(["run", "--pull", "never", "no/such-image", "true"]);
+    assert.equal(img.code, 125);
+    assert.match(img.stderr, /No such image: no\/such-image/);
+    const flag = b(["run", "--no-such-flag", "busybox"]);
+    assert.equal(flag.code, 125);
+    assert.match(flag.stderr, /unknown flag: --no-such-flag/);
+    assert.equal(b(["ps", "-aq"]).stdout, before, "no container was left by any of them");
+    ok(b(["create", "--name", "taken", "busybox", "true"]));
+    const dup = b(["run", "--name", "taken", "busybox", "true"]);
+    assert.equal(dup.code, 125);
+    assert.match(dup.stderr, /Conflict\. The container name "\/taken" is already in use by container "[a-f0-9]{64}"/);
+    const notFound = b(["run", "busybox", "/no/such/binary"]);
+    assert.equal(notFound.code, 127);
+    ok(b(["rm", "taken"]));
+    b(["container", "prune", "-f"]);
+  });
+
+  test("a killed monitor: the container shows as exited with a reason, nothing stuck running", () => {
+    const id = ok(b(["run", "-d", "busybox", "sleep", "1000"])).stdout.trim();
+    const dir = join(env.root, "containers", id);
+    const monitor = Number(fs.readFileSync(join(dir, "monitor.pid"), "utf8"));
+    const pid = Number(ok(b(["inspect", "-f", "{{.State.Pid}}", id])).stdout);
+    process.kill(monitor, "SIGKILL");
+    process.kill(pid, "SIGKILL"); // as a reboot would
+    for (let i = 0; i < 50 && fs.existsSync(`/proc/${pid}`); i++) spawnSync("sleep", ["0.05"]);
+    const st = JSON.parse(ok(b(["inspect", id])).stdout)[0].State;
+    assert.equal(st.Running, false);
+    assert.equal(st.Status, "exited");
+    assert.match(st.Error, /monitor/);
+    ok(b(["rm", id]));
+  });
+
+  test("nothing left: no containers, mounts or processes", () => {
+    assert.equal(b(["ps", "-aq"]).stdout, "");
+    assert.deepEqual(leaks(), []);
+    const mounts = fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n").filter((l) => l.includes(env.root));
+    assert.deepEqual(mounts, []);
+  });
+});
