@@ -184,6 +184,44 @@ describe("containers", { skip: rootSkip }, () => {
     ok(b(["rm", id]));
   });
 
+  test("--restart on-failure:2 restarts a failing container twice, then leaves it exited", async () => {
+    ok(b(["run", "-d", "--name", "flaky", "--restart", "on-failure:2", "busybox", "sh", "-c", "echo run; exit 3"]));
+    for (let i = 0; i < 100; i++) {
+      const st = JSON.parse(ok(b(["inspect", "flaky"])).stdout)[0];
+      if (st.RestartCount === 2 && !st.State.Running && !st.State.Restarting) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const st = JSON.parse(ok(b(["inspect", "flaky"])).stdout)[0];
+    assert.equal(st.RestartCount, 2);
+    assert.equal(st.State.ExitCode, 3);
+    assert.equal(ok(b(["logs", "flaky"])).stdout, "run\nrun\nrun\n", "three runs, one log");
+    ok(b(["rm", "flaky"]));
+  });
+
+  test("--init reaps zombies and passes signals; --read-only; --cap-drop shows in /proc/1/status", () => {
+    const zombies = ok(b(["run", "--rm", "--init", "busybox", "sh", "-c", "sleep 0 & sleep 0.3; ps -o stat | grep -c Z || true"])).stdout.trim();
+    assert.equal(zombies, "0");
+    assert.match(ok(b(["run", "--rm", "--init", "busybox", "cat", "/proc/1/cmdline"])).stdout, /^\/sbin\/berth-init\0/);
+    const ro = b(["run", "--rm", "--read-only", "busybox", "touch", "/x"]);
+    assert.notEqual(ro.code, 0);
+    assert.match(ro.stderr, /Read-only file system/);
+    const caps = ok(b(["run", "--rm", "--cap-drop", "ALL", "--cap-add", "NET_ADMIN", "busybox", "grep", "CapEff", "/proc/1/status"])).stdout;
+    assert.equal(caps.trim(), "CapEff:\t0000000000001000");
+    const dflt = ok(b(["run", "--rm", "busybox", "grep", "CapEff", "/proc/1/status"])).stdout;
+    assert.equal(dflt.trim(), "CapEff:\t00000000a80425fb", "docker's 14 default capabilities");
+  });
+
+  test("json-file logs rotate at --log-opt max-size, keeping max-file files", () => {
+    ok(b(["run", "--name", "chatty", "--log-opt", "max-size=2k", "--log-opt", "max-file=3", "busybox", "sh", "-c", "i=0; while [ $i -lt 200 ]; do echo line-$i; i=$((i+1)); done"]));
+    const logPath = JSON.parse(ok(b(["inspect", "chatty"])).stdout)[0].LogPath;
+    assert.ok(fs.existsSync(`${logPath}.1`) && fs.existsSync(`${logPath}.2`) && !fs.existsSync(`${logPath}.3`));
+    for (const f of [logPath, `${logPath}.1`]) assert.ok(fs.statSync(f).size <= 2048, f);
+    const lines = ok(b(["logs", "chatty"])).stdout.trim().split("\n");
+    assert.equal(lines[lines.length - 1], "line-199");
+    assert.equal(ok(b(["logs", "--tail", "2", "chatty"])).stdout, "line-198\nline-199\n");
+    ok(b(["rm", "chatty"]));
+  });
+
   test("nothing left: no containers, mounts or processes", () => {
     assert.equal(b(["ps", "-aq"]).stdout, "");
     assert.deepEqual(leaks(), []);

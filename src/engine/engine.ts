@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { BerthError, invalid, notFound, precondition } from "../common/errors.js";
 import { buildBinary } from "../common/paths.js";
-import { ImageStore, pullImage, commitSnapshot, type ImageRecord, type Progress, parsePlatform, unmount as unmountPath, type ContainerConfig as ImageContainerConfig } from "../images/index.js";
+import { FileLock, ImageStore, pullImage, commitSnapshot, type ImageRecord, type Progress, parsePlatform, unmount as unmountPath, type ContainerConfig as ImageContainerConfig } from "../images/index.js";
 import { Runtime, parseSignal } from "../runtime/index.js";
 import { pidAlive } from "../images/content.js";
 import { buildSpec, capabilitiesFor, resolveUser, resourcesFor } from "./spec.js";
@@ -85,27 +85,32 @@ export class Engine {
 
   imageUsers = (imageId: string): string[] => this.containers.ids().filter((id) => this.containers.read(id)?.rec.Image === imageId);
 
+  private monitorAlive(state: ContainerState): boolean {
+    return !!state.MonitorPid && pidAlive(state.MonitorPid) && procStart(state.MonitorPid) === state.MonitorStart;
+  }
+
   /**
    * A record says running but its monitor is gone: the monitor finished (its exit command had not
-   * run yet, or was killed) or died with the machine. Settle it so nothing stays "running".
+   * run yet, or was killed) or died with the machine. Settle it so nothing stays "running". Left
+   * alone while someone holds the container's lock (an exit command restarting it, a stop).
    */
   private async reconcile(id: string): Promise<void> {
     const v = this.containers.read(id);
-    if (!v || !(v.state.Running || v.state.Status === "created" || v.state.Restarting)) return;
-    if (v.state.Status === "created" && !v.state.MonitorPid) return;
-    const alive = v.state.MonitorPid && pidAlive(v.state.MonitorPid) && procStart(v.state.MonitorPid) === v.state.MonitorStart;
-    if (alive) return;
-    if (fs.existsSync(this.containers.path(id, "exit"))) await this.exited(id, { restart: false });
-    else {
-      const lock = await this.containers.lock(id);
-      try {
-        const cur = this.containers.read(id);
-        if (!cur || !(cur.state.Running || cur.state.MonitorPid)) return;
-        await this.teardown(id);
-        this.containers.writeState(id, { ...cur.state, Status: "exited", Running: false, Paused: false, Restarting: false, Pid: 0, ExitCode: 255, MonitorPid: undefined, Error: "the container's monitor is gone (berth-monitor was killed, or the machine restarted)", FinishedAt: cur.state.FinishedAt === zeroTime ? new Date().toISOString() : cur.state.FinishedAt });
-      } finally {
-        lock.release();
+    if (!v || !(v.state.Running || v.state.Restarting || (v.state.Status === "created" && v.state.MonitorPid))) return;
+    if (this.monitorAlive(v.state)) return;
+    const lock = FileLock.tryAcquire(this.containers.path(id, "lock"), "exclusive");
+    if (!lock) return;
+    try {
+      const cur = this.containers.read(id);
+      if (!cur || !(cur.state.Running || cur.state.Restarting || cur.state.MonitorPid) || this.monitorAlive(cur.state)) return;
+      if (fs.existsSync(this.containers.path(id, "exit"))) {
+        await this.exitedLocked(id, { restart: false });
+        return;
       }
+      await this.teardown(id);
+      this.containers.writeState(id, { ...cur.state, Status: "exited", Running: false, Paused: false, Restarting: false, Pid: 0, ExitCode: 255, MonitorPid: undefined, Error: "the container's monitor is gone (berth-monitor was killed, or the machine restarted)", FinishedAt: cur.state.FinishedAt === zeroTime ? new Date().toISOString() : cur.state.FinishedAt });
+    } finally {
+      lock.release();
     }
   }
 
@@ -350,14 +355,27 @@ export class Engine {
    */
   async exited(id: string, opts: { restart?: boolean } = {}): Promise<void> {
     const lock = await this.containers.lock(id);
-    let restart = false;
     let remove = false;
     try {
+      remove = await this.exitedLocked(id, opts);
+    } finally {
+      lock.release();
+    }
+    if (remove) await this.remove(id, { force: true }).catch(() => {});
+  }
+
+  /** exited() under the container's lock; true when the container should now be removed (--rm). */
+  private async exitedLocked(id: string, opts: { restart?: boolean }): Promise<boolean> {
+    let restart = false;
+    let remove = false;
+    {
       const v = this.containers.read(id);
-      if (!v) return;
+      if (!v) return false;
       const text = fs.existsSync(this.containers.path(id, "exit")) ? fs.readFileSync(this.containers.path(id, "exit"), "utf8") : "";
-      if (!text && !v.state.Running) return;
-      if (!v.state.Running && !v.state.MonitorPid) return; // settled already
+      if (!text && !v.state.Running) return false;
+      if (!v.state.Running && !v.state.MonitorPid) return false; // settled already
+      // a new monitor (a restart) is running: this exit is not news
+      if (v.state.MonitorPid && v.state.MonitorPid !== process.pid && this.monitorAlive(v.state) && !text) return false;
       const field = (k: string) => Number(new RegExp(`^${k} (\\d+)$`, "m").exec(text)?.[1] ?? "0");
       const code = text ? field("code") : 255;
       let oom = false;
@@ -398,10 +416,8 @@ export class Engine {
           await this.startLocked(cur.rec, cur.state).catch((e) => this.containers.writeState(id, { ...cur.state, Restarting: false, Error: (e as Error).message }));
         }
       }
-    } finally {
-      lock.release();
     }
-    if (remove) await this.remove(id, { force: true }).catch(() => {});
+    return remove;
   }
 
   // ---- stop, kill, remove
