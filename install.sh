@@ -56,4 +56,4 @@ sh scripts/make-default-image.sh
 say "images in the store (${BERTH_ROOT:-/var/lib/berth}):"
 berth images
 say "pull more from any registry: berth pull <registry>/<name>:<tag> (loopback registries may use plain HTTP)"
-say "try: berth-runtime run --bundle $here/build/bundles/hello hello"
+say "try: berth run --rm busybox echo hello   (or the runtime alone: berth-runtime run --bundle $here/build/bundles/hello hello)"
