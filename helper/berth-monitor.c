@@ -5,7 +5,10 @@
  * container ended in a plain-text file, then execs an exit command (where policy lives: berth's
  * cleanup, restart policies). It parses no JSON and decides nothing.
  *
- *   berth-monitor -d DIR [-l LOG -s MAXSIZE -n MAXFILES] [-i] [-x EXITCMD]... -- HELPER ARGS...
+ *   berth-monitor -d DIR [-l LOG -s MAXSIZE -n MAXFILES] [-i] [-t] [-x EXITCMD]... -- HELPER ARGS...
+ *
+ * With -t the container has a terminal: the monitor listens on DIR/console.sock for the pty master
+ * (runc's console-socket protocol) and relays it like a stdout stream.
  *
  * DIR gets: monitor.pid (its own), pid (the container init's pid, written by berth), exit ("code N\nsignal N\nfinished
  * NANOS\n"), attach.sock (a client reads frames [stream, 0, 0, 0, len32be, bytes] — 1 stdout,
@@ -46,10 +49,15 @@ static long long log_size;
 struct stream {
 	int fd;
 	const char *name;
+	int frame; /* 1 stdout, 2 stderr */
 	char line[LINE_MAX_BYTES];
 	size_t len;
 };
-static struct stream streams[2] = {{-1, "stdout", {0}, 0}, {-1, "stderr", {0}, 0}};
+/* the container's stdout and stderr pipes, and with -t the pty master (its output is stdout) */
+#define NSTREAMS 3
+static struct stream streams[NSTREAMS] = {{-1, "stdout", 1, {0}, 0}, {-1, "stderr", 2, {0}, 0}, {-1, "stdout", 1, {0}, 0}};
+static int console_listen = -1;
+static int tty_master = -1;
 static int stdin_fd = -1; /* write end of the container's stdin pipe */
 static int listen_fd = -1;
 static int clients[MAX_CLIENTS];
@@ -193,7 +201,7 @@ static void to_clients(int stream, const char *data, size_t n)
 static void stream_data(int which, const char *data, size_t n)
 {
 	struct stream *s = &streams[which];
-	to_clients(which + 1, data, n);
+	to_clients(s->frame, data, n);
 	for (size_t i = 0; i < n; i++) {
 		s->line[s->len++] = data[i];
 		if (data[i] == '\n' || s->len == sizeof s->line) {
@@ -262,17 +270,47 @@ static void attach_listen(void)
 	chmod(p, 0600);
 }
 
+/* -t: the runtime's helper connects to console.sock (relative to DIR, our cwd) and sends the
+ * pty master over SCM_RIGHTS, as runc's --console-socket protocol does */
+static void console_accept(void)
+{
+	int c = accept4(console_listen, NULL, NULL, SOCK_CLOEXEC);
+	if (c < 0)
+		return;
+	char payload[256];
+	struct iovec iov = {.iov_base = payload, .iov_len = sizeof payload};
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
+	ssize_t n = recvmsg(c, &msg, MSG_CMSG_CLOEXEC);
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+	if (n >= 0 && cm && cm->cmsg_type == SCM_RIGHTS) {
+		memcpy(&tty_master, CMSG_DATA(cm), sizeof tty_master);
+		streams[2].fd = tty_master;
+		if (stdin_fd >= 0)
+			close(stdin_fd); /* input goes to the pty now */
+		stdin_fd = tty_master;
+	}
+	close(c);
+	close(console_listen);
+	console_listen = -1;
+	unlink("console.sock");
+}
+
 int main(int argc, char **argv)
 {
-	int keep_stdin = 0, opt, nexit = 0;
+	int keep_stdin = 0, tty = 0, opt, nexit = 0;
 	char *exit_cmd[MAX_EXIT_ARGS + 1] = {0};
-	while ((opt = getopt(argc, argv, "+d:l:s:n:ix:")) != -1) {
+	while ((opt = getopt(argc, argv, "+d:l:s:n:itx:")) != -1) {
 		switch (opt) {
 		case 'd': dir = optarg; break;
 		case 'l': log_path = optarg; break;
 		case 's': log_max_size = atoll(optarg); break;
 		case 'n': log_max_files = atoi(optarg) > 0 ? atoi(optarg) : 1; break;
 		case 'i': keep_stdin = 1; break;
+		case 't': tty = 1; break;
 		case 'x':
 			if (nexit < MAX_EXIT_ARGS)
 				exit_cmd[nexit++] = optarg;
@@ -297,6 +335,14 @@ int main(int argc, char **argv)
 	}
 	log_open();
 	attach_listen();
+	if (tty) {
+		struct sockaddr_un a = {.sun_family = AF_UNIX};
+		strcpy(a.sun_path, "console.sock");
+		unlink(a.sun_path);
+		console_listen = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (console_listen < 0 || bind(console_listen, (struct sockaddr *)&a, sizeof a) < 0 || listen(console_listen, 1) < 0)
+			die("console socket");
+	}
 
 	int out[2], err[2], in[2] = {-1, -1};
 	if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0)
@@ -326,7 +372,7 @@ int main(int argc, char **argv)
 	}
 	/* berth's plan/report pipes and anything else inherited above 2 belong to the helper now */
 	for (int fd = 3; fd < 1024; fd++)
-		if (fd != out[0] && fd != err[0] && fd != in[1] && fd != sfd && fd != listen_fd && fd != log_fd)
+		if (fd != out[0] && fd != err[0] && fd != in[1] && fd != sfd && fd != listen_fd && fd != log_fd && fd != console_listen)
 			close(fd);
 	close(out[1]);
 	close(err[1]);
@@ -352,15 +398,17 @@ int main(int argc, char **argv)
 	int early_status[64], nearly = 0;
 	char buf[65536];
 	for (;;) {
-		struct pollfd p[4 + MAX_CLIENTS];
+		struct pollfd p[6 + MAX_CLIENTS];
 		int np = 0;
 		p[np++] = (struct pollfd){.fd = sfd, .events = POLLIN};
 		p[np++] = (struct pollfd){.fd = streams[0].fd, .events = POLLIN};
 		p[np++] = (struct pollfd){.fd = streams[1].fd, .events = POLLIN};
 		p[np++] = (struct pollfd){.fd = listen_fd, .events = POLLIN};
+		p[np++] = (struct pollfd){.fd = streams[2].fd, .events = POLLIN};
+		p[np++] = (struct pollfd){.fd = console_listen, .events = POLLIN};
 		for (int i = 0; i < nclients; i++)
 			p[np++] = (struct pollfd){.fd = clients[i], .events = client_eof[i] ? 0 : POLLIN};
-		if (init_done && streams[0].fd < 0 && streams[1].fd < 0)
+		if (init_done && streams[0].fd < 0 && streams[1].fd < 0 && streams[2].fd < 0)
 			break;
 		int r = poll(p, (nfds_t)np, init_done ? 2000 : (init ? -1 : 200));
 		if (r < 0 && errno != EINTR)
@@ -396,14 +444,19 @@ int main(int argc, char **argv)
 				init_status = 127 << 8;
 			}
 		}
-		for (int s = 0; s < 2; s++) {
-			if (streams[s].fd < 0 || !(p[1 + s].revents & (POLLIN | POLLHUP | POLLERR)))
+		if (console_listen >= 0 && (p[5].revents & POLLIN))
+			console_accept();
+		for (int s = 0; s < NSTREAMS; s++) {
+			int slot = s < 2 ? 1 + s : 4;
+			if (streams[s].fd < 0 || !(p[slot].revents & (POLLIN | POLLHUP | POLLERR)))
 				continue;
 			ssize_t n = read(streams[s].fd, buf, sizeof buf);
 			if (n > 0)
 				stream_data(s, buf, (size_t)n);
-			else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+			else if (n == 0 || (errno != EINTR && errno != EAGAIN)) { /* a pty master reads EIO at the end */
 				stream_flush(s);
+				if (streams[s].fd == stdin_fd)
+					stdin_fd = -1;
 				close(streams[s].fd);
 				streams[s].fd = -1;
 			}
@@ -416,7 +469,7 @@ int main(int argc, char **argv)
 				close(c);
 		}
 		for (int i = 0, n0 = nclients; i < n0 && i < nclients; i++) {
-			if (client_eof[i] || !(p[4 + i].revents & (POLLIN | POLLHUP | POLLERR)))
+			if (client_eof[i] || !(p[6 + i].revents & (POLLIN | POLLHUP | POLLERR)))
 				continue;
 			ssize_t n = read(clients[i], buf, sizeof buf);
 			if (n > 0 && stdin_fd >= 0)
@@ -425,7 +478,7 @@ int main(int argc, char **argv)
 				/* the client's stdin ended: so does the container's (docker run -i); output still flows */
 				client_eof[i] = 1;
 				shutdown(clients[i], SHUT_RD);
-				if (stdin_fd >= 0) {
+				if (stdin_fd >= 0 && stdin_fd != tty_master) {
 					close(stdin_fd);
 					stdin_fd = -1;
 				}
@@ -433,8 +486,8 @@ int main(int argc, char **argv)
 				drop_client(i);
 		}
 	}
-	stream_flush(0);
-	stream_flush(1);
+	for (int i = 0; i < NSTREAMS; i++)
+		stream_flush(i);
 	write_exit(init_status);
 	{
 		char code[16];

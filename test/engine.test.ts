@@ -222,6 +222,79 @@ describe("containers", { skip: rootSkip }, () => {
     ok(b(["rm", "chatty"]));
   });
 
+  test("the seeds' export of a created container: docker export $(docker create image) | tar -x", () => {
+    const id = ok(b(["create", "busybox"])).stdout.trim();
+    const dir = tempDir("berth-img-");
+    const r = spawnSync("sh", ["-c", `node ${JSON.stringify(join(project, "dist/berth.cjs"))} export ${id} | tar -C ${dir} -xf -`], { env: { ...process.env, BERTH_ROOT: env.root, BERTH_RUNTIME_ROOT: runtimeRoot, NODE_EXTRA_CA_CERTS: "" }, encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    assert.ok(fs.existsSync(join(dir, "bin/busybox")));
+    assert.equal(fs.readlinkSync(join(dir, "bin/sh")), "/bin/busybox");
+    ok(b(["rm", id]));
+  });
+
+  test("volumes: named volumes keep data across containers; in use cannot go; prune takes anonymous ones", () => {
+    assert.equal(ok(b(["volume", "create", "--label", "team=a", "data"])).stdout, "data\n");
+    ok(b(["run", "--rm", "-v", "data:/data", "busybox", "sh", "-c", "echo kept > /data/f"]));
+    assert.equal(ok(b(["run", "--rm", "-v", "data:/data:ro", "busybox", "cat", "/data/f"])).stdout, "kept\n");
+    const ro = b(["run", "--rm", "-v", "data:/data:ro", "busybox", "touch", "/data/g"]);
+    assert.notEqual(ro.code, 0);
+    const insp = JSON.parse(ok(b(["volume", "inspect", "data"])).stdout)[0];
+    assert.equal(insp.Driver, "local");
+    assert.deepEqual(insp.Labels, { team: "a" });
+    assert.equal(fs.readFileSync(join(insp.Mountpoint, "f"), "utf8"), "kept\n");
+    ok(b(["run", "-d", "--name", "holder", "-v", "data:/data", "-v", "/anon", "busybox", "sleep", "100"]));
+    const mounts = JSON.parse(ok(b(["inspect", "holder"])).stdout)[0].Mounts;
+    assert.equal(mounts.length, 2);
+    assert.ok(mounts.some((m: { Name: string; Destination: string }) => m.Name === "data" && m.Destination === "/data"));
+    const busy = b(["volume", "rm", "data"]);
+    assert.equal(busy.code, 1);
+    assert.match(busy.stderr, /volume is in use - \[[a-f0-9]{64}\]/);
+    assert.match(ok(b(["volume", "ls", "--format", "{{.Name}}"])).stdout, /^data$/m);
+    ok(b(["rm", "-f", "holder"]));
+    const pruned = ok(b(["volume", "prune", "-f"])).stdout;
+    assert.match(pruned, /Deleted Volumes:\n[a-f0-9]{64}\n/, "the anonymous volume goes");
+    assert.equal(ok(b(["volume", "ls", "-q"])).stdout, "data\n", "the named one stays");
+    ok(b(["volume", "rm", "data"]));
+    assert.equal(ok(b(["volume", "ls", "-q"])).stdout, "");
+  });
+
+  test("diff lists added, changed and deleted paths; update changes a running container's limit; stats and info", () => {
+    ok(b(["run", "-d", "--name", "dd", "--memory", "64m", "busybox", "sh", "-c", "mkdir /new; echo x > /new/file; echo changed >> /etc/passwd; rm /bin/vi; exec sleep 100"]));
+    for (let i = 0; i < 50 && !b(["diff", "dd"]).stdout.includes("D /bin/vi"); i++) spawnSync("sleep", ["0.05"]);
+    const d = ok(b(["diff", "dd"])).stdout.split("\n");
+    for (const line of ["A /new", "A /new/file", "C /etc", "C /etc/passwd", "C /bin", "D /bin/vi"]) assert.ok(d.includes(line), `${line} in ${d.join("|")}`);
+    ok(b(["update", "--memory", "96m", "--memory-swap", "128m", "dd"]));
+    const id = JSON.parse(ok(b(["inspect", "dd"])).stdout)[0].Id;
+    const v1 = `/sys/fs/cgroup/memory/berth/${id}/memory.limit_in_bytes`;
+    const v2 = `/sys/fs/cgroup/berth/${id}/memory.max`;
+    assert.equal(fs.readFileSync(fs.existsSync(v1) ? v1 : v2, "utf8").trim(), String(96 * 1024 * 1024));
+    assert.equal(JSON.parse(ok(b(["inspect", "dd"])).stdout)[0].HostConfig.Memory, 96 * 1024 * 1024);
+    const st = ok(b(["stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}} {{.MemUsage}}", "dd"])).stdout;
+    assert.match(st, /^dd 1 [\d.]+(B|KiB|MiB) \/ 96MiB$/m);
+    assert.equal(ok(b(["port", "dd"])).stdout, "");
+    const info = JSON.parse(ok(b(["info", "--format", "{{json .}}"])).stdout);
+    assert.equal(info.ContainersRunning, 1);
+    assert.equal(info.Driver, "overlay2");
+    ok(b(["rm", "-f", "dd"]));
+  });
+
+  test("-t gives the container a terminal; -it through a terminal is interactive", () => {
+    const r = ok(b(["run", "-t", "--rm", "busybox", "sh", "-c", "tty; test -t 0 && test -t 1 && echo both-ttys"]));
+    assert.match(r.stdout, /^\/dev\/pts\/0\r?\nboth-ttys\r?\n$/);
+    const bin = join(project, "dist/berth.cjs");
+    // script gives berth a terminal of 30x100: the container's terminal gets the same size
+    const cmd = `stty rows 30 cols 100; node ${bin} run -it --rm busybox sh -c 'read line; echo "got:$line"; stty size'`;
+    const it = spawnSync("script", ["-qec", cmd, "/dev/null"], {
+      input: "hello-tty\n",
+      encoding: "utf8",
+      env: { ...process.env, BERTH_ROOT: env.root, BERTH_RUNTIME_ROOT: runtimeRoot, NODE_EXTRA_CA_CERTS: "" },
+      timeout: 30_000,
+    });
+    assert.equal(it.status, 0, it.stderr + it.stdout);
+    assert.match(it.stdout, /got:hello-tty/);
+    assert.match(it.stdout, /^30 100\r?$/m, "the container's terminal has berth's size");
+  });
+
   test("nothing left: no containers, mounts or processes", () => {
     assert.equal(b(["ps", "-aq"]).stdout, "");
     assert.deepEqual(leaks(), []);

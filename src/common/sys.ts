@@ -13,6 +13,7 @@ interface Libc {
   lgetxattr: (path: string, name: string, value: Buffer | null, size: number) => number;
   llistxattr: (path: string, list: Buffer | null, size: number) => number;
   mknod: (path: string, mode: number, dev: bigint) => number;
+  ioctl: (fd: number, req: number, arg: Buffer) => number;
   errno: () => number;
   strerror: (e: number) => string;
 }
@@ -33,6 +34,7 @@ function load(): Libc {
     lgetxattr: lib.func("long lgetxattr(const char *, const char *, _Out_ void *, size_t)"),
     llistxattr: lib.func("long llistxattr(const char *, _Out_ void *, size_t)"),
     mknod: lib.func("int mknod(const char *, uint32_t, uint64_t)"),
+    ioctl: lib.func("int ioctl(int, unsigned long, void *)"),
     errno: () => koffi.decode(errnoLocation(), "int") as number,
     strerror: lib.func("const char *strerror(int)"),
   };
@@ -126,4 +128,13 @@ export function makedev(major: number, minor: number): bigint {
 }
 export function mknod(path: string, mode: number, major = 0, minor = 0): void {
   check("mknod", path, load().mknod(path, mode, makedev(major, minor)));
+}
+
+const TIOCSWINSZ = 0x5414;
+/** Set a terminal's window size (any fd of the terminal: master or slave). */
+export function setWindowSize(fd: number, rows: number, cols: number): void {
+  const ws = Buffer.alloc(8);
+  ws.writeUInt16LE(rows, 0);
+  ws.writeUInt16LE(cols, 2);
+  check("ioctl TIOCSWINSZ", `fd ${fd}`, load().ioctl(fd, TIOCSWINSZ, ws));
 }

@@ -11,11 +11,13 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { BerthError, invalid, notFound, precondition } from "../common/errors.js";
 import { buildBinary } from "../common/paths.js";
+import { setWindowSize } from "../common/sys.js";
 import { FileLock, ImageStore, pullImage, commitSnapshot, type ImageRecord, type Progress, parsePlatform, unmount as unmountPath, type ContainerConfig as ImageContainerConfig } from "../images/index.js";
 import { Runtime, parseSignal } from "../runtime/index.js";
 import { pidAlive } from "../images/content.js";
 import { buildSpec, capabilitiesFor, resolveUser, resourcesFor } from "./spec.js";
-import { ContainerStore, initialState, zeroTime, type ContainerRecord, type ContainerState } from "./store.js";
+import { ContainerStore, initialState, zeroTime, type ContainerRecord, type ContainerState, type MountPoint } from "./store.js";
+import { VolumeStore } from "../volumes/index.js";
 import type { CreateRequest, MountSpec } from "./types.js";
 
 export interface EngineOptions {
@@ -54,11 +56,13 @@ export class Engine {
   readonly images: ImageStore;
   readonly containers: ContainerStore;
   readonly runtime: Runtime;
+  readonly volumes: VolumeStore;
 
   constructor(opts: EngineOptions = {}) {
     this.images = new ImageStore(opts.root ? { root: opts.root } : {});
     this.root = this.images.root;
     this.containers = new ContainerStore(this.root);
+    this.volumes = new VolumeStore(this.root);
     this.runtime = new Runtime({ root: opts.runtimeRoot ?? process.env.BERTH_RUNTIME_ROOT ?? "/run/berth/runtime" });
   }
 
@@ -175,6 +179,7 @@ export class Engine {
         LogPath: req.HostConfig.LogConfig.Type === "none" ? "" : this.containers.path(id, `${id}-json.log`),
         Platform: "linux",
       };
+      rec.Mounts = this.resolveMounts(req.HostConfig, c.Volumes ?? undefined);
       const parent = this.images.topLayer(image);
       if (parent) rec.SnapshotParent = parent;
       await this.images.ensureUnpacked(image);
@@ -191,40 +196,53 @@ export class Engine {
 
   // ---- start
 
-  private mountsFor(rec: ContainerRecord): { mounts: Array<{ destination: string; type: string; source: string; options: string[] }> } {
-    const out: Array<{ destination: string; type: string; source: string; options: string[] }> = [];
-    const hc = rec.HostConfig;
+  /**
+   * The container's mounts, decided at create as docker does: binds checked, named volumes created
+   * on first use, anonymous volumes (`-v /path`, the image's VOLUMEs) made with random names.
+   */
+  private resolveMounts(hc: CreateRequest["HostConfig"], imageVolumes: Record<string, object> | undefined): MountPoint[] {
     const specs: MountSpec[] = [...(hc.Mounts ?? [])];
     for (const b of hc.Binds ?? []) specs.push(parseBind(b));
-    for (const [target, opts] of Object.entries(hc.Tmpfs ?? {})) specs.push({ Type: "tmpfs", Target: target, ...(opts ? { TmpfsOptions: {} } : {}), ...(opts ? ({ _opts: opts } as object) : {}) } as MountSpec);
+    const out: MountPoint[] = [];
     for (const m of specs) {
       if (!m.Target.startsWith("/")) throw invalid(`invalid mount config: mount path must be absolute: ${m.Target}`);
+      if (out.some((o) => o.Destination === m.Target)) throw invalid(`Duplicate mount point: ${m.Target}`);
       if (m.Type === "bind") {
-        if (!m.Source || !fs.existsSync(m.Source)) throw invalid(`invalid mount config for type "bind": bind source path does not exist: ${m.Source}`);
-        out.push({ destination: m.Target, type: "bind", source: m.Source, options: ["rbind", m.ReadOnly ? "ro" : "rw", m.BindOptions?.Propagation ?? "rprivate"] });
+        if (!m.Source || !fs.existsSync(m.Source)) throw invalid(`invalid mount config for type "bind": bind source path does not exist: ${m.Source ?? ""}`);
+        out.push({ Type: "bind", Source: m.Source, Destination: m.Target, Mode: m.ReadOnly ? "ro" : "", RW: !m.ReadOnly, Propagation: m.BindOptions?.Propagation ?? "rprivate" });
       } else if (m.Type === "volume") {
-        const dir = this.volumeDir(m.Source ?? randomVolumeName());
-        out.push({ destination: m.Target, type: "bind", source: dir, options: ["rbind", m.ReadOnly ? "ro" : "rw", "rprivate"] });
+        const v = this.volumes.create(m.Source, { anonymous: !m.Source });
+        out.push({ Type: "volume", Name: v.Name, Source: v.Mountpoint, Destination: m.Target, Driver: "local", Mode: m.ReadOnly ? "ro" : "z", RW: !m.ReadOnly, Propagation: "", ...(m.Source ? {} : { Anonymous: true }) });
       } else {
-        const extra = (m as unknown as { _opts?: string })._opts;
-        const opts = ["nosuid", "nodev", "noexec"];
+        const opts: string[] = [];
         if (m.TmpfsOptions?.SizeBytes) opts.push(`size=${m.TmpfsOptions.SizeBytes}`);
         if (m.TmpfsOptions?.Mode) opts.push(`mode=${m.TmpfsOptions.Mode.toString(8)}`);
-        if (extra) opts.push(...extra.split(",").filter(Boolean));
-        out.push({ destination: m.Target, type: "tmpfs", source: "tmpfs", options: opts });
+        out.push({ Type: "tmpfs", Source: "", Destination: m.Target, Mode: opts.join(","), RW: !m.ReadOnly, Propagation: "" });
       }
     }
-    // the image's VOLUMEs get anonymous volumes, as in docker
-    for (const v of Object.keys(rec.Config.Volumes ?? {})) if (!out.some((m) => m.destination === v)) out.push({ destination: v, type: "bind", source: this.volumeDir(`${rec.Id.slice(0, 12)}-${v.replace(/\W+/g, "_")}`), options: ["rbind", "rw", "rprivate"] });
-    return { mounts: out };
+    for (const [target, o] of Object.entries(hc.Tmpfs ?? {})) {
+      if (out.some((x) => x.Destination === target)) throw invalid(`Duplicate mount point: ${target}`);
+      out.push({ Type: "tmpfs", Source: "", Destination: target, Mode: o, RW: !o.split(",").includes("ro"), Propagation: "" });
+    }
+    for (const target of Object.keys(imageVolumes ?? {})) {
+      if (out.some((x) => x.Destination === target)) continue;
+      const v = this.volumes.create(undefined, { anonymous: true });
+      out.push({ Type: "volume", Name: v.Name, Source: v.Mountpoint, Destination: target, Driver: "local", Mode: "", RW: true, Propagation: "", Anonymous: true });
+    }
+    return out;
   }
 
-  /** A named volume's directory (created on first use). Volumes get their own issue; this is the minimum. */
-  volumeDir(name: string): string {
-    if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]+$/.test(name)) throw invalid(`"${name}" includes invalid characters for a local volume name, only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed`);
-    const dir = join(this.root, "volumes", name, "_data");
-    fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
-    return dir;
+  private specMounts(rec: ContainerRecord): Array<{ destination: string; type: string; source: string; options: string[] }> {
+    return (rec.Mounts ?? []).map((m) =>
+      m.Type === "tmpfs"
+        ? { destination: m.Destination, type: "tmpfs", source: "tmpfs", options: ["nosuid", "nodev", "noexec", ...m.Mode.split(",").filter(Boolean)] }
+        : { destination: m.Destination, type: "bind", source: m.Source, options: ["rbind", m.RW ? "rw" : "ro", m.Propagation || "rprivate"] },
+    );
+  }
+
+  /** Containers that use a volume (by name). */
+  volumeUsers(name: string): string[] {
+    return this.containers.ids().filter((id) => this.containers.read(id)?.rec.Mounts?.some((m) => m.Name === name));
   }
 
   private nsPath(mode: string, kind: string): string | "host" | undefined {
@@ -267,7 +285,7 @@ export class Engine {
     try {
       const hc = rec.HostConfig;
       const user = resolveUser(rootfs, rec.Config.User);
-      const { mounts } = this.mountsFor(rec);
+      const mounts = this.specMounts(rec);
       fs.writeFileSync(join(dir, "hostname"), `${rec.Config.Hostname}\n`);
       fs.writeFileSync(join(dir, "hosts"), `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${rec.Config.Hostname}\n`);
       mounts.push({ destination: "/etc/hostname", type: "bind", source: join(dir, "hostname"), options: ["rbind", "rprivate", hc.ReadonlyRootfs ? "ro" : "rw"] });
@@ -302,8 +320,11 @@ export class Engine {
       fs.mkdirSync(join(dir, "bundle"), { recursive: true });
       fs.renameSync(join(dir, "bundle.json"), join(dir, "bundle", "config.json"));
       const log = hc.LogConfig.Type === "json-file" ? ["-l", rec.LogPath, "-s", String(parseSize(hc.LogConfig.Config["max-size"] ?? "0")), "-n", String(Number(hc.LogConfig.Config["max-file"] ?? "1") || 1)] : [];
-      const launcher = [buildBinary("berth-monitor"), "-d", dir, ...log, ...(rec.Config.OpenStdin ? ["-i"] : []), ...exitCommand(id, this.root).flatMap((a) => ["-x", a]), "--"];
-      await this.runtime.create(id, { bundle: join(dir, "bundle"), pidFile: join(dir, "pid"), stdio: ["ignore", "ignore", "ignore"], launcher });
+      const tty = rec.Config.Tty;
+      const launcher = [buildBinary("berth-monitor"), "-d", dir, ...log, ...(rec.Config.OpenStdin ? ["-i"] : []), ...(tty ? ["-t"] : []), ...exitCommand(id, this.root).flatMap((a) => ["-x", a]), "--"];
+      // the console socket is relative: the helper starts in the monitor's directory (paths there
+      // can be longer than a socket address allows)
+      await this.runtime.create(id, { bundle: join(dir, "bundle"), pidFile: join(dir, "pid"), stdio: ["ignore", "ignore", "ignore"], launcher, ...(tty ? { consoleSocket: "console.sock" } : {}) });
       const monitorPid = Number(fs.readFileSync(join(dir, "monitor.pid"), "utf8"));
       const pid = Number(fs.readFileSync(join(dir, "pid"), "utf8"));
       await beforeStart?.(id);
@@ -508,10 +529,43 @@ export class Engine {
       this.images.snapshots.remove(id);
       this.containers.releaseName(v.rec.Name, id);
       this.containers.remove(id);
+      // docker removes a container's anonymous volumes with rm -v (and always for --rm)
+      if (opts.volumes || v.rec.HostConfig.AutoRemove)
+        for (const m of v.rec.Mounts ?? []) if (m.Anonymous && m.Name && !this.volumeUsers(m.Name).length) this.volumes.remove(m.Name, [], true);
     } finally {
       lock.release();
     }
     return id;
+  }
+
+  /** docker update: new limits in the record, and in the cgroup when it runs. */
+  async update(ref: string, hc: CreateRequest["HostConfig"]): Promise<void> {
+    const v = await this.get(ref);
+    const resources = resourcesFor(hc);
+    validateRequest({ Config: v.rec.Config, HostConfig: hc });
+    const lock = await this.containers.lock(v.rec.Id);
+    try {
+      if (v.state.Running) this.runtime.update(v.rec.Id, resources);
+      this.containers.writeConfig({ ...v.rec, HostConfig: hc });
+    } finally {
+      lock.release();
+    }
+  }
+
+  /** Resize a running container's terminal (through its init's stdin, the pty's other end). */
+  async resize(ref: string, rows: number, cols: number): Promise<void> {
+    const id = this.containers.resolve(ref);
+    const v = this.containers.read(id);
+    if (!v?.rec.Config.Tty) return;
+    // the init's pid from the monitor's file: this works between create and start too, so the
+    // size is right before the command first asks for it
+    const pid = Number(fs.readFileSync(this.containers.path(id, "pid"), "utf8"));
+    const fd = fs.openSync(`/proc/${pid}/fd/0`, fs.constants.O_RDWR | fs.constants.O_NOCTTY);
+    try {
+      setWindowSize(fd, rows, cols);
+    } finally {
+      fs.closeSync(fd);
+    }
   }
 
   // ---- attach, exec, commit
@@ -604,9 +658,6 @@ function isMountpoint(path: string): boolean {
   }
 }
 
-function randomVolumeName(): string {
-  return Array.from({ length: 64 }, () => "0123456789abcdef"[Math.floor(Math.random() * 16)]).join("");
-}
 
 /** -v SRC:DST[:OPTS] — an absolute SRC binds a host path, a name a volume. */
 export function parseBind(spec: string): MountSpec {

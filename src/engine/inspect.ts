@@ -44,7 +44,7 @@ export function containerInspect(v: ContainerView, images: ImageStore, root: str
       Name: images.snapshots.kind === "overlay" ? "overlay2" : "vfs",
       Data: images.snapshots.kind === "overlay" ? { UpperDir: images.snapshots.changes(rec.Id), WorkDir: images.snapshots.changes(rec.Id).replace(/upper$/, "work"), MergedDir: `${dir}/rootfs` } : { Dir: images.snapshots.changes(rec.Id) },
     },
-    Mounts: [],
+    Mounts: (rec.Mounts ?? []).filter((m) => m.Type !== "tmpfs").map(({ Anonymous: _a, ...m }) => m),
     Config: rec.Config,
     NetworkSettings: { Networks: {}, Ports: {}, IPAddress: "", Gateway: "", MacAddress: "" },
   };

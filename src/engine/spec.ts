@@ -236,6 +236,7 @@ export function buildSpec(input: SpecInput): Spec {
     ociVersion: "1.0.2",
     process: {
       terminal: c.Tty,
+      ...(c.Tty && hc.ConsoleSize?.[0] ? { consoleSize: { height: hc.ConsoleSize[0], width: hc.ConsoleSize[1] } } : {}),
       user: { uid: user.uid, gid: user.gid, ...(user.additionalGids.length ? { additionalGids: user.additionalGids } : {}) },
       args,
       env,

@@ -34,6 +34,19 @@ export interface ContainerState {
   Health?: { Status: string; FailingStreak: number; Log: Array<{ Start: string; End: string; ExitCode: number; Output: string }> };
 }
 
+/** docker's inspect "Mounts" entry; berth marks anonymous volumes. */
+export interface MountPoint {
+  Type: "bind" | "volume" | "tmpfs";
+  Name?: string;
+  Source: string;
+  Destination: string;
+  Driver?: string;
+  Mode: string;
+  RW: boolean;
+  Propagation: string;
+  Anonymous?: boolean;
+}
+
 export interface ContainerRecord {
   Id: string;
   Name: string; // with docker's leading slash
@@ -43,6 +56,7 @@ export interface ContainerRecord {
   Image: string; // image ID
   Config: ContainerConfig;
   HostConfig: HostConfig;
+  Mounts?: MountPoint[];
   /** The top layer its snapshot was prepared on. */
   SnapshotParent?: string;
   LogPath: string;

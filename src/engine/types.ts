@@ -92,6 +92,8 @@ export interface HostConfig {
   PidsLimit?: number;
   BlkioWeight: number;
   ExtraHosts?: string[] | null;
+  /** The terminal's initial [height, width] (with Tty). */
+  ConsoleSize?: [number, number];
   Dns?: string[];
 }
 

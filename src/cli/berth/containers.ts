@@ -133,7 +133,6 @@ export function createRequest(flags: FlagValues, args: string[]): CreateRequest 
   parseReference(image);
   const c = defaultContainerConfig(image);
   const hc = defaultHostConfig();
-  if (flags.tty) throw unsupported("-t (a terminal) is not supported by berth's container monitor yet; use -i for an interactive stdin");
   if (str(flags.network) || str(flags.net) || list(flags.publish).length || flags["publish-all"]) {
     const mode = str(flags.network) ?? str(flags.net);
     if (mode && mode !== "none" && mode !== "host" && !mode.startsWith("container:")) throw unsupported(`--network ${mode}: bridge networks arrive with berth's networking; today containers get --network none (loopback only), host or container:<name>`);
@@ -141,6 +140,7 @@ export function createRequest(flags: FlagValues, args: string[]): CreateRequest 
     if (mode) hc.NetworkMode = mode;
   }
   c.Tty = !!flags.tty;
+  if (c.Tty && process.stdout.isTTY) hc.ConsoleSize = [process.stdout.rows || 24, process.stdout.columns || 80];
   c.OpenStdin = !!flags.interactive;
   c.AttachStdin = !!flags.interactive && !flags.detach;
   c.StdinOnce = c.AttachStdin;
@@ -325,6 +325,7 @@ export async function run(ctx: Context, argv: string[]): Promise<number> {
     engine.start(id, {
       beforeStart: async () => {
         sock = await engine.attach(id);
+        if (flags.tty && process.stdout.isTTY) await engine.resize(id, process.stdout.rows, process.stdout.columns).catch(() => {});
       },
     }),
   ).catch(async (e) => {
@@ -332,11 +333,17 @@ export async function run(ctx: Context, argv: string[]): Promise<number> {
     throw e;
   });
   const s = sock!;
+  const raw = !!flags.tty && !!flags.interactive && process.stdin.isTTY;
+  if (raw) process.stdin.setRawMode(true);
+  const onResize = () => void engine.resize(id, process.stdout.rows, process.stdout.columns).catch(() => {});
+  if (flags.tty && process.stdout.isTTY) process.stdout.on("resize", onResize);
   if (flags.interactive) process.stdin.pipe(s);
   const forward = (sig: NodeJS.Signals) => engine.kill(id, sig).catch(() => {});
   const signals: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"];
   if (flags["sig-proxy"] !== false) for (const sig of signals) process.on(sig, forward);
   const code = await relay(s);
+  if (raw) process.stdin.setRawMode(false);
+  process.stdout.off("resize", onResize);
   for (const sig of signals) process.off(sig, forward);
   process.stdin.unpipe(s);
   process.stdin.destroy();

@@ -1,5 +1,6 @@
 /** berth's image commands, with docker's flags, output and exit codes. */
 import * as fs from "node:fs";
+import { spawnSync } from "node:child_process";
 import { createInterface } from "node:readline";
 import { invalid, notFound } from "../../common/errors.js";
 import {
@@ -469,7 +470,7 @@ export async function systemDf(ctx: Context, argv: string[]): Promise<number> {
   const rows = [
     { Type: "Images", TotalCount: String(imgs.length), Active: String(used.size), Size: humanSize(u.layersSize), Reclaimable: humanSize(reclaimImages) + pct(reclaimImages, u.layersSize) },
     { Type: "Containers", TotalCount: String(c.total), Active: String(c.active), Size: humanSize(c.size), Reclaimable: humanSize(c.reclaimable) + pct(c.reclaimable, c.size) },
-    { Type: "Local Volumes", TotalCount: "0", Active: "0", Size: "0B", Reclaimable: "0B" },
+    volumesRow(ctx),
     { Type: "Build Cache", TotalCount: "0", Active: "0", Size: "0B", Reclaimable: "0B" },
   ];
   out(
@@ -486,6 +487,20 @@ export async function systemDf(ctx: Context, argv: string[]): Promise<number> {
     out(table([["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], ...imgs.flatMap((r) => (r.repoTags.length ? r.repoTags : ["<none>:<none>"]).map((t) => { const i = t.lastIndexOf(":"); return [t === "<none>:<none>" ? "<none>" : familiar(t.slice(0, i)), t.slice(i + 1), shortId(r.id), ago(r.created), humanSize(r.size)]; }))]));
   }
   return 0;
+}
+
+function volumesRow(ctx: Context) {
+  const engine = ctx.engine();
+  const vols = engine.volumes.list();
+  const used = vols.filter((v) => engine.volumeUsers(v.Name).length);
+  let size = 0,
+    unused = 0;
+  for (const v of vols) {
+    const n = Number(spawnSync("du", ["-sb", v.Mountpoint], { encoding: "utf8" }).stdout.split("\t")[0] ?? 0) || 0;
+    size += n;
+    if (!used.includes(v)) unused += n;
+  }
+  return { Type: "Local Volumes", TotalCount: String(vols.length), Active: String(used.length), Size: humanSize(size), Reclaimable: humanSize(unused) + (size ? ` (${Math.round((unused / size) * 100)}%)` : "") };
 }
 
 async function readSecret(prompt: string, hidden: boolean): Promise<string> {

@@ -10,6 +10,7 @@ import { Context } from "./context.js";
 type Handler = (ctx: Context, argv: string[]) => Promise<number>;
 const images = () => import("./images.js");
 const containers = () => import("./containers.js");
+const system = () => import("./system.js");
 
 const commands: Record<string, { usage: string; summary: string; run: () => Promise<Handler> }> = {
   pull: { usage: "pull [OPTIONS] NAME[:TAG|@DIGEST]", summary: "Download an image from a registry", run: async () => (await images()).pull },
@@ -42,6 +43,11 @@ const commands: Record<string, { usage: string; summary: string; run: () => Prom
   top: { usage: "top CONTAINER [ps OPTIONS]", summary: "Display the running processes of a container", run: async () => (await containers()).top },
   rename: { usage: "rename CONTAINER NEW_NAME", summary: "Rename a container", run: async () => (await containers()).rename },
   version: { usage: "version", summary: "Show the berth version information", run: async () => version },
+  diff: { usage: "diff CONTAINER", summary: "Inspect changes to files or directories on a container's filesystem", run: async () => (await system()).diff },
+  update: { usage: "update [OPTIONS] CONTAINER [CONTAINER...]", summary: "Update configuration of one or more containers", run: async () => (await system()).update },
+  stats: { usage: "stats [OPTIONS] [CONTAINER...]", summary: "Display a live stream of container(s) resource usage statistics", run: async () => (await system()).stats },
+  port: { usage: "port CONTAINER [PRIVATE_PORT[/PROTO]]", summary: "List port mappings or a specific mapping for the container", run: async () => (await system()).port },
+  info: { usage: "info [OPTIONS]", summary: "Display system-wide information", run: async () => (await system()).info },
 };
 
 /** `berth image ls` and friends map onto the top-level commands, as in docker. */
@@ -63,6 +69,17 @@ const groups: Record<string, Record<string, string | { usage: string; run: () =>
   },
   system: {
     df: { usage: "system df [OPTIONS]", run: async () => (await images()).systemDf },
+    info: "info",
+    prune: { usage: "system prune [OPTIONS]", run: async () => (await system()).systemPrune },
+  },
+  volume: {
+    create: { usage: "volume create [OPTIONS] [VOLUME]", run: async () => (await system()).volumeCreate },
+    ls: { usage: "volume ls [OPTIONS]", run: async () => (await system()).volumeLs },
+    list: { usage: "volume ls [OPTIONS]", run: async () => (await system()).volumeLs },
+    inspect: { usage: "volume inspect [OPTIONS] VOLUME [VOLUME...]", run: async () => (await system()).volumeInspect },
+    rm: { usage: "volume rm [OPTIONS] VOLUME [VOLUME...]", run: async () => (await system()).volumeRm },
+    remove: { usage: "volume rm [OPTIONS] VOLUME [VOLUME...]", run: async () => (await system()).volumeRm },
+    prune: { usage: "volume prune [OPTIONS]", run: async () => (await system()).volumePrune },
   },
   container: {
     ls: "ps",
@@ -86,6 +103,10 @@ const groups: Record<string, Record<string, string | { usage: string; run: () =>
     top: "top",
     rename: "rename",
     inspect: "inspect",
+    diff: "diff",
+    update: "update",
+    stats: "stats",
+    port: "port",
     prune: { usage: "container prune [OPTIONS]", run: async () => (await containers()).containerPrune },
   },
 };
@@ -99,7 +120,7 @@ async function version(_ctx: Context, _argv: string[]): Promise<number> {
 
 function help(): string {
   const rows = Object.entries(commands).map(([n, c]) => `  ${n.padEnd(10)} ${c.summary}`);
-  return `\nUsage:  berth [OPTIONS] COMMAND\n\nA container engine, daemonless and docker-compatible\n\nOptions:\n      --root string   Root of berth's store (default "/var/lib/berth", or $BERTH_ROOT)\n  -D, --debug         Print stack traces with errors\n  -v, --version       Print version information and quit\n\nManagement Commands:\n  image       Manage images\n  system      Manage berth\n\nCommands:\n${rows.join("\n")}\n\nRun 'berth COMMAND --help' for more information on a command.\n`;
+  return `\nUsage:  berth [OPTIONS] COMMAND\n\nA container engine, daemonless and docker-compatible\n\nOptions:\n      --root string   Root of berth's store (default "/var/lib/berth", or $BERTH_ROOT)\n  -D, --debug         Print stack traces with errors\n  -v, --version       Print version information and quit\n\nManagement Commands:\n  container   Manage containers\n  image       Manage images\n  system      Manage berth\n  volume      Manage volumes\n\nCommands:\n${rows.join("\n")}\n\nRun 'berth COMMAND --help' for more information on a command.\n`;
 }
 
 export async function main(argv: string[]): Promise<number> {
