@@ -5,7 +5,10 @@
  * container ended in a plain-text file, then execs an exit command (where policy lives: berth's
  * cleanup, restart policies). It parses no JSON and decides nothing.
  *
- *   berth-monitor -d DIR [-l LOG -s MAXSIZE -n MAXFILES] [-i] [-t] [-x EXITCMD]... -- HELPER ARGS...
+ *   berth-monitor -d DIR [-l LOG -s MAXSIZE -n MAXFILES] [-i [-o]] [-t] [-x EXITCMD]... -- HELPER ARGS...
+ *
+ * -i keeps the container's stdin open for attached clients; with -o the first client to end its
+ * input ends the container's (docker's StdinOnce, for `run -i`).
  *
  * With -t the container has a terminal: the monitor listens on DIR/console.sock for the pty master
  * (runc's console-socket protocol) and relays it like a stdout stream.
@@ -59,6 +62,7 @@ static struct stream streams[NSTREAMS] = {{-1, "stdout", 1, {0}, 0}, {-1, "stder
 static int console_listen = -1;
 static int tty_master = -1;
 static int stdin_fd = -1; /* write end of the container's stdin pipe */
+static int stdin_once; /* -o: a client's end of input ends the container's (docker's StdinOnce) */
 static int listen_fd = -1;
 static int clients[MAX_CLIENTS];
 static int client_eof[MAX_CLIENTS]; /* the client finished sending stdin; it still gets output */
@@ -303,7 +307,7 @@ int main(int argc, char **argv)
 {
 	int keep_stdin = 0, tty = 0, opt, nexit = 0;
 	char *exit_cmd[MAX_EXIT_ARGS + 1] = {0};
-	while ((opt = getopt(argc, argv, "+d:l:s:n:itx:")) != -1) {
+	while ((opt = getopt(argc, argv, "+d:l:s:n:itox:")) != -1) {
 		switch (opt) {
 		case 'd': dir = optarg; break;
 		case 'l': log_path = optarg; break;
@@ -311,6 +315,7 @@ int main(int argc, char **argv)
 		case 'n': log_max_files = atoi(optarg) > 0 ? atoi(optarg) : 1; break;
 		case 'i': keep_stdin = 1; break;
 		case 't': tty = 1; break;
+		case 'o': stdin_once = 1; break;
 		case 'x':
 			if (nexit < MAX_EXIT_ARGS)
 				exit_cmd[nexit++] = optarg;
@@ -444,6 +449,17 @@ int main(int argc, char **argv)
 				init_status = 127 << 8;
 			}
 		}
+		/* clients first: one that connected before the container started must get all its output */
+		if (p[3].revents & POLLIN) {
+			int c;
+			while ((c = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+				if (nclients < MAX_CLIENTS) {
+					client_eof[nclients] = 0;
+					clients[nclients++] = c;
+				} else
+					close(c);
+			}
+		}
 		if (console_listen >= 0 && (p[5].revents & POLLIN))
 			console_accept();
 		for (int s = 0; s < NSTREAMS; s++) {
@@ -461,13 +477,6 @@ int main(int argc, char **argv)
 				streams[s].fd = -1;
 			}
 		}
-		if (p[3].revents & POLLIN) {
-			int c = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
-			if (c >= 0 && nclients < MAX_CLIENTS)
-				clients[nclients++] = c;
-			else if (c >= 0)
-				close(c);
-		}
 		for (int i = 0, n0 = nclients; i < n0 && i < nclients; i++) {
 			if (client_eof[i] || !(p[6 + i].revents & (POLLIN | POLLHUP | POLLERR)))
 				continue;
@@ -478,7 +487,7 @@ int main(int argc, char **argv)
 				/* the client's stdin ended: so does the container's (docker run -i); output still flows */
 				client_eof[i] = 1;
 				shutdown(clients[i], SHUT_RD);
-				if (stdin_fd >= 0 && stdin_fd != tty_master) {
+				if (stdin_once && stdin_fd >= 0 && stdin_fd != tty_master) {
 					close(stdin_fd);
 					stdin_fd = -1;
 				}

@@ -295,6 +295,24 @@ describe("containers", { skip: rootSkip }, () => {
     assert.match(it.stdout, /^30 100\r?$/m, "the container's terminal has berth's size");
   });
 
+  test("attach: a detached -i container gets our stdin and we get its output and exit code", () => {
+    ok(b(["run", "-d", "-i", "--name", "att", "busybox", "sh", "-c", "read x; echo got:$x; exit 4"]));
+    const r = b(["attach", "att"], "hello-attach\n");
+    assert.equal(r.stdout, "got:hello-attach\n");
+    assert.equal(r.code, 4);
+    ok(b(["rm", "att"]));
+  });
+
+  test("doctor says what works here, and a broken install fails naming the fix", () => {
+    const r = ok(b(["doctor"]));
+    assert.match(r.stdout, /^ok\s+namespaces: cgroup, ipc, mnt, net, pid, time, user, uts$/m);
+    assert.match(r.stdout, /^ok\s+berth-monitor built/m);
+    assert.match(r.stdout, /berth can run containers here/);
+    const broken = berth(env, ["doctor"], { extraEnv: { BERTH_BUILD_DIR: "/nonexistent-berth-build" } });
+    assert.equal(broken.code, 1);
+    assert.match(broken.stdout, /^FAIL\s+berth-helper: .*\n\s+fix: run \.\/install\.sh/m);
+  });
+
   test("nothing left: no containers, mounts or processes", () => {
     assert.equal(b(["ps", "-aq"]).stdout, "");
     assert.deepEqual(leaks(), []);

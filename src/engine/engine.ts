@@ -101,7 +101,17 @@ export class Engine {
   private async reconcile(id: string): Promise<void> {
     const v = this.containers.read(id);
     if (!v || !(v.state.Running || v.state.Restarting || (v.state.Status === "created" && v.state.MonitorPid))) return;
-    if (this.monitorAlive(v.state)) return;
+    if (this.monitorAlive(v.state)) {
+      // the container has ended and its monitor is now the exit command: wait for it to record
+      // the exit, so a command right after the end sees the container stopped
+      if (v.state.Running && fs.existsSync(this.containers.path(id, "exit")))
+        for (let i = 0; i < 100; i++) {
+          await sleep(20);
+          const cur = this.containers.read(id);
+          if (!cur?.state.Running || !this.monitorAlive(cur.state)) break;
+        }
+      return;
+    }
     const lock = FileLock.tryAcquire(this.containers.path(id, "lock"), "exclusive");
     if (!lock) return;
     try {
@@ -321,7 +331,7 @@ export class Engine {
       fs.renameSync(join(dir, "bundle.json"), join(dir, "bundle", "config.json"));
       const log = hc.LogConfig.Type === "json-file" ? ["-l", rec.LogPath, "-s", String(parseSize(hc.LogConfig.Config["max-size"] ?? "0")), "-n", String(Number(hc.LogConfig.Config["max-file"] ?? "1") || 1)] : [];
       const tty = rec.Config.Tty;
-      const launcher = [buildBinary("berth-monitor"), "-d", dir, ...log, ...(rec.Config.OpenStdin ? ["-i"] : []), ...(tty ? ["-t"] : []), ...exitCommand(id, this.root).flatMap((a) => ["-x", a]), "--"];
+      const launcher = [buildBinary("berth-monitor"), "-d", dir, ...log, ...(rec.Config.OpenStdin ? ["-i"] : []), ...(rec.Config.StdinOnce ? ["-o"] : []), ...(tty ? ["-t"] : []), ...exitCommand(id, this.root).flatMap((a) => ["-x", a]), "--"];
       // the console socket is relative: the helper starts in the monitor's directory (paths there
       // can be longer than a socket address allows)
       await this.runtime.create(id, { bundle: join(dir, "bundle"), pidFile: join(dir, "pid"), stdio: ["ignore", "ignore", "ignore"], launcher, ...(tty ? { consoleSocket: "console.sock" } : {}) });

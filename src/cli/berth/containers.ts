@@ -704,3 +704,51 @@ export async function internalExited(ctx: Context, argv: string[]): Promise<numb
   await ctx.engine().exited(id);
   return 0;
 }
+
+/** docker's --detach-keys: "ctrl-p,ctrl-q" → the bytes that detach. */
+function detachBytes(spec: string): number[] {
+  return spec.split(",").map((k) => {
+    const m = /^ctrl-([a-z@\[\\\]^_])$/.exec(k);
+    if (m) return m[1]!.charCodeAt(0) & 0x1f;
+    if (k.length === 1) return k.charCodeAt(0);
+    throw invalid(`invalid detach keys (${spec})`);
+  });
+}
+
+export async function attach(ctx: Context, argv: string[]): Promise<number> {
+  const { flags, args } = parse(argv, [{ long: "no-stdin", kind: "bool" }, { long: "sig-proxy", kind: "bool", default: true }, { long: "detach-keys", kind: "string", default: "ctrl-p,ctrl-q" }], "attach");
+  if (args.length !== 1) throw new UsageError(`"attach" requires exactly 1 argument.`, "attach");
+  const engine = ctx.engine();
+  const v = await engine.get(args[0]!);
+  if (!v.state.Running) throw new BerthError("FailedPrecondition", "You cannot attach to a stopped container, start it first");
+  const keys = detachBytes(str(flags["detach-keys"])!);
+  const sock = await engine.attach(v.rec.Id);
+  const useStdin = !flags["no-stdin"] && v.rec.Config.OpenStdin;
+  const raw = useStdin && v.rec.Config.Tty && process.stdin.isTTY;
+  if (raw) process.stdin.setRawMode(true);
+  let detached = false;
+  if (useStdin) {
+    let matched = 0;
+    process.stdin.on("data", (d: Buffer) => {
+      for (const byte of d) {
+        matched = byte === keys[matched] ? matched + 1 : byte === keys[0] ? 1 : 0;
+        if (matched === keys.length) {
+          detached = true;
+          sock.destroy();
+          return;
+        }
+      }
+      sock.write(d);
+    });
+  }
+  const forward = (sig: NodeJS.Signals) => engine.kill(v.rec.Id, sig).catch(() => {});
+  if (flags["sig-proxy"] !== false && !v.rec.Config.Tty) for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, forward);
+  const code = await relay(sock);
+  if (raw) process.stdin.setRawMode(false);
+  process.stdin.destroy();
+  if (detached) {
+    process.stderr.write("read escape sequence\n");
+    return 0;
+  }
+  return code ?? (await engine.wait(v.rec.Id).catch(() => 0));
+}
