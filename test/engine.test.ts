@@ -313,6 +313,30 @@ describe("containers", { skip: rootSkip }, () => {
     assert.match(broken.stdout, /^FAIL\s+berth-helper: .*\n\s+fix: run \.\/install\.sh/m);
   });
 
+  test("cp both ways; container symlinks never lead to the host's files", () => {
+    ok(b(["run", "-d", "--name", "cpc", "busybox", "sh", "-c", "mkdir -p /data/sub; echo inside > /data/sub/f; ln -s / /tmp/hostroot; ln -s /etc /tmp/etclink; ln -s /etc/shadow /tmp/shadowlink; exec sleep 100"]));
+    for (let i = 0; i < 50 && b(["exec", "cpc", "test", "-L", "/tmp/shadowlink"]).code !== 0; i++) spawnSync("sleep", ["0.05"]);
+    const host = tempDir("berth-img-");
+    ok(b(["cp", "cpc:/data", host]));
+    assert.equal(fs.readFileSync(join(host, "data/sub/f"), "utf8"), "inside\n");
+    ok(b(["cp", "cpc:/tmp/shadowlink", join(host, "link")]));
+    assert.equal(fs.readlinkSync(join(host, "link")), "/etc/shadow", "the link is copied, not the host's /etc/shadow");
+    fs.writeFileSync(join(host, "in.txt"), "from the host\n");
+    ok(b(["cp", join(host, "in.txt"), "cpc:/tmp/hostroot/etc/berth-cp-test"]));
+    assert.ok(!fs.existsSync("/etc/berth-cp-test"), "resolved inside the container, not on the host");
+    assert.equal(ok(b(["exec", "cpc", "cat", "/etc/berth-cp-test"])).stdout, "from the host\n");
+    fs.mkdirSync(join(host, "tree/etclink"), { recursive: true });
+    fs.writeFileSync(join(host, "tree/etclink/berth-cp-escape"), "x");
+    const esc = b(["cp", join(host, "tree") + "/.", "cpc:/tmp/"]);
+    assert.equal(esc.code, 1);
+    assert.match(esc.stderr, /cannot overwrite non-directory etclink with directory|symlink/);
+    assert.ok(!fs.existsSync("/etc/berth-cp-escape"));
+    assert.equal(ok(b(["exec", "cpc", "readlink", "/tmp/etclink"])).stdout, "/etc\n", "the container's link is untouched");
+    ok(b(["cp", join(host, "in.txt"), "cpc:/data/renamed"]));
+    assert.equal(ok(b(["exec", "cpc", "cat", "/data/renamed"])).stdout, "from the host\n");
+    ok(b(["rm", "-f", "cpc"]));
+  });
+
   test("nothing left: no containers, mounts or processes", () => {
     assert.equal(b(["ps", "-aq"]).stdout, "");
     assert.deepEqual(leaks(), []);

@@ -3,4 +3,5 @@ export { Engine, parseBind, parseSize, type EngineOptions, type ContainerView } 
 export { type ContainerRecord, type ContainerState } from "./store.js";
 export { defaultContainerConfig, defaultHostConfig, type ContainerConfig, type HostConfig, type CreateRequest, type MountSpec } from "./types.js";
 export { readLogs, type LogEntry } from "./logs.js";
+export { resolveInRoot } from "./spec.js";
 export { containerInspect, containerSummary, type ContainerSummary } from "./inspect.js";

@@ -12,6 +12,35 @@ import type { Mount, Spec } from "../runtime/index.js";
 import type { ContainerRecord } from "./store.js";
 import type { HostConfig } from "./types.js";
 
+/**
+ * A path inside a root file system as the container sees it: symlinks on the way are followed
+ * the way the container would follow them, never out of the root. The last component is followed
+ * only when followLast. Returns the host path (which may not exist).
+ */
+export function resolveInRoot(root: string, path: string, followLast = false): string {
+  let parts = path.split("/").filter(Boolean);
+  const done: string[] = [];
+  for (let hops = 0; parts.length; ) {
+    const c = parts.shift()!;
+    if (c === ".") continue;
+    if (c === "..") {
+      done.pop();
+      continue;
+    }
+    const abs = join(root, ...done, c);
+    const st = fs.lstatSync(abs, { throwIfNoEntry: false });
+    if (st?.isSymbolicLink() && (parts.length || followLast)) {
+      if (++hops > 40) throw invalid(`too many levels of symbolic links: ${path}`);
+      const target = fs.readlinkSync(abs);
+      if (target.startsWith("/")) done.length = 0;
+      parts = [...target.split("/").filter(Boolean), ...parts];
+      continue;
+    }
+    done.push(c);
+  }
+  return join(root, ...done);
+}
+
 /** Read a file inside a root file system, following symlinks as the container would (never out). */
 export function readInRoot(root: string, path: string): string | undefined {
   let parts = path.split("/").filter(Boolean);

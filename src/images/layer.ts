@@ -16,7 +16,12 @@ import { BerthError, invalid } from "../common/errors.js";
 import { lsetxattr, mknod, S_IFBLK, S_IFCHR, S_IFIFO } from "../common/sys.js";
 import { TarReader, type TarHeader, type TarSink } from "./tar.js";
 
-export type ExtractMode = "overlay" | "apply";
+/**
+ * overlay: into an empty directory, whiteouts in overlayfs form; apply: on top of a parent tree,
+ * whiteouts delete; into: files copied into a live tree (berth cp), which replaces files but
+ * refuses every symlink on the way, the tree's own included.
+ */
+export type ExtractMode = "overlay" | "apply" | "into";
 
 export interface ExtractResult {
   /** sha256 of the uncompressed tar: the layer's diff ID. */
@@ -79,8 +84,8 @@ class Extractor implements TarSink {
         this.dirs.add(rel);
         continue;
       }
-      if (st?.isSymbolicLink() && (this.mode === "overlay" || this.created.has(rel))) this.fail(h, `its parent ${rel} is a symlink (a write through it could leave the layer)`);
-      if (st && this.mode === "overlay") this.fail(h, `its parent ${rel} is not a directory`);
+      if (st?.isSymbolicLink() && (this.mode !== "apply" || this.created.has(rel))) this.fail(h, `its parent ${rel} is a symlink (a write through it could leave the layer)`);
+      if (st && this.mode !== "apply") this.fail(h, `its parent ${rel} is not a directory`);
       if (!create) this.fail(h, `${rel} does not exist`);
       if (st) fs.rmSync(abs, { recursive: true, force: true }); // apply: a lower layer's file or link gives way, as in overlayfs
       fs.mkdirSync(abs, 0o755);
@@ -94,16 +99,20 @@ class Extractor implements TarSink {
     const parts = cleanPath(h.name);
     if (!parts) this.fail(h, "the path leaves the layer root");
     const base = parts[parts.length - 1] ?? "";
-    if (base.startsWith(WHITEOUT)) return this.whiteout(h, parts, base);
+    if (base.startsWith(WHITEOUT) && this.mode !== "into") return this.whiteout(h, parts, base);
     this.parents(h, parts, true);
     const rel = parts.join("/");
     const abs = rel ? `${this.dest}/${rel}` : this.dest;
     // in overlay form the directory starts empty: only what this layer made can be in the way
     const existing = !rel ? fs.lstatSync(abs) : this.mode === "overlay" && !this.created.has(rel) ? undefined : fs.lstatSync(abs, { throwIfNoEntry: false });
+    let present = existing;
     if (existing && !(existing.isDirectory() && h.type === "directory")) {
       if (!rel) this.fail(h, "the layer root must be a directory");
+      if (this.mode === "into" && (h.type === "directory" || existing.isDirectory()))
+        this.fail(h, `cannot overwrite ${existing.isDirectory() ? "directory" : "non-directory"} ${rel} with ${h.type === "directory" ? "directory" : "non-directory"}`);
       fs.rmSync(abs, { recursive: true, force: true });
       this.dirs.delete(rel);
+      present = undefined;
     }
     this.created.add(rel);
     switch (h.type) {
@@ -115,7 +124,7 @@ class Extractor implements TarSink {
         this.currentPath = abs;
         return;
       case "directory":
-        if (!existing) fs.mkdirSync(abs, 0o700);
+        if (!present) fs.mkdirSync(abs, 0o700);
         this.dirs.add(rel);
         this.attributes(abs, h, false);
         this.dirTimes.push([abs, h.atime ?? h.mtime, h.mtime]);

@@ -14,6 +14,8 @@ export interface PackOptions {
   exclude?: (rel: string) => boolean;
   /** Include extended attributes (security.capability and user.*). */
   xattrs?: boolean;
+  /** The name an entry gets in the archive (default: its path below dir). */
+  rename?: (rel: string) => string;
 }
 
 const names = new Map<number, string>();
@@ -62,7 +64,7 @@ export async function* packDirectory(dir: string, opts: PackOptions = {}): Async
         yield encodeHeader({ name: `${dirPart}.wh.${name}`, type: "file", size: 0, mode: 0o644, mtime: Math.floor(st.mtimeMs / 1000) });
         continue;
       }
-      const { h, file } = headerFor(childAbs, childRel, st, hardlinks, opts);
+      const { h, file } = headerFor(childAbs, opts.rename ? opts.rename(childRel) : childRel, st, hardlinks, opts);
       yield encodeHeader(h);
       if (file) {
         const fd = fs.openSync(childAbs, "r");

@@ -752,3 +752,88 @@ export async function attach(ctx: Context, argv: string[]): Promise<number> {
   }
   return code ?? (await engine.wait(v.rec.Id).catch(() => 0));
 }
+
+/**
+ * docker cp, both directions. Container paths are resolved as the container would resolve them
+ * (symlinks never lead out of its root); copying in goes through berth's safe extractor, which
+ * refuses to write through any symlink in the container's tree.
+ */
+export async function cp(ctx: Context, argv: string[]): Promise<number> {
+  const { flags, args } = parse(argv, [{ long: "archive", short: "a", kind: "bool" }, { long: "follow-link", short: "L", kind: "bool" }, { long: "quiet", short: "q", kind: "bool" }], "cp");
+  if (args.length !== 2) throw new UsageError(`"cp" requires exactly 2 arguments.`, "cp");
+  const split = (a: string) => {
+    const m = /^([^:/][^:]*):(.*)$/.exec(a);
+    return m ? { container: m[1]!, path: m[2]! || "/" } : { path: a };
+  };
+  const src = split(args[0]!),
+    dst = split(args[1]!);
+  if (src.container && dst.container) throw invalid("copying between containers is not supported");
+  if (!src.container && !dst.container) throw invalid("must specify at least one container source");
+  const engine = ctx.engine();
+  const { resolveInRoot } = await import("../../engine/index.js");
+  const { basename, dirname, join } = await import("node:path");
+  if (src.container) {
+    return engine.withRootfs(src.container, async (root) => {
+      const from = resolveInRoot(root, src.path, !!flags["follow-link"]);
+      if (!fs.existsSync(from) && !isSymlink(from)) throw new BerthError("NotFound", `Could not find the file ${src.path} in container ${src.container}`);
+      if (dst.path === "-") {
+        for await (const chunk of packPath(from)) await writeOut(chunk);
+        return 0;
+      }
+      const target = fs.existsSync(dst.path) && fs.statSync(dst.path).isDirectory() ? join(dst.path, basename(from)) : dst.path;
+      // the container's links are copied as links, never followed on the host
+      fs.cpSync(from, target, { recursive: true, verbatimSymlinks: true, preserveTimestamps: true, force: true });
+      return 0;
+    });
+  }
+  return engine.withRootfs(dst.container!, async (root) => {
+    const { extractLayer } = await import("../../images/index.js");
+    let dest = resolveInRoot(root, dst.path, true);
+    let name: string | undefined;
+    if (!fs.existsSync(dest) || !fs.statSync(dest).isDirectory()) {
+      // DEST names the copy itself: extract into its parent under that name
+      name = basename(dest);
+      dest = dirname(dest);
+      if (!fs.existsSync(dest)) throw new BerthError("NotFound", `Could not find the file ${dirname(dst.path)} in container ${dst.container}`);
+    }
+    if (!dest.startsWith(root)) throw invalid(`${dst.path} resolves outside the container`);
+    const input = src.path === "-" ? (process.stdin as AsyncIterable<Buffer>) : packPath(src.path, name);
+    if (src.path !== "-" && !fs.existsSync(src.path)) throw new BerthError("NotFound", `lstat ${src.path}: no such file or directory`);
+    await extractLayer(input, dest, "into");
+    return 0;
+  });
+}
+
+const isSymlink = (p: string) => {
+  try {
+    return fs.lstatSync(p).isSymbolicLink();
+  } catch {
+    return false;
+  }
+};
+
+/** A tar of one path (a file, link or directory tree), its top entry named `name`. */
+async function* packPath(path: string, name?: string): AsyncGenerator<Buffer> {
+  const { packDirectory } = await import("../../images/index.js");
+  if (/\/\.$/.test(path)) {
+    // SRC/. copies what is in SRC, not SRC itself (docker's rule)
+    yield* packDirectory(path.slice(0, -2) || "/");
+    return;
+  }
+  const { basename, dirname } = await import("node:path");
+  const top = basename(path);
+  const rename = name ?? top;
+  for await (const chunk of packDirectory(dirname(path), { exclude: (rel) => rel !== top && !rel.startsWith(top + "/"), rename: (rel) => rename + rel.slice(top.length) })) yield chunk;
+}
+
+async function writeOut(chunk: Buffer): Promise<void> {
+  let off = 0;
+  while (off < chunk.length) {
+    try {
+      off += fs.writeSync(1, chunk, off);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EAGAIN") throw e;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+}
