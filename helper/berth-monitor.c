@@ -7,6 +7,7 @@
  *
  *   berth-monitor -d DIR [-l LOG -s MAXSIZE -n MAXFILES] [-i [-o]] [-t] [-x EXITCMD]... -- HELPER ARGS...
  *
+ * -H MS -C ARG... runs a health command (berth's, which execs the check in the container) every MS ms.
  * -i keeps the container's stdin open for attached clients; with -o the first client to end its
  * input ends the container's (docker's StdinOnce, for `run -i`).
  *
@@ -60,6 +61,11 @@ struct stream {
 #define NSTREAMS 3
 static struct stream streams[NSTREAMS] = {{-1, "stdout", 1, {0}, 0}, {-1, "stderr", 2, {0}, 0}, {-1, "stdout", 1, {0}, 0}};
 static int console_listen = -1;
+/* -H MS -C ARG...: run the health command every MS milliseconds while the container runs */
+static long health_ms;
+static char *health_cmd[MAX_EXIT_ARGS + 1];
+static int nhealth;
+static pid_t health_pid;
 static int tty_master = -1;
 static int stdin_fd = -1; /* write end of the container's stdin pipe */
 static int stdin_once; /* -o: a client's end of input ends the container's (docker's StdinOnce) */
@@ -307,7 +313,7 @@ int main(int argc, char **argv)
 {
 	int keep_stdin = 0, tty = 0, opt, nexit = 0;
 	char *exit_cmd[MAX_EXIT_ARGS + 1] = {0};
-	while ((opt = getopt(argc, argv, "+d:l:s:n:itox:")) != -1) {
+	while ((opt = getopt(argc, argv, "+d:l:s:n:itox:H:C:")) != -1) {
 		switch (opt) {
 		case 'd': dir = optarg; break;
 		case 'l': log_path = optarg; break;
@@ -316,6 +322,11 @@ int main(int argc, char **argv)
 		case 'i': keep_stdin = 1; break;
 		case 't': tty = 1; break;
 		case 'o': stdin_once = 1; break;
+		case 'H': health_ms = atol(optarg); break;
+		case 'C':
+			if (nhealth < MAX_EXIT_ARGS)
+				health_cmd[nhealth++] = optarg;
+			break;
 		case 'x':
 			if (nexit < MAX_EXIT_ARGS)
 				exit_cmd[nexit++] = optarg;
@@ -415,7 +426,38 @@ int main(int argc, char **argv)
 			p[np++] = (struct pollfd){.fd = clients[i], .events = client_eof[i] ? 0 : POLLIN};
 		if (init_done && streams[0].fd < 0 && streams[1].fd < 0 && streams[2].fd < 0)
 			break;
-		int r = poll(p, (nfds_t)np, init_done ? 2000 : (init ? -1 : 200));
+		struct timespec now;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		long long now_ms = (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+		static long long next_health;
+		if (health_ms > 0 && nhealth && !next_health)
+			next_health = now_ms + health_ms;
+		int timeout = init_done ? 2000 : (init ? -1 : 200);
+		if (health_ms > 0 && nhealth && init && !init_done) {
+			long long wait = next_health - now_ms;
+			if (wait < 0)
+				wait = 0;
+			if (timeout < 0 || wait < timeout)
+				timeout = (int)wait;
+		}
+		int r = poll(p, (nfds_t)np, timeout);
+		if (health_ms > 0 && nhealth && init && !init_done) {
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			now_ms = (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+			if (now_ms >= next_health) {
+				next_health = now_ms + health_ms;
+				if (!health_pid) { /* one check at a time; a slow one delays the next */
+					health_pid = fork();
+					if (health_pid == 0) {
+						sigprocmask(SIG_UNBLOCK, &mask, NULL);
+						execvp(health_cmd[0], health_cmd);
+						_exit(127);
+					}
+					if (health_pid < 0)
+						health_pid = 0;
+				}
+			}
+		}
 		if (r < 0 && errno != EINTR)
 			die("poll");
 		if (r == 0 && init_done)
@@ -435,6 +477,10 @@ int main(int argc, char **argv)
 			while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 				if (!init)
 					init = read_pid();
+				if (pid == health_pid) {
+					health_pid = 0;
+					continue;
+				}
 				if (init && pid == init) {
 					init_status = status;
 					init_done = 1;

@@ -337,6 +337,29 @@ describe("containers", { skip: rootSkip }, () => {
     ok(b(["rm", "-f", "cpc"]));
   });
 
+  test("health checks: starting, unhealthy after --health-retries failures, healthy once the check passes; --restart-on-unhealthy", async () => {
+    ok(b(["run", "-d", "--name", "hc", "--health-cmd", "test -f /tmp/ok", "--health-interval", "200ms", "--health-retries", "2", "busybox", "sleep", "100"]));
+    assert.equal(ok(b(["inspect", "-f", "{{.State.Health.Status}}", "hc"])).stdout.trim(), "starting");
+    const until = async (want: string) => {
+      for (let i = 0; i < 60; i++) {
+        if (ok(b(["inspect", "-f", "{{.State.Health.Status}}", "hc"])).stdout.trim() === want) return;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.fail(`never ${want}`);
+    };
+    await until("unhealthy");
+    const h = JSON.parse(ok(b(["inspect", "hc"])).stdout)[0].State.Health;
+    assert.ok(h.FailingStreak >= 2 && h.Log.length >= 2 && h.Log[0].ExitCode === 1);
+    ok(b(["exec", "hc", "touch", "/tmp/ok"]));
+    await until("healthy");
+    assert.match(ok(b(["ps", "--format", "{{.Names}} {{.Status}}", "--filter", "name=^hc$"])).stdout, /^hc Up .* \(healthy\)$/m);
+    ok(b(["rm", "-f", "hc"]));
+    ok(b(["run", "-d", "--name", "hc2", "--health-cmd", "false", "--health-interval", "200ms", "--health-retries", "1", "--restart-on-unhealthy", "busybox", "sleep", "100"]));
+    for (let i = 0; i < 60 && JSON.parse(ok(b(["inspect", "hc2"])).stdout)[0].RestartCount < 1; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.ok(JSON.parse(ok(b(["inspect", "hc2"])).stdout)[0].RestartCount >= 1, "restarted when unhealthy, with no restart policy");
+    ok(b(["rm", "-f", "hc2"]));
+  });
+
   test("nothing left: no containers, mounts or processes", () => {
     assert.equal(b(["ps", "-aq"]).stdout, "");
     assert.deepEqual(leaks(), []);

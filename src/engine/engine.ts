@@ -331,7 +331,9 @@ export class Engine {
       fs.renameSync(join(dir, "bundle.json"), join(dir, "bundle", "config.json"));
       const log = hc.LogConfig.Type === "json-file" ? ["-l", rec.LogPath, "-s", String(parseSize(hc.LogConfig.Config["max-size"] ?? "0")), "-n", String(Number(hc.LogConfig.Config["max-file"] ?? "1") || 1)] : [];
       const tty = rec.Config.Tty;
-      const launcher = [buildBinary("berth-monitor"), "-d", dir, ...log, ...(rec.Config.OpenStdin ? ["-i"] : []), ...(rec.Config.StdinOnce ? ["-o"] : []), ...(tty ? ["-t"] : []), ...exitCommand(id, this.root).flatMap((a) => ["-x", a]), "--"];
+      const hcTest = rec.Config.Healthcheck?.Test;
+      const health = hcTest?.length && hcTest[0] !== "NONE" ? ["-H", String(Math.max(100, (rec.Config.Healthcheck?.Interval ?? 30e9) / 1e6)), ...exitCommand(id, this.root).slice(0, -2).concat(["internal-health", id]).flatMap((a) => ["-C", a])] : [];
+      const launcher = [buildBinary("berth-monitor"), "-d", dir, ...log, ...(rec.Config.OpenStdin ? ["-i"] : []), ...(rec.Config.StdinOnce ? ["-o"] : []), ...(tty ? ["-t"] : []), ...health, ...exitCommand(id, this.root).flatMap((a) => ["-x", a]), "--"];
       // the console socket is relative: the helper starts in the monitor's directory (paths there
       // can be longer than a socket address allows)
       await this.runtime.create(id, { bundle: join(dir, "bundle"), pidFile: join(dir, "pid"), stdio: ["ignore", "ignore", "ignore"], launcher, ...(tty ? { consoleSocket: "console.sock" } : {}) });
@@ -355,6 +357,8 @@ export class Engine {
         MonitorPid: monitorPid,
         MonitorStart: procStart(monitorPid),
         StoppedByUser: false,
+        RestartRequested: false,
+        ...(health.length ? { Health: { Status: "starting", FailingStreak: 0, Log: [] } } : { Health: undefined }),
       });
     } catch (e) {
       await this.teardown(id);
@@ -432,11 +436,16 @@ export class Engine {
       };
       const p = v.rec.HostConfig.RestartPolicy;
       restart =
-        opts.restart !== false &&
+        (opts.restart !== false && !state.StoppedByUser && !!v.state.RestartRequested) ||
+        (opts.restart !== false &&
         !state.StoppedByUser &&
-        (p.Name === "always" || p.Name === "unless-stopped" || (p.Name === "on-failure" && code !== 0 && (!p.MaximumRetryCount || state.RestartCount < p.MaximumRetryCount)));
+        (p.Name === "always" || p.Name === "unless-stopped" || (p.Name === "on-failure" && code !== 0 && (!p.MaximumRetryCount || state.RestartCount < p.MaximumRetryCount))));
+      state.RestartRequested = false;
       remove = !restart && v.rec.HostConfig.AutoRemove;
-      if (restart) state.Restarting = true;
+      if (restart) {
+        state.Restarting = true;
+        state.Status = "restarting";
+      }
       this.containers.writeState(id, state);
       if (restart) {
         // docker's back-off: 100 ms doubling, at most a minute
@@ -576,6 +585,66 @@ export class Engine {
     } finally {
       fs.closeSync(fd);
     }
+  }
+
+  /**
+   * One health check (run by the monitor every interval): the test in the container, with its
+   * timeout; after Retries failures in a row (outside the start period) the container is
+   * unhealthy, and with --restart-on-unhealthy it is restarted.
+   */
+  async healthCheck(id: string): Promise<void> {
+    const v = this.containers.read(id);
+    const hc = v?.rec.Config.Healthcheck;
+    if (!v || !hc?.Test?.length || !v.state.Running || v.state.Paused) return;
+    const test = hc.Test[0] === "CMD-SHELL" ? ["/bin/sh", "-c", hc.Test.slice(1).join(" ")] : hc.Test[0] === "CMD" ? hc.Test.slice(1) : hc.Test;
+    const timeoutMs = (hc.Timeout ?? 30e9) / 1e6;
+    const outFile = this.containers.path(id, `health-${process.pid}.out`);
+    const pidFile = this.containers.path(id, `health-${process.pid}.pid`);
+    const fd = fs.openSync(outFile, "w+");
+    const start = new Date().toISOString();
+    let code: number;
+    const timer = setTimeout(() => {
+      try {
+        process.kill(Number(fs.readFileSync(pidFile, "utf8")), "SIGKILL");
+      } catch {
+        /* done meanwhile */
+      }
+    }, timeoutMs);
+    try {
+      const spec = JSON.parse(fs.readFileSync(this.containers.path(id, "bundle/config.json"), "utf8"));
+      const r = await this.runtime.exec(id, { ...spec.process, terminal: false, args: test }, { stdio: ["ignore", fd, fd], pidFile });
+      code = r.exitCode ?? 1;
+    } catch (e) {
+      fs.writeSync(fd, (e as Error).message);
+      code = 1;
+    } finally {
+      clearTimeout(timer);
+    }
+    const output = fs.readFileSync(outFile, "utf8").slice(0, 4096);
+    fs.closeSync(fd);
+    fs.rmSync(outFile, { force: true });
+    fs.rmSync(pidFile, { force: true });
+    const lock = await this.containers.lock(id);
+    let restart = false;
+    try {
+      const cur = this.containers.read(id);
+      if (!cur?.state.Running) return;
+      const h = cur.state.Health ?? { Status: "starting", FailingStreak: 0, Log: [] };
+      h.Log = [...h.Log, { Start: start, End: new Date().toISOString(), ExitCode: code, Output: output }].slice(-5);
+      const inStartPeriod = Date.now() - Date.parse(cur.state.StartedAt) < (hc.StartPeriod ?? 0) / 1e6;
+      if (code === 0) {
+        h.Status = "healthy";
+        h.FailingStreak = 0;
+      } else if (!inStartPeriod) {
+        h.FailingStreak++;
+        if (h.FailingStreak >= (hc.Retries ?? 3)) h.Status = "unhealthy";
+      }
+      restart = h.Status === "unhealthy" && !!cur.rec.HostConfig.RestartOnUnhealthy;
+      this.containers.writeState(id, { ...cur.state, Health: h, ...(restart ? { RestartRequested: true } : {}) });
+    } finally {
+      lock.release();
+    }
+    if (restart) this.runtime.kill(id, 9, { all: true });
   }
 
   // ---- attach, exec, commit

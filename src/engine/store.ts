@@ -31,6 +31,8 @@ export interface ContainerState {
   RestartCount: number;
   /** Set by stop/kill so an on-failure or always policy does not restart what the user stopped. */
   StoppedByUser?: boolean;
+  /** A health check asked for a restart (--restart-on-unhealthy). */
+  RestartRequested?: boolean;
   Health?: { Status: string; FailingStreak: number; Log: Array<{ Start: string; End: string; ExitCode: number; Output: string }> };
 }
 

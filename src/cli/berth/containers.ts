@@ -837,3 +837,9 @@ async function writeOut(chunk: Buffer): Promise<void> {
     }
   }
 }
+
+/** Run by a container's monitor every health interval. Not a user command. */
+export async function internalHealth(ctx: Context, argv: string[]): Promise<number> {
+  if (argv[0]) await ctx.engine().healthCheck(argv[0]);
+  return 0;
+}

@@ -176,6 +176,8 @@ export async function main(argv: string[]): Promise<number> {
       }
     } else if (name === "internal-exited") {
       return await (await containers()).internalExited(ctx, rest);
+    } else if (name === "internal-health") {
+      return await (await containers()).internalHealth(ctx, rest);
     } else if (commands[name]) {
       cmdName = name;
       usage = commands[name]!.usage;
