@@ -360,6 +360,16 @@ describe("containers", { skip: rootSkip }, () => {
     ok(b(["rm", "-f", "hc2"]));
   });
 
+  test("events: what berth did, in order, with docker's fields; --filter and --format", () => {
+    const since = String(Date.now() / 1000);
+    assert.equal(b(["run", "--rm", "--name", "evt", "busybox", "sh", "-c", "exit 3"]).code, 3);
+    const until = String(Date.now() / 1000 + 0.2);
+    const lines = ok(b(["events", "--since", since, "--until", until, "--filter", "container=evt", "--format", "{{.Type}} {{.Action}} {{.Actor.Attributes.name}} {{.Actor.Attributes.exitCode}}"])).stdout.trim().split("\n");
+    assert.deepEqual(lines, ["container create evt <no value>", "container start evt <no value>", "container die evt 3", "container destroy evt <no value>"]);
+    const plain = ok(b(["events", "--since", since, "--until", until, "--filter", "event=die"])).stdout;
+    assert.match(plain, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z container die [a-f0-9]{64} \(exitCode=3, image=busybox, name=evt\)$/m);
+  });
+
   test("nothing left: no containers, mounts or processes", () => {
     assert.equal(b(["ps", "-aq"]).stdout, "");
     assert.deepEqual(leaks(), []);

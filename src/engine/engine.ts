@@ -18,6 +18,7 @@ import { pidAlive } from "../images/content.js";
 import { buildSpec, capabilitiesFor, resolveUser, resourcesFor } from "./spec.js";
 import { ContainerStore, initialState, zeroTime, type ContainerRecord, type ContainerState, type MountPoint } from "./store.js";
 import { VolumeStore } from "../volumes/index.js";
+import { EventLog } from "./events.js";
 import type { CreateRequest, MountSpec } from "./types.js";
 
 export interface EngineOptions {
@@ -57,12 +58,14 @@ export class Engine {
   readonly containers: ContainerStore;
   readonly runtime: Runtime;
   readonly volumes: VolumeStore;
+  readonly events: EventLog;
 
   constructor(opts: EngineOptions = {}) {
     this.images = new ImageStore(opts.root ? { root: opts.root } : {});
     this.root = this.images.root;
     this.containers = new ContainerStore(this.root);
     this.volumes = new VolumeStore(this.root);
+    this.events = new EventLog(this.root);
     this.runtime = new Runtime({ root: opts.runtimeRoot ?? process.env.BERTH_RUNTIME_ROOT ?? "/run/berth/runtime" });
   }
 
@@ -88,6 +91,10 @@ export class Engine {
   }
 
   imageUsers = (imageId: string): string[] => this.containers.ids().filter((id) => this.containers.read(id)?.rec.Image === imageId);
+
+  private emit(rec: ContainerRecord, action: string, extra: Record<string, string> = {}): void {
+    this.events.emit("container", action, rec.Id, { image: rec.Config.Image, name: rec.Name.slice(1), ...rec.Config.Labels, ...extra });
+  }
 
   private monitorAlive(state: ContainerState): boolean {
     return !!state.MonitorPid && pidAlive(state.MonitorPid) && procStart(state.MonitorPid) === state.MonitorStart;
@@ -195,6 +202,7 @@ export class Engine {
       await this.images.ensureUnpacked(image);
       this.images.snapshots.prepare(id, parent);
       this.containers.write(rec, initialState());
+      this.emit(rec, "create");
       return { Id: id, Warnings: [] };
     } catch (e) {
       this.images.snapshots.remove(id);
@@ -360,6 +368,7 @@ export class Engine {
         RestartRequested: false,
         ...(health.length ? { Health: { Status: "starting", FailingStreak: 0, Log: [] } } : { Health: undefined }),
       });
+      this.emit(rec, state.Restarting ? "restart" : "start");
     } catch (e) {
       await this.teardown(id);
       this.containers.writeState(id, { ...state, Error: (e as Error).message });
@@ -442,6 +451,8 @@ export class Engine {
         (p.Name === "always" || p.Name === "unless-stopped" || (p.Name === "on-failure" && code !== 0 && (!p.MaximumRetryCount || state.RestartCount < p.MaximumRetryCount))));
       state.RestartRequested = false;
       remove = !restart && v.rec.HostConfig.AutoRemove;
+      this.emit(v.rec, "die", { exitCode: String(code), ...(oom ? { oomKilled: "true" } : {}) });
+      if (oom) this.emit(v.rec, "oom");
       if (restart) {
         state.Restarting = true;
         state.Status = "restarting";
@@ -468,6 +479,7 @@ export class Engine {
     const sig = parseSignal(typeof signal === "string" ? signal.toUpperCase() : signal);
     if (sig === 9 || sig === 15 || sig === 2) this.containers.writeState(v.rec.Id, { ...v.state, StoppedByUser: true });
     this.runtime.kill(v.rec.Id, sig, { all: false });
+    this.emit(v.rec, "kill", { signal: String(sig) });
   }
 
   /** docker stop: the stop signal, then SIGKILL after the timeout; returns when it has exited. */
@@ -494,6 +506,7 @@ export class Engine {
       await this.waitExit(id, 10_000);
     }
     await this.exited(id, { restart: false });
+    this.emit(v.rec, "stop");
   }
 
   /** Wait until the monitor has recorded the exit (true) or the time is up (false). */
@@ -548,6 +561,7 @@ export class Engine {
       this.images.snapshots.remove(id);
       this.containers.releaseName(v.rec.Name, id);
       this.containers.remove(id);
+      this.emit(v.rec, "destroy");
       // docker removes a container's anonymous volumes with rm -v (and always for --rm)
       if (opts.volumes || v.rec.HostConfig.AutoRemove)
         for (const m of v.rec.Mounts ?? []) if (m.Anonymous && m.Name && !this.volumeUsers(m.Name).length) this.volumes.remove(m.Name, [], true);
@@ -641,6 +655,7 @@ export class Engine {
       }
       restart = h.Status === "unhealthy" && !!cur.rec.HostConfig.RestartOnUnhealthy;
       this.containers.writeState(id, { ...cur.state, Health: h, ...(restart ? { RestartRequested: true } : {}) });
+      if (h.Status !== (cur.state.Health?.Status ?? "starting")) this.emit(cur.rec, `health_status: ${h.Status}`);
     } finally {
       lock.release();
     }

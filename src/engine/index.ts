@@ -5,3 +5,4 @@ export { defaultContainerConfig, defaultHostConfig, type ContainerConfig, type H
 export { readLogs, type LogEntry } from "./logs.js";
 export { resolveInRoot } from "./spec.js";
 export { containerInspect, containerSummary, type ContainerSummary } from "./inspect.js";
+export { EventLog, type BerthEvent } from "./events.js";

@@ -644,6 +644,7 @@ export async function pauseCmd(ctx: Context, argv: string[]): Promise<number> {
     if (!v.state.Running) throw new BerthError("FailedPrecondition", `Container ${v.rec.Id} is not running`);
     ctx.engine().runtime.pause(v.rec.Id);
     ctx.engine().containers.writeState(v.rec.Id, { ...v.state, Paused: true });
+    ctx.engine().events.emit("container", "pause", v.rec.Id, { image: v.rec.Config.Image, name: v.rec.Name.slice(1) });
   });
 }
 
@@ -654,6 +655,7 @@ export async function unpauseCmd(ctx: Context, argv: string[]): Promise<number> 
     if (!v.state.Paused) throw new BerthError("FailedPrecondition", `Container ${v.rec.Id} is not paused`);
     ctx.engine().runtime.resume(v.rec.Id);
     ctx.engine().containers.writeState(v.rec.Id, { ...v.state, Paused: false });
+    ctx.engine().events.emit("container", "unpause", v.rec.Id, { image: v.rec.Config.Image, name: v.rec.Name.slice(1) });
   });
 }
 

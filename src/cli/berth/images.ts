@@ -61,6 +61,7 @@ export async function pull(ctx: Context, argv: string[]): Promise<number> {
     ...(quiet ? {} : { onProgress: view.update }),
   });
   view.flush();
+  ctx.engine().events.emit("image", "pull", r.reference, { name: r.reference });
   const shown = familiar(r.reference);
   if (!quiet) {
     out(`Digest: ${r.digest}\n`);
@@ -86,6 +87,7 @@ export async function push(ctx: Context, argv: string[]): Promise<number> {
   if (!flags.quiet) out(`The push refers to repository [${formatReference({ domain: ref.domain, path: ref.path })}]\n`);
   const r = await pushImage(ctx.store(), args[0]!, flags.quiet ? {} : { onProgress: view.update });
   view.flush();
+  ctx.engine().events.emit("image", "push", formatReference(ref), { name: formatReference(ref) });
   out(flags.quiet ? `${formatReference(ref)}\n` : `${r.tag}: digest: ${r.digest} size: ${r.size}\n`);
   return 0;
 }
@@ -226,8 +228,14 @@ export async function rmi(ctx: Context, argv: string[]): Promise<number> {
   for (const a of args) {
     try {
       const r = await ctx.store().remove(a, { force: !!flags.force, inUse: ctx.imageUsers });
-      for (const u of r.untagged) out(`Untagged: ${u}\n`);
-      for (const d of r.deleted) out(`Deleted: ${d}\n`);
+      for (const u of r.untagged) {
+        out(`Untagged: ${u}\n`);
+        ctx.engine().events.emit("image", "untag", u, { name: u });
+      }
+      for (const d of r.deleted) {
+        out(`Deleted: ${d}\n`);
+        ctx.engine().events.emit("image", "delete", d, { name: d });
+      }
     } catch (e) {
       ctx.error(e);
       rc = 1;
@@ -240,6 +248,7 @@ export async function tag(ctx: Context, argv: string[]): Promise<number> {
   const { args } = parse(argv, [], "tag");
   if (args.length !== 2) throw new UsageError(`"tag" requires exactly 2 arguments.`, "tag");
   await ctx.store().tag(args[0]!, args[1]!);
+  ctx.engine().events.emit("image", "tag", ctx.store().get(args[1]!).id, { name: args[1]! });
   return 0;
 }
 
@@ -378,6 +387,7 @@ export async function load(ctx: Context, argv: string[]): Promise<number> {
   if (file && !fs.existsSync(file)) throw notFound(`open ${file}: no such file or directory`);
   const loaded = await loadImages(ctx.store(), inputStream(file) as AsyncIterable<Buffer>);
   for (const r of loaded) {
+    ctx.engine().events.emit("image", "load", r.id, { name: r.repoTags[0] ?? r.id });
     if (r.repoTags.length) for (const t of r.repoTags) out(`Loaded image: ${familiar(t)}\n`);
     else out(`Loaded image ID: ${r.id}\n`);
   }
@@ -405,6 +415,7 @@ export async function importCmd(ctx: Context, argv: string[]): Promise<number> {
     ...(str(flags.message) ? { message: str(flags.message)! } : {}),
     ...(str(flags.platform) ? { platform: parsePlatform(str(flags.platform)!) } : {}),
   });
+  ctx.engine().events.emit("image", "import", rec.id, { name: rec.repoTags[0] ?? rec.id });
   out(`${rec.id}\n`);
   return 0;
 }

@@ -50,6 +50,7 @@ const commands: Record<string, { usage: string; summary: string; run: () => Prom
   update: { usage: "update [OPTIONS] CONTAINER [CONTAINER...]", summary: "Update configuration of one or more containers", run: async () => (await system()).update },
   stats: { usage: "stats [OPTIONS] [CONTAINER...]", summary: "Display a live stream of container(s) resource usage statistics", run: async () => (await system()).stats },
   port: { usage: "port CONTAINER [PRIVATE_PORT[/PROTO]]", summary: "List port mappings or a specific mapping for the container", run: async () => (await system()).port },
+  events: { usage: "events [OPTIONS]", summary: "Get real time events from berth", run: async () => (await system()).events },
   info: { usage: "info [OPTIONS]", summary: "Display system-wide information", run: async () => (await system()).info },
 };
 
@@ -73,6 +74,7 @@ const groups: Record<string, Record<string, string | { usage: string; run: () =>
   system: {
     df: { usage: "system df [OPTIONS]", run: async () => (await images()).systemDf },
     info: "info",
+    events: "events",
     prune: { usage: "system prune [OPTIONS]", run: async () => (await system()).systemPrune },
   },
   volume: {

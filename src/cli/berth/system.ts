@@ -14,7 +14,9 @@ export async function volumeCreate(ctx: Context, argv: string[]): Promise<number
   const { flags, args } = parse(argv, [{ long: "driver", short: "d", kind: "string" }, { long: "label", kind: "list" }, { long: "opt", short: "o", kind: "list" }, { long: "name", kind: "string" }], "volume create");
   if (args.length > 1) throw new UsageError(`"volume create" requires at most 1 argument.`, "volume create");
   const kv = (xs: string[]) => Object.fromEntries(xs.map((x) => [x.split("=")[0]!, x.includes("=") ? x.slice(x.indexOf("=") + 1) : ""]));
+  const existed = args[0] !== undefined && ctx.engine().volumes.has(args[0]);
   const v = ctx.engine().volumes.create(args[0] ?? str(flags.name), { labels: kv(list(flags.label)), ...(str(flags.driver) ? { driver: str(flags.driver)! } : {}), options: kv(list(flags.opt)) });
+  if (!existed) ctx.engine().events.emit("volume", "create", v.Name, { driver: "local" });
   out(`${v.Name}\n`);
   return 0;
 }
@@ -62,6 +64,7 @@ export async function volumeRm(ctx: Context, argv: string[]): Promise<number> {
   for (const a of args)
     try {
       ctx.engine().volumes.remove(a, ctx.engine().volumeUsers(a), !!flags.force);
+      ctx.engine().events.emit("volume", "destroy", a, { driver: "local" });
       out(`${a}\n`);
     } catch (e) {
       ctx.error(e);
@@ -332,5 +335,62 @@ export async function systemPrune(ctx: Context, argv: string[]): Promise<number>
   const r = await engine.images.prune({ all: !!flags.all, inUse: ctx.imageUsers });
   for (const d of r.deleted) out(`Deleted Image: ${d}\n`);
   out(`\nTotal reclaimed space: ${humanSize(r.reclaimed)}\n`);
+  return 0;
+}
+
+export async function events(ctx: Context, argv: string[]): Promise<number> {
+  const { flags, args } = parse(argv, [{ long: "since", kind: "string" }, { long: "until", kind: "string" }, { long: "filter", short: "f", kind: "list" }, { long: "format", kind: "string" }], "events");
+  if (args.length) throw new UsageError(`"events" accepts no arguments.`, "events");
+  const when = (s: string | undefined): bigint | undefined => {
+    if (!s) return undefined;
+    if (/^\d+(\.\d+)?$/.test(s)) return BigInt(Math.floor(Number(s) * 1e9));
+    const m = /^(\d+)(s|m|h)$/.exec(s);
+    if (m) return (BigInt(Date.now()) - BigInt(Number(m[1]) * { s: 1000, m: 60_000, h: 3_600_000 }[m[2] as "s"])) * 1_000_000n;
+    const t = Date.parse(s);
+    if (Number.isNaN(t)) throw invalid(`invalid value for --since/--until: ${s}`);
+    return BigInt(t) * 1_000_000n;
+  };
+  const filters = list(flags.filter).map((f) => [f.slice(0, f.indexOf("=")), f.slice(f.indexOf("=") + 1)] as const);
+  for (const [k] of filters) if (!["type", "event", "container", "image", "volume", "label"].includes(k)) throw invalid(`invalid filter '${k}'`);
+  const engine = ctx.engine();
+  const keep = (e: import("../../engine/index.js").BerthEvent) =>
+    filters.every(([k, v]) => {
+      switch (k) {
+        case "type":
+          return filters.some(([fk, fv]) => fk === "type" && fv === e.Type);
+        case "event":
+          return filters.some(([fk, fv]) => fk === "event" && (fv === e.Action || e.Action.startsWith(fv + ":")));
+        case "container":
+        case "image":
+        case "volume": {
+          if (e.Type !== k && !(k === "image" && e.Type === "container")) return false;
+          const vals = filters.filter(([fk]) => fk === k).map(([, fv]) => fv);
+          const a = e.Actor;
+          return vals.some((fv) => a.ID.startsWith(fv) || a.Attributes.name === fv || (k === "image" && a.Attributes.image === fv));
+        }
+        case "label": {
+          const [lk, lv] = v.split("=", 2) as [string, string | undefined];
+          return lk in e.Actor.Attributes && (lv === undefined || e.Actor.Attributes[lk] === lv);
+        }
+      }
+      return true;
+    });
+  const format = str(flags.format);
+  const { Template } = await import("../template.js");
+  const tpl = format && format !== "json" ? new Template(format) : undefined;
+  const follow = !str(flags.until);
+  for await (const e of engine.events.read({ ...(when(str(flags.since)) !== undefined ? { sinceNs: when(str(flags.since))! } : {}), ...(when(str(flags.until)) !== undefined ? { untilNs: when(str(flags.until))! } : {}), follow })) {
+    if (!keep(e)) continue;
+    if (format === "json") out(JSON.stringify(e) + "\n");
+    else if (tpl) out(tpl.execute(e) + "\n");
+    else {
+      const t = new Date(Math.floor(e.timeNano / 1e6)).toISOString().replace(/\.\d+Z$/, `.${String(e.timeNano % 1e9).padStart(9, "0")}Z`);
+      const attrs = Object.entries(e.Actor.Attributes)
+        .sort(([a], [b]) => a.localeCompare(b))
+        .map(([k, v]) => `${k}=${v}`)
+        .join(", ");
+      out(`${t} ${e.Type} ${e.Action} ${e.Actor.ID}${attrs ? ` (${attrs})` : ""}\n`);
+    }
+  }
   return 0;
 }

@@ -1,0 +1,67 @@
+/**
+ * Events without a daemon: every berth process appends what it did to <root>/events.log, one JSON
+ * line each (docker's event shape); `berth events` reads and follows the file. Appends of a line
+ * are single O_APPEND writes, so concurrent writers do not interleave.
+ */
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+
+export interface BerthEvent {
+  Type: "container" | "image" | "volume";
+  Action: string;
+  Actor: { ID: string; Attributes: Record<string, string> };
+  scope: "local";
+  time: number;
+  timeNano: number;
+}
+
+export class EventLog {
+  readonly path: string;
+
+  constructor(root: string) {
+    this.path = join(root, "events.log");
+  }
+
+  emit(type: BerthEvent["Type"], action: string, id: string, attributes: Record<string, string> = {}): void {
+    const ns = BigInt(Date.now()) * 1_000_000n + (process.hrtime.bigint() % 1_000_000n);
+    const e: BerthEvent = { Type: type, Action: action, Actor: { ID: id, Attributes: attributes }, scope: "local", time: Number(ns / 1_000_000_000n), timeNano: Number(ns) };
+    try {
+      fs.appendFileSync(this.path, JSON.stringify(e) + "\n");
+    } catch {
+      /* events are best effort: a full disk must not fail the operation */
+    }
+  }
+
+  async *read(opts: { sinceNs?: bigint; untilNs?: bigint; follow?: boolean }): AsyncGenerator<BerthEvent> {
+    let offset = 0;
+    let partial = "";
+    for (;;) {
+      const st = fs.statSync(this.path, { throwIfNoEntry: false });
+      if (st && st.size > offset) {
+        const fd = fs.openSync(this.path, "r");
+        const buf = Buffer.alloc(st.size - offset);
+        fs.readSync(fd, buf, 0, buf.length, offset);
+        fs.closeSync(fd);
+        offset = st.size;
+        const lines = (partial + buf.toString("utf8")).split("\n");
+        partial = lines.pop() ?? "";
+        for (const l of lines) {
+          let e: BerthEvent;
+          try {
+            e = JSON.parse(l) as BerthEvent;
+          } catch {
+            continue;
+          }
+          if (opts.sinceNs !== undefined && BigInt(e.timeNano) < opts.sinceNs) continue;
+          if (opts.untilNs !== undefined && BigInt(e.timeNano) > opts.untilNs) return;
+          yield e;
+        }
+        continue;
+      }
+      if (!opts.follow) return;
+      if (opts.untilNs !== undefined && BigInt(Date.now()) * 1_000_000n > opts.untilNs) return;
+      await sleep(100);
+    }
+  }
+}
