@@ -68,6 +68,39 @@ async function main(): Promise<void> {
     const fastestPeer = Math.min(...[...times].filter(([n]) => n !== "berth").map(([, xs]) => median(xs)));
     console.log(`bench/run: run --rm busybox true, median of ${iterations} (NODE_EXTRA_CA_CERTS unset)`);
     for (const [name, xs] of times) console.log(`${name.padEnd(24)}${median(xs).toFixed(1).padStart(8)} ms   ${(median(xs) / fastestPeer).toFixed(2)}x the fastest peer's time`);
+    // 100 detached sleepers: total start time, and the memory their monitors hold (podman: conmon)
+    const many = Number(process.env.BENCH_MANY ?? 100);
+    const sumMemory = (pids: number[]) => pids.reduce((acc, p) => {
+      try {
+        const m = memory(p);
+        return { rss: acc.rss + m.rss, private: acc.private + m.private };
+      } catch {
+        return acc;
+      }
+    }, { rss: 0, private: 0 });
+    const fleet = async (name: string, start: () => string, monitors: () => number[], cleanup: () => void) => {
+      const t = process.hrtime.bigint();
+      for (let i = 0; i < many; i++) start();
+      const ms = Number(process.hrtime.bigint() - t) / 1e6;
+      const m = sumMemory(monitors());
+      console.log(`${name.padEnd(24)}${many} detached sleep containers: ${(ms / 1000).toFixed(1)} s to start; monitors ${(m.rss / 1024).toFixed(1)} MB RSS, ${(m.private / 1024).toFixed(1)} MB private`);
+      cleanup();
+    };
+    await fleet(
+      "berth",
+      () => must(process.execPath, [...berth, "run", "-d", "busybox", "sleep", "600"]),
+      () => must("sh", ["-c", `cat ${join(base, "berth/containers")}/*/monitor.pid`]).trim().split("\n").map(Number),
+      () => void spawnSync("sh", ["-c", `${process.execPath} ${berth.join(" ")} rm -f $(${process.execPath} ${berth.join(" ")} ps -aq)`], { env }),
+    );
+    if (have("podman")) {
+      const p = ["--root", join(base, "podman/root"), "--runroot", join(base, "podman/run"), "--tmpdir", join(base, "podman/tmp"), "--cgroup-manager", "cgroupfs", "--events-backend", "file", "--runtime", "runc"];
+      await fleet(
+        "podman --network none",
+        () => must("podman", [...p, "run", "-d", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", `nproc=${nproc}:${nproc}`, "busybox", "sleep", "600"]),
+        () => must("sh", ["-c", "pgrep -x conmon || true"]).trim().split("\n").filter(Boolean).map(Number).filter((pid) => readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(base)),
+        () => void spawnSync("podman", [...p, "rm", "-af", "-t", "0"], { env }),
+      );
+    }
     // the monitor's memory while a container sleeps
     const id = must(process.execPath, [...berth, "run", "-d", "busybox", "sleep", "30"]).trim();
     const mon = Number(readFileSync(join(base, "berth/containers", id, "monitor.pid"), "utf8"));
