@@ -239,6 +239,7 @@ describe("containers", { skip: rootSkip }, () => {
     const ro = b(["run", "--rm", "-v", "data:/data:ro", "busybox", "touch", "/data/g"]);
     assert.notEqual(ro.code, 0);
     const insp = JSON.parse(ok(b(["volume", "inspect", "data"])).stdout)[0];
+    assert.deepEqual(JSON.parse(ok(b(["inspect", "--type", "volume", "data"])).stdout)[0], insp, "inspect finds volumes too");
     assert.equal(insp.Driver, "local");
     assert.deepEqual(insp.Labels, { team: "a" });
     assert.equal(fs.readFileSync(join(insp.Mountpoint, "f"), "utf8"), "kept\n");

@@ -572,9 +572,13 @@ export async function inspect(ctx: Context, argv: string[]): Promise<number> {
         if (!(e instanceof BerthError) || e.kind !== "NotFound") throw e;
       }
     }
-    if (!item && type !== "container") {
+    if (!item && (type === undefined || type === "image")) {
       const img = engine.images.find(a);
       if (img) item = inspectImage(engine.images, img);
+    }
+    if (!item && (type === undefined || type === "volume") && engine.volumes.has(a)) {
+      const { Anonymous: _x, ...vol } = engine.volumes.get(a);
+      item = vol;
     }
     if (!item) {
       ctx.error(new BerthError("NotFound", `No such object: ${a}`));
