@@ -39,11 +39,11 @@ say "test fixtures and the demo bundle"
 sh scripts/make-fixtures.sh >/dev/null
 
 # The installed command names node by absolute path (podman runs runtimes with PATH unset) and loads
-# the one-file CommonJS bundle: the fastest start Node offers without a daemon.
+# the one-file CommonJS bundle through scripts/launcher.cjs, which keeps V8's code cache for it.
 install_bin() {
   name=$1 entry=$2
   tmp=$(mktemp /usr/local/bin/.$name.XXXXXX)
-  printf '#!%s\nglobalThis.berthBuildDir = "%s";\nrequire("%s");\n' "$node" "$here/build" "$here/$entry" > "$tmp"
+  printf '#!%s\nglobalThis.berthBuildDir = "%s";\nrequire("%s")("%s");\n' "$node" "$here/build" "$here/scripts/launcher.cjs" "$here/$entry" > "$tmp"
   chmod 755 "$tmp"
   mv -f "$tmp" "/usr/local/bin/$name"
 }

@@ -138,7 +138,7 @@ export class ContainerStore {
   write(rec: ContainerRecord, state: ContainerState): void {
     fs.mkdirSync(this.path(rec.Id), { recursive: true, mode: 0o700 });
     writeFileAtomic(this.path(rec.Id, "config.json"), JSON.stringify(rec));
-    writeFileAtomic(this.path(rec.Id, "state.json"), JSON.stringify(state));
+    writeFileAtomic(this.path(rec.Id, "state.json"), JSON.stringify(state), false);
   }
 
   writeConfig(rec: ContainerRecord): void {
@@ -146,7 +146,8 @@ export class ContainerStore {
   }
 
   writeState(id: string, state: ContainerState): void {
-    writeFileAtomic(this.path(id, "state.json"), JSON.stringify(state));
+    // a reboot makes running state stale anyway (reconcile settles it): no fsync on this hot path
+    writeFileAtomic(this.path(id, "state.json"), JSON.stringify(state), false);
   }
 
   read(id: string): { rec: ContainerRecord; state: ContainerState } | undefined {

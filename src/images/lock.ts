@@ -48,13 +48,17 @@ export async function withLock<T>(path: string, mode: "shared" | "exclusive", fn
   }
 }
 
-/** Write a file so readers see either the old or the new content, never a mix (also after a crash). */
-export function writeFileAtomic(path: string, data: string | Buffer): void {
+/**
+ * Write a file so readers see either the old or the new content, never a mix (also after a crash).
+ * durable: fsync before the rename, so the new content survives a power loss too (the image
+ * metadata); state that a reboot makes stale anyway (a container's state) skips it.
+ */
+export function writeFileAtomic(path: string, data: string | Buffer, durable = true): void {
   const tmp = `${path}.tmp-${process.pid}`;
   const fd = fs.openSync(tmp, "w", 0o644);
   try {
     fs.writeSync(fd, typeof data === "string" ? Buffer.from(data) : data);
-    fs.fsyncSync(fd);
+    if (durable) fs.fsyncSync(fd);
   } finally {
     fs.closeSync(fd);
   }
