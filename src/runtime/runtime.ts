@@ -289,24 +289,33 @@ export class Runtime {
     await this.createFromSpec(id, spec, bundle, rootfs, opts, !opts.detach);
     const fg = this.foregroundRun;
     this.foregroundRun = undefined;
-    try {
-      await this.start(id);
-    } catch (err) {
-      await this.delete(id, { force: true }).catch(() => {});
-      throw err;
-    }
-    if (opts.detach || !fg) return 0;
+    // forward signals from before the start: the container may run (and be signalled) before
+    // start() returns
     const forward = (sig: NodeJS.Signals) => {
       try {
-        process.kill(fg.helperPid, sig);
+        if (fg) process.kill(fg.helperPid, sig);
       } catch {
         // helper already gone
       }
     };
     const signals: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"];
-    for (const s of signals) process.on(s, forward);
+    if (fg && !opts.detach) for (const s of signals) process.on(s, forward);
+    const unforward = () => {
+      for (const s of signals) process.off(s, forward);
+    };
+    try {
+      await this.start(id);
+    } catch (err) {
+      unforward();
+      await this.delete(id, { force: true }).catch(() => {});
+      throw err;
+    }
+    if (opts.detach || !fg) {
+      unforward();
+      return 0;
+    }
     const { code, waitStatus } = await fg.exited;
-    for (const s of signals) process.off(s, forward);
+    unforward();
     const rec = this.store.read(id);
     if (rec.cgroupPath && cgroups.openCgroup(rec.cgroupPath).oomKills() > 0) this.warn(`container ${id} was killed by the OOM killer (memory limit of its cgroup reached)`);
     if (!opts.keep) await this.delete(id, { force: true }).catch((e) => this.warn(errorMessage(e)));
