@@ -43,32 +43,11 @@ export function resolveInRoot(root: string, path: string, followLast = false): s
 
 /** Read a file inside a root file system, following symlinks as the container would (never out). */
 export function readInRoot(root: string, path: string): string | undefined {
-  let parts = path.split("/").filter(Boolean);
-  const done: string[] = [];
-  for (let hops = 0; parts.length; ) {
-    const c = parts.shift()!;
-    if (c === ".") continue;
-    if (c === "..") {
-      done.pop();
-      continue;
-    }
-    const abs = join(root, ...done, c);
-    const st = fs.lstatSync(abs, { throwIfNoEntry: false });
-    if (!st) return undefined;
-    if (st.isSymbolicLink()) {
-      if (++hops > 40) return undefined;
-      const target = fs.readlinkSync(abs);
-      if (target.startsWith("/")) done.length = 0;
-      parts = [...target.split("/").filter(Boolean), ...parts];
-      continue;
-    }
-    done.push(c);
-  }
   try {
-    const st = fs.lstatSync(join(root, ...done));
-    return st.isFile() ? fs.readFileSync(join(root, ...done), "utf8") : undefined;
+    const p = resolveInRoot(root, path, true);
+    return fs.lstatSync(p).isFile() ? fs.readFileSync(p, "utf8") : undefined;
   } catch {
-    return undefined;
+    return undefined; // missing, or a symlink loop
   }
 }
 

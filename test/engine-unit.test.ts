@@ -1,0 +1,42 @@
+/** The engine's pure parts: container paths resolved inside a root, docker's size and -v syntax. */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { tempDir } from "./helpers.js";
+import { parseBind, parseSize, resolveInRoot } from "../src/engine/index.js";
+import { readInRoot, resolveUser } from "../src/engine/spec.js";
+
+test("paths resolve inside the root: absolute and ../ symlinks never leave it", () => {
+  const root = tempDir("berth-img-");
+  fs.mkdirSync(join(root, "etc"));
+  fs.writeFileSync(join(root, "etc/passwd"), "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n");
+  fs.writeFileSync(join(root, "etc/group"), "root:x:0:\nstaff:x:50:app\n");
+  fs.symlinkSync("/etc", join(root, "abs"));
+  fs.symlinkSync("../../../../..", join(root, "up"));
+  fs.symlinkSync("/nonexistent/shadow", join(root, "dangling"));
+  assert.equal(resolveInRoot(root, "/abs/passwd", true), join(root, "etc/passwd"));
+  assert.equal(resolveInRoot(root, "/up/etc/passwd", true), join(root, "etc/passwd"), "../ above the root stays at the root");
+  assert.equal(resolveInRoot(root, "/../../etc/passwd"), join(root, "etc/passwd"));
+  assert.equal(resolveInRoot(root, "/abs", false), join(root, "abs"), "the last link is kept unless asked to follow");
+  assert.equal(readInRoot(root, "/up/etc/passwd")?.split("\n")[0], "root:x:0:0:root:/root:/bin/sh");
+  assert.equal(readInRoot(root, "/dangling"), undefined, "never the host's file");
+  fs.symlinkSync("loop", join(root, "loop"));
+  assert.equal(readInRoot(root, "/loop"), undefined);
+  assert.deepEqual(resolveUser(root, "app"), { uid: 1000, gid: 1000, additionalGids: [50], home: "/home/app" });
+  assert.deepEqual(resolveUser(root, "1000:staff"), { uid: 1000, gid: 50, additionalGids: [], home: "/home/app" });
+  assert.throws(() => resolveUser(root, "nobody-here"), /unable to find user nobody-here/);
+});
+
+test("docker's size strings and -v specifications", () => {
+  assert.equal(parseSize("1024"), 1024);
+  assert.equal(parseSize("30m"), 30 * 1024 * 1024);
+  assert.equal(parseSize("1.5g"), 1.5 * 1024 ** 3);
+  assert.equal(parseSize("64MB"), 64 * 1024 * 1024);
+  assert.throws(() => parseSize("12q"), /invalid size: '12q'/);
+  assert.deepEqual(parseBind("/host:/ctr:ro"), { Type: "bind", Source: "/host", Target: "/ctr", ReadOnly: true });
+  assert.deepEqual(parseBind("data:/var/lib/data"), { Type: "volume", Source: "data", Target: "/var/lib/data", ReadOnly: false });
+  assert.deepEqual(parseBind("/anon"), { Type: "volume", Target: "/anon" });
+  assert.throws(() => parseBind("/a:relative"), /mount path must be absolute/);
+  assert.throws(() => parseBind("/a:/b:bogus"), /invalid mode: bogus/);
+});
