@@ -19,6 +19,40 @@ export class RunError extends BerthError {
   }
 }
 
+/** The resource flags `run`, `create` and `update` share. */
+export const resourceFlags: Flag[] = [
+  { long: "memory", short: "m", kind: "string" },
+  { long: "memory-swap", kind: "string" },
+  { long: "memory-reservation", kind: "string" },
+  { long: "cpus", kind: "string" },
+  { long: "cpu-shares", short: "c", kind: "int" },
+  { long: "cpu-quota", kind: "int" },
+  { long: "cpu-period", kind: "int" },
+  { long: "cpuset-cpus", kind: "string" },
+  { long: "cpuset-mems", kind: "string" },
+  { long: "pids-limit", kind: "int" },
+  { long: "blkio-weight", kind: "int" },
+];
+
+/** Set the HostConfig fields of the resource flags given (the others keep their values). */
+export function applyResourceFlags(flags: FlagValues, hc: CreateRequest["HostConfig"], command: string): void {
+  if (str(flags.memory) !== undefined) hc.Memory = size(str(flags.memory), "memory", command, "m");
+  if (str(flags["memory-swap"]) !== undefined) hc.MemorySwap = size(str(flags["memory-swap"]), "memory-swap", command);
+  if (str(flags["memory-reservation"]) !== undefined) hc.MemoryReservation = size(str(flags["memory-reservation"]), "memory-reservation", command);
+  if (str(flags.cpus)) {
+    const n = Number(str(flags.cpus));
+    if (!Number.isFinite(n) || n < 0) throw new UsageError(`invalid argument "${str(flags.cpus)}" for "--cpus" flag: failed to parse ${str(flags.cpus)} as a rational number`, command);
+    hc.NanoCpus = Math.round(n * 1e9);
+  }
+  if (typeof flags["cpu-shares"] === "number") hc.CpuShares = flags["cpu-shares"];
+  if (typeof flags["cpu-quota"] === "number") hc.CpuQuota = flags["cpu-quota"];
+  if (typeof flags["cpu-period"] === "number") hc.CpuPeriod = flags["cpu-period"];
+  if (str(flags["cpuset-cpus"]) !== undefined) hc.CpusetCpus = str(flags["cpuset-cpus"])!;
+  if (str(flags["cpuset-mems"]) !== undefined) hc.CpusetMems = str(flags["cpuset-mems"])!;
+  if (typeof flags["pids-limit"] === "number") hc.PidsLimit = flags["pids-limit"];
+  if (typeof flags["blkio-weight"] === "number") hc.BlkioWeight = flags["blkio-weight"];
+}
+
 const runFlags: Flag[] = [
   { long: "detach", short: "d", kind: "bool" },
   { long: "interactive", short: "i", kind: "bool" },
@@ -36,19 +70,9 @@ const runFlags: Flag[] = [
   { long: "entrypoint", kind: "string" },
   { long: "init", kind: "bool" },
   { long: "restart", kind: "string" },
-  { long: "memory", short: "m", kind: "string" },
-  { long: "memory-swap", kind: "string" },
+  ...resourceFlags,
   { long: "memory-swappiness", kind: "int" },
-  { long: "memory-reservation", kind: "string" },
   { long: "oom-kill-disable", kind: "bool" },
-  { long: "cpus", kind: "string" },
-  { long: "cpu-shares", short: "c", kind: "int" },
-  { long: "cpu-quota", kind: "int" },
-  { long: "cpu-period", kind: "int" },
-  { long: "cpuset-cpus", kind: "string" },
-  { long: "cpuset-mems", kind: "string" },
-  { long: "pids-limit", kind: "int" },
-  { long: "blkio-weight", kind: "int" },
   { long: "device", kind: "list" },
   { long: "read-only", kind: "bool" },
   { long: "cap-add", kind: "list" },
@@ -98,13 +122,13 @@ export function parseDuration(s: string, flag: string): number {
   return ms;
 }
 
-function size(v: string | undefined, flag: string, short?: string): number {
+function size(v: string | undefined, flag: string, command: string, short?: string): number {
   if (v === undefined) return 0;
   if (v === "-1") return -1;
   try {
     return parseSize(v);
   } catch {
-    throw new UsageError(`invalid argument "${v}" for "${short ? `-${short}, ` : ""}--${flag}" flag: invalid size: '${v}'`, "run");
+    throw new UsageError(`invalid argument "${v}" for "${short ? `-${short}, ` : ""}--${flag}" flag: invalid size: '${v}'`, command);
   }
 }
 
@@ -190,26 +214,12 @@ export function createRequest(flags: FlagValues, args: string[]): CreateRequest 
   });
   hc.Tmpfs = Object.fromEntries(list(flags.tmpfs).map((t) => [t.split(":")[0]!, t.includes(":") ? t.slice(t.indexOf(":") + 1) : ""]));
   hc.Init = !!flags.init;
-  hc.Memory = size(str(flags.memory), "memory", "m");
-  hc.MemorySwap = size(str(flags["memory-swap"]), "memory-swap");
-  hc.MemoryReservation = size(str(flags["memory-reservation"]), "memory-reservation");
+  applyResourceFlags(flags, hc, "run");
   if (typeof flags["memory-swappiness"] === "number") {
     if (flags["memory-swappiness"] < -1 || flags["memory-swappiness"] > 100) throw invalid(`invalid value: ${flags["memory-swappiness"]}, valid memory swappiness range is 0-100`);
     hc.MemorySwappiness = flags["memory-swappiness"];
   }
   hc.OomKillDisable = !!flags["oom-kill-disable"];
-  if (str(flags.cpus)) {
-    const n = Number(str(flags.cpus));
-    if (!Number.isFinite(n) || n < 0) throw new UsageError(`invalid argument "${str(flags.cpus)}" for "--cpus" flag: failed to parse ${str(flags.cpus)} as a rational number`, "run");
-    hc.NanoCpus = Math.round(n * 1e9);
-  }
-  hc.CpuShares = (flags["cpu-shares"] as number) ?? 0;
-  hc.CpuQuota = (flags["cpu-quota"] as number) ?? 0;
-  hc.CpuPeriod = (flags["cpu-period"] as number) ?? 0;
-  hc.CpusetCpus = str(flags["cpuset-cpus"]) ?? "";
-  hc.CpusetMems = str(flags["cpuset-mems"]) ?? "";
-  if (typeof flags["pids-limit"] === "number") hc.PidsLimit = flags["pids-limit"];
-  hc.BlkioWeight = (flags["blkio-weight"] as number) ?? 0;
   hc.Devices = list(flags.device).map((d) => {
     const [host, ctr, perms] = d.split(":");
     return { PathOnHost: host!, PathInContainer: ctr && !/^[rwm]+$/.test(ctr) ? ctr : host!, CgroupPermissions: perms ?? (ctr && /^[rwm]+$/.test(ctr) ? ctr : "rwm") };

@@ -2,7 +2,6 @@
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { BerthError, invalid } from "../../common/errors.js";
-import { parseSize } from "../../engine/index.js";
 import { list, parse, str, UsageError } from "../pflag.js";
 import { confirm, printInspect } from "./images.js";
 import { humanSize, render } from "./output.js";
@@ -152,24 +151,8 @@ const isLink = (p: string) => {
 };
 
 export async function update(ctx: Context, argv: string[]): Promise<number> {
-  const { flags, args } = parse(
-    argv,
-    [
-      { long: "memory", short: "m", kind: "string" },
-      { long: "memory-swap", kind: "string" },
-      { long: "memory-reservation", kind: "string" },
-      { long: "cpus", kind: "string" },
-      { long: "cpu-shares", short: "c", kind: "int" },
-      { long: "cpu-quota", kind: "int" },
-      { long: "cpu-period", kind: "int" },
-      { long: "cpuset-cpus", kind: "string" },
-      { long: "cpuset-mems", kind: "string" },
-      { long: "pids-limit", kind: "int" },
-      { long: "blkio-weight", kind: "int" },
-      { long: "restart", kind: "string" },
-    ],
-    "update",
-  );
+  const { applyResourceFlags, resourceFlags } = await import("./containers.js");
+  const { flags, args } = parse(argv, [...resourceFlags, { long: "restart", kind: "string" }], "update");
   if (!args.length) throw new UsageError(`"update" requires at least 1 argument.`, "update");
   const engine = ctx.engine();
   let rc = 0;
@@ -177,17 +160,7 @@ export async function update(ctx: Context, argv: string[]): Promise<number> {
     try {
       const v = await engine.get(a);
       const hc = { ...v.rec.HostConfig };
-      if (str(flags.memory)) hc.Memory = parseSize(str(flags.memory)!);
-      if (str(flags["memory-swap"])) hc.MemorySwap = str(flags["memory-swap"]) === "-1" ? -1 : parseSize(str(flags["memory-swap"])!);
-      if (str(flags["memory-reservation"])) hc.MemoryReservation = parseSize(str(flags["memory-reservation"])!);
-      if (str(flags.cpus)) hc.NanoCpus = Math.round(Number(str(flags.cpus)) * 1e9);
-      if (typeof flags["cpu-shares"] === "number") hc.CpuShares = flags["cpu-shares"];
-      if (typeof flags["cpu-quota"] === "number") hc.CpuQuota = flags["cpu-quota"];
-      if (typeof flags["cpu-period"] === "number") hc.CpuPeriod = flags["cpu-period"];
-      if (str(flags["cpuset-cpus"])) hc.CpusetCpus = str(flags["cpuset-cpus"])!;
-      if (str(flags["cpuset-mems"])) hc.CpusetMems = str(flags["cpuset-mems"])!;
-      if (typeof flags["pids-limit"] === "number") hc.PidsLimit = flags["pids-limit"];
-      if (typeof flags["blkio-weight"] === "number") hc.BlkioWeight = flags["blkio-weight"];
+      applyResourceFlags(flags, hc, "update");
       if (str(flags.restart)) {
         const [n, c] = str(flags.restart)!.split(":");
         hc.RestartPolicy = { Name: n as "no", MaximumRetryCount: Number(c ?? 0) };
