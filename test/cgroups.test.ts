@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { V1Driver, V2Driver, layout, type CgroupDriver, type LinuxResources } from "../src/cgroups/index.js";
-import { cli, leaks, makeBundle, newRoot, rootSkip, rt, tempDir, uniqueId } from "./helpers.js";
+import { cli, leaks, makeBundle, newRoot, rootSkip, rt, tempDir, uniqueId, waitFor } from "./helpers.js";
 
 const host = { cpus: "0-1", mems: "0" };
 
@@ -187,7 +187,7 @@ describe(`this host's cgroups (${layout()})`, { skip: rootSkip }, () => {
     events.stdout!.on("data", (d) => (stream += d));
     await sleep(200);
     assert.equal(rt(root, ["start", id]).code, 0);
-    for (let i = 0; i < 300 && JSON.parse(rt(root, ["state", id]).stdout).status !== "stopped"; i++) await sleep(50);
+    await waitFor(() => JSON.parse(rt(root, ["state", id]).stdout).status === "stopped", "the OOM-killed container to stop", 60_000, 50);
     const state = JSON.parse(rt(root, ["state", id]).stdout);
     assert.equal(state.status, "stopped");
     assert.equal(state.oomKilled, true, "state shows the OOM kill");

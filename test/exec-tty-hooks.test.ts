@@ -3,7 +3,7 @@ import { test, describe, after } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readFileSync, rmSync, writeFileSync, chmodSync } from "node:fs";
 import { join } from "node:path";
-import { background, leaks, makeBundle, newRoot, nsOf, recvtty, rootSkip, rt, tempDir, uniqueId } from "./helpers.js";
+import { background, leaks, makeBundle, newRoot, nsOf, recvtty, rootSkip, rt, tempDir, uniqueId, waitForSync } from "./helpers.js";
 
 const root = newRoot();
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -64,7 +64,7 @@ describe("exec", { skip: rootSkip }, () => {
     assert.equal(r.code, 1);
     assert.match(r.stderr, /exec: "nope": executable file not found in \$PATH/);
     rt(root, ["kill", c.id, "KILL"]);
-    for (let i = 0; i < 100 && JSON.parse(rt(root, ["state", c.id]).stdout).status !== "stopped"; i++);
+    waitForSync(() => JSON.parse(rt(root, ["state", c.id]).stdout).status === "stopped", "the killed container to stop");
     r = rt(root, ["exec", c.id, "/probe", "id"]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /cannot exec in a stopped container/);
@@ -76,7 +76,7 @@ describe("exec", { skip: rootSkip }, () => {
     rt(root, ["exec", "-d", c.id, "/probe", "sleep", "50"]);
     assert.equal(JSON.parse(rt(root, ["ps", "-f", "json", c.id]).stdout).length, 2);
     assert.equal(rt(root, ["kill", "--all", c.id, "KILL"]).code, 0);
-    for (let i = 0; i < 100 && JSON.parse(rt(root, ["ps", "-f", "json", c.id]).stdout).length; i++);
+    waitForSync(() => JSON.parse(rt(root, ["ps", "-f", "json", c.id]).stdout).length === 0, "every process to die");
     assert.deepEqual(JSON.parse(rt(root, ["ps", "-f", "json", c.id]).stdout), []);
     stop(c);
   });

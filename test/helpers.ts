@@ -160,3 +160,25 @@ export function othersCanReach(path: string): string | false {
     dir = parent;
   }
 }
+
+/**
+ * Waits, by the wall clock, until `cond` holds; throws naming `what` after `timeoutMs`. Loops that
+ * count iterations break under a slow machine (the cgroup v2 guest is emulated), deadlines do not.
+ */
+export async function waitFor(cond: () => boolean, what: string, timeoutMs = 30_000, intervalMs = 20): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+/** waitFor for synchronous tests: blocks the thread between checks. */
+export function waitForSync(cond: () => boolean, what: string, timeoutMs = 30_000, intervalMs = 20): void {
+  const deadline = Date.now() + timeoutMs;
+  const cell = new Int32Array(new SharedArrayBuffer(4));
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
+    Atomics.wait(cell, 0, 0, intervalMs);
+  }
+}

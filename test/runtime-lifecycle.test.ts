@@ -4,8 +4,7 @@ import assert from "node:assert/strict";
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
-import { setTimeout as sleep } from "node:timers/promises";
-import { cli, leaks, makeBundle, newRoot, rootSkip, rt, uniqueId } from "./helpers.js";
+import { cli, leaks, makeBundle, newRoot, rootSkip, rt, uniqueId, waitFor, waitForSync } from "./helpers.js";
 
 const root = newRoot();
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -48,7 +47,7 @@ describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
     assert.equal(r.code, 1);
     assert.match(r.stderr, /cannot delete container .* that is not stopped: running/);
     assert.equal(rt(root, ["kill", id, "KILL"]).code, 0);
-    for (let i = 0; i < 100 && JSON.parse(rt(root, ["state", id]).stdout).status !== "stopped"; i++);
+    waitForSync(() => JSON.parse(rt(root, ["state", id]).stdout).status === "stopped", "the killed container to stop");
     assert.equal(JSON.parse(rt(root, ["state", id]).stdout).status, "stopped");
     r = rt(root, ["kill", id]);
     assert.equal(r.code, 1);
@@ -72,7 +71,7 @@ describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
     delete env.NODE_EXTRA_CA_CERTS;
     const run = spawn(process.execPath, [cli, "--root", root, "run", "--bundle", b2, id], { stdio: "ignore", env });
     const exited = new Promise<number>((res) => run.on("exit", (c) => res(c ?? -1)));
-    for (let i = 0; i < 200 && JSON.parse(rt(root, ["state", id]).stdout || "{}").status !== "running"; i++) await sleep(10);
+    await waitFor(() => JSON.parse(rt(root, ["state", id]).stdout || "{}").status === "running", "the container to run");
     assert.equal(rt(root, ["kill", id, "9"]).code, 0);
     assert.equal(await exited, 128 + 9);
     assert.deepEqual(JSON.parse(rt(root, ["list", "--format", "json"]).stdout), [], "run removes the container when it exits");
@@ -88,7 +87,7 @@ describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
     let out = "";
     run.stdout!.on("data", (d) => (out += d));
     const exited = new Promise<number>((res) => run.on("exit", (c) => res(c ?? -1)));
-    for (let i = 0; i < 500 && !out.includes("waiting"); i++) await sleep(10);
+    await waitFor(() => out.includes("waiting"), "the probe to wait for a signal");
     run.kill("SIGTERM");
     assert.equal(await exited, 0);
     assert.match(out, /signal 15/);
@@ -121,9 +120,9 @@ describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
     spec.mounts.push({ destination: "/tmp", type: "bind", source: b, options: ["rbind", "rw"] });
     writeFileSync(join(b, "config.json"), JSON.stringify(spec));
     assert.equal(rt(root, ["run", "-d", "--bundle", b, id]).code, 0);
-    for (let i = 0; i < 200 && !readFileSync(logFile, "utf8").includes("waiting"); i++) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+    waitForSync(() => readFileSync(logFile, "utf8").includes("waiting"), "the probe to wait for a signal");
     assert.equal(rt(root, ["kill", id, "SIGUSR1"]).code, 0);
-    for (let i = 0; i < 200 && !readFileSync(logFile, "utf8").includes("signal"); i++) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+    waitForSync(() => readFileSync(logFile, "utf8").includes("signal"), "the probe to report the signal");
     assert.match(readFileSync(logFile, "utf8"), /signal 10/);
     const r = rt(root, ["kill", id, "NOSUCHSIG"]);
     assert.equal(r.code, 1);
@@ -200,12 +199,11 @@ describe("crash safety", { skip: rootSkip }, () => {
     delete env.NODE_EXTRA_CA_CERTS;
     const create = spawn(process.execPath, [cli, "--root", r2, "create", "--bundle", dir, id], { stdio: "ignore", env });
     // wait until the container exists and the hook runs, then kill the runtime outright
-    for (let i = 0; i < 500 && !rt(r2, ["list", "-q"]).stdout.includes(id); i++) await sleep(10);
-    await sleep(300);
+    await waitFor(() => rt(r2, ["list", "-q"]).stdout.includes(id) && existsSync(hookPid) && readFileSync(hookPid, "utf8").endsWith("\n"), "the create hook to run");
     create.kill("SIGKILL");
     await new Promise((r) => create.on("exit", r));
     const state = JSON.parse(rt(r2, ["state", id]).stdout);
-    for (let i = 0; i < 100 && JSON.parse(rt(r2, ["state", id]).stdout).status !== "stopped"; i++) await sleep(20);
+    await waitFor(() => JSON.parse(rt(r2, ["state", id]).stdout).status === "stopped", "the half-made container to show as stopped").catch(() => {});
     assert.equal(JSON.parse(rt(r2, ["state", id]).stdout).status, "stopped", `was ${state.status}: the half-made container does not run`);
     assert.equal(rt(r2, ["delete", id]).code, 0);
     assert.equal(rt(r2, ["list", "-q"]).stdout, "");
