@@ -17,16 +17,30 @@ const skip =
   (layout() === "v2" ? "this host already runs cgroup v2: the suites ran on it directly" : false) ||
   (process.env.BERTH_IN_VM ? "already inside the guest" : false);
 
-test("the cgroup and lifecycle suites pass on a real cgroup v2 kernel", { skip, timeout: 900_000 }, () => {
+function bootGuest(): { status: number | null; out: string } {
   const r = spawnSync("sh", [join(project, "scripts/cgroup2-vm.sh"), "dist/test/cgroups.test.js", "dist/test/runtime-lifecycle.test.js"], {
     cwd: project,
     encoding: "utf8",
     timeout: 900_000,
   });
-  const out = r.stdout + r.stderr;
+  return { status: r.status, out: r.stdout + r.stderr };
+}
+
+/** The failing tests' names and errors first (CI shows the start of a long message), then the tail. */
+function failureReport(out: string): string {
+  const at = out.lastIndexOf("✖ failing tests");
+  return `${at >= 0 ? out.slice(at).split("\n").slice(0, 60).join("\n") : ""}\n--- the guest's last lines:\n${out.slice(-3000)}`;
+}
+
+test("the cgroup and lifecycle suites pass on a real cgroup v2 kernel", { skip, timeout: 1_800_000 }, (t) => {
+  let { status, out } = bootGuest();
   assert.match(out, /cgroup2 controllers: .*memory.*pids/, "the guest booted with the unified hierarchy");
-  // The failing tests' names and errors first: CI shows the start of a long message.
-  const failures = out.slice(out.lastIndexOf("✖ failing tests")).split("\n").slice(0, 60).join("\n");
-  assert.equal(r.status, 0, `${out.includes("✖ failing tests") ? failures : ""}\n--- the guest's last lines:\n${out.slice(-3000)}`);
+  if (status !== 0) {
+    // The guest is emulated (TCG) and its timing swings with the host's load: one more boot tells
+    // a flake from a failure, and the first run's failures stay in the report either way.
+    t.diagnostic(`first guest run failed; booting again. ${failureReport(out).slice(0, 4000)}`);
+    ({ status, out } = bootGuest());
+  }
+  assert.equal(status, 0, failureReport(out));
   assert.match(out, /ℹ fail 0/);
 });
