@@ -7,6 +7,10 @@
  *
  *   berth-monitor -d DIR [-l LOG -s MAXSIZE -n MAXFILES] [-i [-o]] [-t] [-x EXITCMD]... -- HELPER ARGS...
  *
+ * -w PID: that process (an attached `berth run`) handles the exit itself. After the exit frame the
+ * monitor waits for it to end, and runs the exit command only if DIR/exit is still there (the
+ * process did not get to record the exit); otherwise one more process start is saved.
+ *
  * -H MS -C ARG... runs a health command (berth's, which execs the check in the container) every MS ms.
  * -i keeps the container's stdin open for attached clients; with -o the first client to end its
  * input ends the container's (docker's StdinOnce, for `run -i`).
@@ -25,6 +29,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -311,9 +316,9 @@ static void console_accept(void)
 
 int main(int argc, char **argv)
 {
-	int keep_stdin = 0, tty = 0, opt, nexit = 0;
+	int keep_stdin = 0, tty = 0, opt, nexit = 0, waiter = -1;
 	char *exit_cmd[MAX_EXIT_ARGS + 1] = {0};
-	while ((opt = getopt(argc, argv, "+d:l:s:n:itox:H:C:")) != -1) {
+	while ((opt = getopt(argc, argv, "+d:l:s:n:itox:H:C:w:")) != -1) {
 		switch (opt) {
 		case 'd': dir = optarg; break;
 		case 'l': log_path = optarg; break;
@@ -323,6 +328,7 @@ int main(int argc, char **argv)
 		case 't': tty = 1; break;
 		case 'o': stdin_once = 1; break;
 		case 'H': health_ms = atol(optarg); break;
+		case 'w': waiter = (int)syscall(SYS_pidfd_open, atoi(optarg), 0); break; /* held from now: no pid reuse */
 		case 'C':
 			if (nhealth < MAX_EXIT_ARGS)
 				health_cmd[nhealth++] = optarg;
@@ -554,6 +560,15 @@ int main(int argc, char **argv)
 	char sock[PATH_MAX];
 	path_in_dir(sock, sizeof sock, "attach.sock");
 	unlink(sock);
+	if (waiter >= 0) {
+		struct pollfd w = {.fd = waiter, .events = POLLIN};
+		while (poll(&w, 1, -1) < 0 && errno == EINTR)
+			;
+		char done[PATH_MAX];
+		path_in_dir(done, sizeof done, "exit");
+		if (access(done, F_OK) < 0)
+			return 0; /* recorded by the attached process */
+	}
 	/* keep reaping: the exit command may outlive stray children, so hand them to it by exec */
 	if (nexit) {
 		sigprocmask(SIG_UNBLOCK, &mask, NULL);

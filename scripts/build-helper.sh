@@ -18,3 +18,7 @@ $CC $CFLAGS -static -o build/berth-init helper/berth-init.c
 $CC $CFLAGS -static -o build/probe test/fixtures/probe.c
 $CC $CFLAGS -o build/recvtty test/fixtures/recvtty.c
 $CC $CFLAGS -o build/seccomp-agent test/fixtures/seccomp-agent.c
+# The system calls Node lacks, as a Node-API addon (ABI-stable: no rebuild for a new Node).
+NAPI_INCLUDE=node_modules/node-api-headers/include
+[ -f "$NAPI_INCLUDE/node_api.h" ] || NAPI_INCLUDE=/usr/include/node
+$CC $CFLAGS -shared -fPIC -I"$NAPI_INCLUDE" -o build/berth-sys.node helper/berth-sys.c

@@ -5,6 +5,7 @@
  * container ends runs `berth internal-exited ID` — where exit codes are recorded, restart policies
  * applied and --rm containers removed.
  */
+import { trace } from "../common/trace.js";
 import * as fs from "node:fs";
 import { connect, type Socket } from "node:net";
 import { join } from "node:path";
@@ -160,7 +161,9 @@ export class Engine {
       if (m.Type === "bind" && !fs.existsSync(m.Source!)) throw invalid(`invalid mount config for type "bind": bind source path does not exist: ${m.Source}`);
     }
     for (const m of req.HostConfig.Mounts ?? []) if (m.Type === "bind" && (!m.Source || !fs.existsSync(m.Source))) throw invalid(`invalid mount config for type "bind": bind source path does not exist: ${m.Source ?? ""}`);
+    trace("create: request checked");
     const image = await this.imageFor(req, onProgress);
+    trace("create: image found");
     const imgCfg: ImageContainerConfig = this.images.config(image).config ?? {};
     const id = this.containers.newId();
     const name = this.containers.claimName(id, req.name);
@@ -200,8 +203,11 @@ export class Engine {
       const parent = this.images.topLayer(image);
       if (parent) rec.SnapshotParent = parent;
       await this.images.ensureUnpacked(image);
+      trace("create: image unpacked");
       this.images.snapshots.prepare(id, parent);
+      trace("create: snapshot prepared");
       this.containers.write(rec, initialState());
+      trace("create: record written");
       this.emit(rec, "create");
       return { Id: id, Warnings: [] };
     } catch (e) {
@@ -273,7 +279,13 @@ export class Engine {
     return `/proc/${other.state.Pid}/ns/${kind === "net" ? "net" : kind}`;
   }
 
-  async start(ref: string, opts: { beforeStart?: (id: string) => Promise<void> } = {}): Promise<void> {
+  /**
+   * Start a created or stopped container. `beforeStart` runs between create and start (attach
+   * there to miss no output). With `handlesExit`, this process promises to call exited() when the
+   * container ends (an attached `run`): the monitor then starts no exit command of its own unless
+   * this process dies first.
+   */
+  async start(ref: string, opts: { beforeStart?: (id: string) => Promise<void>; handlesExit?: boolean } = {}): Promise<void> {
     const id = this.containers.resolve(ref);
     await this.reconcile(id);
     const lock = await this.containers.lock(id);
@@ -281,13 +293,13 @@ export class Engine {
       const v = this.containers.read(id);
       if (!v) throw notFound(`No such container: ${ref}`);
       if (v.state.Running) return; // docker: starting a running container is not an error
-      await this.startLocked(v.rec, v.state, opts.beforeStart);
+      await this.startLocked(v.rec, v.state, opts.beforeStart, opts.handlesExit);
     } finally {
       lock.release();
     }
   }
 
-  private async startLocked(rec: ContainerRecord, state: ContainerState, beforeStart?: (id: string) => Promise<void>): Promise<void> {
+  private async startLocked(rec: ContainerRecord, state: ContainerState, beforeStart?: (id: string) => Promise<void>, handlesExit = false): Promise<void> {
     const id = rec.Id;
     const dir = this.containers.path(id);
     const rootfs = join(dir, "rootfs");
@@ -298,8 +310,10 @@ export class Engine {
     } catch {
       /* none */
     }
+    trace("start: leftovers cleared");
     fs.mkdirSync(rootfs, { recursive: true });
     if (!isMountpoint(rootfs)) this.images.snapshots.mount(id, rootfs);
+    trace("start: rootfs mounted");
     try {
       const hc = rec.HostConfig;
       const user = resolveUser(rootfs, rec.Config.User);
@@ -341,14 +355,18 @@ export class Engine {
       const tty = rec.Config.Tty;
       const hcTest = rec.Config.Healthcheck?.Test;
       const health = hcTest?.length && hcTest[0] !== "NONE" ? ["-H", String(Math.max(100, (rec.Config.Healthcheck?.Interval ?? 30e9) / 1e6)), ...exitCommand(id, this.root).slice(0, -2).concat(["internal-health", id]).flatMap((a) => ["-C", a])] : [];
-      const launcher = [buildBinary("berth-monitor"), "-d", dir, ...log, ...(rec.Config.OpenStdin ? ["-i"] : []), ...(rec.Config.StdinOnce ? ["-o"] : []), ...(tty ? ["-t"] : []), ...health, ...exitCommand(id, this.root).flatMap((a) => ["-x", a]), "--"];
+      const launcher = [buildBinary("berth-monitor"), "-d", dir, ...log, ...(rec.Config.OpenStdin ? ["-i"] : []), ...(rec.Config.StdinOnce ? ["-o"] : []), ...(tty ? ["-t"] : []), ...health, ...(handlesExit ? ["-w", String(process.pid)] : []), ...exitCommand(id, this.root).flatMap((a) => ["-x", a]), "--"];
       // the console socket is relative: the helper starts in the monitor's directory (paths there
       // can be longer than a socket address allows)
+      trace("start: spec written");
       await this.runtime.create(id, { bundle: join(dir, "bundle"), pidFile: join(dir, "pid"), stdio: ["ignore", "ignore", "ignore"], launcher, ...(tty ? { consoleSocket: "console.sock" } : {}) });
       const monitorPid = Number(fs.readFileSync(join(dir, "monitor.pid"), "utf8"));
       const pid = Number(fs.readFileSync(join(dir, "pid"), "utf8"));
+      trace("start: runtime created");
       await beforeStart?.(id);
+      trace("start: attached");
       await this.runtime.start(id);
+      trace("start: runtime started");
       this.containers.writeState(id, {
         ...state,
         Status: "running",
@@ -383,8 +401,10 @@ export class Engine {
     } catch {
       /* not there */
     }
+    trace("teardown: runtime state deleted");
     const rootfs = this.containers.path(id, "rootfs");
     if (isMountpoint(rootfs)) {
+      trace("teardown: mountpoint checked");
       try {
         unmountPath(rootfs);
       } catch {
@@ -429,7 +449,9 @@ export class Engine {
         /* gone */
       }
       const finishedNs = text ? BigInt(/^finished (\d+)$/m.exec(text)?.[1] ?? "0") : BigInt(Date.now()) * 1_000_000n;
+      trace("exited: exit read");
       await this.teardown(id);
+      trace("exited: torn down");
       const state: ContainerState = {
         ...v.state,
         Status: "exited",
@@ -458,6 +480,8 @@ export class Engine {
         state.Status = "restarting";
       }
       this.containers.writeState(id, state);
+      // recorded: a monitor waiting on an attached `run` (-w) sees it handled
+      fs.rmSync(this.containers.path(id, "exit"), { force: true });
       if (restart) {
         // docker's back-off: 100 ms doubling, at most a minute
         await sleep(Math.min(100 * 2 ** state.RestartCount, 60_000));
@@ -549,8 +573,10 @@ export class Engine {
       await this.waitExit(id, 10_000);
     }
     const lock = await this.containers.lock(id);
+    trace("remove: locked");
     try {
       await this.teardown(id);
+      trace("remove: torn down");
       if (v.state.MonitorPid && pidAlive(v.state.MonitorPid) && procStart(v.state.MonitorPid) === v.state.MonitorStart) {
         try {
           process.kill(v.state.MonitorPid, "SIGKILL");
@@ -559,8 +585,10 @@ export class Engine {
         }
       }
       this.images.snapshots.remove(id);
+      trace("remove: snapshot removed");
       this.containers.releaseName(v.rec.Name, id);
       this.containers.remove(id);
+      trace("remove: record removed");
       this.emit(v.rec, "destroy");
       // docker removes a container's anonymous volumes with rm -v (and always for --rm)
       if (opts.volumes || v.rec.HostConfig.AutoRemove)

@@ -5,9 +5,9 @@
  * as insecure; bearer tokens from the realm the registry names (anonymous or with credentials)
  * and basic auth; retries with backoff; blob downloads resumed with range requests.
  */
-import * as http from "node:http";
-import * as https from "node:https";
-import { rootCertificates } from "node:tls";
+import type * as Http from "node:http";
+import type * as Https from "node:https";
+import { createRequire } from "node:module";
 import { setTimeout as sleep } from "node:timers/promises";
 import { BerthError } from "../common/errors.js";
 import type { Credentials } from "./auth.js";
@@ -28,8 +28,8 @@ export class RegistryError extends BerthError {
 
 interface Response {
   status: number;
-  headers: http.IncomingHttpHeaders;
-  body: http.IncomingMessage;
+  headers: Http.IncomingHttpHeaders;
+  body: Http.IncomingMessage;
 }
 
 const loopback = (host: string) => {
@@ -43,8 +43,21 @@ export interface ClientOptions {
   insecure?: boolean;
 }
 
+/**
+ * http, https and tls are loaded on first use: most commands never talk to a registry, and these
+ * modules are a measurable part of the CLI's start-up (and cannot be in its start-up snapshot).
+ */
+const builtin = createRequire("/");
+let httpLib: typeof Http | undefined;
+let httpsLib: typeof Https | undefined;
+const http = () => (httpLib ??= builtin("node:http") as typeof Http);
+const https = () => (httpsLib ??= builtin("node:https") as typeof Https);
+
+let plainAgent: Http.Agent | undefined;
 const agents = {
-  http: new http.Agent({ keepAlive: true, maxSockets: 16 }),
+  get http(): Http.Agent {
+    return (plainAgent ??= new (http().Agent)({ keepAlive: true, maxSockets: 16 }));
+  },
 };
 
 async function readAll(body: AsyncIterable<Buffer>, limit = 64 << 20): Promise<Buffer> {
@@ -80,14 +93,14 @@ async function errorText(r: Response): Promise<{ text: string; code?: string }> 
   } catch {
     /* not JSON */
   }
-  return { text: `received unexpected HTTP status: ${r.status} ${http.STATUS_CODES[r.status] ?? ""}`.trim() };
+  return { text: `received unexpected HTTP status: ${r.status} ${http().STATUS_CODES[r.status] ?? ""}`.trim() };
 }
 
 export class RegistryClient {
   readonly host: string;
   private base?: string;
   private readonly insecure: boolean;
-  private httpsAgent?: https.Agent;
+  private httpsAgent?: Https.Agent;
   private challenge?: { scheme: string; params: Record<string, string> } | null;
   private readonly tokens = new Map<string, string>();
 
@@ -99,10 +112,11 @@ export class RegistryClient {
     this.insecure = opts.insecure ?? (loopback(this.host) || registrySettings().insecure.includes(domain));
   }
 
-  private agent(): https.Agent {
+  private agent(): Https.Agent {
     if (!this.httpsAgent) {
       const cas = registryCAs(this.domain);
-      this.httpsAgent = new https.Agent({
+      const { rootCertificates } = builtin("node:tls") as typeof import("node:tls");
+      this.httpsAgent = new (https().Agent)({
         keepAlive: true,
         maxSockets: 16,
         // a custom CA replaces Node's roots: keep them, so a CDN redirect still verifies
@@ -116,7 +130,7 @@ export class RegistryClient {
 
   private raw(method: string, url: string, headers: Record<string, string>, body?: Buffer | AsyncIterable<Buffer>): Promise<Response> {
     const u = new URL(url);
-    const mod = u.protocol === "https:" ? https : http;
+    const mod = u.protocol === "https:" ? https() : http();
     return new Promise((resolve, reject) => {
       const req = mod.request(
         u,
@@ -412,5 +426,5 @@ export class RegistryClient {
 
 /** Close idle keep-alive sockets so a CLI command can exit promptly. */
 export function closeIdleConnections(): void {
-  agents.http.destroy();
+  plainAgent?.destroy();
 }

@@ -6,6 +6,7 @@
  * Lifecycle (an explicit state machine, as in youki): creating → created → running ⇄ paused → stopped.
  * Every step that can fail after the id was claimed undoes what it made (process, cgroup, state dir).
  */
+import { trace } from "../common/trace.js";
 import { spawn } from "node:child_process";
 import { existsSync, openSync, readFileSync, readSync, closeSync, rmSync, writeFileSync, renameSync, constants as fsc, realpathSync, statSync } from "node:fs";
 import { constants as osc, userInfo } from "node:os";
@@ -129,7 +130,9 @@ export class Runtime {
   }
 
   private async createFromSpec(id: string, spec: Spec, bundle: string, rootfs: string, opts: CreateOptions, foreground: boolean) {
+    trace("runtime: bundle loaded");
     this.store.claim(id);
+    trace("runtime: claimed");
     this.warnUnappliedLabels(spec);
     const rec: ContainerRecord = {
       ociVersion: spec.ociVersion,
@@ -152,6 +155,7 @@ export class Runtime {
       cg = cgroups.openCgroup(path);
       rec.cgroupPath = path;
       this.store.write(rec);
+      trace("runtime: record written");
       const r = spec.linux?.resources;
       try {
         cg.create();
@@ -164,7 +168,9 @@ export class Runtime {
         this.store.write(rec);
       }
       if (r && cg) for (const w of cg.apply(r as cgroups.LinuxResources, { devices: process.getuid?.() === 0 })) this.warn(w);
+      trace("runtime: cgroup made");
       const seccomp = this.seccompFor(spec);
+      trace("runtime: seccomp compiled");
       const hooks = spec.hooks ?? {};
       const hookSync = !!(hooks.prestart?.length || hooks.createRuntime?.length || hooks.createContainer?.length);
       const ops = createPlan({
@@ -183,6 +189,7 @@ export class Runtime {
         sessionKeyring: opts.noNewKeyring ? undefined : id,
       });
       this.debug?.(`plan for ${id}: ${describePlan(ops)}`);
+      if (cg) cgroups.primeAttach();
       const run = runHelper(ops, {
         stdio: opts.stdio,
         preserveFds: opts.preserveFds,
@@ -198,8 +205,10 @@ export class Runtime {
           for (const h of hooks.createContainer ?? []) await this.runHookInside(childPid, inside, rec.rootfs, "createContainer", h, state);
         },
       });
+      trace("runtime: helper spawned");
       try {
         pid = await run.ready;
+        trace("runtime: ready");
       } catch (err) {
         await run.exited;
         throw err;
@@ -377,9 +386,12 @@ export class Runtime {
       killQuietly(rec.pid, 9);
       for (let i = 0; i < 1000 && this.store.status(rec) !== "stopped"; i++) await sleep(2);
     }
+    trace("delete: stopped");
     if (cg) {
       await waitEmpty(cg);
+      trace("delete: cgroup empty");
       cg.remove();
+      trace("delete: cgroup removed");
     }
     const state = { ...this.store.ociState(rec), status: "stopped" as Status };
     this.store.remove(id);

@@ -1,4 +1,5 @@
 /** berth's container commands, with docker's flags, output and exit codes. */
+import { trace } from "../../common/trace.js";
 import * as fs from "node:fs";
 import { BerthError, invalid, unsupported } from "../../common/errors.js";
 import { containerInspect, containerSummary, defaultContainerConfig, defaultHostConfig, parseSize, readLogs, type CreateRequest } from "../../engine/index.js";
@@ -320,8 +321,11 @@ function wrap<T>(p: Promise<T>): Promise<T> {
 
 export async function run(ctx: Context, argv: string[]): Promise<number> {
   const { flags, args } = parse(argv, runFlags, "run", { interspersed: false });
+  trace("run: flags parsed");
   const engine = ctx.engine();
+  trace("run: engine ready");
   const id = await wrap(createFrom(ctx, flags, args));
+  trace("run: created");
   if (flags.detach) {
     await wrap(engine.start(id)).catch(async (e) => {
       if (flags.rm) await engine.remove(id, { force: true }).catch(() => {});
@@ -337,6 +341,7 @@ export async function run(ctx: Context, argv: string[]): Promise<number> {
         sock = await engine.attach(id);
         if (flags.tty && process.stdout.isTTY) await engine.resize(id, process.stdout.rows, process.stdout.columns).catch(() => {});
       },
+      handlesExit: true,
     }),
   ).catch(async (e) => {
     if (flags.rm) await engine.remove(id, { force: true }).catch(() => {});
@@ -351,12 +356,15 @@ export async function run(ctx: Context, argv: string[]): Promise<number> {
   const forward = (sig: NodeJS.Signals) => engine.kill(id, sig).catch(() => {});
   const signals: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"];
   if (flags["sig-proxy"] !== false) for (const sig of signals) process.on(sig, forward);
+  trace("run: started, relaying");
   const code = await relay(s);
+  trace("run: exit code received");
   if (raw) process.stdin.setRawMode(false);
   process.stdout.off("resize", onResize);
   for (const sig of signals) process.off(sig, forward);
   process.stdin.unpipe(s);
   process.stdin.destroy();
+  trace("run: stdin closed");
   await engine.exited(id); // record it (and remove it for --rm) now, not when the monitor's command gets to it
   return code ?? (await engine.wait(id).catch(() => 255));
 }
@@ -389,7 +397,7 @@ export async function start(ctx: Context, argv: string[]): Promise<number> {
     if (args.length !== 1) throw invalid("you cannot start and attach multiple containers at once");
     const id = engine.containers.resolve(args[0]!);
     let sock: import("node:net").Socket | undefined;
-    await engine.start(id, { beforeStart: async () => void (sock = await engine.attach(id)) });
+    await engine.start(id, { beforeStart: async () => void (sock = await engine.attach(id)), handlesExit: true });
     if (flags.interactive && sock) process.stdin.pipe(sock);
     const code = sock ? await relay(sock) : undefined;
     await engine.exited(id);

@@ -6,6 +6,9 @@
 import { BerthError, errorMessage } from "../../common/errors.js";
 import { parse, UsageError } from "../pflag.js";
 import { Context } from "./context.js";
+import { trace } from "../../common/trace.js";
+
+trace("main: loaded");
 
 type Handler = (ctx: Context, argv: string[]) => Promise<number>;
 const images = () => import("./images.js");
