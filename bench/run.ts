@@ -1,14 +1,14 @@
 /**
  * bench/run: `run --rm busybox true` with berth beside docker (a private dockerd started here) and
  * podman, on the same busybox image (berth's default image, saved and loaded into the others), in
- * one run. berth has no networking yet, so the peers run with --network none: the same work.
+ * one run, all with --network none (berth's default is a bridge since the networking issue).
  * Also the memory of a running container's monitor beside podman's conmon.
  * NODE_EXTRA_CA_CERTS is unset (it is not set on users' machines).
  *
  * Usage: node dist/bench/run.js [iterations=15]
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -38,7 +38,10 @@ function memory(pid: number): { rss: number; private: number } {
 
 async function main(): Promise<void> {
   const base = mkdtempSync(join(tmpdir(), "berth-bench-run-"));
-  const berth = [join(project, "dist/berth.cjs"), "--root", join(base, "berth")];
+  // through the launcher, as the installed command runs (it keeps V8's code cache for the bundle)
+  const cli = join(base, "berth-cli.cjs");
+  writeFileSync(cli, `globalThis.berthBuildDir = ${JSON.stringify(join(project, "build"))};\nrequire(${JSON.stringify(join(project, "scripts/launcher.cjs"))})(${JSON.stringify(join(project, "dist/berth.cjs"))});\n`);
+  const berth = [cli, "--root", join(base, "berth")];
   const b = (...a: string[]) => [process.execPath, [...berth, ...a]] as const;
   const daemons: ChildProcess[] = [];
   try {

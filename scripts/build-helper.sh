@@ -22,3 +22,5 @@ $CC $CFLAGS -o build/seccomp-agent test/fixtures/seccomp-agent.c
 NAPI_INCLUDE=node_modules/node-api-headers/include
 [ -f "$NAPI_INCLUDE/node_api.h" ] || NAPI_INCLUDE=/usr/include/node
 $CC $CFLAGS -shared -fPIC -I"$NAPI_INCLUDE" -o build/berth-sys.node helper/berth-sys.c
+# Container networking over rtnetlink (bridges, veth pairs, addresses, routes).
+$CC $CFLAGS -o build/berth-net helper/berth-net.c

@@ -10,7 +10,7 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { project, rootSkip, tempDir, leaks } from "./helpers.js";
-import { berth, berthEnv, ok, sh, type BerthEnv } from "./image-helpers.js";
+import { berth, berthEnv, ok, removeNetworking, sh, type BerthEnv } from "./image-helpers.js";
 
 let env: BerthEnv;
 let runtimeRoot: string;
@@ -25,9 +25,10 @@ describe("containers", { skip: rootSkip }, () => {
     sh("tar", ["-C", join(project, "build/fixtures/busybox/rootfs"), "-cf", tarball, "."]);
     ok(berth(env, ["import", "-c", 'CMD ["sh"]', tarball, "busybox:latest"]));
   });
-  after(() => {
+  after(async () => {
     const ids = b(["ps", "-aq"]).stdout.trim().split("\n").filter(Boolean);
     if (ids.length) b(["rm", "-f", ...ids]);
+    await removeNetworking(env, runtimeRoot);
   });
 
   test("run prints the command's output and returns its exit code; --rm leaves nothing", () => {

@@ -84,3 +84,9 @@ export function runImage(env: BerthEnv, image: string, args: string[]): Result {
     store.snapshots.remove(key);
   }
 }
+
+/** Remove what a test store made for networking: its bridges and its nftables table (docker keeps docker0; a test must not). */
+export async function removeNetworking(env: BerthEnv, runtimeRoot: string): Promise<void> {
+  const { Networking } = await import("../src/network/index.js");
+  await new Networking(env.root, join(runtimeRoot, ".network")).removeAll();
+}

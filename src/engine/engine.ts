@@ -10,13 +10,15 @@ import * as fs from "node:fs";
 import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { BerthError, invalid, notFound, precondition } from "../common/errors.js";
+import { BerthError, exists, invalid, notFound, precondition } from "../common/errors.js";
 import { buildBinary } from "../common/paths.js";
 import { setWindowSize } from "../common/sys.js";
 import { FileLock, ImageStore, pullImage, commitSnapshot, type ImageRecord, type Progress, parsePlatform, unmount as unmountPath, type ContainerConfig as ImageContainerConfig } from "../images/index.js";
 import { Runtime, parseSignal } from "../runtime/index.js";
 import { pidAlive } from "../images/content.js";
 import { buildSpec, capabilitiesFor, resolveUser, resourcesFor } from "./spec.js";
+import { Networking, type Endpoint, type PortBinding } from "../network/index.js";
+import { hostsFile, netMode, networkSettings, portRequests, resolvConf } from "./net.js";
 import { ContainerStore, initialState, zeroTime, type ContainerRecord, type ContainerState, type MountPoint } from "./store.js";
 import { VolumeStore } from "../volumes/index.js";
 import { EventLog } from "./events.js";
@@ -36,8 +38,13 @@ export interface ContainerView {
 
 /** The command a monitor runs when its container ends: this berth, told which container. */
 function exitCommand(id: string, root: string): string[] {
+  return [...berthCommand(root), "internal-exited", id];
+}
+
+/** This berth as a command line (for the monitor's exit command, the DNS server). */
+function berthCommand(root: string): string[] {
   const entry = process.env.BERTH_ENTRY ?? (globalThis.berthEntry as string | undefined) ?? join(buildBinary("berth-monitor"), "../../dist/berth.cjs");
-  return [process.execPath, entry, "--root", root, "internal-exited", id];
+  return [process.execPath, entry, "--root", root];
 }
 
 declare global {
@@ -61,13 +68,22 @@ export class Engine {
   readonly volumes: VolumeStore;
   readonly events: EventLog;
 
+  private networking?: Networking;
+  private readonly runtimeRoot: string;
+
+  /** Networks, addresses and published ports (made on first use: most commands never need them). */
+  get network(): Networking {
+    return (this.networking ??= new Networking(this.root, join(this.runtimeRoot, ".network")));
+  }
+
   constructor(opts: EngineOptions = {}) {
+    this.runtimeRoot = opts.runtimeRoot ?? process.env.BERTH_RUNTIME_ROOT ?? "/run/berth/runtime";
     this.images = new ImageStore(opts.root ? { root: opts.root } : {});
     this.root = this.images.root;
     this.containers = new ContainerStore(this.root);
     this.volumes = new VolumeStore(this.root);
     this.events = new EventLog(this.root);
-    this.runtime = new Runtime({ root: opts.runtimeRoot ?? process.env.BERTH_RUNTIME_ROOT ?? "/run/berth/runtime" });
+    this.runtime = new Runtime({ root: this.runtimeRoot });
   }
 
   // ---- lookups
@@ -162,6 +178,13 @@ export class Engine {
     }
     for (const m of req.HostConfig.Mounts ?? []) if (m.Type === "bind" && (!m.Source || !fs.existsSync(m.Source))) throw invalid(`invalid mount config for type "bind": bind source path does not exist: ${m.Source ?? ""}`);
     trace("create: request checked");
+    const mode = netMode(req.HostConfig);
+    if (mode.kind === "bridge" && mode.network !== "bridge") this.network.store.get(mode.network); // docker: network X not found
+    if (mode.kind !== "bridge" && (Object.keys(req.HostConfig.PortBindings ?? {}).length || req.HostConfig.PublishAllPorts) && mode.kind !== "host")
+      throw invalid(`conflicting options: port publishing and the ${mode.kind} network mode`);
+    for (const [name, ep] of Object.entries(req.NetworkingConfig?.EndpointsConfig ?? {}))
+      if (ep.IPAMConfig?.IPv4Address && (mode.kind !== "bridge" || mode.network === "bridge" || name === "bridge")) throw invalid("user specified IP address is supported on user defined networks only");
+    if (mode.kind === "bridge") portRequests({ Config: req.Config, HostConfig: req.HostConfig } as ContainerRecord); // the bindings parse
     const image = await this.imageFor(req, onProgress);
     trace("create: image found");
     const imgCfg: ImageContainerConfig = this.images.config(image).config ?? {};
@@ -186,6 +209,8 @@ export class Engine {
       c.StopSignal = c.StopSignal || imgCfg.StopSignal || "SIGTERM";
       if (!c.Healthcheck && imgCfg.Healthcheck?.Test) c.Healthcheck = imgCfg.Healthcheck;
       if (imgCfg.ExposedPorts) c.ExposedPorts = { ...imgCfg.ExposedPorts, ...(c.ExposedPorts ?? {}) };
+      // docker: a published port is an exposed one
+      for (const k of Object.keys(req.HostConfig.PortBindings ?? {})) c.ExposedPorts = { ...(c.ExposedPorts ?? {}), [k.includes("/") ? k : `${k}/tcp`]: {} };
       if (imgCfg.Volumes) c.Volumes = { ...imgCfg.Volumes, ...(c.Volumes ?? {}) };
       const rec: ContainerRecord = {
         Id: id,
@@ -198,6 +223,7 @@ export class Engine {
         HostConfig: req.HostConfig,
         LogPath: req.HostConfig.LogConfig.Type === "none" ? "" : this.containers.path(id, `${id}-json.log`),
         Platform: "linux",
+        ...(req.NetworkingConfig ? { NetworkingConfig: req.NetworkingConfig } : {}),
       };
       rec.Mounts = this.resolveMounts(req.HostConfig, c.Volumes ?? undefined);
       const parent = this.images.topLayer(image);
@@ -318,10 +344,37 @@ export class Engine {
       const hc = rec.HostConfig;
       const user = resolveUser(rootfs, rec.Config.User);
       const mounts = this.specMounts(rec);
-      fs.writeFileSync(join(dir, "hostname"), `${rec.Config.Hostname}\n`);
-      fs.writeFileSync(join(dir, "hosts"), `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${rec.Config.Hostname}\n`);
-      mounts.push({ destination: "/etc/hostname", type: "bind", source: join(dir, "hostname"), options: ["rbind", "rprivate", hc.ReadonlyRootfs ? "ro" : "rw"] });
-      mounts.push({ destination: "/etc/hosts", type: "bind", source: join(dir, "hosts"), options: ["rbind", "rprivate", hc.ReadonlyRootfs ? "ro" : "rw"] });
+      // the network: addresses and ports now (the rules are written meanwhile), the veth once the
+      // container's namespace exists
+      const mode = netMode(hc);
+      let endpoints: Endpoint[] = [];
+      let ports: PortBinding[] = [];
+      let rules: Promise<void> = Promise.resolve();
+      if (mode.kind === "bridge") {
+        // the primary network first (its gateway is the default route), then those connected since
+        const eps = rec.NetworkingConfig?.EndpointsConfig ?? {};
+        const primary = eps[mode.network] ? mode.network : (Object.keys(eps).find((k) => k === "bridge" || k === "default") ?? mode.network);
+        const names = [mode.network, ...Object.keys(eps).filter((k) => k !== primary && k !== mode.network)];
+        const requests = names.map((network, i) => {
+          const ep = i === 0 ? eps[primary] : eps[network];
+          return { network, ...(ep?.IPAMConfig?.IPv4Address ? { ip: ep.IPAMConfig.IPv4Address } : {}), ...(ep?.MacAddress ? { mac: ep.MacAddress } : {}), aliases: ep?.Aliases ?? [], names: [rec.Name.slice(1), id.slice(0, 12)] };
+        });
+        const a = await this.network.allocate(id, requests, portRequests(rec), (c) => this.isActive(c));
+        ({ endpoints, ports, rules } = a);
+        rules.catch(() => {}); // awaited before start; this keeps an early failure from being unhandled
+        trace("start: network allocated");
+      }
+      // user networks have berth's DNS (on their gateway): names of the other containers resolve
+      const dns = mode.kind === "bridge" && mode.network !== "bridge" && endpoints[0] ? [endpoints[0].Gateway] : undefined;
+      const files: Array<[string, string]> = [["hostname", `${rec.Config.Hostname}\n`]];
+      if (mode.kind !== "container") {
+        files.push(["hosts", hostsFile(rec.Config.Hostname, endpoints.map((e) => e.IPAddress), hc.ExtraHosts ?? [], endpoints[0]?.Gateway)]);
+        files.push(["resolv.conf", resolvConf(hc, mode.kind !== "host", dns)]);
+      }
+      for (const [name, text] of files) {
+        fs.writeFileSync(join(dir, name), text);
+        mounts.push({ destination: `/etc/${name}`, type: "bind", source: join(dir, name), options: ["rbind", "rprivate", hc.ReadonlyRootfs ? "ro" : "rw"] });
+      }
       const sec = hc.SecurityOpt ?? [];
       let seccomp: "unconfined" | undefined;
       for (const o of sec) {
@@ -363,6 +416,12 @@ export class Engine {
       const monitorPid = Number(fs.readFileSync(join(dir, "monitor.pid"), "utf8"));
       const pid = Number(fs.readFileSync(join(dir, "pid"), "utf8"));
       trace("start: runtime created");
+      if (endpoints.length) {
+        await this.network.plumb(`/proc/${pid}/ns/net`, endpoints);
+        if (dns) await this.network.ensureDns([...berthCommand(this.root), "internal-dns"], dns[0]!);
+        await rules;
+        trace("start: network plumbed");
+      }
       await beforeStart?.(id);
       trace("start: attached");
       await this.runtime.start(id);
@@ -385,6 +444,7 @@ export class Engine {
         StoppedByUser: false,
         RestartRequested: false,
         ...(health.length ? { Health: { Status: "starting", FailingStreak: 0, Log: [] } } : { Health: undefined }),
+        NetworkSettings: networkSettings(pid, endpoints, ports, endpoints.length ? this.network.store.read().networks : [], rec),
       });
       this.emit(rec, state.Restarting ? "restart" : "start");
     } catch (e) {
@@ -394,8 +454,26 @@ export class Engine {
     }
   }
 
+  /**
+   * Whether a container holds its network allocations rightly: it runs, or someone (a start in
+   * progress) holds its lock. What no such container holds is reclaimed.
+   */
+  private isActive(id: string): boolean {
+    const v = this.containers.read(id);
+    if (!v) return false;
+    if ((v.state.Running || v.state.Restarting) && this.monitorAlive(v.state)) return true;
+    const lock = FileLock.tryAcquire(this.containers.path(id, "lock"), "exclusive");
+    if (!lock) return true;
+    lock.release();
+    return false;
+  }
+
   /** Unmount the rootfs and remove the runtime's record (the container is not running). */
   private async teardown(id: string): Promise<void> {
+    if (this.networking || fs.existsSync(join(this.root, "network", "networks.json"))) {
+      const held = this.network.store.held(id);
+      if (held.endpoints.length || held.ports.length) await this.network.release(id).catch(() => {});
+    }
     try {
       await this.runtime.delete(id, { force: true });
     } catch {
@@ -464,6 +542,7 @@ export class Engine {
         FinishedAt: new Date(Number(finishedNs / 1_000_000n)).toISOString(),
         MonitorPid: undefined,
         MonitorStart: undefined,
+        NetworkSettings: undefined,
       };
       const p = v.rec.HostConfig.RestartPolicy;
       restart =
@@ -597,6 +676,64 @@ export class Engine {
       lock.release();
     }
     return id;
+  }
+
+  /**
+   * docker network connect: a running container gets the endpoint at once (a new interface in
+   * its namespace); a stopped one on its next start.
+   */
+  async connectNetwork(ref: string, network: string, opts: { aliases?: string[]; ip?: string } = {}): Promise<void> {
+    const v = await this.get(ref);
+    const id = v.rec.Id;
+    const net = this.network.store.get(network);
+    if (netMode(v.rec.HostConfig).kind !== "bridge") throw precondition(`container ${ref} is in the ${v.rec.HostConfig.NetworkMode} network mode: it cannot join other networks`);
+    const lock = await this.containers.lock(id);
+    try {
+      const cur = this.containers.read(id)!;
+      const eps = { ...(cur.rec.NetworkingConfig?.EndpointsConfig ?? {}) };
+      if (eps[net.Name] || (cur.state.NetworkSettings?.Networks ?? {})[net.Name] || (net.Name === "bridge" && netMode(cur.rec.HostConfig).kind === "bridge" && (cur.rec.HostConfig.NetworkMode === "default" || cur.rec.HostConfig.NetworkMode === "bridge")))
+        throw exists(`endpoint with name ${cur.rec.Name.slice(1)} already exists in network ${net.Name}`);
+      eps[net.Name] = { Aliases: opts.aliases ?? [], ...(opts.ip ? { IPAMConfig: { IPv4Address: opts.ip } } : {}) };
+      if (cur.state.Running) {
+        const a = await this.network.allocate(id, [{ network: net.Name, ...(opts.ip ? { ip: opts.ip } : {}), aliases: opts.aliases ?? [], names: [cur.rec.Name.slice(1), id.slice(0, 12)] }], [], (c) => this.isActive(c));
+        try {
+          await this.network.plumb(`/proc/${cur.state.Pid}/ns/net`, a.endpoints);
+        } catch (e) {
+          await this.network.release(id, net.Id);
+          throw e;
+        }
+        const held = this.network.store.held(id);
+        this.containers.writeState(id, { ...cur.state, NetworkSettings: networkSettings(cur.state.Pid, held.endpoints, held.ports, this.network.store.read().networks, cur.rec) });
+      }
+      this.containers.writeConfig({ ...cur.rec, NetworkingConfig: { EndpointsConfig: eps } });
+      this.emit(cur.rec, "connect", { network: net.Id });
+    } finally {
+      lock.release();
+    }
+  }
+
+  async disconnectNetwork(ref: string, network: string): Promise<void> {
+    const v = await this.get(ref);
+    const id = v.rec.Id;
+    const net = this.network.store.get(network);
+    const lock = await this.containers.lock(id);
+    try {
+      const cur = this.containers.read(id)!;
+      const eps = { ...(cur.rec.NetworkingConfig?.EndpointsConfig ?? {}) };
+      const attached = cur.state.Running ? this.network.store.held(id).endpoints.some((e) => e.Network === net.Id) : !!eps[net.Name] || cur.rec.HostConfig.NetworkMode === net.Name;
+      if (!attached) throw precondition(`container ${cur.rec.Id.slice(0, 12)} is not connected to network ${net.Name}`);
+      if (cur.state.Running) await this.network.release(id, net.Id);
+      delete eps[net.Name];
+      const hc = cur.rec.HostConfig.NetworkMode === net.Name || (net.Name === "bridge" && ["default", "bridge"].includes(cur.rec.HostConfig.NetworkMode)) ? { ...cur.rec.HostConfig, NetworkMode: "none" } : cur.rec.HostConfig;
+      this.containers.writeConfig({ ...cur.rec, HostConfig: hc, NetworkingConfig: { EndpointsConfig: eps } });
+      if (cur.state.Running) {
+        const held = this.network.store.held(id);
+        this.containers.writeState(id, { ...cur.state, NetworkSettings: networkSettings(cur.state.Pid, held.endpoints, held.ports, this.network.store.read().networks, { ...cur.rec, HostConfig: hc }) });
+      }
+      this.emit(cur.rec, "disconnect", { network: net.Id });
+    } finally {
+      lock.release();
+    }
   }
 
   /** docker update: new limits in the record, and in the cgroup when it runs. */

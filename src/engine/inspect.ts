@@ -46,7 +46,7 @@ export function containerInspect(v: ContainerView, images: ImageStore, root: str
     },
     Mounts: (rec.Mounts ?? []).filter((m) => m.Type !== "tmpfs").map(({ Anonymous: _a, ...m }) => m),
     Config: rec.Config,
-    NetworkSettings: { Networks: {}, Ports: {}, IPAddress: "", Gateway: "", MacAddress: "" },
+    NetworkSettings: state.NetworkSettings ?? { Bridge: "", SandboxKey: "", Ports: Object.fromEntries(Object.keys(rec.Config.ExposedPorts ?? {}).map((k) => [k, null])), IPAddress: "", IPPrefixLen: 0, Gateway: "", MacAddress: "", Networks: {} },
   };
 }
 
@@ -80,15 +80,30 @@ export function containerSummary(v: ContainerView, ago: (iso: string) => string,
     Command: JSON.stringify(cmd),
     CreatedAt: rec.Created.replace("T", " ").replace(/\.\d+Z$/, " +0000 UTC"),
     RunningFor: ago(rec.Created),
-    Ports: "",
+    Ports: portsSummary(state.NetworkSettings?.Ports ?? {}),
     State: state.Restarting ? "restarting" : state.Paused ? "paused" : state.Status,
     Status: status,
     Names: rec.Name.replace(/^\//, ""),
     Labels: Object.entries(rec.Config.Labels ?? {}).map(([k, x]) => `${k}=${x}`).join(","),
     Mounts: "",
-    Networks: rec.HostConfig.NetworkMode === "host" ? "host" : "none",
+    Networks: networksSummary(rec.HostConfig.NetworkMode),
     Size: "",
   };
+}
+
+/** docker ps's PORTS column: 0.0.0.0:8081->80/tcp, 53/udp for exposed-only ports. */
+export function portsSummary(ports: Record<string, Array<{ HostIp: string; HostPort: string }> | null>): string {
+  const out: string[] = [];
+  for (const [k, list] of Object.entries(ports)) {
+    if (!list?.length) out.push(k);
+    else for (const b of list) out.push(`${b.HostIp || "0.0.0.0"}:${b.HostPort}->${k}`);
+  }
+  return out.join(", ");
+}
+
+function networksSummary(mode: string): string {
+  if (!mode || mode === "default") return "bridge";
+  return mode.startsWith("container:") ? "" : mode;
 }
 
 function safeFamiliar(name: string): string {

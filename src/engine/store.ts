@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { exists, invalid, notFound } from "../common/errors.js";
 import { FileLock, writeFileAtomic } from "../images/index.js";
-import type { ContainerConfig, HostConfig } from "./types.js";
+import type { ContainerConfig, EndpointSettings, HostConfig, NetworkSettings } from "./types.js";
 
 export interface ContainerState {
   Status: "created" | "running" | "paused" | "restarting" | "removing" | "exited" | "dead";
@@ -34,6 +34,8 @@ export interface ContainerState {
   /** A health check asked for a restart (--restart-on-unhealthy). */
   RestartRequested?: boolean;
   Health?: { Status: string; FailingStreak: number; Log: Array<{ Start: string; End: string; ExitCode: number; Output: string }> };
+  /** What the container got on its networks when it started (cleared when it stops). */
+  NetworkSettings?: NetworkSettings;
 }
 
 /** docker's inspect "Mounts" entry; berth marks anonymous volumes. */
@@ -63,6 +65,8 @@ export interface ContainerRecord {
   SnapshotParent?: string;
   LogPath: string;
   Platform: string;
+  /** The networks asked for at create (aliases, addresses), as the API's NetworkingConfig. */
+  NetworkingConfig?: { EndpointsConfig: Record<string, EndpointSettings> };
 }
 
 export const zeroTime = "0001-01-01T00:00:00Z";

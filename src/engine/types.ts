@@ -92,6 +92,11 @@ export interface HostConfig {
   PidsLimit?: number;
   BlkioWeight: number;
   ExtraHosts?: string[] | null;
+  /** "80/tcp" -> where it is published on the host (HostPort "" picks a free port) */
+  PortBindings?: Record<string, Array<{ HostIp: string; HostPort: string }>> | null;
+  PublishAllPorts?: boolean;
+  DnsSearch?: string[];
+  DnsOptions?: string[];
   /** The terminal's initial [height, width] (with Tty). */
   ConsoleSize?: [number, number];
   Dns?: string[];
@@ -157,4 +162,24 @@ export interface CreateRequest {
   /** --pull: always, missing (default), never. */
   pull?: "always" | "missing" | "never";
   platform?: string;
+  /** The API's NetworkingConfig: per network, aliases, a fixed address, a MAC. */
+  NetworkingConfig?: { EndpointsConfig: Record<string, EndpointSettings> };
+}
+
+export interface EndpointSettings {
+  Aliases?: string[] | null;
+  IPAMConfig?: { IPv4Address?: string } | null;
+  MacAddress?: string;
+}
+
+/** inspect's NetworkSettings: what the container got when it started. */
+export interface NetworkSettings {
+  Bridge: string;
+  SandboxKey: string;
+  Ports: Record<string, Array<{ HostIp: string; HostPort: string }> | null>;
+  IPAddress: string;
+  IPPrefixLen: number;
+  Gateway: string;
+  MacAddress: string;
+  Networks: Record<string, { NetworkID: string; EndpointID: string; Gateway: string; IPAddress: string; IPPrefixLen: number; MacAddress: string; Aliases: string[] | null; DNSNames: string[] | null }>;
 }

@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { invalid } from "../common/errors.js";
-import { writeFileAtomic } from "./lock.js";
+import { writeFileAtomic } from "../common/lock.js";
 import { DEFAULT_DOMAIN } from "./reference.js";
 
 export interface Credentials {

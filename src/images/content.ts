@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import { createHash, type Hash } from "node:crypto";
 import { join } from "node:path";
 import { invalid, notFound } from "../common/errors.js";
-import { FileLock } from "./lock.js";
+import { FileLock } from "../common/lock.js";
 
 export const digestRe = /^sha256:[a-f0-9]{64}$/;
 

@@ -13,4 +13,4 @@ export { RegistryClient, RegistryError } from "./registry.js";
 export { credentialsFor, saveCredentials, removeCredentials, dockerConfigPath, type Credentials } from "./auth.js";
 export { parsePlatform, hostPlatform, formatPlatform, MediaType, type Platform, type ImageConfig, type Manifest, type Index, type Descriptor, type ContainerConfig } from "./types.js";
 export { TarReader, encodeHeader, type TarHeader } from "./tar.js";
-export { FileLock, writeFileAtomic } from "./lock.js";
+export { FileLock, writeFileAtomic } from "../common/lock.js";

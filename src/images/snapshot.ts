@@ -17,7 +17,7 @@ import { BerthError, notFound } from "../common/errors.js";
 import { mount as sysMount, umount, MNT_DETACH } from "../common/sys.js";
 import { extractLayer, type ExtractResult } from "./layer.js";
 import { pidAlive } from "./content.js";
-import { writeFileAtomic } from "./lock.js";
+import { writeFileAtomic } from "../common/lock.js";
 
 export interface LayerSnapshot {
   chainId: string;

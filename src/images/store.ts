@@ -13,7 +13,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { BerthError, invalid, notFound, precondition } from "../common/errors.js";
 import { ContentStore, sha256 } from "./content.js";
-import { FileLock, withLock, writeFileAtomic } from "./lock.js";
+import { FileLock, withLock, writeFileAtomic } from "../common/lock.js";
 import { familiar, formatReference, parseReference, repositoryName, withDefaultTag, type Reference } from "./reference.js";
 import { openSnapshotter, type Snapshotter } from "./snapshot.js";
 import { MediaType, type Descriptor, type ImageConfig, type Manifest } from "./types.js";

@@ -4,6 +4,7 @@ import * as fs from "node:fs";
 import { BerthError, invalid, unsupported } from "../../common/errors.js";
 import { containerInspect, containerSummary, defaultContainerConfig, defaultHostConfig, parseSize, readLogs, type CreateRequest } from "../../engine/index.js";
 import { inspectImage, packDirectory, parseReference } from "../../images/index.js";
+import { parsePublish } from "../../network/ports.js";
 import { list, parse, str, UsageError, type Flag, type FlagValues } from "../pflag.js";
 import { printInspect } from "./images.js";
 import { ago, humanDuration, render } from "./output.js";
@@ -104,6 +105,14 @@ const runFlags: Flag[] = [
   { long: "publish", short: "p", kind: "list" },
   { long: "publish-all", short: "P", kind: "bool" },
   { long: "expose", kind: "list" },
+  { long: "network-alias", kind: "list" },
+  { long: "net-alias", kind: "list" },
+  { long: "ip", kind: "string" },
+  { long: "mac-address", kind: "string" },
+  { long: "dns", kind: "list" },
+  { long: "dns-search", kind: "list" },
+  { long: "dns-option", kind: "list" },
+  { long: "add-host", kind: "list" },
   { long: "sig-proxy", kind: "bool", default: true },
   { long: "quiet", short: "q", kind: "bool" },
   { long: "domainname", kind: "string" },
@@ -158,11 +167,26 @@ export function createRequest(flags: FlagValues, args: string[]): CreateRequest 
   parseReference(image);
   const c = defaultContainerConfig(image);
   const hc = defaultHostConfig();
-  if (str(flags.network) || str(flags.net) || list(flags.publish).length || flags["publish-all"]) {
-    const mode = str(flags.network) ?? str(flags.net);
-    if (mode && mode !== "none" && mode !== "host" && !mode.startsWith("container:")) throw unsupported(`--network ${mode}: bridge networks arrive with berth's networking; today containers get --network none (loopback only), host or container:<name>`);
-    if (list(flags.publish).length || flags["publish-all"]) throw unsupported("-p/-P need berth's networking, which is not there yet");
-    if (mode) hc.NetworkMode = mode;
+  const mode = str(flags.network) ?? str(flags.net);
+  if (mode) hc.NetworkMode = mode;
+  let networking: CreateRequest["NetworkingConfig"];
+  for (const p of list(flags.publish))
+    for (const b of parsePublish(p)) (hc.PortBindings ??= {})[b.key] = [...(hc.PortBindings?.[b.key] ?? []), { HostIp: b.HostIp, HostPort: b.HostPort }];
+  if (flags["publish-all"]) hc.PublishAllPorts = true;
+  for (const e of list(flags.expose))
+    for (const b of parsePublish(e)) c.ExposedPorts = { ...(c.ExposedPorts ?? {}), [b.key]: {} };
+  if (list(flags.dns).length) hc.Dns = list(flags.dns);
+  if (list(flags["dns-search"]).length) hc.DnsSearch = list(flags["dns-search"]);
+  if (list(flags["dns-option"]).length) hc.DnsOptions = list(flags["dns-option"]);
+  if (list(flags["add-host"]).length) hc.ExtraHosts = list(flags["add-host"]).map((h) => h.replace("=", ":"));
+  const aliases = [...list(flags["network-alias"]), ...list(flags["net-alias"])];
+  const ip = str(flags.ip);
+  const mac = str(flags["mac-address"]);
+  if (aliases.length || ip || mac) {
+    if (aliases.length && (!mode || mode === "bridge" || mode === "default")) throw invalid("network-scoped aliases are only supported for user-defined networks");
+    const net = mode && !["host", "none"].includes(mode) && !mode.startsWith("container:") ? mode : "bridge";
+    if (mac && !/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/.test(mac)) throw invalid(`invalid MAC address: ${mac}`);
+    networking = { EndpointsConfig: { [net]: { Aliases: aliases, ...(ip ? { IPAMConfig: { IPv4Address: ip } } : {}), ...(mac ? { MacAddress: mac } : {}) } } };
   }
   c.Tty = !!flags.tty;
   if (c.Tty && process.stdout.isTTY) hc.ConsoleSize = [process.stdout.rows || 24, process.stdout.columns || 80];
@@ -257,7 +281,7 @@ export function createRequest(flags: FlagValues, args: string[]): CreateRequest 
   hc.LogConfig = { Type: driver as "json-file", Config: Object.fromEntries(list(flags["log-opt"]).map((o) => [o.split("=")[0]!, o.slice(o.indexOf("=") + 1)])) };
   const pull = str(flags.pull) ?? "missing";
   if (!["always", "missing", "never"].includes(pull)) throw invalid(`invalid pull option: '${pull}': must be one of "always", "missing" or "never"`);
-  return { ...(str(flags.name) !== undefined ? { name: str(flags.name)! } : {}), Config: c, HostConfig: hc, pull: pull as "missing", ...(str(flags.platform) ? { platform: str(flags.platform)! } : {}) };
+  return { ...(str(flags.name) !== undefined ? { name: str(flags.name)! } : {}), Config: c, HostConfig: hc, pull: pull as "missing", ...(str(flags.platform) ? { platform: str(flags.platform)! } : {}), ...(networking ? { NetworkingConfig: networking } : {}) };
 }
 
 /** Pipe the monitor's frames to our stdout/stderr; resolves with the exit code (frame 3). */
@@ -597,6 +621,15 @@ export async function inspect(ctx: Context, argv: string[]): Promise<number> {
     if (!item && (type === undefined || type === "volume") && engine.volumes.has(a)) {
       const { Anonymous: _x, ...vol } = engine.volumes.get(a);
       item = vol;
+    }
+    if (!item && (type === undefined || type === "network")) {
+      try {
+        const n = engine.network.store.get(a);
+        const containers = Object.fromEntries(engine.network.store.endpointsOf(n.Id).map((e) => [e.Container, { Name: engine.containers.read(e.Container)?.rec.Name.slice(1) ?? "", EndpointID: e.EndpointID, MacAddress: e.MacAddress, IPv4Address: `${e.IPAddress}/${e.IPPrefixLen}`, IPv6Address: "" }]));
+        item = { ...n, Containers: containers };
+      } catch {
+        /* not a network */
+      }
     }
     if (!item) {
       ctx.error(new BerthError("NotFound", `No such object: ${a}`));

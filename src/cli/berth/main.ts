@@ -14,6 +14,7 @@ type Handler = (ctx: Context, argv: string[]) => Promise<number>;
 const images = () => import("./images.js");
 const containers = () => import("./containers.js");
 const system = () => import("./system.js");
+const network = () => import("./network.js");
 
 const commands: Record<string, { usage: string; summary: string; run: () => Promise<Handler> }> = {
   pull: { usage: "pull [OPTIONS] NAME[:TAG|@DIGEST]", summary: "Download an image from a registry", run: async () => (await images()).pull },
@@ -88,6 +89,17 @@ const groups: Record<string, Record<string, string | { usage: string; run: () =>
     rm: { usage: "volume rm [OPTIONS] VOLUME [VOLUME...]", run: async () => (await system()).volumeRm },
     remove: { usage: "volume rm [OPTIONS] VOLUME [VOLUME...]", run: async () => (await system()).volumeRm },
     prune: { usage: "volume prune [OPTIONS]", run: async () => (await system()).volumePrune },
+  },
+  network: {
+    create: { usage: "network create [OPTIONS] NETWORK", run: async () => (await network()).create },
+    ls: { usage: "network ls [OPTIONS]", run: async () => (await network()).ls },
+    list: { usage: "network ls [OPTIONS]", run: async () => (await network()).ls },
+    inspect: { usage: "network inspect [OPTIONS] NETWORK [NETWORK...]", run: async () => (await network()).inspect },
+    rm: { usage: "network rm NETWORK [NETWORK...]", run: async () => (await network()).rm },
+    remove: { usage: "network rm NETWORK [NETWORK...]", run: async () => (await network()).rm },
+    prune: { usage: "network prune [OPTIONS]", run: async () => (await network()).prune },
+    connect: { usage: "network connect [OPTIONS] NETWORK CONTAINER", run: async () => (await network()).connect },
+    disconnect: { usage: "network disconnect [OPTIONS] NETWORK CONTAINER", run: async () => (await network()).disconnect },
   },
   container: {
     ls: "ps",
@@ -181,6 +193,9 @@ export async function main(argv: string[]): Promise<number> {
       }
     } else if (name === "internal-exited") {
       return await (await containers()).internalExited(ctx, rest);
+    } else if (name === "internal-dns") {
+      await ctx.engine().network.serveDnsHere();
+      return 0;
     } else if (name === "internal-health") {
       return await (await containers()).internalHealth(ctx, rest);
     } else if (commands[name]) {
@@ -188,7 +203,10 @@ export async function main(argv: string[]): Promise<number> {
       usage = commands[name]!.usage;
       handler = await commands[name]!.run();
     } else throw new UsageError(`'${name}' is not a berth command.`, "");
-    if (args.includes("--help") || (args.includes("-h") && !args.slice(0, args.indexOf("-h")).some((a) => !a.startsWith("-")))) {
+    // --help is berth's only before the first argument that is not a flag (`run img cmd --help` is the command's)
+    const firstArg = args.findIndex((a) => !a.startsWith("-"));
+    const ours = firstArg < 0 ? args : args.slice(0, firstArg);
+    if (ours.includes("--help") || ours.includes("-h")) {
       process.stdout.write(`\nUsage:  berth ${usage}\n`);
       return 0;
     }

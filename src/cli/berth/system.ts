@@ -250,8 +250,18 @@ const binSize = (n: number): string => {
 export async function port(ctx: Context, argv: string[]): Promise<number> {
   const { args } = parse(argv, [], "port");
   if (!args.length) throw new UsageError(`"port" requires at least 1 argument.`, "port");
-  await ctx.engine().get(args[0]!); // published ports arrive with berth's networking: none yet
-  if (args[1]) throw new BerthError("NotFound", `No public port '${args[1].includes("/") ? args[1] : `${args[1]}/tcp`}' published for ${args[0]}`);
+  const v = await ctx.engine().get(args[0]!);
+  const ports = v.state.NetworkSettings?.Ports ?? {};
+  const want = args[1] ? (args[1].includes("/") ? args[1] : `${args[1]}/tcp`) : undefined;
+  let shown = 0;
+  for (const [k, list] of Object.entries(ports)) {
+    if (want && k !== want) continue;
+    for (const b of list ?? []) {
+      out(want ? `${b.HostIp || "0.0.0.0"}:${b.HostPort}\n` : `${k} -> ${b.HostIp || "0.0.0.0"}:${b.HostPort}\n`);
+      shown++;
+    }
+  }
+  if (want && !shown) throw new BerthError("NotFound", `No public port '${want}' published for ${args[0]}`);
   return 0;
 }
 

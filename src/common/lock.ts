@@ -4,7 +4,7 @@
  */
 import * as fs from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
-import { LOCK_EX, LOCK_SH, LOCK_UN, tryFlock } from "../common/sys.js";
+import { LOCK_EX, LOCK_SH, LOCK_UN, tryFlock } from "./sys.js";
 
 export class FileLock {
   private constructor(private fd: number) {}

@@ -1,0 +1,156 @@
+/**
+ * berth's embedded DNS for user-defined networks: one small server per store, started on demand by
+ * the first container on such a network and gone when none remains. It listens on each network's
+ * gateway address (port 53, UDP) — containers find it in their /etc/resolv.conf — and answers for
+ * the containers on the same network (name, short id, --network-alias) from the network store.
+ * Other names are relayed to the host's own resolvers, as docker's embedded DNS does.
+ */
+import * as dgram from "node:dgram";
+import * as fs from "node:fs";
+import type { NetworkStore } from "./store.js";
+
+const TTL = 600;
+
+interface Question {
+  name: string;
+  type: number;
+  end: number;
+}
+
+function readQuestion(msg: Buffer): Question | undefined {
+  if (msg.length < 12 || msg.readUInt16BE(4) !== 1) return undefined;
+  const labels: string[] = [];
+  let i = 12;
+  while (i < msg.length) {
+    const len = msg[i]!;
+    if (len === 0) {
+      i++;
+      break;
+    }
+    if (len > 63 || i + 1 + len > msg.length) return undefined;
+    labels.push(msg.subarray(i + 1, i + 1 + len).toString("latin1"));
+    i += 1 + len;
+  }
+  if (i + 4 > msg.length) return undefined;
+  return { name: labels.join(".").toLowerCase(), type: msg.readUInt16BE(i), end: i + 4 };
+}
+
+/** The answer to a query: the question echoed, and A records for `addresses`. */
+export function answer(query: Buffer, q: Question, addresses: string[], rcode = 0): Buffer {
+  const header = Buffer.alloc(12);
+  query.copy(header, 0, 0, 2);
+  const rd = query[2]! & 1;
+  header[2] = 0x80 | (query[2]! & 0x78) | 0x04 | rd; // QR, opcode, AA, RD
+  header[3] = 0x80 | rcode; // RA
+  header.writeUInt16BE(1, 4);
+  header.writeUInt16BE(addresses.length, 6);
+  const question = query.subarray(12, q.end);
+  const records = addresses.map((a) => {
+    const r = Buffer.alloc(16);
+    r.writeUInt16BE(0xc00c, 0); // the name: a pointer to the question's
+    r.writeUInt16BE(1, 2); // A
+    r.writeUInt16BE(1, 4); // IN
+    r.writeUInt32BE(TTL, 6);
+    r.writeUInt16BE(4, 10);
+    a.split(".").forEach((x, i) => (r[12 + i] = Number(x)));
+    return r;
+  });
+  return Buffer.concat([header, question, ...records]);
+}
+
+/** The addresses of `name` on the network whose gateway is `gateway`; undefined when unknown. */
+export function lookup(store: NetworkStore, gateway: string, name: string): string[] | undefined {
+  const doc = store.read();
+  const net = doc.networks.find((n) => n.IPAM.Config[0]?.Gateway === gateway);
+  if (!net) return undefined;
+  const hits = doc.endpoints.filter((e) => e.Network === net.Id && (e.DNSNames ?? []).some((n) => n.toLowerCase() === name || `${n.toLowerCase()}.${net.Name.toLowerCase()}` === name));
+  return hits.length ? hits.map((e) => e.IPAddress) : undefined;
+}
+
+function upstreams(): string[] {
+  try {
+    return fs
+      .readFileSync("/etc/resolv.conf", "utf8")
+      .split("\n")
+      .map((l) => /^\s*nameserver\s+([\d.]+)\s*$/.exec(l)?.[1])
+      .filter((x): x is string => !!x);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Serve until no user network has an endpoint for `idleMs`. `ready` gets the gateways served,
+ * after every look at the store.
+ */
+export function serveDns(store: NetworkStore, opts: { idleMs?: number; ready?: (gateways: string[]) => void } = {}): Promise<void> {
+  const sockets = new Map<string, dgram.Socket>();
+  const idleMs = opts.idleMs ?? 5000;
+  let idleSince = Date.now();
+  return new Promise((resolve) => {
+    const sync = () => {
+      const doc = store.read();
+      const wanted = new Set(doc.networks.filter((n) => n.Options["com.docker.network.bridge.default_bridge"] !== "true").map((n) => n.IPAM.Config[0]!.Gateway));
+      for (const [gw, s] of sockets)
+        if (!wanted.has(gw)) {
+          s.close();
+          sockets.delete(gw);
+        }
+      const pending: Array<Promise<void>> = [];
+      for (const gw of wanted) {
+        if (sockets.has(gw)) continue;
+        const s = dgram.createSocket({ type: "udp4", reuseAddr: true });
+        sockets.set(gw, s);
+        s.on("message", (msg, from) => void handle(s, gw, msg, from));
+        pending.push(
+          new Promise((res) => {
+            s.once("error", () => {
+              sockets.delete(gw); // the bridge is not up yet: the next sync tries again
+              res();
+            });
+            s.bind(53, gw, () => res());
+          }),
+        );
+      }
+      const inUse = doc.endpoints.some((e) => doc.networks.find((n) => n.Id === e.Network && n.Options["com.docker.network.bridge.default_bridge"] !== "true"));
+      if (inUse) idleSince = Date.now();
+      return Promise.all(pending);
+    };
+    const handle = async (s: dgram.Socket, gw: string, msg: Buffer, from: dgram.RemoteInfo) => {
+      const q = readQuestion(msg);
+      if (!q) return;
+      const hit = lookup(store, gw, q.name.replace(/\.$/, ""));
+      if (hit) return s.send(answer(msg, q, q.type === 1 || q.type === 255 ? hit : []), from.port, from.address);
+      const reply = await relay(msg);
+      s.send(reply ?? answer(msg, q, [], 2), from.port, from.address); // SERVFAIL when no upstream answers
+    };
+    const synced = () => opts.ready?.([...sockets.keys()]);
+    void sync().then(synced);
+    const timer = setInterval(() => {
+      void sync().then(synced);
+      if (Date.now() - idleSince > idleMs) {
+        clearInterval(timer);
+        for (const s of sockets.values()) s.close();
+        resolve();
+      }
+    }, 500);
+  });
+}
+
+/** Ask the host's resolvers; the first answer wins. */
+function relay(msg: Buffer): Promise<Buffer | undefined> {
+  const servers = upstreams();
+  if (!servers.length) return Promise.resolve(undefined);
+  return new Promise((resolve) => {
+    const s = dgram.createSocket("udp4");
+    const done = (r: Buffer | undefined) => {
+      clearTimeout(t);
+      s.close();
+      resolve(r);
+    };
+    const t = setTimeout(() => done(undefined), 3000);
+    s.on("message", (r) => done(r));
+    s.on("error", () => done(undefined));
+    for (const ns of servers) s.send(msg, 53, ns);
+  });
+}

@@ -1,0 +1,163 @@
+/**
+ * Container networking: bridge networks (berth's default one and user-defined ones), an address
+ * per container and network, veth pairs into the container's network namespace (configured by
+ * build/berth-net over rtnetlink), published ports and outbound NAT in an nftables table of
+ * berth's own. A container's veth goes away with its network namespace; its addresses and ports
+ * are given back when it stops — or, after a crash, by the next allocation.
+ */
+import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { BerthError } from "../common/errors.js";
+import { buildBinary } from "../common/paths.js";
+import { FileLock } from "../common/lock.js";
+import { serveDns } from "./dns.js";
+import { applyRuleset, removeRuleset, rulesCurrent } from "./rules.js";
+import { bridgeName, DEFAULT_BRIDGE, NetworkStore, type Endpoint, type EndpointRequest, type NetworkRecord, type PortBinding, type PortRequest } from "./store.js";
+
+export { NetworkStore, bridgeName, DEFAULT_NETWORK, type NetworkRecord, type Endpoint, type PortBinding, type PortRequest, type EndpointRequest } from "./store.js";
+export { parsePublish, type PublishSpec } from "./ports.js";
+export { ruleset } from "./rules.js";
+
+const MTU = 1500;
+
+export class Networking {
+  readonly store: NetworkStore;
+  /** this store's nftables table */
+  readonly table: string;
+  private readonly marker: string;
+  private readonly runDir: string;
+
+  /**
+   * root: the store's directory. runDir: tmpfs state (the rules marker). Stores other than the
+   * default one (tests, a second root) get their own bridge and table names, so they never touch
+   * each other's.
+   */
+  constructor(
+    readonly root: string,
+    runDir: string,
+  ) {
+    const tag = root === "/var/lib/berth" ? "" : createHash("sha256").update(root).digest("hex").slice(0, 6);
+    this.store = new NetworkStore(root, tag ? `berth${tag}` : DEFAULT_BRIDGE);
+    this.table = tag ? `berth_${tag}` : "berth";
+    fs.mkdirSync(runDir, { recursive: true });
+    this.runDir = runDir;
+    this.marker = join(runDir, `rules-${this.table}`);
+  }
+
+  /** Allocate a container's endpoints and ports; the rules follow (await `rules`). */
+  async allocate(container: string, requests: EndpointRequest[], ports: PortRequest[], active: (id: string) => boolean): Promise<{ endpoints: Endpoint[]; ports: PortBinding[]; rules: Promise<void> }> {
+    const r = await this.store.attach(container, requests, ports, active);
+    return { endpoints: r.endpoints, ports: r.ports, rules: this.syncRules(r.generation) };
+  }
+
+  /** Bring the rules to the store's generation (nothing to do when they are already there). */
+  async syncRules(generation = this.store.read().generation): Promise<void> {
+    if (rulesCurrent(this.marker, generation)) return;
+    const doc = this.store.read();
+    await applyRuleset({ table: this.table, networks: doc.networks.map((net) => ({ net, bridge: bridgeName(net) })), ports: doc.ports });
+    fs.writeFileSync(this.marker, String(doc.generation));
+  }
+
+  /** Plumb endpoints into the network namespace at nsPath: bridge (made if missing), veth, address, routes. */
+  async plumb(nsPath: string, endpoints: Endpoint[]): Promise<void> {
+    if (!endpoints.length) return;
+    const args: string[] = [];
+    const nets = new Map(this.store.read().networks.map((n) => [n.Id, n]));
+    for (const e of endpoints) {
+      const n = nets.get(e.Network);
+      if (!n) throw new BerthError("NotFound", `network ${e.Network} is gone`);
+      const br = bridgeName(n);
+      args.push("bridge", br, `${n.IPAM.Config[0]!.Gateway}/${e.IPPrefixLen}`, String(MTU));
+      args.push("veth", nsPath, e.HostIf, e.ContainerIf, br, String(MTU), e.MacAddress);
+    }
+    args.push("enter", nsPath, "up", "lo");
+    for (const [i, e] of endpoints.entries()) {
+      args.push("addr", e.ContainerIf, `${e.IPAddress}/${e.IPPrefixLen}`, "up", e.ContainerIf);
+      if (i === 0 && !nets.get(e.Network)!.Internal) args.push("route", "default", e.Gateway);
+    }
+    await run(buildBinary("berth-net"), args);
+    // the host's loopback may reach published ports (DNAT from 127.0.0.1 to the bridge)
+    for (const e of endpoints) {
+      try {
+        fs.writeFileSync(`/proc/sys/net/ipv4/conf/${bridgeName(nets.get(e.Network)!)}/route_localnet`, "1");
+      } catch {
+        /* no such sysctl: loopback access to published ports will not work */
+      }
+    }
+  }
+
+  /**
+   * The DNS server of this store's user networks runs (started by `command`, which must end up
+   * in serveDnsHere()). Returns once it answers.
+   */
+  async ensureDns(command: string[], gateway: string): Promise<void> {
+    const lockPath = join(this.runDir, `dns-${this.table}.lock`);
+    const ready = join(this.runDir, `dns-${this.table}.ready`);
+    const probe = FileLock.tryAcquire(lockPath, "exclusive");
+    if (probe) {
+      // none runs: start one
+      probe.release();
+      fs.rmSync(ready, { force: true });
+      const child = spawn(command[0]!, command.slice(1), { detached: true, stdio: "ignore" });
+      child.unref();
+    }
+    const serving = () => {
+      try {
+        return fs.readFileSync(ready, "utf8").split("\n").includes(gateway);
+      } catch {
+        return false;
+      }
+    };
+    for (let i = 0; i < 300 && !serving(); i++) await new Promise((r) => setTimeout(r, 10));
+  }
+
+  /** Run the DNS server in this process until it is idle (the `internal-dns` command). */
+  async serveDnsHere(): Promise<void> {
+    const lock = FileLock.tryAcquire(join(this.runDir, `dns-${this.table}.lock`), "exclusive");
+    if (!lock) return; // another one serves
+    const ready = join(this.runDir, `dns-${this.table}.ready`);
+    try {
+      await serveDns(this.store, { ready: (gateways) => fs.writeFileSync(ready, gateways.join("\n")) });
+    } finally {
+      fs.rmSync(ready, { force: true });
+      lock.release();
+    }
+  }
+
+  /** Give back a container's endpoints and ports (and its veths, if its namespace outlives it). */
+  async release(container: string, networkRef?: string): Promise<void> {
+    const r = await this.store.release(container, networkRef);
+    const links = r.endpoints.map((e) => e.HostIf).filter((l) => fs.existsSync(`/sys/class/net/${l}`));
+    if (links.length) await run(buildBinary("berth-net"), links.flatMap((l) => ["del", l]));
+    if (r.ports.length) await this.syncRules(r.generation);
+  }
+
+  /** Remove a network: its record, its bridge, its rules. */
+  async removeNetwork(ref: string): Promise<NetworkRecord> {
+    const n = await this.store.remove(ref);
+    await run(buildBinary("berth-net"), ["del", bridgeName(n)]);
+    await this.syncRules();
+    return n;
+  }
+
+  /** Everything berth made on the host for this store, gone (the last network removed, tests). */
+  async removeAll(): Promise<void> {
+    const doc = this.store.read();
+    const links = doc.networks.map(bridgeName).filter((l) => fs.existsSync(`/sys/class/net/${l}`));
+    if (links.length) await run(buildBinary("berth-net"), links.flatMap((l) => ["del", l]));
+    await removeRuleset(this.table).catch(() => {});
+    fs.rmSync(this.marker, { force: true });
+  }
+}
+
+function run(cmd: string, args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, args, { stdio: ["ignore", "ignore", "pipe"] });
+    let err = "";
+    p.stderr!.on("data", (d) => (err += d));
+    p.on("error", reject);
+    p.on("close", (code) => (code === 0 ? resolve() : reject(new BerthError("System", err.trim() || `${cmd} exited with ${code}`))));
+  });
+}

@@ -1,0 +1,359 @@
+/**
+ * Networks, their endpoints (a container's address on a network) and published ports, in one
+ * JSON document replaced atomically under a flock: every allocation sees every other, so an
+ * address or a host port is never handed out twice, whatever runs concurrently. Endpoints of
+ * containers that no longer run (a crash, a reboot) are reclaimed by the next allocation.
+ */
+import * as fs from "node:fs";
+import { createServer } from "node:net";
+import * as dgram from "node:dgram";
+import { randomBytes } from "node:crypto";
+import { join } from "node:path";
+import { BerthError, exists, invalid, notFound, precondition } from "../common/errors.js";
+import { FileLock, writeFileAtomic } from "../common/lock.js";
+import { contains, formatSubnet, hostRoutes, ipToNum, macFor, numToIp, overlaps, parseSubnet, subnetSize, type Subnet } from "./addr.js";
+
+export interface NetworkRecord {
+  Name: string;
+  Id: string;
+  Created: string;
+  Scope: "local";
+  Driver: "bridge";
+  EnableIPv6: boolean;
+  IPAM: { Driver: "default"; Options: Record<string, string>; Config: Array<{ Subnet: string; Gateway: string }> };
+  Internal: boolean;
+  Attachable: boolean;
+  Ingress: boolean;
+  ConfigOnly: boolean;
+  Options: Record<string, string>;
+  Labels: Record<string, string>;
+}
+
+export interface Endpoint {
+  Container: string;
+  Network: string;
+  EndpointID: string;
+  IPAddress: string;
+  IPPrefixLen: number;
+  Gateway: string;
+  MacAddress: string;
+  Aliases: string[];
+  /** names the DNS server answers for (the container's name, short id, aliases) */
+  DNSNames: string[];
+  /** the host side of the veth pair */
+  HostIf: string;
+  /** the interface in the container (eth0, eth1, ...) */
+  ContainerIf: string;
+}
+
+export interface PortBinding {
+  Container: string;
+  Proto: "tcp" | "udp";
+  HostIp: string;
+  HostPort: number;
+  ContainerIp: string;
+  ContainerPort: number;
+}
+
+interface Doc {
+  networks: NetworkRecord[];
+  endpoints: Endpoint[];
+  ports: PortBinding[];
+  /** bumped when the firewall rules derived from this document change */
+  generation: number;
+}
+
+export interface EndpointRequest {
+  network: string;
+  ip?: string;
+  mac?: string;
+  aliases?: string[];
+  /** what the network's DNS answers for besides the aliases: the container's name and short id */
+  names?: string[];
+}
+
+export interface PortRequest {
+  proto: "tcp" | "udp";
+  hostIp: string;
+  /** 0: any free port */
+  hostPort: number;
+  containerPort: number;
+}
+
+export const DEFAULT_NETWORK = "bridge";
+export const DEFAULT_BRIDGE = "berth0";
+
+/** docker's address pools: the default bridge first, then networks of their own. */
+function* candidateSubnets(): Generator<string> {
+  for (let b = 17; b <= 31; b++) yield `172.${b}.0.0/16`;
+  for (let c = 0; c < 256; c += 16) yield `192.168.${c}.0/20`;
+}
+
+/** The bridge interface of a network (15 characters at most, berth's own prefix). */
+export function bridgeName(n: NetworkRecord): string {
+  return n.Options["com.docker.network.bridge.name"] ?? `berth-${n.Id.slice(0, 9)}`;
+}
+
+export class NetworkStore {
+  readonly dir: string;
+  private readonly file: string;
+
+  /** defaultBridge: the default network's interface (berth0 for the default store) */
+  constructor(
+    root: string,
+    readonly defaultBridge = DEFAULT_BRIDGE,
+  ) {
+    this.dir = join(root, "network");
+    this.file = join(this.dir, "networks.json");
+  }
+
+  read(): Doc {
+    try {
+      return JSON.parse(fs.readFileSync(this.file, "utf8")) as Doc;
+    } catch {
+      return { networks: [], endpoints: [], ports: [], generation: 0 };
+    }
+  }
+
+  /** Change the document under the lock; what fn returns is returned. */
+  async update<T>(fn: (doc: Doc) => T | Promise<T>): Promise<T> {
+    fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    const lock = await FileLock.acquire(join(this.dir, "lock"), "exclusive");
+    try {
+      const doc = this.read();
+      const before = JSON.stringify(doc);
+      const out = await fn(doc);
+      if (JSON.stringify(doc) !== before) writeFileAtomic(this.file, JSON.stringify(doc, null, 1), false);
+      return out;
+    } finally {
+      lock.release();
+    }
+  }
+
+  list(): NetworkRecord[] {
+    const doc = this.read();
+    return doc.networks.some((n) => n.Name === DEFAULT_NETWORK) ? doc.networks : [this.defaultPreview(doc), ...doc.networks];
+  }
+
+  /** A network by name, full id or id prefix (docker's rules: an exact name first). */
+  find(doc: Doc, ref: string): NetworkRecord {
+    const byName = doc.networks.find((n) => n.Name === ref);
+    if (byName) return byName;
+    const byId = doc.networks.filter((n) => n.Id.startsWith(ref));
+    if (byId.length === 1) return byId[0]!;
+    if (byId.length > 1) throw invalid(`network ${ref} is ambiguous (${byId.length} matches found based on ID prefix)`);
+    throw notFound(`network ${ref} not found`);
+  }
+
+  get(ref: string): NetworkRecord {
+    const doc = this.read();
+    if (ref === DEFAULT_NETWORK && !doc.networks.some((n) => n.Name === ref)) return this.defaultPreview(doc);
+    return this.find(doc, ref);
+  }
+
+  endpointsOf(networkId: string): Endpoint[] {
+    return this.read().endpoints.filter((e) => e.Network === networkId);
+  }
+
+  async create(opts: { Name: string; Subnet?: string; Gateway?: string; Internal?: boolean; Labels?: Record<string, string>; Options?: Record<string, string>; EnableIPv6?: boolean }): Promise<NetworkRecord> {
+    if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(opts.Name)) throw invalid(`invalid network name "${opts.Name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`);
+    if (["host", "none", "default"].includes(opts.Name)) throw precondition(`${opts.Name} is a pre-defined network and cannot be created`);
+    if (opts.EnableIPv6) throw new BerthError("Unsupported", "--ipv6: IPv6 networks are not supported by berth yet");
+    if (opts.Gateway && !opts.Subnet) throw invalid("--gateway needs --subnet");
+    return this.update((doc) => {
+      if (doc.networks.some((n) => n.Name === opts.Name)) throw exists(`network with name ${opts.Name} already exists`);
+      return createIn(doc, opts, this.defaultBridge);
+    });
+  }
+
+  private defaultOptions(): Record<string, string> {
+    return { "com.docker.network.bridge.name": this.defaultBridge, "com.docker.network.bridge.default_bridge": "true" };
+  }
+
+  /** The default network before its first use (it is made then): what `network ls` shows. */
+  private defaultPreview(doc: Doc): NetworkRecord {
+    const probe: Doc = JSON.parse(JSON.stringify(doc));
+    return { ...createIn(probe, { Name: DEFAULT_NETWORK, Options: this.defaultOptions() }, this.defaultBridge), Id: "0".repeat(64) };
+  }
+
+  async remove(ref: string): Promise<NetworkRecord> {
+    return this.update((doc) => {
+      const n = this.find(doc, ref);
+      if (n.Name === DEFAULT_NETWORK) throw precondition(`${n.Name} is a pre-defined network and cannot be removed`);
+      const users = doc.endpoints.filter((e) => e.Network === n.Id);
+      if (users.length) throw precondition(`error while removing network: network ${n.Name} id ${n.Id} has active endpoints`);
+      doc.networks = doc.networks.filter((x) => x.Id !== n.Id);
+      doc.generation++;
+      return n;
+    });
+  }
+
+  /**
+   * A container's endpoints and published ports, allocated together: addresses from each
+   * network's subnet (or the one asked for), host ports checked against berth's other containers
+   * and against the host itself. `active` says whether a container still runs; anything held by
+   * one that does not is reclaimed first.
+   */
+  async attach(container: string, requests: EndpointRequest[], ports: PortRequest[], active: (id: string) => boolean): Promise<{ endpoints: Endpoint[]; ports: PortBinding[]; generation: number }> {
+    return this.update(async (doc) => {
+      reclaim(doc, active, container);
+      const endpoints: Endpoint[] = [];
+      for (const [i, r] of requests.entries()) {
+        let n: NetworkRecord;
+        if (r.network === DEFAULT_NETWORK && !doc.networks.some((x) => x.Name === DEFAULT_NETWORK)) n = createIn(doc, { Name: DEFAULT_NETWORK, Options: this.defaultOptions() }, this.defaultBridge);
+        else n = this.find(doc, r.network);
+        if (endpoints.some((e) => e.Network === n.Id) || doc.endpoints.some((e) => e.Network === n.Id && e.Container === container))
+          throw exists(`container ${container.slice(0, 12)} is already connected to network ${n.Name}`);
+        const cfg = n.IPAM.Config[0]!;
+        const subnet = parseSubnet(cfg.Subnet);
+        const gateway = ipToNum(cfg.Gateway);
+        const used = new Set(doc.endpoints.filter((e) => e.Network === n.Id).map((e) => ipToNum(e.IPAddress)));
+        let ip: number | undefined;
+        if (r.ip) {
+          if (n.Name === DEFAULT_NETWORK) throw invalid("user specified IP address is supported on user defined networks only");
+          ip = ipToNum(r.ip);
+          if (!contains(subnet, ip) || ip === subnet.base || ip === subnet.base + subnetSize(subnet) - 1) throw invalid(`no configured subnet contains IP address ${r.ip} (network ${n.Name}: ${cfg.Subnet})`);
+          if (ip === gateway || used.has(ip)) throw exists(`Address already in use: ${r.ip} on network ${n.Name}`);
+        } else {
+          for (let c = subnet.base + 1; c < subnet.base + subnetSize(subnet) - 1; c++)
+            if (c !== gateway && !used.has(c)) {
+              ip = c;
+              break;
+            }
+          if (ip === undefined) throw precondition(`no available IPv4 addresses on network ${n.Name} (${cfg.Subnet})`);
+        }
+        const address = numToIp(ip);
+        const e: Endpoint = {
+          Container: container,
+          Network: n.Id,
+          EndpointID: randomBytes(32).toString("hex"),
+          IPAddress: address,
+          IPPrefixLen: subnet.prefix,
+          Gateway: cfg.Gateway,
+          MacAddress: r.mac ?? macFor(address),
+          Aliases: r.aliases ?? [],
+          DNSNames: [...(r.names ?? []), ...(r.aliases ?? [])],
+          HostIf: `bv${container.slice(0, 10)}${doc.endpoints.filter((x) => x.Container === container).length + i}`,
+          ContainerIf: `eth${doc.endpoints.filter((x) => x.Container === container).length + i}`,
+        };
+        endpoints.push(e);
+        doc.endpoints.push(e);
+      }
+      const bound: PortBinding[] = [];
+      const ip = endpoints[0]?.IPAddress;
+      if (ports.length && !ip) throw invalid("published ports need a network with addresses (not --network none or host)");
+      for (const p of ports) {
+        const taken = (port: number) => [...doc.ports, ...bound].some((b) => b.Proto === p.proto && b.HostPort === port && (b.HostIp === p.hostIp || b.HostIp === "0.0.0.0" || p.hostIp === "0.0.0.0"));
+        let hostPort = p.hostPort;
+        if (hostPort && taken(hostPort)) throw new BerthError("AlreadyExists", `Bind for ${p.hostIp}:${hostPort} failed: port is already allocated`);
+        for (let tries = 0; ; tries++) {
+          const got = await hostPortFree(p.proto, p.hostIp, hostPort);
+          if (got === undefined) {
+            if (p.hostPort) throw new BerthError("AlreadyExists", `Bind for ${p.hostIp}:${p.hostPort} failed: port is already in use on the host`);
+            if (tries > 20) throw precondition("no free host port to publish on");
+            continue;
+          }
+          if (!p.hostPort && taken(got)) continue;
+          hostPort = got;
+          break;
+        }
+        bound.push({ Container: container, Proto: p.proto, HostIp: p.hostIp, HostPort: hostPort, ContainerIp: ip!, ContainerPort: p.containerPort });
+      }
+      doc.ports.push(...bound);
+      if (bound.length) doc.generation++;
+      return { endpoints, ports: bound, generation: doc.generation };
+    });
+  }
+
+  /** Give back what a container holds (all its networks, or one). */
+  async release(container: string, networkRef?: string): Promise<{ endpoints: Endpoint[]; ports: PortBinding[]; generation: number }> {
+    return this.update((doc) => {
+      const netId = networkRef ? this.find(doc, networkRef).Id : undefined;
+      const endpoints = doc.endpoints.filter((e) => e.Container === container && (!netId || e.Network === netId));
+      const ports = netId ? [] : doc.ports.filter((p) => p.Container === container);
+      doc.endpoints = doc.endpoints.filter((e) => !endpoints.includes(e));
+      doc.ports = doc.ports.filter((p) => !ports.includes(p));
+      if (ports.length) doc.generation++;
+      return { endpoints, ports, generation: doc.generation };
+    });
+  }
+
+  /** What a container holds now. */
+  held(container: string): { endpoints: Endpoint[]; ports: PortBinding[] } {
+    const doc = this.read();
+    return { endpoints: doc.endpoints.filter((e) => e.Container === container), ports: doc.ports.filter((p) => p.Container === container) };
+  }
+}
+
+function reclaim(doc: Doc, active: (id: string) => boolean, except: string): void {
+  const stale = new Set([...doc.endpoints.map((e) => e.Container), ...doc.ports.map((p) => p.Container)].filter((c) => c !== except && !active(c)));
+  if (!stale.size) return;
+  doc.endpoints = doc.endpoints.filter((e) => !stale.has(e.Container));
+  const before = doc.ports.length;
+  doc.ports = doc.ports.filter((p) => !stale.has(p.Container));
+  if (doc.ports.length !== before) doc.generation++;
+}
+
+function createIn(doc: Doc, opts: { Name: string; Subnet?: string; Gateway?: string; Internal?: boolean; Labels?: Record<string, string>; Options?: Record<string, string> }, defaultBridge: string): NetworkRecord {
+  const own = new Set([defaultBridge, ...doc.networks.map(bridgeName)]);
+  const taken: Array<{ s: Subnet; what: string }> = [
+    ...doc.networks.map((n) => ({ s: parseSubnet(n.IPAM.Config[0]!.Subnet), what: `network ${n.Name}` })),
+    ...hostRoutes(own).map((s) => ({ s, what: "a route of this host" })),
+  ];
+  let subnet: Subnet;
+  if (opts.Subnet) {
+    subnet = parseSubnet(opts.Subnet);
+    if (subnet.prefix > 30) throw invalid(`subnet ${opts.Subnet} is too small for containers`);
+    const clash = taken.find((t) => overlaps(t.s, subnet));
+    if (clash) throw precondition(`invalid pool request: Pool overlaps with other one on this address space (${formatSubnet(subnet)} overlaps ${formatSubnet(clash.s)}, ${clash.what})`);
+  } else {
+    const free = [...candidateSubnets()].map(parseSubnet).find((c) => !taken.some((t) => overlaps(t.s, c)));
+    if (!free) throw precondition("could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network");
+    subnet = free;
+  }
+  let gateway = subnet.base + 1;
+  if (opts.Gateway) {
+    gateway = ipToNum(opts.Gateway);
+    if (!contains(subnet, gateway) || gateway === subnet.base || gateway === subnet.base + subnetSize(subnet) - 1) throw invalid(`no matching subnet for gateway ${opts.Gateway} (subnet ${formatSubnet(subnet)})`);
+  }
+  const n: NetworkRecord = {
+    Name: opts.Name,
+    Id: randomBytes(32).toString("hex"),
+    Created: new Date().toISOString(),
+    Scope: "local",
+    Driver: "bridge",
+    EnableIPv6: false,
+    IPAM: { Driver: "default", Options: {}, Config: [{ Subnet: formatSubnet(subnet), Gateway: numToIp(gateway) }] },
+    Internal: !!opts.Internal,
+    Attachable: false,
+    Ingress: false,
+    ConfigOnly: false,
+    Options: opts.Options ?? {},
+    Labels: opts.Labels ?? {},
+  };
+  doc.networks.push(n);
+  doc.generation++;
+  return n;
+}
+
+/** Bind the port on the host for a moment: the port it got (port 0 picks one), or undefined if taken. */
+function hostPortFree(proto: "tcp" | "udp", ip: string, port: number): Promise<number | undefined> {
+  return new Promise((resolve) => {
+    if (proto === "tcp") {
+      const s = createServer();
+      s.once("error", () => resolve(undefined));
+      s.listen({ host: ip, port, exclusive: true }, () => {
+        const got = (s.address() as { port: number }).port;
+        s.close(() => resolve(got));
+      });
+    } else {
+      const s = dgram.createSocket("udp4");
+      s.once("error", () => resolve(undefined));
+      s.bind({ address: ip, port, exclusive: true }, () => {
+        const got = s.address().port;
+        s.close(() => resolve(got));
+      });
+    }
+  });
+}
+

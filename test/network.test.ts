@@ -1,0 +1,175 @@
+/**
+ * Networking as a docker user sees it: the seeds' `-p 8081:80` (busybox httpd) reached from the
+ * host's loopback; a server reached by name (and alias) from another container on a user network;
+ * UDP; port conflicts; the network modes; bad input; and nothing left behind — veths, addresses,
+ * rules — also after a crash. Traffic stays on loopback and inside the namespaces made here.
+ */
+import { test, describe, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import * as dgram from "node:dgram";
+import * as fs from "node:fs";
+import { get } from "node:http";
+import { join } from "node:path";
+import { project, rootSkip, tempDir, waitFor } from "./helpers.js";
+import { berth, berthEnv, ok, removeNetworking, sh, type BerthEnv } from "./image-helpers.js";
+
+let env: BerthEnv;
+let runtimeRoot: string;
+let www: string;
+const b = (args: string[], input?: string) => berth(env, args, { extraEnv: { BERTH_RUNTIME_ROOT: runtimeRoot }, ...(input !== undefined ? { input } : {}) });
+const nftMissing = spawnSync("sh", ["-c", "command -v nft"]).status !== 0 ? "nft is not installed (Debian's nftables; ./install.sh installs it)" : false;
+const links = () => fs.readdirSync("/sys/class/net");
+
+function httpGet(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    get({ host: "127.0.0.1", port, path: "/", timeout: 5000 }, (res) => {
+      let body = "";
+      res.on("data", (d) => (body += d));
+      res.on("end", () => resolve(body));
+    }).on("error", reject);
+  });
+}
+
+/** A free TCP/UDP port on the host's loopback (the suite must not collide with what runs there). */
+function freePort(): number {
+  const r = spawnSync(process.execPath, ["-e", "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"], { encoding: "utf8" });
+  return Number(r.stdout.trim());
+}
+
+describe("networking", { skip: rootSkip || nftMissing }, () => {
+  before(() => {
+    env = berthEnv();
+    runtimeRoot = tempDir("berth-test-rt-");
+    const tarball = join(tempDir("berth-img-"), "rootfs.tar");
+    sh("tar", ["-C", join(project, "build/fixtures/busybox/rootfs"), "-cf", tarball, "."]);
+    ok(berth(env, ["import", "-c", 'CMD ["sh"]', tarball, "busybox:latest"]));
+    www = tempDir("berth-www-");
+    fs.writeFileSync(join(www, "index.html"), "hello from berth httpd\n");
+  });
+  after(async () => {
+    const ids = b(["ps", "-aq"]).stdout.trim().split("\n").filter(Boolean);
+    if (ids.length) b(["rm", "-f", ...ids]);
+    for (const n of ["appnet", "isolated", "fixed"]) b(["network", "rm", n]);
+    await removeNetworking(env, runtimeRoot);
+  });
+
+  test("the seeds' -p 8081:80: busybox httpd reached at 127.0.0.1 from the host; port, ps and inspect show it", async () => {
+    const port = freePort();
+    const id = ok(b(["run", "-d", "--name", "web", "-p", `${port}:80`, "-v", `${www}:/www`, "busybox", "httpd", "-f", "-p", "80", "-h", "/www"])).stdout.trim();
+    let body = "";
+    for (let i = 0; i < 50 && !body; i++) body = await httpGet(port).catch(() => "");
+    assert.equal(body, "hello from berth httpd\n");
+    assert.equal(ok(b(["port", "web"])).stdout, `80/tcp -> 0.0.0.0:${port}\n`);
+    assert.equal(ok(b(["port", "web", "80"])).stdout, `0.0.0.0:${port}\n`);
+    assert.match(ok(b(["ps", "--format", "{{.Ports}}"])).stdout, new RegExp(`0\\.0\\.0\\.0:${port}->80/tcp`));
+    const ns = JSON.parse(ok(b(["inspect", "--format", "{{json .NetworkSettings}}", "web"])).stdout);
+    assert.match(ns.IPAddress, /^\d+\.\d+\.\d+\.\d+$/);
+    assert.equal(ns.Networks.bridge.IPAddress, ns.IPAddress);
+    // inside: eth0 with that address, a default route via the gateway, /etc/hosts names it
+    const inside = ok(b(["exec", "web", "sh", "-c", "ip -4 addr show eth0; ip route; cat /etc/hosts"])).stdout;
+    assert.match(inside, new RegExp(`inet ${ns.IPAddress.replace(/\./g, "\\.")}/${ns.IPPrefixLen}`));
+    assert.match(inside, new RegExp(`default via ${ns.Gateway.replace(/\./g, "\\.")} dev eth0`));
+    assert.match(inside, new RegExp(`^${ns.IPAddress.replace(/\./g, "\\.")}\\s+${id.slice(0, 12)}$`, "m"));
+    // another container reaches it on the bridge by address
+    assert.equal(ok(b(["run", "--rm", "busybox", "wget", "-qO-", `http://${ns.IPAddress}/`])).stdout, "hello from berth httpd\n");
+    // a second container asking for the same host port: docker's error, exit 125, nothing left
+    const dup = b(["run", "--rm", "-p", `${port}:80`, "busybox", "true"]);
+    assert.equal(dup.code, 125);
+    assert.match(dup.stderr, new RegExp(`Bind for 0\\.0\\.0\\.0:${port} failed: port is already allocated`));
+    assert.deepEqual(ok(b(["ps", "-aq"])).stdout.trim().split("\n"), [id.slice(0, 12)]);
+    ok(b(["rm", "-f", "web"]));
+    assert.equal(await httpGet(port).catch(() => "refused"), "refused", "the port is unpublished with the container");
+    assert.ok(!links().some((l) => l.startsWith(`bv${id.slice(0, 10)}`)), "the veth is gone");
+  });
+
+  test("a server is reached by name and by alias from another container on a user network (berth's DNS)", () => {
+    ok(b(["network", "create", "appnet"]));
+    ok(b(["run", "-d", "--name", "api", "--network", "appnet", "--network-alias", "backend", "-v", `${www}:/www`, "busybox", "httpd", "-f", "-p", "80", "-h", "/www"]));
+    const r = ok(b(["run", "--rm", "--network", "appnet", "busybox", "sh", "-c", "cat /etc/resolv.conf; wget -qO- http://api/; wget -qO- http://backend/; nslookup api"]));
+    const gw = JSON.parse(ok(b(["network", "inspect", "appnet"])).stdout)[0].IPAM.Config[0].Gateway;
+    assert.match(r.stdout, new RegExp(`^nameserver ${gw.replace(/\./g, "\\.")}$`, "m"), "the network's DNS is the container's resolver");
+    assert.equal(r.stdout.match(/hello from berth httpd/g)?.length, 2);
+    const ip = ok(b(["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "api"])).stdout.trim();
+    assert.match(r.stdout, new RegExp(`Address:? ${ip.replace(/\./g, "\\.")}`));
+    // network inspect lists it; rm of a network in use is refused, nothing changes
+    const inspected = JSON.parse(ok(b(["network", "inspect", "appnet"])).stdout)[0];
+    assert.deepEqual(Object.values(inspected.Containers).map((c) => (c as { Name: string }).Name), ["api"]);
+    const busy = b(["network", "rm", "appnet"]);
+    assert.equal(busy.code, 1);
+    assert.match(busy.stderr, /has active endpoints/);
+    ok(b(["rm", "-f", "api"]));
+    ok(b(["network", "rm", "appnet"]));
+    assert.ok(!ok(b(["network", "ls", "--format", "{{.Name}}"])).stdout.includes("appnet"));
+  });
+
+  test("udp: a published udp port delivers datagrams to the container", async () => {
+    const port = freePort();
+    ok(b(["run", "-d", "--name", "udp", "-p", `${port}:9999/udp`, "busybox", "/probe", "udp-echo", "9999"]));
+    const s = dgram.createSocket("udp4");
+    let reply = "";
+    s.on("message", (m) => (reply += m));
+    for (let i = 0; i < 50 && !reply; i++) {
+      s.send("ping over udp\n", port, "127.0.0.1");
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    s.close();
+    assert.equal(reply.split("\n")[0], "ping over udp", "the container's answer came back");
+    assert.match(b(["logs", "udp"]).stdout, /ping over udp/);
+    ok(b(["rm", "-f", "udp"]));
+  });
+
+  test("modes: none has only loopback, host shares the host's interfaces, container: shares another's", () => {
+    assert.equal(ok(b(["run", "--rm", "--network", "none", "busybox", "ls", "/sys/class/net"])).stdout, "lo\n");
+    const hostLinks = links().sort().join(" ");
+    assert.equal(ok(b(["run", "--rm", "--network", "host", "busybox", "sh", "-c", "ls /sys/class/net | sort | tr '\\n' ' '"])).stdout.trim(), hostLinks);
+    ok(b(["run", "-d", "--name", "first", "busybox", "sleep", "100"]));
+    const ip = ok(b(["inspect", "-f", "{{.NetworkSettings.IPAddress}}", "first"])).stdout.trim();
+    assert.match(ok(b(["run", "--rm", "--network", "container:first", "busybox", "ip", "-4", "addr", "show", "eth0"])).stdout, new RegExp(`inet ${ip.replace(/\./g, "\\.")}/`));
+    ok(b(["rm", "-f", "first"]));
+  });
+
+  test("--ip, --mac-address, --add-host, --dns on a network with --subnet and --gateway", () => {
+    ok(b(["network", "create", "--subnet", "10.213.77.0/24", "--gateway", "10.213.77.254", "fixed"]));
+    const r = ok(b(["run", "--rm", "--network", "fixed", "--ip", "10.213.77.50", "--mac-address", "02:aa:bb:cc:dd:ee", "--add-host", "db.local:10.1.2.3", "--dns", "10.213.77.254", "--hostname", "box", "busybox", "sh", "-c", "ip addr show eth0; ip route; cat /etc/hosts /etc/resolv.conf"])).stdout;
+    assert.match(r, /inet 10\.213\.77\.50\/24/);
+    assert.match(r, /link\/ether 02:aa:bb:cc:dd:ee/);
+    assert.match(r, /default via 10\.213\.77\.254/);
+    assert.match(r, /^10\.1\.2\.3\s+db\.local$/m);
+    assert.match(r, /^10\.213\.77\.50\s+box$/m);
+    assert.match(r, /^nameserver 10\.213\.77\.254$/m);
+    // bad input: a clear error, nothing half-made
+    const outside = b(["run", "--rm", "--network", "fixed", "--ip", "10.9.9.9", "busybox", "true"]);
+    assert.equal(outside.code, 125);
+    assert.match(outside.stderr, /no configured subnet contains IP address 10\.9\.9\.9/);
+    const overlap = b(["network", "create", "--subnet", "10.213.77.128/25", "other"]);
+    assert.equal(overlap.code, 1);
+    assert.match(overlap.stderr, /Pool overlaps with other one on this address space/);
+    const unknown = b(["run", "--rm", "--network", "nope", "busybox", "true"]);
+    assert.equal(unknown.code, 125);
+    assert.match(unknown.stderr, /network nope not found/);
+    const badSubnet = b(["network", "create", "--subnet", "10.0.0.0/33", "bad"]);
+    assert.equal(badSubnet.code, 1);
+    assert.match(badSubnet.stderr, /invalid subnet/);
+    assert.equal(ok(b(["ps", "-aq"])).stdout, "", "no container was left by the failures");
+    ok(b(["network", "rm", "fixed"]));
+  });
+
+  test("after a crash (monitor and container killed), the next command gives the address and port back", async () => {
+    const port = freePort();
+    const id = ok(b(["run", "-d", "-p", `${port}:80`, "busybox", "sleep", "1000"])).stdout.trim();
+    const dir = join(env.root, "containers", id);
+    const monitor = Number(fs.readFileSync(join(dir, "monitor.pid"), "utf8"));
+    const pid = Number(fs.readFileSync(join(dir, "pid"), "utf8"));
+    process.kill(monitor, "SIGKILL");
+    process.kill(pid, "SIGKILL");
+    await waitFor(() => !fs.existsSync(`/proc/${pid}`), "the container to die");
+    assert.match(ok(b(["ps", "-a", "--format", "{{.Status}}"])).stdout, /^Exited \(255\)/);
+    const doc = JSON.parse(fs.readFileSync(join(env.root, "network", "networks.json"), "utf8"));
+    assert.deepEqual(doc.ports, [], "the published port is released");
+    assert.deepEqual(doc.endpoints, [], "the address is released");
+    // and the same port can be published again
+    ok(b(["run", "--rm", "-p", `${port}:80`, "busybox", "true"]));
+    ok(b(["rm", id]));
+  });
+});
