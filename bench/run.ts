@@ -8,27 +8,13 @@
  * Usage: node dist/bench/run.js [iterations=15]
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
+import { berthLauncher, env, have, median, must, project, time } from "./common.js";
 
-const project = join(dirname(fileURLToPath(import.meta.url)), "../..");
 const iterations = Number(process.argv[2] ?? 15);
-const env = { ...process.env };
-delete env.NODE_EXTRA_CA_CERTS;
-const have = (cmd: string) => spawnSync("sh", ["-c", `command -v ${cmd}`]).status === 0;
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-function must(cmd: string, args: string[], input?: Buffer): string {
-  const r = spawnSync(cmd, args, { env, input, maxBuffer: 1 << 28 });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")}: exit ${r.status}: ${r.stderr}`);
-  return r.stdout.toString();
-}
-function time(cmd: string, args: string[]): number {
-  const t = process.hrtime.bigint();
-  must(cmd, args);
-  return Number(process.hrtime.bigint() - t) / 1e6;
-}
+
 /** Resident and private (unshared) memory of a process, from /proc/PID/smaps_rollup. */
 function memory(pid: number): { rss: number; private: number } {
   const t = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
@@ -39,8 +25,7 @@ function memory(pid: number): { rss: number; private: number } {
 async function main(): Promise<void> {
   const base = mkdtempSync(join(tmpdir(), "berth-bench-run-"));
   // through the launcher, as the installed command runs (it keeps V8's code cache for the bundle)
-  const cli = join(base, "berth-cli.cjs");
-  writeFileSync(cli, `globalThis.berthBuildDir = ${JSON.stringify(join(project, "build"))};\nrequire(${JSON.stringify(join(project, "scripts/launcher.cjs"))})(${JSON.stringify(join(project, "dist/berth.cjs"))});\n`);
+  const cli = berthLauncher(base);
   const berth = [cli, "--root", join(base, "berth")];
   const b = (...a: string[]) => [process.execPath, [...berth, ...a]] as const;
   const daemons: ChildProcess[] = [];
@@ -48,7 +33,7 @@ async function main(): Promise<void> {
     // berth's default image into a private store, then into the peers
     spawnSync("sh", [join(project, "scripts/make-default-image.sh")], { env: { ...env, BERTH_ROOT: join(base, "berth") } });
     const saved = spawnSync(process.execPath, [...berth, "save", "busybox:latest"], { env, maxBuffer: 1 << 28 }).stdout;
-    const tools: Array<{ name: string; cmd: readonly [string, readonly string[]] }> = [{ name: "berth", cmd: b("run", "--rm", "busybox", "true") }];
+    const tools: Array<{ name: string; cmd: readonly [string, readonly string[]] }> = [{ name: "berth --network none", cmd: b("run", "--rm", "--network", "none", "busybox", "true") }];
     // podman raises NOFILE and NPROC by default, which root without CAP_SYS_RESOURCE cannot (this VM)
     const nproc = 4096;
     if (have("podman")) {
@@ -68,7 +53,7 @@ async function main(): Promise<void> {
     for (const t of tools) time(t.cmd[0], [...t.cmd[1]]); // warm up
     const times = new Map<string, number[]>(tools.map((t) => [t.name, []]));
     for (let i = 0; i < iterations; i++) for (const t of tools) times.get(t.name)!.push(time(t.cmd[0], [...t.cmd[1]]));
-    const fastestPeer = Math.min(...[...times].filter(([n]) => n !== "berth").map(([, xs]) => median(xs)));
+    const fastestPeer = Math.min(...[...times].filter(([n]) => !n.startsWith("berth")).map(([, xs]) => median(xs)));
     console.log(`bench/run: run --rm busybox true, median of ${iterations} (NODE_EXTRA_CA_CERTS unset)`);
     for (const [name, xs] of times) console.log(`${name.padEnd(24)}${median(xs).toFixed(1).padStart(8)} ms   ${(median(xs) / fastestPeer).toFixed(2)}x the fastest peer's time`);
     // 100 detached sleepers: total start time, and the memory their monitors hold (podman: conmon)
@@ -90,8 +75,8 @@ async function main(): Promise<void> {
       cleanup();
     };
     await fleet(
-      "berth",
-      () => must(process.execPath, [...berth, "run", "-d", "busybox", "sleep", "600"]),
+      "berth --network none",
+      () => must(process.execPath, [...berth, "run", "-d", "--network", "none", "busybox", "sleep", "600"]),
       () => must("sh", ["-c", `cat ${join(base, "berth/containers")}/*/monitor.pid`]).trim().split("\n").map(Number),
       () => void spawnSync("sh", ["-c", `${process.execPath} ${berth.join(" ")} rm -f $(${process.execPath} ${berth.join(" ")} ps -aq)`], { env }),
     );
@@ -105,7 +90,7 @@ async function main(): Promise<void> {
       );
     }
     // the monitor's memory while a container sleeps
-    const id = must(process.execPath, [...berth, "run", "-d", "busybox", "sleep", "30"]).trim();
+    const id = must(process.execPath, [...berth, "run", "-d", "--network", "none", "busybox", "sleep", "30"]).trim();
     const mon = Number(readFileSync(join(base, "berth/containers", id, "monitor.pid"), "utf8"));
     const m = memory(mon);
     console.log(`berth-monitor of an idle container: RSS ${(m.rss / 1024).toFixed(2)} MB, private ${(m.private / 1024).toFixed(2)} MB`);

@@ -14,6 +14,9 @@
  *   up IF                         set the link up
  *   route DEST/PREFIX GATEWAY     add a route ("default" for DEST: 0.0.0.0/0 or ::/0)
  *   del IF                        delete a link (gone already is fine)
+ *   elem add|del TABLE MAP KEY DATA
+ *                                 add or delete an element of an nftables map of the ip family;
+ *                                 KEY and DATA are the element's bytes in hex (DATA "-" for del)
  *
  * Exit status 0, or 1 with one line on stderr naming the operation and the kernel's error.
  */
@@ -22,6 +25,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if_link.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
 #include <linux/rtnetlink.h>
 #include <linux/veth.h>
 #include <net/if.h>
@@ -89,6 +95,23 @@ static void *body(struct msg *m, size_t len)
 	return p;
 }
 
+/* The kernel's answer to message `want` on fd: 0 or an errno. */
+static int wait_ack(int fd, unsigned want)
+{
+	char reply[8192];
+	for (;;) {
+		ssize_t n = recv(fd, reply, sizeof reply, 0);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno;
+		}
+		for (struct nlmsghdr *h = (struct nlmsghdr *)reply; NLMSG_OK(h, (unsigned)n); h = NLMSG_NEXT(h, n))
+			if (h->nlmsg_seq == want && h->nlmsg_type == NLMSG_ERROR)
+				return -((struct nlmsgerr *)NLMSG_DATA(h))->error;
+	}
+}
+
 /* Send and wait for the kernel's answer: 0 or an errno. */
 static int talk(struct msg *m, unsigned short type, unsigned short flags)
 {
@@ -98,21 +121,7 @@ static int talk(struct msg *m, unsigned short type, unsigned short flags)
 	m->h.nlmsg_seq = ++seq;
 	if (sendto(nl, m, m->h.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0)
 		return errno;
-	char reply[8192];
-	for (;;) {
-		ssize_t n = recv(nl, reply, sizeof reply, 0);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return errno;
-		}
-		for (struct nlmsghdr *h = (struct nlmsghdr *)reply; NLMSG_OK(h, (unsigned)n); h = NLMSG_NEXT(h, n)) {
-			if (h->nlmsg_seq != seq)
-				continue;
-			if (h->nlmsg_type == NLMSG_ERROR)
-				return -((struct nlmsgerr *)NLMSG_DATA(h))->error;
-		}
-	}
+	return wait_ack(nl, seq);
 }
 
 static int ifindex(const char *name)
@@ -278,6 +287,80 @@ static void op_del(char **a)
 		fail("delete link", e);
 }
 
+static size_t unhex(const char *h, unsigned char *out, size_t max)
+{
+	size_t n = strlen(h) / 2;
+	if (strlen(h) % 2 || n > max)
+		fail("bad hex", EINVAL);
+	for (size_t i = 0; i < n; i++)
+		if (sscanf(h + 2 * i, "%2hhx", &out[i]) != 1)
+			fail("bad hex", EINVAL);
+	return n;
+}
+
+static void nfgen(struct msg *m, unsigned char family, unsigned short res)
+{
+	struct nfgenmsg *g = body(m, sizeof *g);
+	g->nfgen_family = family;
+	g->version = NFNETLINK_V0;
+	g->res_id = htons(res);
+}
+
+/* One element of a map, added or deleted in a batch of its own (nf_tables takes changes in batches). */
+static void op_elem(char **a)
+{
+	int add = !strcmp(a[0], "add");
+	if (!add && strcmp(a[0], "del"))
+		fail("elem: add or del", EINVAL);
+	int nf = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+	if (nf < 0)
+		fail("netfilter netlink socket", errno);
+	static struct msg batch[3];
+	memset(batch, 0, sizeof batch);
+	nfgen(&batch[0], AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
+	batch[0].h.nlmsg_type = NFNL_MSG_BATCH_BEGIN;
+	batch[0].h.nlmsg_flags = NLM_F_REQUEST;
+	batch[0].h.nlmsg_seq = ++seq;
+	struct msg *m = &batch[1];
+	nfgen(m, NFPROTO_IPV4, 0);
+	attr(m, NFTA_SET_ELEM_LIST_TABLE, a[1], strlen(a[1]) + 1);
+	attr(m, NFTA_SET_ELEM_LIST_SET, a[2], strlen(a[2]) + 1);
+	struct rtattr *list = nest(m, NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED);
+	struct rtattr *el = nest(m, NFTA_LIST_ELEM | NLA_F_NESTED);
+	unsigned char bytes[64];
+	struct rtattr *key = nest(m, NFTA_SET_ELEM_KEY | NLA_F_NESTED);
+	attr(m, NFTA_DATA_VALUE, bytes, unhex(a[3], bytes, sizeof bytes));
+	nest_end(m, key);
+	if (add) {
+		struct rtattr *data = nest(m, NFTA_SET_ELEM_DATA | NLA_F_NESTED);
+		attr(m, NFTA_DATA_VALUE, bytes, unhex(a[4], bytes, sizeof bytes));
+		nest_end(m, data);
+	}
+	nest_end(m, el);
+	nest_end(m, list);
+	m->h.nlmsg_type = (unsigned short)((NFNL_SUBSYS_NFTABLES << 8) | (add ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM));
+	m->h.nlmsg_flags = (unsigned short)(NLM_F_REQUEST | NLM_F_ACK | (add ? NLM_F_CREATE : 0));
+	m->h.nlmsg_seq = ++seq;
+	unsigned want = seq;
+	nfgen(&batch[2], AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
+	batch[2].h.nlmsg_type = NFNL_MSG_BATCH_END;
+	batch[2].h.nlmsg_flags = NLM_F_REQUEST;
+	batch[2].h.nlmsg_seq = ++seq;
+	char out[3 * sizeof(struct msg)];
+	size_t len = 0;
+	for (int i = 0; i < 3; i++) {
+		memcpy(out + len, &batch[i], batch[i].h.nlmsg_len);
+		len += NLMSG_ALIGN(batch[i].h.nlmsg_len);
+	}
+	struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+	if (sendto(nf, out, len, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0)
+		fail("send", errno);
+	int e = wait_ack(nf, want);
+	close(nf);
+	if (e)
+		fail(add ? "add map element" : "delete map element", e);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct {
@@ -286,7 +369,7 @@ int main(int argc, char **argv)
 		void (*run)(char **);
 	} ops[] = {
 		{"bridge", 3, op_bridge}, {"veth", 6, op_veth}, {"enter", 1, op_enter},
-		{"route", 2, op_route},   {"del", 1, op_del},
+		{"route", 2, op_route},   {"del", 1, op_del},    {"elem", 5, op_elem},
 	};
 	nl_open();
 	for (int i = 1; i < argc;) {

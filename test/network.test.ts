@@ -10,6 +10,7 @@ import { spawnSync } from "node:child_process";
 import * as dgram from "node:dgram";
 import * as fs from "node:fs";
 import { get } from "node:http";
+import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { project, rootSkip, tempDir, waitFor } from "./helpers.js";
 import { berth, berthEnv, ok, removeNetworking, sh, type BerthEnv } from "./image-helpers.js";
@@ -20,6 +21,9 @@ let www: string;
 const b = (args: string[], input?: string) => berth(env, args, { extraEnv: { BERTH_RUNTIME_ROOT: runtimeRoot }, ...(input !== undefined ? { input } : {}) });
 const nftMissing = spawnSync("sh", ["-c", "command -v nft"]).status !== 0 ? "nft is not installed (Debian's nftables; ./install.sh installs it)" : false;
 const links = () => fs.readdirSync("/sys/class/net");
+/** This store's nftables table and default bridge (named after its root: see src/network). */
+const tag = () => createHash("sha256").update(env.root).digest("hex").slice(0, 6);
+const portElements = () => spawnSync("nft", ["list", "table", "ip", `berth_${tag()}`], { encoding: "utf8" }).stdout.match(/elements = \{[^}]*\}/g) ?? [];
 
 function httpGet(port: number): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -52,6 +56,9 @@ describe("networking", { skip: rootSkip || nftMissing }, () => {
     if (ids.length) b(["rm", "-f", ...ids]);
     for (const n of ["appnet", "isolated", "fixed"]) b(["network", "rm", n]);
     await removeNetworking(env, runtimeRoot);
+    // nothing of the suite's is left on the host: no table, no bridge, no veth
+    assert.notEqual(spawnSync("nft", ["list", "table", "ip", `berth_${tag()}`]).status, 0, "the suite's nftables table is gone");
+    assert.ok(!links().some((l) => l === `berth${tag()}` || l.startsWith("bv")), `links left: ${links().join(" ")}`);
   });
 
   test("the seeds' -p 8081:80: busybox httpd reached at 127.0.0.1 from the host; port, ps and inspect show it", async () => {
@@ -80,6 +87,7 @@ describe("networking", { skip: rootSkip || nftMissing }, () => {
     assert.deepEqual(ok(b(["ps", "-aq"])).stdout.trim().split("\n"), [id.slice(0, 12)]);
     ok(b(["rm", "-f", "web"]));
     assert.equal(await httpGet(port).catch(() => "refused"), "refused", "the port is unpublished with the container");
+    assert.deepEqual(portElements(), [], "no DNAT element is left");
     assert.ok(!links().some((l) => l.startsWith(`bv${id.slice(0, 10)}`)), "the veth is gone");
   });
 
@@ -168,6 +176,7 @@ describe("networking", { skip: rootSkip || nftMissing }, () => {
     const doc = JSON.parse(fs.readFileSync(join(env.root, "network", "networks.json"), "utf8"));
     assert.deepEqual(doc.ports, [], "the published port is released");
     assert.deepEqual(doc.endpoints, [], "the address is released");
+    assert.deepEqual(portElements(), [], "and its DNAT element");
     // and the same port can be published again
     ok(b(["run", "--rm", "-p", `${port}:80`, "busybox", "true"]));
     ok(b(["rm", id]));

@@ -349,7 +349,8 @@ export class Engine {
       const mode = netMode(hc);
       let endpoints: Endpoint[] = [];
       let ports: PortBinding[] = [];
-      let rules: Promise<void> = Promise.resolve();
+      let stale: PortBinding[] = [];
+      let rules: Promise<boolean> = Promise.resolve(false);
       if (mode.kind === "bridge") {
         // the primary network first (its gateway is the default route), then those connected since
         const eps = rec.NetworkingConfig?.EndpointsConfig ?? {};
@@ -360,8 +361,8 @@ export class Engine {
           return { network, ...(ep?.IPAMConfig?.IPv4Address ? { ip: ep.IPAMConfig.IPv4Address } : {}), ...(ep?.MacAddress ? { mac: ep.MacAddress } : {}), aliases: ep?.Aliases ?? [], names: [rec.Name.slice(1), id.slice(0, 12)] };
         });
         const a = await this.network.allocate(id, requests, portRequests(rec), (c) => this.isActive(c));
-        ({ endpoints, ports, rules } = a);
-        rules.catch(() => {}); // awaited before start; this keeps an early failure from being unhandled
+        ({ endpoints, ports, stale, rules } = a);
+        rules.catch(() => {}); // awaited in plumb; this keeps an early failure from being unhandled
         trace("start: network allocated");
       }
       // user networks have berth's DNS (on their gateway): names of the other containers resolve
@@ -417,9 +418,8 @@ export class Engine {
       const pid = Number(fs.readFileSync(join(dir, "pid"), "utf8"));
       trace("start: runtime created");
       if (endpoints.length) {
-        await this.network.plumb(`/proc/${pid}/ns/net`, endpoints);
+        await this.network.plumb(`/proc/${pid}/ns/net`, endpoints, { add: ports, stale, rules });
         if (dns) await this.network.ensureDns([...berthCommand(this.root), "internal-dns"], dns[0]!);
-        await rules;
         trace("start: network plumbed");
       }
       await beforeStart?.(id);
@@ -699,7 +699,7 @@ export class Engine {
         try {
           await this.network.plumb(`/proc/${cur.state.Pid}/ns/net`, a.endpoints);
         } catch (e) {
-          await this.network.release(id, net.Id);
+          await this.network.release(id, net.Id, { links: true });
           throw e;
         }
         const held = this.network.store.held(id);
@@ -722,7 +722,7 @@ export class Engine {
       const eps = { ...(cur.rec.NetworkingConfig?.EndpointsConfig ?? {}) };
       const attached = cur.state.Running ? this.network.store.held(id).endpoints.some((e) => e.Network === net.Id) : !!eps[net.Name] || cur.rec.HostConfig.NetworkMode === net.Name;
       if (!attached) throw precondition(`container ${cur.rec.Id.slice(0, 12)} is not connected to network ${net.Name}`);
-      if (cur.state.Running) await this.network.release(id, net.Id);
+      if (cur.state.Running) await this.network.release(id, net.Id, { links: true });
       delete eps[net.Name];
       const hc = cur.rec.HostConfig.NetworkMode === net.Name || (net.Name === "bridge" && ["default", "bridge"].includes(cur.rec.HostConfig.NetworkMode)) ? { ...cur.rec.HostConfig, NetworkMode: "none" } : cur.rec.HostConfig;
       this.containers.writeConfig({ ...cur.rec, HostConfig: hc, NetworkingConfig: { EndpointsConfig: eps } });

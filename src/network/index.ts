@@ -46,24 +46,46 @@ export class Networking {
     this.marker = join(runDir, `rules-${this.table}`);
   }
 
-  /** Allocate a container's endpoints and ports; the rules follow (await `rules`). */
-  async allocate(container: string, requests: EndpointRequest[], ports: PortRequest[], active: (id: string) => boolean): Promise<{ endpoints: Endpoint[]; ports: PortBinding[]; rules: Promise<void> }> {
+  /**
+   * Allocate a container's endpoints and ports. `rules` settles when the table is current (most
+   * starts: at once); plumb() then adds the ports' map elements.
+   */
+  async allocate(container: string, requests: EndpointRequest[], ports: PortRequest[], active: (id: string) => boolean): Promise<{ endpoints: Endpoint[]; ports: PortBinding[]; stale: PortBinding[]; rules: Promise<boolean> }> {
     const r = await this.store.attach(container, requests, ports, active);
-    return { endpoints: r.endpoints, ports: r.ports, rules: this.syncRules(r.generation) };
+    return { endpoints: r.endpoints, ports: r.ports, stale: r.reclaimed, rules: this.syncRules(r.generation) };
   }
 
-  /** Bring the rules to the store's generation (nothing to do when they are already there). */
-  async syncRules(generation = this.store.read().generation): Promise<void> {
-    if (rulesCurrent(this.marker, generation)) return;
+  /**
+   * Bring the table to the store's generation; true when it was written whole (it then holds
+   * every port of the store already). `force` rewrites it whatever the marker says.
+   */
+  async syncRules(generation = this.store.read().generation, force = false): Promise<boolean> {
+    if (!force && rulesCurrent(this.marker, generation)) return false;
     const doc = this.store.read();
     await applyRuleset({ table: this.table, networks: doc.networks.map((net) => ({ net, bridge: bridgeName(net) })), ports: doc.ports });
     fs.writeFileSync(this.marker, String(doc.generation));
+    return true;
   }
 
-  /** Plumb endpoints into the network namespace at nsPath: bridge (made if missing), veth, address, routes. */
-  async plumb(nsPath: string, endpoints: Endpoint[]): Promise<void> {
+  /** berth-net operations that add (or delete) the map elements of published ports. */
+  private elemOps(op: "add" | "del", ports: PortBinding[]): string[] {
+    return ports.flatMap((p) => {
+      const any = !p.HostIp || p.HostIp === "0.0.0.0";
+      const key = any ? hexPort(p.HostPort) : `${hexIp(p.HostIp)}${hexPort(p.HostPort)}0000`;
+      return ["elem", op, this.table, `published_${p.Proto}${any ? "" : "_ip"}`, key, op === "add" ? `${hexIp(p.ContainerIp)}${hexPort(p.ContainerPort)}0000` : "-"];
+    });
+  }
+
+  /**
+   * Plumb endpoints into the network namespace at nsPath: bridge (made if missing), veth, address,
+   * routes; publish `ports` and unpublish `stale` ones (after `rules` settled: the table exists).
+   */
+  async plumb(nsPath: string, endpoints: Endpoint[], ports: { add: PortBinding[]; stale: PortBinding[]; rules: Promise<boolean> } = { add: [], stale: [], rules: Promise.resolve(false) }): Promise<void> {
     if (!endpoints.length) return;
     const args: string[] = [];
+    const rewritten = await ports.rules;
+    // a table written whole already has every port of the store, and none of the stale ones
+    if (!rewritten) args.push(...this.elemOps("del", ports.stale), ...this.elemOps("add", ports.add));
     const nets = new Map(this.store.read().networks.map((n) => [n.Id, n]));
     for (const e of endpoints) {
       const n = nets.get(e.Network);
@@ -77,7 +99,14 @@ export class Networking {
       args.push("addr", e.ContainerIf, `${e.IPAddress}/${e.IPPrefixLen}`, "up", e.ContainerIf);
       if (i === 0 && !nets.get(e.Network)!.Internal) args.push("route", "default", e.Gateway);
     }
-    await run(buildBinary("berth-net"), args);
+    try {
+      await run(buildBinary("berth-net"), args);
+    } catch (e) {
+      // a map element that was there already (or missing): the table is rewritten from the store
+      if (!/map element/.test((e as Error).message)) throw e;
+      await this.syncRules(undefined, true);
+      await run(buildBinary("berth-net"), args.filter((_, i) => !isElemArg(args, i)));
+    }
     // the host's loopback may reach published ports (DNAT from 127.0.0.1 to the bridge)
     for (const e of endpoints) {
       try {
@@ -126,12 +155,21 @@ export class Networking {
     }
   }
 
-  /** Give back a container's endpoints and ports (and its veths, if its namespace outlives it). */
-  async release(container: string, networkRef?: string): Promise<void> {
+  /**
+   * Give back a container's endpoints and ports. Its veths go with its network namespace; with
+   * `links` (a disconnect from a running container) they are deleted here.
+   */
+  async release(container: string, networkRef?: string, opts: { links?: boolean } = {}): Promise<void> {
     const r = await this.store.release(container, networkRef);
-    const links = r.endpoints.map((e) => e.HostIf).filter((l) => fs.existsSync(`/sys/class/net/${l}`));
-    if (links.length) await run(buildBinary("berth-net"), links.flatMap((l) => ["del", l]));
-    if (r.ports.length) await this.syncRules(r.generation);
+    const links = opts.links ? r.endpoints.map((e) => e.HostIf).filter((l) => fs.existsSync(`/sys/class/net/${l}`)) : [];
+    const args = [...links.flatMap((l) => ["del", l]), ...this.elemOps("del", r.ports)];
+    if (!args.length) return;
+    try {
+      await run(buildBinary("berth-net"), args);
+    } catch (e) {
+      if (!/map element/.test((e as Error).message)) throw e;
+      await this.syncRules(undefined, true);
+    }
   }
 
   /** Remove a network: its record, its bridge, its rules. */
@@ -150,6 +188,15 @@ export class Networking {
     await removeRuleset(this.table).catch(() => {});
     fs.rmSync(this.marker, { force: true });
   }
+}
+
+const hexPort = (p: number) => p.toString(16).padStart(4, "0");
+const hexIp = (ip: string) => ip.split(".").map((x) => Number(x).toString(16).padStart(2, "0")).join("");
+
+/** Whether args[i] belongs to an `elem` operation (6 words: elem add|del TABLE MAP KEY DATA). */
+function isElemArg(args: string[], i: number): boolean {
+  for (let j = Math.max(0, i - 5); j <= i; j++) if (args[j] === "elem" && i - j < 6) return true;
+  return false;
 }
 
 function run(cmd: string, args: string[]): Promise<void> {

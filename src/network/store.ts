@@ -6,7 +6,6 @@
  */
 import * as fs from "node:fs";
 import { createServer } from "node:net";
-import * as dgram from "node:dgram";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { BerthError, exists, invalid, notFound, precondition } from "../common/errors.js";
@@ -59,7 +58,7 @@ interface Doc {
   networks: NetworkRecord[];
   endpoints: Endpoint[];
   ports: PortBinding[];
-  /** bumped when the firewall rules derived from this document change */
+  /** bumped when the firewall's table must be rewritten (networks made or removed); published ports are map elements, changed one by one */
   generation: number;
 }
 
@@ -194,9 +193,9 @@ export class NetworkStore {
    * and against the host itself. `active` says whether a container still runs; anything held by
    * one that does not is reclaimed first.
    */
-  async attach(container: string, requests: EndpointRequest[], ports: PortRequest[], active: (id: string) => boolean): Promise<{ endpoints: Endpoint[]; ports: PortBinding[]; generation: number }> {
+  async attach(container: string, requests: EndpointRequest[], ports: PortRequest[], active: (id: string) => boolean): Promise<{ endpoints: Endpoint[]; ports: PortBinding[]; reclaimed: PortBinding[]; generation: number }> {
     return this.update(async (doc) => {
-      reclaim(doc, active, container);
+      const reclaimed = reclaim(doc, active, container);
       const endpoints: Endpoint[] = [];
       for (const [i, r] of requests.entries()) {
         let n: NetworkRecord;
@@ -260,8 +259,7 @@ export class NetworkStore {
         bound.push({ Container: container, Proto: p.proto, HostIp: p.hostIp, HostPort: hostPort, ContainerIp: ip!, ContainerPort: p.containerPort });
       }
       doc.ports.push(...bound);
-      if (bound.length) doc.generation++;
-      return { endpoints, ports: bound, generation: doc.generation };
+      return { endpoints, ports: bound, reclaimed, generation: doc.generation };
     });
   }
 
@@ -273,7 +271,6 @@ export class NetworkStore {
       const ports = netId ? [] : doc.ports.filter((p) => p.Container === container);
       doc.endpoints = doc.endpoints.filter((e) => !endpoints.includes(e));
       doc.ports = doc.ports.filter((p) => !ports.includes(p));
-      if (ports.length) doc.generation++;
       return { endpoints, ports, generation: doc.generation };
     });
   }
@@ -285,13 +282,14 @@ export class NetworkStore {
   }
 }
 
-function reclaim(doc: Doc, active: (id: string) => boolean, except: string): void {
+/** Drop what containers that no longer run hold; the ports dropped are returned (their map elements must go). */
+function reclaim(doc: Doc, active: (id: string) => boolean, except: string): PortBinding[] {
   const stale = new Set([...doc.endpoints.map((e) => e.Container), ...doc.ports.map((p) => p.Container)].filter((c) => c !== except && !active(c)));
-  if (!stale.size) return;
+  if (!stale.size) return [];
   doc.endpoints = doc.endpoints.filter((e) => !stale.has(e.Container));
-  const before = doc.ports.length;
+  const dropped = doc.ports.filter((p) => stale.has(p.Container));
   doc.ports = doc.ports.filter((p) => !stale.has(p.Container));
-  if (doc.ports.length !== before) doc.generation++;
+  return dropped;
 }
 
 function createIn(doc: Doc, opts: { Name: string; Subnet?: string; Gateway?: string; Internal?: boolean; Labels?: Record<string, string>; Options?: Record<string, string> }, defaultBridge: string): NetworkRecord {
@@ -337,7 +335,8 @@ function createIn(doc: Doc, opts: { Name: string; Subnet?: string; Gateway?: str
 }
 
 /** Bind the port on the host for a moment: the port it got (port 0 picks one), or undefined if taken. */
-function hostPortFree(proto: "tcp" | "udp", ip: string, port: number): Promise<number | undefined> {
+async function hostPortFree(proto: "tcp" | "udp", ip: string, port: number): Promise<number | undefined> {
+  const dgram = proto === "udp" ? await import("node:dgram") : undefined;
   return new Promise((resolve) => {
     if (proto === "tcp") {
       const s = createServer();
@@ -347,7 +346,7 @@ function hostPortFree(proto: "tcp" | "udp", ip: string, port: number): Promise<n
         s.close(() => resolve(got));
       });
     } else {
-      const s = dgram.createSocket("udp4");
+      const s = dgram!.createSocket("udp4");
       s.once("error", () => resolve(undefined));
       s.bind({ address: ip, port, exclusive: true }, () => {
         const got = s.address().port;

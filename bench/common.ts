@@ -1,0 +1,31 @@
+/** What the CLI benches share: the environment users have, timing, and berth through its launcher. */
+import { spawnSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const project = join(dirname(fileURLToPath(import.meta.url)), "../..");
+/** NODE_EXTRA_CA_CERTS is unset: it is not set on users' machines and slows every node start. */
+export const env: NodeJS.ProcessEnv = { ...process.env };
+delete env.NODE_EXTRA_CA_CERTS;
+export const have = (cmd: string) => spawnSync("sh", ["-c", `command -v ${cmd}`]).status === 0;
+export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+export function must(cmd: string, args: string[], input?: Buffer): string {
+  const r = spawnSync(cmd, args, { env, input, maxBuffer: 1 << 28 });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")}: exit ${r.status}: ${r.stderr}`);
+  return r.stdout.toString();
+}
+
+export function time(cmd: string, args: string[]): number {
+  const t = process.hrtime.bigint();
+  must(cmd, args);
+  return Number(process.hrtime.bigint() - t) / 1e6;
+}
+
+/** A launcher in `dir` that runs the bundle as the installed command does (with V8's code cache). */
+export function berthLauncher(dir: string): string {
+  const cli = join(dir, "berth-cli.cjs");
+  writeFileSync(cli, `globalThis.berthBuildDir = ${JSON.stringify(join(project, "build"))};\nrequire(${JSON.stringify(join(project, "scripts/launcher.cjs"))})(${JSON.stringify(join(project, "dist/berth.cjs"))});\n`);
+  return cli;
+}
