@@ -182,3 +182,88 @@ describe("networking", { skip: rootSkip || nftMissing }, () => {
     ok(b(["rm", id]));
   });
 });
+
+const nftTables = () => (spawnSync("nft", ["list", "tables"], { encoding: "utf8" }).stdout ?? "").split("\n").filter(Boolean).map((l) => l.replace(/^table /, ""));
+
+/** iptables chains whose names start with CNI- (what the CNI plugins make), per table. */
+function cniChains(): string[] {
+  const r = spawnSync("iptables-save", [], { encoding: "utf8" });
+  let table = "";
+  const out: string[] = [];
+  for (const l of (r.stdout ?? "").split("\n")) {
+    if (l.startsWith("*")) table = l.slice(1);
+    const m = /^:(CNI-\S+)/.exec(l);
+    if (m) out.push(`${table} ${m[1]}`);
+  }
+  return out;
+}
+
+/** Remove CNI chains the test made (the plugins leave their top-level chains): jumps first, then the chains. */
+function removeChains(chains: string[]): void {
+  for (const c of chains) {
+    const [table, chain] = c.split(" ") as [string, string];
+    const rules = spawnSync("iptables", ["-t", table, "-S"], { encoding: "utf8" }).stdout ?? "";
+    for (const rule of rules.split("\n").filter((r) => r.startsWith("-A ") && r.includes(`-j ${chain}`)))
+      spawnSync("sh", ["-c", `iptables -t ${table} ${rule.replace(/^-A /, "-D ")}`]);
+  }
+  for (const c of chains) spawnSync("iptables", ["-t", c.split(" ")[0]!, "-F", c.split(" ")[1]!]);
+  for (const c of chains) spawnSync("iptables", ["-t", c.split(" ")[0]!, "-X", c.split(" ")[1]!]);
+}
+
+const cniMissing = !fs.existsSync("/usr/lib/cni/bridge") ? "Debian's containernetworking-plugins is not installed (test/setup.sh installs it)" : spawnSync("sh", ["-c", "command -v iptables-save"]).status !== 0 ? "iptables is not installed (the portmap plugin needs it)" : false;
+
+describe("CNI networks", { skip: rootSkip || nftMissing || cniMissing }, () => {
+  test("a conflist run by Debian's plugins (bridge, host-local, portmap, firewall): address, published port, DEL on rm", async () => {
+    if (!env) {
+      env = berthEnv();
+      runtimeRoot = tempDir("berth-test-rt-");
+    }
+    const before = new Set(cniChains());
+    const tablesBefore = new Set(nftTables());
+    const dir = tempDir("berth-cni-");
+    const conflist = join(dir, "test.conflist");
+    fs.writeFileSync(
+      conflist,
+      JSON.stringify({
+        cniVersion: "1.0.0",
+        name: "ignored",
+        plugins: [
+          { type: "bridge", bridge: "berthcni-t", isGateway: true, ipMasq: true, ipam: { type: "host-local", ranges: [[{ subnet: "10.213.90.0/24" }]], routes: [{ dst: "0.0.0.0/0" }], dataDir: join(dir, "ipam") } },
+          { type: "portmap", capabilities: { portMappings: true }, snat: true },
+          { type: "firewall" },
+        ],
+      }),
+    );
+    try {
+      ok(b(["network", "create", "-d", "cni", "-o", `conflist=${conflist}`, "cnitest"]));
+      assert.match(ok(b(["network", "ls", "--format", "{{.Name}} {{.Driver}}"])).stdout, /^cnitest cni$/m);
+      const port = freePort();
+      ok(b(["run", "-d", "--name", "cni1", "--network", "cnitest", "-p", `${port}:80`, "-v", `${www}:/www`, "busybox", "httpd", "-f", "-p", "80", "-h", "/www"]));
+      const ip = ok(b(["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "cni1"])).stdout.trim();
+      assert.match(ip, /^10\.213\.90\.\d+$/, "host-local's address");
+      assert.match(ok(b(["exec", "cni1", "ip", "-4", "addr", "show", "eth0"])).stdout, new RegExp(`inet ${ip.replace(/\./g, "\\.")}/24`));
+      assert.ok(fs.existsSync(join(dir, "ipam", "cnitest", ip)), "host-local recorded the address");
+      // from another container on the same CNI network, and from the host through portmap
+      assert.equal(ok(b(["run", "--rm", "--network", "cnitest", "busybox", "wget", "-qO-", `http://${ip}/`])).stdout, "hello from berth httpd\n");
+      let body = "";
+      for (let i = 0; i < 30 && !body; i++) body = await httpGet(port).catch(() => "");
+      assert.equal(body, "hello from berth httpd\n", "portmap's published port answers on 127.0.0.1");
+      ok(b(["rm", "-f", "cni1"]));
+      assert.ok(!fs.existsSync(join(dir, "ipam", "cnitest", ip)), "DEL gave the address back");
+      assert.equal(await httpGet(port).catch(() => "refused"), "refused");
+      const busy = b(["network", "rm", "nope-cni"]);
+      assert.equal(busy.code, 1);
+      ok(b(["network", "rm", "cnitest"]));
+    } finally {
+      b(["rm", "-f", "cni1"]);
+      b(["network", "rm", "cnitest"]);
+      spawnSync(join(project, "build/berth-net"), ["del", "berthcni-t"]);
+      removeChains(cniChains().filter((c) => !before.has(c)));
+      // iptables-nft made its tables for the plugins' rules: gone again if the test made them
+      for (const t of nftTables()) if (!tablesBefore.has(t)) spawnSync("nft", ["delete", "table", ...t.split(" ")]);
+    }
+    assert.deepEqual(nftTables().filter((t) => !tablesBefore.has(t)), [], "no nftables table is left");
+    assert.deepEqual(cniChains().filter((c) => !before.has(c)), [], "no iptables chain of the plugins is left");
+    assert.ok(!links().includes("berthcni-t"));
+  });
+});

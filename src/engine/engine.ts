@@ -18,11 +18,12 @@ import { Runtime, parseSignal } from "../runtime/index.js";
 import { pidAlive } from "../images/content.js";
 import { buildSpec, capabilitiesFor, resolveUser, resourcesFor } from "./spec.js";
 import { Networking, type Endpoint, type PortBinding } from "../network/index.js";
+import { seccompFromProfile, type Seccomp } from "../security/index.js";
 import { hostsFile, netMode, networkSettings, portRequests, resolvConf } from "./net.js";
 import { ContainerStore, initialState, zeroTime, type ContainerRecord, type ContainerState, type MountPoint } from "./store.js";
 import { VolumeStore } from "../volumes/index.js";
 import { EventLog } from "./events.js";
-import type { CreateRequest, MountSpec } from "./types.js";
+import type { CreateRequest, MountSpec, NetworkSettings } from "./types.js";
 
 export interface EngineOptions {
   /** berth's store (images, containers, volumes): /var/lib/berth or $BERTH_ROOT. */
@@ -179,7 +180,7 @@ export class Engine {
     for (const m of req.HostConfig.Mounts ?? []) if (m.Type === "bind" && (!m.Source || !fs.existsSync(m.Source))) throw invalid(`invalid mount config for type "bind": bind source path does not exist: ${m.Source ?? ""}`);
     trace("create: request checked");
     const mode = netMode(req.HostConfig);
-    if (mode.kind === "bridge" && mode.network !== "bridge") this.network.store.get(mode.network); // docker: network X not found
+    if (mode.kind === "bridge" && mode.network !== "bridge" && !this.network.cniNetwork(mode.network)) this.network.store.get(mode.network); // docker: network X not found
     if (mode.kind !== "bridge" && (Object.keys(req.HostConfig.PortBindings ?? {}).length || req.HostConfig.PublishAllPorts) && mode.kind !== "host")
       throw invalid(`conflicting options: port publishing and the ${mode.kind} network mode`);
     for (const [name, ep] of Object.entries(req.NetworkingConfig?.EndpointsConfig ?? {}))
@@ -346,7 +347,9 @@ export class Engine {
       const mounts = this.specMounts(rec);
       // the network: addresses and ports now (the rules are written meanwhile), the veth once the
       // container's namespace exists
-      const mode = netMode(hc);
+      let mode = netMode(hc);
+      const cni = mode.kind === "bridge" && mode.network !== "bridge" ? this.network.cniNetwork(mode.network) : undefined;
+      if (cni) mode = { kind: "cni", network: cni.list.name };
       let endpoints: Endpoint[] = [];
       let ports: PortBinding[] = [];
       let stale: PortBinding[] = [];
@@ -377,11 +380,11 @@ export class Engine {
         mounts.push({ destination: `/etc/${name}`, type: "bind", source: join(dir, name), options: ["rbind", "rprivate", hc.ReadonlyRootfs ? "ro" : "rw"] });
       }
       const sec = hc.SecurityOpt ?? [];
-      let seccomp: "unconfined" | undefined;
+      let seccomp: "unconfined" | Seccomp | undefined;
       for (const o of sec) {
         const [k, val] = o.includes("=") ? [o.slice(0, o.indexOf("=")), o.slice(o.indexOf("=") + 1)] : o.split(":");
         if (k === "seccomp" && val === "unconfined") seccomp = "unconfined";
-        else if (k === "seccomp") seccomp = undefined; // a profile file: read by the CLI into SecurityOpt as seccomp=<json>
+        else if (k === "seccomp" && val) seccomp = seccompFromProfile(val, { capabilities: capabilitiesFor(hc) }); // the profile's JSON, as docker sends it
       }
       const spec = buildSpec({
         rec,
@@ -417,6 +420,18 @@ export class Engine {
       const monitorPid = Number(fs.readFileSync(join(dir, "monitor.pid"), "utf8"));
       const pid = Number(fs.readFileSync(join(dir, "pid"), "utf8"));
       trace("start: runtime created");
+      let cniSettings: NetworkSettings | undefined;
+      if (cni) {
+        // a CNI network: its plugins configure the namespace; the address goes into /etc/hosts now
+        const result = await this.network.cniAttach(id, cni.list.name, `/proc/${pid}/ns/net`, portRequests(rec));
+        const ips = (result.ips ?? []).filter((i) => !i.address.includes(":"));
+        const addr = ips[0]?.address.split("/") ?? [];
+        fs.writeFileSync(join(dir, "hosts"), hostsFile(rec.Config.Hostname, addr[0] ? [addr[0]] : [], hc.ExtraHosts ?? [], ips[0]?.gateway));
+        cniSettings = networkSettings(pid, [], [], [], rec);
+        cniSettings.Networks[cni.list.name] = { NetworkID: cni.list.name, EndpointID: "", Gateway: ips[0]?.gateway ?? "", IPAddress: addr[0] ?? "", IPPrefixLen: Number(addr[1] ?? 0), MacAddress: result.interfaces?.find((i) => i.sandbox)?.mac ?? "", Aliases: null, DNSNames: null };
+        for (const p of portRequests(rec)) (cniSettings.Ports[`${p.containerPort}/${p.proto}`] ??= []).push({ HostIp: p.hostIp, HostPort: String(p.hostPort) });
+        trace("start: CNI plugins done");
+      }
       if (endpoints.length) {
         await this.network.plumb(`/proc/${pid}/ns/net`, endpoints, { add: ports, stale, rules });
         if (dns) await this.network.ensureDns([...berthCommand(this.root), "internal-dns"], dns[0]!);
@@ -444,7 +459,7 @@ export class Engine {
         StoppedByUser: false,
         RestartRequested: false,
         ...(health.length ? { Health: { Status: "starting", FailingStreak: 0, Log: [] } } : { Health: undefined }),
-        NetworkSettings: networkSettings(pid, endpoints, ports, endpoints.length ? this.network.store.read().networks : [], rec),
+        NetworkSettings: cniSettings ?? networkSettings(pid, endpoints, ports, endpoints.length ? this.network.store.read().networks : [], rec),
       });
       this.emit(rec, state.Restarting ? "restart" : "start");
     } catch (e) {
@@ -470,9 +485,10 @@ export class Engine {
 
   /** Unmount the rootfs and remove the runtime's record (the container is not running). */
   private async teardown(id: string): Promise<void> {
-    if (this.networking || fs.existsSync(join(this.root, "network", "networks.json"))) {
+    if (this.networking || fs.existsSync(join(this.root, "network"))) {
       const held = this.network.store.held(id);
       if (held.endpoints.length || held.ports.length) await this.network.release(id).catch(() => {});
+      if (this.network.cniState(id)) await this.network.cniDetach(id).catch(() => {});
     }
     try {
       await this.runtime.delete(id, { force: true });
@@ -946,4 +962,5 @@ function validateRequest(req: CreateRequest): void {
   if (req.HostConfig.AutoRemove && p.Name && p.Name !== "no") throw invalid("Conflicting options: --restart and --rm");
   if (!["json-file", "none"].includes(req.HostConfig.LogConfig.Type)) throw invalid(`unknown log opt driver ${req.HostConfig.LogConfig.Type}: berth writes json-file (or none)`);
   for (const k of Object.keys(req.HostConfig.LogConfig.Config)) if (!["max-size", "max-file", "compress", "labels", "env", "tag"].includes(k)) throw invalid(`unknown log opt '${k}' for json-file log driver`);
+  for (const o of req.HostConfig.SecurityOpt ?? []) if (o.startsWith("seccomp=") && o !== "seccomp=unconfined") seccompFromProfile(o.slice("seccomp=".length), { capabilities: [] });
 }

@@ -28,16 +28,37 @@ export class EventLog {
     const e: BerthEvent = { Type: type, Action: action, Actor: { ID: id, Attributes: attributes }, scope: "local", time: Number(ns / 1_000_000_000n), timeNano: Number(ns) };
     try {
       fs.appendFileSync(this.path, JSON.stringify(e) + "\n");
+      // rotated at 8 MiB: the last two files are kept (readers read both)
+      if (fs.statSync(this.path).size > MAX_LOG) fs.renameSync(this.path, `${this.path}.1`);
     } catch {
       /* events are best effort: a full disk must not fail the operation */
     }
   }
 
   async *read(opts: { sinceNs?: bigint; untilNs?: bigint; follow?: boolean }): AsyncGenerator<BerthEvent> {
+    // the rotated file first, then the current one (followed across rotations)
+    let rotated = "";
+    try {
+      rotated = fs.readFileSync(`${this.path}.1`, "utf8");
+    } catch {
+      /* not rotated yet */
+    }
+    for (const l of rotated.split("\n")) {
+      const e = parseEvent(l);
+      if (!e || (opts.sinceNs !== undefined && BigInt(e.timeNano) < opts.sinceNs)) continue;
+      if (opts.untilNs !== undefined && BigInt(e.timeNano) > opts.untilNs) return;
+      yield e;
+    }
     let offset = 0;
     let partial = "";
+    let ino: number | undefined;
     for (;;) {
       const st = fs.statSync(this.path, { throwIfNoEntry: false });
+      if (st && ino !== undefined && st.ino !== ino) {
+        offset = 0; // rotated while we followed
+        partial = "";
+      }
+      if (st) ino = st.ino;
       if (st && st.size > offset) {
         const fd = fs.openSync(this.path, "r");
         const buf = Buffer.alloc(st.size - offset);
@@ -47,12 +68,8 @@ export class EventLog {
         const lines = (partial + buf.toString("utf8")).split("\n");
         partial = lines.pop() ?? "";
         for (const l of lines) {
-          let e: BerthEvent;
-          try {
-            e = JSON.parse(l) as BerthEvent;
-          } catch {
-            continue;
-          }
+          const e = parseEvent(l);
+          if (!e) continue;
           if (opts.sinceNs !== undefined && BigInt(e.timeNano) < opts.sinceNs) continue;
           if (opts.untilNs !== undefined && BigInt(e.timeNano) > opts.untilNs) return;
           yield e;
@@ -63,5 +80,15 @@ export class EventLog {
       if (opts.untilNs !== undefined && BigInt(Date.now()) * 1_000_000n > opts.untilNs) return;
       await sleep(100);
     }
+  }
+}
+
+const MAX_LOG = 8 << 20;
+
+function parseEvent(line: string): BerthEvent | undefined {
+  try {
+    return line ? (JSON.parse(line) as BerthEvent) : undefined;
+  } catch {
+    return undefined;
   }
 }

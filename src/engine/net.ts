@@ -8,7 +8,7 @@ import type { Endpoint, NetworkRecord, PortBinding, PortRequest } from "../netwo
 import type { ContainerRecord } from "./store.js";
 import type { HostConfig, NetworkSettings } from "./types.js";
 
-export type NetMode = { kind: "bridge"; network: string } | { kind: "none" } | { kind: "host" } | { kind: "container"; ref: string };
+export type NetMode = { kind: "bridge"; network: string } | { kind: "cni"; network: string } | { kind: "none" } | { kind: "host" } | { kind: "container"; ref: string };
 
 export function netMode(hc: HostConfig): NetMode {
   const m = hc.NetworkMode || "default";

@@ -13,12 +13,14 @@ import { BerthError } from "../common/errors.js";
 import { buildBinary } from "../common/paths.js";
 import { FileLock } from "../common/lock.js";
 import { serveDns } from "./dns.js";
+import { cniAdd, cniDel, conflists, findConflist, readConflist, type CniConflist, type CniPortMapping, type CniResult } from "./cni.js";
 import { applyRuleset, removeRuleset, rulesCurrent } from "./rules.js";
 import { bridgeName, DEFAULT_BRIDGE, NetworkStore, type Endpoint, type EndpointRequest, type NetworkRecord, type PortBinding, type PortRequest } from "./store.js";
 
 export { NetworkStore, bridgeName, DEFAULT_NETWORK, type NetworkRecord, type Endpoint, type PortBinding, type PortRequest, type EndpointRequest } from "./store.js";
 export { parsePublish, type PublishSpec } from "./ports.js";
 export { ruleset } from "./rules.js";
+export { readConflist, type CniConflist, type CniResult } from "./cni.js";
 
 const MTU = 1500;
 
@@ -178,6 +180,82 @@ export class Networking {
     await run(buildBinary("berth-net"), ["del", bridgeName(n)]);
     await this.syncRules();
     return n;
+  }
+
+  // ---- CNI networks
+
+  /** Where `network create -d cni` keeps conflists (beside /etc/cni/net.d, which is read too). */
+  get cniDir(): string {
+    return join(this.root, "network", "cni");
+  }
+
+  cniNetworks(): Array<{ file: string; list: CniConflist }> {
+    return conflists(this.cniDir).filter((c) => !this.store.read().networks.some((n) => n.Name === c.list.name));
+  }
+
+  /** The CNI network of that name, when no bridge network has it. */
+  cniNetwork(name: string): { file: string; list: CniConflist } | undefined {
+    if (this.store.read().networks.some((n) => n.Name === name) || name === "bridge") return undefined;
+    return findConflist(this.cniDir, name);
+  }
+
+  async createCni(name: string, conflistFile: string): Promise<CniConflist> {
+    if (this.store.read().networks.some((n) => n.Name === name) || findConflist(this.cniDir, name)) throw new BerthError("AlreadyExists", `network with name ${name} already exists`);
+    const list = { ...readConflist(conflistFile), name };
+    fs.mkdirSync(this.cniDir, { recursive: true });
+    fs.writeFileSync(join(this.cniDir, `${name}.conflist`), JSON.stringify(list, null, 2));
+    return list;
+  }
+
+  removeCni(name: string): void {
+    const c = findConflist(this.cniDir, name);
+    if (!c) throw new BerthError("NotFound", `network ${name} not found`);
+    if (!c.file.startsWith(this.cniDir)) throw new BerthError("FailedPrecondition", `network ${name} is defined by ${c.file}: remove that file to remove it`);
+    if (fs.readdirSync(this.cniStateDir, { withFileTypes: true }).some((d) => d.isFile() && this.cniState(d.name.replace(/\.json$/, ""))?.network === name))
+      throw new BerthError("FailedPrecondition", `error while removing network: network ${name} has active endpoints`);
+    fs.rmSync(c.file);
+  }
+
+  private get cniStateDir(): string {
+    const d = join(this.root, "network", "cni-state");
+    fs.mkdirSync(d, { recursive: true });
+    return d;
+  }
+
+  cniState(container: string): { network: string; file: string; result: CniResult; portMappings: CniPortMapping[]; netns: string } | undefined {
+    try {
+      return JSON.parse(fs.readFileSync(join(this.cniStateDir, `${container}.json`), "utf8"));
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Run the network's plugins (ADD) for a container whose namespace is at nsPath; the result is kept for DEL. */
+  async cniAttach(container: string, name: string, nsPath: string, ports: PortRequest[]): Promise<CniResult> {
+    const c = this.cniNetwork(name);
+    if (!c) throw new BerthError("NotFound", `network ${name} not found`);
+    if (ports.some((p) => !p.hostPort)) throw new BerthError("InvalidArgument", `network ${name} is a CNI network: publish ports with an explicit host port (-p HOST:CONTAINER)`);
+    const portMappings = ports.map((p) => ({ hostPort: p.hostPort, containerPort: p.containerPort, protocol: p.proto, ...(p.hostIp && p.hostIp !== "0.0.0.0" ? { hostIP: p.hostIp } : {}) }));
+    const result = await cniAdd(c.list, { containerId: container, netns: nsPath, ifname: "eth0", portMappings });
+    fs.writeFileSync(join(this.cniStateDir, `${container}.json`), JSON.stringify({ network: name, file: c.file, result, portMappings, netns: nsPath }));
+    return result;
+  }
+
+  /** DEL for a container attached to a CNI network (its namespace may be gone: plugins cope). */
+  async cniDetach(container: string): Promise<void> {
+    const st = this.cniState(container);
+    if (!st) return;
+    let list: CniConflist;
+    try {
+      list = readConflist(st.file);
+    } catch {
+      list = findConflist(this.cniDir, st.network)?.list ?? { cniVersion: "1.0.0", name: st.network, plugins: [] };
+    }
+    try {
+      await cniDel(list, { containerId: container, netns: st.netns, ifname: "eth0", prevResult: st.result, portMappings: st.portMappings });
+    } finally {
+      fs.rmSync(join(this.cniStateDir, `${container}.json`), { force: true });
+    }
   }
 
   /** Everything berth made on the host for this store, gone (the last network removed, tests). */

@@ -1,13 +1,14 @@
 /** berth's container commands, with docker's flags, output and exit codes. */
 import { trace } from "../../common/trace.js";
 import * as fs from "node:fs";
-import { BerthError, invalid, unsupported } from "../../common/errors.js";
+import { BerthError, invalid } from "../../common/errors.js";
 import { containerInspect, containerSummary, defaultContainerConfig, defaultHostConfig, parseSize, readLogs, type CreateRequest } from "../../engine/index.js";
 import { inspectImage, packDirectory, parseReference } from "../../images/index.js";
 import { parsePublish } from "../../network/ports.js";
+import { seccompFromProfile } from "../../security/index.js";
 import { list, parse, str, UsageError, type Flag, type FlagValues } from "../pflag.js";
 import { printInspect } from "./images.js";
-import { ago, humanDuration, render } from "./output.js";
+import { ago, humanDuration, humanSize, render } from "./output.js";
 import { ProgressView } from "./progress.js";
 import type { Context } from "./context.js";
 
@@ -258,8 +259,18 @@ export function createRequest(flags: FlagValues, args: string[]): CreateRequest 
     const [k, v] = o.includes("=") ? [o.slice(0, o.indexOf("=")), o.slice(o.indexOf("=") + 1)] : o.split(":");
     if (k === "no-new-privileges") sec.push(`no-new-privileges${v === undefined ? "" : `:${v}`}`);
     else if (k === "seccomp") {
-      if (v !== "unconfined") throw unsupported("--security-opt seccomp=<profile file> is not supported yet (seccomp=unconfined is); berth applies Docker's default profile");
-      sec.push("seccomp=unconfined");
+      if (v === "unconfined") sec.push("seccomp=unconfined");
+      else {
+        // as the docker CLI does: the file's content travels in the request
+        let text: string;
+        try {
+          text = fs.readFileSync(v!, "utf8");
+        } catch (e) {
+          throw invalid(`opening seccomp profile (${v}) failed: ${(e as NodeJS.ErrnoException).code === "ENOENT" ? "no such file or directory" : (e as Error).message}`);
+        }
+        seccompFromProfile(text, { capabilities: [] }); // bad JSON fails here, before anything is made
+        sec.push(`seccomp=${text}`);
+      }
     } else if (k === "label" || k === "apparmor") {
       process.stderr.write(`WARNING: --security-opt ${o} accepted but not applied: this host has no ${k === "label" ? "SELinux" : "AppArmor"}\n`);
       sec.push(o);
@@ -393,6 +404,32 @@ export async function run(ctx: Context, argv: string[]): Promise<number> {
   return code ?? (await engine.wait(id).catch(() => 255));
 }
 
+/** docker ps -s: the container's writable layer, and with the image's size "virtual". */
+function containerSize(ctx: Context, id: string, image: string): string {
+  let bytes = 0;
+  const walk = (dir: string) => {
+    let entries: fs.Dirent[];
+    try {
+      entries = fs.readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const p = `${dir}/${e.name}`;
+      if (e.isDirectory()) walk(p);
+      else bytes += fs.lstatSync(p, { throwIfNoEntry: false })?.size ?? 0;
+    }
+  };
+  walk(ctx.engine().images.snapshots.changes(id));
+  let imageBytes = 0;
+  try {
+    imageBytes = ctx.store().get(image).size;
+  } catch {
+    /* image gone */
+  }
+  return `${humanSize(bytes)} (virtual ${humanSize(bytes + imageBytes)})`;
+}
+
 export async function create(ctx: Context, argv: string[]): Promise<number> {
   const { flags, args } = parse(argv, runFlags, "create", { interspersed: false });
   out(`${await wrap(createFrom(ctx, flags, args))}\n`);
@@ -502,7 +539,8 @@ export async function ps(ctx: Context, argv: string[]): Promise<number> {
   const rows = views.map((v) => {
     const s = containerSummary(v, ago, humanDuration);
     const cmd = JSON.parse(s.Command) as string;
-    return { ...s, ID: noTrunc ? s.ID : s.ID.slice(0, 12), Command: noTrunc || cmd.length <= 20 ? JSON.stringify(cmd) : JSON.stringify(cmd.slice(0, 19) + "…") };
+    const size = flags.size ? containerSize(ctx, v.rec.Id, v.rec.Image) : undefined;
+    return { ...s, ID: noTrunc ? s.ID : s.ID.slice(0, 12), Command: noTrunc || cmd.length <= 20 ? JSON.stringify(cmd) : JSON.stringify(cmd.slice(0, 19) + "…"), ...(size ? { Size: size } : {}) };
   });
   out(
     render(
@@ -516,6 +554,7 @@ export async function ps(ctx: Context, argv: string[]): Promise<number> {
         ["STATUS", "Status"],
         ["PORTS", "Ports"],
         ["NAMES", "Names"],
+        ...(flags.size ? [["SIZE", "Size"] as [string, "Size"]] : []),
       ],
       flags.quiet ? (r) => r.ID : undefined,
     ),

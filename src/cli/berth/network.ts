@@ -1,4 +1,5 @@
 /** berth network create/ls/inspect/rm/prune/connect/disconnect, with docker's flags and output. */
+import { createHash } from "node:crypto";
 import { invalid } from "../../common/errors.js";
 import type { NetworkRecord } from "../../network/index.js";
 import { list, parse, str, UsageError } from "../pflag.js";
@@ -28,7 +29,15 @@ export async function create(ctx: Context, argv: string[]): Promise<number> {
     "network create",
   );
   if (args.length !== 1) throw new UsageError(`"network create" requires exactly 1 argument.`, "network create");
-  if (str(flags.driver) !== "bridge") throw invalid(`network driver ${str(flags.driver)}: berth has the bridge driver`);
+  if (str(flags.driver) === "cni") {
+    // a CNI network: -o conflist=FILE names the plugins' configuration (its name becomes NETWORK)
+    const file = labels(list(flags.opt)).conflist;
+    if (!file) throw invalid("network create -d cni needs -o conflist=FILE (a CNI .conflist)");
+    await ctx.engine().network.createCni(args[0]!, file);
+    out(`${args[0]}\n`);
+    return 0;
+  }
+  if (str(flags.driver) !== "bridge") throw invalid(`network driver ${str(flags.driver)}: berth has the bridge and cni drivers`);
   if (list(flags.subnet).length > 1) throw invalid("berth networks have one IPv4 subnet");
   const n = await ctx.engine().network.store.create({
     Name: args[0]!,
@@ -53,10 +62,14 @@ function containersOf(ctx: Context, n: NetworkRecord): Record<string, { Name: st
   return out;
 }
 
-/** docker lists the pre-defined host and none networks beside the bridges. */
-function all(ctx: Context): Array<NetworkRecord | { Name: string; Id: string; Driver: string; Scope: string; Created: string; Labels: Record<string, string>; Internal: boolean; EnableIPv6: boolean }> {
-  const fixed = (name: string) => ({ Name: name, Id: name.padEnd(64, "0").replace(/[^0-9a-f]/g, "0"), Driver: name === "host" ? "host" : "null", Scope: "local", Created: new Date(0).toISOString(), Labels: {}, Internal: false, EnableIPv6: false });
-  return [...ctx.engine().network.store.list(), fixed("host"), fixed("none")];
+type Listed = NetworkRecord | { Name: string; Id: string; Driver: string; Scope: string; Created: string; Labels: Record<string, string>; Internal: boolean; EnableIPv6: boolean; ConfigFile?: string; Plugins?: unknown };
+const idOf = (name: string) => createHash("sha256").update(`berth network ${name}`).digest("hex");
+
+/** docker lists the pre-defined host and none networks beside the bridges; berth adds CNI networks. */
+function all(ctx: Context): Listed[] {
+  const fixed = (name: string, driver: string) => ({ Name: name, Id: idOf(name), Driver: driver, Scope: "local", Created: new Date(0).toISOString(), Labels: {}, Internal: false, EnableIPv6: false });
+  const cni = ctx.engine().network.cniNetworks().map((c) => ({ ...fixed(c.list.name, "cni"), ConfigFile: c.file, Plugins: c.list.plugins }));
+  return [...ctx.engine().network.store.list(), ...cni, fixed("host", "host"), fixed("none", "null")];
 }
 
 export async function ls(ctx: Context, argv: string[]): Promise<number> {
@@ -96,8 +109,12 @@ export async function inspect(ctx: Context, argv: string[]): Promise<number> {
   let rc = 0;
   for (const a of args) {
     try {
-      const n = ctx.engine().network.store.get(a);
-      found.push({ ...n, Containers: containersOf(ctx, n) });
+      const cni = all(ctx).find((n) => n.Driver === "cni" && (n.Name === a || n.Id.startsWith(a)));
+      if (cni) found.push(cni);
+      else {
+        const n = ctx.engine().network.store.get(a);
+        found.push({ ...n, Containers: containersOf(ctx, n) });
+      }
     } catch (e) {
       ctx.error(e);
       rc = 1;
@@ -113,7 +130,9 @@ export async function rm(ctx: Context, argv: string[]): Promise<number> {
   let rc = 0;
   for (const a of args) {
     try {
-      await ctx.engine().network.removeNetwork(a);
+      const net = ctx.engine().network;
+      if (net.cniNetwork(a)) net.removeCni(a);
+      else await net.removeNetwork(a);
       out(`${a}\n`);
     } catch (e) {
       ctx.error(e);
