@@ -40,3 +40,19 @@ test("docker's size strings and -v specifications", () => {
   assert.throws(() => parseBind("/a:relative"), /mount path must be absolute/);
   assert.throws(() => parseBind("/a:/b:bogus"), /invalid mode: bogus/);
 });
+
+test("the events log is rotated at its size limit, and read across the rotation", async () => {
+  const { EventLog } = await import("../src/engine/index.js");
+  const root = tempDir("berth-events-");
+  const log = new EventLog(root, 2000);
+  for (let i = 0; i < 40; i++) log.emit("container", "start", `id${i}`);
+  assert.ok(fs.existsSync(join(root, "events.log.1")), "rotated");
+  assert.ok(fs.statSync(join(root, "events.log")).size <= 2000 + 400);
+  const seen: string[] = [];
+  for await (const e of log.read({})) seen.push(e.Actor.ID);
+  // what the two files hold, oldest first, without gaps between them
+  const first = Number(seen[0]!.slice(2));
+  assert.deepEqual(seen, Array.from({ length: 40 - first }, (_, i) => `id${first + i}`));
+  assert.ok(seen.length > 5);
+  fs.rmSync(root, { recursive: true });
+});

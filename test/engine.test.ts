@@ -378,4 +378,46 @@ describe("containers", { skip: rootSkip }, () => {
     const mounts = fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n").filter((l) => l.includes(env.root));
     assert.deepEqual(mounts, []);
   });
+
+  test("--security-opt seccomp=FILE takes a profile in docker's format; a missing file is one clear line", () => {
+    const dir = tempDir("berth-seccomp-");
+    const profile = join(dir, "no-mkdir.json");
+    fs.writeFileSync(
+      profile,
+      JSON.stringify({
+        defaultAction: "SCMP_ACT_ALLOW",
+        archMap: [{ architecture: "SCMP_ARCH_X86_64", subArchitectures: ["SCMP_ARCH_X86", "SCMP_ARCH_X32"] }],
+        syscalls: [
+          { names: ["mkdir", "mkdirat"], action: "SCMP_ACT_ERRNO", errnoRet: 1 },
+          { names: ["chmod"], action: "SCMP_ACT_ERRNO", errnoRet: 1, includes: { caps: ["CAP_SYS_ADMIN"] } },
+        ],
+      }),
+    );
+    const r = b(["run", "--rm", "--security-opt", `seccomp=${profile}`, "busybox", "sh", "-c", "grep Seccomp: /proc/self/status; mkdir /tmp/d || echo refused; touch /tmp/f && chmod 600 /tmp/f && echo chmod-ok"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /Seccomp:\s+2/);
+    assert.match(r.stderr, /Operation not permitted/);
+    assert.match(r.stdout, /refused/);
+    assert.match(r.stdout, /chmod-ok/, "a rule for CAP_SYS_ADMIN only does not apply without it");
+    const missing = b(["run", "--rm", "--security-opt", `seccomp=${join(dir, "nope.json")}`, "busybox", "true"]);
+    assert.equal(missing.code, 125);
+    assert.match(missing.stderr, /opening seccomp profile .*nope\.json.*no such file or directory/);
+    fs.writeFileSync(join(dir, "bad.json"), "{ not json");
+    const bad = b(["run", "--rm", "--security-opt", `seccomp=${join(dir, "bad.json")}`, "busybox", "true"]);
+    assert.equal(bad.code, 125);
+    assert.match(bad.stderr, /seccomp profile is not JSON/);
+
+  });
+
+  test("ps -s shows the writable layer's size and the virtual size with the image", () => {
+    ok(b(["run", "-d", "--name", "sized", "busybox", "sh", "-c", "dd if=/dev/zero of=/big bs=1000 count=2000 2>/dev/null; exec sleep 100"]));
+    let size = "";
+    for (let i = 0; i < 50 && !/^2(\.\d+)?MB/.test(size); i++) {
+      spawnSync("sleep", ["0.1"]);
+      size = ok(b(["ps", "-s", "--filter", "name=sized", "--format", "{{.Size}}"])).stdout.trim();
+    }
+    assert.match(size, /^2(\.\d+)?MB \(virtual \d+(\.\d+)?MB\)$/);
+    assert.match(ok(b(["ps", "-s", "--filter", "name=sized"])).stdout.split("\n")[0]!, /SIZE$/);
+    ok(b(["rm", "-f", "sized"]));
+  });
 });

@@ -19,7 +19,11 @@ export interface BerthEvent {
 export class EventLog {
   readonly path: string;
 
-  constructor(root: string) {
+  /** maxBytes: the size at which the log is rotated (the previous file is kept as events.log.1) */
+  constructor(
+    root: string,
+    private readonly maxBytes = 8 << 20,
+  ) {
     this.path = join(root, "events.log");
   }
 
@@ -29,7 +33,7 @@ export class EventLog {
     try {
       fs.appendFileSync(this.path, JSON.stringify(e) + "\n");
       // rotated at 8 MiB: the last two files are kept (readers read both)
-      if (fs.statSync(this.path).size > MAX_LOG) fs.renameSync(this.path, `${this.path}.1`);
+      if (fs.statSync(this.path).size > this.maxBytes) fs.renameSync(this.path, `${this.path}.1`);
     } catch {
       /* events are best effort: a full disk must not fail the operation */
     }
@@ -83,7 +87,6 @@ export class EventLog {
   }
 }
 
-const MAX_LOG = 8 << 20;
 
 function parseEvent(line: string): BerthEvent | undefined {
   try {
