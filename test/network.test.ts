@@ -54,8 +54,11 @@ describe("networking", { skip: rootSkip || nftMissing }, () => {
   after(async () => {
     const ids = b(["ps", "-aq"]).stdout.trim().split("\n").filter(Boolean);
     if (ids.length) b(["rm", "-f", ...ids]);
-    for (const n of ["appnet", "isolated", "fixed"]) b(["network", "rm", n]);
+    for (const n of ["appnet", "isolated", "fixed", "v6net"]) b(["network", "rm", n]);
     await removeNetworking(env, runtimeRoot);
+    // the DNS server goes by itself once no container is on a user network: nothing left running
+    const dnsOf = () => fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p) && (() => { try { return fs.readFileSync(`/proc/${p}/cmdline`, "utf8").includes(env.root) && fs.readFileSync(`/proc/${p}/cmdline`, "utf8").includes("internal-dns"); } catch { return false; } })());
+    await waitFor(() => dnsOf().length === 0, "berth's DNS server to exit", 20_000, 100);
     // nothing of the suite's is left on the host: no table, no bridge, no veth
     assert.notEqual(spawnSync("nft", ["list", "table", "ip", `berth_${tag()}`]).status, 0, "the suite's nftables table is gone");
     assert.ok(!links().some((l) => l === `berth${tag()}` || l.startsWith("bv")), `links left: ${links().join(" ")}`);
@@ -161,6 +164,28 @@ describe("networking", { skip: rootSkip || nftMissing }, () => {
     assert.match(badSubnet.stderr, /invalid subnet/);
     assert.equal(ok(b(["ps", "-aq"])).stdout, "", "no container was left by the failures");
     ok(b(["network", "rm", "fixed"]));
+  });
+
+  test("IPv6: a network made with --ipv6 gives containers addresses, a route and AAAA answers", () => {
+    ok(b(["network", "create", "--ipv6", "--subnet", "fd00:be:47:1::/64", "v6net"]));
+    const cfg = JSON.parse(ok(b(["network", "inspect", "v6net"])).stdout)[0];
+    assert.equal(cfg.EnableIPv6, true);
+    assert.deepEqual(cfg.IPAM.Config[1], { Subnet: "fd00:be:47:1::/64", Gateway: "fd00:be:47:1::1" });
+    ok(b(["run", "-d", "--name", "v6srv", "--network", "v6net", "--ip6", "fd00:be:47:1::80", "-v", `${www}:/www`, "busybox", "httpd", "-f", "-p", "80", "-h", "/www"]));
+    assert.equal(ok(b(["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.GlobalIPv6Address}}/{{.GlobalIPv6PrefixLen}} {{.IPv6Gateway}}{{end}}", "v6srv"])).stdout.trim(), "fd00:be:47:1::80/64 fd00:be:47:1::1");
+    const r = ok(b(["run", "--rm", "--network", "v6net", "busybox", "sh", "-c", "ip -6 addr show eth0; ip -6 route; wget -qO- 'http://[fd00:be:47:1::80]/'; nslookup -type=AAAA v6srv"])).stdout;
+    assert.match(r, /inet6 fd00:be:47:1::2\/64 scope global/, "the first free address after the gateway");
+    assert.match(r, /default via fd00:be:47:1::1 dev eth0/);
+    assert.match(r, /hello from berth httpd/, "reached over IPv6");
+    assert.match(r, /Address: fd00:be:47:1::80/, "berth's DNS answers AAAA");
+    const overlap = b(["network", "create", "--ipv6", "--subnet", "fd00:be:47:1:8000::/80", "v6other"]);
+    assert.equal(overlap.code, 1);
+    assert.match(overlap.stderr, /Pool overlaps/);
+    const noflag = b(["network", "create", "--subnet", "fd00:be:48::/64", "v6noflag"]);
+    assert.equal(noflag.code, 1);
+    assert.match(noflag.stderr, /needs --ipv6/);
+    ok(b(["rm", "-f", "v6srv"]));
+    ok(b(["network", "rm", "v6net"]));
   });
 
   test("after a crash (monitor and container killed), the next command gives the address and port back", async () => {

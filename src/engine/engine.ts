@@ -361,7 +361,7 @@ export class Engine {
         const names = [mode.network, ...Object.keys(eps).filter((k) => k !== primary && k !== mode.network)];
         const requests = names.map((network, i) => {
           const ep = i === 0 ? eps[primary] : eps[network];
-          return { network, ...(ep?.IPAMConfig?.IPv4Address ? { ip: ep.IPAMConfig.IPv4Address } : {}), ...(ep?.MacAddress ? { mac: ep.MacAddress } : {}), aliases: ep?.Aliases ?? [], names: [rec.Name.slice(1), id.slice(0, 12)] };
+          return { network, ...(ep?.IPAMConfig?.IPv4Address ? { ip: ep.IPAMConfig.IPv4Address } : {}), ...(ep?.IPAMConfig?.IPv6Address ? { ip6: ep.IPAMConfig.IPv6Address } : {}), ...(ep?.MacAddress ? { mac: ep.MacAddress } : {}), aliases: ep?.Aliases ?? [], names: [rec.Name.slice(1), id.slice(0, 12)] };
         });
         const a = await this.network.allocate(id, requests, portRequests(rec), (c) => this.isActive(c));
         ({ endpoints, ports, stale, rules } = a);
@@ -372,7 +372,7 @@ export class Engine {
       const dns = mode.kind === "bridge" && mode.network !== "bridge" && endpoints[0] ? [endpoints[0].Gateway] : undefined;
       const files: Array<[string, string]> = [["hostname", `${rec.Config.Hostname}\n`]];
       if (mode.kind !== "container") {
-        files.push(["hosts", hostsFile(rec.Config.Hostname, endpoints.map((e) => e.IPAddress), hc.ExtraHosts ?? [], endpoints[0]?.Gateway)]);
+        files.push(["hosts", hostsFile(rec.Config.Hostname, endpoints.flatMap((e) => [e.IPAddress, ...(e.GlobalIPv6Address ? [e.GlobalIPv6Address] : [])]), hc.ExtraHosts ?? [], endpoints[0]?.Gateway)]);
         files.push(["resolv.conf", resolvConf(hc, mode.kind !== "host", dns)]);
       }
       for (const [name, text] of files) {

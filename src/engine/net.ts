@@ -82,7 +82,19 @@ export function networkSettings(pid: number, endpoints: Endpoint[], ports: PortB
   for (const e of endpoints) {
     const n = byId.get(e.Network);
     if (!n) continue;
-    settings.Networks[n.Name] = { NetworkID: n.Id, EndpointID: e.EndpointID, Gateway: e.Gateway, IPAddress: e.IPAddress, IPPrefixLen: e.IPPrefixLen, MacAddress: e.MacAddress, Aliases: e.Aliases.length ? e.Aliases : null, DNSNames: [rec.Name.slice(1), rec.Id.slice(0, 12), ...e.Aliases] };
+    settings.Networks[n.Name] = {
+      NetworkID: n.Id,
+      EndpointID: e.EndpointID,
+      Gateway: e.Gateway,
+      IPAddress: e.IPAddress,
+      IPPrefixLen: e.IPPrefixLen,
+      IPv6Gateway: e.IPv6Gateway ?? "",
+      GlobalIPv6Address: e.GlobalIPv6Address ?? "",
+      GlobalIPv6PrefixLen: e.GlobalIPv6PrefixLen ?? 0,
+      MacAddress: e.MacAddress,
+      Aliases: e.Aliases.length ? e.Aliases : null,
+      DNSNames: [rec.Name.slice(1), rec.Id.slice(0, 12), ...e.Aliases],
+    };
     if (n.Name === "bridge") Object.assign(settings, { IPAddress: e.IPAddress, IPPrefixLen: e.IPPrefixLen, Gateway: e.Gateway, MacAddress: e.MacAddress });
   }
   const mode = rec.HostConfig.NetworkMode;

@@ -168,7 +168,7 @@ export interface CreateRequest {
 
 export interface EndpointSettings {
   Aliases?: string[] | null;
-  IPAMConfig?: { IPv4Address?: string } | null;
+  IPAMConfig?: { IPv4Address?: string; IPv6Address?: string } | null;
   MacAddress?: string;
 }
 
@@ -181,5 +181,5 @@ export interface NetworkSettings {
   IPPrefixLen: number;
   Gateway: string;
   MacAddress: string;
-  Networks: Record<string, { NetworkID: string; EndpointID: string; Gateway: string; IPAddress: string; IPPrefixLen: number; MacAddress: string; Aliases: string[] | null; DNSNames: string[] | null }>;
+  Networks: Record<string, { NetworkID: string; EndpointID: string; Gateway: string; IPAddress: string; IPPrefixLen: number; IPv6Gateway?: string; GlobalIPv6Address?: string; GlobalIPv6PrefixLen?: number; MacAddress: string; Aliases: string[] | null; DNSNames: string[] | null }>;
 }

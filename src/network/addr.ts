@@ -55,3 +55,55 @@ export function hostRoutes(own: Set<string>): Subnet[] {
 export function macFor(ip: string): string {
   return ["02", "42", ...ip.split(".").map((x) => Number(x).toString(16).padStart(2, "0"))].join(":");
 }
+
+// ---- IPv6 (addresses as bigints)
+
+export interface Subnet6 {
+  base: bigint;
+  prefix: number;
+}
+
+export function ip6ToBig(ip: string): bigint {
+  const bad = () => invalid(`invalid IPv6 address: ${ip}`);
+  if (!/^[0-9a-fA-F:]+$/.test(ip) || ip.split("::").length > 2) throw bad();
+  const [head, tail] = ip.includes("::") ? ip.split("::") : [ip, undefined];
+  const h = head ? head.split(":") : [];
+  const t = tail !== undefined && tail !== "" ? tail.split(":") : [];
+  const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill("0"), ...t];
+  if (groups.length !== 8 || groups.some((g) => !/^[0-9a-fA-F]{1,4}$/.test(g))) throw bad();
+  return groups.reduce((n, g) => (n << 16n) | BigInt(parseInt(g, 16)), 0n);
+}
+
+/** The shortest form (RFC 5952): the longest run of zero groups becomes "::". */
+export function bigToIp6(n: bigint): string {
+  const g = Array.from({ length: 8 }, (_, i) => Number((n >> BigInt(16 * (7 - i))) & 0xffffn));
+  let best = -1;
+  let len = 0;
+  for (let i = 0; i < 8; ) {
+    if (g[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > len && j - i > 1) [best, len] = [i, j - i];
+    i = j;
+  }
+  const hex = g.map((x) => x.toString(16));
+  if (best < 0) return hex.join(":");
+  return `${hex.slice(0, best).join(":")}::${hex.slice(best + len).join(":")}`;
+}
+
+export function parseSubnet6(cidr: string): Subnet6 {
+  const m = /^([0-9a-fA-F:]+)\/(\d{1,3})$/.exec(cidr);
+  if (!m || Number(m[2]) > 128) throw invalid(`invalid subnet ${cidr}: expected an IPv6 CIDR such as fd00:1::/64`);
+  const prefix = Number(m[2]);
+  const size = 1n << BigInt(128 - prefix);
+  const ip = ip6ToBig(m[1]!);
+  return { base: ip - (ip % size), prefix };
+}
+
+export const subnet6Size = (s: Subnet6) => 1n << BigInt(128 - s.prefix);
+export const formatSubnet6 = (s: Subnet6) => `${bigToIp6(s.base)}/${s.prefix}`;
+export const contains6 = (s: Subnet6, ip: bigint) => ip >= s.base && ip < s.base + subnet6Size(s);
+export const overlaps6 = (a: Subnet6, b: Subnet6) => a.base < b.base + subnet6Size(b) && b.base < a.base + subnet6Size(a);

@@ -7,6 +7,7 @@
  */
 import * as dgram from "node:dgram";
 import * as fs from "node:fs";
+import { ip6ToBig } from "./addr.js";
 import type { NetworkStore } from "./store.js";
 
 const TTL = 600;
@@ -46,25 +47,29 @@ export function answer(query: Buffer, q: Question, addresses: string[], rcode = 
   header.writeUInt16BE(addresses.length, 6);
   const question = query.subarray(12, q.end);
   const records = addresses.map((a) => {
-    const r = Buffer.alloc(16);
+    const v6 = a.includes(":");
+    const r = Buffer.alloc(v6 ? 28 : 16);
     r.writeUInt16BE(0xc00c, 0); // the name: a pointer to the question's
-    r.writeUInt16BE(1, 2); // A
+    r.writeUInt16BE(v6 ? 28 : 1, 2); // AAAA or A
     r.writeUInt16BE(1, 4); // IN
     r.writeUInt32BE(TTL, 6);
-    r.writeUInt16BE(4, 10);
-    a.split(".").forEach((x, i) => (r[12 + i] = Number(x)));
+    r.writeUInt16BE(v6 ? 16 : 4, 10);
+    if (v6) {
+      const n = ip6ToBig(a);
+      for (let i = 0; i < 16; i++) r[12 + i] = Number((n >> BigInt(8 * (15 - i))) & 0xffn);
+    } else a.split(".").forEach((x, i) => (r[12 + i] = Number(x)));
     return r;
   });
   return Buffer.concat([header, question, ...records]);
 }
 
-/** The addresses of `name` on the network whose gateway is `gateway`; undefined when unknown. */
+/** The addresses (IPv4 and IPv6) of `name` on the network whose gateway is `gateway`; undefined when unknown. */
 export function lookup(store: NetworkStore, gateway: string, name: string): string[] | undefined {
   const doc = store.read();
   const net = doc.networks.find((n) => n.IPAM.Config[0]?.Gateway === gateway);
   if (!net) return undefined;
   const hits = doc.endpoints.filter((e) => e.Network === net.Id && (e.DNSNames ?? []).some((n) => n.toLowerCase() === name || `${n.toLowerCase()}.${net.Name.toLowerCase()}` === name));
-  return hits.length ? hits.map((e) => e.IPAddress) : undefined;
+  return hits.length ? hits.flatMap((e) => [e.IPAddress, ...(e.GlobalIPv6Address ? [e.GlobalIPv6Address] : [])]) : undefined;
 }
 
 function upstreams(): string[] {
@@ -120,7 +125,7 @@ export function serveDns(store: NetworkStore, opts: { idleMs?: number; ready?: (
       const q = readQuestion(msg);
       if (!q) return;
       const hit = lookup(store, gw, q.name.replace(/\.$/, ""));
-      if (hit) return s.send(answer(msg, q, q.type === 1 || q.type === 255 ? hit : []), from.port, from.address);
+      if (hit) return s.send(answer(msg, q, hit.filter((a) => q.type === 255 || (q.type === 1 && !a.includes(":")) || (q.type === 28 && a.includes(":")))), from.port, from.address);
       const reply = await relay(msg);
       s.send(reply ?? answer(msg, q, [], 2), from.port, from.address); // SERVFAIL when no upstream answers
     };

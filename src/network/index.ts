@@ -94,12 +94,16 @@ export class Networking {
       if (!n) throw new BerthError("NotFound", `network ${e.Network} is gone`);
       const br = bridgeName(n);
       args.push("bridge", br, `${n.IPAM.Config[0]!.Gateway}/${e.IPPrefixLen}`, String(MTU));
+      if (e.IPv6Gateway) args.push("addr", br, `${e.IPv6Gateway}/${e.GlobalIPv6PrefixLen}`);
       args.push("veth", nsPath, e.HostIf, e.ContainerIf, br, String(MTU), e.MacAddress);
     }
     args.push("enter", nsPath, "up", "lo");
     for (const [i, e] of endpoints.entries()) {
-      args.push("addr", e.ContainerIf, `${e.IPAddress}/${e.IPPrefixLen}`, "up", e.ContainerIf);
+      args.push("addr", e.ContainerIf, `${e.IPAddress}/${e.IPPrefixLen}`);
+      if (e.GlobalIPv6Address) args.push("addr", e.ContainerIf, `${e.GlobalIPv6Address}/${e.GlobalIPv6PrefixLen}`);
+      args.push("up", e.ContainerIf);
       if (i === 0 && !nets.get(e.Network)!.Internal) args.push("route", "default", e.Gateway);
+      if (e.IPv6Gateway && !endpoints.slice(0, i).some((x) => x.IPv6Gateway) && !nets.get(e.Network)!.Internal) args.push("route", "default", e.IPv6Gateway);
     }
     try {
       await run(buildBinary("berth-net"), args);

@@ -62,14 +62,36 @@ export function ruleset({ table, networks, ports }: RulesInput): string {
   return lines.join("\n") + "\n";
 }
 
-/** Replace the table in one transaction (made first so the delete never fails). */
+/**
+ * IPv6 (networks made with --ipv6): outbound masquerade for their subnets and the isolation of
+ * internal ones. Published ports stay IPv4 for now.
+ */
+export function ruleset6({ table, networks }: RulesInput): string {
+  const v6 = networks.flatMap((n) => n.net.IPAM.Config.filter((c) => c.Subnet.includes(":")).map((c) => ({ ...n, subnet: c.Subnet })));
+  if (!v6.length) return "";
+  return [
+    `table ip6 ${table} {`,
+    "  chain postrouting {",
+    "    type nat hook postrouting priority srcnat; policy accept;",
+    ...v6.filter((n) => !n.net.Internal).map((n) => `    ip6 saddr ${n.subnet} oifname != ${q(n.bridge)} masquerade`),
+    "  }",
+    "  chain forward {",
+    "    type filter hook forward priority filter; policy accept;",
+    ...v6.filter((n) => n.net.Internal).flatMap((n) => [`    iifname ${q(n.bridge)} oifname != ${q(n.bridge)} drop`, `    oifname ${q(n.bridge)} iifname != ${q(n.bridge)} drop`]),
+    "  }",
+    "}",
+    "",
+  ].join("\n");
+}
+
+/** Replace the tables in one transaction (made first so the deletes never fail). */
 export function applyRuleset(input: RulesInput): Promise<void> {
-  const text = `table ip ${input.table}\ndelete table ip ${input.table}\n${ruleset(input)}`;
-  return nft(text);
+  const t = input.table;
+  return nft(`table ip ${t}\ndelete table ip ${t}\ntable ip6 ${t}\ndelete table ip6 ${t}\n${ruleset(input)}${ruleset6(input)}`);
 }
 
 export function removeRuleset(table: string): Promise<void> {
-  return nft(`table ip ${table}\ndelete table ip ${table}\n`);
+  return nft(`table ip ${table}\ndelete table ip ${table}\ntable ip6 ${table}\ndelete table ip6 ${table}\n`);
 }
 
 function nft(text: string): Promise<void> {

@@ -10,7 +10,7 @@ import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { BerthError, exists, invalid, notFound, precondition } from "../common/errors.js";
 import { FileLock, writeFileAtomic } from "../common/lock.js";
-import { contains, formatSubnet, hostRoutes, ipToNum, macFor, numToIp, overlaps, parseSubnet, subnetSize, type Subnet } from "./addr.js";
+import { bigToIp6, contains, contains6, formatSubnet, formatSubnet6, hostRoutes, ip6ToBig, ipToNum, macFor, numToIp, overlaps, overlaps6, parseSubnet, parseSubnet6, subnet6Size, subnetSize, type Subnet } from "./addr.js";
 
 export interface NetworkRecord {
   Name: string;
@@ -37,6 +37,10 @@ export interface Endpoint {
   Gateway: string;
   MacAddress: string;
   Aliases: string[];
+  /** on networks with --ipv6 */
+  GlobalIPv6Address?: string;
+  GlobalIPv6PrefixLen?: number;
+  IPv6Gateway?: string;
   /** names the DNS server answers for (the container's name, short id, aliases) */
   DNSNames: string[];
   /** the host side of the veth pair */
@@ -65,6 +69,7 @@ interface Doc {
 export interface EndpointRequest {
   network: string;
   ip?: string;
+  ip6?: string;
   mac?: string;
   aliases?: string[];
   /** what the network's DNS answers for besides the aliases: the container's name and short id */
@@ -154,11 +159,12 @@ export class NetworkStore {
     return this.read().endpoints.filter((e) => e.Network === networkId);
   }
 
-  async create(opts: { Name: string; Subnet?: string; Gateway?: string; Internal?: boolean; Labels?: Record<string, string>; Options?: Record<string, string>; EnableIPv6?: boolean }): Promise<NetworkRecord> {
+  async create(opts: CreateOptions): Promise<NetworkRecord> {
     if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(opts.Name)) throw invalid(`invalid network name "${opts.Name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`);
     if (["host", "none", "default"].includes(opts.Name)) throw precondition(`${opts.Name} is a pre-defined network and cannot be created`);
-    if (opts.EnableIPv6) throw new BerthError("Unsupported", "--ipv6: IPv6 networks are not supported by berth yet");
     if (opts.Gateway && !opts.Subnet) throw invalid("--gateway needs --subnet");
+    if (opts.Gateway6 && !opts.Subnet6) throw invalid("an IPv6 --gateway needs an IPv6 --subnet");
+    if (opts.Subnet6 && !opts.EnableIPv6) throw invalid("an IPv6 --subnet needs --ipv6");
     return this.update((doc) => {
       if (doc.networks.some((n) => n.Name === opts.Name)) throw exists(`network with name ${opts.Name} already exists`);
       return createIn(doc, opts, this.defaultBridge);
@@ -222,6 +228,7 @@ export class NetworkStore {
           if (ip === undefined) throw precondition(`no available IPv4 addresses on network ${n.Name} (${cfg.Subnet})`);
         }
         const address = numToIp(ip);
+        const v6 = n.EnableIPv6 ? allocate6(doc, n, r.ip6) : undefined;
         const e: Endpoint = {
           Container: container,
           Network: n.Id,
@@ -231,6 +238,7 @@ export class NetworkStore {
           Gateway: cfg.Gateway,
           MacAddress: r.mac ?? macFor(address),
           Aliases: r.aliases ?? [],
+          ...(v6 ? { GlobalIPv6Address: v6.address, GlobalIPv6PrefixLen: v6.prefix, IPv6Gateway: v6.gateway } : {}),
           DNSNames: [...(r.names ?? []), ...(r.aliases ?? [])],
           HostIf: `bv${container.slice(0, 10)}${doc.endpoints.filter((x) => x.Container === container).length + i}`,
           ContainerIf: `eth${doc.endpoints.filter((x) => x.Container === container).length + i}`,
@@ -292,7 +300,41 @@ function reclaim(doc: Doc, active: (id: string) => boolean, except: string): Por
   return dropped;
 }
 
-function createIn(doc: Doc, opts: { Name: string; Subnet?: string; Gateway?: string; Internal?: boolean; Labels?: Record<string, string>; Options?: Record<string, string> }, defaultBridge: string): NetworkRecord {
+/** An IPv6 address on a --ipv6 network: the one asked for, or the lowest free after the gateway. */
+function allocate6(doc: Doc, n: NetworkRecord, want?: string): { address: string; prefix: number; gateway: string } {
+  const cfg = n.IPAM.Config.find((c) => c.Subnet.includes(":"))!;
+  const subnet = parseSubnet6(cfg.Subnet);
+  const gateway = ip6ToBig(cfg.Gateway);
+  const used = new Set(doc.endpoints.filter((e) => e.Network === n.Id && e.GlobalIPv6Address).map((e) => ip6ToBig(e.GlobalIPv6Address!)));
+  let ip: bigint | undefined;
+  if (want) {
+    ip = ip6ToBig(want);
+    if (!contains6(subnet, ip) || ip === subnet.base) throw invalid(`no configured subnet contains IP address ${want} (network ${n.Name}: ${cfg.Subnet})`);
+    if (ip === gateway || used.has(ip)) throw exists(`Address already in use: ${want} on network ${n.Name}`);
+  } else
+    for (let c = subnet.base + 1n; c < subnet.base + subnet6Size(subnet); c++)
+      if (c !== gateway && !used.has(c)) {
+        ip = c;
+        break;
+      }
+  if (ip === undefined) throw precondition(`no available IPv6 addresses on network ${n.Name}`);
+  return { address: bigToIp6(ip), prefix: subnet.prefix, gateway: cfg.Gateway };
+}
+
+export interface CreateOptions {
+  Name: string;
+  Subnet?: string;
+  Gateway?: string;
+  /** with EnableIPv6: the IPv6 subnet (a random ULA /64 when not given) and its gateway */
+  Subnet6?: string;
+  Gateway6?: string;
+  EnableIPv6?: boolean;
+  Internal?: boolean;
+  Labels?: Record<string, string>;
+  Options?: Record<string, string>;
+}
+
+function createIn(doc: Doc, opts: CreateOptions, defaultBridge: string): NetworkRecord {
   const own = new Set([defaultBridge, ...doc.networks.map(bridgeName)]);
   const taken: Array<{ s: Subnet; what: string }> = [
     ...doc.networks.map((n) => ({ s: parseSubnet(n.IPAM.Config[0]!.Subnet), what: `network ${n.Name}` })),
@@ -314,14 +356,24 @@ function createIn(doc: Doc, opts: { Name: string; Subnet?: string; Gateway?: str
     gateway = ipToNum(opts.Gateway);
     if (!contains(subnet, gateway) || gateway === subnet.base || gateway === subnet.base + subnetSize(subnet) - 1) throw invalid(`no matching subnet for gateway ${opts.Gateway} (subnet ${formatSubnet(subnet)})`);
   }
+  const config = [{ Subnet: formatSubnet(subnet), Gateway: numToIp(gateway) }];
+  if (opts.EnableIPv6) {
+    const s6 = opts.Subnet6 ? parseSubnet6(opts.Subnet6) : parseSubnet6(`fd${randomBytes(5).toString("hex").replace(/^(..)(....)(....)$/, "$1:$2:$3")}::/64`);
+    if (s6.prefix > 120) throw invalid(`subnet ${opts.Subnet6} is too small for containers`);
+    const clash = doc.networks.flatMap((x) => x.IPAM.Config.filter((c) => c.Subnet.includes(":")).map((c) => ({ s: parseSubnet6(c.Subnet), name: x.Name }))).find((t) => overlaps6(t.s, s6));
+    if (clash) throw precondition(`invalid pool request: Pool overlaps with other one on this address space (${formatSubnet6(s6)} overlaps network ${clash.name})`);
+    const gw6 = opts.Gateway6 ? ip6ToBig(opts.Gateway6) : s6.base + 1n;
+    if (!contains6(s6, gw6) || gw6 === s6.base) throw invalid(`no matching subnet for gateway ${opts.Gateway6} (subnet ${formatSubnet6(s6)})`);
+    config.push({ Subnet: formatSubnet6(s6), Gateway: bigToIp6(gw6) });
+  }
   const n: NetworkRecord = {
     Name: opts.Name,
     Id: randomBytes(32).toString("hex"),
     Created: new Date().toISOString(),
     Scope: "local",
     Driver: "bridge",
-    EnableIPv6: false,
-    IPAM: { Driver: "default", Options: {}, Config: [{ Subnet: formatSubnet(subnet), Gateway: numToIp(gateway) }] },
+    EnableIPv6: !!opts.EnableIPv6,
+    IPAM: { Driver: "default", Options: {}, Config: config },
     Internal: !!opts.Internal,
     Attachable: false,
     Ingress: false,

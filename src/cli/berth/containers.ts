@@ -109,6 +109,7 @@ const runFlags: Flag[] = [
   { long: "network-alias", kind: "list" },
   { long: "net-alias", kind: "list" },
   { long: "ip", kind: "string" },
+  { long: "ip6", kind: "string" },
   { long: "mac-address", kind: "string" },
   { long: "dns", kind: "list" },
   { long: "dns-search", kind: "list" },
@@ -182,12 +183,13 @@ export function createRequest(flags: FlagValues, args: string[]): CreateRequest 
   if (list(flags["add-host"]).length) hc.ExtraHosts = list(flags["add-host"]).map((h) => h.replace("=", ":"));
   const aliases = [...list(flags["network-alias"]), ...list(flags["net-alias"])];
   const ip = str(flags.ip);
+  const ip6 = str(flags.ip6);
   const mac = str(flags["mac-address"]);
-  if (aliases.length || ip || mac) {
+  if (aliases.length || ip || ip6 || mac) {
     if (aliases.length && (!mode || mode === "bridge" || mode === "default")) throw invalid("network-scoped aliases are only supported for user-defined networks");
     const net = mode && !["host", "none"].includes(mode) && !mode.startsWith("container:") ? mode : "bridge";
     if (mac && !/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/.test(mac)) throw invalid(`invalid MAC address: ${mac}`);
-    networking = { EndpointsConfig: { [net]: { Aliases: aliases, ...(ip ? { IPAMConfig: { IPv4Address: ip } } : {}), ...(mac ? { MacAddress: mac } : {}) } } };
+    networking = { EndpointsConfig: { [net]: { Aliases: aliases, ...(ip || ip6 ? { IPAMConfig: { ...(ip ? { IPv4Address: ip } : {}), ...(ip6 ? { IPv6Address: ip6 } : {}) } } : {}), ...(mac ? { MacAddress: mac } : {}) } } };
   }
   c.Tty = !!flags.tty;
   if (c.Tty && process.stdout.isTTY) hc.ConsoleSize = [process.stdout.rows || 24, process.stdout.columns || 80];

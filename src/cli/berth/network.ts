@@ -38,11 +38,19 @@ export async function create(ctx: Context, argv: string[]): Promise<number> {
     return 0;
   }
   if (str(flags.driver) !== "bridge") throw invalid(`network driver ${str(flags.driver)}: berth has the bridge and cni drivers`);
-  if (list(flags.subnet).length > 1) throw invalid("berth networks have one IPv4 subnet");
+  // docker: --subnet and --gateway once per address family
+  const v6 = (x: string) => x.includes(":");
+  const subnets = list(flags.subnet);
+  const gateways = list(flags.gateway);
+  if (subnets.filter((x) => !v6(x)).length > 1 || subnets.filter(v6).length > 1) throw invalid("berth networks have one subnet per address family");
+  if (gateways.filter((x) => !v6(x)).length > 1 || gateways.filter(v6).length > 1) throw invalid("one --gateway per address family");
+  const [s4, s6, g4, g6] = [subnets.find((x) => !v6(x)), subnets.find(v6), gateways.find((x) => !v6(x)), gateways.find(v6)];
   const n = await ctx.engine().network.store.create({
     Name: args[0]!,
-    ...(list(flags.subnet)[0] ? { Subnet: list(flags.subnet)[0]! } : {}),
-    ...(list(flags.gateway)[0] ? { Gateway: list(flags.gateway)[0]! } : {}),
+    ...(s4 ? { Subnet: s4 } : {}),
+    ...(g4 ? { Gateway: g4 } : {}),
+    ...(s6 ? { Subnet6: s6 } : {}),
+    ...(g6 ? { Gateway6: g6 } : {}),
     Internal: !!flags.internal,
     EnableIPv6: !!flags.ipv6,
     Labels: labels(list(flags.label)),
