@@ -12,6 +12,9 @@
  * process did not get to record the exit); otherwise one more process start is saved.
  *
  * -H MS -C ARG... runs a health command (berth's, which execs the check in the container) every MS ms.
+ * An attached client that stops reading is dropped after CLIENT_STALL_SEC with a full socket
+ * buffer: the container's output (and its log) never waits on a client.
+ *
  * -i keeps the container's stdin open for attached clients; with -o the first client to end its
  * input ends the container's (docker's StdinOnce, for `run -i`).
  *
@@ -38,6 +41,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -76,6 +80,8 @@ static int stdin_fd = -1; /* write end of the container's stdin pipe */
 static int stdin_once; /* -o: a client's end of input ends the container's (docker's StdinOnce) */
 static int listen_fd = -1;
 static int clients[MAX_CLIENTS];
+#define CLIENT_BUFFER (1 << 20)
+#define CLIENT_STALL_SEC 5
 static int client_eof[MAX_CLIENTS]; /* the client finished sending stdin; it still gets output */
 static int nclients;
 
@@ -505,6 +511,12 @@ int main(int argc, char **argv)
 		if (p[3].revents & POLLIN) {
 			int c;
 			while ((c = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+				/* a client that stops reading must not stop the container: a large socket buffer
+				 * takes bursts, and one still full after CLIENT_STALL_SEC drops the client */
+				int buf = CLIENT_BUFFER;
+				struct timeval stall = {.tv_sec = CLIENT_STALL_SEC};
+				setsockopt(c, SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
+				setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &stall, sizeof stall);
 				if (nclients < MAX_CLIENTS) {
 					client_eof[nclients] = 0;
 					clients[nclients++] = c;

@@ -420,4 +420,30 @@ describe("containers", { skip: rootSkip }, () => {
     assert.match(ok(b(["ps", "-s", "--filter", "name=sized"])).stdout.split("\n")[0]!, /SIZE$/);
     ok(b(["rm", "-f", "sized"]));
   });
+
+  test("an attached client that stops reading does not stop the container: it is dropped, the log is whole", async () => {
+    ok(b(["run", "-d", "--name", "chatty", "busybox", "sh", "-c", "sleep 1; i=0; while [ $i -lt 3000 ]; do echo line-$i-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; i=$((i+1)); done; echo finished"]));
+    // a client of the attach socket that never reads (the socket's path is too long for an
+    // address: connect relative to the container's directory)
+    const id = ok(b(["inspect", "-f", "{{.Id}}", "chatty"])).stdout.trim();
+    const { connect } = await import("node:net");
+    const cwd = process.cwd();
+    process.chdir(join(env.root, "containers", id));
+    const stuck = connect("attach.sock");
+    process.chdir(cwd);
+    stuck.pause();
+    stuck.on("error", () => {});
+    const t0 = Date.now();
+    let status = "";
+    for (let i = 0; i < 300 && status !== "exited"; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      status = b(["inspect", "-f", "{{.State.Status}}", "chatty"]).stdout.trim();
+    }
+    stuck.destroy();
+    assert.equal(status, "exited", "the container finished although its attached client stopped reading");
+    assert.ok(Date.now() - t0 < 25_000);
+    const logs = ok(b(["logs", "--tail", "2", "chatty"])).stdout;
+    assert.match(logs, /^line-2999-x+\nfinished\n$/, "the log has every line");
+    ok(b(["rm", "chatty"]));
+  });
 });
