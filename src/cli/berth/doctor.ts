@@ -70,9 +70,19 @@ export function diagnose(root: string): Check[] {
   else add("warn", "newuidmap/newgidmap missing: rootless containers cannot use subuid ranges", "apt-get install uidmap");
   const nft = onPath("nft"),
     ipt = onPath("iptables");
-  if (nft || ipt) add("ok", `packet filter: ${[nft && "nftables", ipt && "iptables"].filter(Boolean).join(", ")}`);
-  else add("warn", "neither nft nor iptables: bridge networking (published ports, NAT) will not work", "apt-get install nftables");
-  for (const bin of ["berth-helper", "berth-monitor", "berth-init", "berth-seccomp"]) {
+  if (nft) add("ok", `packet filter: nftables${ipt ? " (iptables too)" : ""}`);
+  else add("fail", "no nft: bridge networks (the default), published ports and NAT need berth's nftables table", "apt-get install nftables (or run --network none|host)");
+  if (fs.existsSync("/usr/lib/cni/bridge") || fs.existsSync("/opt/cni/bin/bridge")) add("ok", "CNI plugins (for networks made with -d cni)");
+  else add("warn", "no CNI plugins: only berth's own bridge networks", "apt-get install containernetworking-plugins (if you use CNI networks)");
+  let forward = "1";
+  try {
+    forward = fs.readFileSync("/proc/sys/net/ipv4/ip_forward", "utf8").trim();
+  } catch {
+    /* no IPv4 */
+  }
+  if (forward === "1") add("ok", "IPv4 forwarding on (containers reach beyond this host)");
+  else add("warn", "IPv4 forwarding is off: containers reach this host, not the networks beyond", "sysctl -w net.ipv4.ip_forward=1 (and in /etc/sysctl.d to keep it)");
+  for (const bin of ["berth-helper", "berth-monitor", "berth-init", "berth-seccomp", "berth-net", "berth-sys.node"]) {
     try {
       const p = buildBinary(bin);
       fs.accessSync(p, fs.constants.X_OK);
