@@ -166,6 +166,47 @@ describe("networking", { skip: rootSkip || nftMissing }, () => {
     ok(b(["network", "rm", "fixed"]));
   });
 
+  test("-P publishes exposed ports on free host ports; ranges and a host address; connect and disconnect a running container; --internal has no way out", async () => {
+    // -P with --expose: a free host port, shown by port
+    ok(b(["run", "-d", "--name", "pall", "-P", "--expose", "80", "-v", `${www}:/www`, "busybox", "httpd", "-f", "-p", "80", "-h", "/www"]));
+    const m = /^80\/tcp -> 0\.0\.0\.0:(\d+)$/.exec(ok(b(["port", "pall"])).stdout.trim());
+    assert.ok(m, "a host port was chosen");
+    let body = "";
+    for (let i = 0; i < 50 && !body; i++) body = await httpGet(Number(m[1])).catch(() => "");
+    assert.equal(body, "hello from berth httpd\n");
+    ok(b(["rm", "-f", "pall"]));
+    // a range, on the host's loopback address only
+    const p = freePort();
+    ok(b(["run", "-d", "--name", "ranged", "-p", `127.0.0.1:${p}-${p + 1}:80-81`, "-v", `${www}:/www`, "busybox", "sh", "-c", "httpd -p 80 -h /www; httpd -f -p 81 -h /www"]));
+    assert.equal(ok(b(["port", "ranged"])).stdout, `80/tcp -> 127.0.0.1:${p}\n81/tcp -> 127.0.0.1:${p + 1}\n`);
+    body = "";
+    for (let i = 0; i < 50 && !body; i++) body = await httpGet(p + 1).catch(() => "");
+    assert.equal(body, "hello from berth httpd\n", "the second port of the range");
+    ok(b(["rm", "-f", "ranged"]));
+    // network connect: a second interface at once; disconnect takes it away
+    ok(b(["network", "create", "--internal", "isolated"]));
+    ok(b(["run", "-d", "--name", "multi", "busybox", "sleep", "100"]));
+    ok(b(["network", "connect", "--alias", "m2", "isolated", "multi"]));
+    const ifs = ok(b(["exec", "multi", "ls", "/sys/class/net"])).stdout.split("\n").filter(Boolean).sort();
+    assert.deepEqual(ifs, ["eth0", "eth1", "lo"]);
+    const nets = JSON.parse(ok(b(["inspect", "-f", "{{json .NetworkSettings.Networks}}", "multi"])).stdout);
+    assert.deepEqual(Object.keys(nets).sort(), ["bridge", "isolated"]);
+    // an internal network: reachable inside, no default route out of it
+    const r = ok(b(["run", "--rm", "--network", "isolated", "busybox", "sh", "-c", `ip route; wget -qO- -T 2 http://m2:1/ 2>&1; ping -c 1 -W 2 ${nets.isolated.IPAddress} >/dev/null && echo reached`])).stdout;
+    assert.doesNotMatch(r, /^default/m, "no default route on an internal network");
+    assert.match(r, /reached/);
+    const dup = b(["network", "connect", "isolated", "multi"]);
+    assert.equal(dup.code, 1);
+    assert.match(dup.stderr, /already exists in network isolated/);
+    ok(b(["network", "disconnect", "isolated", "multi"]));
+    assert.deepEqual(ok(b(["exec", "multi", "ls", "/sys/class/net"])).stdout.split("\n").filter(Boolean).sort(), ["eth0", "lo"]);
+    const notThere = b(["network", "disconnect", "isolated", "multi"]);
+    assert.equal(notThere.code, 1);
+    assert.match(notThere.stderr, /is not connected to network isolated/);
+    ok(b(["rm", "-f", "multi"]));
+    ok(b(["network", "rm", "isolated"]));
+  });
+
   test("IPv6: a network made with --ipv6 gives containers addresses, a route and AAAA answers", () => {
     ok(b(["network", "create", "--ipv6", "--subnet", "fd00:be:47:1::/64", "v6net"]));
     const cfg = JSON.parse(ok(b(["network", "inspect", "v6net"])).stdout)[0];
