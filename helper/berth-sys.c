@@ -104,6 +104,52 @@ static napi_value js_umount2(napi_env env, napi_callback_info info) {
   return result(env, umount2(d, (int)flags));
 }
 
+/* umount2Async(target, flags): a Promise of umount2's result (-errno on failure), the call made on
+ * libuv's thread pool, so a slow unmount (overlayfs syncs its upper layer) overlaps other work. */
+struct umount_work {
+  napi_async_work work;
+  napi_deferred deferred;
+  char target[PATH_BYTES];
+  int flags;
+  long rc;
+};
+
+static void umount_execute(napi_env env, void *data) {
+  (void)env;
+  struct umount_work *w = data;
+  w->rc = umount2(w->target, w->flags) < 0 ? -errno : 0;
+}
+
+static void umount_complete(napi_env env, napi_status status, void *data) {
+  struct umount_work *w = data;
+  (void)status;
+  napi_resolve_deferred(env, w->deferred, num(env, w->rc));
+  napi_delete_async_work(env, w->work);
+  free(w);
+}
+
+static napi_value js_umount2_async(napi_env env, napi_callback_info info) {
+  struct args a;
+  char *d;
+  int64_t flags;
+  napi_value promise, name;
+  struct umount_work *w = calloc(1, sizeof *w);
+  if (!w) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  if (get_args(env, info, &a) || get_str(env, a.v[0], w->target, sizeof w->target, &d) || get_i64(env, a.v[1], &flags) || !d) {
+    free(w);
+    return NULL;
+  }
+  w->flags = (int)flags;
+  napi_create_promise(env, &w->deferred, &promise);
+  napi_create_string_utf8(env, "berth-umount", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, umount_execute, umount_complete, w, &w->work);
+  napi_queue_async_work(env, w->work);
+  return promise;
+}
+
 /* lsetxattr(path, name, buffer) */
 static napi_value js_lsetxattr(napi_env env, napi_callback_info info) {
   struct args a;
@@ -190,7 +236,7 @@ static napi_value init(napi_env env, napi_value exports) {
   } fns[] = {
       {"flock", js_flock},       {"mount", js_mount},         {"umount2", js_umount2},   {"lsetxattr", js_lsetxattr},
       {"lgetxattr", js_lgetxattr}, {"llistxattr", js_llistxattr}, {"mknod", js_mknod}, {"setWindowSize", js_winsize},
-      {"strerror", js_strerror},
+      {"strerror", js_strerror}, {"umount2Async", js_umount2_async},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

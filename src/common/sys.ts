@@ -11,6 +11,7 @@ interface Addon {
   flock(fd: number, op: number): number;
   mount(src: string | null, target: string, fstype: string | null, flags: number, data: string | null): number;
   umount2(target: string, flags: number): number;
+  umount2Async(target: string, flags: number): Promise<number>;
   lsetxattr(path: string, name: string, value: Buffer): number;
   lgetxattr(path: string, name: string, value: Buffer): number;
   llistxattr(path: string, list: Buffer): number;
@@ -71,6 +72,11 @@ export function mount(source: string, target: string, fstype: string | null, fla
 export const MNT_DETACH = 2;
 export function umount(target: string, flags = 0): void {
   check("umount", target, load().umount2(target, flags));
+}
+
+/** umount on a worker thread: other work goes on meanwhile. */
+export async function umountAsync(target: string, flags = 0): Promise<void> {
+  check("umount", target, await load().umount2Async(target, flags));
 }
 
 export function lsetxattr(path: string, name: string, value: Buffer): void {

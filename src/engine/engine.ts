@@ -13,7 +13,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { BerthError, exists, invalid, notFound, precondition } from "../common/errors.js";
 import { buildBinary } from "../common/paths.js";
 import { setWindowSize } from "../common/sys.js";
-import { FileLock, ImageStore, pullImage, commitSnapshot, type ImageRecord, type Progress, parsePlatform, unmount as unmountPath, type ContainerConfig as ImageContainerConfig } from "../images/index.js";
+import { FileLock, ImageStore, pullImage, commitSnapshot, type ImageRecord, type Progress, parsePlatform, unmount as unmountPath, unmountAsync, type ContainerConfig as ImageContainerConfig } from "../images/index.js";
 import { Runtime, parseSignal } from "../runtime/index.js";
 import { pidAlive } from "../images/content.js";
 import { buildSpec, capabilitiesFor, resolveUser, resourcesFor } from "./spec.js";
@@ -485,26 +485,25 @@ export class Engine {
 
   /** Unmount the rootfs and remove the runtime's record (the container is not running). */
   private async teardown(id: string): Promise<void> {
-    if (this.networking || fs.existsSync(join(this.root, "network"))) {
+    // three independent jobs, overlapped: the network's release (a berth-net process when ports
+    // were published), the runtime's record and cgroup, and the rootfs's unmount (on a worker
+    // thread: overlayfs syncs its upper layer)
+    const rootfs = this.containers.path(id, "rootfs");
+    const unmount = isMountpoint(rootfs) ? unmountAsync(rootfs).catch(() => {}) : Promise.resolve();
+    const network = (async () => {
+      if (!this.networking && !fs.existsSync(join(this.root, "network"))) return;
       const held = this.network.store.held(id);
       if (held.endpoints.length || held.ports.length) await this.network.release(id).catch(() => {});
       if (this.network.cniState(id)) await this.network.cniDetach(id).catch(() => {});
-    }
+    })();
     try {
       await this.runtime.delete(id, { force: true });
     } catch {
       /* not there */
     }
     trace("teardown: runtime state deleted");
-    const rootfs = this.containers.path(id, "rootfs");
-    if (isMountpoint(rootfs)) {
-      trace("teardown: mountpoint checked");
-      try {
-        unmountPath(rootfs);
-      } catch {
-        /* already gone */
-      }
-    }
+    await Promise.all([unmount, network]);
+    trace("teardown: unmounted, network released");
   }
 
   /**

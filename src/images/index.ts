@@ -7,7 +7,7 @@ export { inspectImage, imageHistory, type ImageInspect, type HistoryRow } from "
 export { packDirectory, type PackOptions } from "./pack.js";
 export { commitSnapshot, type CommitOptions } from "./commit.js";
 export { extractLayer, decompress, cleanPath, type ExtractMode, type ExtractResult } from "./layer.js";
-export { openSnapshotter, OverlaySnapshotter, CopySnapshotter, unmount, type Snapshotter, type LayerSnapshot } from "./snapshot.js";
+export { openSnapshotter, OverlaySnapshotter, CopySnapshotter, unmount, unmountAsync, type Snapshotter, type LayerSnapshot } from "./snapshot.js";
 export { parseReference, formatReference, familiar, familiarRepository, withDefaultTag, repositoryName, type Reference } from "./reference.js";
 export { RegistryClient, RegistryError } from "./registry.js";
 export { credentialsFor, saveCredentials, removeCredentials, dockerConfigPath, type Credentials } from "./auth.js";

@@ -14,7 +14,7 @@ import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { BerthError, notFound } from "../common/errors.js";
-import { mount as sysMount, umount, MNT_DETACH } from "../common/sys.js";
+import { mount as sysMount, umount, umountAsync, MNT_DETACH } from "../common/sys.js";
 import { extractLayer, type ExtractResult } from "./layer.js";
 import { pidAlive } from "./content.js";
 import { writeFileAtomic } from "../common/lock.js";
@@ -305,6 +305,11 @@ function copyTree(from: string, to: string): void {
 
 export function unmount(target: string): void {
   umount(target, MNT_DETACH);
+}
+
+/** unmount() on a worker thread. */
+export function unmountAsync(target: string): Promise<void> {
+  return umountAsync(target, MNT_DETACH);
 }
 
 /**
