@@ -48,7 +48,20 @@ install_bin() {
   mv -f "$tmp" "/usr/local/bin/$name"
 }
 install_bin berth-runtime dist/berth-runtime.cjs
-install_bin berth dist/berth.cjs
+# berth itself starts from its V8 snapshot (scripts/build-snapshot.sh) while the node binary that
+# made it is the one installed (same mtime); otherwise from the bundle, as above.
+printf 'globalThis.berthBuildDir = "%s";\nrequire("%s")("%s");\n' "$here/build" "$here/scripts/launcher.cjs" "$here/dist/berth.cjs" > dist/berth-launch.cjs
+tmp=$(mktemp /usr/local/bin/.berth.XXXXXX)
+cat > "$tmp" <<LAUNCHER
+#!/bin/sh
+n=$node s=$here/dist/berth.blob
+if [ -r "\$s" ] && [ -e "\$s.node" ] && ! [ "\$n" -nt "\$s.node" ] && ! [ "\$s.node" -nt "\$n" ]; then
+  exec "\$n" --snapshot-blob "\$s" $here/dist/berth-start.cjs "\$@"
+fi
+exec "\$n" $here/dist/berth-launch.cjs "\$@"
+LAUNCHER
+chmod 755 "$tmp"
+mv -f "$tmp" /usr/local/bin/berth
 say "installed /usr/local/bin/berth-runtime ($(berth-runtime --version | head -1)) and /usr/local/bin/berth ($(berth --version))"
 
 say "the default image"

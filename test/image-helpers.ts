@@ -1,11 +1,21 @@
 /** Helpers for the image tests: the berth CLI with a private store, images made by other tools. */
 import { spawnSync } from "node:child_process";
-import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fixtureConfig, fixtureRootfs, project, rt, tempDir, type Result } from "./helpers.js";
 import { ImageStore } from "../src/images/index.js";
 
 export const berthBundle = join(project, "dist/berth.cjs");
+const snapshotBlob = join(project, "dist/berth.blob");
+
+/**
+ * berth as the installed command starts it: from its V8 snapshot when the build made one (the
+ * path users take), else the bundle. BERTH_TEST_BUNDLE=1 tests the bundle instead.
+ */
+export function berthCommand(): string[] {
+  if (!process.env.BERTH_TEST_BUNDLE && existsSync(snapshotBlob) && existsSync(join(project, "dist/berth-start.cjs"))) return ["--snapshot-blob", snapshotBlob, join(project, "dist/berth-start.cjs")];
+  return [berthBundle];
+}
 
 export interface BerthEnv {
   root: string;
@@ -21,7 +31,7 @@ export function berthEnv(): BerthEnv {
 export function berth(env: BerthEnv, args: string[], opts: { input?: string | Buffer; timeout?: number; extraEnv?: Record<string, string> } = {}): Result {
   const e: Record<string, string> = { ...(process.env as Record<string, string>), BERTH_ROOT: env.root, BERTH_CONFIG_DIR: env.configDir, DOCKER_CONFIG: env.dockerConfig, ...opts.extraEnv };
   delete e.NODE_EXTRA_CA_CERTS;
-  const r = spawnSync(process.execPath, [berthBundle, ...args], { env: e, input: opts.input ?? "", timeout: opts.timeout ?? 120_000, maxBuffer: 1 << 30 });
+  const r = spawnSync(process.execPath, [...berthCommand(), ...args], { env: e, input: opts.input ?? "", timeout: opts.timeout ?? 120_000, maxBuffer: 1 << 30 });
   return { code: r.status ?? 128, stdout: r.stdout?.toString() ?? "", stderr: (r.stderr?.toString() ?? "") + (r.error ? String(r.error) : "") };
 }
 

@@ -69,3 +69,9 @@ test("the checker sees imports (it would catch a violation)", () => {
   const runtimeFiles = files.filter((f) => layerOf(f) === "runtime");
   assert.ok(runtimeFiles.some((f) => importsOf(f).some((i) => layerOf(i) === "cgroups")), "runtime imports cgroups");
 });
+
+test("the CLI's code has no dynamic import of a built-in module (it cannot run from berth's V8 start-up snapshot)", () => {
+  const cli = files.filter((f) => !f.includes("/test/"));
+  const bad = cli.filter((f) => /\bimport\(\s*["']node:/.test(readFileSync(f, "utf8").replace(/typeof import\("node:[a-z_/]+"\)|import\("node:[a-z_/]+"\)\./g, "")));
+  assert.deepEqual(bad.map((f) => relative(src, f)), []);
+});

@@ -5,6 +5,7 @@
  * containers that no longer run (a crash, a reboot) are reclaimed by the next allocation.
  */
 import * as fs from "node:fs";
+import { createSocket } from "node:dgram";
 import { createServer } from "node:net";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
@@ -388,7 +389,6 @@ function createIn(doc: Doc, opts: CreateOptions, defaultBridge: string): Network
 
 /** Bind the port on the host for a moment: the port it got (port 0 picks one), or undefined if taken. */
 async function hostPortFree(proto: "tcp" | "udp", ip: string, port: number): Promise<number | undefined> {
-  const dgram = proto === "udp" ? await import("node:dgram") : undefined;
   return new Promise((resolve) => {
     if (proto === "tcp") {
       const s = createServer();
@@ -398,7 +398,7 @@ async function hostPortFree(proto: "tcp" | "udp", ip: string, port: number): Pro
         s.close(() => resolve(got));
       });
     } else {
-      const s = dgram!.createSocket("udp4");
+      const s = createSocket("udp4");
       s.once("error", () => resolve(undefined));
       s.bind({ address: ip, port, exclusive: true }, () => {
         const got = s.address().port;

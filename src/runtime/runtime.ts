@@ -21,7 +21,7 @@ import { hookNames, validateProcess, validateSpec, type Hook, type HookName, typ
 import { StateStore, processStartTime, type ContainerRecord, type OciState, type Status } from "./state.js";
 
 /** runc's choice: /run for root; $XDG_RUNTIME_DIR (or a per-user /tmp directory) for everyone else. */
-export const defaultRoot =
+export const defaultRoot = (): string =>
   (process.getuid?.() ?? 0) === 0 ? "/run/berth-runtime" : join(process.env.XDG_RUNTIME_DIR || `/tmp/berth-runtime-${process.getuid!()}`, "berth-runtime");
 
 export interface RuntimeOptions {
@@ -83,7 +83,7 @@ export class Runtime {
   private readonly debug?: (m: string) => void;
 
   constructor(opts: RuntimeOptions = {}) {
-    this.store = new StateStore(resolve(opts.root ?? defaultRoot));
+    this.store = new StateStore(resolve(opts.root ?? defaultRoot()));
     this.warn = opts.warn ?? ((m) => process.stderr.write(`warning: ${m}\n`));
     this.debug = opts.debug;
   }

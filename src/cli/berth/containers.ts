@@ -1,6 +1,8 @@
 /** berth's container commands, with docker's flags, output and exit codes. */
 import { trace } from "../../common/trace.js";
 import * as fs from "node:fs";
+import { spawnSync } from "node:child_process";
+import { basename, dirname, join } from "node:path";
 import { BerthError, invalid } from "../../common/errors.js";
 import { containerInspect, containerSummary, defaultContainerConfig, defaultHostConfig, parseSize, readLogs, type CreateRequest } from "../../engine/index.js";
 import { inspectImage, packDirectory, parseReference } from "../../images/index.js";
@@ -762,7 +764,6 @@ export async function top(ctx: Context, argv: string[]): Promise<number> {
   if (!v.state.Running) throw new BerthError("FailedPrecondition", `Container ${v.rec.Id} is not running`);
   const pids = ctx.engine().runtime.pids(v.rec.Id);
   const psArgs = args.length > 1 ? args.slice(1) : ["-ef"];
-  const { spawnSync } = await import("node:child_process");
   const r = spawnSync("ps", psArgs, { encoding: "utf8" });
   const lines = r.stdout.trimEnd().split("\n");
   const header = lines[0] ?? "";
@@ -869,7 +870,6 @@ export async function cp(ctx: Context, argv: string[]): Promise<number> {
   if (!src.container && !dst.container) throw invalid("must specify at least one container source");
   const engine = ctx.engine();
   const { resolveInRoot } = await import("../../engine/index.js");
-  const { basename, dirname, join } = await import("node:path");
   if (src.container) {
     return engine.withRootfs(src.container, async (root) => {
       const from = resolveInRoot(root, src.path, !!flags["follow-link"]);
@@ -918,7 +918,6 @@ async function* packPath(path: string, name?: string): AsyncGenerator<Buffer> {
     yield* packDirectory(path.slice(0, -2) || "/");
     return;
   }
-  const { basename, dirname } = await import("node:path");
   const top = basename(path);
   const rename = name ?? top;
   for await (const chunk of packDirectory(dirname(path), { exclude: (rel) => rel !== top && !rel.startsWith(top + "/"), rename: (rel) => rename + rel.slice(top.length) })) yield chunk;

@@ -1,5 +1,6 @@
 /** berth's volume, system and remaining container commands: volume *, diff, update, stats, port, info, version, doctor. */
 import * as fs from "node:fs";
+import * as os from "node:os";
 import { join } from "node:path";
 import { BerthError, invalid } from "../../common/errors.js";
 import { list, parse, str, UsageError } from "../pflag.js";
@@ -270,7 +271,6 @@ export async function info(ctx: Context, argv: string[]): Promise<number> {
   const engine = ctx.engine();
   const views = await engine.list();
   const { layout } = await import("../../cgroups/index.js");
-  const os = await import("node:os");
   const data = {
     ID: "berth",
     Containers: views.length,
