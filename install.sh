@@ -38,30 +38,9 @@ npm run --silent build
 say "test fixtures and the demo bundle"
 sh scripts/make-fixtures.sh >/dev/null
 
-# The installed command names node by absolute path (podman runs runtimes with PATH unset) and loads
-# the one-file CommonJS bundle through scripts/launcher.cjs, which keeps V8's code cache for it.
-install_bin() {
-  name=$1 entry=$2
-  tmp=$(mktemp /usr/local/bin/.$name.XXXXXX)
-  printf '#!%s\nglobalThis.berthBuildDir = "%s";\nrequire("%s")("%s");\n' "$node" "$here/build" "$here/scripts/launcher.cjs" "$here/$entry" > "$tmp"
-  chmod 755 "$tmp"
-  mv -f "$tmp" "/usr/local/bin/$name"
-}
-install_bin berth-runtime dist/berth-runtime.cjs
-# berth itself starts from its V8 snapshot (scripts/build-snapshot.sh) while the node binary that
-# made it is the one installed (same mtime); otherwise from the bundle, as above.
-printf 'globalThis.berthBuildDir = "%s";\nrequire("%s")("%s");\n' "$here/build" "$here/scripts/launcher.cjs" "$here/dist/berth.cjs" > dist/berth-launch.cjs
-tmp=$(mktemp /usr/local/bin/.berth.XXXXXX)
-cat > "$tmp" <<LAUNCHER
-#!/bin/sh
-n=$node s=$here/dist/berth.blob
-if [ -r "\$s" ] && [ -e "\$s.node" ] && ! [ "\$n" -nt "\$s.node" ] && ! [ "\$s.node" -nt "\$n" ]; then
-  exec "\$n" --snapshot-blob "\$s" $here/dist/berth-start.cjs "\$@"
-fi
-exec "\$n" $here/dist/berth-launch.cjs "\$@"
-LAUNCHER
-chmod 755 "$tmp"
-mv -f "$tmp" /usr/local/bin/berth
+# The installed commands (scripts/install-launchers.sh): berth-runtime from its bundle, berth from
+# its V8 start-up snapshot while this node made it.
+sh scripts/install-launchers.sh "$node"
 say "installed /usr/local/bin/berth-runtime ($(berth-runtime --version | head -1)) and /usr/local/bin/berth ($(berth --version))"
 
 say "the default image"

@@ -1,0 +1,45 @@
+/**
+ * The installed `berth` command (scripts/install-launchers.sh): from the V8 start-up snapshot when
+ * the node binary is the one that made it, from the bundle when node has changed since (a snapshot
+ * made by another node would not load). Both must run a container.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync, readFileSync, utimesSync, writeFileSync, chmodSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { project, rootSkip, tempDir } from "./helpers.js";
+
+const noSnapshot = existsSync(join(project, "dist/berth.blob.node")) ? false : "the build made no start-up snapshot (scripts/build-snapshot.sh)";
+
+test("the launcher uses the snapshot with the node that made it, and the bundle after node changed", { skip: rootSkip || noSnapshot }, () => {
+  const bin = tempDir("berth-launchers-");
+  // a "node" of our own: it runs the real one and says which way berth was started
+  const fakeNode = join(bin, "node");
+  writeFileSync(fakeNode, `#!/bin/sh\ncase "$1" in --snapshot-blob) echo via=snapshot >&2;; *) echo via=bundle >&2;; esac\nexec ${process.execPath} "$@"\n`);
+  chmodSync(fakeNode, 0o755);
+  const r0 = spawnSync("sh", [join(project, "scripts/install-launchers.sh"), fakeNode, bin], { encoding: "utf8" });
+  assert.equal(r0.status, 0, r0.stderr);
+  assert.match(readFileSync(join(bin, "berth"), "utf8"), /^#!\/bin\/sh\n/);
+  const env: NodeJS.ProcessEnv = { ...process.env, BERTH_ROOT: tempDir("berth-launch-root-"), BERTH_RUNTIME_ROOT: tempDir("berth-launch-rt-") };
+  delete env.NODE_EXTRA_CA_CERTS;
+  const run = () => spawnSync(join(bin, "berth"), ["version"], { encoding: "utf8", env });
+  // node's mtime as recorded with the snapshot: the snapshot
+  const made = statSync(join(project, "dist/berth.blob.node")).mtime;
+  utimesSync(fakeNode, made, made);
+  let r = run();
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /via=snapshot/);
+  assert.match(r.stdout, /Version:|berth version/);
+  // node replaced (another mtime): the bundle
+  const later = new Date(made.getTime() + 86_400_000);
+  utimesSync(fakeNode, later, later);
+  r = run();
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /via=bundle/);
+  assert.match(r.stdout, /Version:|berth version/);
+  // and the bundle runs the runtime too
+  const rt = spawnSync(join(bin, "berth-runtime"), ["--version"], { encoding: "utf8", env });
+  assert.equal(rt.status, 0, rt.stderr);
+  assert.match(rt.stdout, /berth-runtime version/);
+});
