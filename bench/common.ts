@@ -1,6 +1,6 @@
 /** What the CLI benches share: the environment users have, timing, and berth through its launcher. */
 import { spawnSync } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -23,9 +23,14 @@ export function time(cmd: string, args: string[]): number {
   return Number(process.hrtime.bigint() - t) / 1e6;
 }
 
-/** A launcher in `dir` that runs the bundle as the installed command does (with V8's code cache). */
-export function berthLauncher(dir: string): string {
+/**
+ * node's arguments to run berth as the installed command does: from its V8 start-up snapshot when
+ * the build made one, else through a launcher in `dir` that keeps V8's code cache for the bundle.
+ */
+export function berthLauncher(dir: string): string[] {
+  const blob = join(project, "dist/berth.blob");
+  if (existsSync(blob) && existsSync(join(project, "dist/berth-start.cjs"))) return ["--snapshot-blob", blob, join(project, "dist/berth-start.cjs")];
   const cli = join(dir, "berth-cli.cjs");
   writeFileSync(cli, `globalThis.berthBuildDir = ${JSON.stringify(join(project, "build"))};\nrequire(${JSON.stringify(join(project, "scripts/launcher.cjs"))})(${JSON.stringify(join(project, "dist/berth.cjs"))});\n`);
-  return cli;
+  return [cli];
 }

@@ -56,7 +56,7 @@ async function main(): Promise<void> {
   const base = mkdtempSync(join(tmpdir(), "berth-bench-net-"));
   const cli = berthLauncher(base);
   const runtimeRoot = join(base, "berth-run");
-  const berth = [cli, "--root", join(base, "berth")];
+  const berth = [...cli, "--root", join(base, "berth")];
   const benv = { ...env, BERTH_RUNTIME_ROOT: runtimeRoot };
   const b = (...a: string[]) => [process.execPath, [...berth, ...a]] as const;
   const daemons: ChildProcess[] = [];

@@ -26,7 +26,7 @@ async function main(): Promise<void> {
   const base = mkdtempSync(join(tmpdir(), "berth-bench-run-"));
   // through the launcher, as the installed command runs (it keeps V8's code cache for the bundle)
   const cli = berthLauncher(base);
-  const berth = [cli, "--root", join(base, "berth")];
+  const berth = [...cli, "--root", join(base, "berth")];
   const b = (...a: string[]) => [process.execPath, [...berth, ...a]] as const;
   const daemons: ChildProcess[] = [];
   try {
