@@ -416,7 +416,13 @@ export class Engine {
       // the console socket is relative: the helper starts in the monitor's directory (paths there
       // can be longer than a socket address allows)
       trace("start: spec written");
-      await this.runtime.create(id, { bundle: join(dir, "bundle"), pidFile: join(dir, "pid"), stdio: ["ignore", "ignore", "ignore"], launcher, ...(tty ? { consoleSocket: "console.sock" } : {}) });
+      // the veth goes into the container's namespace while its mounts are being made
+      let plumbing: Promise<void> | undefined;
+      const onPid = (p: number) => {
+        plumbing = this.network.plumb(`/proc/${p}/ns/net`, endpoints, { add: ports, stale, rules });
+        plumbing.catch(() => {}); // awaited below
+      };
+      await this.runtime.create(id, { bundle: join(dir, "bundle"), pidFile: join(dir, "pid"), stdio: ["ignore", "ignore", "ignore"], launcher, ...(tty ? { consoleSocket: "console.sock" } : {}), ...(endpoints.length ? { onPid } : {}) });
       const monitorPid = Number(fs.readFileSync(join(dir, "monitor.pid"), "utf8"));
       const pid = Number(fs.readFileSync(join(dir, "pid"), "utf8"));
       trace("start: runtime created");
@@ -433,7 +439,7 @@ export class Engine {
         trace("start: CNI plugins done");
       }
       if (endpoints.length) {
-        await this.network.plumb(`/proc/${pid}/ns/net`, endpoints, { add: ports, stale, rules });
+        await (plumbing ?? this.network.plumb(`/proc/${pid}/ns/net`, endpoints, { add: ports, stale, rules }));
         if (dns) await this.network.ensureDns([...berthCommand(this.root), "internal-dns"], dns[0]!);
         trace("start: network plumbed");
       }

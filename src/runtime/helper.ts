@@ -24,6 +24,8 @@ export interface HelperOptions {
   preserveFds?: number;
   /** Called when the helper waits at the hook point (child cloned, not yet released). */
   onHookPoint?: (pid: number) => Promise<void>;
+  /** The child's pid as soon as it exists (its new namespaces too), before its setup is done. */
+  onPid?: (pid: number) => void;
   /**
    * A program that starts the helper and stays (the engine's per-container monitor): it is run
    * detached as `launcher... HELPER PLANFD REPORTFD`, and the helper counts as exited when its
@@ -87,6 +89,7 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
       switch (code) {
         case Msg.PID:
           pid = Number(args[0]);
+          opts.onPid?.(pid);
           break;
         case Msg.HOOK_POINT: {
           const cont = () => {

@@ -43,6 +43,11 @@ export interface CreateOptions {
   stdio?: HelperOptions["stdio"];
   /** A monitor that starts the helper and stays as the container's parent (the engine's). */
   launcher?: string[];
+  /**
+   * Called with the container's pid as soon as it is cloned (its namespaces exist; its mounts are
+   * not done): work on its network namespace can overlap its setup.
+   */
+  onPid?: (pid: number) => void;
 }
 
 export interface ExecOptions {
@@ -194,6 +199,7 @@ export class Runtime {
         stdio: opts.stdio,
         preserveFds: opts.preserveFds,
         ...(opts.launcher ? { launcher: opts.launcher } : {}),
+        ...(opts.onPid ? { onPid: opts.onPid } : {}),
         onHookPoint: async (childPid) => {
           rec.pid = childPid;
           rec.pidStartTime = processStartTime(childPid)?.start ?? 0;
