@@ -109,7 +109,17 @@ describe("networking", { skip: rootSkip || nftMissing }, () => {
     const busy = b(["network", "rm", "appnet"]);
     assert.equal(busy.code, 1);
     assert.match(busy.stderr, /has active endpoints/);
-    ok(b(["rm", "-f", "api"]));
+    // renamed, it is found by its new name
+    ok(b(["rename", "api", "api2"]));
+    assert.equal(ok(b(["run", "--rm", "--network", "appnet", "busybox", "wget", "-qO-", "http://api2/"])).stdout, "hello from berth httpd\n");
+    // a stopped container connected to a network gets it when it starts
+    ok(b(["create", "--name", "late", "busybox", "sleep", "100"]));
+    ok(b(["network", "connect", "appnet", "late"]));
+    ok(b(["start", "late"]));
+    assert.deepEqual(ok(b(["exec", "late", "ls", "/sys/class/net"])).stdout.split("\n").filter(Boolean).sort(), ["eth0", "eth1", "lo"]);
+    assert.equal(ok(b(["exec", "late", "wget", "-qO-", "http://api2/"])).stdout, "hello from berth httpd\n", "and resolves names on it");
+    ok(b(["rm", "-f", "late"]));
+    ok(b(["rm", "-f", "api2"]));
     ok(b(["network", "rm", "appnet"]));
     assert.ok(!ok(b(["network", "ls", "--format", "{{.Name}}"])).stdout.includes("appnet"));
   });

@@ -369,7 +369,10 @@ export class Engine {
         trace("start: network allocated");
       }
       // user networks have berth's DNS (on their gateway): names of the other containers resolve
-      const dns = mode.kind === "bridge" && mode.network !== "bridge" && endpoints[0] ? [endpoints[0].Gateway] : undefined;
+      // (any user network the container is on: docker's containers on one use its embedded DNS)
+      const userNets = endpoints.length ? new Set(this.network.store.read().networks.filter((n) => n.Options["com.docker.network.bridge.default_bridge"] !== "true").map((n) => n.Id)) : new Set<string>();
+      const dnsEndpoint = endpoints.find((e) => userNets.has(e.Network));
+      const dns = dnsEndpoint ? [dnsEndpoint.Gateway] : undefined;
       const files: Array<[string, string]> = [["hostname", `${rec.Config.Hostname}\n`]];
       if (mode.kind !== "container") {
         files.push(["hosts", hostsFile(rec.Config.Hostname, endpoints.flatMap((e) => [e.IPAddress, ...(e.GlobalIPv6Address ? [e.GlobalIPv6Address] : [])]), hc.ExtraHosts ?? [], endpoints[0]?.Gateway)]);
@@ -755,6 +758,16 @@ export class Engine {
     } finally {
       lock.release();
     }
+  }
+
+  /** docker rename: the name, and what the networks' DNS answers for. */
+  async rename(ref: string, newName: string): Promise<void> {
+    const v = await this.get(ref);
+    const name = newName.replace(/^\//, "");
+    this.containers.renameTo(v.rec.Id, v.rec.Name, name);
+    this.containers.writeConfig({ ...v.rec, Name: `/${name}` });
+    if (this.networking || fs.existsSync(join(this.root, "network", "networks.json"))) await this.network.store.renameEndpoints(v.rec.Id, v.rec.Name.slice(1), name);
+    this.emit({ ...v.rec, Name: `/${name}` }, "rename", { oldName: v.rec.Name });
   }
 
   /** docker update: new limits in the record, and in the cgroup when it runs. */

@@ -204,6 +204,8 @@ export class NetworkStore {
     return this.update(async (doc) => {
       const reclaimed = reclaim(doc, active, container);
       const endpoints: Endpoint[] = [];
+      // interfaces are numbered after those the container has already (network connect)
+      const held = doc.endpoints.filter((x) => x.Container === container).length;
       for (const [i, r] of requests.entries()) {
         let n: NetworkRecord;
         if (r.network === DEFAULT_NETWORK && !doc.networks.some((x) => x.Name === DEFAULT_NETWORK)) n = createIn(doc, { Name: DEFAULT_NETWORK, Options: this.defaultOptions() }, this.defaultBridge);
@@ -241,8 +243,8 @@ export class NetworkStore {
           Aliases: r.aliases ?? [],
           ...(v6 ? { GlobalIPv6Address: v6.address, GlobalIPv6PrefixLen: v6.prefix, IPv6Gateway: v6.gateway } : {}),
           DNSNames: [...(r.names ?? []), ...(r.aliases ?? [])],
-          HostIf: `bv${container.slice(0, 10)}${doc.endpoints.filter((x) => x.Container === container).length + i}`,
-          ContainerIf: `eth${doc.endpoints.filter((x) => x.Container === container).length + i}`,
+          HostIf: `bv${container.slice(0, 10)}${held + i}`,
+          ContainerIf: `eth${held + i}`,
         };
         endpoints.push(e);
         doc.endpoints.push(e);
@@ -281,6 +283,14 @@ export class NetworkStore {
       doc.endpoints = doc.endpoints.filter((e) => !endpoints.includes(e));
       doc.ports = doc.ports.filter((p) => !ports.includes(p));
       return { endpoints, ports, generation: doc.generation };
+    });
+  }
+
+  /** A renamed container is found by its new name (its DNS names follow). */
+  async renameEndpoints(container: string, oldName: string, newName: string): Promise<void> {
+    if (!this.read().endpoints.some((e) => e.Container === container)) return;
+    await this.update((doc) => {
+      for (const e of doc.endpoints) if (e.Container === container) e.DNSNames = (e.DNSNames ?? []).map((n) => (n === oldName ? newName : n));
     });
   }
 

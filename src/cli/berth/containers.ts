@@ -775,10 +775,7 @@ export async function top(ctx: Context, argv: string[]): Promise<number> {
 export async function rename(ctx: Context, argv: string[]): Promise<number> {
   const { args } = parse(argv, [], "rename");
   if (args.length !== 2) throw new UsageError(`"rename" requires exactly 2 arguments.`, "rename");
-  const engine = ctx.engine();
-  const v = await engine.get(args[0]!);
-  engine.containers.renameTo(v.rec.Id, v.rec.Name, args[1]!);
-  engine.containers.writeConfig({ ...v.rec, Name: `/${args[1]!.replace(/^\//, "")}` });
+  await ctx.engine().rename(args[0]!, args[1]!);
   return 0;
 }
 
