@@ -365,9 +365,11 @@ export async function run(ctx: Context, argv: string[]): Promise<number> {
   trace("run: engine ready");
   const id = await wrap(createFrom(ctx, flags, args));
   trace("run: created");
+  // a run that cannot start leaves nothing behind (docker keeps a "Created" container; berth's rule
+  // is that bad input leaves no partial state: `create` + `start` keep it, for a look at it)
   if (flags.detach) {
     await wrap(engine.start(id)).catch(async (e) => {
-      if (flags.rm) await engine.remove(id, { force: true }).catch(() => {});
+      await engine.remove(id, { force: true }).catch(() => {});
       throw e;
     });
     out(`${id}\n`);
@@ -383,7 +385,7 @@ export async function run(ctx: Context, argv: string[]): Promise<number> {
       handlesExit: true,
     }),
   ).catch(async (e) => {
-    if (flags.rm) await engine.remove(id, { force: true }).catch(() => {});
+    await engine.remove(id, { force: true }).catch(() => {});
     throw e;
   });
   const s = sock!;
