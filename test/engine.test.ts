@@ -10,7 +10,7 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { project, rootSkip, tempDir, leaks } from "./helpers.js";
-import { berth, berthEnv, ok, removeNetworking, sh, type BerthEnv } from "./image-helpers.js";
+import { berth, berthEnv, importBusybox, ok, removeNetworking, sh, type BerthEnv } from "./image-helpers.js";
 
 let env: BerthEnv;
 let runtimeRoot: string;
@@ -20,10 +20,7 @@ describe("containers", { skip: rootSkip }, () => {
   before(() => {
     env = berthEnv();
     runtimeRoot = tempDir("berth-test-rt-");
-    // the busybox fixture (with berth's probe) as an image
-    const tarball = join(tempDir("berth-img-"), "rootfs.tar");
-    sh("tar", ["-C", join(project, "build/fixtures/busybox/rootfs"), "-cf", tarball, "."]);
-    ok(berth(env, ["import", "-c", 'CMD ["sh"]', tarball, "busybox:latest"]));
+    importBusybox(env);
   });
   after(async () => {
     const ids = b(["ps", "-aq"]).stdout.trim().split("\n").filter(Boolean);

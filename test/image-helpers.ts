@@ -100,3 +100,10 @@ export async function removeNetworking(env: BerthEnv, runtimeRoot: string): Prom
   const { Networking } = await import("../src/network/index.js");
   await new Networking(env.root, join(runtimeRoot, ".network")).removeAll();
 }
+
+/** The busybox fixture (with berth's probe at /probe) as busybox:latest in env's store. */
+export function importBusybox(env: BerthEnv): void {
+  const tarball = join(tempDir("berth-img-"), "rootfs.tar");
+  sh("tar", ["-C", join(project, "build/fixtures/busybox/rootfs"), "-cf", tarball, "."]);
+  ok(berth(env, ["import", "-c", 'CMD ["sh"]', tarball, "busybox:latest"]));
+}

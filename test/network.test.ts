@@ -13,7 +13,7 @@ import { get } from "node:http";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { project, rootSkip, tempDir, waitFor } from "./helpers.js";
-import { berth, berthEnv, ok, removeNetworking, sh, type BerthEnv } from "./image-helpers.js";
+import { berth, berthEnv, importBusybox, ok, removeNetworking, type BerthEnv } from "./image-helpers.js";
 
 let env: BerthEnv;
 let runtimeRoot: string;
@@ -45,9 +45,7 @@ describe("networking", { skip: rootSkip || nftMissing }, () => {
   before(() => {
     env = berthEnv();
     runtimeRoot = tempDir("berth-test-rt-");
-    const tarball = join(tempDir("berth-img-"), "rootfs.tar");
-    sh("tar", ["-C", join(project, "build/fixtures/busybox/rootfs"), "-cf", tarball, "."]);
-    ok(berth(env, ["import", "-c", 'CMD ["sh"]', tarball, "busybox:latest"]));
+    importBusybox(env);
     www = tempDir("berth-www-");
     fs.writeFileSync(join(www, "index.html"), "hello from berth httpd\n");
   });

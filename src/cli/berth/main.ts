@@ -227,3 +227,18 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   }
 }
+
+/** The command's whole life: run argv, exit with the code once stdout has drained (keep-alive
+ * sockets and an open stdin must not hold the process), or print the error and exit 1. */
+export function runMain(argv: string[]): void {
+  main(argv).then(
+    (code) => {
+      process.exitCode = code;
+      process.stdout.write("", () => process.exit(code));
+    },
+    (e) => {
+      process.stderr.write(`Error: ${errorMessage(e)}\n`);
+      process.exit(1);
+    },
+  );
+}

@@ -5,8 +5,7 @@
  * the clock or the file system at load time: that would be frozen into the snapshot.
  * The installed `berth` uses the snapshot only with the very node binary that made it.
  */
-import { errorMessage } from "../../common/errors.js";
-import { main } from "./main.js";
+import { runMain } from "./main.js";
 import "./containers.js";
 import "./system.js";
 import "./network.js";
@@ -16,15 +15,4 @@ declare global {
   var berthRun: () => void;
 }
 
-globalThis.berthRun = () => {
-  main(process.argv.slice(2)).then(
-    (code) => {
-      process.exitCode = code;
-      process.stdout.write("", () => process.exit(code));
-    },
-    (e) => {
-      process.stderr.write(`Error: ${errorMessage(e)}\n`);
-      process.exit(1);
-    },
-  );
-};
+globalThis.berthRun = () => runMain(process.argv.slice(2));
