@@ -55,6 +55,14 @@ static int get_str(napi_env env, napi_value v, char *buf, size_t size, char **ou
   return 0;
 }
 
+static int get_buf(napi_env env, napi_value v, void **data, size_t *len) {
+  if (napi_get_buffer_info(env, v, data, len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "expected a Buffer");
+    return -1;
+  }
+  return 0;
+}
+
 static int get_i64(napi_env env, napi_value v, int64_t *out) {
   if (napi_get_value_int64(env, v, out) != napi_ok) {
     napi_throw_type_error(env, NULL, "expected a number");
@@ -158,10 +166,7 @@ static napi_value js_lsetxattr(napi_env env, napi_callback_info info) {
   void *data;
   size_t len;
   if (get_args(env, info, &a) || get_str(env, a.v[0], path, sizeof path, &p) || get_str(env, a.v[1], name, sizeof name, &n)) return NULL;
-  if (napi_get_buffer_info(env, a.v[2], &data, &len) != napi_ok) {
-    napi_throw_type_error(env, NULL, "expected a Buffer");
-    return NULL;
-  }
+  if (get_buf(env, a.v[2], &data, &len)) return NULL;
   return result(env, lsetxattr(p, n, data, len, 0));
 }
 
@@ -173,10 +178,7 @@ static napi_value js_lgetxattr(napi_env env, napi_callback_info info) {
   void *data;
   size_t len;
   if (get_args(env, info, &a) || get_str(env, a.v[0], path, sizeof path, &p) || get_str(env, a.v[1], name, sizeof name, &n)) return NULL;
-  if (napi_get_buffer_info(env, a.v[2], &data, &len) != napi_ok) {
-    napi_throw_type_error(env, NULL, "expected a Buffer");
-    return NULL;
-  }
+  if (get_buf(env, a.v[2], &data, &len)) return NULL;
   return result(env, lgetxattr(p, n, data, len));
 }
 
@@ -188,10 +190,7 @@ static napi_value js_llistxattr(napi_env env, napi_callback_info info) {
   void *data;
   size_t len;
   if (get_args(env, info, &a) || get_str(env, a.v[0], path, sizeof path, &p)) return NULL;
-  if (napi_get_buffer_info(env, a.v[1], &data, &len) != napi_ok) {
-    napi_throw_type_error(env, NULL, "expected a Buffer");
-    return NULL;
-  }
+  if (get_buf(env, a.v[1], &data, &len)) return NULL;
   return result(env, llistxattr(p, data, len));
 }
 

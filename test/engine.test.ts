@@ -443,4 +443,25 @@ describe("containers", { skip: rootSkip }, () => {
     assert.match(logs, /^line-2999-x+\nfinished\n$/, "the log has every line");
     ok(b(["rm", "chatty"]));
   });
+
+  test("pause freezes a container's processes and unpause thaws them; unpause of a running one is refused", () => {
+    ok(b(["run", "-d", "--name", "ticker", "busybox", "sh", "-c", "while true; do date +%s%N >> /tmp/ticks; usleep 20000; done"]));
+    const ticks = () => ok(b(["exec", "ticker", "wc", "-l", "/tmp/ticks"])).stdout.trim().split(/\s+/)[0];
+    spawnSync("sleep", ["0.3"]);
+    ok(b(["pause", "ticker"]));
+    assert.equal(ok(b(["inspect", "-f", "{{.State.Paused}}", "ticker"])).stdout.trim(), "true");
+    assert.match(ok(b(["ps", "--filter", "name=ticker", "--format", "{{.Status}}"])).stdout, /\(Paused\)/);
+    const pid = ok(b(["inspect", "-f", "{{.State.Pid}}", "ticker"])).stdout.trim();
+    const size = () => fs.statSync(`/proc/${pid}/root/tmp/ticks`).size;
+    const s1 = size();
+    spawnSync("sleep", ["0.3"]);
+    assert.equal(size(), s1, "nothing runs while paused");
+    ok(b(["unpause", "ticker"]));
+    spawnSync("sleep", ["0.3"]);
+    assert.ok(Number(ticks()) > 0 && size() > s1, "it runs again");
+    const again = b(["unpause", "ticker"]);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /is not paused/);
+    ok(b(["rm", "-f", "ticker"]));
+  });
 });

@@ -760,6 +760,17 @@ export class Engine {
     }
   }
 
+  /** docker pause (paused=true) and unpause: the cgroup frozen or thawed, the state and an event. */
+  async pause(ref: string, paused: boolean): Promise<void> {
+    const v = await this.get(ref);
+    if (paused && !v.state.Running) throw precondition(`Container ${v.rec.Id} is not running`);
+    if (!paused && !v.state.Paused) throw precondition(`Container ${v.rec.Id} is not paused`);
+    if (paused) this.runtime.pause(v.rec.Id);
+    else this.runtime.resume(v.rec.Id);
+    this.containers.writeState(v.rec.Id, { ...v.state, Paused: paused });
+    this.emit(v.rec, paused ? "pause" : "unpause");
+  }
+
   /** docker rename: the name, and what the networks' DNS answers for. */
   async rename(ref: string, newName: string): Promise<void> {
     const v = await this.get(ref);

@@ -739,24 +739,12 @@ export async function commit(ctx: Context, argv: string[]): Promise<number> {
 
 export async function pauseCmd(ctx: Context, argv: string[]): Promise<number> {
   const { args } = parse(argv, [], "pause");
-  return eachContainer(ctx, args, "pause", async (a) => {
-    const v = await ctx.engine().get(a);
-    if (!v.state.Running) throw new BerthError("FailedPrecondition", `Container ${v.rec.Id} is not running`);
-    ctx.engine().runtime.pause(v.rec.Id);
-    ctx.engine().containers.writeState(v.rec.Id, { ...v.state, Paused: true });
-    ctx.engine().events.emit("container", "pause", v.rec.Id, { image: v.rec.Config.Image, name: v.rec.Name.slice(1) });
-  });
+  return eachContainer(ctx, args, "pause", (a) => ctx.engine().pause(a, true));
 }
 
 export async function unpauseCmd(ctx: Context, argv: string[]): Promise<number> {
   const { args } = parse(argv, [], "unpause");
-  return eachContainer(ctx, args, "unpause", async (a) => {
-    const v = await ctx.engine().get(a);
-    if (!v.state.Paused) throw new BerthError("FailedPrecondition", `Container ${v.rec.Id} is not paused`);
-    ctx.engine().runtime.resume(v.rec.Id);
-    ctx.engine().containers.writeState(v.rec.Id, { ...v.state, Paused: false });
-    ctx.engine().events.emit("container", "unpause", v.rec.Id, { image: v.rec.Config.Image, name: v.rec.Name.slice(1) });
-  });
+  return eachContainer(ctx, args, "unpause", (a) => ctx.engine().pause(a, false));
 }
 
 export async function top(ctx: Context, argv: string[]): Promise<number> {
