@@ -61,6 +61,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "protocol.h"
@@ -68,6 +69,16 @@
 #ifndef CLONE_NEWTIME
 #define CLONE_NEWTIME 0x00000080
 #endif
+
+#ifndef SYS_clone3
+#define SYS_clone3 435
+#endif
+#define CLONE_INTO_CGROUP 0x200000000ULL
+
+/* the kernel's struct clone_args (linux/sched.h clashes with glibc's sched.h) */
+struct clone3_args {
+  uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup;
+};
 
 struct op {
   int code;
@@ -95,12 +106,21 @@ static int nidmap_fds;
 static int cgroup_fds[16];
 static const char *cgroup_paths[16];
 static int ncgroup_fds;
+static int clone_cgroup_fd = -1; /* cgroup v2 directory to clone the child into */
 
 /* Child-side state. */
 static int root_fd = -1;
 static char root_path[PATH_MAX];
 static char **envp;
 static int nenv;
+static FILE *tracing; /* BERTH_TRACE=/path: timings of each step appended there, for developers */
+
+static void trace_step(const char *what) {
+  if (!tracing) return;
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  fprintf(tracing, "[helper %d] %.3f %s\n", (int)getpid(), (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6, what);
+}
 
 static void send_record(int code, int n, const char **strs) {
   char buf[4096];
@@ -591,6 +611,7 @@ static void child_ready_then_exec(char **a, int argc) {
   const char *path = resolve_exec(a[0], buf);
   envp = realloc(envp, sizeof(char *) * (size_t)(nenv + 1));
   envp[nenv] = NULL;
+  trace_step("ready");
   send_record(MSG_READY, 0, NULL);
   ready_sent = 1;
   if (write(status_fd, "R", 1) < 0) {
@@ -617,6 +638,7 @@ static void child_ready_then_exec(char **a, int argc) {
     stage = "seccomp";
     load_seccomp();
   }
+  trace_step("execve");
   execve(path, argv, envp);
   die(errno, "exec %s: %s", path, strerror(errno));
 }
@@ -634,7 +656,9 @@ static void run_child(int release_fd) {
   if (got <= 0) _exit(1); /* the parent gave up */
   child_pid[got] = 0;
   close(release_fd);
+  trace_step("released");
   for (int i = 0; i < ncgroup_fds; i++) close(cgroup_fds[i]); /* host files: the parent's business */
+  if (clone_cgroup_fd >= 0) close(clone_cgroup_fd);
   /* Until execve the process is the host's helper binary: not dumpable, so nothing in the container
    * can open /proc/<pid>/exe (the CVE-2019-5736 class) or ptrace it. It stayed dumpable only so the
    * parent could write its uid/gid maps. execve makes the user's program dumpable again. */
@@ -649,6 +673,7 @@ static void run_child(int release_fd) {
     struct op *o = &ops[i];
     char **a = o->argv;
     stage = o->code < (int)OP_NAMES_LEN && op_names[o->code] ? op_names[o->code] : "op";
+    trace_step(stage);
     switch (o->code) {
     case OP_KEYRING:
       /* KEYCTL_JOIN_SESSION_KEYRING; kernels or user namespaces without keys are not an error. */
@@ -956,7 +981,15 @@ int main(int argc, char **argv) {
     fprintf(stderr, "berth-helper is run by berth-runtime, not by hand\n");
     return 2;
   }
+  const char *trace_path = getenv("BERTH_TRACE");
+  /* a file, not stderr: the helper's stderr is the container's */
+  if (trace_path && trace_path[0] == '/') {
+    tracing = fopen(trace_path, "ae");
+    if (tracing) setvbuf(tracing, NULL, _IONBF, 0);
+  }
+  trace_step("started");
   reexec_from_sealed_copy(argv);
+  trace_step("sealed");
   int plan_fd = atoi(argv[1]);
   report_fd = atoi(argv[2]);
   fcntl(plan_fd, F_SETFD, FD_CLOEXEC);
@@ -964,6 +997,7 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   read_plan(plan_fd);
   close_inherited_fds();
+  trace_step("plan read");
 
   unsigned long clone_flags = 0;
   int hook_sync = 0, fg = 0, terminal = 0;
@@ -1022,6 +1056,10 @@ int main(int argc, char **argv) {
         ncgroup_fds++;
       }
       break;
+    case OP_CLONE_INTO_CGROUP:
+      clone_cgroup_fd = open(a[0], O_PATH | O_DIRECTORY | O_CLOEXEC);
+      TRY(clone_cgroup_fd, "open cgroup %s", a[0]);
+      break;
     case OP_ROOT_OF: {
       char p[64];
       snprintf(p, sizeof p, "/proc/%s/root", a[0]);
@@ -1044,7 +1082,17 @@ int main(int argc, char **argv) {
    * unprivileged parent must be able to write the child's maps: its child does this after release.) */
   if (geteuid() == 0) TRY(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "make the helper non-dumpable");
   stage = "clone";
-  pid_t pid = (pid_t)syscall(SYS_clone, clone_flags | SIGCHLD, NULL, NULL, NULL, NULL);
+  trace_step("clone");
+  pid_t pid = -1;
+  int born_in_cgroup = 0;
+  if (clone_cgroup_fd >= 0) {
+    /* Born in its cgroup: no move, so no wait for the kernel's cgroup lock (an RCU grace period). */
+    struct clone3_args ca = {.flags = clone_flags | CLONE_INTO_CGROUP, .exit_signal = SIGCHLD, .cgroup = (uint64_t)clone_cgroup_fd};
+    pid = (pid_t)syscall(SYS_clone3, &ca, sizeof ca);
+    born_in_cgroup = pid >= 0;
+  }
+  if (pid < 0) /* no clone3 (or refused): a plain clone, then the cgroup.procs writes */
+    pid = (pid_t)syscall(SYS_clone, clone_flags | SIGCHLD, NULL, NULL, NULL, NULL);
   TRY(pid, "clone a child with namespace flags %#lx", clone_flags);
   if (pid == 0) {
     new_userns = (clone_flags & CLONE_NEWUSER) != 0;
@@ -1067,7 +1115,10 @@ int main(int argc, char **argv) {
   if (gid_map) write_id_map(pid, "gid_map", gid_map);
   char pidstr[16];
   snprintf(pidstr, sizeof pidstr, "%d", pid);
-  for (int i = 0; i < ncgroup_fds; i++) {
+  trace_step("maps written");
+  if (clone_cgroup_fd >= 0) close(clone_cgroup_fd);
+  for (int i = 0; i < ncgroup_fds && born_in_cgroup; i++) close(cgroup_fds[i]);
+  for (int i = 0; i < ncgroup_fds && !born_in_cgroup; i++) {
     stage = "CGROUP_PROCS";
     if (write(cgroup_fds[i], pidstr, strlen(pidstr)) < 0) {
       kill(pid, SIGKILL);
@@ -1075,6 +1126,7 @@ int main(int argc, char **argv) {
     }
     close(cgroup_fds[i]);
   }
+  trace_step("cgroups joined");
   const char *strs[1] = {pidstr};
   send_record(MSG_PID, 1, strs);
   if (hook_sync) {

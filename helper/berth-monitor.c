@@ -400,7 +400,7 @@ int main(int argc, char **argv)
 	}
 	/* berth's plan/report pipes and anything else inherited above 2 belong to the helper now */
 	for (int fd = 3; fd < 1024; fd++)
-		if (fd != out[0] && fd != err[0] && fd != in[1] && fd != sfd && fd != listen_fd && fd != log_fd && fd != console_listen)
+		if (fd != out[0] && fd != err[0] && fd != in[1] && fd != sfd && fd != listen_fd && fd != log_fd && fd != console_listen && fd != waiter)
 			close(fd);
 	close(out[1]);
 	close(err[1]);

@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -17,6 +18,9 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
 #define NAPI_VERSION 8
 #include <node_api.h>
 
@@ -218,6 +222,104 @@ static napi_value js_winsize(napi_env env, napi_callback_info info) {
   return result(env, ioctl((int)fd, TIOCSWINSZ, &ws));
 }
 
+/* Removes NAME in DIRFD and everything under it, never following a symlink. A directory on
+ * another file system (a mount point) is detached first with DETACH, else refused with EXDEV,
+ * so a removal never reaches into a mount. 0 or -1 with errno. */
+static int remove_at(int parent, const char *name, dev_t dev, int detach, int depth) {
+  if (unlinkat(parent, name, 0) == 0 || errno == ENOENT) return 0;
+  if (errno != EISDIR && errno != EPERM) return -1;
+  if (depth > 256) {
+    errno = ELOOP;
+    return -1;
+  }
+  int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT ? 0 : -1;
+  struct stat st;
+  if (fstat(fd, &st) < 0) {
+    close(fd);
+    return -1;
+  }
+  if (st.st_dev != dev) {
+    close(fd);
+    if (!detach) {
+      errno = EXDEV;
+      return -1;
+    }
+    char self[64];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", parent);
+    char target[PATH_BYTES];
+    ssize_t n = readlink(self, target, sizeof target - 1);
+    if (n < 0 || (size_t)n + 1 + strlen(name) >= sizeof target) return -1;
+    target[n] = 0;
+    strcat(strcat(target, "/"), name);
+    if (umount2(target, MNT_DETACH) < 0) return -1;
+    return remove_at(parent, name, dev, detach, depth);
+  }
+  DIR *d = fdopendir(fd);
+  if (!d) {
+    close(fd);
+    return -1;
+  }
+  /* entries removed while reading may hide others: read again until the directory is empty */
+  for (int pass = 0; pass < 8; pass++) {
+    struct dirent *e;
+    int removed = 0;
+    rewinddir(d);
+    while ((e = readdir(d))) {
+      if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+      if (remove_at(dirfd(d), e->d_name, dev, detach, depth + 1) < 0) {
+        int saved = errno;
+        closedir(d);
+        errno = saved;
+        return -1;
+      }
+      removed++;
+    }
+    if (unlinkat(parent, name, AT_REMOVEDIR) == 0 || errno == ENOENT) {
+      closedir(d);
+      return 0;
+    }
+    if (errno != ENOTEMPTY || !removed) break;
+  }
+  int saved = errno;
+  closedir(d);
+  errno = saved;
+  return -1;
+}
+
+/* removeTree(path, detachMounts): rm -rf that stays on the path's file system (see remove_at) */
+static napi_value js_remove_tree(napi_env env, napi_callback_info info) {
+  struct args a;
+  char path[PATH_BYTES];
+  char *p;
+  bool detach = false;
+  if (get_args(env, info, &a) || get_str(env, a.v[0], path, sizeof path, &p) || !p) return NULL;
+  if (a.n > 1) napi_get_value_bool(env, a.v[1], &detach);
+  struct stat st;
+  if (lstat(p, &st) < 0) return result(env, errno == ENOENT ? 0 : -1);
+  if (!S_ISDIR(st.st_mode)) return result(env, unlink(p) < 0 && errno != ENOENT ? -1 : 0);
+  /* the path's own file system is that of its parent: a mount point itself is detached too */
+  char parent[PATH_BYTES];
+  strcpy(parent, p);
+  char *slash = strrchr(parent, '/');
+  const char *base = p;
+  if (slash && slash[1]) {
+    base = p + (slash - parent) + 1;
+    if (slash == parent) slash[1] = 0; else *slash = 0;
+  } else {
+    strcpy(parent, ".");
+  }
+  int dirfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dirfd < 0) return result(env, -1);
+  struct stat pst;
+  long rc = fstat(dirfd, &pst);
+  if (rc == 0) rc = remove_at(dirfd, base, pst.st_dev, detach, 0);
+  int saved = errno;
+  close(dirfd);
+  errno = saved;
+  return result(env, rc);
+}
+
 /* strerror(errno) */
 static napi_value js_strerror(napi_env env, napi_callback_info info) {
   struct args a;
@@ -235,7 +337,7 @@ static napi_value init(napi_env env, napi_value exports) {
   } fns[] = {
       {"flock", js_flock},       {"mount", js_mount},         {"umount2", js_umount2},   {"lsetxattr", js_lsetxattr},
       {"lgetxattr", js_lgetxattr}, {"llistxattr", js_llistxattr}, {"mknod", js_mknod}, {"setWindowSize", js_winsize},
-      {"strerror", js_strerror}, {"umount2Async", js_umount2_async},
+      {"strerror", js_strerror}, {"umount2Async", js_umount2_async}, {"removeTree", js_remove_tree},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

@@ -27,6 +27,8 @@ export interface CgroupDriver {
   create(path: string): void;
   /** cgroup.procs files the helper writes the container's first pid into. */
   procsFiles(path: string): string[];
+  /** v2: the directory a child can be cloned straight into (CLONE_INTO_CGROUP, no move); v1: none. */
+  cloneIntoDir(path: string): string | undefined;
   /** Validates and writes resources; returns warnings for fields the version cannot honour. */
   apply(path: string, r: LinuxResources, opts?: { devices?: boolean }): string[];
   pids(path: string): number[];
@@ -134,6 +136,10 @@ export class V1Driver implements CgroupDriver {
 
   procsFiles(path: string): string[] {
     return this.hierarchies.map((h) => join(h.mount, path, "cgroup.procs"));
+  }
+
+  cloneIntoDir(): string | undefined {
+    return undefined;
   }
 
   apply(path: string, r: LinuxResources, opts: { devices?: boolean } = {}): string[] {
@@ -267,6 +273,10 @@ export class V2Driver implements CgroupDriver {
 
   procsFiles(path: string): string[] {
     return [join(this.mount, path, "cgroup.procs")];
+  }
+
+  cloneIntoDir(path: string): string | undefined {
+    return join(this.mount, path);
   }
 
   apply(path: string, r: LinuxResources): string[] {

@@ -3,8 +3,7 @@
  * hybrid layout (v1 controllers plus a v2 mount), detected at run time from /proc/self/mountinfo.
  * The runtime uses `openCgroup(path)`; drivers and the value mapping are exported for tests and tools.
  */
-import { readFileSync, rmdirSync } from "node:fs";
-import { writeFile } from "node:fs/promises";
+import { close, openSync, readFileSync, rmdirSync, write } from "node:fs";
 import { join } from "node:path";
 import { BerthError, invalid } from "../common/errors.js";
 import { V1Driver, V2Driver, type CgroupDriver, type Hierarchy } from "./driver.js";
@@ -103,6 +102,9 @@ export class Cgroup {
   procsFiles(): string[] {
     return this.driver.procsFiles(this.path);
   }
+  cloneIntoDir(): string | undefined {
+    return this.driver.cloneIntoDir(this.path);
+  }
   apply(r: LinuxResources, opts?: { devices?: boolean }): string[] {
     return this.driver.apply(this.path, r, opts);
   }
@@ -147,10 +149,12 @@ export function openCgroup(path: string): Cgroup {
 
 /**
  * After a quiet spell, the first move of a process between cgroups waits for an RCU grace period
- * (the kernel's cgroup threadgroup lock switching to writer mode: ~14 ms on this host, paid by
- * runc and crun alike). A no-op move of this process into the cgroup it is already in, started in
- * the background just before the helper moves a container's init, makes the two share that wait.
- * Nothing changes membership; failures are ignored (it is only a head start).
+ * (the kernel's cgroup threadgroup lock switching to writer mode: ~12 ms on this host, paid by
+ * runc and crun alike); for some 20 ms after a move, further moves are cheap. A no-op move of
+ * this process into the cgroup it is already in, started in a worker thread as a container's
+ * creation begins, pays that wait while berth prepares the rest, so the helper's move of the
+ * container's init finds the lock ready. Nothing changes membership; failures are ignored (it is
+ * only a head start). Hosts with cgroup v2 skip the move altogether (CLONE_INTO_CGROUP).
  */
 export function primeAttach(): void {
   try {
@@ -162,7 +166,9 @@ export function primeAttach(): void {
       .find((l) => l.split(":")[1] === want);
     if (!line) return;
     const own = line.slice(line.indexOf(":", line.indexOf(":") + 1) + 1);
-    writeFile(join(h.mount, own, "cgroup.procs"), String(process.pid)).catch(() => {});
+    const fd = openSync(join(h.mount, own, "cgroup.procs"), "w");
+    // one request to the thread pool: the wait starts now, not when the event loop next turns
+    write(fd, String(process.pid), () => close(fd, () => {}));
   } catch {
     /* only a head start */
   }

@@ -18,6 +18,7 @@ interface Addon {
   mknod(path: string, mode: number, major: number, minor: number): number;
   setWindowSize(fd: number, rows: number, cols: number): number;
   strerror(errno: number): string;
+  removeTree(path: string, detachMounts: boolean): number;
 }
 
 let addon: Addon | undefined;
@@ -119,4 +120,13 @@ export function mknod(path: string, mode: number, major = 0, minor = 0): void {
 /** Set a terminal's window size (any fd of the terminal: master or slave). */
 export function setWindowSize(fd: number, rows: number, cols: number): void {
   check("ioctl TIOCSWINSZ", `fd ${fd}`, load().setWindowSize(fd, rows, cols));
+}
+
+/**
+ * rm -rf in one native call (several times faster than fs.rmSync on a container's few dozen
+ * files), never following symlinks and never reaching into a mount: a mount point found inside
+ * is detached first with `detachMounts`, else the removal fails with EXDEV. A missing path is fine.
+ */
+export function removeTree(path: string, opts: { detachMounts?: boolean } = {}): void {
+  check("remove", path, load().removeTree(path, opts.detachMounts ?? false));
 }

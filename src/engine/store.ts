@@ -10,6 +10,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { exists, invalid, notFound } from "../common/errors.js";
+import { removeTree } from "../common/sys.js";
 import { FileLock, writeFileAtomic } from "../images/index.js";
 import type { ContainerConfig, EndpointSettings, HostConfig, NetworkSettings } from "./types.js";
 
@@ -206,6 +207,7 @@ export class ContainerStore {
     } catch {
       return;
     }
-    fs.rmSync(tmp, { recursive: true, force: true });
+    // a rootfs still mounted inside (a crash mid-teardown) is detached, never deleted through
+    removeTree(tmp, { detachMounts: true });
   }
 }

@@ -14,7 +14,7 @@ import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { BerthError, notFound } from "../common/errors.js";
-import { mount as sysMount, umount, umountAsync, MNT_DETACH } from "../common/sys.js";
+import { mount as sysMount, removeTree, umount, umountAsync, MNT_DETACH } from "../common/sys.js";
 import { extractLayer, type ExtractResult } from "./layer.js";
 import { pidAlive } from "./content.js";
 import { writeFileAtomic } from "../common/lock.js";
@@ -139,7 +139,7 @@ abstract class BaseSnapshotter {
     // rename first so a crash halfway through never leaves a half-removed snapshot under its key
     const tmp = join(this.activeDir, tmpName());
     fs.renameSync(dir, tmp);
-    fs.rmSync(tmp, { recursive: true, force: true });
+    removeTree(tmp);
   }
 
   cleanup(): void {
@@ -201,7 +201,7 @@ export class OverlaySnapshotter extends BaseSnapshotter implements Snapshotter {
       return;
     }
     if (short) fs.rmSync(join(this.linksDir, short), { force: true });
-    fs.rmSync(tmp, { recursive: true, force: true });
+    removeTree(tmp);
   }
 
   prepare(key: string, parent: string | undefined): void {

@@ -188,6 +188,8 @@ export function createPlan(input: CreatePlanInput): PlanOp[] {
   const filter = input.cgroup?.deviceFilter(input.spec.linux?.resources?.devices);
   if (filter) ops.push([Op.DEVICE_FILTER, filter.dir, filter.program]);
   if (input.cgroup) for (const f of input.cgroup.procsFiles()) ops.push([Op.CGROUP_PROCS, f]);
+  const cloneInto = input.cgroup?.cloneIntoDir();
+  if (cloneInto) ops.push([Op.CLONE_INTO_CGROUP, cloneInto]);
   for (const t of joinOrder)
     for (const n of joined) if (n.type === t) ops.push([Op.SETNS, n.path!, String(cloneFlag[t])]);
   if (newNs.has("time")) {
@@ -341,6 +343,8 @@ export function execPlan(input: {
   // Opened in the host before joining; the child chroots into it (pivot_root and no-pivot alike).
   ops.push([Op.ROOT_OF, String(input.pid)]);
   if (input.cgroup) for (const f of input.cgroup.procsFiles()) ops.push([Op.CGROUP_PROCS, f]);
+  const cloneInto = input.cgroup?.cloneIntoDir();
+  if (cloneInto) ops.push([Op.CLONE_INTO_CGROUP, cloneInto]);
   for (const t of joinOrder)
     if (input.namespaces.includes(t)) {
       const path = `/proc/${input.pid}/ns/${procNsName[t]}`;

@@ -164,6 +164,9 @@ export class Runtime {
       const r = spec.linux?.resources;
       try {
         cg.create();
+        trace("runtime: cgroup dirs made");
+        // after the mkdirs: the primer holds the cgroup lock while it waits
+        if (!cg.cloneIntoDir() && process.getuid?.() === 0) cgroups.primeAttach();
       } catch (err) {
         // Rootless without a delegated cgroup: run without one, as runc does, unless limits were asked for.
         if (process.getuid?.() === 0 || !isPermissionError(err)) throw err;
@@ -194,7 +197,6 @@ export class Runtime {
         sessionKeyring: opts.noNewKeyring ? undefined : id,
       });
       this.debug?.(`plan for ${id}: ${describePlan(ops)}`);
-      if (cg) cgroups.primeAttach();
       const run = runHelper(ops, {
         stdio: opts.stdio,
         preserveFds: opts.preserveFds,

@@ -4,9 +4,10 @@
  * stored as truth: it is derived from the init process (alive, same start time, not a zombie),
  * the exec fifo (created) and the freezer (paused).
  */
-import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { exists, invalid, notFound } from "../common/errors.js";
+import { removeTree } from "../common/sys.js";
 import * as cgroups from "../cgroups/index.js";
 import type { NamespaceType, Spec } from "./spec.js";
 
@@ -116,7 +117,7 @@ export class StateStore {
   }
 
   remove(id: string): void {
-    rmSync(this.dir(id), { recursive: true, force: true });
+    removeTree(this.dir(id));
   }
 
   status(rec: ContainerRecord): Status {

@@ -6,6 +6,7 @@
  * The installed `berth` uses the snapshot only with the very node binary that made it.
  */
 import { runMain } from "./main.js";
+import { trace } from "../../common/trace.js";
 import "./containers.js";
 import "./system.js";
 import "./network.js";
@@ -15,4 +16,7 @@ declare global {
   var berthRun: () => void;
 }
 
-globalThis.berthRun = () => runMain(process.argv.slice(2));
+globalThis.berthRun = () => {
+  trace("main: entered");
+  void runMain(process.argv.slice(2));
+};
