@@ -45,6 +45,8 @@ say "installed /usr/local/bin/berth-runtime ($(berth-runtime --version | head -1
 
 say "the default image"
 sh scripts/make-default-image.sh
+say "training the start-up snapshot (a few berth commands on the default image)"
+sh scripts/train-snapshot.sh "$node"
 say "images in the store (${BERTH_ROOT:-/var/lib/berth}):"
 berth images
 say "pull more from any registry: berth pull <registry>/<name>:<tag> (loopback registries may use plain HTTP)"

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Builds dist/berth.blob, a V8 start-up snapshot of the berth command (src/cli/berth/snapshot.ts),
+# Builds dist/berth.blob, a V8 start-up snapshot of the berth command (src/cli/berth/snapshot.ts,
+# loaded by scripts/snapshot-entry.cjs with the bytecode scripts/train-snapshot.sh gathered),
 # and dist/berth.blob.node, whose mtime is that of the node binary that made it: the installed
 # launcher uses the snapshot only while node's mtime still matches (a snapshot made by another
 # node version would not load). Optional: without a snapshot, berth starts from the bundle.
@@ -10,7 +11,8 @@ rm -f dist/berth.blob dist/berth.blob.node dist/berth-start.cjs
 npx esbuild dist/src/cli/berth/snapshot.js --bundle --platform=node --format=cjs --target=node20 --log-level=error --outfile=dist/berth-snapshot.cjs
 # node warns that some built-in modules are "not yet fully verified" in snapshots; they are only
 # loaded here, their use is at run time
-if "$node" --snapshot-blob dist/berth.blob.tmp --build-snapshot dist/berth-snapshot.cjs >/dev/null 2>dist/berth.blob.log; then
+if "$node" --snapshot-blob dist/berth.blob.tmp --build-snapshot scripts/snapshot-entry.cjs >/dev/null 2>dist/berth.blob.log; then
+  grep '^build-snapshot:' dist/berth.blob.log >&2 || true
   mv dist/berth.blob.tmp dist/berth.blob
   touch -r "$node" dist/berth.blob.node
   # what node runs in the snapshot's context: berth's main, told where its binaries are

@@ -1,0 +1,30 @@
+#!/bin/sh
+# Trains berth's start-up snapshot: runs the commands people run most through the snapshot's own
+# bundle (scripts/snapshot-train.cjs), gathering the V8 bytecode of what they execute into
+# dist/berth-snapshot.v8cache, then rebuilds the snapshot with it (scripts/build-snapshot.sh), so
+# a start compiles almost nothing (`berth run` ~12 ms faster). Needs root and the busybox image
+# (install.sh runs it once it has both); without them the snapshot stays untrained, only slower.
+#   sh scripts/train-snapshot.sh [NODE]
+set -u
+cd "$(dirname "$0")/.."
+node=${1:-node}
+cache=dist/berth-snapshot.v8cache
+rm -f "$cache"
+if [ "$(id -u)" != 0 ] || [ ! -f dist/berth-snapshot.cjs ]; then
+  echo "train-snapshot: needs root and a build; the snapshot stays untrained" >&2
+  exit 0
+fi
+b() { BERTH_TRAIN_CACHE=$cache "$node" scripts/snapshot-train.cjs dist/berth-snapshot.cjs "$@" >/dev/null 2>&1; }
+name=berth-snapshot-training-$$
+b run --rm --network none busybox true
+b run --rm busybox true
+b run -d --name "$name" busybox sleep 60
+b ps
+b ps -a
+b exec "$name" true
+b logs "$name"
+b inspect "$name"
+b stop -t 1 "$name"
+b rm -f "$name"
+b images
+sh scripts/build-snapshot.sh
