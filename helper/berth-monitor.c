@@ -11,6 +11,10 @@
  * monitor waits for it to end, and runs the exit command only if DIR/exit is still there (the
  * process did not get to record the exit); otherwise one more process start is saved.
  *
+ * -D: fork at once and let the parent exit, so whoever started the monitor reaps it right away and
+ * the monitor lives on as an orphan (adopted by init or the nearest subreaper), never a zombie of
+ * a long-lived caller.
+ *
  * -H MS -C ARG... runs a health command (berth's, which execs the check in the container) every MS ms.
  * An attached client that stops reading is dropped after CLIENT_STALL_SEC with a full socket
  * buffer: the container's output (and its log) never waits on a client.
@@ -324,8 +328,10 @@ int main(int argc, char **argv)
 {
 	int keep_stdin = 0, tty = 0, opt, nexit = 0, waiter = -1;
 	char *exit_cmd[MAX_EXIT_ARGS + 1] = {0};
-	while ((opt = getopt(argc, argv, "+d:l:s:n:itox:H:C:w:")) != -1) {
+	int daemonize = 0;
+	while ((opt = getopt(argc, argv, "+d:l:s:n:itox:H:C:w:D")) != -1) {
 		switch (opt) {
+		case 'D': daemonize = 1; break;
 		case 'd': dir = optarg; break;
 		case 'l': log_path = optarg; break;
 		case 's': log_max_size = atoll(optarg); break;
@@ -349,6 +355,13 @@ int main(int argc, char **argv)
 	if (!dir || optind >= argc) {
 		fprintf(stderr, "berth-monitor: need -d DIR and a command\n");
 		return 125;
+	}
+	if (daemonize) {
+		pid_t p = fork();
+		if (p < 0)
+			die("fork");
+		if (p > 0)
+			_exit(0);
 	}
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
 		die("subreaper");

@@ -19,6 +19,9 @@ interface Addon {
   setWindowSize(fd: number, rows: number, cols: number): number;
   strerror(errno: number): string;
   removeTree(path: string, detachMounts: boolean): number;
+  pipe(): [number, number] | number;
+  spawn(file: string, argv: string[], fds: number[]): number;
+  waitpid(pid: number): number;
 }
 
 let addon: Addon | undefined;
@@ -129,4 +132,25 @@ export function setWindowSize(fd: number, rows: number, cols: number): void {
  */
 export function removeTree(path: string, opts: { detachMounts?: boolean } = {}): void {
   check("remove", path, load().removeTree(path, opts.detachMounts ?? false));
+}
+
+/** pipe2(O_CLOEXEC): [read end, write end]. */
+export function pipe(): [number, number] {
+  const r = load().pipe();
+  if (typeof r === "number") throw new SyscallError("pipe", -r, "");
+  return r;
+}
+
+/**
+ * posix_spawn in a new session: child fd i is our fds[i] (-1: /dev/null), the rest closed, signals
+ * at their defaults. No copy of Node's page tables (as fork makes). Returns the pid; the caller
+ * reaps it with waitChild.
+ */
+export function spawn(file: string, argv: string[], fds: number[]): number {
+  return check("spawn", file, load().spawn(file, argv, fds));
+}
+
+/** waitpid: blocks until that child of ours exits; its exit code (128+N for signal N). */
+export function waitChild(pid: number): number {
+  return check("waitpid", String(pid), load().waitpid(pid));
 }

@@ -415,7 +415,7 @@ export class Engine {
       const tty = rec.Config.Tty;
       const hcTest = rec.Config.Healthcheck?.Test;
       const health = hcTest?.length && hcTest[0] !== "NONE" ? ["-H", String(Math.max(100, (rec.Config.Healthcheck?.Interval ?? 30e9) / 1e6)), ...exitCommand(id, this.root).slice(0, -2).concat(["internal-health", id]).flatMap((a) => ["-C", a])] : [];
-      const launcher = [buildBinary("berth-monitor"), "-d", dir, ...log, ...(rec.Config.OpenStdin ? ["-i"] : []), ...(rec.Config.StdinOnce ? ["-o"] : []), ...(tty ? ["-t"] : []), ...health, ...(handlesExit ? ["-w", String(process.pid)] : []), ...exitCommand(id, this.root).flatMap((a) => ["-x", a]), "--"];
+      const launcher = [buildBinary("berth-monitor"), "-d", dir, ...log, ...(rec.Config.OpenStdin ? ["-i"] : []), ...(rec.Config.StdinOnce ? ["-o"] : []), ...(tty ? ["-t"] : []), ...health, ...(handlesExit ? ["-w", String(process.pid)] : []), "-D", ...exitCommand(id, this.root).flatMap((a) => ["-x", a]), "--"];
       // the console socket is relative: the helper starts in the monitor's directory (paths there
       // can be longer than a socket address allows)
       trace("start: spec written");

@@ -3,13 +3,17 @@
  * errors into typed errors. One expectation per step (PID, then READY or ERROR), as youki's
  * channel does: an unexpected message is an error, not a hang.
  */
-import { spawn, type StdioOptions } from "node:child_process";
+import { spawn, type ChildProcess, type StdioOptions } from "node:child_process";
+import { closeSync, writeSync } from "node:fs";
+import { Socket } from "node:net";
+import * as sys from "../common/sys.js";
 import { getSystemErrorName } from "node:util";
 import type { Readable, Writable } from "node:stream";
 import { BerthError, HelperError } from "../common/errors.js";
 import { buildBinary } from "../common/paths.js";
 import { encodePlan, type PlanOp } from "./plan.js";
 import { Msg, codeNames } from "./protocol.js";
+import { trace } from "../common/trace.js";
 
 export function helperPath(): string {
   return process.env.BERTH_HELPER ?? buildBinary("berth-helper");
@@ -27,9 +31,10 @@ export interface HelperOptions {
   /** The child's pid as soon as it exists (its new namespaces too), before its setup is done. */
   onPid?: (pid: number) => void;
   /**
-   * A program that starts the helper and stays (the engine's per-container monitor): it is run
-   * detached as `launcher... HELPER PLANFD REPORTFD`, and the helper counts as exited when its
-   * report pipe closes, not when the launcher does.
+   * A program that starts the helper and stays (the engine's per-container monitor): it is run in
+   * a new session as `launcher... HELPER PLANFD REPORTFD`, must fork its long-lived part away and
+   * exit at once (berth-monitor -D; it is reaped when the container is ready), and our part ends
+   * when the container is ready.
    */
   launcher?: string[];
 }
@@ -47,18 +52,10 @@ export interface HelperRun {
 export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
   const n = opts.preserveFds ?? 0;
   const base = opts.stdio === undefined || opts.stdio === "inherit" ? ["inherit", "inherit", "inherit"] : opts.stdio;
-  const stdio: unknown[] = [...base];
-  for (let i = 0; i < n; i++) stdio.push(3 + i);
-  stdio.push("pipe", "pipe");
-  const planFd = 3 + n;
   const launcher = opts.launcher;
-  const child = launcher
-    ? spawn(launcher[0]!, [...launcher.slice(1), helperPath(), String(planFd), String(planFd + 1)], { stdio: stdio as StdioOptions, detached: true })
-    : spawn(helperPath(), [String(planFd), String(planFd + 1)], { stdio: stdio as StdioOptions });
-  const planStream = child.stdio[planFd] as Writable;
-  const reportStream = child.stdio[planFd + 1] as Readable;
-  planStream.on("error", () => {}); // the helper may exit before reading CONTINUE
-  planStream.write(encodePlan(ops));
+  trace("runtime: spawning");
+  const io = launcher ? spawnLauncher(launcher, base as StdioEntry[], n) : spawnHelper(base, n);
+  io.writePlan(encodePlan(ops));
 
   let pid = 0;
   let waitStatus: number | undefined;
@@ -78,6 +75,7 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
   };
 
   let buf = Buffer.alloc(0);
+  const reportStream = io.report;
   reportStream.on("data", (chunk: Buffer) => {
     buf = Buffer.concat([buf, chunk]);
     while (buf.length >= 8) {
@@ -95,11 +93,11 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
           const cont = () => {
             const hdr = Buffer.alloc(8);
             hdr.writeUInt32LE(Msg.CONTINUE, 0);
-            planStream.write(hdr);
+            io.writePlan(hdr);
           };
           (opts.onHookPoint ? opts.onHookPoint(pid) : Promise.resolve()).then(cont, (e: Error) => {
             fail(e);
-            planStream.end(); // the helper sees EOF instead of CONTINUE and kills the child
+            io.endPlan(); // the helper sees EOF instead of CONTINUE and kills the child
           });
           break;
         }
@@ -122,30 +120,29 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
   });
   reportStream.on("error", () => {});
   const exited = new Promise<{ code: number; waitStatus?: number }>((res) => {
-    if (launcher) {
+    if (io.kind === "launcher") {
       // the launcher stays as the container's parent: our part ends when the container is ready
       // (the waiting init keeps the report pipe open until start, so its close cannot be awaited)
-      child.unref();
+      const done = (code: number) => {
+        reportStream.destroy();
+        io.endPlan();
+        io.reap();
+        res({ code, waitStatus });
+      };
       ready.then(
-        () => {
-          reportStream.destroy();
-          planStream.destroy();
-          res({ code: 0, waitStatus });
-        },
-        () => res({ code: 1, waitStatus }),
+        () => done(0),
+        () => done(1),
       );
       reportStream.on("close", () => {
-        if (!settled) fail(new BerthError("System", "berth-helper exited before the container was ready"));
+        if (!settled) fail(new BerthError("System", "berth-helper exited before the container was ready (see the container's log)"));
       });
-      child.on("exit", (code) => {
-        if (!settled) fail(new BerthError("System", `the container monitor exited (${code}) before the container was ready`));
-      });
+      return;
     }
+    const child = io.child;
     child.on("exit", (code, signal) => {
-      if (launcher) return;
       // The child can still be running (it holds the report pipe while it waits on the fifo).
       reportStream.destroy();
-      planStream.destroy();
+      io.endPlan();
       if (!settled) fail(new BerthError("System", `berth-helper exited (${signal ?? code}) before the container was ready`));
       res({ code: code ?? 128 + 9, waitStatus });
     });
@@ -154,7 +151,88 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
       res({ code: 127 });
     });
   });
-  return { ready, exited, helperPid: child.pid ?? 0, stdin: child.stdin ?? undefined };
+  return { ready, exited, helperPid: io.pid, stdin: io.kind === "helper" ? (io.child.stdin ?? undefined) : undefined };
+}
+
+interface HelperIo {
+  kind: "helper";
+  child: ChildProcess;
+  pid: number;
+  report: Readable;
+  writePlan(b: Buffer): void;
+  endPlan(): void;
+}
+interface LauncherIo {
+  kind: "launcher";
+  pid: number;
+  report: Readable;
+  writePlan(b: Buffer): void;
+  endPlan(): void;
+  reap(): void;
+}
+
+/** The helper as our child (runtime commands): Node's spawn, whose exit we await. */
+function spawnHelper(base: unknown[], n: number): HelperIo {
+  const stdio: unknown[] = [...base];
+  for (let i = 0; i < n; i++) stdio.push(3 + i);
+  stdio.push("pipe", "pipe");
+  const planFd = 3 + n;
+  const child = spawn(helperPath(), [String(planFd), String(planFd + 1)], { stdio: stdio as StdioOptions });
+  const plan = child.stdio[planFd] as Writable;
+  plan.on("error", () => {}); // the helper may exit before reading CONTINUE
+  return { kind: "helper", child, pid: child.pid ?? 0, report: child.stdio[planFd + 1] as Readable, writePlan: (b) => plan.write(b), endPlan: () => plan.destroy() };
+}
+
+/**
+ * The helper under a launcher that forks its long-lived part away and exits (berth-monitor -D):
+ * started with posix_spawn (Node's spawn forks, copying this process's page tables: ~3 ms of a
+ * `berth run`), the plan written straight into its pipe, the launcher reaped once the container
+ * is ready or failed.
+ */
+function spawnLauncher(launcher: string[], base: StdioEntry[], n: number): LauncherIo {
+  const fds = base.map((e, i) => {
+    if (e === "ignore") return -1;
+    if (e === "inherit") return i;
+    if (typeof e === "number") return e;
+    throw new BerthError("InvalidArgument", "a launched helper cannot have piped stdio");
+  });
+  for (let i = 0; i < n; i++) fds.push(3 + i);
+  const [planRead, planWrite] = sys.pipe();
+  const [reportRead, reportWrite] = sys.pipe();
+  fds.push(planRead, reportWrite);
+  const planFd = 3 + n;
+  let pid: number;
+  try {
+    pid = sys.spawn(launcher[0]!, [...launcher, helperPath(), String(planFd), String(planFd + 1)], fds);
+  } catch (e) {
+    for (const fd of [planRead, planWrite, reportRead, reportWrite]) closeSync(fd);
+    throw new BerthError("System", `cannot run ${launcher[0]}: ${(e as Error).message}`);
+  }
+  closeSync(planRead);
+  closeSync(reportWrite);
+  let planOpen = true;
+  const report = new Socket({ fd: reportRead, readable: true, writable: false });
+  let reaped = false;
+  return {
+    kind: "launcher",
+    pid,
+    report,
+    writePlan: (b) => {
+      // a plan is far below a pipe's buffer; a helper already gone just means EPIPE, reported by the report pipe's end
+      if (planOpen)
+        try {
+          writeSync(planWrite, b);
+        } catch {}
+    },
+    endPlan: () => {
+      if (planOpen) closeSync(planWrite);
+      planOpen = false;
+    },
+    reap: () => {
+      if (!reaped) sys.waitChild(pid);
+      reaped = true;
+    },
+  };
 }
 
 function helperMessage(msg: string, errno: number): string {
