@@ -38,6 +38,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "nft-elem.h"
+
 static int nl = -1;
 static unsigned seq;
 static char **op_argv; /* the operation being run, for error messages */
@@ -298,65 +300,16 @@ static size_t unhex(const char *h, unsigned char *out, size_t max)
 	return n;
 }
 
-static void nfgen(struct msg *m, unsigned char family, unsigned short res)
-{
-	struct nfgenmsg *g = body(m, sizeof *g);
-	g->nfgen_family = family;
-	g->version = NFNETLINK_V0;
-	g->res_id = htons(res);
-}
 
-/* One element of a map, added or deleted in a batch of its own (nf_tables takes changes in batches). */
+/* One element of a map (helper/nft-elem.h). */
 static void op_elem(char **a)
 {
 	int add = !strcmp(a[0], "add");
 	if (!add && strcmp(a[0], "del"))
 		fail("elem: add or del", EINVAL);
-	int nf = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
-	if (nf < 0)
-		fail("netfilter netlink socket", errno);
-	static struct msg batch[3];
-	memset(batch, 0, sizeof batch);
-	nfgen(&batch[0], AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
-	batch[0].h.nlmsg_type = NFNL_MSG_BATCH_BEGIN;
-	batch[0].h.nlmsg_flags = NLM_F_REQUEST;
-	batch[0].h.nlmsg_seq = ++seq;
-	struct msg *m = &batch[1];
-	nfgen(m, NFPROTO_IPV4, 0);
-	attr(m, NFTA_SET_ELEM_LIST_TABLE, a[1], strlen(a[1]) + 1);
-	attr(m, NFTA_SET_ELEM_LIST_SET, a[2], strlen(a[2]) + 1);
-	struct rtattr *list = nest(m, NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED);
-	struct rtattr *el = nest(m, NFTA_LIST_ELEM | NLA_F_NESTED);
-	unsigned char bytes[64];
-	struct rtattr *key = nest(m, NFTA_SET_ELEM_KEY | NLA_F_NESTED);
-	attr(m, NFTA_DATA_VALUE, bytes, unhex(a[3], bytes, sizeof bytes));
-	nest_end(m, key);
-	if (add) {
-		struct rtattr *data = nest(m, NFTA_SET_ELEM_DATA | NLA_F_NESTED);
-		attr(m, NFTA_DATA_VALUE, bytes, unhex(a[4], bytes, sizeof bytes));
-		nest_end(m, data);
-	}
-	nest_end(m, el);
-	nest_end(m, list);
-	m->h.nlmsg_type = (unsigned short)((NFNL_SUBSYS_NFTABLES << 8) | (add ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM));
-	m->h.nlmsg_flags = (unsigned short)(NLM_F_REQUEST | NLM_F_ACK | (add ? NLM_F_CREATE : 0));
-	m->h.nlmsg_seq = ++seq;
-	unsigned want = seq;
-	nfgen(&batch[2], AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
-	batch[2].h.nlmsg_type = NFNL_MSG_BATCH_END;
-	batch[2].h.nlmsg_flags = NLM_F_REQUEST;
-	batch[2].h.nlmsg_seq = ++seq;
-	char out[3 * sizeof(struct msg)];
-	size_t len = 0;
-	for (int i = 0; i < 3; i++) {
-		memcpy(out + len, &batch[i], batch[i].h.nlmsg_len);
-		len += NLMSG_ALIGN(batch[i].h.nlmsg_len);
-	}
-	struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
-	if (sendto(nf, out, len, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0)
-		fail("send", errno);
-	int e = wait_ack(nf, want);
-	close(nf);
+	unsigned char key[64], data[64];
+	size_t keylen = unhex(a[3], key, sizeof key), datalen = add ? unhex(a[4], data, sizeof data) : 0;
+	int e = nft_map_elem(add, a[1], a[2], key, keylen, data, datalen);
 	if (e)
 		fail(add ? "add map element" : "delete map element", e);
 }

@@ -24,6 +24,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <unistd.h>
+#include "nft-elem.h"
 #define NAPI_VERSION 8
 #include <node_api.h>
 
@@ -437,6 +438,120 @@ static napi_value js_pipe(napi_env env, napi_callback_info info) {
   return arr;
 }
 
+/* nftMapElem(add, table, map, key, data): one element of an nf_tables map (nft-elem.h); 0 or -errno */
+static napi_value js_nft_map_elem(napi_env env, napi_callback_info info) {
+  struct args a;
+  bool add = false;
+  char table[256], map[256];
+  char *t, *m;
+  void *key, *data = NULL;
+  size_t keylen, datalen = 0;
+  if (get_args(env, info, &a) || napi_get_value_bool(env, a.v[0], &add) != napi_ok || get_str(env, a.v[1], table, sizeof table, &t) ||
+      get_str(env, a.v[2], map, sizeof map, &m) || !t || !m || get_buf(env, a.v[3], &key, &keylen))
+    return NULL;
+  if (add && get_buf(env, a.v[4], &data, &datalen)) return NULL;
+  int e = nft_map_elem(add, t, m, key, keylen, data, datalen);
+  return num(env, -e);
+}
+
+/* nftMapElemAsync(...): the same on libuv's thread pool, a Promise of 0 or -errno. Deleting an
+ * element waits for an RCU grace period in the kernel (~10 ms): other work goes on meanwhile. */
+struct elem_work {
+  napi_async_work work;
+  napi_deferred deferred;
+  int add, rc;
+  char table[256], map[256];
+  unsigned char key[64], data[64];
+  size_t keylen, datalen;
+};
+
+static void elem_execute(napi_env env, void *data) {
+  (void)env;
+  struct elem_work *w = data;
+  w->rc = -nft_map_elem(w->add, w->table, w->map, w->key, w->keylen, w->data, w->datalen);
+}
+
+static void elem_complete(napi_env env, napi_status status, void *data) {
+  struct elem_work *w = data;
+  (void)status;
+  napi_resolve_deferred(env, w->deferred, num(env, w->rc));
+  napi_delete_async_work(env, w->work);
+  free(w);
+}
+
+static napi_value js_nft_map_elem_async(napi_env env, napi_callback_info info) {
+  struct args a;
+  bool add = false;
+  char *t, *m;
+  void *key, *data = NULL;
+  size_t keylen, datalen = 0;
+  struct elem_work *w = calloc(1, sizeof *w);
+  if (!w) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  if (get_args(env, info, &a) || napi_get_value_bool(env, a.v[0], &add) != napi_ok || get_str(env, a.v[1], w->table, sizeof w->table, &t) ||
+      get_str(env, a.v[2], w->map, sizeof w->map, &m) || !t || !m || get_buf(env, a.v[3], &key, &keylen) || (add && get_buf(env, a.v[4], &data, &datalen))) {
+    free(w);
+    return NULL;
+  }
+  if (keylen > sizeof w->key || datalen > sizeof w->data) {
+    free(w);
+    napi_throw_range_error(env, NULL, "map element too long");
+    return NULL;
+  }
+  w->add = add;
+  memcpy(w->key, key, w->keylen = keylen);
+  if (datalen) memcpy(w->data, data, w->datalen = datalen);
+  napi_value promise, name;
+  napi_create_promise(env, &w->deferred, &promise);
+  napi_create_string_utf8(env, "berth-nft", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, elem_execute, elem_complete, w, &w->work);
+  napi_queue_async_work(env, w->work);
+  return promise;
+}
+
+/* portFree(udp, ip, port): binds (and for TCP listens on) IP:PORT as Node's net would, then lets
+ * go: the port bound (the kernel's pick for 0), or -errno (EADDRINUSE: someone holds it) */
+static napi_value js_port_free(napi_env env, napi_callback_info info) {
+  struct args a;
+  bool udp = false;
+  char ip[64];
+  char *i;
+  int64_t port;
+  if (get_args(env, info, &a) || napi_get_value_bool(env, a.v[0], &udp) != napi_ok || get_str(env, a.v[1], ip, sizeof ip, &i) || !i ||
+      get_i64(env, a.v[2], &port))
+    return NULL;
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+  struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+  socklen_t len;
+  if (inet_pton(AF_INET, i, &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons((uint16_t)port);
+    len = sizeof *v4;
+  } else if (inet_pton(AF_INET6, i, &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons((uint16_t)port);
+    len = sizeof *v6;
+  } else {
+    return num(env, -EINVAL);
+  }
+  int fd = socket(ss.ss_family, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
+  if (fd < 0) return result(env, -1);
+  int one = 1;
+  if (!udp) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one); /* as libuv: TIME_WAIT does not count */
+  long rc = bind(fd, (struct sockaddr *)&ss, len);
+  if (rc == 0 && !udp) rc = listen(fd, 1);
+  if (rc == 0) rc = getsockname(fd, (struct sockaddr *)&ss, &len);
+  if (rc == 0) rc = ntohs(ss.ss_family == AF_INET ? v4->sin_port : v6->sin6_port);
+  int saved = errno;
+  close(fd);
+  errno = saved;
+  return result(env, rc);
+}
+
 /* strerror(errno) */
 static napi_value js_strerror(napi_env env, napi_callback_info info) {
   struct args a;
@@ -455,7 +570,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"flock", js_flock},       {"mount", js_mount},         {"umount2", js_umount2},   {"lsetxattr", js_lsetxattr},
       {"lgetxattr", js_lgetxattr}, {"llistxattr", js_llistxattr}, {"mknod", js_mknod}, {"setWindowSize", js_winsize},
       {"strerror", js_strerror}, {"umount2Async", js_umount2_async}, {"removeTree", js_remove_tree},
-      {"spawn", js_spawn},       {"waitpid", js_waitpid},     {"pipe", js_pipe},
+      {"spawn", js_spawn}, {"nftMapElem", js_nft_map_elem}, {"nftMapElemAsync", js_nft_map_elem_async}, {"portFree", js_port_free},       {"waitpid", js_waitpid},     {"pipe", js_pipe},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

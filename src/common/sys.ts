@@ -22,6 +22,9 @@ interface Addon {
   pipe(): [number, number] | number;
   spawn(file: string, argv: string[], fds: number[]): number;
   waitpid(pid: number): number;
+  nftMapElem(add: boolean, table: string, map: string, key: Buffer, data?: Buffer): number;
+  portFree(udp: boolean, ip: string, port: number): number;
+  nftMapElemAsync(add: boolean, table: string, map: string, key: Buffer, data?: Buffer): Promise<number>;
 }
 
 let addon: Addon | undefined;
@@ -153,4 +156,28 @@ export function spawn(file: string, argv: string[], fds: number[]): number {
 /** waitpid: blocks until that child of ours exits; its exit code (128+N for signal N). */
 export function waitChild(pid: number): number {
   return check("waitpid", String(pid), load().waitpid(pid));
+}
+
+/**
+ * Adds (or deletes) one element of an nf_tables map of the ip family over netlink, in-process:
+ * publishing a port costs no process start. KEY and DATA are the element's bytes.
+ */
+export function nftMapElem(add: boolean, table: string, map: string, key: Buffer, data?: Buffer): void {
+  check(add ? "add map element" : "delete map element", `${table} ${map}`, load().nftMapElem(add, table, map, key, data));
+}
+
+/**
+ * Whether a host port can be had: binds (TCP: and listens on) ip:port and lets go. The port (the
+ * kernel's pick when 0 was asked), or undefined when something holds it.
+ */
+export function portFree(proto: "tcp" | "udp", ip: string, port: number): number | undefined {
+  const rc = load().portFree(proto === "udp", ip, port);
+  if (rc >= 0) return rc;
+  if (rc === -98 /* EADDRINUSE */ || rc === -13 /* EACCES */ || rc === -99 /* EADDRNOTAVAIL */) return undefined;
+  throw new SyscallError("bind", -rc, `${ip}:${port}/${proto}`);
+}
+
+/** nftMapElem on a worker thread: deleting an element waits ~10 ms in the kernel (an RCU grace period). */
+export async function nftMapElemAsync(add: boolean, table: string, map: string, key: Buffer, data?: Buffer): Promise<void> {
+  check(add ? "add map element" : "delete map element", `${table} ${map}`, await load().nftMapElemAsync(add, table, map, key, data));
 }

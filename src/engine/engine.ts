@@ -493,7 +493,7 @@ export class Engine {
   }
 
   /** Unmount the rootfs and remove the runtime's record (the container is not running). */
-  private async teardown(id: string): Promise<void> {
+  private async teardown(id: string, opts: { releaseLater?: boolean } = {}): Promise<void> {
     // three independent jobs, overlapped: the network's release (a berth-net process when ports
     // were published), the runtime's record and cgroup, and the rootfs's unmount (on a worker
     // thread: overlayfs syncs its upper layer)
@@ -511,7 +511,12 @@ export class Engine {
       /* not there */
     }
     trace("teardown: runtime state deleted");
-    await Promise.all([unmount, network]);
+    if (opts.releaseLater) {
+      // unpublishing a port waits ~10 ms in the kernel: the caller goes on, and settles it before it returns
+      this.releasing.add(network);
+      void network.finally(() => this.releasing.delete(network));
+      await unmount;
+    } else await Promise.all([unmount, network]);
     trace("teardown: unmounted, network released");
   }
 
@@ -528,7 +533,11 @@ export class Engine {
       lock.release();
     }
     if (remove) await this.remove(id, { force: true }).catch(() => {});
+    await Promise.all(this.releasing);
   }
+
+  /** Network releases a teardown left running (see teardown's releaseLater). */
+  private readonly releasing = new Set<Promise<void>>();
 
   /** exited() under the container's lock; true when the container should now be removed (--rm). */
   private async exitedLocked(id: string, opts: { restart?: boolean }): Promise<boolean> {
@@ -552,7 +561,7 @@ export class Engine {
       }
       const finishedNs = text ? BigInt(/^finished (\d+)$/m.exec(text)?.[1] ?? "0") : BigInt(Date.now()) * 1_000_000n;
       trace("exited: exit read");
-      await this.teardown(id);
+      await this.teardown(id, { releaseLater: true });
       trace("exited: torn down");
       const state: ContainerState = {
         ...v.state,

@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { BerthError } from "../common/errors.js";
 import { buildBinary } from "../common/paths.js";
 import { FileLock } from "../common/lock.js";
+import { nftMapElemAsync } from "../common/sys.js";
 import { serveDns } from "./dns.js";
 import { cniAdd, cniDel, conflists, findConflist, readConflist, type CniConflist, type CniPortMapping, type CniResult } from "./cni.js";
 import { applyRuleset, removeRuleset, rulesCurrent } from "./rules.js";
@@ -70,13 +71,18 @@ export class Networking {
   }
 
   /** berth-net operations that add (or delete) the map elements of published ports. */
-  private elemOps(op: "add" | "del", ports: PortBinding[]): string[] {
-    return ports.flatMap((p) => {
+  private elems(ports: PortBinding[]): Array<{ map: string; key: string; data: string }> {
+    return ports.map((p) => {
       const any = !p.HostIp || p.HostIp === "0.0.0.0";
       const key = any ? hexPort(p.HostPort) : `${hexIp(p.HostIp)}${hexPort(p.HostPort)}0000`;
-      return ["elem", op, this.table, `published_${p.Proto}${any ? "" : "_ip"}`, key, op === "add" ? `${hexIp(p.ContainerIp)}${hexPort(p.ContainerPort)}0000` : "-"];
+      return { map: `published_${p.Proto}${any ? "" : "_ip"}`, key, data: `${hexIp(p.ContainerIp)}${hexPort(p.ContainerPort)}0000` };
     });
   }
+
+  private elemOps(op: "add" | "del", ports: PortBinding[]): string[] {
+    return this.elems(ports).flatMap((e) => ["elem", op, this.table, e.map, e.key, op === "add" ? e.data : "-"]);
+  }
+
 
   /**
    * Plumb endpoints into the network namespace at nsPath: bridge (made if missing), veth, address,
@@ -168,14 +174,15 @@ export class Networking {
   async release(container: string, networkRef?: string, opts: { links?: boolean } = {}): Promise<void> {
     const r = await this.store.release(container, networkRef);
     const links = opts.links ? r.endpoints.map((e) => e.HostIf).filter((l) => fs.existsSync(`/sys/class/net/${l}`)) : [];
-    const args = [...links.flatMap((l) => ["del", l]), ...this.elemOps("del", r.ports)];
-    if (!args.length) return;
+    // ports over netlink from this process, on worker threads (each delete waits ~10 ms in the kernel)
     try {
-      await run(buildBinary("berth-net"), args);
+      await Promise.all(this.elems(r.ports).map((e) => nftMapElemAsync(false, this.table, e.map, Buffer.from(e.key, "hex"))));
     } catch (e) {
       if (!/map element/.test((e as Error).message)) throw e;
+      // missing already (the table was rewritten meanwhile): write it whole from the store
       await this.syncRules(undefined, true);
     }
+    if (links.length) await run(buildBinary("berth-net"), links.flatMap((l) => ["del", l]));
   }
 
   /** Remove a network: its record, its bridge, its rules. */

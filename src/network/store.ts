@@ -5,12 +5,11 @@
  * containers that no longer run (a crash, a reboot) are reclaimed by the next allocation.
  */
 import * as fs from "node:fs";
-import { createSocket } from "node:dgram";
-import { createServer } from "node:net";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { BerthError, exists, invalid, notFound, precondition } from "../common/errors.js";
 import { FileLock, writeFileAtomic } from "../common/lock.js";
+import { portFree } from "../common/sys.js";
 import { bigToIp6, contains, contains6, formatSubnet, formatSubnet6, hostRoutes, ip6ToBig, ipToNum, macFor, numToIp, overlaps, overlaps6, parseSubnet, parseSubnet6, subnet6Size, subnetSize, type Subnet } from "./addr.js";
 
 export interface NetworkRecord {
@@ -257,7 +256,7 @@ export class NetworkStore {
         let hostPort = p.hostPort;
         if (hostPort && taken(hostPort)) throw new BerthError("AlreadyExists", `Bind for ${p.hostIp}:${hostPort} failed: port is already allocated`);
         for (let tries = 0; ; tries++) {
-          const got = await hostPortFree(p.proto, p.hostIp, hostPort);
+          const got = portFree(p.proto, p.hostIp, hostPort ?? 0);
           if (got === undefined) {
             if (p.hostPort) throw new BerthError("AlreadyExists", `Bind for ${p.hostIp}:${p.hostPort} failed: port is already in use on the host`);
             if (tries > 20) throw precondition("no free host port to publish on");
@@ -398,23 +397,4 @@ function createIn(doc: Doc, opts: CreateOptions, defaultBridge: string): Network
 }
 
 /** Bind the port on the host for a moment: the port it got (port 0 picks one), or undefined if taken. */
-async function hostPortFree(proto: "tcp" | "udp", ip: string, port: number): Promise<number | undefined> {
-  return new Promise((resolve) => {
-    if (proto === "tcp") {
-      const s = createServer();
-      s.once("error", () => resolve(undefined));
-      s.listen({ host: ip, port, exclusive: true }, () => {
-        const got = (s.address() as { port: number }).port;
-        s.close(() => resolve(got));
-      });
-    } else {
-      const s = createSocket("udp4");
-      s.once("error", () => resolve(undefined));
-      s.bind({ address: ip, port, exclusive: true }, () => {
-        const got = s.address().port;
-        s.close(() => resolve(got));
-      });
-    }
-  });
-}
 

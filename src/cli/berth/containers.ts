@@ -403,8 +403,11 @@ export async function run(ctx: Context, argv: string[]): Promise<number> {
   if (raw) process.stdin.setRawMode(false);
   process.stdout.off("resize", onResize);
   for (const sig of signals) process.off(sig, forward);
-  process.stdin.unpipe(s);
-  process.stdin.destroy();
+  if (flags.interactive) {
+    // (without -i stdin is never touched: making the stream alone costs ~2 ms)
+    process.stdin.unpipe(s);
+    process.stdin.destroy();
+  }
   trace("run: stdin closed");
   await engine.exited(id); // record it (and remove it for --rm) now, not when the monitor's command gets to it
   return code ?? (await engine.wait(id).catch(() => 255));
