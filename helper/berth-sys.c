@@ -414,6 +414,124 @@ static napi_value js_spawn(napi_env env, napi_callback_info info) {
   return result(env, rc);
 }
 
+/* runAsync(file, argv): a short-lived program run to its end on libuv's thread pool (posix_spawn,
+ * its stderr collected, waitpid), so the event loop never pays for starting it. A Promise of
+ * [exit code (128+N for signal N) or -errno, stderr]. */
+struct run_work {
+  napi_async_work work;
+  napi_deferred deferred;
+  char **argv; /* argc + 1, NULL-terminated */
+  int argc;
+  long rc;
+  char err[2048];
+  size_t errlen;
+};
+
+static void run_execute(napi_env env, void *data) {
+  (void)env;
+  struct run_work *w = data;
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) < 0) {
+    w->rc = -errno;
+    return;
+  }
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t at;
+  sigset_t none, all;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_adddup2(&fa, p[1], 2);
+  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+  posix_spawnattr_init(&at);
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&at, &none);
+  posix_spawnattr_setsigdefault(&at, &all);
+  posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  extern char **environ;
+  pid_t pid;
+  int e = posix_spawn(&pid, w->argv[0], &fa, &at, w->argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&at);
+  close(p[1]);
+  if (e) {
+    close(p[0]);
+    w->rc = -e;
+    return;
+  }
+  ssize_t n;
+  char buf[512];
+  while ((n = read(p[0], buf, sizeof buf)) != 0) {
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    size_t room = sizeof w->err - 1 - w->errlen;
+    if ((size_t)n > room) n = (ssize_t)room;
+    memcpy(w->err + w->errlen, buf, (size_t)n);
+    w->errlen += (size_t)n;
+  }
+  close(p[0]);
+  int st = 0;
+  pid_t r;
+  do r = waitpid(pid, &st, 0); while (r < 0 && errno == EINTR);
+  w->rc = r < 0 ? -errno : WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static void run_complete(napi_env env, napi_status status, void *data) {
+  struct run_work *w = data;
+  (void)status;
+  napi_value arr, err;
+  napi_create_array_with_length(env, 2, &arr);
+  napi_set_element(env, arr, 0, num(env, w->rc));
+  napi_create_string_utf8(env, w->err, w->errlen, &err);
+  napi_set_element(env, arr, 1, err);
+  napi_resolve_deferred(env, w->deferred, arr);
+  napi_delete_async_work(env, w->work);
+  for (int i = 0; i < w->argc; i++) free(w->argv[i]);
+  free(w->argv);
+  free(w);
+}
+
+static napi_value js_run_async(napi_env env, napi_callback_info info) {
+  struct args a;
+  uint32_t argc = 0;
+  if (get_args(env, info, &a) || napi_get_array_length(env, a.v[0], &argc) != napi_ok || argc == 0 || argc > 65536) {
+    napi_throw_type_error(env, NULL, "runAsync(argv[1..65536])");
+    return NULL;
+  }
+  struct run_work *w = calloc(1, sizeof *w);
+  if (w && !(w->argv = calloc(argc + 1, sizeof *w->argv))) {
+    free(w);
+    w = NULL;
+  }
+  if (!w) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  for (uint32_t i = 0; i < argc; i++) {
+    napi_value v;
+    size_t len;
+    napi_get_element(env, a.v[0], i, &v);
+    if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok || !(w->argv[i] = malloc(len + 1))) {
+      for (int j = 0; j < w->argc; j++) free(w->argv[j]);
+      free(w->argv);
+      free(w);
+      napi_throw_type_error(env, NULL, "runAsync: argv must be strings");
+      return NULL;
+    }
+    napi_get_value_string_utf8(env, v, w->argv[i], len + 1, &len);
+    w->argc = (int)i + 1;
+  }
+  napi_value promise, name;
+  napi_create_promise(env, &w->deferred, &promise);
+  napi_create_string_utf8(env, "berth-run", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, run_execute, run_complete, w, &w->work);
+  napi_queue_async_work(env, w->work);
+  return promise;
+}
+
 /* waitpid(pid): blocks until that child exits; its exit code (or 128+signal), or -errno */
 static napi_value js_waitpid(napi_env env, napi_callback_info info) {
   struct args a;
@@ -570,7 +688,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"flock", js_flock},       {"mount", js_mount},         {"umount2", js_umount2},   {"lsetxattr", js_lsetxattr},
       {"lgetxattr", js_lgetxattr}, {"llistxattr", js_llistxattr}, {"mknod", js_mknod}, {"setWindowSize", js_winsize},
       {"strerror", js_strerror}, {"umount2Async", js_umount2_async}, {"removeTree", js_remove_tree},
-      {"spawn", js_spawn}, {"nftMapElem", js_nft_map_elem}, {"nftMapElemAsync", js_nft_map_elem_async}, {"portFree", js_port_free},       {"waitpid", js_waitpid},     {"pipe", js_pipe},
+      {"spawn", js_spawn}, {"runAsync", js_run_async}, {"nftMapElem", js_nft_map_elem}, {"nftMapElemAsync", js_nft_map_elem_async}, {"portFree", js_port_free},       {"waitpid", js_waitpid},     {"pipe", js_pipe},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

@@ -24,6 +24,7 @@ interface Addon {
   waitpid(pid: number): number;
   nftMapElem(add: boolean, table: string, map: string, key: Buffer, data?: Buffer): number;
   portFree(udp: boolean, ip: string, port: number): number;
+  runAsync(argv: string[]): Promise<[number, string]>;
   nftMapElemAsync(add: boolean, table: string, map: string, key: Buffer, data?: Buffer): Promise<number>;
 }
 
@@ -180,4 +181,14 @@ export function portFree(proto: "tcp" | "udp", ip: string, port: number): number
 /** nftMapElem on a worker thread: deleting an element waits ~10 ms in the kernel (an RCU grace period). */
 export async function nftMapElemAsync(add: boolean, table: string, map: string, key: Buffer, data?: Buffer): Promise<void> {
   check(add ? "add map element" : "delete map element", `${table} ${map}`, await load().nftMapElemAsync(add, table, map, key, data));
+}
+
+/**
+ * Runs a short-lived program to its end on a worker thread (posix_spawn, stderr collected,
+ * waitpid): the event loop never pays for starting it. Its exit code (128+N for signal N) and stderr.
+ */
+export async function runToEnd(argv: string[]): Promise<{ code: number; stderr: string }> {
+  const [rc, stderr] = await load().runAsync(argv);
+  if (rc < 0) throw new SyscallError("spawn", -rc, argv[0]!);
+  return { code: rc, stderr };
 }

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { BerthError } from "../common/errors.js";
 import { buildBinary } from "../common/paths.js";
 import { FileLock } from "../common/lock.js";
-import { nftMapElemAsync } from "../common/sys.js";
+import { nftMapElemAsync, runToEnd } from "../common/sys.js";
 import { serveDns } from "./dns.js";
 import { cniAdd, cniDel, conflists, findConflist, readConflist, type CniConflist, type CniPortMapping, type CniResult } from "./cni.js";
 import { applyRuleset, removeRuleset, rulesCurrent } from "./rules.js";
@@ -172,13 +172,18 @@ export class Networking {
    * `links` (a disconnect from a running container) they are deleted here.
    */
   async release(container: string, networkRef?: string, opts: { links?: boolean } = {}): Promise<void> {
+    // ports go over netlink from this process, on worker threads (each delete waits ~10 ms in the
+    // kernel); when all go, the deletes start before the store is even locked
+    const key = (p: PortBinding) => `${p.Proto}/${p.HostIp}/${p.HostPort}`;
+    const early = networkRef ? [] : this.store.held(container).ports;
+    const unpublish = (ports: PortBinding[]) => Promise.all(this.elems(ports).map((e) => nftMapElemAsync(false, this.table, e.map, Buffer.from(e.key, "hex"))));
+    const first = unpublish(early).catch((e: Error) => e);
     const r = await this.store.release(container, networkRef);
     const links = opts.links ? r.endpoints.map((e) => e.HostIf).filter((l) => fs.existsSync(`/sys/class/net/${l}`)) : [];
-    // ports over netlink from this process, on worker threads (each delete waits ~10 ms in the kernel)
-    try {
-      await Promise.all(this.elems(r.ports).map((e) => nftMapElemAsync(false, this.table, e.map, Buffer.from(e.key, "hex"))));
-    } catch (e) {
-      if (!/map element/.test((e as Error).message)) throw e;
+    const errors = [await first, await unpublish(r.ports.filter((p) => !early.some((q) => key(q) === key(p)))).catch((e: Error) => e)];
+    const err = errors.find((e): e is Error => e instanceof Error);
+    if (err) {
+      if (!/map element/.test(err.message)) throw err;
       // missing already (the table was rewritten meanwhile): write it whole from the store
       await this.syncRules(undefined, true);
     }
@@ -288,12 +293,8 @@ function isElemArg(args: string[], i: number): boolean {
   return false;
 }
 
-function run(cmd: string, args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(cmd, args, { stdio: ["ignore", "ignore", "pipe"] });
-    let err = "";
-    p.stderr!.on("data", (d) => (err += d));
-    p.on("error", reject);
-    p.on("close", (code) => (code === 0 ? resolve() : reject(new BerthError("System", err.trim() || `${cmd} exited with ${code}`))));
-  });
+/** A berth-net (or other short) command, started off the event loop (see runToEnd). */
+async function run(cmd: string, args: string[]): Promise<void> {
+  const { code, stderr } = await runToEnd([cmd, ...args]);
+  if (code !== 0) throw new BerthError("System", stderr.trim() || `${cmd} exited with ${code}`);
 }
