@@ -649,6 +649,7 @@ static void child_ready_then_exec(char **a, int argc) {
 }
 
 static int new_userns;
+static int helper_root; /* the helper runs as root (not rootless) */
 
 static void close_idmap_fds(void) {
   for (int i = 0; i < nidmap_fds; i++) close(idmap_fds[i]);
@@ -666,8 +667,10 @@ static void run_child(int release_fd) {
   if (clone_cgroup_fd >= 0) close(clone_cgroup_fd);
   /* Until execve the process is the host's helper binary: not dumpable, so nothing in the container
    * can open /proc/<pid>/exe (the CVE-2019-5736 class) or ptrace it. It stayed dumpable only so the
-   * parent could write its uid/gid maps. execve makes the user's program dumpable again. */
-  TRY(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "make the process non-dumpable");
+   * parent could write its uid/gid maps. execve makes the user's program dumpable again.
+   * Rootless, it stays dumpable: it holds only the user's own privileges, and the engine must open
+   * its /proc/<pid>/ns files (pasta joins its network namespace) while it is being set up. */
+  if (helper_root) TRY(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "make the process non-dumpable");
   if (new_userns) {
     /* Become the namespace's root now that the maps exist: until then our ids are unmapped. */
     stage = "userns";
@@ -689,6 +692,7 @@ static void run_child(int release_fd) {
     case OP_PROPAGATION:
       TRY(mount(NULL, "/", NULL, MS_REC | (unsigned long)num(a[0]), NULL), "set rootfs propagation");
       break;
+    case OP_ROOTFS_MOUNT: TRY(mount(a[1], a[0], a[1], 0, a[2]), "mount %s on the rootfs %s", a[1], a[0]); break;
     case OP_ROOTFS:
       snprintf(root_path, sizeof root_path, "%s", a[0]);
       TRY(mount(a[0], a[0], NULL, MS_BIND | MS_REC, NULL), "bind the rootfs %s", a[0]);
@@ -1080,7 +1084,8 @@ int main(int argc, char **argv) {
   /* As root, be non-dumpable before the child exists, so no process in the container can ptrace it
    * or open its /proc files while it is still the host's binary with the runtime's privileges. (An
    * unprivileged parent must be able to write the child's maps: its child does this after release.) */
-  if (geteuid() == 0) TRY(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "make the helper non-dumpable");
+  helper_root = geteuid() == 0;
+  if (helper_root) TRY(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "make the helper non-dumpable");
   stage = "clone";
   trace_step("clone");
   pid_t pid = -1;

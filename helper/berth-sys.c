@@ -237,6 +237,8 @@ static int remove_at(int parent, const char *name, dev_t dev, int detach, int de
     return -1;
   }
   int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0 && errno == EACCES && fchmodat(parent, name, 0700, 0) == 0) /* ours but closed (overlayfs' work/work) */
+    fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return errno == ENOENT ? 0 : -1;
   struct stat st;
   if (fstat(fd, &st) < 0) {
@@ -271,7 +273,10 @@ static int remove_at(int parent, const char *name, dev_t dev, int detach, int de
     rewinddir(d);
     while ((e = readdir(d))) {
       if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-      if (remove_at(dirfd(d), e->d_name, dev, detach, depth + 1) < 0) {
+      int rc = remove_at(dirfd(d), e->d_name, dev, detach, depth + 1);
+      if (rc < 0 && errno == EACCES && fchmod(dirfd(d), 0700) == 0) /* a directory of ours without write permission */
+        rc = remove_at(dirfd(d), e->d_name, dev, detach, depth + 1);
+      if (rc < 0) {
         int saved = errno;
         closedir(d);
         errno = saved;

@@ -23,3 +23,21 @@ export function buildBinary(name: string): string {
   if (!existsSync(path)) throw new BerthError("NotFound", `${name} not found at ${path}: run ./install.sh (or npm run build)`);
   return path;
 }
+
+/** berth runs rootless when its user is not root: a per-user store, user namespaces, no host mounts. */
+export const isRootless = (): boolean => (process.getuid?.() ?? 0) !== 0;
+
+/** The store: /var/lib/berth for root, $XDG_DATA_HOME/berth (~/.local/share/berth) rootless; $BERTH_ROOT wins. */
+export function defaultStoreRoot(): string {
+  if (process.env.BERTH_ROOT) return process.env.BERTH_ROOT;
+  if (!isRootless()) return "/var/lib/berth";
+  const home = process.env.HOME || `/tmp/berth-${process.getuid!()}`;
+  return join(process.env.XDG_DATA_HOME || join(home, ".local/share"), "berth");
+}
+
+/** The runtime's state: /run/berth/runtime for root, $XDG_RUNTIME_DIR/berth/runtime rootless; $BERTH_RUNTIME_ROOT wins. */
+export function defaultRuntimeRoot(): string {
+  if (process.env.BERTH_RUNTIME_ROOT) return process.env.BERTH_RUNTIME_ROOT;
+  if (!isRootless()) return "/run/berth/runtime";
+  return join(process.env.XDG_RUNTIME_DIR || `/tmp/berth-${process.getuid!()}`, "berth/runtime");
+}

@@ -48,7 +48,7 @@ export class SyscallError extends BerthError {
   constructor(
     readonly call: string,
     readonly errno: number,
-    target: string,
+    readonly target: string,
   ) {
     super("System", `${call} ${target}: ${load().strerror(errno)}`);
     this.name = "SyscallError";

@@ -10,13 +10,14 @@ import * as fs from "node:fs";
 import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { BerthError, exists, invalid, notFound, precondition } from "../common/errors.js";
-import { buildBinary } from "../common/paths.js";
-import { setWindowSize } from "../common/sys.js";
+import { BerthError, exists, invalid, notFound, precondition, unsupported } from "../common/errors.js";
+import { buildBinary, defaultRuntimeRoot, isRootless } from "../common/paths.js";
+import { removeTree, setWindowSize, SyscallError } from "../common/sys.js";
 import { FileLock, ImageStore, pullImage, commitSnapshot, type ImageRecord, type Progress, parsePlatform, unmount as unmountPath, unmountAsync, type ContainerConfig as ImageContainerConfig } from "../images/index.js";
-import { Runtime, parseSignal } from "../runtime/index.js";
+import { Runtime, parseSignal, ROOTFS_OVERLAY_ANNOTATION } from "../runtime/index.js";
 import { pidAlive } from "../images/content.js";
-import { buildSpec, capabilitiesFor, resolveUser, resourcesFor } from "./spec.js";
+import { buildSpec, capabilitiesFor, layeredReader, resolveUser, resourcesFor, rootlessIdMappings, rootlessSpec, type RootReader } from "./spec.js";
+import { pastaPortsFor, startPasta, stopPasta } from "./pasta.js";
 import { Networking, type Endpoint, type PortBinding } from "../network/index.js";
 import { seccompFromProfile, type Seccomp } from "../security/index.js";
 import { hostsFile, netMode, networkSettings, portRequests, resolvConf } from "./net.js";
@@ -78,7 +79,7 @@ export class Engine {
   }
 
   constructor(opts: EngineOptions = {}) {
-    this.runtimeRoot = opts.runtimeRoot ?? process.env.BERTH_RUNTIME_ROOT ?? "/run/berth/runtime";
+    this.runtimeRoot = opts.runtimeRoot ?? defaultRuntimeRoot();
     this.images = new ImageStore(opts.root ? { root: opts.root } : {});
     this.root = this.images.root;
     this.containers = new ContainerStore(this.root);
@@ -339,17 +340,26 @@ export class Engine {
     }
     trace("start: leftovers cleared");
     fs.mkdirSync(rootfs, { recursive: true });
-    if (!isMountpoint(rootfs)) this.images.snapshots.mount(id, rootfs);
+    // rootless: the overlay is mounted inside the container's user namespace, by the runtime
+    const rootless = isRootless();
+    if (!rootless && !isMountpoint(rootfs)) this.images.snapshots.mount(id, rootfs);
     trace("start: rootfs mounted");
     try {
       const hc = rec.HostConfig;
-      const user = resolveUser(rootfs, rec.Config.User);
+      const user = resolveUser(this.rootReader(id), rec.Config.User);
       const mounts = this.specMounts(rec);
       // the network: addresses and ports now (the rules are written meanwhile), the veth once the
       // container's namespace exists
       let mode = netMode(hc);
+      if (rootless && mode.kind === "bridge") {
+        // no bridge without root: pasta (user-mode networking, as podman) is the default network
+        if (mode.network !== "bridge") throw unsupported(`rootless berth cannot join bridge network ${mode.network} (bridges need root): use --network pasta (the default) or none`);
+        mode = { kind: "pasta" };
+      }
+      if (mode.kind === "pasta" && !rootless) throw unsupported("--network pasta is rootless berth's network; as root, containers use bridge networks");
       const cni = mode.kind === "bridge" && mode.network !== "bridge" ? this.network.cniNetwork(mode.network) : undefined;
       if (cni) mode = { kind: "cni", network: cni.list.name };
+      const pastaPorts = mode.kind === "pasta" ? pastaPortsFor(portRequests(rec)) : [];
       let endpoints: Endpoint[] = [];
       let ports: PortBinding[] = [];
       let stale: PortBinding[] = [];
@@ -389,7 +399,7 @@ export class Engine {
         if (k === "seccomp" && val === "unconfined") seccomp = "unconfined";
         else if (k === "seccomp" && val) seccomp = seccompFromProfile(val, { capabilities: capabilitiesFor(hc) }); // the profile's JSON, as docker sends it
       }
-      const spec = buildSpec({
+      let spec = buildSpec({
         rec,
         rootfs,
         user,
@@ -406,6 +416,7 @@ export class Engine {
         noNewPrivileges: sec.some((o) => /^no-new-privileges(:true|=true)?$/.test(o)),
         ...(hc.Init ? { initPath: buildBinary("berth-init") } : {}),
       });
+      if (rootless) spec = rootlessSpec(spec, this.images.snapshots.rootlessRoot(id, rootfs), ROOTFS_OVERLAY_ANNOTATION);
       fs.writeFileSync(join(dir, "config.json.tmp"), JSON.stringify(spec));
       fs.renameSync(join(dir, "config.json.tmp"), join(dir, "bundle.json"));
       // the runtime reads config.json from the bundle directory: a directory of its own
@@ -425,7 +436,9 @@ export class Engine {
         plumbing = this.network.plumb(`/proc/${p}/ns/net`, endpoints, { add: ports, stale, rules });
         plumbing.catch(() => {}); // awaited below
       };
-      await this.runtime.create(id, { bundle: join(dir, "bundle"), pidFile: join(dir, "pid"), stdio: ["ignore", "ignore", "ignore"], launcher, ...(tty ? { consoleSocket: "console.sock" } : {}), ...(endpoints.length ? { onPid } : {}) });
+      // pasta joins the namespaces as this user: before the container's init becomes another user
+      const beforeSetup = (p: number) => startPasta(p, pastaPorts, join(dir, "pasta.pid"));
+      await this.runtime.create(id, { bundle: join(dir, "bundle"), pidFile: join(dir, "pid"), stdio: ["ignore", "ignore", "ignore"], launcher, ...(tty ? { consoleSocket: "console.sock" } : {}), ...(endpoints.length ? { onPid } : {}), ...(mode.kind === "pasta" ? { beforeSetup } : {}) });
       const monitorPid = Number(fs.readFileSync(join(dir, "monitor.pid"), "utf8"));
       const pid = Number(fs.readFileSync(join(dir, "pid"), "utf8"));
       trace("start: runtime created");
@@ -468,7 +481,7 @@ export class Engine {
         StoppedByUser: false,
         RestartRequested: false,
         ...(health.length ? { Health: { Status: "starting", FailingStreak: 0, Log: [] } } : { Health: undefined }),
-        NetworkSettings: cniSettings ?? networkSettings(pid, endpoints, ports, endpoints.length ? this.network.store.read().networks : [], rec),
+        NetworkSettings: cniSettings ?? networkSettings(pid, endpoints, mode.kind === "pasta" ? pastaPorts : ports, endpoints.length ? this.network.store.read().networks : [], rec),
       });
       this.emit(rec, state.Restarting ? "restart" : "start");
     } catch (e) {
@@ -476,6 +489,28 @@ export class Engine {
       this.containers.writeState(id, { ...state, Error: (e as Error).message });
       throw e;
     }
+  }
+
+  /**
+   * Removes a container's snapshot. Rootless, what the container's other users made belongs to
+   * subordinate ids: what the user cannot delete as itself goes as root of a user namespace.
+   */
+  private async removeSnapshot(id: string): Promise<void> {
+    try {
+      this.images.snapshots.remove(id);
+    } catch (e) {
+      if (!isRootless() || !(e instanceof SyscallError) || (e.errno !== 13 && e.errno !== 1)) throw e;
+      const maps = rootlessIdMappings();
+      if (!maps.ranged) throw e;
+      await this.runtime.removeInUserNamespace(e.target, maps.uid, maps.gid);
+      removeTree(e.target);
+    }
+  }
+
+  /** The container's files as its process sees them: its mounted rootfs, or (rootless) its layers. */
+  private rootReader(id: string): string | RootReader {
+    const rootfs = this.containers.path(id, "rootfs");
+    return isMountpoint(rootfs) ? rootfs : layeredReader(this.images.snapshots.dirs(id));
   }
 
   /**
@@ -499,6 +534,7 @@ export class Engine {
     // thread: overlayfs syncs its upper layer)
     const rootfs = this.containers.path(id, "rootfs");
     const unmount = isMountpoint(rootfs) ? unmountAsync(rootfs).catch(() => {}) : Promise.resolve();
+    stopPasta(this.containers.path(id, "pasta.pid"));
     const network = (async () => {
       if (!this.networking && !fs.existsSync(join(this.root, "network"))) return;
       const held = this.network.store.held(id);
@@ -696,7 +732,7 @@ export class Engine {
           /* gone */
         }
       }
-      this.images.snapshots.remove(id);
+      await this.removeSnapshot(id);
       trace("remove: snapshot removed");
       this.containers.releaseName(v.rec.Name, id);
       this.containers.remove(id);
@@ -898,8 +934,7 @@ export class Engine {
     const v = await this.get(ref);
     if (!v.state.Running) throw precondition(`Container ${v.rec.Id} is not running`);
     if (v.state.Paused) throw precondition(`Container ${v.rec.Id} is paused, unpause the container before exec`);
-    const rootfs = this.containers.path(v.rec.Id, "rootfs");
-    const user = resolveUser(rootfs, opts.user ?? v.rec.Config.User);
+    const user = resolveUser(this.rootReader(v.rec.Id), opts.user ?? v.rec.Config.User);
     const spec = JSON.parse(fs.readFileSync(this.containers.path(v.rec.Id, "bundle/config.json"), "utf8"));
     const env = new Map<string, string>();
     for (const e of [...(spec.process.env as string[]), ...(opts.env ?? [])]) env.set(e.split("=")[0]!, e);

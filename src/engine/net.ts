@@ -8,12 +8,13 @@ import type { Endpoint, NetworkRecord, PortBinding, PortRequest } from "../netwo
 import type { ContainerRecord } from "./store.js";
 import type { HostConfig, NetworkSettings } from "./types.js";
 
-export type NetMode = { kind: "bridge"; network: string } | { kind: "cni"; network: string } | { kind: "none" } | { kind: "host" } | { kind: "container"; ref: string };
+export type NetMode = { kind: "bridge"; network: string } | { kind: "cni"; network: string } | { kind: "pasta" } | { kind: "none" } | { kind: "host" } | { kind: "container"; ref: string };
 
 export function netMode(hc: HostConfig): NetMode {
   const m = hc.NetworkMode || "default";
   if (m === "default" || m === "bridge") return { kind: "bridge", network: "bridge" };
   if (m === "none") return { kind: "none" };
+  if (m === "pasta") return { kind: "pasta" };
   if (m === "host") return { kind: "host" };
   if (m.startsWith("container:")) return { kind: "container", ref: m.slice("container:".length) };
   return { kind: "bridge", network: m };

@@ -58,11 +58,32 @@ export interface ResolvedUser {
   home: string;
 }
 
+/** A file of the container's tree, read from its mounted rootfs or from its layers (rootless). */
+export type RootReader = (path: string) => string | undefined;
+
+/** Reads through a snapshot's directories, topmost first (an overlay whiteout hides what is below). */
+export function layeredReader(dirs: string[]): RootReader {
+  return (path) => {
+    for (const d of dirs) {
+      try {
+        const st = fs.lstatSync(resolveInRoot(d, path, true), { throwIfNoEntry: false });
+        if (st?.isCharacterDevice() && st.rdev === 0) return undefined; // whiteout
+      } catch {
+        /* a symlink loop: try the next layer */
+      }
+      const text = readInRoot(d, path);
+      if (text !== undefined) return text;
+    }
+    return undefined;
+  };
+}
+
 /** docker's -u: name|uid[:group|gid], looked up in the container's /etc/passwd and /etc/group. */
-export function resolveUser(rootfs: string, user: string): ResolvedUser {
+export function resolveUser(root: string | RootReader, user: string): ResolvedUser {
+  const read: RootReader = typeof root === "string" ? (p) => readInRoot(root, p) : root;
   const [u = "", g] = user ? user.split(":") : ["0"];
-  const passwd = (readInRoot(rootfs, "/etc/passwd") ?? "").split("\n").map((l) => l.split(":"));
-  const groups = (readInRoot(rootfs, "/etc/group") ?? "").split("\n").map((l) => l.split(":"));
+  const passwd = (read("/etc/passwd") ?? "").split("\n").map((l) => l.split(":"));
+  const groups = (read("/etc/group") ?? "").split("\n").map((l) => l.split(":"));
   let uid: number, gid: number, home = "/", name: string | undefined;
   const byName = passwd.find((p) => p[0] === u);
   const byId = /^\d+$/.test(u) ? passwd.find((p) => p[2] === u) : undefined;
@@ -268,5 +289,80 @@ export function buildSpec(input: SpecInput): Spec {
     },
   } as unknown as Spec;
   if (hc.UsernsMode && hc.UsernsMode !== "host") throw unsupported(`--userns ${hc.UsernsMode} is not supported yet (host is)`);
+  return spec;
+}
+
+/** An id range from /etc/subuid or /etc/subgid for this user (by name or uid), if any. */
+function subordinateRange(file: string, name: string, id: number): { start: number; count: number } | undefined {
+  try {
+    for (const line of fs.readFileSync(file, "utf8").split("\n")) {
+      const [who, start, count] = line.trim().split(":");
+      if ((who === name || who === String(id)) && Number(count) > 0) return { start: Number(start), count: Number(count) };
+    }
+  } catch {
+    /* no such file */
+  }
+  return undefined;
+}
+
+type IdMap = { containerID: number; hostID: number; size: number };
+
+/**
+ * A rootless container's id maps: the user is root, and ids 1.. map to the user's range in
+ * /etc/subuid and /etc/subgid when it has both and newuidmap is installed (ranged).
+ */
+export function rootlessIdMappings(): { uid: IdMap[]; gid: IdMap[]; ranged: boolean } {
+  const uid = process.getuid!(),
+    gid = process.getgid!();
+  const name = (() => {
+    try {
+      return fs.readFileSync("/etc/passwd", "utf8").split("\n").find((l) => l.split(":")[2] === String(uid))?.split(":")[0] ?? "";
+    } catch {
+      return "";
+    }
+  })();
+  const newuidmap = ["/usr/bin/newuidmap", "/bin/newuidmap"].some((p) => fs.existsSync(p));
+  const subu = newuidmap ? subordinateRange("/etc/subuid", name, uid) : undefined;
+  const subg = newuidmap ? subordinateRange("/etc/subgid", name, uid) : undefined;
+  const ranged = !!(subu && subg);
+  return {
+    uid: [{ containerID: 0, hostID: uid, size: 1 }, ...(ranged ? [{ containerID: 1, hostID: subu!.start, size: subu!.count }] : [])],
+    gid: [{ containerID: 0, hostID: gid, size: 1 }, ...(ranged ? [{ containerID: 1, hostID: subg!.start, size: subg!.count }] : [])],
+    ranged,
+  };
+}
+
+/**
+ * The spec made rootless, as podman does: a user namespace where the user is root (and, when
+ * /etc/subuid and /etc/subgid give the user a range and newuidmap is installed, ids 1.. mapped to
+ * it), no cgroup mount or device rules (no delegated cgroup), no oom_score_adj, /sys bound from
+ * the host when the network namespace is the host's, and the rootfs an overlay the container's own
+ * mount namespace mounts (root.path and the annotation from the snapshotter).
+ */
+export function rootlessSpec(spec: Spec, root: { path: string; overlay?: string }, overlayAnnotation: string): Spec {
+  const s = spec as unknown as {
+    process: { oomScoreAdj?: number };
+    root: { path: string };
+    mounts: Mount[];
+    annotations?: Record<string, string>;
+    linux: { namespaces: Array<{ type: string; path?: string }>; uidMappings?: unknown[]; gidMappings?: unknown[]; resources?: Record<string, unknown> };
+  };
+  const maps = rootlessIdMappings();
+  const ranged = maps.ranged;
+  s.linux.uidMappings = maps.uid;
+  s.linux.gidMappings = maps.gid;
+  s.linux.namespaces.unshift({ type: "user" });
+  const ownNet = s.linux.namespaces.some((n) => n.type === "network" && !n.path);
+  s.mounts = s.mounts
+    .filter((m) => m.type !== "cgroup")
+    .map((m) => {
+      if (m.type === "devpts" && !ranged) return { ...m, options: (m.options ?? []).filter((o) => o !== "gid=5") }; // gid 5 (tty) is not mapped
+      if (m.type === "sysfs" && !ownNet) return { destination: "/sys", type: "bind", source: "/sys", options: ["rbind", "nosuid", "noexec", "nodev", "ro"] };
+      return m;
+    });
+  if (s.linux.resources) delete s.linux.resources.devices; // cgroup device rules need a cgroup of our own
+  delete s.process.oomScoreAdj;
+  s.root.path = root.path;
+  if (root.overlay) s.annotations = { ...s.annotations, [overlayAnnotation]: root.overlay };
   return spec;
 }

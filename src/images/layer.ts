@@ -161,7 +161,8 @@ class Extractor implements TarSink {
     const dirRel = parts.slice(0, -1).join("/");
     const dir = dirRel ? `${this.dest}/${dirRel}` : this.dest;
     if (base === OPAQUE) {
-      if (this.mode === "overlay") lsetxattr(dir, "trusted.overlay.opaque", Buffer.from("y"));
+      // rootless: overlayfs mounted in a user namespace with userxattr reads user.overlay.*
+      if (this.mode === "overlay") lsetxattr(dir, this.root ? "trusted.overlay.opaque" : "user.overlay.opaque", Buffer.from("y"));
       else
         for (const name of fs.readdirSync(dir)) {
           const rel = dirRel ? `${dirRel}/${name}` : name;

@@ -46,6 +46,13 @@ export interface Snapshotter {
   mount(key: string, target: string): void;
   /** The directory of the snapshot's own changes (overlay's upper dir; the whole tree for copy). */
   changes(key: string): string;
+  /** The snapshot's directories, topmost first (overlay: upper, then the layers), to read files without mounting. */
+  dirs(key: string): string[];
+  /**
+   * For a rootless container: the directory to use as its root, and (overlay) the options to mount
+   * there from inside its user namespace (absolute paths, user.* xattrs).
+   */
+  rootlessRoot(key: string, target: string): { path: string; overlay?: string };
   /** The directory tree of a committed layer chain's own files (overlay: the layer's diff dir). */
   layerDir(chainId: string): string;
   remove(key: string): void;
@@ -242,6 +249,17 @@ export class OverlaySnapshotter extends BaseSnapshotter implements Snapshotter {
   changes(key: string): string {
     return join(this.activeDir, key, "upper");
   }
+
+  dirs(key: string): string[] {
+    const parent = fs.readFileSync(join(this.activeDir, key, "parent"), "utf8");
+    return [this.changes(key), ...(parent ? this.chain(parent).map((l) => this.layerDir(l.chainId)) : [])];
+  }
+
+  rootlessRoot(key: string, target: string): { path: string; overlay?: string } {
+    if (!this.hasActive(key)) throw notFound(`snapshot ${key} does not exist`);
+    const abs = this.mountOptions(key).replace(/(lowerdir=|:|upperdir=|workdir=)(?!\/)/g, `$1${this.root}/`);
+    return { path: target, overlay: `${abs},userxattr` };
+  }
 }
 
 export class CopySnapshotter extends BaseSnapshotter implements Snapshotter {
@@ -294,6 +312,15 @@ export class CopySnapshotter extends BaseSnapshotter implements Snapshotter {
 
   changes(key: string): string {
     return join(this.activeDir, key, "fs");
+  }
+
+  dirs(key: string): string[] {
+    return [this.changes(key)];
+  }
+
+  rootlessRoot(key: string): { path: string; overlay?: string } {
+    if (!this.hasActive(key)) throw notFound(`snapshot ${key} does not exist`);
+    return { path: this.changes(key) };
   }
 }
 

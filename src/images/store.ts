@@ -12,6 +12,7 @@
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { BerthError, invalid, notFound, precondition } from "../common/errors.js";
+import { defaultStoreRoot } from "../common/paths.js";
 import { ContentStore, sha256 } from "./content.js";
 import { FileLock, withLock, writeFileAtomic } from "../common/lock.js";
 import { familiar, formatReference, parseReference, repositoryName, withDefaultTag, type Reference } from "./reference.js";
@@ -48,7 +49,7 @@ export interface StoreOptions {
   snapshotter?: "overlay" | "copy";
 }
 
-export const defaultRoot = (): string => process.env.BERTH_ROOT ?? "/var/lib/berth";
+export const defaultRoot = (): string => defaultStoreRoot();
 
 /** chainID(L0) = diffID(L0); chainID(Ln) = sha256(chainID(Ln-1) + " " + diffID(Ln)) */
 export function chainIds(diffIds: string[]): string[] {

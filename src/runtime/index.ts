@@ -3,3 +3,4 @@ export { Runtime, defaultRoot, parseSignal, runHook, type CreateOptions, type Ex
 export { defaultSpec, validateSpec, validateProcess, type Spec, type Process, type Mount, type Hook } from "./spec.js";
 export type { OciState, Status } from "./state.js";
 export { features } from "./features.js";
+export { ROOTFS_OVERLAY_ANNOTATION } from "./plan.js";

@@ -164,6 +164,24 @@ export interface CreatePlanInput {
 }
 
 /** newuidmap/newgidmap from Debian's uidmap package: setuid helpers that apply /etc/subuid and /etc/subgid. */
+/**
+ * `rm -rf PATH` as root of a new user namespace with these maps (rootless: what the container's
+ * other users made belongs to subordinate ids the user may not delete as itself).
+ */
+export function removalPlan(path: string, uidMappings: IdMap[], gidMappings: IdMap[]): PlanOp[] {
+  const triples = (maps: IdMap[]) => maps.flatMap((m) => [String(m.containerID), String(m.hostID), String(m.size)]);
+  return [
+    [Op.CLONE, String(cloneFlag.user)],
+    [Op.ID_MAP_CMD, idMapProgram("newuidmap"), ...triples(uidMappings)],
+    [Op.ID_MAP_CMD, idMapProgram("newgidmap"), ...triples(gidMappings)],
+    [Op.FOREGROUND],
+    [Op.ENV, "PATH=/usr/bin:/bin"],
+    [Op.EXEC, "/bin/rm", "rm", "-rf", "--", path],
+  ];
+}
+
+type IdMap = { containerID: number; hostID: number; size: number };
+
 function idMapProgram(name: string): string {
   for (const dir of ["/usr/bin", "/bin", "/usr/sbin"]) if (existsSync(`${dir}/${name}`)) return `${dir}/${name}`;
   throw unsupported(`rootless: ${name} is not installed (apt-get install uidmap), and mapping more than your own id needs it`);
@@ -228,6 +246,12 @@ export function createPlan(input: CreatePlanInput): PlanOp[] {
   const prop = linux.rootfsPropagation ? propagationOptions[linux.rootfsPropagation] ?? MS.PRIVATE : MS.SLAVE | MS.REC;
   if (input.sessionKeyring) ops.push([Op.KEYRING, input.sessionKeyring]);
   ops.push([Op.PROPAGATION, String(prop & ~MS.REC)]);
+  // berth's own annotation (rootless engine): the rootfs is an overlay only this user namespace may mount
+  const overlay = spec.annotations?.[ROOTFS_OVERLAY_ANNOTATION];
+  if (overlay) {
+    if (!newNs.has("mount")) throw invalid(`config.json: annotation ${ROOTFS_OVERLAY_ANNOTATION} needs a new mount namespace`);
+    ops.push([Op.ROOTFS_MOUNT, rootfs, "overlay", overlay]);
+  }
   ops.push([Op.ROOTFS, rootfs]);
   let devIsTmpfs = false;
   for (const m of spec.mounts ?? []) {
@@ -359,6 +383,12 @@ export function execPlan(input: {
 }
 
 /** Records on the wire: u32 code, u32 length, NUL-terminated strings. */
+/**
+ * An annotation berth's engine sets for rootless containers: overlayfs options (absolute paths)
+ * to mount on root.path inside the container's mount namespace, where an unprivileged user may.
+ */
+export const ROOTFS_OVERLAY_ANNOTATION = "org.berth.rootfs.overlay";
+
 export function encodePlan(ops: PlanOp[]): Buffer {
   const parts: Buffer[] = [];
   for (const [code, ...args] of [...ops, [Op.END] as PlanOp]) {

@@ -15,7 +15,7 @@ import { BerthError, errorMessage, invalid, notFound, precondition, unsupported 
 import * as cgroups from "../cgroups/index.js";
 import { compileSeccomp, type CompiledSeccomp, type Seccomp } from "../security/index.js";
 import { runHelper, type HelperOptions } from "./helper.js";
-import { createPlan, execPlan } from "./plan.js";
+import { createPlan, execPlan, removalPlan } from "./plan.js";
 import { codeNames } from "./protocol.js";
 import { hookNames, validateProcess, validateSpec, type Hook, type HookName, type NamespaceType, type Process, type Spec } from "./spec.js";
 import { StateStore, processStartTime, type ContainerRecord, type OciState, type Status } from "./state.js";
@@ -33,6 +33,8 @@ export interface RuntimeOptions {
   debug?: (message: string) => void;
 }
 
+export type IdMapping = { containerID: number; hostID: number; size: number };
+
 export interface CreateOptions {
   bundle: string;
   pidFile?: string;
@@ -48,6 +50,12 @@ export interface CreateOptions {
    * not done): work on its network namespace can overlap its setup.
    */
   onPid?: (pid: number) => void;
+  /**
+   * Called with the child's pid while it waits, before any of its setup (its user namespace and
+   * maps exist, it still has the runtime's ids): what must reach its namespaces as the runtime's
+   * user (rootless networking) happens here. The container's setup goes on when it settles.
+   */
+  beforeSetup?: (pid: number) => Promise<void>;
 }
 
 export interface ExecOptions {
@@ -121,6 +129,17 @@ export class Runtime {
     return { spec, bundle: dir, rootfs };
   }
 
+  /**
+   * Removes a tree as root of a user namespace with these maps (a rootless container's changes
+   * hold files of subordinate ids that its user cannot delete as itself).
+   */
+  async removeInUserNamespace(path: string, uidMappings: IdMapping[], gidMappings: IdMapping[]): Promise<void> {
+    const run = runHelper(removalPlan(path, uidMappings, gidMappings), { stdio: ["ignore", "ignore", "ignore"] });
+    await run.ready.catch(() => {});
+    const r = await run.exited;
+    if (r.code !== 0 || (r.waitStatus ?? 0) !== 0) throw new BerthError("System", `cannot remove ${path} in a user namespace (exit ${r.code}, status ${r.waitStatus})`);
+  }
+
   async create(id: string, opts: CreateOptions): Promise<OciState> {
     const { spec, bundle, rootfs } = this.loadBundle(opts.bundle);
     return this.createFromSpec(id, spec, bundle, rootfs, opts, false);
@@ -180,7 +199,7 @@ export class Runtime {
       const seccomp = this.seccompFor(spec);
       trace("runtime: seccomp compiled");
       const hooks = spec.hooks ?? {};
-      const hookSync = !!(hooks.prestart?.length || hooks.createRuntime?.length || hooks.createContainer?.length);
+      const hookSync = !!(hooks.prestart?.length || hooks.createRuntime?.length || hooks.createContainer?.length || opts.beforeSetup);
       const ops = createPlan({
         spec,
         bundle,
@@ -203,6 +222,7 @@ export class Runtime {
         ...(opts.launcher ? { launcher: opts.launcher } : {}),
         ...(opts.onPid ? { onPid: opts.onPid } : {}),
         onHookPoint: async (childPid) => {
+          await opts.beforeSetup?.(childPid);
           rec.pid = childPid;
           rec.pidStartTime = processStartTime(childPid)?.start ?? 0;
           this.store.write(rec);
