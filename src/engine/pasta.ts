@@ -59,7 +59,16 @@ export function stopPasta(pidFile: string): void {
   }
   try {
     // a recycled pid is left alone: it must be a pasta that wrote this very file
-    if (pid > 0 && fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes(pidFile)) process.kill(pid, "SIGTERM");
+    if (pid > 0 && fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes(pidFile)) {
+      process.kill(pid, "SIGTERM");
+      // gone (or a zombie for init to reap) before the container counts as removed: ~1 ms
+      const cell = new Int32Array(new SharedArrayBuffer(4));
+      for (let i = 0; i < 200; i++) {
+        const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+        if (stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")) break;
+        Atomics.wait(cell, 0, 0, 5);
+      }
+    }
   } catch {
     /* gone already */
   }

@@ -1,6 +1,7 @@
 /** berth network create/ls/inspect/rm/prune/connect/disconnect, with docker's flags and output. */
 import { createHash } from "node:crypto";
-import { invalid } from "../../common/errors.js";
+import { invalid, unsupported } from "../../common/errors.js";
+import { isRootless } from "../../common/paths.js";
 import type { NetworkRecord } from "../../network/index.js";
 import { list, parse, str, UsageError } from "../pflag.js";
 import { confirm, printInspect } from "./images.js";
@@ -38,6 +39,7 @@ export async function create(ctx: Context, argv: string[]): Promise<number> {
     return 0;
   }
   if (str(flags.driver) !== "bridge") throw invalid(`network driver ${str(flags.driver)}: berth has the bridge and cni drivers`);
+  if (isRootless()) throw unsupported("rootless berth cannot create bridge networks (they need root): its containers use pasta (the default) or --network none");
   // docker: --subnet and --gateway once per address family
   const v6 = (x: string) => x.includes(":");
   const subnets = list(flags.subnet);
