@@ -56,7 +56,7 @@ export function diagnose(root: string): Check[] {
   if (seccomp) add("ok", "seccomp filters");
   else add("fail", "no seccomp in this kernel: berth's default profile cannot be applied", "use a kernel with CONFIG_SECCOMP_FILTER");
   const caps = BigInt(`0x${/^CapEff:\s+([0-9a-f]+)/m.exec(read("/proc/self/status") ?? "")?.[1] ?? "0"}`);
-  if (process.getuid?.() !== 0) add("warn", "not running as root: containers need root, or rootless setup (subuid/subgid, a delegated cgroup)");
+  if (process.getuid?.() !== 0) add("ok", `rootless: store ${root}, containers in user namespaces (cgroup limits need a delegated cgroup; bridge networks need root)`);
   if (!(caps & (1n << 24n))) add("warn", "no CAP_SYS_RESOURCE: containers cannot raise rlimits above this process's hard limits (podman's and docker's defaults do)", "run berth with CAP_SYS_RESOURCE (outside a restricted container)");
   else add("ok", "CAP_SYS_RESOURCE");
   const nofile = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(read("/proc/self/limits") ?? "");
@@ -68,6 +68,16 @@ export function diagnose(root: string): Check[] {
   else add("warn", `no /etc/subuid and /etc/subgid ranges for ${user}: rootless containers get only your own uid`, `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 ${user}`);
   if (onPath("newuidmap") && onPath("newgidmap")) add("ok", "newuidmap/newgidmap (uidmap)");
   else add("warn", "newuidmap/newgidmap missing: rootless containers cannot use subuid ranges", "apt-get install uidmap");
+  // rootless networking: pasta in the container's namespaces, with a tap device from /dev/net/tun
+  if (onPath("pasta")) add("ok", "pasta (rootless networking)");
+  else add(process.getuid?.() === 0 ? "warn" : "fail", "no pasta: rootless containers get no network (--network none only)", "apt-get install passt");
+  try {
+    fs.accessSync("/dev/net/tun", fs.constants.R_OK | fs.constants.W_OK);
+    if ((fs.statSync("/dev/net/tun").mode & 0o006) === 0o006 || process.getuid?.() !== 0) add("ok", "/dev/net/tun open to users (rootless networking)");
+    else add("warn", "/dev/net/tun is not open to other users: rootless containers cannot get a network", "chmod 0666 /dev/net/tun (as Debian's udev rule does)");
+  } catch {
+    add(process.getuid?.() === 0 ? "warn" : "fail", "/dev/net/tun is missing or not open to you: rootless containers cannot get a network", "modprobe tun; chmod 0666 /dev/net/tun (as Debian's udev rule does)");
+  }
   const nft = onPath("nft"),
     ipt = onPath("iptables");
   if (nft) add("ok", `packet filter: nftables${ipt ? " (iptables too)" : ""}`);
