@@ -332,12 +332,18 @@ export class Engine {
     const dir = this.containers.path(id);
     const rootfs = join(dir, "rootfs");
     // leftovers of an earlier run
-    for (const f of ["exit", "pid", "monitor.pid"]) fs.rmSync(join(dir, f), { force: true });
-    try {
-      await this.runtime.delete(id, { force: true });
-    } catch {
-      /* none */
-    }
+    for (const f of ["exit", "pid", "monitor.pid"])
+      try {
+        fs.unlinkSync(join(dir, f));
+      } catch {
+        /* none */
+      }
+    if (this.runtime.has(id))
+      try {
+        await this.runtime.delete(id, { force: true });
+      } catch {
+        /* none */
+      }
     trace("start: leftovers cleared");
     fs.mkdirSync(rootfs, { recursive: true });
     // rootless: the overlay is mounted inside the container's user namespace, by the runtime

@@ -360,6 +360,11 @@ export class Runtime {
     return (waitStatus & 0x7f) === 0 ? (waitStatus >> 8) & 0xff : 128 + (waitStatus & 0x7f);
   }
 
+  /** Whether the runtime holds any record (or the leftover directory of one) of this container. */
+  has(id: string): boolean {
+    return this.store.has(id);
+  }
+
   state(id: string): OciState {
     return this.store.ociState(this.store.read(id));
   }
