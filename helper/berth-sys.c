@@ -675,6 +675,15 @@ static napi_value js_port_free(napi_env env, napi_callback_info info) {
   return result(env, rc);
 }
 
+/* exitNow(code): _exit, skipping the teardown of Node's platform and heap (~5 ms of every command
+ * on a 2-core machine). The caller has flushed its output and run its 'exit' listeners. */
+static napi_value js_exit_now(napi_env env, napi_callback_info info) {
+  struct args a;
+  int64_t code;
+  if (get_args(env, info, &a) || get_i64(env, a.v[0], &code)) return NULL;
+  _exit((int)code);
+}
+
 /* strerror(errno) */
 static napi_value js_strerror(napi_env env, napi_callback_info info) {
   struct args a;
@@ -693,7 +702,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"flock", js_flock},       {"mount", js_mount},         {"umount2", js_umount2},   {"lsetxattr", js_lsetxattr},
       {"lgetxattr", js_lgetxattr}, {"llistxattr", js_llistxattr}, {"mknod", js_mknod}, {"setWindowSize", js_winsize},
       {"strerror", js_strerror}, {"umount2Async", js_umount2_async}, {"removeTree", js_remove_tree},
-      {"spawn", js_spawn}, {"runAsync", js_run_async}, {"nftMapElem", js_nft_map_elem}, {"nftMapElemAsync", js_nft_map_elem_async}, {"portFree", js_port_free},       {"waitpid", js_waitpid},     {"pipe", js_pipe},
+      {"spawn", js_spawn}, {"exitNow", js_exit_now}, {"runAsync", js_run_async}, {"nftMapElem", js_nft_map_elem}, {"nftMapElemAsync", js_nft_map_elem_async}, {"portFree", js_port_free},       {"waitpid", js_waitpid},     {"pipe", js_pipe},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

@@ -576,6 +576,7 @@ export class Engine {
     }
     if (remove) await this.remove(id, { force: true }).catch(() => {});
     await Promise.all(this.releasing);
+    trace("exited: network released");
   }
 
   /** Network releases a teardown left running (see teardown's releaseLater). */

@@ -7,6 +7,7 @@ import { BerthError, errorMessage } from "../../common/errors.js";
 import { parse, UsageError } from "../pflag.js";
 import { Context } from "./context.js";
 import { trace } from "../../common/trace.js";
+import { exitNow } from "../../common/sys.js";
 
 trace("main: loaded");
 
@@ -234,11 +235,11 @@ export function runMain(argv: string[]): void {
   main(argv).then(
     (code) => {
       process.exitCode = code;
-      process.stdout.write("", () => process.exit(code));
+      process.stdout.write("", () => exitNow(code));
     },
     (e) => {
       process.stderr.write(`Error: ${errorMessage(e)}\n`);
-      process.exit(1);
+      process.stdout.write("", () => exitNow(1));
     },
   );
 }
