@@ -120,35 +120,61 @@ static napi_value js_umount2(napi_env env, napi_callback_info info) {
   return result(env, umount2(d, (int)flags));
 }
 
+/* A Promise of work done on libuv's thread pool: `execute` runs there, `complete` resolves it. */
+static napi_value queue_work(napi_env env, const char *name, napi_async_execute_callback execute, napi_async_complete_callback complete, void *data,
+                             napi_async_work *work, napi_deferred *deferred) {
+  napi_value promise, n;
+  napi_create_promise(env, deferred, &promise);
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &n);
+  napi_create_async_work(env, NULL, n, execute, complete, data, work);
+  napi_queue_async_work(env, *work);
+  return promise;
+}
+
+/* posix_spawn attributes for a child with every signal at its default and none blocked */
+static void spawn_attrs(posix_spawnattr_t *at, short flags) {
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_init(at);
+  posix_spawnattr_setsigmask(at, &none);
+  posix_spawnattr_setsigdefault(at, &all);
+  posix_spawnattr_setflags(at, (short)(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | flags));
+}
+
 /* umount2Async(target, flags): a Promise of umount2's result (-errno on failure), the call made on
  * libuv's thread pool, so a slow unmount (overlayfs syncs its upper layer) overlaps other work. */
-struct umount_work {
+/* The head of a thread-pool job whose result is one number (0 or -errno): resolved by rc_complete. */
+struct rc_work {
   napi_async_work work;
   napi_deferred deferred;
-  char target[PATH_BYTES];
-  int flags;
   long rc;
 };
 
-static void umount_execute(napi_env env, void *data) {
-  (void)env;
-  struct umount_work *w = data;
-  w->rc = umount2(w->target, w->flags) < 0 ? -errno : 0;
-}
-
-static void umount_complete(napi_env env, napi_status status, void *data) {
-  struct umount_work *w = data;
+static void rc_complete(napi_env env, napi_status status, void *data) {
+  struct rc_work *w = data;
   (void)status;
   napi_resolve_deferred(env, w->deferred, num(env, w->rc));
   napi_delete_async_work(env, w->work);
   free(w);
 }
 
+struct umount_work {
+  struct rc_work head;
+  char target[PATH_BYTES];
+  int flags;
+};
+
+static void umount_execute(napi_env env, void *data) {
+  (void)env;
+  struct umount_work *w = data;
+  w->head.rc = umount2(w->target, w->flags) < 0 ? -errno : 0;
+}
+
 static napi_value js_umount2_async(napi_env env, napi_callback_info info) {
   struct args a;
   char *d;
   int64_t flags;
-  napi_value promise, name;
   struct umount_work *w = calloc(1, sizeof *w);
   if (!w) {
     napi_throw_error(env, NULL, "out of memory");
@@ -159,11 +185,7 @@ static napi_value js_umount2_async(napi_env env, napi_callback_info info) {
     return NULL;
   }
   w->flags = (int)flags;
-  napi_create_promise(env, &w->deferred, &promise);
-  napi_create_string_utf8(env, "berth-umount", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, umount_execute, umount_complete, w, &w->work);
-  napi_queue_async_work(env, w->work);
-  return promise;
+  return queue_work(env, "berth-umount", umount_execute, rc_complete, w, &w->head.work, &w->head.deferred);
 }
 
 /* lsetxattr(path, name, buffer) */
@@ -387,18 +409,12 @@ static napi_value js_spawn(napi_env env, napi_callback_info info) {
   }
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t at;
-  sigset_t none, all;
   pid_t pid = 0;
   if (rc == 0) {
     posix_spawn_file_actions_init(&fa);
     for (i = 0; i < nfds; i++) posix_spawn_file_actions_adddup2(&fa, tmp[i], (int)i);
     posix_spawn_file_actions_addclosefrom_np(&fa, (int)nfds);
-    posix_spawnattr_init(&at);
-    sigemptyset(&none);
-    sigfillset(&all);
-    posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setsigdefault(&at, &all);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSID);
+    spawn_attrs(&at, POSIX_SPAWN_SETSID);
     extern char **environ;
     int e = posix_spawn(&pid, f, &fa, &at, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
@@ -442,18 +458,12 @@ static void run_execute(napi_env env, void *data) {
   }
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t at;
-  sigset_t none, all;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_adddup2(&fa, p[1], 2);
   posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-  posix_spawnattr_init(&at);
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&at, &none);
-  posix_spawnattr_setsigdefault(&at, &all);
-  posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  spawn_attrs(&at, 0);
   extern char **environ;
   pid_t pid;
   int e = posix_spawn(&pid, w->argv[0], &fa, &at, w->argv, environ);
@@ -529,12 +539,7 @@ static napi_value js_run_async(napi_env env, napi_callback_info info) {
     napi_get_value_string_utf8(env, v, w->argv[i], len + 1, &len);
     w->argc = (int)i + 1;
   }
-  napi_value promise, name;
-  napi_create_promise(env, &w->deferred, &promise);
-  napi_create_string_utf8(env, "berth-run", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, run_execute, run_complete, w, &w->work);
-  napi_queue_async_work(env, w->work);
-  return promise;
+  return queue_work(env, "berth-run", run_execute, run_complete, w, &w->work, &w->deferred);
 }
 
 /* waitpid(pid): blocks until that child exits; its exit code (or 128+signal), or -errno */
@@ -580,9 +585,8 @@ static napi_value js_nft_map_elem(napi_env env, napi_callback_info info) {
 /* nftMapElemAsync(...): the same on libuv's thread pool, a Promise of 0 or -errno. Deleting an
  * element waits for an RCU grace period in the kernel (~10 ms): other work goes on meanwhile. */
 struct elem_work {
-  napi_async_work work;
-  napi_deferred deferred;
-  int add, rc;
+  struct rc_work head;
+  int add;
   char table[256], map[256];
   unsigned char key[64], data[64];
   size_t keylen, datalen;
@@ -591,15 +595,7 @@ struct elem_work {
 static void elem_execute(napi_env env, void *data) {
   (void)env;
   struct elem_work *w = data;
-  w->rc = -nft_map_elem(w->add, w->table, w->map, w->key, w->keylen, w->data, w->datalen);
-}
-
-static void elem_complete(napi_env env, napi_status status, void *data) {
-  struct elem_work *w = data;
-  (void)status;
-  napi_resolve_deferred(env, w->deferred, num(env, w->rc));
-  napi_delete_async_work(env, w->work);
-  free(w);
+  w->head.rc = -nft_map_elem(w->add, w->table, w->map, w->key, w->keylen, w->data, w->datalen);
 }
 
 static napi_value js_nft_map_elem_async(napi_env env, napi_callback_info info) {
@@ -626,12 +622,7 @@ static napi_value js_nft_map_elem_async(napi_env env, napi_callback_info info) {
   w->add = add;
   memcpy(w->key, key, w->keylen = keylen);
   if (datalen) memcpy(w->data, data, w->datalen = datalen);
-  napi_value promise, name;
-  napi_create_promise(env, &w->deferred, &promise);
-  napi_create_string_utf8(env, "berth-nft", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, elem_execute, elem_complete, w, &w->work);
-  napi_queue_async_work(env, w->work);
-  return promise;
+  return queue_work(env, "berth-nft", elem_execute, rc_complete, w, &w->head.work, &w->head.deferred);
 }
 
 /* portFree(udp, ip, port): binds (and for TCP listens on) IP:PORT as Node's net would, then lets

@@ -1,5 +1,6 @@
 /** Shared test helpers: bundles around the busybox fixture, running berth-runtime, leak checks. */
 import { spawn, spawnSync } from "node:child_process";
+import { get } from "node:http";
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -181,4 +182,28 @@ export function waitForSync(cond: () => boolean, what: string, timeoutMs = 30_00
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
     Atomics.wait(cell, 0, 0, intervalMs);
   }
+}
+
+/** The path of a command on PATH, or "". */
+export const which = (c: string): string => spawnSync("sh", ["-c", `command -v ${c}`], { encoding: "utf8" }).stdout.trim();
+
+/** Why tests that run berth as a user they create must skip here, or false. */
+export function rootlessSkip(): string | false {
+  const blocked = othersCanReach(project);
+  return (
+    rootSkip ||
+    (["useradd", "userdel", "runuser", "newuidmap", "newgidmap"].find((c) => !which(c)) ? "needs useradd, runuser and uidmap's newuidmap" : false) ||
+    (blocked ? `other users cannot reach the project (${blocked} is not searchable by others)` : false)
+  );
+}
+
+/** The body of http://127.0.0.1:PORT/ (the whole body, once the server closes the response). */
+export function httpGet(port: number, timeout = 5000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    get({ host: "127.0.0.1", port, path: "/", timeout }, (res) => {
+      let body = "";
+      res.on("data", (d) => (body += d));
+      res.on("end", () => resolve(body));
+    }).on("error", reject);
+  });
 }

@@ -9,10 +9,9 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import * as dgram from "node:dgram";
 import * as fs from "node:fs";
-import { get } from "node:http";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { project, rootSkip, tempDir, waitFor } from "./helpers.js";
+import { httpGet, project, rootSkip, tempDir, waitFor } from "./helpers.js";
 import { berth, berthEnv, importBusybox, ok, removeNetworking, type BerthEnv } from "./image-helpers.js";
 
 let env: BerthEnv;
@@ -25,15 +24,6 @@ const links = () => fs.readdirSync("/sys/class/net");
 const tag = () => createHash("sha256").update(env.root).digest("hex").slice(0, 6);
 const portElements = () => spawnSync("nft", ["list", "table", "ip", `berth_${tag()}`], { encoding: "utf8" }).stdout.match(/elements = \{[^}]*\}/g) ?? [];
 
-function httpGet(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    get({ host: "127.0.0.1", port, path: "/", timeout: 5000 }, (res) => {
-      let body = "";
-      res.on("data", (d) => (body += d));
-      res.on("end", () => resolve(body));
-    }).on("error", reject);
-  });
-}
 
 /** A free TCP/UDP port on the host's loopback (the suite must not collide with what runs there). */
 function freePort(): number {

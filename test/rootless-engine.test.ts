@@ -7,29 +7,14 @@ import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { chmodSync, chownSync, existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { get } from "node:http";
 import { join } from "node:path";
-import { othersCanReach, project, rootSkip, tempDir } from "./helpers.js";
+import { httpGet, project, rootlessSkip, tempDir, which } from "./helpers.js";
 import { berthCommand, sh } from "./image-helpers.js";
 
 const user = "berthrle";
-const which = (c: string) => spawnSync("sh", ["-c", `command -v ${c}`], { encoding: "utf8" }).stdout.trim();
-const blocked = othersCanReach(project);
-const skip =
-  rootSkip ||
-  (["useradd", "userdel", "runuser", "newuidmap", "newgidmap"].find((c) => !which(c)) ? "needs useradd, runuser and uidmap's newuidmap" : false) ||
-  (blocked ? `other users cannot reach the project (${blocked} is not searchable by others)` : false);
+const skip = rootlessSkip();
 const noPasta = which("pasta") ? false : "needs pasta (Debian: passt)";
-
-function fetch(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    get({ host: "127.0.0.1", port, path: "/", timeout: 2000 }, (res) => {
-      let body = "";
-      res.on("data", (d) => (body += d));
-      res.on("end", () => resolve(body));
-    }).on("error", reject);
-  });
-}
+const fetch = (port: number) => httpGet(port, 2000);
 
 describe("rootless berth (the engine as an unprivileged user)", { skip }, () => {
   const home = tempDir("berth-test-rootless-engine-");

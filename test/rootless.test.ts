@@ -7,15 +7,10 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { chownSync, closeSync, existsSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { cli, leaks, makeBundle, othersCanReach, project, rootSkip, tempDir, type AnySpec } from "./helpers.js";
+import { cli, leaks, makeBundle, rootlessSkip, tempDir, which, type AnySpec } from "./helpers.js";
 
 const user = "berthrl";
-const which = (c: string) => spawnSync("sh", ["-c", `command -v ${c}`], { encoding: "utf8" }).stdout.trim();
-const blocked = othersCanReach(project);
-const skip =
-  rootSkip ||
-  (["useradd", "userdel", "runuser", "newuidmap", "newgidmap"].find((c) => !which(c)) ? "needs useradd, runuser and uidmap's newuidmap" : false) ||
-  (blocked ? `other users cannot reach the project (${blocked} is not searchable by others)` : false);
+const skip = rootlessSkip();
 
 describe("rootless berth-runtime", { skip }, () => {
   let uid = 0;
