@@ -568,13 +568,15 @@ export class Engine {
    */
   async exited(id: string, opts: { restart?: boolean } = {}): Promise<void> {
     const lock = await this.containers.lock(id);
-    let remove = false;
     try {
-      remove = await this.exitedLocked(id, opts);
+      // --rm: removed under the same lock, its teardown done already
+      if (await this.exitedLocked(id, opts)) {
+        const v = this.containers.read(id);
+        if (v) await this.removeLocked(v, {}, true).catch(() => {});
+      }
     } finally {
       lock.release();
     }
-    if (remove) await this.remove(id, { force: true }).catch(() => {});
     await Promise.all(this.releasing);
     trace("exited: network released");
   }
@@ -730,28 +732,34 @@ export class Engine {
     const lock = await this.containers.lock(id);
     trace("remove: locked");
     try {
-      await this.teardown(id);
-      trace("remove: torn down");
-      if (v.state.MonitorPid && pidAlive(v.state.MonitorPid) && procStart(v.state.MonitorPid) === v.state.MonitorStart) {
-        try {
-          process.kill(v.state.MonitorPid, "SIGKILL");
-        } catch {
-          /* gone */
-        }
-      }
-      await this.removeSnapshot(id);
-      trace("remove: snapshot removed");
-      this.containers.releaseName(v.rec.Name, id);
-      this.containers.remove(id);
-      trace("remove: record removed");
-      this.emit(v.rec, "destroy");
-      // docker removes a container's anonymous volumes with rm -v (and always for --rm)
-      if (opts.volumes || v.rec.HostConfig.AutoRemove)
-        for (const m of v.rec.Mounts ?? []) if (m.Anonymous && m.Name && !this.volumeUsers(m.Name).length) this.volumes.remove(m.Name, [], true);
+      await this.removeLocked(v, opts);
     } finally {
       lock.release();
     }
     return id;
+  }
+
+  /** remove() under the container's lock, the container not running (`tornDown`: its teardown done). */
+  private async removeLocked(v: ContainerView, opts: { volumes?: boolean }, tornDown = false): Promise<void> {
+    const id = v.rec.Id;
+    if (!tornDown) await this.teardown(id);
+    trace("remove: torn down");
+    if (v.state.MonitorPid && pidAlive(v.state.MonitorPid) && procStart(v.state.MonitorPid) === v.state.MonitorStart) {
+      try {
+        process.kill(v.state.MonitorPid, "SIGKILL");
+      } catch {
+        /* gone */
+      }
+    }
+    await this.removeSnapshot(id);
+    trace("remove: snapshot removed");
+    this.containers.releaseName(v.rec.Name, id);
+    this.containers.remove(id);
+    trace("remove: record removed");
+    this.emit(v.rec, "destroy");
+    // docker removes a container's anonymous volumes with rm -v (and always for --rm)
+    if (opts.volumes || v.rec.HostConfig.AutoRemove)
+      for (const m of v.rec.Mounts ?? []) if (m.Anonymous && m.Name && !this.volumeUsers(m.Name).length) this.volumes.remove(m.Name, [], true);
   }
 
   /**
