@@ -345,6 +345,8 @@ export class Engine {
         /* none */
       }
     trace("start: leftovers cleared");
+    this.runtime.prepareCgroup(id, `/berth/${id}`);
+    trace("start: cgroup prepared");
     fs.mkdirSync(rootfs, { recursive: true });
     // rootless: the overlay is mounted inside the container's user namespace, by the runtime
     const rootless = isRootless();

@@ -360,6 +360,23 @@ export class Runtime {
     return (waitStatus & 0x7f) === 0 ? (waitStatus >> 8) & 0xff : 128 + (waitStatus & 0x7f);
   }
 
+  /**
+   * Makes a container's cgroup ahead of create and starts the kernel's wait for the cgroup lock
+   * (see cgroups.primeAttach): an engine calls this as soon as it knows it will create the
+   * container, so the wait is over by the time the container's init moves in. Only a head start:
+   * failures are left for create to report.
+   */
+  prepareCgroup(id: string, cgroupsPath: string | undefined): void {
+    if (process.getuid?.() !== 0) return;
+    try {
+      const cg = cgroups.openCgroup(cgroups.cgroupPathFor(id, cgroupsPath));
+      cg.create();
+      if (!cg.cloneIntoDir()) cgroups.primeAttach();
+    } catch {
+      /* create says what is wrong */
+    }
+  }
+
   /** Whether the runtime holds any record (or the leftover directory of one) of this container. */
   has(id: string): boolean {
     return this.store.has(id);
