@@ -173,14 +173,15 @@ export class Networking {
    */
   async release(container: string, networkRef?: string, opts: { links?: boolean } = {}): Promise<void> {
     // ports go over netlink from this process, on worker threads (each delete waits ~10 ms in the
-    // kernel); when all go, the deletes start before the store is even locked
+    // kernel); when all go, their elements are gone before the store frees them, so a port handed
+    // out again never meets its old element
     const key = (p: PortBinding) => `${p.Proto}/${p.HostIp}/${p.HostPort}`;
     const early = networkRef ? [] : this.store.held(container).ports;
     const unpublish = (ports: PortBinding[]) => Promise.all(this.elems(ports).map((e) => nftMapElemAsync(false, this.table, e.map, Buffer.from(e.key, "hex"))));
-    const first = unpublish(early).catch((e: Error) => e);
+    const first = await unpublish(early).catch((e: Error) => e);
     const r = await this.store.release(container, networkRef);
     const links = opts.links ? r.endpoints.map((e) => e.HostIf).filter((l) => fs.existsSync(`/sys/class/net/${l}`)) : [];
-    const errors = [await first, await unpublish(r.ports.filter((p) => !early.some((q) => key(q) === key(p)))).catch((e: Error) => e)];
+    const errors = [first, await unpublish(r.ports.filter((p) => !early.some((q) => key(q) === key(p)))).catch((e: Error) => e)];
     const err = errors.find((e): e is Error => e instanceof Error);
     if (err) {
       if (!/map element/.test(err.message)) throw err;
