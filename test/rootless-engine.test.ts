@@ -131,5 +131,10 @@ describe("rootless berth (the engine as an unprivileged user)", { skip }, () => 
     assert.equal(mem.code, 125);
     assert.match(mem.stderr, /rootless: cannot create cgroup/);
     assert.equal(ok(["ps", "-aq"]).trim(), "");
+    ok(["create", "--name", "layers", "--network", "none", "busybox", "true"]);
+    const cp = berth(["cp", "layers:/etc/passwd", "-"]);
+    assert.equal(cp.code, 1);
+    assert.match(cp.stderr, /^Error: rootless berth cannot mount a container's layers on the host/);
+    ok(["rm", "layers"]);
   });
 });

@@ -997,6 +997,7 @@ export class Engine {
     const v = await this.get(ref);
     const rootfs = this.containers.path(v.rec.Id, "rootfs");
     if (isMountpoint(rootfs)) return fn(rootfs);
+    if (isRootless()) throw unsupported("rootless berth cannot mount a container's layers on the host: cp, export and commit need root for now");
     const lock = await this.containers.lock(v.rec.Id);
     try {
       fs.mkdirSync(rootfs, { recursive: true });
