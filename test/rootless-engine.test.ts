@@ -92,6 +92,11 @@ describe("rootless berth (the engine as an unprivileged user)", { skip }, () => 
       const upper = join(home, ".local/share/berth/snapshots/overlay/active", id, "upper/made");
       assert.equal(readFileSync(upper, "utf8"), "made\n");
       assert.equal(statSync(upper).uid, uid, "the container's root is the user on the host");
+      // cp both ways goes through the running container's root
+      ok(["cp", "keep:/made", join(home, "copied")]);
+      assert.equal(readFileSync(join(home, "copied"), "utf8"), "made\n");
+      ok(["cp", join(home, "copied"), "keep:/back"]);
+      assert.equal(ok(["exec", "keep", "cat", "/back"]), "made\n");
     } finally {
       ok(["rm", "-f", "keep"]);
     }
@@ -134,7 +139,7 @@ describe("rootless berth (the engine as an unprivileged user)", { skip }, () => 
     ok(["create", "--name", "layers", "--network", "none", "busybox", "true"]);
     const cp = berth(["cp", "layers:/etc/passwd", "-"]);
     assert.equal(cp.code, 1);
-    assert.match(cp.stderr, /^Error: rootless berth cannot mount a container's layers on the host/);
+    assert.match(cp.stderr, /^Error: rootless berth cannot mount a stopped container's layers on the host/);
     ok(["rm", "layers"]);
   });
 });

@@ -997,7 +997,12 @@ export class Engine {
     const v = await this.get(ref);
     const rootfs = this.containers.path(v.rec.Id, "rootfs");
     if (isMountpoint(rootfs)) return fn(rootfs);
-    if (isRootless()) throw unsupported("rootless berth cannot mount a container's layers on the host: cp, export and commit need root for now");
+    if (isRootless()) {
+      // the rootfs is mounted in the container's own namespace only: a running container's is
+      // reached through its init's /proc root (the user's own process)
+      if (v.state.Running && v.state.Pid) return fn(`/proc/${v.state.Pid}/root`);
+      throw unsupported("rootless berth cannot mount a stopped container's layers on the host: cp, export and commit need it running (or root)");
+    }
     const lock = await this.containers.lock(v.rec.Id);
     try {
       fs.mkdirSync(rootfs, { recursive: true });
