@@ -16,6 +16,10 @@ if [ "$(id -u)" != 0 ] || [ ! -f dist/berth-snapshot.cjs ]; then
 fi
 b() { BERTH_TRAIN_CACHE=$cache "$node" scripts/snapshot-train.cjs dist/berth-snapshot.cjs "$@" >/dev/null 2>&1; }
 name=berth-snapshot-training-$$
+root=${BERTH_ROOT:-/var/lib/berth}
+# the bridged run makes berth's bridge and nftables table when there are none: training removes
+# what it made (a user's first bridged run makes them again)
+had_network=$(ls /sys/class/net | grep '^berth' || true)
 b run --rm --network none busybox true
 b run --rm busybox true
 b run -d --name "$name" busybox sleep 60
@@ -27,4 +31,8 @@ b inspect "$name"
 b stop -t 1 "$name"
 b rm -f "$name"
 b images
+if [ -z "$had_network" ]; then
+  "$node" -e 'import(process.argv[1]).then((m) => new m.Networking(process.argv[2], process.argv[3]).removeAll())' \
+    "$(pwd)/dist/src/network/index.js" "$root" "${BERTH_RUNTIME_ROOT:-/run/berth/runtime}/.network" || true
+fi
 sh scripts/build-snapshot.sh

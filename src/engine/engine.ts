@@ -345,14 +345,15 @@ export class Engine {
         /* none */
       }
     trace("start: leftovers cleared");
-    this.runtime.prepareCgroup(id, `/berth/${id}`);
-    trace("start: cgroup prepared");
     fs.mkdirSync(rootfs, { recursive: true });
     // rootless: the overlay is mounted inside the container's user namespace, by the runtime
     const rootless = isRootless();
     if (!rootless && !isMountpoint(rootfs)) this.images.snapshots.mount(id, rootfs);
     trace("start: rootfs mounted");
     try {
+      // the cgroup now: the kernel's wait for its lock is over when the init moves in
+      this.runtime.prepareCgroup(id, `/berth/${id}`);
+      trace("start: cgroup prepared");
       const hc = rec.HostConfig;
       const user = resolveUser(this.rootReader(id), rec.Config.User);
       const mounts = this.specMounts(rec);
@@ -494,6 +495,7 @@ export class Engine {
       this.emit(rec, state.Restarting ? "restart" : "start");
     } catch (e) {
       await this.teardown(id);
+      this.runtime.discardCgroup(id, `/berth/${id}`);
       this.containers.writeState(id, { ...state, Error: (e as Error).message });
       throw e;
     }

@@ -377,6 +377,16 @@ export class Runtime {
     }
   }
 
+  /** Undoes prepareCgroup for a container that was never created (its start failed first). */
+  discardCgroup(id: string, cgroupsPath: string | undefined): void {
+    if (process.getuid?.() !== 0 || this.store.has(id)) return;
+    try {
+      cgroups.openCgroup(cgroups.cgroupPathFor(id, cgroupsPath)).remove();
+    } catch {
+      /* not made, or holds processes: not ours to force */
+    }
+  }
+
   /** Whether the runtime holds any record (or the leftover directory of one) of this container. */
   has(id: string): boolean {
     return this.store.has(id);
