@@ -539,8 +539,8 @@ export class Engine {
 
   /** Unmount the rootfs and remove the runtime's record (the container is not running). */
   private async teardown(id: string, opts: { releaseLater?: boolean } = {}): Promise<void> {
-    // three independent jobs, overlapped: the network's release (a berth-net process when ports
-    // were published), the runtime's record and cgroup, and the rootfs's unmount (on a worker
+    // three independent jobs, overlapped: the network's release (its ports' map elements deleted
+    // on worker threads), the runtime's record and cgroup, and the rootfs's unmount (on a worker
     // thread: overlayfs syncs its upper layer)
     const rootfs = this.containers.path(id, "rootfs");
     const unmount = isMountpoint(rootfs) ? unmountAsync(rootfs).catch(() => {}) : Promise.resolve();
@@ -646,6 +646,7 @@ export class Engine {
       if (restart) {
         // docker's back-off: 100 ms doubling, at most a minute
         await sleep(Math.min(100 * 2 ** state.RestartCount, 60_000));
+        await Promise.all(this.releasing); // the last run's addresses and ports are given back first
         const cur = this.containers.read(id);
         if (cur && cur.state.Restarting && !cur.state.StoppedByUser) {
           cur.state.RestartCount++;
