@@ -24,7 +24,8 @@ describe("rootless berth (the engine as an unprivileged user)", { skip }, () => 
 
   /** berth as the user, with its own HOME (its store: ~/.local/share/berth). */
   const berth = (args: string[], timeout = 60_000) => {
-    const env: Record<string, string> = { HOME: home, PATH: process.env.PATH ?? "/usr/bin:/bin", LANG: "C" };
+    // its runtime state under its home too (else /tmp/berth-<uid>): the test removes one directory
+    const env: Record<string, string> = { HOME: home, XDG_RUNTIME_DIR: join(home, "run"), PATH: process.env.PATH ?? "/usr/bin:/bin", LANG: "C" };
     const r = spawnSync("runuser", ["-u", user, "--", process.execPath, ...berthCommand(), ...args], { env, encoding: "utf8", timeout, cwd: home });
     return { code: r.status ?? 128, stdout: r.stdout ?? "", stderr: (r.stderr ?? "") + (r.error ? String(r.error) : "") };
   };
