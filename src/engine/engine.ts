@@ -16,7 +16,7 @@ import { removeTree, setWindowSize, SyscallError } from "../common/sys.js";
 import { FileLock, ImageStore, pullImage, commitSnapshot, type ImageRecord, type Progress, parsePlatform, unmount as unmountPath, unmountAsync, type ContainerConfig as ImageContainerConfig } from "../images/index.js";
 import { Runtime, parseSignal, ROOTFS_OVERLAY_ANNOTATION } from "../runtime/index.js";
 import { pidAlive } from "../images/content.js";
-import { buildSpec, capabilitiesFor, layeredReader, resolveUser, resourcesFor, rootlessIdMappings, rootlessSpec, type RootReader } from "./spec.js";
+import { buildSpec, capabilitiesFor, containerCgroup, layeredReader, resolveUser, resourcesFor, rootlessIdMappings, rootlessSpec, type RootReader } from "./spec.js";
 import { pastaPortsFor, startPasta, stopPasta } from "./pasta.js";
 import { Networking, type Endpoint, type PortBinding } from "../network/index.js";
 import { seccompFromProfile, type Seccomp } from "../security/index.js";
@@ -352,7 +352,7 @@ export class Engine {
     trace("start: rootfs mounted");
     try {
       // the cgroup now: the kernel's wait for its lock is over when the init moves in
-      this.runtime.prepareCgroup(id, `/berth/${id}`);
+      this.runtime.prepareCgroup(id, containerCgroup(id));
       trace("start: cgroup prepared");
       const hc = rec.HostConfig;
       const user = resolveUser(this.rootReader(id), rec.Config.User);
@@ -495,7 +495,7 @@ export class Engine {
       this.emit(rec, state.Restarting ? "restart" : "start");
     } catch (e) {
       await this.teardown(id);
-      this.runtime.discardCgroup(id, `/berth/${id}`);
+      this.runtime.discardCgroup(id, containerCgroup(id));
       this.containers.writeState(id, { ...state, Error: (e as Error).message });
       throw e;
     }
@@ -544,7 +544,7 @@ export class Engine {
     // thread: overlayfs syncs its upper layer)
     const rootfs = this.containers.path(id, "rootfs");
     const unmount = isMountpoint(rootfs) ? unmountAsync(rootfs).catch(() => {}) : Promise.resolve();
-    stopPasta(this.containers.path(id, "pasta.pid"));
+    if (isRootless()) stopPasta(this.containers.path(id, "pasta.pid")); // only rootless containers have one
     const network = (async () => {
       if (!this.networking && !fs.existsSync(join(this.root, "network"))) return;
       const held = this.network.store.held(id);

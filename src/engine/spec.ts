@@ -190,6 +190,9 @@ function formatCpus(cpus: number[]): string {
   return out.join(",");
 }
 
+/** A container's cgroup (under berth's parent, /berth). */
+export const containerCgroup = (id: string): string => `/berth/${id}`;
+
 export interface SpecInput {
   rec: ContainerRecord;
   rootfs: string;
@@ -285,7 +288,7 @@ export function buildSpec(input: SpecInput): Spec {
       ...(devices.length ? { devices } : {}),
       ...(seccomp ? { seccomp } : {}),
       ...(hc.Privileged ? {} : { maskedPaths: [...dockerMaskedPaths], readonlyPaths: [...dockerReadonlyPaths] }),
-      cgroupsPath: `/berth/${rec.Id}`,
+      cgroupsPath: containerCgroup(rec.Id),
     },
   } as unknown as Spec;
   if (hc.UsernsMode && hc.UsernsMode !== "host") throw unsupported(`--userns ${hc.UsernsMode} is not supported yet (host is)`);
