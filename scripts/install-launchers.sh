@@ -20,7 +20,7 @@ cat > "$tmp" <<LAUNCHER
 #!/bin/sh
 n=$node s=$here/dist/berth.blob
 if [ -r "\$s" ] && [ -e "\$s.node" ] && ! [ "\$n" -nt "\$s.node" ] && ! [ "\$s.node" -nt "\$n" ]; then
-  exec "\$n" --snapshot-blob "\$s" $here/dist/berth-start.cjs "\$@"
+  exec "\$n" --snapshot-blob "\$s" --no-rehash-snapshot $here/dist/berth-start.cjs "\$@"
 fi
 exec "\$n" $here/dist/berth-launch.cjs "\$@"
 LAUNCHER

@@ -14,7 +14,8 @@ if [ "$(id -u)" != 0 ] || [ ! -f dist/berth-snapshot.cjs ]; then
   echo "train-snapshot: needs root and a build; the snapshot stays untrained" >&2
   exit 0
 fi
-b() { BERTH_TRAIN_CACHE=$cache "$node" scripts/snapshot-train.cjs dist/berth-snapshot.cjs "$@" >/dev/null 2>&1; }
+# V8 takes a code cache only from a node started with the same flags as the one building the snapshot
+b() { BERTH_TRAIN_CACHE=$cache "$node" --no-rehash-snapshot scripts/snapshot-train.cjs dist/berth-snapshot.cjs "$@" >/dev/null 2>&1; }
 name=berth-snapshot-training-$$
 root=${BERTH_ROOT:-/var/lib/berth}
 # the bridged run makes berth's bridge and nftables table when there are none: training removes

@@ -121,7 +121,7 @@ export class ImageStore {
 
   /**
    * Find an image as docker does: a name (tag defaulting to latest), name@digest, a full or
-   * prefixed ID (sha256:abc… or abc…).
+   * prefixed ID (sha256:abc... or abc...).
    */
   find(nameOrId: string): ImageRecord | undefined {
     const images = this.read().images;
