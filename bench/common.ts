@@ -1,6 +1,6 @@
 /** What the CLI benches share: the environment users have, timing, and berth through its launcher. */
 import { spawnSync } from "node:child_process";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -29,7 +29,7 @@ export function time(cmd: string, args: string[]): number {
  */
 export function berthLauncher(dir: string): string[] {
   const blob = join(project, "dist/berth.blob");
-  if (existsSync(blob) && existsSync(join(project, "dist/berth-start.cjs"))) return ["--snapshot-blob", blob, "--no-rehash-snapshot", join(project, "dist/berth-start.cjs")];
+  if (existsSync(blob) && existsSync(join(project, "dist/berth-start.cjs"))) return ["--snapshot-blob", blob, ...readFileSync(`${blob}.flags`, "utf8").split(/\s+/).filter(Boolean), join(project, "dist/berth-start.cjs")];
   const cli = join(dir, "berth-cli.cjs");
   writeFileSync(cli, `globalThis.berthBuildDir = ${JSON.stringify(join(project, "build"))};\nrequire(${JSON.stringify(join(project, "scripts/launcher.cjs"))})(${JSON.stringify(join(project, "dist/berth.cjs"))});\n`);
   return [cli];

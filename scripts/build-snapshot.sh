@@ -7,19 +7,23 @@
 set -eu
 cd "$(dirname "$0")/.."
 node=$(readlink -f "$(command -v node)")
-rm -f dist/berth.blob dist/berth.blob.node dist/berth-start.cjs
+rm -f dist/berth.blob dist/berth.blob.node dist/berth.blob.flags dist/berth-start.cjs
 # whitespace-minified: no comments, so the source is ASCII and V8 keeps it one byte a character
 # (one non-Latin-1 character in a comment doubled the snapshot's source string)
 npx esbuild dist/src/cli/berth/snapshot.js --bundle --minify-whitespace --platform=node --format=cjs --target=node20 --log-level=error --outfile=dist/berth-snapshot.cjs
 # node warns that some built-in modules are "not yet fully verified" in snapshots; they are only
 # loaded here, their use is at run time
+# V8 flags the snapshot is made, trained and started with (V8 refuses a snapshot or code cache
+# made under other flags): dist/berth.blob.flags, read by the launcher, the bench and the tests.
 # --no-rehash-snapshot: V8 would otherwise rehash every string and dictionary of the snapshot at
 # each start (~6 ms of `berth run`) to apply a fresh hash seed; this keeps the seed drawn when the
-# snapshot was made (random per build). A flag the snapshot must also be started with (launcher).
-if "$node" --no-rehash-snapshot --snapshot-blob dist/berth.blob.tmp --build-snapshot scripts/snapshot-entry.cjs >/dev/null 2>dist/berth.blob.log; then
+# snapshot was made (random per build).
+flags=${BERTH_SNAPSHOT_FLAGS:-$(cat scripts/snapshot.flags)}
+if "$node" $flags --snapshot-blob dist/berth.blob.tmp --build-snapshot scripts/snapshot-entry.cjs >/dev/null 2>dist/berth.blob.log; then
   grep '^build-snapshot:' dist/berth.blob.log >&2 || true
   mv dist/berth.blob.tmp dist/berth.blob
   touch -r "$node" dist/berth.blob.node
+  echo "$flags" > dist/berth.blob.flags
   # what node runs in the snapshot's context: berth's main, told where its binaries are
   printf 'globalThis.berthBuildDir ??= require("node:path").join(__dirname, "../build");\nglobalThis.berthRun();\n' > dist/berth-start.cjs
   rm -f dist/berth.blob.log

@@ -19,8 +19,9 @@ tmp=$(mktemp "$dir/.berth.XXXXXX")
 cat > "$tmp" <<LAUNCHER
 #!/bin/sh
 n=$node s=$here/dist/berth.blob
-if [ -r "\$s" ] && [ -e "\$s.node" ] && ! [ "\$n" -nt "\$s.node" ] && ! [ "\$s.node" -nt "\$n" ]; then
-  exec "\$n" --snapshot-blob "\$s" --no-rehash-snapshot $here/dist/berth-start.cjs "\$@"
+# the snapshot loads only under the V8 flags it was made with (\$s.flags; read is a shell builtin)
+if [ -r "\$s" ] && [ -e "\$s.node" ] && ! [ "\$n" -nt "\$s.node" ] && ! [ "\$s.node" -nt "\$n" ] && [ -r "\$s.flags" ] && read -r f < "\$s.flags"; then
+  exec "\$n" --snapshot-blob "\$s" \$f $here/dist/berth-start.cjs "\$@"
 fi
 exec "\$n" $here/dist/berth-launch.cjs "\$@"
 LAUNCHER

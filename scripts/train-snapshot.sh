@@ -15,7 +15,8 @@ if [ "$(id -u)" != 0 ] || [ ! -f dist/berth-snapshot.cjs ]; then
   exit 0
 fi
 # V8 takes a code cache only from a node started with the same flags as the one building the snapshot
-b() { BERTH_TRAIN_CACHE=$cache "$node" --no-rehash-snapshot scripts/snapshot-train.cjs dist/berth-snapshot.cjs "$@" >/dev/null 2>&1; }
+flags=${BERTH_SNAPSHOT_FLAGS:-$(cat scripts/snapshot.flags)}
+b() { BERTH_TRAIN_CACHE=$cache "$node" $flags scripts/snapshot-train.cjs dist/berth-snapshot.cjs "$@" >/dev/null 2>&1; }
 name=berth-snapshot-training-$$
 root=${BERTH_ROOT:-/var/lib/berth}
 # the bridged run makes berth's bridge and nftables table when there are none: training removes

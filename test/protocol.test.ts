@@ -31,6 +31,18 @@ test("plan records: code, length, NUL-terminated strings, END last", () => {
   assert.equal(buf.length, 34);
 });
 
+test("plan records carry non-ASCII arguments as UTF-8, with their byte length", () => {
+  const path = "/données/日本";
+  const buf = encodePlan([[Op.CWD, path], [Op.ENV, "A=é"]]);
+  const len = Buffer.byteLength(path) + 1;
+  assert.equal(buf.readUInt32LE(0), Op.CWD);
+  assert.equal(buf.readUInt32LE(4), len);
+  assert.equal(buf.subarray(8, 8 + len).toString("utf8"), `${path}\0`);
+  assert.equal(buf.readUInt32LE(8 + len), Op.ENV);
+  assert.equal(buf.subarray(16 + len, 16 + len + 5).toString("utf8"), "A=é\0");
+  assert.equal(buf.readUInt32LE(16 + len + 5), Op.END);
+});
+
 test("mount options become flags, propagation and data", () => {
   const p = parseMountOptions(["ro", "nosuid", "rbind", "rslave", "size=1m", "mode=755"]);
   assert.equal(p.flags, 1 | 2 | 4096 | 16384);

@@ -54,8 +54,11 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
   const base = opts.stdio === undefined || opts.stdio === "inherit" ? ["inherit", "inherit", "inherit"] : opts.stdio;
   const launcher = opts.launcher;
   trace("runtime: spawning");
+  const plan = encodePlan(ops);
+  trace("runtime: plan encoded");
   const io = launcher ? spawnLauncher(launcher, base as StdioEntry[], n) : spawnHelper(base, n);
-  io.writePlan(encodePlan(ops));
+  io.writePlan(plan);
+  trace("runtime: plan sent");
 
   let pid = 0;
   let waitStatus: number | undefined;
@@ -204,6 +207,7 @@ function spawnLauncher(launcher: string[], base: StdioEntry[], n: number): Launc
   let pid: number;
   try {
     pid = sys.spawn(launcher[0]!, [...launcher, helperPath(), String(planFd), String(planFd + 1)], fds);
+    trace("runtime: launcher spawned");
   } catch (e) {
     for (const fd of [planRead, planWrite, reportRead, reportWrite]) closeSync(fd);
     throw new BerthError("System", `cannot run ${launcher[0]}: ${(e as Error).message}`);
@@ -212,6 +216,7 @@ function spawnLauncher(launcher: string[], base: StdioEntry[], n: number): Launc
   closeSync(reportWrite);
   let planOpen = true;
   const report = new Socket({ fd: reportRead, readable: true, writable: false });
+  trace("runtime: report socket open");
   let reaped = false;
   return {
     kind: "launcher",

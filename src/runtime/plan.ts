@@ -390,13 +390,18 @@ export function execPlan(input: {
 export const ROOTFS_OVERLAY_ANNOTATION = "org.berth.rootfs.overlay";
 
 export function encodePlan(ops: PlanOp[]): Buffer {
-  const parts: Buffer[] = [];
-  for (const [code, ...args] of [...ops, [Op.END] as PlanOp]) {
-    const payload = Buffer.from(args.map((a) => a + "\0").join(""), "utf8");
-    const hdr = Buffer.alloc(8);
-    hdr.writeUInt32LE(code, 0);
-    hdr.writeUInt32LE(payload.length, 4);
-    parts.push(hdr, payload);
+  // Built as one latin1 string, encoded once: this runs once per container start, mostly in V8's
+  // interpreter, where a Buffer (or a native call) per record costs ~1.5 ms for ~100 records.
+  // Arguments become their UTF-8 bytes as latin1 characters (unchanged when ASCII, as nearly all are).
+  const u32 = (n: number) => String.fromCharCode(n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, n >>> 24);
+  let text = "";
+  for (let i = 0; i <= ops.length; i++) {
+    const op = i < ops.length ? ops[i]! : ([Op.END] as PlanOp);
+    let payload = "";
+    for (let j = 1; j < op.length; j++) payload += op[j] + "\0";
+    // eslint-disable-next-line no-control-regex
+    if (/[^\x00-\x7f]/.test(payload)) payload = Buffer.from(payload, "utf8").toString("latin1");
+    text += u32(op[0] as number) + u32(payload.length) + payload;
   }
-  return Buffer.concat(parts);
+  return Buffer.from(text, "latin1");
 }
