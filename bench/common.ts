@@ -2,6 +2,10 @@
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
+import { removeEmptyParent } from "../src/cgroups/index.js";
+
+// berth keeps its parent cgroup between containers: the bench leaves none behind
+if (process.getuid?.() === 0) process.once("exit", () => removeEmptyParent());
 import { fileURLToPath } from "node:url";
 
 export const project = join(dirname(fileURLToPath(import.meta.url)), "../..");

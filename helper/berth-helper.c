@@ -192,13 +192,21 @@ static int write_file(const char *path, const char *data) {
   return w == len ? 0 : -1;
 }
 
-/* Read the plan: records until END. The pipe stays open for CONTINUE. */
+/* Read the plan: records until END. The pipe stays open for CONTINUE. A plan that ends before
+ * its first byte was withdrawn (berth started us early, then its start failed): exit 0, quietly. */
 static void read_plan(int fd) {
   int cap = 64;
   ops = calloc((size_t)cap, sizeof *ops);
   for (;;) {
     uint32_t hdr[2];
-    if (read_full(fd, hdr, 8) < 0) die(EIO, "plan ended before END");
+    if (nops == 0) {
+      ssize_t r;
+      while ((r = read(fd, hdr, 1)) < 0 && errno == EINTR) {
+      }
+      if (r == 0) _exit(0);
+      if (r < 0 || read_full(fd, (char *)hdr + 1, 7) < 0) die(EIO, "plan ended before END");
+    } else if (read_full(fd, hdr, 8) < 0)
+      die(EIO, "plan ended before END");
     char *payload = malloc(hdr[1] + 1);
     if (!payload || read_full(fd, payload, hdr[1]) < 0) die(EIO, "short plan record");
     payload[hdr[1]] = 0;

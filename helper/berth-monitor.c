@@ -324,6 +324,18 @@ static void console_accept(void)
 	unlink("console.sock");
 }
 
+/* berth withdrew the start before the container existed: no exit record, no exit command */
+static void quiet_exit(void) {
+	char path[PATH_MAX];
+	path_in_dir(path, sizeof path, "attach.sock");
+	unlink(path);
+	if (console_listen >= 0) {
+		path_in_dir(path, sizeof path, "console.sock");
+		unlink(path);
+	}
+	exit(0);
+}
+
 int main(int argc, char **argv)
 {
 	int keep_stdin = 0, tty = 0, opt, nexit = 0, waiter = -1;
@@ -433,7 +445,7 @@ int main(int argc, char **argv)
 		close(nullfd);
 	signal(SIGPIPE, SIG_IGN);
 
-	int init = 0, init_status = 0, init_done = 0;
+	int init = 0, init_status = 0, init_done = 0, helper_exited = 0, helper_status = 0;
 	/* statuses of children reaped before their pid was known (a container that exits at once) */
 	pid_t early_pid[64];
 	int early_status[64], nearly = 0;
@@ -506,6 +518,10 @@ int main(int argc, char **argv)
 					health_pid = 0;
 					continue;
 				}
+				if (pid == helper) {
+					helper_exited = 1;
+					helper_status = status;
+				}
 				if (init && pid == init) {
 					init_status = status;
 					init_done = 1;
@@ -515,7 +531,10 @@ int main(int argc, char **argv)
 				}
 			}
 			if (pid < 0 && errno == ECHILD && !init && read_pid() == 0) {
-				/* the helper failed before a container existed */
+				/* the helper ended before a container existed: withdrawn by berth (exit 0, its
+				 * start failed before the plan: nothing to record), or failed */
+				if (helper_exited && WIFEXITED(helper_status) && WEXITSTATUS(helper_status) == 0)
+					quiet_exit();
 				init_done = 1;
 				init_status = 127 << 8;
 			}

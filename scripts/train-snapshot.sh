@@ -33,6 +33,8 @@ b inspect "$name"
 b stop -t 1 "$name"
 b rm -f "$name"
 b images
+# berth's parent cgroup stays between containers; training leaves none behind
+"$node" -e 'import(process.argv[1]).then((m) => m.removeEmptyParent())' "$(pwd)/dist/src/cgroups/index.js" || true
 if [ -z "$had_network" ]; then
   "$node" -e 'import(process.argv[1]).then((m) => new m.Networking(process.argv[2], process.argv[3]).removeAll())' \
     "$(pwd)/dist/src/network/index.js" "$root" "${BERTH_RUNTIME_ROOT:-/run/berth/runtime}/.network" || true

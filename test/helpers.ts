@@ -4,6 +4,7 @@ import { get } from "node:http";
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { removeEmptyParent } from "../src/cgroups/index.js";
 import { fileURLToPath } from "node:url";
 
 export const project = join(dirname(fileURLToPath(import.meta.url)), "../..");
@@ -19,6 +20,10 @@ export const rootSkip = isRoot ? false : "needs root (namespaces, mounts, cgroup
 export type AnySpec = any;
 
 const tempDirs: string[] = [];
+
+// berth keeps its parent cgroup between containers (as docker keeps /docker): a test file leaves
+// none behind once its containers are gone
+if (process.getuid?.() === 0) process.once("exit", () => removeEmptyParent());
 
 /**
  * A temp dir, removed when this test file's process exits (with `rm --one-file-system`: a mount a

@@ -129,22 +129,24 @@ export class Cgroup {
   deviceFilter(rules: LinuxResources["devices"]) {
     return this.driver.deviceFilter(this.path, rules);
   }
-  /**
-   * Removes the cgroup everywhere, and berth's own parent once it is empty: berth leaves no cgroup
-   * behind when it has no containers (docker keeps /docker; re-making it costs a container ~1 ms).
-   */
+  /** Removes the cgroup everywhere (berth's parent stays, as docker's `/docker` does: see removeEmptyParent). */
   remove(): void {
     this.driver.remove(this.path);
-    if (this.path.startsWith("/berth/"))
-      for (const h of this.driver.hierarchies) {
-        try {
-          rmdirSync(join(h.mount, "berth"));
-        } catch {
-          // still holds other containers
-        }
-      }
   }
+}
 
+/**
+ * Removes berth's parent cgroup `berth` wherever it holds no container. Containers leave it in
+ * place (re-making it cost every run ~1-2 ms on v1); what wants nothing left behind (tests,
+ * install's training, the bench) calls this when done.
+ */
+export function removeEmptyParent(): void {
+  for (const h of hierarchies())
+    try {
+      rmdirSync(join(h.mount, "berth"));
+    } catch {
+      // holds containers, or was never made
+    }
 }
 
 export function openCgroup(path: string): Cgroup {
@@ -160,7 +162,10 @@ export function openCgroup(path: string): Cgroup {
  * container's init finds the lock ready. Nothing changes membership; failures are ignored (it is
  * only a head start). Hosts with cgroup v2 skip the move altogether (CLONE_INTO_CGROUP).
  */
+let primed = false;
 export function primeAttach(): void {
+  if (primed) return; // once per process: the first start of a wait is the one that helps
+  primed = true;
   try {
     const h = hierarchies().find((x) => x.v2 === (layout() === "v2")) ?? hierarchies()[0];
     if (!h) return;

@@ -14,7 +14,7 @@ import { BerthError, exists, invalid, notFound, precondition, unsupported } from
 import { buildBinary, defaultRuntimeRoot, isRootless } from "../common/paths.js";
 import { removeTree, setWindowSize, SyscallError } from "../common/sys.js";
 import { FileLock, ImageStore, pullImage, commitSnapshot, type ImageRecord, type Progress, parsePlatform, unmount as unmountPath, unmountAsync, type ContainerConfig as ImageContainerConfig } from "../images/index.js";
-import { Runtime, parseSignal, ROOTFS_OVERLAY_ANNOTATION } from "../runtime/index.js";
+import { Runtime, parseSignal, launchHelper, ROOTFS_OVERLAY_ANNOTATION } from "../runtime/index.js";
 import { pidAlive } from "../images/content.js";
 import { buildSpec, capabilitiesFor, containerCgroup, layeredReader, resolveUser, resourcesFor, rootlessIdMappings, rootlessSpec, type RootReader } from "./spec.js";
 import { pastaPortsFor, startPasta, stopPasta } from "./pasta.js";
@@ -170,6 +170,8 @@ export class Engine {
   }
 
   async create(req: CreateRequest, onProgress?: Progress): Promise<{ Id: string; Warnings: string[] }> {
+    // most creates are runs: the kernel's cgroup-move wait (v1) starts now, off the main thread
+    this.runtime.primeCgroupMove();
     validateRequest(req);
     // what docker checks at create, so a bad request leaves no container behind
     resourcesFor(req.HostConfig);
@@ -345,16 +347,26 @@ export class Engine {
         /* none */
       }
     trace("start: leftovers cleared");
-    fs.mkdirSync(rootfs, { recursive: true });
-    // rootless: the overlay is mounted inside the container's user namespace, by the runtime
+    // the monitor and its helper start now: they exec and load while the spec is built
+    const hc = rec.HostConfig;
+    const tty = rec.Config.Tty;
+    const log = hc.LogConfig.Type === "json-file" ? ["-l", rec.LogPath, "-s", String(parseSize(hc.LogConfig.Config["max-size"] ?? "0")), "-n", String(Number(hc.LogConfig.Config["max-file"] ?? "1") || 1)] : [];
+    const hcTest = rec.Config.Healthcheck?.Test;
+    const health = hcTest?.length && hcTest[0] !== "NONE" ? ["-H", String(Math.max(100, (rec.Config.Healthcheck?.Interval ?? 30e9) / 1e6)), ...exitCommand(id, this.root).slice(0, -2).concat(["internal-health", id]).flatMap((a) => ["-C", a])] : [];
+    const launcher = launchHelper(
+      [buildBinary("berth-monitor"), "-d", dir, ...log, ...(rec.Config.OpenStdin ? ["-i"] : []), ...(rec.Config.StdinOnce ? ["-o"] : []), ...(tty ? ["-t"] : []), ...health, ...(handlesExit ? ["-w", String(process.pid)] : []), "-D", ...exitCommand(id, this.root).flatMap((a) => ["-x", a]), "--"],
+      ["ignore", "ignore", "ignore"],
+    );
+    trace("start: monitor launched");
     const rootless = isRootless();
-    if (!rootless && !isMountpoint(rootfs)) this.images.snapshots.mount(id, rootfs);
-    trace("start: rootfs mounted");
     try {
+      fs.mkdirSync(rootfs, { recursive: true });
+      // rootless: the overlay is mounted inside the container's user namespace, by the runtime
+      if (!rootless && !isMountpoint(rootfs)) this.images.snapshots.mount(id, rootfs);
+      trace("start: rootfs mounted");
       // the cgroup now: the kernel's wait for its lock is over when the init moves in
       this.runtime.prepareCgroup(id, containerCgroup(id));
       trace("start: cgroup prepared");
-      const hc = rec.HostConfig;
       const user = resolveUser(this.rootReader(id), rec.Config.User);
       const mounts = this.specMounts(rec);
       // the network: addresses and ports now (the rules are written meanwhile), the veth once the
@@ -431,11 +443,6 @@ export class Engine {
       // the runtime reads config.json from the bundle directory: a directory of its own
       fs.mkdirSync(join(dir, "bundle"), { recursive: true });
       fs.renameSync(join(dir, "bundle.json"), join(dir, "bundle", "config.json"));
-      const log = hc.LogConfig.Type === "json-file" ? ["-l", rec.LogPath, "-s", String(parseSize(hc.LogConfig.Config["max-size"] ?? "0")), "-n", String(Number(hc.LogConfig.Config["max-file"] ?? "1") || 1)] : [];
-      const tty = rec.Config.Tty;
-      const hcTest = rec.Config.Healthcheck?.Test;
-      const health = hcTest?.length && hcTest[0] !== "NONE" ? ["-H", String(Math.max(100, (rec.Config.Healthcheck?.Interval ?? 30e9) / 1e6)), ...exitCommand(id, this.root).slice(0, -2).concat(["internal-health", id]).flatMap((a) => ["-C", a])] : [];
-      const launcher = [buildBinary("berth-monitor"), "-d", dir, ...log, ...(rec.Config.OpenStdin ? ["-i"] : []), ...(rec.Config.StdinOnce ? ["-o"] : []), ...(tty ? ["-t"] : []), ...health, ...(handlesExit ? ["-w", String(process.pid)] : []), "-D", ...exitCommand(id, this.root).flatMap((a) => ["-x", a]), "--"];
       // the console socket is relative: the helper starts in the monitor's directory (paths there
       // can be longer than a socket address allows)
       trace("start: spec written");
@@ -494,6 +501,7 @@ export class Engine {
       });
       this.emit(rec, state.Restarting ? "restart" : "start");
     } catch (e) {
+      launcher.abort(); // a no-op once the runtime took it
       await this.teardown(id);
       this.runtime.discardCgroup(id, containerCgroup(id));
       this.containers.writeState(id, { ...state, Error: (e as Error).message });

@@ -142,7 +142,8 @@ export class ContainerStore {
 
   write(rec: ContainerRecord, state: ContainerState): void {
     fs.mkdirSync(this.path(rec.Id), { recursive: true, mode: 0o700 });
-    writeFileAtomic(this.path(rec.Id, "config.json"), JSON.stringify(rec));
+    // --rm: a record meant to go when the container ends is not worth an fsync (~1.3 ms a run)
+    writeFileAtomic(this.path(rec.Id, "config.json"), JSON.stringify(rec), !rec.HostConfig.AutoRemove);
     writeFileAtomic(this.path(rec.Id, "state.json"), JSON.stringify(state), false);
   }
 

@@ -36,7 +36,32 @@ export interface HelperOptions {
    * exit at once (berth-monitor -D; it is reaped when the container is ready), and our part ends
    * when the container is ready.
    */
-  launcher?: string[];
+  launcher?: string[] | LaunchedHelper;
+}
+
+/**
+ * A launcher started before its plan exists (launchHelper): the monitor and helper exec and load
+ * while the caller builds the container's spec. Handed to runHelper as `launcher`; abort() when
+ * the plan never comes (the helper exits quietly on a plan that ends before its first record,
+ * and the monitor with it, leaving no exit record).
+ */
+export interface LaunchedHelper {
+  readonly io: LauncherIo;
+  abort(): void;
+}
+
+/** Starts `launcher... HELPER PLANFD REPORTFD` now; the plan follows through runHelper. */
+export function launchHelper(launcher: string[], stdio: HelperOptions["stdio"], preserveFds = 0): LaunchedHelper {
+  const base = stdio === undefined || stdio === "inherit" ? ["inherit", "inherit", "inherit"] : stdio;
+  const io = spawnLauncher(launcher, base as StdioEntry[], preserveFds);
+  return {
+    io,
+    abort: () => {
+      io.report.destroy();
+      io.endPlan();
+      io.reap();
+    },
+  };
 }
 
 export interface HelperRun {
@@ -56,7 +81,7 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
   trace("runtime: spawning");
   const plan = encodePlan(ops);
   trace("runtime: plan encoded");
-  const io = launcher ? spawnLauncher(launcher, base as StdioEntry[], n) : spawnHelper(base, n);
+  const io = Array.isArray(launcher) ? spawnLauncher(launcher, base as StdioEntry[], n) : launcher ? launcher.io : spawnHelper(base, n);
   io.writePlan(plan);
   trace("runtime: plan sent");
 
@@ -165,7 +190,7 @@ interface HelperIo {
   writePlan(b: Buffer): void;
   endPlan(): void;
 }
-interface LauncherIo {
+export interface LauncherIo {
   kind: "launcher";
   pid: number;
   report: Readable;
