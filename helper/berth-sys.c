@@ -19,6 +19,7 @@
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <sys/wait.h>
+#include <pthread.h>
 #include <spawn.h>
 #include <signal.h>
 #include <dirent.h>
@@ -666,6 +667,56 @@ static napi_value js_port_free(napi_env env, napi_callback_info info) {
   return result(env, rc);
 }
 
+/* writeDetached(path, data): opens PATH for writing now and writes DATA on a detached thread of
+ * its own, not waited for (errors go unreported). For a write that blocks in the kernel (a cgroup
+ * move waiting for an RCU grace period) without taking one of libuv's pool threads, or making
+ * the pool (4 threads) on the critical path of a start. Returns 0 or -errno from the open. */
+struct detached_write {
+  int fd;
+  size_t len;
+  char data[];
+};
+
+static void *detached_write_main(void *p) {
+  struct detached_write *w = p;
+  if (write(w->fd, w->data, w->len) < 0) {
+  }
+  close(w->fd);
+  free(w);
+  return NULL;
+}
+
+static napi_value js_write_detached(napi_env env, napi_callback_info info) {
+  struct args a;
+  char pathbuf[PATH_MAX], databuf[256], *path, *data;
+  if (get_args(env, info, &a) || get_str(env, a.v[0], pathbuf, sizeof pathbuf, &path) || get_str(env, a.v[1], databuf, sizeof databuf, &data)) return NULL;
+  if (!path || !data) return num(env, -EINVAL);
+  size_t len = strlen(data);
+  struct detached_write *w = malloc(sizeof *w + len);
+  if (!w) return num(env, -ENOMEM);
+  memcpy(w->data, data, len);
+  w->len = len;
+  w->fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (w->fd < 0) {
+    int e = errno;
+    free(w);
+    return num(env, -e);
+  }
+  pthread_t t;
+  pthread_attr_t at;
+  pthread_attr_init(&at);
+  pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&at, 64 * 1024);
+  int rc = pthread_create(&t, &at, detached_write_main, w);
+  pthread_attr_destroy(&at);
+  if (rc != 0) {
+    close(w->fd);
+    free(w);
+    return num(env, -rc);
+  }
+  return num(env, 0);
+}
+
 /* exitNow(code): _exit, skipping the teardown of Node's platform and heap (~5 ms of every command
  * on a 2-core machine). The caller has flushed its output and run its 'exit' listeners. */
 static napi_value js_exit_now(napi_env env, napi_callback_info info) {
@@ -693,7 +744,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"flock", js_flock},       {"mount", js_mount},         {"umount2", js_umount2},   {"lsetxattr", js_lsetxattr},
       {"lgetxattr", js_lgetxattr}, {"llistxattr", js_llistxattr}, {"mknod", js_mknod}, {"setWindowSize", js_winsize},
       {"strerror", js_strerror}, {"umount2Async", js_umount2_async}, {"removeTree", js_remove_tree},
-      {"spawn", js_spawn}, {"exitNow", js_exit_now}, {"runAsync", js_run_async}, {"nftMapElem", js_nft_map_elem}, {"nftMapElemAsync", js_nft_map_elem_async}, {"portFree", js_port_free},       {"waitpid", js_waitpid},     {"pipe", js_pipe},
+      {"spawn", js_spawn}, {"exitNow", js_exit_now}, {"runAsync", js_run_async}, {"nftMapElem", js_nft_map_elem}, {"nftMapElemAsync", js_nft_map_elem_async}, {"portFree", js_port_free}, {"writeDetached", js_write_detached},       {"waitpid", js_waitpid},     {"pipe", js_pipe},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

@@ -3,9 +3,10 @@
  * hybrid layout (v1 controllers plus a v2 mount), detected at run time from /proc/self/mountinfo.
  * The runtime uses `openCgroup(path)`; drivers and the value mapping are exported for tests and tools.
  */
-import { close, openSync, readFileSync, rmdirSync, write } from "node:fs";
+import { readFileSync, rmdirSync } from "node:fs";
 import { join } from "node:path";
 import { BerthError, invalid } from "../common/errors.js";
+import { writeDetached } from "../common/sys.js";
 import { V1Driver, V2Driver, type CgroupDriver, type Hierarchy } from "./driver.js";
 import type { HostLimits, LinuxResources } from "./resources.js";
 import type { Stats } from "./stats.js";
@@ -175,9 +176,8 @@ export function primeAttach(): void {
       .find((l) => l.split(":")[1] === want);
     if (!line) return;
     const own = line.slice(line.indexOf(":", line.indexOf(":") + 1) + 1);
-    const fd = openSync(join(h.mount, own, "cgroup.procs"), "w");
-    // one request to the thread pool: the wait starts now, not when the event loop next turns
-    write(fd, String(process.pid), () => close(fd, () => {}));
+    // a thread of its own: the wait starts now, and no pool thread is held (or pool made) for it
+    writeDetached(join(h.mount, own, "cgroup.procs"), String(process.pid));
   } catch {
     /* only a head start */
   }

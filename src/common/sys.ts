@@ -24,6 +24,7 @@ interface Addon {
   waitpid(pid: number): number;
   nftMapElem(add: boolean, table: string, map: string, key: Buffer, data?: Buffer): number;
   portFree(udp: boolean, ip: string, port: number): number;
+  writeDetached(path: string, data: string): number;
   runAsync(argv: string[]): Promise<[number, string]>;
   exitNow(code: number): never;
   nftMapElemAsync(add: boolean, table: string, map: string, key: Buffer, data?: Buffer): Promise<number>;
@@ -166,6 +167,15 @@ export function waitChild(pid: number): number {
  */
 export function nftMapElem(add: boolean, table: string, map: string, key: Buffer, data?: Buffer): void {
   check(add ? "add map element" : "delete map element", `${table} ${map}`, load().nftMapElem(add, table, map, key, data));
+}
+
+/**
+ * Opens `path` now and writes `data` on a detached thread of its own, not waited for: for a write
+ * that blocks in the kernel, without holding one of libuv's pool threads (or making the pool).
+ * Throws when the open fails; the write's own failure goes unreported.
+ */
+export function writeDetached(path: string, data: string): void {
+  check("open", path, load().writeDetached(path, data));
 }
 
 /**

@@ -14,7 +14,7 @@ import { BerthError, exists, invalid, notFound, precondition, unsupported } from
 import { buildBinary, defaultRuntimeRoot, isRootless } from "../common/paths.js";
 import { removeTree, setWindowSize, SyscallError } from "../common/sys.js";
 import { FileLock, ImageStore, pullImage, commitSnapshot, type ImageRecord, type Progress, parsePlatform, unmount as unmountPath, unmountAsync, type ContainerConfig as ImageContainerConfig } from "../images/index.js";
-import { Runtime, parseSignal, launchHelper, ROOTFS_OVERLAY_ANNOTATION } from "../runtime/index.js";
+import { Runtime, parseSignal, launchHelper, ROOTFS_OVERLAY_ANNOTATION, type LaunchedHelper } from "../runtime/index.js";
 import { pidAlive } from "../images/content.js";
 import { buildSpec, capabilitiesFor, containerCgroup, layeredReader, resolveUser, resourcesFor, rootlessIdMappings, rootlessSpec, type RootReader } from "./spec.js";
 import { pastaPortsFor, startPasta, stopPasta } from "./pasta.js";
@@ -169,9 +169,12 @@ export class Engine {
     return rec;
   }
 
-  async create(req: CreateRequest, onProgress?: Progress): Promise<{ Id: string; Warnings: string[] }> {
-    // most creates are runs: the kernel's cgroup-move wait (v1) starts now, off the main thread
-    this.runtime.primeCgroupMove();
+  /**
+   * opts.startNext: a start follows at once (berth run): the container's monitor and helper are
+   * started, and its cgroup made, as soon as its settings are known, so they load (and the kernel's
+   * wait for the cgroup lock passes) while the rest of create and start runs.
+   */
+  async create(req: CreateRequest, onProgress?: Progress, opts: { startNext?: { handlesExit?: boolean } } = {}): Promise<{ Id: string; Warnings: string[] }> {
     validateRequest(req);
     // what docker checks at create, so a bad request leaves no container behind
     resourcesFor(req.HostConfig);
@@ -230,6 +233,10 @@ export class Engine {
         ...(req.NetworkingConfig ? { NetworkingConfig: req.NetworkingConfig } : {}),
       };
       rec.Mounts = this.resolveMounts(req.HostConfig, c.Volumes ?? undefined);
+      if (opts.startNext) {
+        fs.mkdirSync(this.containers.path(id), { recursive: true, mode: 0o700 });
+        this.prepared.set(id, this.prepareLaunch(rec, !!opts.startNext.handlesExit));
+      }
       const parent = this.images.topLayer(image);
       if (parent) rec.SnapshotParent = parent;
       await this.images.ensureUnpacked(image);
@@ -241,11 +248,46 @@ export class Engine {
       this.emit(rec, "create");
       return { Id: id, Warnings: [] };
     } catch (e) {
+      this.dropPrepared(id);
       this.images.snapshots.remove(id);
       this.containers.remove(id);
       this.containers.releaseName(name, id);
       throw e;
     }
+  }
+
+  /** Launches prepared by create for the start that follows (see create's startNext). */
+  private readonly prepared = new Map<string, { launcher: LaunchedHelper; handlesExit: boolean }>();
+
+  /**
+   * The container's monitor (with its helper, waiting for its plan), then its cgroup: on v1 making
+   * it starts the kernel's wait for its cgroup lock (an RCU grace period, ~12 ms here), which
+   * every fork meets until it ends, so after the monitor's spawn; it is over when the container's
+   * init moves in.
+   */
+  private prepareLaunch(rec: ContainerRecord, handlesExit: boolean): { launcher: LaunchedHelper; handlesExit: boolean } {
+    const id = rec.Id;
+    const hc = rec.HostConfig;
+    const log = hc.LogConfig.Type === "json-file" ? ["-l", rec.LogPath, "-s", String(parseSize(hc.LogConfig.Config["max-size"] ?? "0")), "-n", String(Number(hc.LogConfig.Config["max-file"] ?? "1") || 1)] : [];
+    const hcTest = rec.Config.Healthcheck?.Test;
+    const health = hcTest?.length && hcTest[0] !== "NONE" ? ["-H", String(Math.max(100, (rec.Config.Healthcheck?.Interval ?? 30e9) / 1e6)), ...exitCommand(id, this.root).slice(0, -2).concat(["internal-health", id]).flatMap((a) => ["-C", a])] : [];
+    const launcher = launchHelper(
+      [buildBinary("berth-monitor"), "-d", this.containers.path(id), ...log, ...(rec.Config.OpenStdin ? ["-i"] : []), ...(rec.Config.StdinOnce ? ["-o"] : []), ...(rec.Config.Tty ? ["-t"] : []), ...health, ...(handlesExit ? ["-w", String(process.pid)] : []), "-D", ...exitCommand(id, this.root).flatMap((a) => ["-x", a]), "--"],
+      ["ignore", "ignore", "ignore"],
+    );
+    trace("start: monitor launched");
+    this.runtime.prepareCgroup(id, containerCgroup(id));
+    trace("start: cgroup prepared");
+    return { launcher, handlesExit };
+  }
+
+  /** A prepared launch that will not be used: its helper and monitor end quietly, its cgroup goes. */
+  private dropPrepared(id: string): void {
+    const p = this.prepared.get(id);
+    if (!p) return;
+    this.prepared.delete(id);
+    p.launcher.abort();
+    this.runtime.discardCgroup(id, containerCgroup(id));
   }
 
   // ---- start
@@ -333,40 +375,40 @@ export class Engine {
     const id = rec.Id;
     const dir = this.containers.path(id);
     const rootfs = join(dir, "rootfs");
-    // leftovers of an earlier run
-    for (const f of ["exit", "pid", "monitor.pid"])
-      try {
-        fs.unlinkSync(join(dir, f));
-      } catch {
-        /* none */
-      }
-    if (this.runtime.has(id))
-      try {
-        await this.runtime.delete(id, { force: true });
-      } catch {
-        /* none */
-      }
-    trace("start: leftovers cleared");
-    // the monitor and its helper start now: they exec and load while the spec is built
     const hc = rec.HostConfig;
     const tty = rec.Config.Tty;
-    const log = hc.LogConfig.Type === "json-file" ? ["-l", rec.LogPath, "-s", String(parseSize(hc.LogConfig.Config["max-size"] ?? "0")), "-n", String(Number(hc.LogConfig.Config["max-file"] ?? "1") || 1)] : [];
-    const hcTest = rec.Config.Healthcheck?.Test;
-    const health = hcTest?.length && hcTest[0] !== "NONE" ? ["-H", String(Math.max(100, (rec.Config.Healthcheck?.Interval ?? 30e9) / 1e6)), ...exitCommand(id, this.root).slice(0, -2).concat(["internal-health", id]).flatMap((a) => ["-C", a])] : [];
-    const launcher = launchHelper(
-      [buildBinary("berth-monitor"), "-d", dir, ...log, ...(rec.Config.OpenStdin ? ["-i"] : []), ...(rec.Config.StdinOnce ? ["-o"] : []), ...(tty ? ["-t"] : []), ...health, ...(handlesExit ? ["-w", String(process.pid)] : []), "-D", ...exitCommand(id, this.root).flatMap((a) => ["-x", a]), "--"],
-      ["ignore", "ignore", "ignore"],
-    );
-    trace("start: monitor launched");
+    // prepared by create (berth run): a container that never ran, its monitor already started
+    let pre = this.prepared.get(id);
+    this.prepared.delete(id);
+    if (pre && pre.handlesExit !== handlesExit) {
+      this.prepared.set(id, pre);
+      this.dropPrepared(id);
+      pre = undefined;
+    }
+    if (!pre) {
+      // leftovers of an earlier run
+      for (const f of ["exit", "pid", "monitor.pid"])
+        try {
+          fs.unlinkSync(join(dir, f));
+        } catch {
+          /* none */
+        }
+      if (this.runtime.has(id))
+        try {
+          await this.runtime.delete(id, { force: true });
+        } catch {
+          /* none */
+        }
+      trace("start: leftovers cleared");
+      pre = this.prepareLaunch(rec, handlesExit);
+    }
+    const launcher = pre.launcher;
     const rootless = isRootless();
     try {
       fs.mkdirSync(rootfs, { recursive: true });
       // rootless: the overlay is mounted inside the container's user namespace, by the runtime
       if (!rootless && !isMountpoint(rootfs)) this.images.snapshots.mount(id, rootfs);
       trace("start: rootfs mounted");
-      // the cgroup now: the kernel's wait for its lock is over when the init moves in
-      this.runtime.prepareCgroup(id, containerCgroup(id));
-      trace("start: cgroup prepared");
       const user = resolveUser(this.rootReader(id), rec.Config.User);
       const mounts = this.specMounts(rec);
       // the network: addresses and ports now (the rules are written meanwhile), the veth once the
@@ -448,13 +490,22 @@ export class Engine {
       trace("start: spec written");
       // the veth goes into the container's namespace while its mounts are being made
       let plumbing: Promise<void> | undefined;
+      // and the caller attaches meanwhile (its socket is there once the monitor's helper runs);
+      // with a terminal only after create: the caller sizes the terminal, which the console must exist for
+      let attaching: Promise<void> | undefined;
       const onPid = (p: number) => {
-        plumbing = this.network.plumb(`/proc/${p}/ns/net`, endpoints, { add: ports, stale, rules });
-        plumbing.catch(() => {}); // awaited below
+        if (endpoints.length) {
+          plumbing = this.network.plumb(`/proc/${p}/ns/net`, endpoints, { add: ports, stale, rules });
+          plumbing.catch(() => {}); // awaited below
+        }
+        if (beforeStart && !tty) {
+          attaching = beforeStart(id);
+          attaching.catch(() => {}); // awaited below
+        }
       };
       // pasta joins the namespaces as this user: before the container's init becomes another user
       const beforeSetup = (p: number) => startPasta(p, pastaPorts, join(dir, "pasta.pid"));
-      await this.runtime.create(id, { bundle: join(dir, "bundle"), pidFile: join(dir, "pid"), stdio: ["ignore", "ignore", "ignore"], launcher, ...(tty ? { consoleSocket: "console.sock" } : {}), ...(endpoints.length ? { onPid } : {}), ...(mode.kind === "pasta" ? { beforeSetup } : {}) });
+      await this.runtime.create(id, { bundle: join(dir, "bundle"), pidFile: join(dir, "pid"), stdio: ["ignore", "ignore", "ignore"], launcher, ...(tty ? { consoleSocket: "console.sock" } : {}), ...(endpoints.length || (beforeStart && !tty) ? { onPid } : {}), ...(mode.kind === "pasta" ? { beforeSetup } : {}) });
       const monitorPid = Number(fs.readFileSync(join(dir, "monitor.pid"), "utf8"));
       const pid = Number(fs.readFileSync(join(dir, "pid"), "utf8"));
       trace("start: runtime created");
@@ -475,7 +526,7 @@ export class Engine {
         if (dns) await this.network.ensureDns([...berthCommand(this.root), "internal-dns"], dns[0]!);
         trace("start: network plumbed");
       }
-      await beforeStart?.(id);
+      await (attaching ?? beforeStart?.(id));
       trace("start: attached");
       await this.runtime.start(id);
       trace("start: runtime started");
@@ -496,7 +547,7 @@ export class Engine {
         MonitorStart: procStart(monitorPid),
         StoppedByUser: false,
         RestartRequested: false,
-        ...(health.length ? { Health: { Status: "starting", FailingStreak: 0, Log: [] } } : { Health: undefined }),
+        ...(rec.Config.Healthcheck?.Test?.length && rec.Config.Healthcheck.Test[0] !== "NONE" ? { Health: { Status: "starting", FailingStreak: 0, Log: [] } } : { Health: undefined }),
         NetworkSettings: cniSettings ?? networkSettings(pid, endpoints, mode.kind === "pasta" ? pastaPorts : ports, endpoints.length ? this.network.store.read().networks : [], rec),
       });
       this.emit(rec, state.Restarting ? "restart" : "start");
@@ -755,6 +806,7 @@ export class Engine {
   /** remove() under the container's lock, the container not running (`tornDown`: its teardown done). */
   private async removeLocked(v: ContainerView, opts: { volumes?: boolean }, tornDown = false): Promise<void> {
     const id = v.rec.Id;
+    this.dropPrepared(id);
     if (!tornDown) await this.teardown(id);
     trace("remove: torn down");
     if (v.state.MonitorPid && pidAlive(v.state.MonitorPid) && procStart(v.state.MonitorPid) === v.state.MonitorStart) {

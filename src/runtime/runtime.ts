@@ -380,15 +380,6 @@ export class Runtime {
     }
   }
 
-  /**
-   * Starts, in a worker thread, the kernel's wait that the first cgroup move after a quiet spell
-   * pays (v1; see cgroups.primeAttach), for a caller that knows a container start follows: the
-   * earlier, the less of it the container's own move still meets (~12 ms here).
-   */
-  primeCgroupMove(): void {
-    if (process.getuid?.() === 0 && cgroups.layout() !== "v2") cgroups.primeAttach();
-  }
-
   /** Undoes prepareCgroup for a container that was never created (its start failed first). */
   discardCgroup(id: string, cgroupsPath: string | undefined): void {
     if (process.getuid?.() !== 0 || this.store.has(id)) return;

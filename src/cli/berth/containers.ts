@@ -322,7 +322,7 @@ function relay(sock: import("node:net").Socket): Promise<number | undefined> {
   });
 }
 
-async function createFrom(ctx: Context, flags: FlagValues, args: string[]): Promise<string> {
+async function createFrom(ctx: Context, flags: FlagValues, args: string[], startNext?: { handlesExit?: boolean }): Promise<string> {
   const engine = ctx.engine();
   const req = createRequest(flags, args);
   const view = new ProgressView(process.stderr);
@@ -333,7 +333,7 @@ async function createFrom(ctx: Context, flags: FlagValues, args: string[]): Prom
       announced = true;
     }
     view.update(e);
-  });
+  }, startNext ? { startNext } : {});
   view.flush();
   return r.Id;
 }
@@ -363,7 +363,8 @@ export async function run(ctx: Context, argv: string[]): Promise<number> {
   trace("run: flags parsed");
   const engine = ctx.engine();
   trace("run: engine ready");
-  const id = await wrap(createFrom(ctx, flags, args));
+  // the start follows at once: create starts the monitor early (attached: it leaves the exit to us)
+  const id = await wrap(createFrom(ctx, flags, args, { handlesExit: !flags.detach }));
   trace("run: created");
   // a run that cannot start leaves nothing behind (docker keeps a "Created" container; berth's rule
   // is that bad input leaves no partial state: `create` + `start` keep it, for a look at it)
