@@ -319,17 +319,11 @@ static int remove_at(int parent, const char *name, dev_t dev, int detach, int de
   return -1;
 }
 
-/* removeTree(path, detachMounts): rm -rf that stays on the path's file system (see remove_at) */
-static napi_value js_remove_tree(napi_env env, napi_callback_info info) {
-  struct args a;
-  char path[PATH_BYTES];
-  char *p;
-  bool detach = false;
-  if (get_args(env, info, &a) || get_str(env, a.v[0], path, sizeof path, &p) || !p) return NULL;
-  if (a.n > 1) napi_get_value_bool(env, a.v[1], &detach);
+/* rm -rf of P that stays on P's file system (see remove_at): 0 or -errno */
+static long remove_tree(const char *p, int detach) {
   struct stat st;
-  if (lstat(p, &st) < 0) return result(env, errno == ENOENT ? 0 : -1);
-  if (!S_ISDIR(st.st_mode)) return result(env, unlink(p) < 0 && errno != ENOENT ? -1 : 0);
+  if (lstat(p, &st) < 0) return errno == ENOENT ? 0 : -errno;
+  if (!S_ISDIR(st.st_mode)) return unlink(p) < 0 && errno != ENOENT ? -errno : 0;
   /* the path's own file system is that of its parent: a mount point itself is detached too */
   char parent[PATH_BYTES];
   strcpy(parent, p);
@@ -342,14 +336,53 @@ static napi_value js_remove_tree(napi_env env, napi_callback_info info) {
     strcpy(parent, ".");
   }
   int dirfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dirfd < 0) return result(env, -1);
+  if (dirfd < 0) return -errno;
   struct stat pst;
   long rc = fstat(dirfd, &pst);
   if (rc == 0) rc = remove_at(dirfd, base, pst.st_dev, detach, 0);
-  int saved = errno;
+  if (rc < 0) rc = -errno;
   close(dirfd);
-  errno = saved;
-  return result(env, rc);
+  return rc;
+}
+
+/* removeTree(path, detachMounts): 0 or -errno */
+static napi_value js_remove_tree(napi_env env, napi_callback_info info) {
+  struct args a;
+  char path[PATH_BYTES];
+  char *p;
+  bool detach = false;
+  if (get_args(env, info, &a) || get_str(env, a.v[0], path, sizeof path, &p) || !p) return NULL;
+  if (a.n > 1) napi_get_value_bool(env, a.v[1], &detach);
+  return num(env, remove_tree(p, detach));
+}
+
+/* removeTreeAsync(path, detachMounts): removeTree on libuv's thread pool, a Promise of its result */
+struct remove_work {
+  struct rc_work head;
+  char path[PATH_BYTES];
+  bool detach;
+};
+
+static void remove_execute(napi_env env, void *data) {
+  (void)env;
+  struct remove_work *w = data;
+  w->head.rc = remove_tree(w->path, w->detach);
+}
+
+static napi_value js_remove_tree_async(napi_env env, napi_callback_info info) {
+  struct args a;
+  char *p;
+  struct remove_work *w = calloc(1, sizeof *w);
+  if (!w) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  if (get_args(env, info, &a) || get_str(env, a.v[0], w->path, sizeof w->path, &p) || !p) {
+    free(w);
+    return NULL;
+  }
+  if (a.n > 1) napi_get_value_bool(env, a.v[1], &w->detach);
+  return queue_work(env, "berth-remove-tree", remove_execute, rc_complete, w, &w->head.work, &w->head.deferred);
 }
 
 /* spawn(file, argv, fds): starts FILE with ARGV in a new session, child fd i being our fd
@@ -743,7 +776,7 @@ static napi_value init(napi_env env, napi_value exports) {
   } fns[] = {
       {"flock", js_flock},       {"mount", js_mount},         {"umount2", js_umount2},   {"lsetxattr", js_lsetxattr},
       {"lgetxattr", js_lgetxattr}, {"llistxattr", js_llistxattr}, {"mknod", js_mknod}, {"setWindowSize", js_winsize},
-      {"strerror", js_strerror}, {"umount2Async", js_umount2_async}, {"removeTree", js_remove_tree},
+      {"strerror", js_strerror}, {"umount2Async", js_umount2_async}, {"removeTree", js_remove_tree}, {"removeTreeAsync", js_remove_tree_async},
       {"spawn", js_spawn}, {"exitNow", js_exit_now}, {"runAsync", js_run_async}, {"nftMapElem", js_nft_map_elem}, {"nftMapElemAsync", js_nft_map_elem_async}, {"portFree", js_port_free}, {"writeDetached", js_write_detached},       {"waitpid", js_waitpid},     {"pipe", js_pipe},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {

@@ -19,6 +19,7 @@ interface Addon {
   setWindowSize(fd: number, rows: number, cols: number): number;
   strerror(errno: number): string;
   removeTree(path: string, detachMounts: boolean): number;
+  removeTreeAsync(path: string, detachMounts: boolean): Promise<number>;
   pipe(): [number, number] | number;
   spawn(file: string, argv: string[], fds: number[]): number;
   waitpid(pid: number): number;
@@ -138,6 +139,11 @@ export function setWindowSize(fd: number, rows: number, cols: number): void {
  */
 export function removeTree(path: string, opts: { detachMounts?: boolean } = {}): void {
   check("remove", path, load().removeTree(path, opts.detachMounts ?? false));
+}
+
+/** removeTree on libuv's thread pool: removals of independent trees overlap each other. */
+export async function removeTreeAsync(path: string, opts: { detachMounts?: boolean } = {}): Promise<void> {
+  check("remove", path, await load().removeTreeAsync(path, opts.detachMounts ?? false));
 }
 
 /** pipe2(O_CLOEXEC): [read end, write end]. */

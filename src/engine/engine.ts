@@ -551,6 +551,9 @@ export class Engine {
         NetworkSettings: cniSettings ?? networkSettings(pid, endpoints, mode.kind === "pasta" ? pastaPorts : ports, endpoints.length ? this.network.store.read().networks : [], rec),
       });
       this.emit(rec, state.Restarting ? "restart" : "start");
+      // libuv makes its thread pool (4 threads, ~1 ms) at the first async file call, which would
+      // be the exit's teardown: let it be now, while the container runs
+      fs.access(dir, () => {});
     } catch (e) {
       launcher.abort(); // a no-op once the runtime took it
       await this.teardown(id);
@@ -816,11 +819,13 @@ export class Engine {
         /* gone */
       }
     }
-    await this.removeSnapshot(id);
-    trace("remove: snapshot removed");
+    // the snapshot's files and the record's, deleted side by side on the thread pool
+    const snapshot = isRootless() ? this.removeSnapshot(id) : this.images.snapshots.removeAsync(id);
+    snapshot.catch(() => {}); // awaited below
     this.containers.releaseName(v.rec.Name, id);
-    this.containers.remove(id);
-    trace("remove: record removed");
+    await this.containers.removeAsync(id);
+    await snapshot;
+    trace("remove: snapshot and record removed");
     this.emit(v.rec, "destroy");
     // docker removes a container's anonymous volumes with rm -v (and always for --rm)
     if (opts.volumes || v.rec.HostConfig.AutoRemove)

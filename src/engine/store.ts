@@ -10,7 +10,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { exists, invalid, notFound } from "../common/errors.js";
-import { removeTree } from "../common/sys.js";
+import { removeTree, removeTreeAsync } from "../common/sys.js";
 import { FileLock, writeFileAtomic } from "../images/index.js";
 import type { ContainerConfig, EndpointSettings, HostConfig, NetworkSettings } from "./types.js";
 
@@ -202,13 +202,24 @@ export class ContainerStore {
   }
 
   remove(id: string): void {
+    const tmp = this.unname(id);
+    // a rootfs still mounted inside (a crash mid-teardown) is detached, never deleted through
+    if (tmp) removeTree(tmp, { detachMounts: true });
+  }
+
+  /** remove, the files deleted on libuv's thread pool (the record is gone at once). */
+  async removeAsync(id: string): Promise<void> {
+    const tmp = this.unname(id);
+    if (tmp) await removeTreeAsync(tmp, { detachMounts: true });
+  }
+
+  private unname(id: string): string | undefined {
     const tmp = join(this.dir, `.removing-${id}-${process.pid}`);
     try {
       fs.renameSync(this.path(id), tmp);
+      return tmp;
     } catch {
-      return;
+      return undefined;
     }
-    // a rootfs still mounted inside (a crash mid-teardown) is detached, never deleted through
-    removeTree(tmp, { detachMounts: true });
   }
 }

@@ -14,7 +14,7 @@ import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { BerthError, notFound } from "../common/errors.js";
-import { mount as sysMount, removeTree, umount, umountAsync, MNT_DETACH } from "../common/sys.js";
+import { mount as sysMount, removeTree, removeTreeAsync, umount, umountAsync, MNT_DETACH } from "../common/sys.js";
 import { extractLayer, type ExtractResult } from "./layer.js";
 import { pidAlive } from "./content.js";
 import { writeFileAtomic } from "../common/lock.js";
@@ -56,6 +56,8 @@ export interface Snapshotter {
   /** The directory tree of a committed layer chain's own files (overlay: the layer's diff dir). */
   layerDir(chainId: string): string;
   remove(key: string): void;
+  /** remove, its files deleted on libuv's thread pool (the snapshot is gone from its key at once). */
+  removeAsync(key: string): Promise<void>;
   /** Remove temporary directories left by processes that died. */
   cleanup(): void;
 }
@@ -141,12 +143,22 @@ abstract class BaseSnapshotter {
   }
 
   remove(key: string): void {
+    const tmp = this.unname(key);
+    if (tmp) removeTree(tmp);
+  }
+
+  async removeAsync(key: string): Promise<void> {
+    const tmp = this.unname(key);
+    if (tmp) await removeTreeAsync(tmp);
+  }
+
+  /** Renames a snapshot away from its key (so a crash halfway through a removal never leaves a half-removed snapshot under it): its new path. */
+  private unname(key: string): string | undefined {
     const dir = join(this.activeDir, key);
-    if (!fs.existsSync(dir)) return;
-    // rename first so a crash halfway through never leaves a half-removed snapshot under its key
+    if (!fs.existsSync(dir)) return undefined;
     const tmp = join(this.activeDir, tmpName());
     fs.renameSync(dir, tmp);
-    removeTree(tmp);
+    return tmp;
   }
 
   cleanup(): void {
