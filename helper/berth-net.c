@@ -16,7 +16,8 @@
  *   del IF                        delete a link (gone already is fine)
  *   elem add|del TABLE MAP KEY DATA
  *                                 add or delete an element of an nftables map of the ip family;
- *                                 KEY and DATA are the element's bytes in hex (DATA "-" for del)
+ *                                 KEY and DATA are the element's bytes in hex (DATA "-" for del);
+ *                                 deleting one that is gone already is fine
  *
  * Exit status 0, or 1 with one line on stderr naming the operation and the kernel's error.
  */
@@ -310,6 +311,8 @@ static void op_elem(char **a)
 	unsigned char key[64], data[64];
 	size_t keylen = unhex(a[3], key, sizeof key), datalen = add ? unhex(a[4], data, sizeof data) : 0;
 	int e = nft_map_elem(add, a[1], a[2], key, keylen, data, datalen);
+	if (e == ENOENT && !add)
+		return; /* gone already is fine (deleted by whoever released the port) */
 	if (e)
 		fail(add ? "add map element" : "delete map element", e);
 }

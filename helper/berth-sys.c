@@ -588,6 +588,35 @@ static napi_value js_waitpid(napi_env env, napi_callback_info info) {
   return num(env, WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
 }
 
+/* waitpidAsync(pid): waitpid on libuv's thread pool, a Promise of the exit code (128+signal) or
+ * -errno: reaps a child started to outlive the work that started it, without waiting for it */
+struct wait_work {
+  struct rc_work head;
+  pid_t pid;
+};
+
+static void wait_execute(napi_env env, void *data) {
+  (void)env;
+  struct wait_work *w = data;
+  int st = 0;
+  pid_t r;
+  do r = waitpid(w->pid, &st, 0); while (r < 0 && errno == EINTR);
+  w->head.rc = r < 0 ? -errno : WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static napi_value js_waitpid_async(napi_env env, napi_callback_info info) {
+  struct args a;
+  int64_t pid;
+  if (get_args(env, info, &a) || get_i64(env, a.v[0], &pid)) return NULL;
+  struct wait_work *w = calloc(1, sizeof *w);
+  if (!w) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  w->pid = (pid_t)pid;
+  return queue_work(env, "berth-waitpid", wait_execute, rc_complete, w, &w->head.work, &w->head.deferred);
+}
+
 /* pipe(): [read end, write end], both close-on-exec, or -errno */
 static napi_value js_pipe(napi_env env, napi_callback_info info) {
   (void)info;
@@ -777,7 +806,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"flock", js_flock},       {"mount", js_mount},         {"umount2", js_umount2},   {"lsetxattr", js_lsetxattr},
       {"lgetxattr", js_lgetxattr}, {"llistxattr", js_llistxattr}, {"mknod", js_mknod}, {"setWindowSize", js_winsize},
       {"strerror", js_strerror}, {"umount2Async", js_umount2_async}, {"removeTree", js_remove_tree}, {"removeTreeAsync", js_remove_tree_async},
-      {"spawn", js_spawn}, {"exitNow", js_exit_now}, {"runAsync", js_run_async}, {"nftMapElem", js_nft_map_elem}, {"nftMapElemAsync", js_nft_map_elem_async}, {"portFree", js_port_free}, {"writeDetached", js_write_detached},       {"waitpid", js_waitpid},     {"pipe", js_pipe},
+      {"spawn", js_spawn}, {"exitNow", js_exit_now}, {"runAsync", js_run_async}, {"nftMapElem", js_nft_map_elem}, {"nftMapElemAsync", js_nft_map_elem_async}, {"portFree", js_port_free}, {"writeDetached", js_write_detached},       {"waitpid", js_waitpid}, {"waitpidAsync", js_waitpid_async},     {"pipe", js_pipe},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

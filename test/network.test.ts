@@ -6,13 +6,14 @@
  */
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import * as dgram from "node:dgram";
 import * as fs from "node:fs";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { httpGet, project, rootSkip, tempDir, waitFor } from "./helpers.js";
 import { berth, berthEnv, importBusybox, ok, removeNetworking, type BerthEnv } from "./image-helpers.js";
+import { NetworkStore, processStart, releaserHolder } from "../src/network/index.js";
 
 let env: BerthEnv;
 let runtimeRoot: string;
@@ -30,6 +31,30 @@ function freePort(): number {
   const r = spawnSync(process.execPath, ["-e", "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"], { encoding: "utf8" });
   return Number(r.stdout.trim());
 }
+
+test("a port being unpublished in the background stays taken, its address unused, while its releaser runs", async () => {
+  const store = new NetworkStore(tempDir("berth-netstore-"), "berthnst0");
+  const id = (n: number) => String(n).repeat(64);
+  const port = freePort();
+  const want = [{ proto: "tcp" as const, hostIp: "127.0.0.1", hostPort: port, containerPort: 80 }];
+  const a = await store.attach(id(1), [{ network: "bridge", aliases: [], names: ["one"] }], want, () => true);
+  // container 1 ended: a process of ours stands in for berth-net deleting its port's element
+  const releaser = spawn("sleep", ["30"], { stdio: "ignore" });
+  await new Promise((r) => releaser.once("spawn", r));
+  await store.releasePortsTo(id(1), releaserHolder(releaser.pid!, processStart(releaser.pid!)));
+  assert.deepEqual(store.held(id(1)), { endpoints: [], ports: [] }, "the container holds nothing any more");
+  // meanwhile another container does not get the address the element may still forward to
+  const b2 = await store.attach(id(2), [{ network: "bridge", aliases: [], names: ["two"] }], [], () => false);
+  assert.notEqual(b2.endpoints[0]!.IPAddress, a.endpoints[0]!.IPAddress);
+  // and one asking for the port waits for the releaser to end, then gets it (the old binding to delete again, harmlessly)
+  setTimeout(() => releaser.kill(), 100);
+  const t = Date.now();
+  const c3 = await store.attach(id(3), [{ network: "bridge", aliases: [], names: ["three"] }], want, () => false);
+  assert.ok(Date.now() - t >= 90, "it waited for the releaser");
+  assert.equal(c3.ports[0]!.HostPort, port);
+  assert.ok(c3.reclaimed.some((p) => p.HostPort === port));
+  assert.ok(!store.read().ports.some((p) => p.Container.startsWith("releasing:")), "the releaser's hold is gone");
+});
 
 describe("networking", { skip: rootSkip || nftMissing }, () => {
   before(() => {
@@ -50,6 +75,15 @@ describe("networking", { skip: rootSkip || nftMissing }, () => {
     // nothing of the suite's is left on the host: no table, no bridge, no veth
     assert.notEqual(spawnSync("nft", ["list", "table", "ip", `berth_${tag()}`]).status, 0, "the suite's nftables table is gone");
     assert.ok(!links().some((l) => l === `berth${tag()}` || l.startsWith("bv")), `links left: ${links().join(" ")}`);
+  });
+
+  test("run --rm -p: the port's element goes right after the run returns, and the port can be published again at once", async () => {
+    const port = freePort();
+    const run = () => ok(b(["run", "--rm", "-p", `127.0.0.1:${port}:80`, "busybox", "true"]));
+    run();
+    run(); // back to back: waits for the first run's unpublishing if it is still going
+    await waitFor(() => !portElements().join(" ").includes(`. ${port} `), "the element of the port to go", 5000, 5);
+    assert.deepEqual(portElements(), [], "no DNAT element is left");
   });
 
   test("the seeds' -p 8081:80: busybox httpd reached at 127.0.0.1 from the host; port, ps and inspect show it", async () => {

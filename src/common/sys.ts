@@ -23,6 +23,7 @@ interface Addon {
   pipe(): [number, number] | number;
   spawn(file: string, argv: string[], fds: number[]): number;
   waitpid(pid: number): number;
+  waitpidAsync(pid: number): Promise<number>;
   nftMapElem(add: boolean, table: string, map: string, key: Buffer, data?: Buffer): number;
   portFree(udp: boolean, ip: string, port: number): number;
   writeDetached(path: string, data: string): number;
@@ -165,6 +166,11 @@ export function spawn(file: string, argv: string[], fds: number[]): number {
 /** waitpid: blocks until that child of ours exits; its exit code (128+N for signal N). */
 export function waitChild(pid: number): number {
   return check("waitpid", String(pid), load().waitpid(pid));
+}
+
+/** waitChild on libuv's thread pool: the exit code (128+signal) when the child ends. */
+export async function waitChildAsync(pid: number): Promise<number> {
+  return check("waitpid", String(pid), await load().waitpidAsync(pid));
 }
 
 /**

@@ -12,13 +12,13 @@ import { join } from "node:path";
 import { BerthError } from "../common/errors.js";
 import { buildBinary } from "../common/paths.js";
 import { FileLock } from "../common/lock.js";
-import { nftMapElemAsync, runToEnd } from "../common/sys.js";
+import { nftMapElemAsync, runToEnd, spawn as spawnProcess, waitChildAsync } from "../common/sys.js";
 import { serveDns } from "./dns.js";
 import { cniAdd, cniDel, conflists, findConflist, readConflist, type CniConflist, type CniPortMapping, type CniResult } from "./cni.js";
 import { applyRuleset, removeRuleset, rulesCurrent } from "./rules.js";
-import { bridgeName, DEFAULT_BRIDGE, NetworkStore, type Endpoint, type EndpointRequest, type NetworkRecord, type PortBinding, type PortRequest } from "./store.js";
+import { bridgeName, DEFAULT_BRIDGE, isReleaser, NetworkStore, processStart, releaserHolder, type Endpoint, type EndpointRequest, type NetworkRecord, type PortBinding, type PortRequest } from "./store.js";
 
-export { NetworkStore, bridgeName, DEFAULT_NETWORK, type NetworkRecord, type Endpoint, type PortBinding, type PortRequest, type EndpointRequest } from "./store.js";
+export { NetworkStore, bridgeName, DEFAULT_NETWORK, processStart, releaserHolder, type NetworkRecord, type Endpoint, type PortBinding, type PortRequest, type EndpointRequest } from "./store.js";
 export { parsePublish, type PublishSpec } from "./ports.js";
 export { ruleset } from "./rules.js";
 export { readConflist, type CniConflist, type CniResult } from "./cni.js";
@@ -65,7 +65,8 @@ export class Networking {
   async syncRules(generation = this.store.read().generation, force = false): Promise<boolean> {
     if (!force && rulesCurrent(this.marker, generation)) return false;
     const doc = this.store.read();
-    await applyRuleset({ table: this.table, networks: doc.networks.map((net) => ({ net, bridge: bridgeName(net) })), ports: doc.ports });
+    // ports being unpublished are left out: their elements are on their way out
+    await applyRuleset({ table: this.table, networks: doc.networks.map((net) => ({ net, bridge: bridgeName(net) })), ports: doc.ports.filter((p) => !isReleaser(p.Container)) });
     fs.writeFileSync(this.marker, String(doc.generation));
     return true;
   }
@@ -189,6 +190,23 @@ export class Networking {
       await this.syncRules(undefined, true);
     }
     if (links.length) await run(buildBinary("berth-net"), links.flatMap((l) => ["del", l]));
+  }
+
+  /**
+   * release, for a container that has ended, without waiting on the kernel: deleting a map element
+   * waits for an RCU grace period (~10 ms, longer than the rest of a `run --rm`'s teardown), so a
+   * process of its own (berth-net, in a session of its own) deletes the published ports' elements,
+   * and the store keeps those ports taken, and their addresses unused, until it has ended. Its
+   * endpoints are given back at once (their veths went with the namespace).
+   */
+  async releaseInBackground(container: string): Promise<void> {
+    const held = this.store.held(container);
+    // up to 20 ports in one berth-net (its argv's bound); more (a range) go the waiting way
+    if (!held.ports.length || held.ports.length > 20) return this.release(container);
+    const pid = spawnProcess(buildBinary("berth-net"), ["berth-net", ...this.elemOps("del", held.ports)], [-1, -1, -1]);
+    const start = processStart(pid); // before it is reaped: a pid whose start is 0 is taken as ended
+    void waitChildAsync(pid).catch(() => {});
+    await this.store.releasePortsTo(container, releaserHolder(pid, start));
   }
 
   /** Remove a network: its record, its bridge, its rules. */

@@ -58,6 +58,41 @@ export interface PortBinding {
   ContainerPort: number;
 }
 
+/**
+ * The holder of ports whose map elements a background process is deleting (Networking's
+ * releaseInBackground): `releasing:PID:START`. Its ports stay taken, and their container
+ * addresses unused, while that process lives; then they are reclaimed like a stopped container's.
+ */
+export function releaserHolder(pid: number, start: number): string {
+  return `releasing:${pid}:${start}`;
+}
+
+export function isReleaser(holder: string): boolean {
+  return holder.startsWith("releasing:");
+}
+
+/** Whether the process a releaser holder names still runs (same pid, same start time). */
+export function releaserAlive(holder: string): boolean {
+  const [, pid, start] = holder.split(":");
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return fields[0] !== "Z" && fields[19] === start;
+  } catch {
+    return false;
+  }
+}
+
+/** The start time (clock ticks since boot) of a process, as releaserHolder records it; 0 when gone. */
+export function processStart(pid: number): number {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]);
+  } catch {
+    return 0;
+  }
+}
+
 interface Doc {
   networks: NetworkRecord[];
   endpoints: Endpoint[];
@@ -215,6 +250,8 @@ export class NetworkStore {
         const subnet = parseSubnet(cfg.Subnet);
         const gateway = ipToNum(cfg.Gateway);
         const used = new Set(doc.endpoints.filter((e) => e.Network === n.Id).map((e) => ipToNum(e.IPAddress)));
+        // an address a port being unpublished still forwards to is not handed out meanwhile
+        for (const p of doc.ports) if (isReleaser(p.Container) && contains(subnet, ipToNum(p.ContainerIp))) used.add(ipToNum(p.ContainerIp));
         let ip: number | undefined;
         if (r.ip) {
           if (n.Name === DEFAULT_NETWORK) throw invalid("user specified IP address is supported on user defined networks only");
@@ -252,7 +289,16 @@ export class NetworkStore {
       const ip = endpoints[0]?.IPAddress;
       if (ports.length && !ip) throw invalid("published ports need a network with addresses (not --network none or host)");
       for (const p of ports) {
-        const taken = (port: number) => [...doc.ports, ...bound].some((b) => b.Proto === p.proto && b.HostPort === port && (b.HostIp === p.hostIp || b.HostIp === "0.0.0.0" || p.hostIp === "0.0.0.0"));
+        const clashes = (b: PortBinding, port: number) => b.Proto === p.proto && b.HostPort === port && (b.HostIp === p.hostIp || b.HostIp === "0.0.0.0" || p.hostIp === "0.0.0.0");
+        // a port still being unpublished (its container just ended): wait for that (~10 ms), then take it
+        for (const b of p.hostPort ? doc.ports.filter((x) => isReleaser(x.Container) && clashes(x, p.hostPort!)) : []) {
+          for (let i = 0; i < 5000 && releaserAlive(b.Container); i++) await new Promise((r) => setTimeout(r, 1));
+          if (releaserAlive(b.Container)) continue; // still held: reported as allocated below
+          const done = doc.ports.filter((x) => x.Container === b.Container);
+          doc.ports = doc.ports.filter((x) => x.Container !== b.Container);
+          reclaimed.push(...done);
+        }
+        const taken = (port: number) => [...doc.ports, ...bound].some((b) => clashes(b, port));
         let hostPort = p.hostPort;
         if (hostPort && taken(hostPort)) throw new BerthError("AlreadyExists", `Bind for ${p.hostIp}:${hostPort} failed: port is already allocated`);
         for (let tries = 0; ; tries++) {
@@ -285,6 +331,20 @@ export class NetworkStore {
     });
   }
 
+  /**
+   * Gives back a container's endpoints now, and hands its ports to `holder` (a releaser: the
+   * process deleting their map elements), which keeps them taken until it has ended.
+   */
+  async releasePortsTo(container: string, holder: string): Promise<{ endpoints: Endpoint[]; ports: PortBinding[] }> {
+    return this.update((doc) => {
+      const endpoints = doc.endpoints.filter((e) => e.Container === container);
+      doc.endpoints = doc.endpoints.filter((e) => e.Container !== container);
+      const ports = doc.ports.filter((p) => p.Container === container);
+      for (const p of ports) p.Container = holder;
+      return { endpoints, ports };
+    });
+  }
+
   /** A renamed container is found by its new name (its DNS names follow). */
   async renameEndpoints(container: string, oldName: string, newName: string): Promise<void> {
     if (!this.read().endpoints.some((e) => e.Container === container)) return;
@@ -302,7 +362,7 @@ export class NetworkStore {
 
 /** Drop what containers that no longer run hold; the ports dropped are returned (their map elements must go). */
 function reclaim(doc: Doc, active: (id: string) => boolean, except: string): PortBinding[] {
-  const stale = new Set([...doc.endpoints.map((e) => e.Container), ...doc.ports.map((p) => p.Container)].filter((c) => c !== except && !active(c)));
+  const stale = new Set([...doc.endpoints.map((e) => e.Container), ...doc.ports.map((p) => p.Container)].filter((c) => c !== except && !(isReleaser(c) ? releaserAlive(c) : active(c))));
   if (!stale.size) return [];
   doc.endpoints = doc.endpoints.filter((e) => !stale.has(e.Container));
   const dropped = doc.ports.filter((p) => stale.has(p.Container));

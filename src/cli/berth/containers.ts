@@ -410,7 +410,8 @@ export async function run(ctx: Context, argv: string[]): Promise<number> {
     process.stdin.destroy();
   }
   trace("run: stdin closed");
-  await engine.exited(id); // record it (and remove it for --rm) now, not when the monitor's command gets to it
+  // record it (and remove it for --rm) now, not when the monitor's command gets to it
+  await engine.exited(id, { unpublishInBackground: true });
   return code ?? (await engine.wait(id).catch(() => 255));
 }
 
