@@ -57,6 +57,7 @@
 #define LINE_MAX_BYTES 16384 /* docker splits log records at 16 KiB too */
 
 static const char *dir;
+static int waiter = -1; /* -w: a pidfd of the attached berth that records the exit */
 static const char *log_path;
 static long long log_max_size; /* 0: no rotation */
 static int log_max_files = 1;
@@ -274,7 +275,9 @@ static void write_exit(int status)
 	if (fd < 0)
 		return;
 	write_all(fd, buf, (size_t)n);
-	fsync(fd);
+	/* durable when nobody else records the exit; an attached berth (-w) records it itself, at once */
+	if (waiter < 0)
+		fsync(fd);
 	close(fd);
 	rename(tmp, p);
 }
@@ -338,7 +341,7 @@ static void quiet_exit(void) {
 
 int main(int argc, char **argv)
 {
-	int keep_stdin = 0, tty = 0, opt, nexit = 0, waiter = -1;
+	int keep_stdin = 0, tty = 0, opt, nexit = 0;
 	char *exit_cmd[MAX_EXIT_ARGS + 1] = {0};
 	int daemonize = 0;
 	while ((opt = getopt(argc, argv, "+d:l:s:n:itox:H:C:w:D")) != -1) {

@@ -310,9 +310,13 @@ static void op_elem(char **a)
 		fail("elem: add or del", EINVAL);
 	unsigned char key[64], data[64];
 	size_t keylen = unhex(a[3], key, sizeof key), datalen = add ? unhex(a[4], data, sizeof data) : 0;
+	/* gone already is fine (deleted by whoever released the port): looked up first, as a delete
+	 * waits for an RCU grace period (~10 ms) even when there is nothing to delete */
+	if (!add && nft_map_elem_exists(a[1], a[2], key, keylen) == 0)
+		return;
 	int e = nft_map_elem(add, a[1], a[2], key, keylen, data, datalen);
 	if (e == ENOENT && !add)
-		return; /* gone already is fine (deleted by whoever released the port) */
+		return;
 	if (e)
 		fail(add ? "add map element" : "delete map element", e);
 }

@@ -97,4 +97,46 @@ static int nft_map_elem(int add, const char *table, const char *map, const void 
   close(nf);
   return err;
 }
+/* 1 when the map holds an element with this key, 0 when not (or no such table or map), -errno on
+ * failure. A lookup, not a transaction: no wait for an RCU grace period, which a delete pays even
+ * for an element that is not there. */
+__attribute__((unused)) static int nft_map_elem_exists(const char *table, const char *map, const void *key, size_t keylen) {
+  struct nft_msg m;
+  memset(&m, 0, sizeof m);
+  nft_gen(&m, NFPROTO_IPV4, 0, (unsigned short)((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM), (unsigned short)(NLM_F_REQUEST | NLM_F_ACK), 1);
+  struct rtattr *list, *el, *k;
+  if (!nft_attr(&m, NFTA_SET_ELEM_LIST_TABLE, table, strlen(table) + 1) || !nft_attr(&m, NFTA_SET_ELEM_LIST_SET, map, strlen(map) + 1) ||
+      !(list = nft_attr(&m, NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED, NULL, 0)) || !(el = nft_attr(&m, NFTA_LIST_ELEM | NLA_F_NESTED, NULL, 0)) ||
+      !(k = nft_attr(&m, NFTA_SET_ELEM_KEY | NLA_F_NESTED, NULL, 0)) || !nft_attr(&m, NFTA_DATA_VALUE, key, keylen))
+    return -E2BIG;
+  nft_nest_end(&m, k);
+  nft_nest_end(&m, el);
+  nft_nest_end(&m, list);
+  int nf = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+  if (nf < 0) return -errno;
+  struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+  int found = 0, err = 0, done = 0;
+  if (sendto(nf, &m, m.h.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) err = errno;
+  while (!err && !done) {
+    char reply[4096];
+    ssize_t n = recv(nf, reply, sizeof reply, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      err = errno;
+      break;
+    }
+    for (struct nlmsghdr *h = (struct nlmsghdr *)reply; NLMSG_OK(h, (unsigned)n); h = NLMSG_NEXT(h, n)) {
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        int e = -((struct nlmsgerr *)NLMSG_DATA(h))->error;
+        if (e && e != ENOENT) err = e;
+        done = 1;
+      } else if (h->nlmsg_type == ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM))
+        found = 1;
+      else if (h->nlmsg_type == NLMSG_DONE)
+        done = 1;
+    }
+  }
+  close(nf);
+  return err ? -err : found;
+}
 #endif

@@ -407,7 +407,8 @@ export class Engine {
     try {
       fs.mkdirSync(rootfs, { recursive: true });
       // rootless: the overlay is mounted inside the container's user namespace, by the runtime
-      if (!rootless && !isMountpoint(rootfs)) this.images.snapshots.mount(id, rootfs);
+      // --rm: a volatile overlay (its unmount syncs nothing: ~10 ms), as podman mounts them
+      if (!rootless && !isMountpoint(rootfs)) this.images.snapshots.mount(id, rootfs, { volatile: hc.AutoRemove });
       trace("start: rootfs mounted");
       const user = resolveUser(this.rootReader(id), rec.Config.User);
       const mounts = this.specMounts(rec);

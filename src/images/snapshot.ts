@@ -14,7 +14,7 @@ import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { BerthError, notFound } from "../common/errors.js";
-import { mount as sysMount, removeTree, removeTreeAsync, umount, umountAsync, MNT_DETACH } from "../common/sys.js";
+import { mount as sysMount, removeTree, removeTreeAsync, umount, umountAsync, MNT_DETACH, SyscallError } from "../common/sys.js";
 import { extractLayer, type ExtractResult } from "./layer.js";
 import { pidAlive } from "./content.js";
 import { writeFileAtomic } from "../common/lock.js";
@@ -43,7 +43,12 @@ export interface Snapshotter {
   hasActive(key: string): boolean;
   actives(): string[];
   /** Mount the writable snapshot at target. */
-  mount(key: string, target: string): void;
+  /**
+   * opts.volatile (a container removed when it ends, as podman does for --rm): overlayfs skips
+   * every sync of the upper layer (its unmount synced it: ~10 ms here); such a snapshot cannot be
+   * mounted again, which one that is removed after its single run never is.
+   */
+  mount(key: string, target: string, opts?: { volatile?: boolean }): void;
   /** The directory of the snapshot's own changes (overlay's upper dir; the whole tree for copy). */
   changes(key: string): string;
   /** The snapshot's directories, topmost first (overlay: upper, then the layers), to read files without mounting. */
@@ -61,6 +66,9 @@ export interface Snapshotter {
   /** Remove temporary directories left by processes that died. */
   cleanup(): void;
 }
+
+/** Whether this kernel's overlayfs took the volatile option (undefined: not tried yet). */
+let volatileSupported: boolean | undefined;
 
 const hexOf = (chainId: string) => chainId.replace(/^sha256:/, "");
 const tmpName = () => `tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
@@ -244,15 +252,27 @@ export class OverlaySnapshotter extends BaseSnapshotter implements Snapshotter {
     return `lowerdir=${lowers.join(":")},upperdir=active/${key}/upper,workdir=active/${key}/work`;
   }
 
-  mount(key: string, target: string): void {
+  mount(key: string, target: string, opts: { volatile?: boolean } = {}): void {
     if (!this.hasActive(key)) throw notFound(`snapshot ${key} does not exist`);
-    const options = this.mountOptions(key);
+    const options = this.mountOptions(key) + (opts.volatile && volatileSupported !== false ? ",volatile" : "");
+    // a volatile mount leaves a mark that makes overlayfs refuse the next mount (its upper layer
+    // may have missed writes in a crash): only --rm containers are mounted so, and one whose
+    // start failed is mounted again (to start, or to copy from) with its upper layer as it is
+    removeTree(join(this.activeDir, key, "work", "work", "incompat"));
     if (options.length > 4000) throw new BerthError("Unsupported", `image has too many layers to mount with overlayfs (${options.length} bytes of options)`);
     // relative lowerdirs resolve against the caller's working directory
     const cwd = process.cwd();
     process.chdir(this.root);
     try {
-      sysMount("overlay", target, "overlay", 0, options);
+      try {
+        sysMount("overlay", target, "overlay", 0, options);
+        if (opts.volatile) volatileSupported = true;
+      } catch (e) {
+        // kernels before 5.10 know no volatile: the plain mount then
+        if (!opts.volatile || volatileSupported || !(e instanceof SyscallError) || e.errno !== 22) throw e;
+        volatileSupported = false;
+        sysMount("overlay", target, "overlay", 0, options.replace(/,volatile$/, ""));
+      }
     } finally {
       process.chdir(cwd);
     }
