@@ -11,6 +11,7 @@ rm -f dist/berth.blob dist/berth.blob.node dist/berth.blob.flags dist/berth-star
 # whitespace-minified: no comments, so the source is ASCII and V8 keeps it one byte a character
 # (one non-Latin-1 character in a comment doubled the snapshot's source string)
 npx esbuild dist/src/cli/berth/snapshot.js --bundle --minify-whitespace --platform=node --format=cjs --target=node20 --log-level=error --outfile=dist/berth-snapshot.cjs
+node scripts/unwrap-builtins.mjs dist/berth-snapshot.cjs
 # node warns that some built-in modules are "not yet fully verified" in snapshots; they are only
 # loaded here, their use is at run time
 # V8 flags the snapshot is made, trained and started with (V8 refuses a snapshot or code cache
