@@ -3,7 +3,6 @@
  * size), through berth's own Node-API addon (helper/berth-sys.c, built by scripts/build-helper.sh).
  * Each call returns its result or -errno; the typed errors are made here. Loaded on first use.
  */
-import { createRequire } from "node:module";
 import { BerthError } from "./errors.js";
 import { buildBinary } from "./paths.js";
 
@@ -38,7 +37,10 @@ function load(): Addon {
   if (addon) return addon;
   const path = buildBinary("berth-sys.node");
   try {
-    addon = createRequire("/")(path) as Addon;
+    // process.dlopen, not require: the module loader's first use costs ~2 ms of every command
+    const m = { exports: {} as Addon };
+    process.dlopen(m, path);
+    addon = m.exports;
   } catch (e) {
     throw new BerthError("System", `cannot load ${path} (${(e as Error).message.split("\n")[0]}): run ./install.sh (or npm run build) to build it`);
   }

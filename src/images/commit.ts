@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
-import { createGzip } from "node:zlib";
+import { builtin } from "../common/builtin.js";
 import { invalid } from "../common/errors.js";
 import { applyChanges } from "./archive.js";
 import { packDirectory } from "./pack.js";
@@ -94,7 +94,7 @@ export async function commitSnapshot(store: ImageStore, opts: CommitOptions): Pr
     const diffHash = createHash("sha256");
     const blobHash = createHash("sha256");
     const out = fs.createWriteStream(tmp);
-    const gz = createGzip({ level: 6 });
+    const gz = builtin<typeof import("node:zlib")>("node:zlib").createGzip({ level: 6 });
     let size = 0;
     gz.on("data", (c: Buffer) => {
       blobHash.update(c);

@@ -10,7 +10,7 @@
  */
 import * as fs from "node:fs";
 import { createHash } from "node:crypto";
-import { createGunzip } from "node:zlib";
+import { builtin } from "../common/builtin.js";
 import { Readable } from "node:stream";
 import { BerthError, invalid } from "../common/errors.js";
 import { lsetxattr, mknod, S_IFBLK, S_IFCHR, S_IFIFO } from "../common/sys.js";
@@ -258,7 +258,7 @@ export async function* decompress(input: AsyncIterable<Buffer>): AsyncGenerator<
     return;
   }
   if (kind === "gzip") {
-    const gunzip = createGunzip({ chunkSize: 256 << 10 });
+    const gunzip = builtin<typeof import("node:zlib")>("node:zlib").createGunzip({ chunkSize: 256 << 10 });
     const src = Readable.from(rest);
     src.on("error", (e) => gunzip.destroy(e));
     src.pipe(gunzip);

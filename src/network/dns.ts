@@ -5,7 +5,8 @@
  * the containers on the same network (name, short id, --network-alias) from the network store.
  * Other names are relayed to the host's own resolvers, as docker's embedded DNS does.
  */
-import * as dgram from "node:dgram";
+import type * as Dgram from "node:dgram";
+import { builtin } from "../common/builtin.js";
 import * as fs from "node:fs";
 import { ip6ToBig } from "./addr.js";
 import type { NetworkStore } from "./store.js";
@@ -89,7 +90,7 @@ function upstreams(): string[] {
  * after every look at the store.
  */
 export function serveDns(store: NetworkStore, opts: { idleMs?: number; ready?: (gateways: string[]) => void } = {}): Promise<void> {
-  const sockets = new Map<string, dgram.Socket>();
+  const sockets = new Map<string, Dgram.Socket>();
   const idleMs = opts.idleMs ?? 5000;
   let idleSince = Date.now();
   return new Promise((resolve) => {
@@ -104,7 +105,7 @@ export function serveDns(store: NetworkStore, opts: { idleMs?: number; ready?: (
       const pending: Array<Promise<void>> = [];
       for (const gw of wanted) {
         if (sockets.has(gw)) continue;
-        const s = dgram.createSocket({ type: "udp4", reuseAddr: true });
+        const s = builtin<typeof Dgram>("node:dgram").createSocket({ type: "udp4", reuseAddr: true });
         sockets.set(gw, s);
         s.on("message", (msg, from) => void handle(s, gw, msg, from));
         pending.push(
@@ -121,7 +122,7 @@ export function serveDns(store: NetworkStore, opts: { idleMs?: number; ready?: (
       if (inUse) idleSince = Date.now();
       return Promise.all(pending);
     };
-    const handle = async (s: dgram.Socket, gw: string, msg: Buffer, from: dgram.RemoteInfo) => {
+    const handle = async (s: Dgram.Socket, gw: string, msg: Buffer, from: Dgram.RemoteInfo) => {
       const q = readQuestion(msg);
       if (!q) return;
       const hit = lookup(store, gw, q.name.replace(/\.$/, ""));
@@ -147,7 +148,7 @@ function relay(msg: Buffer): Promise<Buffer | undefined> {
   const servers = upstreams();
   if (!servers.length) return Promise.resolve(undefined);
   return new Promise((resolve) => {
-    const s = dgram.createSocket("udp4");
+    const s = builtin<typeof Dgram>("node:dgram").createSocket("udp4");
     const done = (r: Buffer | undefined) => {
       clearTimeout(t);
       s.close();

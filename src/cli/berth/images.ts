@@ -1,7 +1,7 @@
 /** berth's image commands, with docker's flags, output and exit codes. */
 import * as fs from "node:fs";
 import { spawnSync } from "node:child_process";
-import { createInterface } from "node:readline";
+import { builtin } from "../../common/builtin.js";
 import { invalid, notFound } from "../../common/errors.js";
 import {
   credentialsFor,
@@ -423,7 +423,7 @@ export async function importCmd(ctx: Context, argv: string[]): Promise<number> {
 /** docker's y/N prompt; a non-interactive stdin with no answer means no. */
 export async function confirm(question: string): Promise<boolean> {
   process.stdout.write(`${question} [y/N] `);
-  const rl = createInterface({ input: process.stdin });
+  const rl = builtin<typeof import("node:readline")>("node:readline").createInterface({ input: process.stdin });
   const answer = await new Promise<string>((resolve) => {
     rl.once("line", resolve);
     rl.once("close", () => resolve(""));
@@ -518,7 +518,7 @@ async function readSecret(prompt: string, hidden: boolean): Promise<string> {
   process.stdout.write(prompt);
   const stdin = process.stdin;
   if (hidden && stdin.isTTY) stdin.setRawMode(true);
-  const rl = createInterface({ input: stdin, terminal: false });
+  const rl = builtin<typeof import("node:readline")>("node:readline").createInterface({ input: stdin, terminal: false });
   const line = await new Promise<string>((resolve) => {
     rl.once("line", resolve);
     rl.once("close", () => resolve(""));
