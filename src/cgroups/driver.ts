@@ -75,7 +75,15 @@ function readPids(dir: string): number[] {
 
 /** rmdir depth-first; a cgroup whose last task is exiting is briefly busy. */
 function removeTree(dir: string): void {
-  if (!existsSync(dir)) return;
+  // most cgroups have no children: rmdir first, list the directory only when it is not empty
+  try {
+    rmdirSync(dir);
+    return;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return;
+    if (code !== "ENOTEMPTY" && code !== "EBUSY") throw new BerthError("System", `cannot remove cgroup ${dir}: ${(err as Error).message}`);
+  }
   for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) removeTree(join(dir, e.name));
   for (let i = 0; ; i++) {
     try {

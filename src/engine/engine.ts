@@ -144,7 +144,12 @@ export class Engine {
       const cur = this.containers.read(id);
       if (!cur || !(cur.state.Running || cur.state.Restarting || cur.state.MonitorPid) || this.monitorAlive(cur.state)) return;
       if (fs.existsSync(this.containers.path(id, "exit"))) {
-        await this.exitedLocked(id, { restart: false });
+        // an --rm container's exit comes back unrecorded: recorded here (it is removed by rm)
+        const ended = await this.exitedLocked(id, { restart: false });
+        if (ended) {
+          this.containers.writeState(id, ended.view.state);
+          fs.rmSync(this.containers.path(id, "exit"), { force: true });
+        }
         return;
       }
       await this.teardown(id);
@@ -642,10 +647,16 @@ export class Engine {
   async exited(id: string, opts: { restart?: boolean; unpublishInBackground?: boolean } = {}): Promise<void> {
     const lock = await this.containers.lock(id);
     try {
-      // --rm: removed under the same lock, its teardown done already
-      if (await this.exitedLocked(id, opts)) {
-        const v = this.containers.read(id);
-        if (v) await this.removeLocked(v, {}, true).catch(() => {});
+      // --rm: removed under the same lock, its teardown done already; its exit is not recorded
+      // first (the record goes), unless the removal fails
+      const ended = await this.exitedLocked(id, opts);
+      if (ended) {
+        try {
+          await this.removeLocked(ended.view, {}, true);
+        } catch {
+          this.containers.writeState(id, ended.view.state);
+          fs.rmSync(this.containers.path(id, "exit"), { force: true });
+        }
       }
     } finally {
       lock.release();
@@ -657,18 +668,21 @@ export class Engine {
   /** Network releases a teardown left running (see teardown's releaseLater). */
   private readonly releasing = new Set<Promise<void>>();
 
-  /** exited() under the container's lock; true when the container should now be removed (--rm). */
-  private async exitedLocked(id: string, opts: { restart?: boolean; unpublishInBackground?: boolean }): Promise<boolean> {
+  /**
+   * exited() under the container's lock. A container to remove now (--rm) comes back with its
+   * exited state, which is then not written (see exited).
+   */
+  private async exitedLocked(id: string, opts: { restart?: boolean; unpublishInBackground?: boolean }): Promise<{ view: ContainerView } | undefined> {
     let restart = false;
     let remove = false;
     {
       const v = this.containers.read(id);
-      if (!v) return false;
+      if (!v) return undefined;
       const text = fs.existsSync(this.containers.path(id, "exit")) ? fs.readFileSync(this.containers.path(id, "exit"), "utf8") : "";
-      if (!text && !v.state.Running) return false;
-      if (!v.state.Running && !v.state.MonitorPid) return false; // settled already
+      if (!text && !v.state.Running) return undefined;
+      if (!v.state.Running && !v.state.MonitorPid) return undefined; // settled already
       // a new monitor (a restart) is running: this exit is not news
-      if (v.state.MonitorPid && v.state.MonitorPid !== process.pid && this.monitorAlive(v.state) && !text) return false;
+      if (v.state.MonitorPid && v.state.MonitorPid !== process.pid && this.monitorAlive(v.state) && !text) return undefined;
       const field = (k: string) => Number(new RegExp(`^${k} (\\d+)$`, "m").exec(text)?.[1] ?? "0");
       const code = text ? field("code") : 255;
       let oom = false;
@@ -709,6 +723,7 @@ export class Engine {
         state.Restarting = true;
         state.Status = "restarting";
       }
+      if (remove) return { view: { rec: v.rec, state } };
       this.containers.writeState(id, state);
       // recorded: a monitor waiting on an attached `run` (-w) sees it handled
       fs.rmSync(this.containers.path(id, "exit"), { force: true });
@@ -723,7 +738,7 @@ export class Engine {
         }
       }
     }
-    return remove;
+    return undefined;
   }
 
   // ---- stop, kill, remove
