@@ -369,6 +369,29 @@ describe("containers", { skip: rootSkip }, () => {
     assert.match(plain, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z container die [a-f0-9]{64} \(exitCode=3, image=busybox, name=evt\)$/m);
   });
 
+  test("a run whose start fails before its container exists leaves no monitor, cgroup or record", async () => {
+    const cgroupDir = fs.readdirSync("/sys/fs/cgroup").map((h) => join("/sys/fs/cgroup", h, "berth")).find((d) => fs.existsSync(join(d, "cgroup.procs")));
+    const cgroupsBefore = cgroupDir ? fs.readdirSync(cgroupDir).filter((n) => /^[0-9a-f]{64}$/.test(n)) : [];
+    // the monitor and helper are started early (before the spec exists): this start fails after that
+    const r = b(["run", "--rm", "-u", "nosuchuser", "busybox", "true"]);
+    assert.equal(r.code, 125);
+    assert.match(r.stderr, /unable to find user nosuchuser/);
+    const monitors = () => sh("ps", ["-eo", "args"]).split("\n").filter((l) => l.includes("berth-monitor") && l.includes(env.root));
+    const deadline = Date.now() + 5000;
+    while (monitors().length && Date.now() < deadline) await new Promise((res) => setTimeout(res, 20));
+    assert.deepEqual(monitors(), [], "the early monitor ended with the withdrawn start");
+    assert.equal(b(["ps", "-aq"]).stdout, "");
+    if (cgroupDir) assert.deepEqual(fs.readdirSync(cgroupDir).filter((n) => /^[0-9a-f]{64}$/.test(n)), cgroupsBefore, "no cgroup is left");
+    assert.deepEqual(fs.readdirSync(join(env.root, "containers")).filter((n) => /^[0-9a-f]{64}$/.test(n)), [], "no record is left");
+  });
+
+  test("--rm mounts the container's rootfs volatile (nothing synced, as podman does); others as usual", () => {
+    assert.match(ok(b(["run", "--rm", "busybox", "grep", " / ", "/proc/mounts"])).stdout, /volatile/);
+    const id = ok(b(["run", "-d", "busybox", "sleep", "30"])).stdout.trim();
+    assert.doesNotMatch(ok(b(["exec", id, "grep", " / ", "/proc/mounts"])).stdout, /volatile/);
+    ok(b(["rm", "-f", id]));
+  });
+
   test("nothing left: no containers, mounts or processes", () => {
     assert.equal(b(["ps", "-aq"]).stdout, "");
     assert.deepEqual(leaks(), []);
