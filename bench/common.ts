@@ -33,7 +33,7 @@ export function time(cmd: string, args: string[]): number {
  */
 export function berthLauncher(dir: string): string[] {
   const blob = join(project, "dist/berth.blob");
-  if (existsSync(blob) && existsSync(join(project, "dist/berth-start.cjs"))) return ["--snapshot-blob", blob, ...readFileSync(`${blob}.flags`, "utf8").split(/\s+/).filter(Boolean), join(project, "dist/berth-start.cjs")];
+  if (existsSync(blob) && existsSync(`${blob}.flags`)) return ["--snapshot-blob", blob, ...readFileSync(`${blob}.flags`, "utf8").split(/\s+/).filter(Boolean), "--"];
   const cli = join(dir, "berth-cli.cjs");
   writeFileSync(cli, `globalThis.berthBuildDir = ${JSON.stringify(join(project, "build"))};\nrequire(${JSON.stringify(join(project, "scripts/launcher.cjs"))})(${JSON.stringify(join(project, "dist/berth.cjs"))});\n`);
   return [cli];

@@ -25,8 +25,8 @@ if "$node" $flags --snapshot-blob dist/berth.blob.tmp --build-snapshot scripts/s
   mv dist/berth.blob.tmp dist/berth.blob
   touch -r "$node" dist/berth.blob.node
   echo "$flags" > dist/berth.blob.flags
-  # what node runs in the snapshot's context: berth's main, told where its binaries are
-  printf 'globalThis.berthBuildDir ??= require("node:path").join(__dirname, "../build");\nglobalThis.berthRun();\n' > dist/berth-start.cjs
+  # started as `node --snapshot-blob dist/berth.blob $(cat dist/berth.blob.flags) -- ARGS...`: the
+  # snapshot's own main runs berth (scripts/snapshot-entry.cjs)
   rm -f dist/berth.blob.log
 else
   echo "build-snapshot: no start-up snapshot (berth starts from the bundle): $(tail -1 dist/berth.blob.log)" >&2

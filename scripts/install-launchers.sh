@@ -21,7 +21,7 @@ cat > "$tmp" <<LAUNCHER
 n=$node s=$here/dist/berth.blob
 # the snapshot loads only under the V8 flags it was made with (\$s.flags; read is a shell builtin)
 if [ -r "\$s" ] && [ -e "\$s.node" ] && ! [ "\$n" -nt "\$s.node" ] && ! [ "\$s.node" -nt "\$n" ] && [ -r "\$s.flags" ] && read -r f < "\$s.flags"; then
-  exec "\$n" --snapshot-blob "\$s" \$f $here/dist/berth-start.cjs "\$@"
+  exec "\$n" --snapshot-blob "\$s" \$f -- "\$@"
 fi
 exec "\$n" $here/dist/berth-launch.cjs "\$@"
 LAUNCHER

@@ -13,7 +13,7 @@ const snapshotBlob = join(project, "dist/berth.blob");
  * path users take), else the bundle. BERTH_TEST_BUNDLE=1 tests the bundle instead.
  */
 export function berthCommand(): string[] {
-  if (!process.env.BERTH_TEST_BUNDLE && existsSync(snapshotBlob) && existsSync(join(project, "dist/berth-start.cjs"))) return ["--snapshot-blob", snapshotBlob, ...readFileSync(`${snapshotBlob}.flags`, "utf8").split(/\s+/).filter(Boolean), join(project, "dist/berth-start.cjs")];
+  if (!process.env.BERTH_TEST_BUNDLE && existsSync(snapshotBlob) && existsSync(`${snapshotBlob}.flags`)) return ["--snapshot-blob", snapshotBlob, ...readFileSync(`${snapshotBlob}.flags`, "utf8").split(/\s+/).filter(Boolean), "--"];
   return [berthBundle];
 }
 

@@ -13,10 +13,10 @@ import "./network.js";
 import "../../network/index.js";
 
 declare global {
-  var berthRun: () => void;
+  var berthRun: (args?: string[]) => void;
 }
 
-globalThis.berthRun = () => {
+globalThis.berthRun = (args = process.argv.slice(2)) => {
   trace("main: entered");
-  void runMain(process.argv.slice(2));
+  void runMain(args);
 };
