@@ -14,6 +14,7 @@ import { BerthError, exists, invalid, notFound, precondition, unsupported } from
 import { buildBinary, defaultRuntimeRoot, isRootless } from "../common/paths.js";
 import { removeTree, setWindowSize, SyscallError } from "../common/sys.js";
 import { FileLock, ImageStore, pullImage, commitSnapshot, type ImageRecord, type Progress, parsePlatform, unmount as unmountPath, unmountAsync, type ContainerConfig as ImageContainerConfig } from "../images/index.js";
+import { writeFileAtomic } from "../common/lock.js";
 import { Runtime, parseSignal, launchHelper, ROOTFS_OVERLAY_ANNOTATION, type LaunchedHelper } from "../runtime/index.js";
 import { pidAlive } from "../images/content.js";
 import { buildSpec, capabilitiesFor, containerCgroup, layeredReader, resolveUser, resourcesFor, rootlessIdMappings, rootlessSpec, type RootReader } from "./spec.js";
@@ -486,11 +487,9 @@ export class Engine {
         ...(hc.Init ? { initPath: buildBinary("berth-init") } : {}),
       });
       if (rootless) spec = rootlessSpec(spec, this.images.snapshots.rootlessRoot(id, rootfs), ROOTFS_OVERLAY_ANNOTATION);
-      fs.writeFileSync(join(dir, "config.json.tmp"), JSON.stringify(spec));
-      fs.renameSync(join(dir, "config.json.tmp"), join(dir, "bundle.json"));
-      // the runtime reads config.json from the bundle directory: a directory of its own
+      // the runtime's bundle: a directory of its own holding config.json (handed over too, not read back)
       fs.mkdirSync(join(dir, "bundle"), { recursive: true });
-      fs.renameSync(join(dir, "bundle.json"), join(dir, "bundle", "config.json"));
+      writeFileAtomic(join(dir, "bundle", "config.json"), JSON.stringify(spec), false);
       // the console socket is relative: the helper starts in the monitor's directory (paths there
       // can be longer than a socket address allows)
       trace("start: spec written");
@@ -511,7 +510,7 @@ export class Engine {
       };
       // pasta joins the namespaces as this user: before the container's init becomes another user
       const beforeSetup = (p: number) => startPasta(p, pastaPorts, join(dir, "pasta.pid"));
-      await this.runtime.create(id, { bundle: join(dir, "bundle"), pidFile: join(dir, "pid"), stdio: ["ignore", "ignore", "ignore"], launcher, ...(tty ? { consoleSocket: "console.sock" } : {}), ...(endpoints.length || (beforeStart && !tty) ? { onPid } : {}), ...(mode.kind === "pasta" ? { beforeSetup } : {}) });
+      await this.runtime.create(id, { bundle: join(dir, "bundle"), spec, pidFile: join(dir, "pid"), stdio: ["ignore", "ignore", "ignore"], launcher, ...(tty ? { consoleSocket: "console.sock" } : {}), ...(endpoints.length || (beforeStart && !tty) ? { onPid } : {}), ...(mode.kind === "pasta" ? { beforeSetup } : {}) });
       const monitorPid = Number(fs.readFileSync(join(dir, "monitor.pid"), "utf8"));
       const pid = Number(fs.readFileSync(join(dir, "pid"), "utf8"));
       trace("start: runtime created");

@@ -37,6 +37,8 @@ export type IdMapping = { containerID: number; hostID: number; size: number };
 
 export interface CreateOptions {
   bundle: string;
+  /** The bundle's config.json as its writer just wrote it: not read back (it is validated still). */
+  spec?: Spec;
   pidFile?: string;
   consoleSocket?: string;
   noPivot?: boolean;
@@ -105,19 +107,22 @@ export class Runtime {
   }
 
   /** Reads and validates <bundle>/config.json. */
-  loadBundle(bundle: string): { spec: Spec; bundle: string; rootfs: string } {
+  /** The bundle's spec (read from its config.json, unless its writer hands it over: `written`), validated, and its rootfs. */
+  loadBundle(bundle: string, written?: Spec): { spec: Spec; bundle: string; rootfs: string } {
     const dir = resolve(bundle);
-    let text: string;
-    try {
-      text = readFileSync(join(dir, "config.json"), "utf8");
-    } catch (err) {
-      throw notFound(`cannot read ${join(dir, "config.json")}: ${(err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : errorMessage(err)}`);
-    }
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(text);
-    } catch (err) {
-      throw invalid(`config.json is not valid JSON: ${errorMessage(err)}`);
+    let parsed: unknown = written;
+    if (parsed === undefined) {
+      let text: string;
+      try {
+        text = readFileSync(join(dir, "config.json"), "utf8");
+      } catch (err) {
+        throw notFound(`cannot read ${join(dir, "config.json")}: ${(err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : errorMessage(err)}`);
+      }
+      try {
+        parsed = JSON.parse(text);
+      } catch (err) {
+        throw invalid(`config.json is not valid JSON: ${errorMessage(err)}`);
+      }
     }
     const spec = validateSpec(parsed);
     if (!spec.process) throw invalid("config.json: process: is required to create a container");
@@ -144,7 +149,7 @@ export class Runtime {
   }
 
   async create(id: string, opts: CreateOptions): Promise<OciState> {
-    const { spec, bundle, rootfs } = this.loadBundle(opts.bundle);
+    const { spec, bundle, rootfs } = this.loadBundle(opts.bundle, opts.spec);
     return this.createFromSpec(id, spec, bundle, rootfs, opts, false);
   }
 
