@@ -118,9 +118,22 @@ export class ContentStore {
     }
   }
 
+  /**
+   * A JSON blob (manifests, configs), parsed afresh each time (callers may change what they get);
+   * its text is kept for the next read: content by digest never changes, and a container start
+   * read the image's config four times.
+   */
   readJSON<T>(digest: string): T {
-    return JSON.parse(this.read(digest).toString("utf8")) as T;
+    let text = this.jsonTexts.get(digest);
+    if (text === undefined) {
+      text = this.read(digest).toString("utf8");
+      if (this.jsonTexts.size >= 64) this.jsonTexts.clear();
+      this.jsonTexts.set(digest, text);
+    }
+    return JSON.parse(text) as T;
   }
+
+  private readonly jsonTexts = new Map<string, string>();
 
   /** Bytes [start, end) of a blob. */
   async *stream(digest: string, start = 0, end?: number): AsyncGenerator<Buffer> {
@@ -157,6 +170,7 @@ export class ContentStore {
   }
 
   delete(digest: string): void {
+    this.jsonTexts.delete(digest);
     fs.rmSync(this.path(digest), { force: true });
   }
 
