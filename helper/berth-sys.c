@@ -19,6 +19,7 @@
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <sys/wait.h>
+#include <poll.h>
 #include <pthread.h>
 #include <spawn.h>
 #include <signal.h>
@@ -779,6 +780,18 @@ static napi_value js_write_detached(napi_env env, napi_callback_info info) {
   return num(env, 0);
 }
 
+/* pollIn(fd, timeoutMs): waits until fd is readable (or its writers are gone): 1, 0 on timeout,
+ * or -errno. For a wait of microseconds that a timer's turn (a millisecond) would overshoot. */
+static napi_value js_poll_in(napi_env env, napi_callback_info info) {
+  struct args a;
+  int64_t fd, ms;
+  if (get_args(env, info, &a) || get_i64(env, a.v[0], &fd) || get_i64(env, a.v[1], &ms)) return NULL;
+  struct pollfd p = {.fd = (int)fd, .events = POLLIN};
+  int r;
+  do r = poll(&p, 1, (int)ms); while (r < 0 && errno == EINTR);
+  return result(env, r);
+}
+
 /* exitNow(code): _exit, skipping the teardown of Node's platform and heap (~5 ms of every command
  * on a 2-core machine). The caller has flushed its output and run its 'exit' listeners. */
 static napi_value js_exit_now(napi_env env, napi_callback_info info) {
@@ -806,7 +819,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"flock", js_flock},       {"mount", js_mount},         {"umount2", js_umount2},   {"lsetxattr", js_lsetxattr},
       {"lgetxattr", js_lgetxattr}, {"llistxattr", js_llistxattr}, {"mknod", js_mknod}, {"setWindowSize", js_winsize},
       {"strerror", js_strerror}, {"umount2Async", js_umount2_async}, {"removeTree", js_remove_tree}, {"removeTreeAsync", js_remove_tree_async},
-      {"spawn", js_spawn}, {"exitNow", js_exit_now}, {"runAsync", js_run_async}, {"nftMapElem", js_nft_map_elem}, {"nftMapElemAsync", js_nft_map_elem_async}, {"portFree", js_port_free}, {"writeDetached", js_write_detached},       {"waitpid", js_waitpid}, {"waitpidAsync", js_waitpid_async},     {"pipe", js_pipe},
+      {"spawn", js_spawn}, {"exitNow", js_exit_now}, {"runAsync", js_run_async}, {"nftMapElem", js_nft_map_elem}, {"nftMapElemAsync", js_nft_map_elem_async}, {"portFree", js_port_free}, {"writeDetached", js_write_detached}, {"pollIn", js_poll_in},       {"waitpid", js_waitpid}, {"waitpidAsync", js_waitpid_async},     {"pipe", js_pipe},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

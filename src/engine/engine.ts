@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { BerthError, exists, invalid, notFound, precondition, unsupported } from "../common/errors.js";
 import { buildBinary, defaultRuntimeRoot, isRootless } from "../common/paths.js";
-import { removeTree, setWindowSize, SyscallError } from "../common/sys.js";
+import { removeFile, removeTree, setWindowSize, SyscallError } from "../common/sys.js";
 import { FileLock, ImageStore, pullImage, commitSnapshot, type ImageRecord, type Progress, parsePlatform, unmount as unmountPath, unmountAsync, type ContainerConfig as ImageContainerConfig } from "../images/index.js";
 import { writeFileAtomic } from "../common/lock.js";
 import { Runtime, parseSignal, launchHelper, ROOTFS_OVERLAY_ANNOTATION, type LaunchedHelper } from "../runtime/index.js";
@@ -149,7 +149,7 @@ export class Engine {
         const ended = await this.exitedLocked(id, { restart: false });
         if (ended) {
           this.containers.writeState(id, ended.view.state);
-          fs.rmSync(this.containers.path(id, "exit"), { force: true });
+          removeFile(this.containers.path(id, "exit"));
         }
         return;
       }
@@ -654,7 +654,7 @@ export class Engine {
           await this.removeLocked(ended.view, {}, true);
         } catch {
           this.containers.writeState(id, ended.view.state);
-          fs.rmSync(this.containers.path(id, "exit"), { force: true });
+          removeFile(this.containers.path(id, "exit"));
         }
       }
     } finally {
@@ -725,7 +725,7 @@ export class Engine {
       if (remove) return { view: { rec: v.rec, state } };
       this.containers.writeState(id, state);
       // recorded: a monitor waiting on an attached `run` (-w) sees it handled
-      fs.rmSync(this.containers.path(id, "exit"), { force: true });
+      removeFile(this.containers.path(id, "exit"));
       if (restart) {
         // docker's back-off: 100 ms doubling, at most a minute
         await sleep(Math.min(100 * 2 ** state.RestartCount, 60_000));

@@ -10,7 +10,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { exists, invalid, notFound } from "../common/errors.js";
-import { removeTree, removeTreeAsync } from "../common/sys.js";
+import { removeFile, removeTree, removeTreeAsync } from "../common/sys.js";
 import { FileLock, writeFileAtomic } from "../images/index.js";
 import type { ContainerConfig, EndpointSettings, HostConfig, NetworkSettings } from "./types.js";
 
@@ -129,7 +129,7 @@ export class ContainerStore {
   releaseName(name: string, id: string): void {
     const p = join(this.names, name.replace(/^\//, ""));
     try {
-      if (fs.readFileSync(p, "utf8") === id) fs.rmSync(p, { force: true });
+      if (fs.readFileSync(p, "utf8") === id) removeFile(p);
     } catch {
       /* already gone */
     }

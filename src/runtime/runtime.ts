@@ -8,13 +8,14 @@
  */
 import { trace } from "../common/trace.js";
 import { spawn } from "node:child_process";
-import { existsSync, openSync, readFileSync, readSync, closeSync, rmSync, writeFileSync, renameSync, constants as fsc, realpathSync, statSync } from "node:fs";
+import { existsSync, openSync, readFileSync, readSync, closeSync, writeFileSync, renameSync, constants as fsc, realpathSync, statSync } from "node:fs";
 import { constants as osc, userInfo } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { BerthError, errorMessage, invalid, notFound, precondition, unsupported } from "../common/errors.js";
 import * as cgroups from "../cgroups/index.js";
 import { compileSeccomp, type CompiledSeccomp, type Seccomp } from "../security/index.js";
 import { runHelper, type HelperOptions, type LaunchedHelper } from "./helper.js";
+import { pollIn, removeFile } from "../common/sys.js";
 import { createPlan, execPlan, removalPlan } from "./plan.js";
 import { codeNames } from "./protocol.js";
 import { hookNames, validateProcess, validateSpec, type Hook, type HookName, type NamespaceType, type Process, type Spec } from "./spec.js";
@@ -303,20 +304,26 @@ export class Runtime {
     const fd = openSync(fifo, fsc.O_RDONLY | fsc.O_NONBLOCK);
     try {
       const byte = Buffer.alloc(1);
-      for (let i = 0; ; i++) {
+      const began = process.hrtime.bigint();
+      const spinUntil = began + 2_000_000n;
+      for (let pauses = 0; ; ) {
         try {
           if (readSync(fd, byte, 0, 1, null) === 1) break;
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== "EAGAIN") throw err;
         }
+        // the writer wakes when we open and writes within microseconds: waited for in the kernel
+        // for up to 2 ms (a timer's turn costs a millisecond), then with pauses
+        const now = process.hrtime.bigint();
+        if (now < spinUntil && pollIn(fd, 2)) continue;
         if (this.store.status(rec) === "stopped") throw precondition("cannot start a container that has stopped");
-        if (i > 2000) throw new BerthError("System", "container did not take the start signal within 10s");
-        await sleep(i < 100 ? 0 : 5);
+        if (now - began > 10_000_000_000n) throw new BerthError("System", "container did not take the start signal within 10s");
+        await sleep(pauses++ < 100 ? 0 : 5);
       }
     } finally {
       closeSync(fd);
     }
-    rmSync(fifo, { force: true });
+    removeFile(fifo);
     for (const h of rec.spec.hooks?.poststart ?? []) {
       try {
         await runHook("poststart", h, { ...state, status: "running" });
