@@ -46,6 +46,36 @@ static void nft_gen(struct nft_msg *m, unsigned char family, unsigned short res,
   m->h.nlmsg_seq = seq;
 }
 
+/* Sends a request and reads the kernel's replies up to its answer to message SEQ: 0, or that
+ * answer's errno (or the socket's). A set element in a reply sets *found. */
+static int nft_exchange(const void *out, size_t len, unsigned seq, int *found) {
+  int nf = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+  if (nf < 0) return errno;
+  struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+  int err = 0, done = 0;
+  if (sendto(nf, out, len, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) err = errno;
+  while (!err && !done) {
+    char reply[4096];
+    ssize_t n = recv(nf, reply, sizeof reply, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      err = errno;
+      break;
+    }
+    for (struct nlmsghdr *h = (struct nlmsghdr *)reply; NLMSG_OK(h, (unsigned)n); h = NLMSG_NEXT(h, n)) {
+      if (h->nlmsg_type == NLMSG_ERROR && h->nlmsg_seq == seq) {
+        err = -((struct nlmsgerr *)NLMSG_DATA(h))->error;
+        done = 1;
+      } else if (found && h->nlmsg_type == ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM))
+        *found = 1;
+      else if (h->nlmsg_type == NLMSG_DONE)
+        done = 1;
+    }
+  }
+  close(nf);
+  return err;
+}
+
 /* 0, or the errno of the failure (ENOENT: no such table, map or element; EEXIST: there already) */
 static int nft_map_elem(int add, const char *table, const char *map, const void *key, size_t keylen, const void *data, size_t datalen) {
   struct nft_msg batch[3];
@@ -73,29 +103,7 @@ static int nft_map_elem(int add, const char *table, const char *map, const void 
     memcpy(out + len, &batch[i], batch[i].h.nlmsg_len);
     len += NLMSG_ALIGN(batch[i].h.nlmsg_len);
   }
-  int nf = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
-  if (nf < 0) return errno;
-  struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
-  int err = 0;
-  if (sendto(nf, out, len, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) err = errno;
-  while (!err) {
-    char reply[4096];
-    ssize_t n = recv(nf, reply, sizeof reply, 0);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      err = errno;
-      break;
-    }
-    int done = 0;
-    for (struct nlmsghdr *h = (struct nlmsghdr *)reply; NLMSG_OK(h, (unsigned)n); h = NLMSG_NEXT(h, n))
-      if (h->nlmsg_seq == 2 && h->nlmsg_type == NLMSG_ERROR) {
-        err = -((struct nlmsgerr *)NLMSG_DATA(h))->error;
-        done = 1;
-      }
-    if (done) break;
-  }
-  close(nf);
-  return err;
+  return nft_exchange(out, len, 2, NULL);
 }
 /* 1 when the map holds an element with this key, 0 when not (or no such table or map), -errno on
  * failure. A lookup, not a transaction: no wait for an RCU grace period, which a delete pays even
@@ -112,31 +120,9 @@ __attribute__((unused)) static int nft_map_elem_exists(const char *table, const 
   nft_nest_end(&m, k);
   nft_nest_end(&m, el);
   nft_nest_end(&m, list);
-  int nf = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
-  if (nf < 0) return -errno;
-  struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
-  int found = 0, err = 0, done = 0;
-  if (sendto(nf, &m, m.h.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) err = errno;
-  while (!err && !done) {
-    char reply[4096];
-    ssize_t n = recv(nf, reply, sizeof reply, 0);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      err = errno;
-      break;
-    }
-    for (struct nlmsghdr *h = (struct nlmsghdr *)reply; NLMSG_OK(h, (unsigned)n); h = NLMSG_NEXT(h, n)) {
-      if (h->nlmsg_type == NLMSG_ERROR) {
-        int e = -((struct nlmsgerr *)NLMSG_DATA(h))->error;
-        if (e && e != ENOENT) err = e;
-        done = 1;
-      } else if (h->nlmsg_type == ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM))
-        found = 1;
-      else if (h->nlmsg_type == NLMSG_DONE)
-        done = 1;
-    }
-  }
-  close(nf);
+  int found = 0;
+  int err = nft_exchange(&m, m.h.nlmsg_len, 1, &found);
+  if (err == ENOENT) return 0;
   return err ? -err : found;
 }
 #endif

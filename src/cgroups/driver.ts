@@ -73,25 +73,23 @@ function readPids(dir: string): number[] {
   return [...out];
 }
 
-/** rmdir depth-first; a cgroup whose last task is exiting is briefly busy. */
+/**
+ * rmdir depth-first; a cgroup whose last task is exiting is briefly busy. Most cgroups have no
+ * children: the directory is listed only when the first rmdir fails.
+ */
 function removeTree(dir: string): void {
-  // most cgroups have no children: rmdir first, list the directory only when it is not empty
-  try {
-    rmdirSync(dir);
-    return;
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ENOENT") return;
-    if (code !== "ENOTEMPTY" && code !== "EBUSY") throw new BerthError("System", `cannot remove cgroup ${dir}: ${(err as Error).message}`);
-  }
-  for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) removeTree(join(dir, e.name));
-  for (let i = 0; ; i++) {
+  for (let i = 0, listed = false; ; i++) {
     try {
       rmdirSync(dir);
       return;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === "ENOENT") return;
+      if (!listed && (code === "ENOTEMPTY" || code === "EBUSY")) {
+        listed = true;
+        for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) removeTree(join(dir, e.name));
+        continue;
+      }
       if (code !== "EBUSY" || i >= 400) throw new BerthError("System", `cannot remove cgroup ${dir}: ${(err as Error).message}`);
       sleepSync(i < 20 ? 1 : 5);
     }
