@@ -15,6 +15,7 @@ import { buildBinary, defaultRuntimeRoot, isRootless } from "../common/paths.js"
 import { removeFile, removeTree, setWindowSize, SyscallError } from "../common/sys.js";
 import { FileLock, ImageStore, pullImage, commitSnapshot, type ImageRecord, type Progress, parsePlatform, unmount as unmountPath, unmountAsync, type ContainerConfig as ImageContainerConfig } from "../images/index.js";
 import { writeFileAtomic } from "../common/lock.js";
+import { processStartTime } from "../common/proc.js";
 import { Runtime, parseSignal, launchHelper, ROOTFS_OVERLAY_ANNOTATION, type LaunchedHelper } from "../runtime/index.js";
 import { pidAlive } from "../images/content.js";
 import { buildSpec, capabilitiesFor, containerCgroup, layeredReader, resolveUser, resourcesFor, rootlessIdMappings, rootlessSpec, type RootReader } from "./spec.js";
@@ -55,12 +56,7 @@ declare global {
 }
 
 function procStart(pid: number): number | undefined {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]);
-  } catch {
-    return undefined;
-  }
+  return processStartTime(pid)?.start;
 }
 
 export class Engine {
@@ -385,12 +381,11 @@ export class Engine {
     const tty = rec.Config.Tty;
     // prepared by create (berth run): a container that never ran, its monitor already started
     let pre = this.prepared.get(id);
-    this.prepared.delete(id);
     if (pre && pre.handlesExit !== handlesExit) {
-      this.prepared.set(id, pre);
       this.dropPrepared(id);
       pre = undefined;
     }
+    this.prepared.delete(id);
     if (!pre) {
       // leftovers of an earlier run
       for (const f of ["exit", "pid", "monitor.pid"])
@@ -636,12 +631,10 @@ export class Engine {
 
   /**
    * The container ended (called by its monitor's exit command, or by whoever noticed first):
-   * record how, then apply --restart and --rm.
-   */
-  /**
-   * opts.unpublishInBackground (an attached run, whose user waits for it): published ports'
-   * elements are deleted by a process of their own, the ports held until it has ended
-   * (Networking.releaseInBackground), instead of waiting ~10 ms on the kernel here.
+   * record how, then apply --restart and --rm. opts.unpublishInBackground (an attached run, whose
+   * user waits for it): published ports' elements are deleted by a process of their own, the
+   * ports held until it has ended (Networking.releaseInBackground), instead of waiting ~10 ms on
+   * the kernel here.
    */
   async exited(id: string, opts: { restart?: boolean; unpublishInBackground?: boolean } = {}): Promise<void> {
     const lock = await this.containers.lock(id);

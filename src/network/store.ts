@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { BerthError, exists, invalid, notFound, precondition } from "../common/errors.js";
 import { FileLock, writeFileAtomic } from "../common/lock.js";
 import { portFree } from "../common/sys.js";
+import { processStartTime } from "../common/proc.js";
 import { bigToIp6, contains, contains6, formatSubnet, formatSubnet6, hostRoutes, ip6ToBig, ipToNum, macFor, numToIp, overlaps, overlaps6, parseSubnet, parseSubnet6, subnet6Size, subnetSize, type Subnet } from "./addr.js";
 
 export interface NetworkRecord {
@@ -74,23 +75,13 @@ export function isReleaser(holder: string): boolean {
 /** Whether the process a releaser holder names still runs (same pid, same start time). */
 export function releaserAlive(holder: string): boolean {
   const [, pid, start] = holder.split(":");
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return fields[0] !== "Z" && fields[19] === start;
-  } catch {
-    return false;
-  }
+  const p = processStartTime(Number(pid));
+  return !!p && !p.zombie && String(p.start) === start;
 }
 
-/** The start time (clock ticks since boot) of a process, as releaserHolder records it; 0 when gone. */
+/** The start time of a process, as releaserHolder records it; 0 when gone. */
 export function processStart(pid: number): number {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]);
-  } catch {
-    return 0;
-  }
+  return processStartTime(pid)?.start ?? 0;
 }
 
 interface Doc {

@@ -9,7 +9,10 @@ import { join } from "node:path";
 import { exists, invalid, notFound } from "../common/errors.js";
 import { removeTree } from "../common/sys.js";
 import * as cgroups from "../cgroups/index.js";
+import { processStartTime } from "../common/proc.js";
 import type { NamespaceType, Spec } from "./spec.js";
+
+export { processStartTime };
 
 export type Status = "creating" | "created" | "running" | "paused" | "stopped";
 
@@ -52,16 +55,6 @@ const idPattern = /^[\w+\-.]+$/;
 export function checkId(id: string): void {
   if (!id) throw invalid("container id cannot be empty");
   if (!idPattern.test(id) || id === "." || id === "..") throw invalid(`invalid container id ${JSON.stringify(id)}: use letters, digits, _ + - .`);
-}
-
-export function processStartTime(pid: number): { start: number; zombie: boolean } | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return { start: Number(fields[19]), zombie: fields[0] === "Z" || fields[0] === "X" };
-  } catch {
-    return undefined;
-  }
 }
 
 export class StateStore {
