@@ -11,6 +11,10 @@
  * monitor waits for it to end, and runs the exit command only if DIR/exit is still there (the
  * process did not get to record the exit); otherwise one more process start is saved.
  *
+ * A helper that exits 0 before any container existed (berth started the monitor early, then
+ * withdrew the start: the helper's plan ended before its first byte) ends the monitor quietly: no
+ * exit record, no exit command.
+ *
  * -D: fork at once and let the parent exit, so whoever started the monitor reaps it right away and
  * the monitor lives on as an orphan (adopted by init or the nearest subreaper), never a zombie of
  * a long-lived caller.
@@ -328,7 +332,8 @@ static void console_accept(void)
 }
 
 /* berth withdrew the start before the container existed: no exit record, no exit command */
-static void quiet_exit(void) {
+static void quiet_exit(void)
+{
 	char path[PATH_MAX];
 	path_in_dir(path, sizeof path, "attach.sock");
 	unlink(path);
