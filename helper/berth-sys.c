@@ -161,6 +161,13 @@ static void rc_complete(napi_env env, napi_status status, void *data) {
   free(w);
 }
 
+/* a zeroed thread-pool job of SIZE bytes, or NULL after throwing */
+static void *work_alloc(napi_env env, size_t size) {
+  void *w = calloc(1, size);
+  if (!w) napi_throw_error(env, NULL, "out of memory");
+  return w;
+}
+
 struct umount_work {
   struct rc_work head;
   char target[PATH_BYTES];
@@ -177,11 +184,8 @@ static napi_value js_umount2_async(napi_env env, napi_callback_info info) {
   struct args a;
   char *d;
   int64_t flags;
-  struct umount_work *w = calloc(1, sizeof *w);
-  if (!w) {
-    napi_throw_error(env, NULL, "out of memory");
-    return NULL;
-  }
+  struct umount_work *w = work_alloc(env, sizeof *w);
+  if (!w) return NULL;
   if (get_args(env, info, &a) || get_str(env, a.v[0], w->target, sizeof w->target, &d) || get_i64(env, a.v[1], &flags) || !d) {
     free(w);
     return NULL;
@@ -373,11 +377,8 @@ static void remove_execute(napi_env env, void *data) {
 static napi_value js_remove_tree_async(napi_env env, napi_callback_info info) {
   struct args a;
   char *p;
-  struct remove_work *w = calloc(1, sizeof *w);
-  if (!w) {
-    napi_throw_error(env, NULL, "out of memory");
-    return NULL;
-  }
+  struct remove_work *w = work_alloc(env, sizeof *w);
+  if (!w) return NULL;
   if (get_args(env, info, &a) || get_str(env, a.v[0], w->path, sizeof w->path, &p) || !p) {
     free(w);
     return NULL;
@@ -609,11 +610,8 @@ static napi_value js_waitpid_async(napi_env env, napi_callback_info info) {
   struct args a;
   int64_t pid;
   if (get_args(env, info, &a) || get_i64(env, a.v[0], &pid)) return NULL;
-  struct wait_work *w = calloc(1, sizeof *w);
-  if (!w) {
-    napi_throw_error(env, NULL, "out of memory");
-    return NULL;
-  }
+  struct wait_work *w = work_alloc(env, sizeof *w);
+  if (!w) return NULL;
   w->pid = (pid_t)pid;
   return queue_work(env, "berth-waitpid", wait_execute, rc_complete, w, &w->head.work, &w->head.deferred);
 }
@@ -668,11 +666,8 @@ static napi_value js_nft_map_elem_async(napi_env env, napi_callback_info info) {
   char *t, *m;
   void *key, *data = NULL;
   size_t keylen, datalen = 0;
-  struct elem_work *w = calloc(1, sizeof *w);
-  if (!w) {
-    napi_throw_error(env, NULL, "out of memory");
-    return NULL;
-  }
+  struct elem_work *w = work_alloc(env, sizeof *w);
+  if (!w) return NULL;
   if (get_args(env, info, &a) || napi_get_value_bool(env, a.v[0], &add) != napi_ok || get_str(env, a.v[1], w->table, sizeof w->table, &t) ||
       get_str(env, a.v[2], w->map, sizeof w->map, &m) || !t || !m || get_buf(env, a.v[3], &key, &keylen) || (add && get_buf(env, a.v[4], &data, &datalen))) {
     free(w);

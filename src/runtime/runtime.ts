@@ -191,7 +191,8 @@ export class Runtime {
       trace("runtime: record written");
       const r = spec.linux?.resources;
       try {
-        cg.create();
+        // made already by prepareCgroup in this process (its directories are not made twice)
+        if (!this.preparedCgroups.delete(path)) cg.create();
         trace("runtime: cgroup dirs made");
         // after the mkdirs: the primer holds the cgroup lock while it waits
         if (!cg.cloneIntoDir() && process.getuid?.() === 0) cgroups.primeAttach();
@@ -305,7 +306,7 @@ export class Runtime {
     try {
       const byte = Buffer.alloc(1);
       const began = process.hrtime.bigint();
-      const spinUntil = began + 2_000_000n;
+      const pollUntil = began + 2_000_000n;
       for (let pauses = 0; ; ) {
         try {
           if (readSync(fd, byte, 0, 1, null) === 1) break;
@@ -315,7 +316,7 @@ export class Runtime {
         // the writer wakes when we open and writes within microseconds: waited for in the kernel
         // for up to 2 ms (a timer's turn costs a millisecond), then with pauses
         const now = process.hrtime.bigint();
-        if (now < spinUntil && pollIn(fd, 2)) continue;
+        if (now < pollUntil && pollIn(fd, 2)) continue;
         if (this.store.status(rec) === "stopped") throw precondition("cannot start a container that has stopped");
         if (now - began > 10_000_000_000n) throw new BerthError("System", "container did not take the start signal within 10s");
         await sleep(pauses++ < 100 ? 0 : 5);
@@ -384,19 +385,26 @@ export class Runtime {
   prepareCgroup(id: string, cgroupsPath: string | undefined): void {
     if (process.getuid?.() !== 0) return;
     try {
-      const cg = cgroups.openCgroup(cgroups.cgroupPathFor(id, cgroupsPath));
+      const path = cgroups.cgroupPathFor(id, cgroupsPath);
+      const cg = cgroups.openCgroup(path);
       cg.create();
+      this.preparedCgroups.add(path);
       if (!cg.cloneIntoDir()) cgroups.primeAttach();
     } catch {
       /* create says what is wrong */
     }
   }
 
+  /** Cgroups prepareCgroup made in this process, not yet taken by a create. */
+  private readonly preparedCgroups = new Set<string>();
+
   /** Undoes prepareCgroup for a container that was never created (its start failed first). */
   discardCgroup(id: string, cgroupsPath: string | undefined): void {
     if (process.getuid?.() !== 0 || this.store.has(id)) return;
+    const path = cgroups.cgroupPathFor(id, cgroupsPath);
+    this.preparedCgroups.delete(path);
     try {
-      cgroups.openCgroup(cgroups.cgroupPathFor(id, cgroupsPath)).remove();
+      cgroups.openCgroup(path).remove();
     } catch {
       /* not made, or holds processes: not ours to force */
     }
