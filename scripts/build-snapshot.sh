@@ -22,6 +22,13 @@ node scripts/unwrap-builtins.mjs dist/berth-snapshot.cjs
 flags=${BERTH_SNAPSHOT_FLAGS:-$(cat scripts/snapshot.flags)}
 if "$node" $flags --snapshot-blob dist/berth.blob.tmp --build-snapshot scripts/snapshot-entry.cjs >/dev/null 2>dist/berth.blob.log; then
   grep '^build-snapshot:' dist/berth.blob.log >&2 || true
+  # without node's code cache for its built-ins (scripts/strip-snapshot-cache.mjs), kept only
+  # when node starts berth from the smaller blob
+  if "$node" scripts/strip-snapshot-cache.mjs dist/berth.blob.tmp dist/berth.blob.small &&
+    [ "$("$node" --snapshot-blob dist/berth.blob.small $flags -- --version 2>/dev/null)" = "$("$node" --snapshot-blob dist/berth.blob.tmp $flags -- --version 2>/dev/null)" ]; then
+    mv dist/berth.blob.small dist/berth.blob.tmp
+  fi
+  rm -f dist/berth.blob.small
   mv dist/berth.blob.tmp dist/berth.blob
   touch -r "$node" dist/berth.blob.node
   echo "$flags" > dist/berth.blob.flags

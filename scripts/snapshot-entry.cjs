@@ -16,6 +16,12 @@ const script = new vm.Script(require("node:module").wrap(fs.readFileSync(file, "
 if (cachedData) process.stderr.write(script.cachedDataRejected ? "build-snapshot: training cache is stale, not used\n" : "build-snapshot: with the training cache\n");
 const m = { exports: {} };
 script.runInThisContext()(m.exports, require, m, file, dist);
+// Node's own functions that berth's commands call, compiled now too (scripts/snapshot-warmup.cjs;
+// an entry script can require only built-in modules, so it is loaded the way the bundle is)
+const warmupFile = path.join(process.cwd(), "scripts", "snapshot-warmup.cjs");
+const warmup = { exports: {} };
+new vm.Script(require("node:module").wrap(fs.readFileSync(warmupFile, "utf8")), { filename: warmupFile }).runInThisContext()(warmup.exports, require, warmup, warmupFile, path.dirname(warmupFile));
+warmup.exports();
 // What a start from the snapshot runs (no entry script to find, read and compile: ~2 ms): berth's
 // main, with the arguments after node's own (`node --snapshot-blob BLOB FLAGS -- ARGS`), told where
 // its binaries are (this checkout's build/, known now).
