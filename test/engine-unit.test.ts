@@ -56,3 +56,17 @@ test("the events log is rotated at its size limit, and read across the rotation"
   assert.ok(seen.length > 5);
   fs.rmSync(root, { recursive: true });
 });
+
+test("berth's path join gives path.join's result for every shape of part", async () => {
+  const { join: fastJoin } = await import("../src/common/path.js");
+  const parts = ["/", "", ".", "..", "a", "/a", "a/", "a//b", "./a", "a/.", "a/..", "../a", ".a", "..a", "a..", "...", "/var/lib/berth", "x/./y", "é", "a b"];
+  let checked = 0;
+  for (const p of parts)
+    for (const q of parts)
+      for (const r of ["", "c", "..", "c/"]) {
+        assert.equal(fastJoin(p, q, r), join(p, q, r), JSON.stringify([p, q, r]));
+        checked++;
+      }
+  assert.equal(fastJoin(), join());
+  assert.ok(checked > 1000);
+});

@@ -7,7 +7,7 @@
  * one mounted cgroup tree: on v1 one per controller set, on v2 the single unified tree.
  */
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { join } from "../common/path.js";
 import { BerthError, invalid } from "../common/errors.js";
 import { defaultDeviceRules, v1Writes, v2Writes, validateResources, type CgroupWrite, type DeviceRule, type HostLimits, type LinuxResources } from "./resources.js";
 import { deviceFilterProgram } from "./devicefilter.js";

@@ -4,7 +4,7 @@
  * The runtime uses `openCgroup(path)`; drivers and the value mapping are exported for tests and tools.
  */
 import { readFileSync, rmdirSync } from "node:fs";
-import { join } from "node:path";
+import { join } from "../common/path.js";
 import { BerthError, invalid } from "../common/errors.js";
 import { writeDetached } from "../common/sys.js";
 import { V1Driver, V2Driver, type CgroupDriver, type Hierarchy } from "./driver.js";

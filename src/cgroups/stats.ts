@@ -1,6 +1,6 @@
 /** Container statistics in the shape of runc's `events --stats` data (libcontainer's types). */
 import { readFileSync } from "node:fs";
-import { join } from "node:path";
+import { join } from "../common/path.js";
 
 export interface MemoryEntry {
   limit: number;

@@ -1,6 +1,7 @@
 /** Where berth's own binaries are: the launcher sets berthBuildDir; otherwise next to the sources. */
 import { existsSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { dirname } from "node:path";
+import { join } from "./path.js";
 import { fileURLToPath } from "node:url";
 import { BerthError } from "./errors.js";
 

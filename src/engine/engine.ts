@@ -8,7 +8,7 @@
 import { trace } from "../common/trace.js";
 import * as fs from "node:fs";
 import { connect, type Socket } from "node:net";
-import { join } from "node:path";
+import { join } from "../common/path.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { BerthError, exists, invalid, notFound, precondition, unsupported } from "../common/errors.js";
 import { buildBinary, defaultRuntimeRoot, isRootless } from "../common/paths.js";
@@ -412,6 +412,7 @@ export class Engine {
       if (!rootless && !isMountpoint(rootfs)) this.images.snapshots.mount(id, rootfs, { volatile: hc.AutoRemove });
       trace("start: rootfs mounted");
       const user = resolveUser(this.rootReader(id), rec.Config.User);
+      trace("start: user resolved");
       const mounts = this.specMounts(rec);
       // the network: addresses and ports now (the rules are written meanwhile), the veth once the
       // container's namespace exists

@@ -4,7 +4,7 @@
  * are single O_APPEND writes, so concurrent writers do not interleave.
  */
 import * as fs from "node:fs";
-import { join } from "node:path";
+import { join } from "../common/path.js";
 import { setTimeout as sleep } from "node:timers/promises";
 
 export interface BerthEvent {

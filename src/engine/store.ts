@@ -7,7 +7,7 @@
  *   <root>/containers/<id>/lock         flock for changes to one container
  */
 import * as fs from "node:fs";
-import { join } from "node:path";
+import { join } from "../common/path.js";
 import { randomBytes } from "node:crypto";
 import { exists, invalid, notFound } from "../common/errors.js";
 import { removeFile, removeTree, removeTreeAsync } from "../common/sys.js";

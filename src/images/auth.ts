@@ -6,7 +6,8 @@
  */
 import * as fs from "node:fs";
 import { homedir } from "node:os";
-import { dirname, join } from "node:path";
+import { dirname } from "node:path";
+import { join } from "../common/path.js";
 import { invalid } from "../common/errors.js";
 import { writeFileAtomic } from "../common/lock.js";
 import { DEFAULT_DOMAIN } from "./reference.js";

@@ -5,7 +5,7 @@
  */
 import * as fs from "node:fs";
 import { createHash } from "node:crypto";
-import { join } from "node:path";
+import { join } from "../common/path.js";
 import { randomBytes } from "node:crypto";
 import { builtin } from "../common/builtin.js";
 import { invalid } from "../common/errors.js";

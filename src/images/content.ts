@@ -6,7 +6,7 @@
  */
 import * as fs from "node:fs";
 import { createHash, type Hash } from "node:crypto";
-import { join } from "node:path";
+import { join } from "../common/path.js";
 import { invalid, notFound } from "../common/errors.js";
 import { FileLock } from "../common/lock.js";
 

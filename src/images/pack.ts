@@ -4,7 +4,7 @@
  * whiteouts and trusted.overlay.opaque into `.wh..wh..opq`, as docker's overlay2 driver writes them.
  */
 import * as fs from "node:fs";
-import { join } from "node:path";
+import { join } from "../common/path.js";
 import { lgetxattr, llistxattr } from "../common/sys.js";
 import { encodeHeader, END_OF_ARCHIVE, padding, type EntryType, type TarHeader } from "./tar.js";
 

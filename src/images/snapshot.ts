@@ -11,7 +11,7 @@
  */
 import * as fs from "node:fs";
 import { spawnSync } from "node:child_process";
-import { join } from "node:path";
+import { join } from "../common/path.js";
 import { randomBytes } from "node:crypto";
 import { BerthError, notFound } from "../common/errors.js";
 import { mount as sysMount, removeTree, removeTreeAsync, umount, umountAsync, MNT_DETACH, SyscallError } from "../common/sys.js";

@@ -10,7 +10,7 @@
  * removes what a running pull has fetched but not yet named.
  */
 import * as fs from "node:fs";
-import { join } from "node:path";
+import { join } from "../common/path.js";
 import { BerthError, invalid, notFound, precondition } from "../common/errors.js";
 import { defaultStoreRoot } from "../common/paths.js";
 import { ContentStore, sha256 } from "./content.js";

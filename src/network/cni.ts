@@ -7,7 +7,7 @@
  */
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
-import { join } from "node:path";
+import { join } from "../common/path.js";
 import { BerthError, invalid, notFound } from "../common/errors.js";
 
 export interface CniConflist {

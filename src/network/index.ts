@@ -8,7 +8,7 @@
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
-import { join } from "node:path";
+import { join } from "../common/path.js";
 import { BerthError } from "../common/errors.js";
 import { buildBinary } from "../common/paths.js";
 import { FileLock } from "../common/lock.js";

@@ -6,7 +6,7 @@
  */
 import * as fs from "node:fs";
 import { randomBytes } from "node:crypto";
-import { join } from "node:path";
+import { join } from "../common/path.js";
 import { BerthError, exists, invalid, notFound, precondition } from "../common/errors.js";
 import { FileLock, writeFileAtomic } from "../common/lock.js";
 import { portFree } from "../common/sys.js";

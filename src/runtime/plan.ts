@@ -4,7 +4,8 @@
  * how options turn into mount flags. The helper only executes.
  */
 import { existsSync, readFileSync, statSync } from "node:fs";
-import { isAbsolute, join, resolve } from "node:path";
+import { isAbsolute, resolve } from "node:path";
+import { join } from "../common/path.js";
 import { invalid, unsupported } from "../common/errors.js";
 import { capabilityMask, type CompiledSeccomp } from "../security/index.js";
 import * as cgroups from "../cgroups/index.js";

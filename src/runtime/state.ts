@@ -5,7 +5,7 @@
  * the exec fifo (created) and the freezer (paused).
  */
 import { mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync, existsSync } from "node:fs";
-import { join } from "node:path";
+import { join } from "../common/path.js";
 import { exists, invalid, notFound } from "../common/errors.js";
 import { removeTree } from "../common/sys.js";
 import * as cgroups from "../cgroups/index.js";

@@ -7,7 +7,7 @@
 import { createHash } from "node:crypto";
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { join } from "../common/path.js";
 import { BerthError, invalid } from "../common/errors.js";
 import { buildBinary } from "../common/paths.js";
 

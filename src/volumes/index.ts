@@ -5,7 +5,7 @@
  * 64-hex name and are marked so `volume prune` removes them by default, as docker 23+ does.
  */
 import * as fs from "node:fs";
-import { join } from "node:path";
+import { join } from "../common/path.js";
 import { randomBytes } from "node:crypto";
 import { exists, invalid, notFound } from "../common/errors.js";
 

@@ -2,7 +2,8 @@
 import { trace } from "../../common/trace.js";
 import * as fs from "node:fs";
 import { spawnSync } from "node:child_process";
-import { basename, dirname, join } from "node:path";
+import { basename, dirname } from "node:path";
+import { join } from "../../common/path.js";
 import { BerthError, invalid } from "../../common/errors.js";
 import { containerInspect, containerSummary, defaultContainerConfig, defaultHostConfig, parseSize, readLogs, type CreateRequest } from "../../engine/index.js";
 import { inspectImage, packDirectory, parseReference } from "../../images/index.js";

@@ -1,7 +1,7 @@
 /** berth doctor: what this host offers berth, and exactly how to fix what is missing. */
 import * as fs from "node:fs";
 import { spawnSync } from "node:child_process";
-import { join } from "node:path";
+import { join } from "../../common/path.js";
 import { release } from "node:os";
 import { buildBinary } from "../../common/paths.js";
 import type { Context } from "./context.js";

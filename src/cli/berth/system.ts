@@ -1,7 +1,7 @@
 /** berth's volume, system and remaining container commands: volume *, diff, update, stats, port, info, version, doctor. */
 import * as fs from "node:fs";
 import * as os from "node:os";
-import { join } from "node:path";
+import { join } from "../../common/path.js";
 import { BerthError, invalid } from "../../common/errors.js";
 import { list, parse, str, UsageError } from "../pflag.js";
 import { confirm, printInspect } from "./images.js";
