@@ -107,6 +107,16 @@ static int cgroup_fds[16];
 static const char *cgroup_paths[16];
 static int ncgroup_fds;
 static int clone_cgroup_fd = -1; /* cgroup v2 directory to clone the child into */
+static const char *clone_cgroup_dir;
+/* CGROUP_JOIN: each v1 cgroup's tasks file, the helper's own to return to, and the cgroup.procs
+ * written with the child's pid when the helper could not join (opened in the host, before SETNS) */
+struct cgroup_join {
+  int tasks, back, procs;
+  const char *dir;
+  int joined;
+};
+static struct cgroup_join cgroup_joins[16];
+static int ncgroup_joins;
 
 /* Child-side state. */
 static int root_fd = -1;
@@ -672,6 +682,11 @@ static void run_child(int release_fd) {
   close(release_fd);
   trace_step("released");
   for (int i = 0; i < ncgroup_fds; i++) close(cgroup_fds[i]); /* host files: the parent's business */
+  for (int i = 0; i < ncgroup_joins; i++) {
+    close(cgroup_joins[i].tasks);
+    close(cgroup_joins[i].back);
+    close(cgroup_joins[i].procs);
+  }
   if (clone_cgroup_fd >= 0) close(clone_cgroup_fd);
   /* Until execve the process is the host's helper binary: not dumpable, so nothing in the container
    * can open /proc/<pid>/exe (the CVE-2019-5736 class) or ptrace it. It stayed dumpable only so the
@@ -1068,7 +1083,21 @@ int main(int argc, char **argv) {
         ncgroup_fds++;
       }
       break;
+    case OP_CGROUP_JOIN:
+      if (ncgroup_joins < (int)(sizeof cgroup_joins / sizeof *cgroup_joins)) {
+        struct cgroup_join *j = &cgroup_joins[ncgroup_joins++];
+        char p[PATH_MAX];
+        j->dir = a[0];
+        snprintf(p, sizeof p, "%s/tasks", a[0]);
+        j->tasks = open(p, O_WRONLY | O_CLOEXEC);
+        j->back = open(a[1], O_WRONLY | O_CLOEXEC);
+        snprintf(p, sizeof p, "%s/cgroup.procs", a[0]);
+        j->procs = open(p, O_WRONLY | O_CLOEXEC);
+        TRY(j->procs, "open %s", p);
+      }
+      break;
     case OP_CLONE_INTO_CGROUP:
+      clone_cgroup_dir = a[0];
       clone_cgroup_fd = open(a[0], O_PATH | O_DIRECTORY | O_CLOEXEC);
       TRY(clone_cgroup_fd, "open cgroup %s", a[0]);
       break;
@@ -1094,6 +1123,13 @@ int main(int argc, char **argv) {
    * unprivileged parent must be able to write the child's maps: its child does this after release.) */
   helper_root = geteuid() == 0;
   if (helper_root) TRY(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "make the helper non-dumpable");
+  /* v1: into the container's cgroups as a single thread (no global lock), so the child is born
+   * there; the joins that fail are done as moves of the child below */
+  for (int i = 0; i < ncgroup_joins; i++) {
+    struct cgroup_join *j = &cgroup_joins[i];
+    j->joined = j->tasks >= 0 && j->back >= 0 && write(j->tasks, "0", 1) == 1;
+  }
+  trace_step("cgroups joined by the helper");
   stage = "clone";
   trace_step("clone");
   pid_t pid = -1;
@@ -1130,12 +1166,28 @@ int main(int argc, char **argv) {
   snprintf(pidstr, sizeof pidstr, "%d", pid);
   trace_step("maps written");
   if (clone_cgroup_fd >= 0) close(clone_cgroup_fd);
-  for (int i = 0; i < ncgroup_fds && born_in_cgroup; i++) close(cgroup_fds[i]);
-  for (int i = 0; i < ncgroup_fds && !born_in_cgroup; i++) {
-    stage = "CGROUP_PROCS";
-    if (write(cgroup_fds[i], pidstr, strlen(pidstr)) < 0) {
+  for (int i = 0; i < ncgroup_joins; i++) {
+    struct cgroup_join *j = &cgroup_joins[i];
+    /* back where it came from: the helper is no process of the container (should the kernel
+     * refuse, as a cgroup namespace joined for an exec can, it stays until it exits) */
+    if (j->joined) (void)!write(j->back, "0", 1);
+    if (!j->joined && write(j->procs, pidstr, strlen(pidstr)) < 0) {
       kill(pid, SIGKILL);
-      die(errno, "add pid %d to %s", pid, cgroup_paths[i]);
+      die(errno, "add pid %d to %s", pid, j->dir);
+    }
+    close(j->tasks);
+    close(j->back);
+    close(j->procs);
+  }
+  for (int i = 0; i < ncgroup_fds; i++) {
+    /* the cgroup.procs of the directory the child was cloned into needs no write */
+    size_t n = clone_cgroup_dir ? strlen(clone_cgroup_dir) : 0;
+    if (!(born_in_cgroup && strncmp(cgroup_paths[i], clone_cgroup_dir, n) == 0 && strcmp(cgroup_paths[i] + n, "/cgroup.procs") == 0)) {
+      stage = "CGROUP_PROCS";
+      if (write(cgroup_fds[i], pidstr, strlen(pidstr)) < 0) {
+        kill(pid, SIGKILL);
+        die(errno, "add pid %d to %s", pid, cgroup_paths[i]);
+      }
     }
     close(cgroup_fds[i]);
   }

@@ -6,11 +6,11 @@
  */
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { project, rootSkip, tempDir, leaks } from "./helpers.js";
-import { berth, berthEnv, importBusybox, ok, removeNetworking, sh, type BerthEnv } from "./image-helpers.js";
+import { berth, berthCommand, berthEnv, importBusybox, ok, removeNetworking, sh, type BerthEnv } from "./image-helpers.js";
 
 let env: BerthEnv;
 let runtimeRoot: string;
@@ -137,6 +137,34 @@ describe("containers", { skip: rootSkip }, () => {
     assert.equal(cg("pids", "pids.max"), "50");
     assert.equal(cg("cpuset", "cpuset.cpus"), "0");
     ok(b(["rm", "-f", "res"]));
+  });
+
+  test("a container's cgroups hold its processes only: the helper that joined them first has left; an exec joins them; --pids-limit 1 starts", async () => {
+    const members = (id: string) => {
+      // every hierarchy that has the container's cgroup (v1: one per controller set; v2: one)
+      const dirs = [`/sys/fs/cgroup/berth/${id}`, ...fs.readdirSync("/sys/fs/cgroup").map((h) => `/sys/fs/cgroup/${h}/berth/${id}`)].filter((d) => fs.existsSync(join(d, "cgroup.procs")));
+      assert.ok(dirs.length > 0, "the container has cgroups");
+      return dirs.map((d) => fs.readFileSync(join(d, "cgroup.procs"), "utf8").trim().split("\n").filter(Boolean).map(Number).sort());
+    };
+    const comm = (pid: number) => fs.readFileSync(`/proc/${pid}/comm`, "utf8").trim();
+    const id = ok(b(["run", "-d", "--name", "members", "busybox", "sleep", "100"])).stdout.trim();
+    const pid = Number(ok(b(["inspect", "--format", "{{.State.Pid}}", "members"])).stdout.trim());
+    for (const procs of members(id)) assert.deepEqual(procs, [pid], "the init alone, in every hierarchy");
+    for (const line of fs.readFileSync(`/proc/${pid}/cgroup`, "utf8").trim().split("\n")) assert.match(line, new RegExp(`/berth/${id}$`), line);
+    assert.ok(!fs.readFileSync("/proc/self/cgroup", "utf8").includes(id), "berth itself is not in the container's cgroup");
+    // an attached exec: its helper stays (as the exec'd process's parent) but not in the cgroups
+    const e: Record<string, string> = { ...(process.env as Record<string, string>), BERTH_ROOT: env.root, BERTH_CONFIG_DIR: env.configDir, DOCKER_CONFIG: env.dockerConfig, BERTH_RUNTIME_ROOT: runtimeRoot };
+    delete e.NODE_EXTRA_CA_CERTS;
+    const attached = spawn(process.execPath, [...berthCommand(), "exec", "members", "sleep", "3"], { env: e, stdio: "ignore" });
+    const done = new Promise((r) => attached.once("exit", r));
+    for (let i = 0; i < 100 && members(id)[0]!.length < 2; i++) await new Promise((r) => setTimeout(r, 30));
+    for (const procs of members(id)) assert.deepEqual(procs.map(comm), ["sleep", "sleep"], "the init and the exec'd process, no helper");
+    await done;
+    ok(b(["rm", "-f", "members"]));
+    const tight = ok(b(["run", "-d", "--pids-limit", "1", "busybox", "sleep", "100"])).stdout.trim();
+    const tightPid = Number(ok(b(["inspect", "--format", "{{.State.Pid}}", tight])).stdout.trim());
+    for (const procs of members(tight)) assert.deepEqual(procs, [tightPid]);
+    ok(b(["rm", "-f", tight]));
   });
 
   test("bad input: docker's wording and exit codes, nothing half-created", () => {

@@ -20,15 +20,56 @@ export interface Hierarchy {
   v2: boolean;
 }
 
+/**
+ * How a container's first process gets into its cgroup, per hierarchy, cheapest first:
+ * - cloneInto (v2, and the v2 mount of a hybrid host): cloned straight into the directory
+ *   (clone3 CLONE_INTO_CGROUP), its cgroup.procs (also listed in procs) written only on kernels
+ *   without it;
+ * - joins (v1, as root): the helper moves itself in right before clone, as one thread ("0" to
+ *   tasks), which the kernel does without its global cgroup lock, then moves back (to `back`,
+ *   its own tasks file); the child is born in the cgroup;
+ * - procs: the child's pid written to cgroup.procs after clone, a move under that lock, whose
+ *   first taking after a quiet spell waits an RCU grace period (~5-20 ms on this host).
+ */
+export interface CgroupEntry {
+  cloneInto?: string;
+  joins: { dir: string; back: string }[];
+  procs: string[];
+}
+
+export interface EntryOptions {
+  /** Whether the helper may join (root; the caller's own cgroups are where it returns). */
+  helperJoins: boolean;
+  /** Whether the pids limit leaves no room for the helper beside the process (the caller knows
+   * how many the cgroup holds: a new container none, an exec's container its own) */
+  pidsTight?: boolean;
+}
+
+/** This process's cgroup in each v1 hierarchy, by its controllers ("cpu,cpuacct"), from /proc/self/cgroup. */
+function ownCgroups(): Map<string, string> {
+  const own = new Map<string, string>();
+  try {
+    for (const line of readFileSync("/proc/self/cgroup", "utf8").split("\n")) {
+      const first = line.indexOf(":");
+      const second = line.indexOf(":", first + 1);
+      if (first < 0 || second < 0) continue;
+      own.set(line.slice(first + 1, second).split(",").sort().join(","), line.slice(second + 1));
+    }
+  } catch {
+    /* none known: every hierarchy is entered by a move */
+  }
+  return own;
+}
+
 export interface CgroupDriver {
   readonly version: 1 | 2;
   readonly hierarchies: Hierarchy[];
   /** Creates the cgroup (and its parents) in every hierarchy; idempotent. */
   create(path: string): void;
-  /** cgroup.procs files the helper writes the container's first pid into. */
+  /** The cgroup.procs file of each hierarchy. */
   procsFiles(path: string): string[];
-  /** v2: the directory a child can be cloned straight into (CLONE_INTO_CGROUP, no move); v1: none. */
-  cloneIntoDir(path: string): string | undefined;
+  /** How a container's first process gets into the cgroup (see CgroupEntry). */
+  entry(path: string, opts: EntryOptions): CgroupEntry;
   /** Validates and writes resources; returns warnings for fields the version cannot honour. */
   apply(path: string, r: LinuxResources, opts?: { devices?: boolean }): string[];
   pids(path: string): number[];
@@ -144,8 +185,21 @@ export class V1Driver implements CgroupDriver {
     return this.hierarchies.map((h) => join(h.mount, path, "cgroup.procs"));
   }
 
-  cloneIntoDir(): string | undefined {
-    return undefined;
+  entry(path: string, opts: EntryOptions): CgroupEntry {
+    const own = opts.helperJoins ? ownCgroups() : new Map<string, string>();
+    const e: CgroupEntry = { joins: [], procs: [] };
+    for (const h of this.hierarchies) {
+      const dir = join(h.mount, path);
+      const back = own.get([...h.controllers].sort().join(","));
+      const noRoom = h.controllers.includes("pids") && opts.pidsTight;
+      if (h.v2) e.cloneInto = dir;
+      else if (back !== undefined && !noRoom) {
+        e.joins.push({ dir, back: join(h.mount, back, "tasks") });
+        continue;
+      }
+      e.procs.push(join(dir, "cgroup.procs"));
+    }
+    return e;
   }
 
   apply(path: string, r: LinuxResources, opts: { devices?: boolean } = {}): string[] {
@@ -281,8 +335,8 @@ export class V2Driver implements CgroupDriver {
     return [join(this.mount, path, "cgroup.procs")];
   }
 
-  cloneIntoDir(path: string): string | undefined {
-    return join(this.mount, path);
+  entry(path: string): CgroupEntry {
+    return { cloneInto: join(this.mount, path), joins: [], procs: [join(this.mount, path, "cgroup.procs")] };
   }
 
   apply(path: string, r: LinuxResources): string[] {

@@ -7,11 +7,11 @@ import { readFileSync, rmdirSync } from "node:fs";
 import { join } from "../common/path.js";
 import { BerthError, invalid } from "../common/errors.js";
 import { writeDetached } from "../common/sys.js";
-import { V1Driver, V2Driver, type CgroupDriver, type Hierarchy } from "./driver.js";
+import { V1Driver, V2Driver, type CgroupDriver, type CgroupEntry, type EntryOptions, type Hierarchy } from "./driver.js";
 import type { HostLimits, LinuxResources } from "./resources.js";
 import type { Stats } from "./stats.js";
 
-export { V1Driver, V2Driver, type CgroupDriver, type Hierarchy } from "./driver.js";
+export { V1Driver, V2Driver, type CgroupDriver, type CgroupEntry, type EntryOptions, type Hierarchy } from "./driver.js";
 export { v1Writes, v2Writes, validateResources, sharesToWeight, blkioToIoWeight, parseCpuList, type LinuxResources, type CgroupWrite } from "./resources.js";
 export type { Stats } from "./stats.js";
 export { deviceFilterProgram } from "./devicefilter.js";
@@ -103,8 +103,8 @@ export class Cgroup {
   procsFiles(): string[] {
     return this.driver.procsFiles(this.path);
   }
-  cloneIntoDir(): string | undefined {
-    return this.driver.cloneIntoDir(this.path);
+  entry(opts: EntryOptions): CgroupEntry {
+    return this.driver.entry(this.path, opts);
   }
   apply(r: LinuxResources, opts?: { devices?: boolean }): string[] {
     return this.driver.apply(this.path, r, opts);
@@ -161,8 +161,14 @@ export function openCgroup(path: string): Cgroup {
  * this process into the cgroup it is already in, started in a worker thread as a container's
  * creation begins, pays that wait while berth prepares the rest, so the helper's move of the
  * container's init finds the lock ready. Nothing changes membership; failures are ignored (it is
- * only a head start). Hosts with cgroup v2 skip the move altogether (CLONE_INTO_CGROUP).
+ * only a head start). Only for moves (CgroupEntry.procs, see movesAfterClone): a container's init
+ * is cloned into v2 cgroups and born in v1 cgroups its helper joined first.
  */
+/** The cgroup.procs files a container's init is moved in through (under the kernel's global lock). */
+export function movesAfterClone(e: CgroupEntry): string[] {
+  return e.procs.filter((f) => !e.cloneInto || f !== join(e.cloneInto, "cgroup.procs"));
+}
+
 let primed = false;
 export function primeAttach(): void {
   if (primed) return; // once per process: the first start of a wait is the one that helps

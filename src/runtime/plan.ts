@@ -192,6 +192,15 @@ function mapText(maps: { containerID: number; hostID: number; size: number }[]):
   return maps.map((m) => `${m.containerID} ${m.hostID} ${m.size}\n`).join("");
 }
 
+/** How the process enters its cgroup (cgroups.CgroupEntry) as plan records; only root's helper joins. */
+function cgroupEntryOps(cg: cgroups.Cgroup | undefined, pidsTight: boolean): PlanOp[] {
+  if (!cg) return [];
+  const e = cg.entry({ helperJoins: process.getuid?.() === 0, pidsTight });
+  const ops: PlanOp[] = [...e.joins.map((j): PlanOp => [Op.CGROUP_JOIN, j.dir, j.back]), ...e.procs.map((f): PlanOp => [Op.CGROUP_PROCS, f])];
+  if (e.cloneInto) ops.push([Op.CLONE_INTO_CGROUP, e.cloneInto]);
+  return ops;
+}
+
 export function createPlan(input: CreatePlanInput): PlanOp[] {
   const { spec, rootfs } = input;
   const linux = spec.linux ?? {};
@@ -206,9 +215,8 @@ export function createPlan(input: CreatePlanInput): PlanOp[] {
   // Host paths are opened before any namespace is joined.
   const filter = input.cgroup?.deviceFilter(input.spec.linux?.resources?.devices);
   if (filter) ops.push([Op.DEVICE_FILTER, filter.dir, filter.program]);
-  if (input.cgroup) for (const f of input.cgroup.procsFiles()) ops.push([Op.CGROUP_PROCS, f]);
-  const cloneInto = input.cgroup?.cloneIntoDir();
-  if (cloneInto) ops.push([Op.CLONE_INTO_CGROUP, cloneInto]);
+  // a new container's pids limit of 1 leaves no room for the helper beside its init
+  ops.push(...cgroupEntryOps(input.cgroup, input.spec.linux?.resources?.pids?.limit === 1));
   for (const t of joinOrder)
     for (const n of joined) if (n.type === t) ops.push([Op.SETNS, n.path!, String(cloneFlag[t])]);
   if (newNs.has("time")) {
@@ -357,6 +365,8 @@ export function execPlan(input: {
   process: Process;
   rootfs: string;
   cgroup?: cgroups.Cgroup;
+  /** The container's pids limit (its cgroup's). */
+  pidsLimit?: number;
   consoleSocket?: string;
   foreground: boolean;
   preserveFds?: number;
@@ -367,9 +377,8 @@ export function execPlan(input: {
   if (input.consoleSocket) ops.push([Op.CONSOLE_SOCKET, input.consoleSocket]);
   // Opened in the host before joining; the child chroots into it (pivot_root and no-pivot alike).
   ops.push([Op.ROOT_OF, String(input.pid)]);
-  if (input.cgroup) for (const f of input.cgroup.procsFiles()) ops.push([Op.CGROUP_PROCS, f]);
-  const cloneInto = input.cgroup?.cloneIntoDir();
-  if (cloneInto) ops.push([Op.CLONE_INTO_CGROUP, cloneInto]);
+  // a running container's processes already count against its pids limit
+  ops.push(...cgroupEntryOps(input.cgroup, (input.pidsLimit ?? 0) > 0));
   for (const t of joinOrder)
     if (input.namespaces.includes(t)) {
       const path = `/proc/${input.pid}/ns/${procNsName[t]}`;

@@ -192,11 +192,15 @@ export class Runtime {
       trace("runtime: record written");
       const r = spec.linux?.resources;
       try {
-        // made already by prepareCgroup in this process (its directories are not made twice)
-        if (!this.preparedCgroups.delete(path)) cg.create();
+        // made already by prepareCgroup in this process (its directories are not made twice, and
+        // its head start is not repeated)
+        const prepared = this.preparedCgroups.delete(path);
+        if (!prepared) cg.create();
         trace("runtime: cgroup dirs made");
-        // after the mkdirs: the primer holds the cgroup lock while it waits
-        if (!cg.cloneIntoDir() && process.getuid?.() === 0) cgroups.primeAttach();
+        // after the mkdirs: the primer holds the cgroup lock while it waits (only where the init
+        // will be moved in: cloned into v2 cgroups, born in v1 ones its helper joins, it is not)
+        const root = process.getuid?.() === 0;
+        if (!prepared && root && cgroups.movesAfterClone(cg.entry({ helperJoins: root, pidsTight: r?.pids?.limit === 1 })).length) cgroups.primeAttach();
       } catch (err) {
         // Rootless without a delegated cgroup: run without one, as runc does, unless limits were asked for.
         if (process.getuid?.() === 0 || !isPermissionError(err)) throw err;
@@ -378,10 +382,10 @@ export class Runtime {
   }
 
   /**
-   * Makes a container's cgroup ahead of create and starts the kernel's wait for the cgroup lock
-   * (see cgroups.primeAttach): an engine calls this as soon as it knows it will create the
-   * container, so the wait is over by the time the container's init moves in. Only a head start:
-   * failures are left for create to report.
+   * Makes a container's cgroup ahead of create and, where the container's init will be moved in
+   * (see cgroups.CgroupEntry), starts the kernel's wait for the cgroup lock (cgroups.primeAttach):
+   * an engine calls this as soon as it knows it will create the container, so the wait is over
+   * by the time the init moves in. Only a head start: failures are left for create to report.
    */
   prepareCgroup(id: string, cgroupsPath: string | undefined): void {
     if (process.getuid?.() !== 0) return;
@@ -390,7 +394,7 @@ export class Runtime {
       const cg = cgroups.openCgroup(path);
       cg.create();
       this.preparedCgroups.add(path);
-      if (!cg.cloneIntoDir()) cgroups.primeAttach();
+      if (cgroups.movesAfterClone(cg.entry({ helperJoins: true })).length) cgroups.primeAttach();
     } catch {
       /* create says what is wrong */
     }
@@ -571,6 +575,7 @@ export class Runtime {
       process: proc,
       rootfs: rec.rootfs,
       cgroup: rec.cgroupPath ? cgroups.openCgroup(rec.cgroupPath) : undefined,
+      pidsLimit: rec.spec.linux?.resources?.pids?.limit,
       consoleSocket: opts.consoleSocket,
       foreground: !opts.detach,
       preserveFds: opts.preserveFds,
