@@ -1,6 +1,7 @@
 /**
- * bench/network: what a bridged container with a published port costs over --network none
- * (`run --rm -p PORT:80 busybox true`), and host→container throughput over a published port
+ * bench/network: `run --rm busybox true` with the default (bridged) network, with a published port
+ * (`-p PORT:80`) and with --network none — the first is what the issue's headline figures time —
+ * and host→container throughput over a published port
  * (1 GiB from 127.0.0.1 into busybox nc), berth beside docker, in one run.
  *
  * docker runs as a private dockerd started here with its bridge on an interface this bench makes
@@ -66,10 +67,11 @@ async function main(): Promise<void> {
     Object.assign(env, benv);
     const saved = spawnSync(process.execPath, [...berth, "save", "busybox:latest"], { env, maxBuffer: 1 << 28 }).stdout;
     const port = freePort();
-    const tools: Array<{ name: string; none: readonly [string, readonly string[]]; bridged: readonly [string, readonly string[]]; sink: (port: number) => readonly [string, readonly string[]]; rm: (name: string) => void }> = [
+    const tools: Array<{ name: string; none: readonly [string, readonly string[]]; plain: readonly [string, readonly string[]]; bridged: readonly [string, readonly string[]]; sink: (port: number) => readonly [string, readonly string[]]; rm: (name: string) => void }> = [
       {
         name: "berth",
         none: b("run", "--rm", "--network", "none", "busybox", "true"),
+        plain: b("run", "--rm", "busybox", "true"),
         bridged: b("run", "--rm", "-p", `${port}:80`, "busybox", "true"),
         sink: (p) => b("run", "-d", "--name", "sink", "-p", `${p}:80`, "busybox", "nc", "-l", "-p", "80", "-e", "sh", "-c", "cat > /dev/null"),
         rm: (n) => void spawnSync(process.execPath, [...berth, "rm", "-f", n], { env }),
@@ -88,6 +90,7 @@ async function main(): Promise<void> {
       tools.push({
         name: "docker",
         none: ["/usr/bin/docker", [...d, "run", "--rm", "--network", "none", "busybox", "true"]],
+        plain: ["/usr/bin/docker", [...d, "run", "--rm", "busybox", "true"]],
         bridged: ["/usr/bin/docker", [...d, "run", "--rm", "-p", `${port}:80`, "busybox", "true"]],
         sink: (p) => ["/usr/bin/docker", [...d, "run", "-d", "--name", "sink", "-p", `${p}:80`, "busybox", "nc", "-l", "-p", "80", "-e", "sh", "-c", "cat > /dev/null"]],
         rm: (n) => void spawnSync("/usr/bin/docker", [...d, "rm", "-f", n], { env }),
@@ -95,20 +98,30 @@ async function main(): Promise<void> {
     }
     for (const t of tools) {
       time(t.none[0], [...t.none[1]]);
+      time(t.plain[0], [...t.plain[1]]);
       time(t.bridged[0], [...t.bridged[1]]);
     }
     const none = new Map<string, number[]>(tools.map((t) => [t.name, []]));
+    const plain = new Map<string, number[]>(tools.map((t) => [t.name, []]));
     const bridged = new Map<string, number[]>(tools.map((t) => [t.name, []]));
     for (let i = 0; i < iterations; i++)
       for (const t of tools) {
         none.get(t.name)!.push(time(t.none[0], [...t.none[1]]));
+        plain.get(t.name)!.push(time(t.plain[0], [...t.plain[1]]));
         bridged.get(t.name)!.push(time(t.bridged[0], [...t.bridged[1]]));
       }
     console.log(`bench/network: run --rm busybox true, median of ${iterations} (NODE_EXTRA_CA_CERTS unset)`);
     for (const t of tools) {
       const n = median(none.get(t.name)!);
+      const pl = median(plain.get(t.name)!);
       const br = median(bridged.get(t.name)!);
-      console.log(`${t.name.padEnd(8)} --network none ${n.toFixed(1).padStart(7)} ms   bridged with -p ${br.toFixed(1).padStart(7)} ms   setup cost ${(br - n).toFixed(1).padStart(6)} ms`);
+      console.log(`${t.name.padEnd(8)} --network none ${n.toFixed(1).padStart(7)} ms   default (bridged) ${pl.toFixed(1).padStart(7)} ms   bridged with -p ${br.toFixed(1).padStart(7)} ms   -p costs ${(br - n).toFixed(1).padStart(6)} ms over none`);
+    }
+    // the issue's headline figures are docker's and podman's default runs (bridged); podman's default
+    // network is not run here (netavark would change this machine's firewall)
+    if (plain.has("docker")) {
+      const ratio = (m: Map<string, number[]>) => (median(m.get("docker")!) / median(m.get("berth")!)).toFixed(2);
+      console.log(`docker's time / berth's: default network ${ratio(plain)}x, with -p ${ratio(bridged)}x, --network none ${ratio(none)}x`);
     }
     const speeds = new Map<string, number>();
     for (const t of tools) {

@@ -1,7 +1,9 @@
 /**
  * bench/run: `run --rm busybox true` with berth beside docker (a private dockerd started here) and
  * podman, on the same busybox image (berth's default image, saved and loaded into the others), in
- * one run, all with --network none (berth's default is a bridge since the networking issue).
+ * one run: with each one's default network (the issue's headline figures; docker's bridge is an
+ * interface of the bench's own, without its firewall rules; podman's is not run, as netavark would
+ * change this machine's firewall) and with --network none.
  * Also the memory of a running container's monitor beside podman's conmon.
  * NODE_EXTRA_CA_CERTS is unset (it is not set on users' machines).
  *
@@ -29,33 +31,63 @@ async function main(): Promise<void> {
   const berth = [...cli, "--root", join(base, "berth")];
   const b = (...a: string[]) => [process.execPath, [...berth, ...a]] as const;
   const daemons: ChildProcess[] = [];
+  let dockerBridge = false;
+  const runtimeRoot = join(base, "berth-run");
+  Object.assign(env, { BERTH_RUNTIME_ROOT: runtimeRoot });
   try {
     // berth's default image into a private store, then into the peers
     spawnSync("sh", [join(project, "scripts/make-default-image.sh")], { env: { ...env, BERTH_ROOT: join(base, "berth") } });
     const saved = spawnSync(process.execPath, [...berth, "save", "busybox:latest"], { env, maxBuffer: 1 << 28 }).stdout;
-    const tools: Array<{ name: string; cmd: readonly [string, readonly string[]] }> = [{ name: "berth --network none", cmd: b("run", "--rm", "--network", "none", "busybox", "true") }];
+    // each tool with the default network (docker's: a bridge of its own, see below) and with none
+    type Cmd = readonly [string, readonly string[]];
+    const tools: Array<{ name: string; none: Cmd; plain?: Cmd }> = [{ name: "berth", none: b("run", "--rm", "--network", "none", "busybox", "true"), plain: b("run", "--rm", "busybox", "true") }];
     // podman raises NOFILE and NPROC by default, which root without CAP_SYS_RESOURCE cannot (this VM)
     const nproc = 4096;
     if (have("podman")) {
       const p = ["--root", join(base, "podman/root"), "--runroot", join(base, "podman/run"), "--tmpdir", join(base, "podman/tmp"), "--cgroup-manager", "cgroupfs", "--events-backend", "file"];
       must("podman", [...p, "load", "-q"], saved);
-      // runc: crun refuses this kind of host's hybrid cgroups; nofile: root here lacks CAP_SYS_RESOURCE for podman's default
-      tools.push({ name: "podman --network none", cmd: ["podman", [...p, "--runtime", "runc", "run", "--rm", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", `nproc=${nproc}:${nproc}`, "busybox", "true"]] });
+      // runc: crun refuses this kind of host's hybrid cgroups; nofile: root here lacks CAP_SYS_RESOURCE for podman's default.
+      // Its default network is not run: netavark would change this machine's firewall.
+      tools.push({ name: "podman", none: ["podman", [...p, "--runtime", "runc", "run", "--rm", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", `nproc=${nproc}:${nproc}`, "busybox", "true"]] });
     }
     if (have("dockerd")) {
+      // docker's default bridge on an interface of the bench's own, without its firewall rules
+      // (--iptables=false: not the bench's firewall to change)
+      spawnSync("ip", ["link", "add", "berthbench0", "type", "bridge"]);
+      spawnSync("ip", ["addr", "add", "10.213.199.1/24", "dev", "berthbench0"]);
+      spawnSync("ip", ["link", "set", "berthbench0", "up"]);
+      dockerBridge = true;
       const sock = join(base, "docker.sock");
-      daemons.push(spawn("dockerd", ["--data-root", join(base, "docker/root"), "--exec-root", join(base, "docker/exec"), "--pidfile", join(base, "docker.pid"), "-H", `unix://${sock}`, "--bridge=none", "--iptables=false", "--ip6tables=false"], { stdio: "ignore" }));
+      daemons.push(spawn("dockerd", ["--data-root", join(base, "docker/root"), "--exec-root", join(base, "docker/exec"), "--pidfile", join(base, "docker.pid"), "-H", `unix://${sock}`, "--bridge=berthbench0", "--iptables=false", "--ip6tables=false", "--ip-forward=false", "--ip-masq=false"], { stdio: "ignore" }));
       const d = ["-H", `unix://${sock}`];
       for (let i = 0; i < 600 && spawnSync("/usr/bin/docker", [...d, "version"], { stdio: "ignore" }).status !== 0; i++) await new Promise((r) => setTimeout(r, 100));
       must("/usr/bin/docker", [...d, "load", "-q"], saved);
-      tools.push({ name: "docker --network none", cmd: ["/usr/bin/docker", [...d, "run", "--rm", "--network", "none", "busybox", "true"]] });
+      tools.push({ name: "docker", none: ["/usr/bin/docker", [...d, "run", "--rm", "--network", "none", "busybox", "true"]], plain: ["/usr/bin/docker", [...d, "run", "--rm", "busybox", "true"]] });
     }
-    for (const t of tools) time(t.cmd[0], [...t.cmd[1]]); // warm up
-    const times = new Map<string, number[]>(tools.map((t) => [t.name, []]));
-    for (let i = 0; i < iterations; i++) for (const t of tools) times.get(t.name)!.push(time(t.cmd[0], [...t.cmd[1]]));
-    const fastestPeer = Math.min(...[...times].filter(([n]) => !n.startsWith("berth")).map(([, xs]) => median(xs)));
+    const modes = [
+      { name: "default network", cmd: (t: (typeof tools)[number]) => t.plain },
+      { name: "--network none", cmd: (t: (typeof tools)[number]) => t.none },
+    ];
+    for (const t of tools) for (const m of modes) if (m.cmd(t)) time(m.cmd(t)![0], [...m.cmd(t)![1]]); // warm up
+    const times = new Map<string, number[]>();
+    for (let i = 0; i < iterations; i++)
+      for (const t of tools)
+        for (const m of modes) {
+          const c = m.cmd(t);
+          if (!c) continue;
+          const key = `${t.name} ${m.name}`;
+          times.set(key, [...(times.get(key) ?? []), time(c[0], [...c[1]])]);
+        }
     console.log(`bench/run: run --rm busybox true, median of ${iterations} (NODE_EXTRA_CA_CERTS unset)`);
-    for (const [name, xs] of times) console.log(`${name.padEnd(24)}${median(xs).toFixed(1).padStart(8)} ms   ${(median(xs) / fastestPeer).toFixed(2)}x the fastest peer's time`);
+    console.log(`${"".padEnd(10)}${modes.map((m) => m.name.padStart(18)).join("")}`);
+    for (const t of tools) console.log(`${t.name.padEnd(10)}${modes.map((m) => (times.has(`${t.name} ${m.name}`) ? `${median(times.get(`${t.name} ${m.name}`)!).toFixed(1)} ms` : "not run").padStart(18)).join("")}`);
+    for (const m of modes) {
+      const berthMs = times.get(`berth ${m.name}`);
+      const peers = tools.filter((t) => t.name !== "berth" && times.has(`${t.name} ${m.name}`)).map((t) => ({ name: t.name, ms: median(times.get(`${t.name} ${m.name}`)!) }));
+      if (!berthMs || !peers.length) continue;
+      const fastest = peers.reduce((a, c) => (c.ms < a.ms ? c : a));
+      console.log(`${m.name}: berth is ${(fastest.ms / median(berthMs)).toFixed(2)}x faster than the faster peer (${fastest.name})`);
+    }
     // 100 detached sleepers: total start time, and the memory their monitors hold (podman: conmon)
     const many = Number(process.env.BENCH_MANY ?? 100);
     const sumMemory = (pids: number[]) => pids.reduce((acc, p) => {
@@ -100,6 +132,10 @@ async function main(): Promise<void> {
       d.kill("SIGTERM");
       await new Promise((r) => (d.exitCode === null ? d.once("exit", r) : r(undefined)));
     }
+    // berth's bridge and nftables table, made by its bridged runs
+    const { Networking } = await import("../src/network/index.js");
+    await new Networking(join(base, "berth"), join(runtimeRoot, ".network")).removeAll().catch(() => {});
+    if (dockerBridge) spawnSync("ip", ["link", "del", "berthbench0"]);
     spawnSync("sh", ["-c", `grep -o " ${base}/[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l`]);
     if (existsSync(base)) rmSync(base, { recursive: true, force: true });
   }
