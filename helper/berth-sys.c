@@ -391,84 +391,130 @@ static napi_value js_remove_tree_async(napi_env env, napi_callback_info info) {
  * fds[i] (-1: /dev/null), every other fd closed, signals at their defaults. posix_spawn shares
  * our memory until the exec instead of copying Node's page tables as fork does (~3 ms on a
  * CLI-sized heap). The child is ours to reap: callers run programs that fork their long-lived
- * part away and exit at once (berth-monitor -D). The pid, or -errno. */
+ * part away and exit at once (berth-monitor -D). The pid, or -errno.
+ * spawnAsync(file, argv, fds): the same on libuv's thread pool (the exec of the program, ~1.5 ms,
+ * overlaps the caller's work); a Promise of the pid or -errno. The fds are duplicated at the call,
+ * so the caller may close its own at once; the environment is copied then too. */
 #define SPAWN_MAX_ARGS 128
 #define SPAWN_MAX_FDS 16
-static napi_value js_spawn(napi_env env, napi_callback_info info) {
-  struct args a;
+struct spawn_job {
+  struct rc_work head;
   char file[PATH_BYTES];
+  char *argv[SPAWN_MAX_ARGS];
+  char **envp; /* a copy for the thread pool; NULL: environ */
+  int tmp[SPAWN_MAX_FDS];
+  uint32_t nfds;
+  int devnull;
+};
+
+static void spawn_release(struct spawn_job *j) {
+  for (uint32_t i = 0; i < j->nfds; i++)
+    if (j->tmp[i] >= 0) close(j->tmp[i]);
+  if (j->devnull >= 0) close(j->devnull);
+  for (int i = 0; i < SPAWN_MAX_ARGS && j->argv[i]; i++) free(j->argv[i]);
+  for (int i = 0; j->envp && j->envp[i]; i++) free(j->envp[i]);
+  free(j->envp);
+}
+
+/* Reads the arguments into j (argv copied, fds duplicated above the targets); 0, or -1 after
+ * throwing (j released). */
+static int spawn_prepare(napi_env env, napi_callback_info info, struct spawn_job *j, int copy_env) {
+  struct args a;
   char *f;
-  uint32_t argc = 0, nfds = 0;
-  if (get_args(env, info, &a) || get_str(env, a.v[0], file, sizeof file, &f) || !f) return NULL;
+  uint32_t argc = 0, i;
+  j->devnull = -1;
+  for (i = 0; i < SPAWN_MAX_FDS; i++) j->tmp[i] = -1;
+  if (get_args(env, info, &a) || get_str(env, a.v[0], j->file, sizeof j->file, &f) || !f) return -1;
   if (napi_get_array_length(env, a.v[1], &argc) != napi_ok || argc == 0 || argc >= SPAWN_MAX_ARGS ||
-      napi_get_array_length(env, a.v[2], &nfds) != napi_ok || nfds > SPAWN_MAX_FDS) {
+      napi_get_array_length(env, a.v[2], &j->nfds) != napi_ok || j->nfds > SPAWN_MAX_FDS) {
+    j->nfds = 0;
     napi_throw_type_error(env, NULL, "spawn(file, argv[1..127], fds[0..16])");
-    return NULL;
+    return -1;
   }
-  char *argv[SPAWN_MAX_ARGS] = {0};
-  int fds[SPAWN_MAX_FDS], tmp[SPAWN_MAX_FDS];
-  long rc = 0;
-  uint32_t i;
-  for (i = 0; i < argc; i++) {
+  int ok = 1;
+  for (i = 0; ok && i < argc; i++) {
     napi_value v;
     size_t len;
     napi_get_element(env, a.v[1], i, &v);
-    if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) break;
-    argv[i] = malloc(len + 1);
-    if (!argv[i]) break;
-    napi_get_value_string_utf8(env, v, argv[i], len + 1, &len);
+    if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok || !(j->argv[i] = malloc(len + 1))) ok = 0;
+    else napi_get_value_string_utf8(env, v, j->argv[i], len + 1, &len);
   }
-  int ok = i == argc;
-  for (i = 0; ok && i < nfds; i++) {
+  int fds[SPAWN_MAX_FDS];
+  for (i = 0; ok && i < j->nfds; i++) {
     napi_value v;
     int64_t fd;
     napi_get_element(env, a.v[2], i, &v);
     if (napi_get_value_int64(env, v, &fd) != napi_ok) ok = 0;
     fds[i] = (int)fd;
-    tmp[i] = -1;
   }
   if (!ok) {
-    for (i = 0; i < argc; i++) free(argv[i]);
+    spawn_release(j);
     napi_throw_type_error(env, NULL, "spawn: argv must be strings and fds numbers");
-    return NULL;
+    return -1;
   }
   /* each source first moved above the targets, so dup2 onto 0..n-1 never clobbers a later source */
-  int devnull = -1;
-  for (i = 0; i < nfds && rc == 0; i++) {
+  j->head.rc = 0;
+  for (i = 0; i < j->nfds && j->head.rc == 0; i++) {
     int src = fds[i];
     if (src < 0) {
-      if (devnull < 0) devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-      src = devnull;
+      if (j->devnull < 0) j->devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+      src = j->devnull;
     }
-    tmp[i] = src < 0 ? -1 : fcntl(src, F_DUPFD_CLOEXEC, SPAWN_MAX_FDS);
-    if (tmp[i] < 0) rc = -1;
+    j->tmp[i] = src < 0 ? -1 : fcntl(src, F_DUPFD_CLOEXEC, SPAWN_MAX_FDS);
+    if (j->tmp[i] < 0) j->head.rc = -errno;
   }
+  if (copy_env && j->head.rc == 0) {
+    extern char **environ;
+    size_t n = 0;
+    while (environ[n]) n++;
+    j->envp = calloc(n + 1, sizeof *j->envp);
+    for (size_t e = 0; j->envp && e < n; e++)
+      if (!(j->envp[e] = strdup(environ[e]))) j->head.rc = -ENOMEM;
+    if (!j->envp) j->head.rc = -ENOMEM;
+  }
+  return 0;
+}
+
+static void spawn_execute(napi_env env, void *data) {
+  (void)env;
+  struct spawn_job *j = data;
+  if (j->head.rc != 0) return; /* preparing failed: its -errno stands */
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t at;
   pid_t pid = 0;
-  if (rc == 0) {
-    posix_spawn_file_actions_init(&fa);
-    for (i = 0; i < nfds; i++) posix_spawn_file_actions_adddup2(&fa, tmp[i], (int)i);
-    posix_spawn_file_actions_addclosefrom_np(&fa, (int)nfds);
-    spawn_attrs(&at, POSIX_SPAWN_SETSID);
-    extern char **environ;
-    int e = posix_spawn(&pid, f, &fa, &at, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&at);
-    if (e) {
-      errno = e;
-      rc = -1;
-    } else {
-      rc = pid;
-    }
+  posix_spawn_file_actions_init(&fa);
+  for (uint32_t i = 0; i < j->nfds; i++) posix_spawn_file_actions_adddup2(&fa, j->tmp[i], (int)i);
+  posix_spawn_file_actions_addclosefrom_np(&fa, (int)j->nfds);
+  spawn_attrs(&at, POSIX_SPAWN_SETSID);
+  extern char **environ;
+  int e = posix_spawn(&pid, j->file, &fa, &at, j->argv, j->envp ? j->envp : environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&at);
+  j->head.rc = e ? -e : pid;
+}
+
+static napi_value js_spawn(napi_env env, napi_callback_info info) {
+  struct spawn_job j = {0};
+  if (spawn_prepare(env, info, &j, 0)) return NULL;
+  spawn_execute(env, &j);
+  spawn_release(&j);
+  if (j.head.rc < 0) errno = (int)-j.head.rc;
+  return result(env, j.head.rc < 0 ? -1 : j.head.rc);
+}
+
+static void spawn_complete(napi_env env, napi_status status, void *data) {
+  spawn_release(data);
+  rc_complete(env, status, data);
+}
+
+static napi_value js_spawn_async(napi_env env, napi_callback_info info) {
+  struct spawn_job *j = work_alloc(env, sizeof *j);
+  if (!j) return NULL;
+  if (spawn_prepare(env, info, j, 1)) {
+    free(j);
+    return NULL;
   }
-  int saved = errno;
-  for (i = 0; i < nfds; i++)
-    if (tmp[i] >= 0) close(tmp[i]);
-  if (devnull >= 0) close(devnull);
-  for (i = 0; i < argc; i++) free(argv[i]);
-  errno = saved;
-  return result(env, rc);
+  return queue_work(env, "berth-spawn", spawn_execute, spawn_complete, j, &j->head.work, &j->head.deferred);
 }
 
 /* runAsync(file, argv): a short-lived program run to its end on libuv's thread pool (posix_spawn,
@@ -814,7 +860,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"flock", js_flock},       {"mount", js_mount},         {"umount2", js_umount2},   {"lsetxattr", js_lsetxattr},
       {"lgetxattr", js_lgetxattr}, {"llistxattr", js_llistxattr}, {"mknod", js_mknod}, {"setWindowSize", js_winsize},
       {"strerror", js_strerror}, {"umount2Async", js_umount2_async}, {"removeTree", js_remove_tree}, {"removeTreeAsync", js_remove_tree_async},
-      {"spawn", js_spawn}, {"exitNow", js_exit_now}, {"runAsync", js_run_async}, {"nftMapElem", js_nft_map_elem}, {"nftMapElemAsync", js_nft_map_elem_async}, {"portFree", js_port_free}, {"writeDetached", js_write_detached}, {"pollIn", js_poll_in},       {"waitpid", js_waitpid}, {"waitpidAsync", js_waitpid_async},     {"pipe", js_pipe},
+      {"spawn", js_spawn}, {"spawnAsync", js_spawn_async}, {"exitNow", js_exit_now}, {"runAsync", js_run_async}, {"nftMapElem", js_nft_map_elem}, {"nftMapElemAsync", js_nft_map_elem_async}, {"portFree", js_port_free}, {"writeDetached", js_write_detached}, {"pollIn", js_poll_in},       {"waitpid", js_waitpid}, {"waitpidAsync", js_waitpid_async},     {"pipe", js_pipe},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

@@ -45,9 +45,13 @@ export interface EntryOptions {
   pidsTight?: boolean;
 }
 
-/** This process's cgroup in each v1 hierarchy, by its controllers ("cpu,cpuacct"), from /proc/self/cgroup. */
+/** This process's cgroup in each v1 hierarchy, by its controllers ("cpu,cpuacct"), from
+ * /proc/self/cgroup; read once (berth does not move itself: should something else, a helper's
+ * return to the old cgroup fails and it leaves the container's when it exits). */
+let ownCache: Map<string, string> | undefined;
 function ownCgroups(): Map<string, string> {
-  const own = new Map<string, string>();
+  if (ownCache) return ownCache;
+  const own = (ownCache = new Map<string, string>());
   try {
     for (const line of readFileSync("/proc/self/cgroup", "utf8").split("\n")) {
       const first = line.indexOf(":");

@@ -22,6 +22,7 @@ interface Addon {
   removeTreeAsync(path: string, detachMounts: boolean): Promise<number>;
   pipe(): [number, number] | number;
   spawn(file: string, argv: string[], fds: number[]): number;
+  spawnAsync(file: string, argv: string[], fds: number[]): Promise<number>;
   waitpid(pid: number): number;
   waitpidAsync(pid: number): Promise<number>;
   nftMapElem(add: boolean, table: string, map: string, key: Buffer, data?: Buffer): number;
@@ -177,6 +178,12 @@ export function pipe(): [number, number] {
  */
 export function spawn(file: string, argv: string[], fds: number[]): number {
   return check("spawn", file, load().spawn(file, argv, fds));
+}
+
+/** spawn on the thread pool: the program's exec overlaps the caller's work. fds are duplicated at
+ * the call (the caller may close its own at once). */
+export async function spawnAsync(file: string, argv: string[], fds: number[]): Promise<number> {
+  return check("spawn", file, await load().spawnAsync(file, argv, fds));
 }
 
 /** waitpid: blocks until that child of ours exits; its exit code (128+N for signal N). */

@@ -69,7 +69,8 @@ export interface HelperRun {
   ready: Promise<number>;
   /** The helper's exit: its code and, in foreground mode, the container's wait status. */
   exited: Promise<{ code: number; waitStatus?: number }>;
-  helperPid: number;
+  /** The helper's pid; none under a launcher (the launcher's is not the helper's). */
+  helperPid?: number;
   /** The container's stdin when stdio[0] was "pipe". */
   stdin?: Writable;
 }
@@ -161,9 +162,14 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
         () => done(0),
         () => done(1),
       );
-      reportStream.on("close", () => {
-        if (!settled) fail(new BerthError("System", "berth-helper exited before the container was ready (see the container's log)"));
-      });
+      // a launcher that could not start says so, rather than its report pipe's end
+      io.started.then(
+        () =>
+          reportStream.on("close", () => {
+            if (!settled) fail(new BerthError("System", "berth-helper exited before the container was ready (see the container's log)"));
+          }),
+        (e: Error) => fail(e),
+      );
       return;
     }
     const child = io.child;
@@ -179,7 +185,7 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
       res({ code: 127 });
     });
   });
-  return { ready, exited, helperPid: io.pid, stdin: io.kind === "helper" ? (io.child.stdin ?? undefined) : undefined };
+  return { ready, exited, ...(io.kind === "helper" ? { helperPid: io.pid, stdin: io.child.stdin ?? undefined } : {}) };
 }
 
 interface HelperIo {
@@ -192,10 +198,13 @@ interface HelperIo {
 }
 export interface LauncherIo {
   kind: "launcher";
-  pid: number;
+  /** The launcher's pid once its exec is done (it is started on the thread pool); rejects with
+   * the reason it could not start. */
+  started: Promise<number>;
   report: Readable;
   writePlan(b: Buffer): void;
   endPlan(): void;
+  /** Reaps the launcher (it exits once it has forked its long-lived part), in the background. */
   reap(): void;
 }
 
@@ -229,14 +238,13 @@ function spawnLauncher(launcher: string[], base: StdioEntry[], n: number): Launc
   const [reportRead, reportWrite] = sys.pipe();
   fds.push(planRead, reportWrite);
   const planFd = 3 + n;
-  let pid: number;
-  try {
-    pid = sys.spawn(launcher[0]!, [...launcher, helperPath(), String(planFd), String(planFd + 1)], fds);
-    trace("runtime: launcher spawned");
-  } catch (e) {
-    for (const fd of [planRead, planWrite, reportRead, reportWrite]) closeSync(fd);
-    throw new BerthError("System", `cannot run ${launcher[0]}: ${(e as Error).message}`);
-  }
+  // on the thread pool: the launcher's exec (~1.5 ms) overlaps what the caller does next; the fds
+  // are duplicated by the call, so ours close now
+  const started = sys.spawnAsync(launcher[0]!, [...launcher, helperPath(), String(planFd), String(planFd + 1)], fds).catch((e: Error) => {
+    throw new BerthError("System", `cannot run ${launcher[0]}: ${e.message}`);
+  });
+  started.catch(() => {}); // reported by runHelper (or by nobody, for an aborted launch)
+  trace("runtime: launcher spawned");
   closeSync(planRead);
   closeSync(reportWrite);
   let planOpen = true;
@@ -245,7 +253,7 @@ function spawnLauncher(launcher: string[], base: StdioEntry[], n: number): Launc
   let reaped = false;
   return {
     kind: "launcher",
-    pid,
+    started,
     report,
     writePlan: (b) => {
       // a plan is far below a pipe's buffer; a helper already gone just means EPIPE, reported by the report pipe's end
@@ -259,7 +267,7 @@ function spawnLauncher(launcher: string[], base: StdioEntry[], n: number): Launc
       planOpen = false;
     },
     reap: () => {
-      if (!reaped) sys.waitChild(pid);
+      if (!reaped) started.then((pid) => sys.waitChildAsync(pid)).catch(() => {});
       reaped = true;
     },
   };

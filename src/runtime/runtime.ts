@@ -192,15 +192,13 @@ export class Runtime {
       trace("runtime: record written");
       const r = spec.linux?.resources;
       try {
-        // made already by prepareCgroup in this process (its directories are not made twice, and
-        // its head start is not repeated)
-        const prepared = this.preparedCgroups.delete(path);
-        if (!prepared) cg.create();
+        // made already by prepareCgroup in this process (its directories are not made twice)
+        if (!this.preparedCgroups.delete(path)) cg.create();
         trace("runtime: cgroup dirs made");
         // after the mkdirs: the primer holds the cgroup lock while it waits (only where the init
         // will be moved in: cloned into v2 cgroups, born in v1 ones its helper joins, it is not)
         const root = process.getuid?.() === 0;
-        if (!prepared && root && cgroups.movesAfterClone(cg.entry({ helperJoins: root, pidsTight: r?.pids?.limit === 1 })).length) cgroups.primeAttach();
+        if (root && cgroups.movesAfterClone(cg.entry({ helperJoins: root, pidsTight: r?.pids?.limit === 1 })).length) cgroups.primeAttach();
       } catch (err) {
         // Rootless without a delegated cgroup: run without one, as runc does, unless limits were asked for.
         if (process.getuid?.() === 0 || !isPermissionError(err)) throw err;
@@ -351,7 +349,7 @@ export class Runtime {
     // start() returns
     const forward = (sig: NodeJS.Signals) => {
       try {
-        if (fg) process.kill(fg.helperPid, sig);
+        if (fg?.helperPid) process.kill(fg.helperPid, sig);
       } catch {
         // helper already gone
       }
@@ -382,10 +380,8 @@ export class Runtime {
   }
 
   /**
-   * Makes a container's cgroup ahead of create and, where the container's init will be moved in
-   * (see cgroups.CgroupEntry), starts the kernel's wait for the cgroup lock (cgroups.primeAttach):
-   * an engine calls this as soon as it knows it will create the container, so the wait is over
-   * by the time the init moves in. Only a head start: failures are left for create to report.
+   * Makes a container's cgroup ahead of create: an engine calls this as soon as it knows it will
+   * create the container. Only a head start: failures are left for create to report.
    */
   prepareCgroup(id: string, cgroupsPath: string | undefined): void {
     if (process.getuid?.() !== 0) return;
@@ -394,7 +390,8 @@ export class Runtime {
       const cg = cgroups.openCgroup(path);
       cg.create();
       this.preparedCgroups.add(path);
-      if (cgroups.movesAfterClone(cg.entry({ helperJoins: true })).length) cgroups.primeAttach();
+      // root's containers are cloned into v2 cgroups and born in v1 ones (CgroupEntry): no move
+      // to prime for, unless a pids limit of 1 keeps the helper out (create primes for that)
     } catch {
       /* create says what is wrong */
     }
@@ -598,7 +595,7 @@ export class Runtime {
     }
     const forward = (sig: NodeJS.Signals) => {
       try {
-        process.kill(run.helperPid, sig);
+        if (run.helperPid) process.kill(run.helperPid, sig);
       } catch {
         // gone
       }
@@ -618,7 +615,7 @@ export class Runtime {
     const run = runHelper(ops, { stdio: ["pipe", "inherit", "inherit"] });
     run.stdin?.on("error", () => {});
     run.stdin?.end(JSON.stringify(state));
-    const timer = h.timeout ? setTimeout(() => killQuietly(run.helperPid, 9), h.timeout * 1000) : undefined;
+    const timer = h.timeout && run.helperPid ? setTimeout(() => killQuietly(run.helperPid!, 9), h.timeout * 1000) : undefined;
     await run.ready.catch(async (e) => {
       await run.exited;
       throw new BerthError("System", `${name} hook ${h.path}: ${errorMessage(e)}`);
