@@ -7,6 +7,7 @@
  * one mounted cgroup tree: on v1 one per controller set, on v2 the single unified tree.
  */
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from "node:fs";
+import * as fsp from "node:fs/promises";
 import { join } from "../common/path.js";
 import { BerthError, invalid } from "../common/errors.js";
 import { defaultDeviceRules, v1Writes, v2Writes, validateResources, type CgroupWrite, type DeviceRule, type HostLimits, type LinuxResources } from "./resources.js";
@@ -70,6 +71,8 @@ export interface CgroupDriver {
   readonly hierarchies: Hierarchy[];
   /** Creates the cgroup (and its parents) in every hierarchy; idempotent. */
   create(path: string): void;
+  /** create, its directories made on libuv's thread pool (v1: one per hierarchy, side by side). */
+  createAsync(path: string): Promise<void>;
   /** The cgroup.procs file of each hierarchy. */
   procsFiles(path: string): string[];
   /** How a container's first process gets into the cgroup (see CgroupEntry). */
@@ -183,6 +186,17 @@ export class V1Driver implements CgroupDriver {
         cur = next;
       }
     }
+  }
+
+  async createAsync(path: string): Promise<void> {
+    // the cpuset hierarchy here, level by level (a chain of async steps would take longer than
+    // its few calls); the others each one mkdir on the thread pool, side by side
+    const cpuset = this.hierarchies.filter((h) => h.controllers.includes("cpuset"));
+    const others = this.hierarchies.filter((h) => !h.controllers.includes("cpuset"));
+    const made = Promise.all(others.map((h) => fsp.mkdir(join(h.mount, path), { recursive: true })));
+    made.catch(() => {}); // awaited below
+    new V1Driver(cpuset, this.host).create(path);
+    await made;
   }
 
   procsFiles(path: string): string[] {
@@ -333,6 +347,10 @@ export class V2Driver implements CgroupDriver {
       cur = join(cur, part);
       mkdirSync(cur, { recursive: true });
     }
+  }
+
+  async createAsync(path: string): Promise<void> {
+    this.create(path); // a directory or two, and the controllers' delegation in order
   }
 
   procsFiles(path: string): string[] {

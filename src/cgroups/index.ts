@@ -100,6 +100,9 @@ export class Cgroup {
   create(): void {
     this.driver.create(this.path);
   }
+  createAsync(): Promise<void> {
+    return this.driver.createAsync(this.path);
+  }
   procsFiles(): string[] {
     return this.driver.procsFiles(this.path);
   }

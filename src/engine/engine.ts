@@ -250,7 +250,7 @@ export class Engine {
       this.emit(rec, "create");
       return { Id: id, Warnings: [] };
     } catch (e) {
-      this.dropPrepared(id);
+      await this.dropPrepared(id);
       this.images.snapshots.remove(id);
       this.containers.remove(id);
       this.containers.releaseName(name, id);
@@ -284,12 +284,12 @@ export class Engine {
   }
 
   /** A prepared launch that will not be used: its helper and monitor end quietly, its cgroup goes. */
-  private dropPrepared(id: string): void {
+  private async dropPrepared(id: string): Promise<void> {
     const p = this.prepared.get(id);
     if (!p) return;
     this.prepared.delete(id);
     p.launcher.abort();
-    this.runtime.discardCgroup(id, containerCgroup(id));
+    await this.runtime.discardCgroup(id, containerCgroup(id));
   }
 
   // ---- start
@@ -382,7 +382,7 @@ export class Engine {
     // prepared by create (berth run): a container that never ran, its monitor already started
     let pre = this.prepared.get(id);
     if (pre && pre.handlesExit !== handlesExit) {
-      this.dropPrepared(id);
+      await this.dropPrepared(id);
       pre = undefined;
     }
     this.prepared.delete(id);
@@ -552,13 +552,10 @@ export class Engine {
         NetworkSettings: cniSettings ?? networkSettings(pid, endpoints, mode.kind === "pasta" ? pastaPorts : ports, endpoints.length ? this.network.store.read().networks : [], rec),
       });
       this.emit(rec, state.Restarting ? "restart" : "start");
-      // libuv makes its thread pool (4 threads, ~1 ms) at the first async file call, which would
-      // be the exit's teardown: let it be now, while the container runs
-      fs.access(dir, () => {});
     } catch (e) {
       launcher.abort(); // a no-op once the runtime took it
       await this.teardown(id);
-      this.runtime.discardCgroup(id, containerCgroup(id));
+      await this.runtime.discardCgroup(id, containerCgroup(id));
       this.containers.writeState(id, { ...state, Error: (e as Error).message });
       throw e;
     }
@@ -824,7 +821,7 @@ export class Engine {
   /** remove() under the container's lock, the container not running (`tornDown`: its teardown done). */
   private async removeLocked(v: ContainerView, opts: { volumes?: boolean }, tornDown = false): Promise<void> {
     const id = v.rec.Id;
-    this.dropPrepared(id);
+    await this.dropPrepared(id);
     if (!tornDown) await this.teardown(id);
     trace("remove: torn down");
     if (v.state.MonitorPid && pidAlive(v.state.MonitorPid) && procStart(v.state.MonitorPid) === v.state.MonitorStart) {

@@ -192,8 +192,11 @@ export class Runtime {
       trace("runtime: record written");
       const r = spec.linux?.resources;
       try {
-        // made already by prepareCgroup in this process (its directories are not made twice)
-        if (!this.preparedCgroups.delete(path)) cg.create();
+        // made by prepareCgroup in this process meanwhile (its directories are not made twice;
+        // should that have failed, create says why)
+        const prepared = this.preparedCgroups.get(path);
+        this.preparedCgroups.delete(path);
+        if (!prepared || !(await prepared)) cg.create();
         trace("runtime: cgroup dirs made");
         // after the mkdirs: the primer holds the cgroup lock while it waits (only where the init
         // will be moved in: cloned into v2 cgroups, born in v1 ones its helper joins, it is not)
@@ -387,9 +390,18 @@ export class Runtime {
     if (process.getuid?.() !== 0) return;
     try {
       const path = cgroups.cgroupPathFor(id, cgroupsPath);
-      const cg = cgroups.openCgroup(path);
-      cg.create();
-      this.preparedCgroups.add(path);
+      // on the thread pool: the directories (v1: ten hierarchies, ~1 ms) are made while the
+      // caller goes on; create awaits them
+      this.preparedCgroups.set(
+        path,
+        cgroups
+          .openCgroup(path)
+          .createAsync()
+          .then(
+            () => true,
+            () => false,
+          ),
+      );
       // root's containers are cloned into v2 cgroups and born in v1 ones (CgroupEntry): no move
       // to prime for, unless a pids limit of 1 keeps the helper out (create primes for that)
     } catch {
@@ -397,14 +409,16 @@ export class Runtime {
     }
   }
 
-  /** Cgroups prepareCgroup made in this process, not yet taken by a create. */
-  private readonly preparedCgroups = new Set<string>();
+  /** Cgroups prepareCgroup makes in this process (whether it could), not yet taken by a create. */
+  private readonly preparedCgroups = new Map<string, Promise<boolean>>();
 
   /** Undoes prepareCgroup for a container that was never created (its start failed first). */
-  discardCgroup(id: string, cgroupsPath: string | undefined): void {
+  async discardCgroup(id: string, cgroupsPath: string | undefined): Promise<void> {
     if (process.getuid?.() !== 0 || this.store.has(id)) return;
     const path = cgroups.cgroupPathFor(id, cgroupsPath);
+    const making = this.preparedCgroups.get(path);
     this.preparedCgroups.delete(path);
+    await making; // its directories first, or they would be made after the removal
     try {
       cgroups.openCgroup(path).remove();
     } catch {
