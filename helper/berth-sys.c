@@ -387,6 +387,43 @@ static napi_value js_remove_tree_async(napi_env env, napi_callback_info info) {
   return queue_work(env, "berth-remove-tree", remove_execute, rc_complete, w, &w->head.work, &w->head.deferred);
 }
 
+/* mkdirsAsync(paths): mkdir of each path (0755; one that exists is fine) on libuv's thread pool,
+ * in one job: a Promise of 0, or the -errno of the first that failed. */
+#define MKDIRS_MAX 32
+struct mkdirs_work {
+  struct rc_work head;
+  char paths[MKDIRS_MAX][PATH_BYTES];
+  uint32_t n;
+};
+
+static void mkdirs_execute(napi_env env, void *data) {
+  (void)env;
+  struct mkdirs_work *w = data;
+  for (uint32_t i = 0; i < w->n && w->head.rc == 0; i++)
+    if (mkdir(w->paths[i], 0755) < 0 && errno != EEXIST) w->head.rc = -errno;
+}
+
+static napi_value js_mkdirs_async(napi_env env, napi_callback_info info) {
+  struct args a;
+  char *p;
+  struct mkdirs_work *w = work_alloc(env, sizeof *w);
+  if (!w) return NULL;
+  if (get_args(env, info, &a) || napi_get_array_length(env, a.v[0], &w->n) != napi_ok || w->n > MKDIRS_MAX) {
+    free(w);
+    napi_throw_type_error(env, NULL, "mkdirsAsync(paths[0..32])");
+    return NULL;
+  }
+  for (uint32_t i = 0; i < w->n; i++) {
+    napi_value v;
+    napi_get_element(env, a.v[0], i, &v);
+    if (get_str(env, v, w->paths[i], sizeof w->paths[i], &p) || !p) {
+      free(w);
+      return NULL;
+    }
+  }
+  return queue_work(env, "berth-mkdirs", mkdirs_execute, rc_complete, w, &w->head.work, &w->head.deferred);
+}
+
 /* spawn(file, argv, fds): starts FILE with ARGV in a new session, child fd i being our fd
  * fds[i] (-1: /dev/null), every other fd closed, signals at their defaults. posix_spawn shares
  * our memory until the exec instead of copying Node's page tables as fork does (~3 ms on a
@@ -860,7 +897,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"flock", js_flock},       {"mount", js_mount},         {"umount2", js_umount2},   {"lsetxattr", js_lsetxattr},
       {"lgetxattr", js_lgetxattr}, {"llistxattr", js_llistxattr}, {"mknod", js_mknod}, {"setWindowSize", js_winsize},
       {"strerror", js_strerror}, {"umount2Async", js_umount2_async}, {"removeTree", js_remove_tree}, {"removeTreeAsync", js_remove_tree_async},
-      {"spawn", js_spawn}, {"spawnAsync", js_spawn_async}, {"exitNow", js_exit_now}, {"runAsync", js_run_async}, {"nftMapElem", js_nft_map_elem}, {"nftMapElemAsync", js_nft_map_elem_async}, {"portFree", js_port_free}, {"writeDetached", js_write_detached}, {"pollIn", js_poll_in},       {"waitpid", js_waitpid}, {"waitpidAsync", js_waitpid_async},     {"pipe", js_pipe},
+      {"spawn", js_spawn}, {"spawnAsync", js_spawn_async}, {"mkdirsAsync", js_mkdirs_async}, {"exitNow", js_exit_now}, {"runAsync", js_run_async}, {"nftMapElem", js_nft_map_elem}, {"nftMapElemAsync", js_nft_map_elem_async}, {"portFree", js_port_free}, {"writeDetached", js_write_detached}, {"pollIn", js_poll_in},       {"waitpid", js_waitpid}, {"waitpidAsync", js_waitpid_async},     {"pipe", js_pipe},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

@@ -66,6 +66,16 @@ function conformance(name: string, make: () => { driver: CgroupDriver; root: str
       rmSync(root, { recursive: true });
     });
 
+    test("createAsync makes what create makes (cpuset values copied down on v1)", async () => {
+      const { driver, root } = make();
+      await driver.createAsync("/berth/c2");
+      for (const h of driver.hierarchies) assert.ok(existsSync(join(h.mount, "berth/c2")), h.mount);
+      const cpuset = driver.hierarchies.find((h) => h.controllers.includes("cpuset") && !h.v2);
+      if (cpuset) assert.equal(readFileSync(join(cpuset.mount, "berth/c2/cpuset.cpus"), "utf8"), "0-1");
+      await driver.createAsync("/berth/c2"); // again: nothing to make, no error
+      rmSync(root, { recursive: true });
+    });
+
     test("the seeds' resource set lands in the right files with the right values", () => {
       const { driver, root } = make();
       driver.create("/berth/c1");

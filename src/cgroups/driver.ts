@@ -7,9 +7,9 @@
  * one mounted cgroup tree: on v1 one per controller set, on v2 the single unified tree.
  */
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from "node:fs";
-import * as fsp from "node:fs/promises";
 import { join } from "../common/path.js";
 import { BerthError, invalid } from "../common/errors.js";
+import { mkdirsAsync } from "../common/sys.js";
 import { defaultDeviceRules, v1Writes, v2Writes, validateResources, type CgroupWrite, type DeviceRule, type HostLimits, type LinuxResources } from "./resources.js";
 import { deviceFilterProgram } from "./devicefilter.js";
 import { readStats, type Stats } from "./stats.js";
@@ -189,11 +189,12 @@ export class V1Driver implements CgroupDriver {
   }
 
   async createAsync(path: string): Promise<void> {
-    // the cpuset hierarchy here, level by level (a chain of async steps would take longer than
-    // its few calls); the others each one mkdir on the thread pool, side by side
+    // the cpuset hierarchy here, level by level (its values copied down between the mkdirs);
+    // the others' directories, parents first, in one job on the thread pool
     const cpuset = this.hierarchies.filter((h) => h.controllers.includes("cpuset"));
+    const levels = path.split("/").filter(Boolean).map((_, i, parts) => parts.slice(0, i + 1).join("/"));
     const others = this.hierarchies.filter((h) => !h.controllers.includes("cpuset"));
-    const made = Promise.all(others.map((h) => fsp.mkdir(join(h.mount, path), { recursive: true })));
+    const made = mkdirsAsync(others.flatMap((h) => levels.map((l) => join(h.mount, l))));
     made.catch(() => {}); // awaited below
     new V1Driver(cpuset, this.host).create(path);
     await made;

@@ -23,6 +23,7 @@ interface Addon {
   pipe(): [number, number] | number;
   spawn(file: string, argv: string[], fds: number[]): number;
   spawnAsync(file: string, argv: string[], fds: number[]): Promise<number>;
+  mkdirsAsync(paths: string[]): Promise<number>;
   waitpid(pid: number): number;
   waitpidAsync(pid: number): Promise<number>;
   nftMapElem(add: boolean, table: string, map: string, key: Buffer, data?: Buffer): number;
@@ -178,6 +179,11 @@ export function pipe(): [number, number] {
  */
 export function spawn(file: string, argv: string[], fds: number[]): number {
   return check("spawn", file, load().spawn(file, argv, fds));
+}
+
+/** mkdir (0755) of each path, in order, in one job on the thread pool; one that exists is fine. */
+export async function mkdirsAsync(paths: string[]): Promise<void> {
+  check("mkdir", paths.join(", "), await load().mkdirsAsync(paths));
 }
 
 /** spawn on the thread pool: the program's exec overlaps the caller's work. fds are duplicated at
