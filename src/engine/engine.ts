@@ -598,12 +598,19 @@ export class Engine {
   }
 
   /** Unmount the rootfs and remove the runtime's record (the container is not running). */
-  private async teardown(id: string, opts: { releaseLater?: boolean; unpublishInBackground?: boolean } = {}): Promise<void> {
+  private async teardown(id: string, opts: { releaseLater?: boolean; unpublishInBackground?: boolean; removeSnapshot?: boolean } = {}): Promise<void> {
     // three independent jobs, overlapped: the network's release (its ports' map elements deleted
     // on worker threads), the runtime's record and cgroup, and the rootfs's unmount (on a worker
     // thread: overlayfs syncs its upper layer)
     const rootfs = this.containers.path(id, "rootfs");
     const unmount = isMountpoint(rootfs) ? unmountAsync(rootfs).catch(() => {}) : Promise.resolve();
+    // a container about to be removed (--rm): its snapshot's files go as soon as it is unmounted,
+    // beside the runtime's deletion (removeLocked takes this removal over)
+    if (opts.removeSnapshot && !isRootless()) {
+      const removal = unmount.then(() => this.images.snapshots.removeAsync(id));
+      removal.catch(() => {});
+      this.snapshotRemovals.set(id, removal);
+    }
     if (isRootless()) stopPasta(this.containers.path(id, "pasta.pid")); // only rootless containers have one
     const network = (async () => {
       if (!this.networking && !fs.existsSync(join(this.root, "network"))) return;
@@ -655,6 +662,9 @@ export class Engine {
     trace("exited: network released");
   }
 
+  /** Snapshot removals a teardown started (its removeSnapshot), for removeLocked. */
+  private readonly snapshotRemovals = new Map<string, Promise<void>>();
+
   /** Network releases a teardown left running (see teardown's releaseLater). */
   private readonly releasing = new Set<Promise<void>>();
 
@@ -683,7 +693,14 @@ export class Engine {
       }
       const finishedNs = text ? BigInt(/^finished (\d+)$/m.exec(text)?.[1] ?? "0") : BigInt(Date.now()) * 1_000_000n;
       trace("exited: exit read");
-      await this.teardown(id, { releaseLater: true, unpublishInBackground: !!opts.unpublishInBackground });
+      const p = v.rec.HostConfig.RestartPolicy;
+      restart =
+        (opts.restart !== false && !v.state.StoppedByUser && !!v.state.RestartRequested) ||
+        (opts.restart !== false &&
+        !v.state.StoppedByUser &&
+        (p.Name === "always" || p.Name === "unless-stopped" || (p.Name === "on-failure" && code !== 0 && (!p.MaximumRetryCount || v.state.RestartCount < p.MaximumRetryCount))));
+      remove = !restart && v.rec.HostConfig.AutoRemove;
+      await this.teardown(id, { releaseLater: true, unpublishInBackground: !!opts.unpublishInBackground, removeSnapshot: remove });
       trace("exited: torn down");
       const state: ContainerState = {
         ...v.state,
@@ -699,14 +716,7 @@ export class Engine {
         MonitorStart: undefined,
         NetworkSettings: undefined,
       };
-      const p = v.rec.HostConfig.RestartPolicy;
-      restart =
-        (opts.restart !== false && !state.StoppedByUser && !!v.state.RestartRequested) ||
-        (opts.restart !== false &&
-        !state.StoppedByUser &&
-        (p.Name === "always" || p.Name === "unless-stopped" || (p.Name === "on-failure" && code !== 0 && (!p.MaximumRetryCount || state.RestartCount < p.MaximumRetryCount))));
       state.RestartRequested = false;
-      remove = !restart && v.rec.HostConfig.AutoRemove;
       this.emit(v.rec, "die", { exitCode: String(code), ...(oom ? { oomKilled: "true" } : {}) });
       if (oom) this.emit(v.rec, "oom");
       if (restart) {
@@ -832,7 +842,8 @@ export class Engine {
       }
     }
     // the snapshot's files and the record's, deleted side by side on the thread pool
-    const snapshot = isRootless() ? this.removeSnapshot(id) : this.images.snapshots.removeAsync(id);
+    const snapshot = this.snapshotRemovals.get(id) ?? (isRootless() ? this.removeSnapshot(id) : this.images.snapshots.removeAsync(id));
+    this.snapshotRemovals.delete(id);
     snapshot.catch(() => {}); // awaited below
     this.containers.releaseName(v.rec.Name, id);
     await this.containers.removeAsync(id);
