@@ -194,6 +194,35 @@ static napi_value js_umount2_async(napi_env env, napi_callback_info info) {
   return queue_work(env, "berth-umount", umount_execute, rc_complete, w, &w->head.work, &w->head.deferred);
 }
 
+/* mountAsync(source, target, fstype, flags, data): mount(2) on libuv's thread pool (an overlay's
+ * mount, ~1 ms, overlaps the caller's work); a Promise of 0 or -errno. */
+struct mount_work {
+  struct rc_work head;
+  char src[PATH_BYTES], dst[PATH_BYTES], type[256], data[PATH_BYTES];
+  unsigned long flags;
+};
+
+static void mount_execute(napi_env env, void *data) {
+  (void)env;
+  struct mount_work *w = data;
+  w->head.rc = mount(w->src, w->dst, w->type, w->flags, w->data) < 0 ? -errno : 0;
+}
+
+static napi_value js_mount_async(napi_env env, napi_callback_info info) {
+  struct args a;
+  char *s, *d, *t, *o;
+  int64_t flags;
+  struct mount_work *w = work_alloc(env, sizeof *w);
+  if (!w) return NULL;
+  if (get_args(env, info, &a) || get_str(env, a.v[0], w->src, sizeof w->src, &s) || get_str(env, a.v[1], w->dst, sizeof w->dst, &d) ||
+      get_str(env, a.v[2], w->type, sizeof w->type, &t) || get_i64(env, a.v[3], &flags) || get_str(env, a.v[4], w->data, sizeof w->data, &o) || !d) {
+    free(w);
+    return NULL;
+  }
+  w->flags = (unsigned long)flags;
+  return queue_work(env, "berth-mount", mount_execute, rc_complete, w, &w->head.work, &w->head.deferred);
+}
+
 /* lsetxattr(path, name, buffer) */
 static napi_value js_lsetxattr(napi_env env, napi_callback_info info) {
   struct args a;
@@ -894,7 +923,7 @@ static napi_value init(napi_env env, napi_value exports) {
     const char *name;
     napi_callback fn;
   } fns[] = {
-      {"flock", js_flock},       {"mount", js_mount},         {"umount2", js_umount2},   {"lsetxattr", js_lsetxattr},
+      {"flock", js_flock},       {"mount", js_mount}, {"mountAsync", js_mount_async},         {"umount2", js_umount2},   {"lsetxattr", js_lsetxattr},
       {"lgetxattr", js_lgetxattr}, {"llistxattr", js_llistxattr}, {"mknod", js_mknod}, {"setWindowSize", js_winsize},
       {"strerror", js_strerror}, {"umount2Async", js_umount2_async}, {"removeTree", js_remove_tree}, {"removeTreeAsync", js_remove_tree_async},
       {"spawn", js_spawn}, {"spawnAsync", js_spawn_async}, {"mkdirsAsync", js_mkdirs_async}, {"exitNow", js_exit_now}, {"runAsync", js_run_async}, {"nftMapElem", js_nft_map_elem}, {"nftMapElemAsync", js_nft_map_elem_async}, {"portFree", js_port_free}, {"writeDetached", js_write_detached}, {"pollIn", js_poll_in},       {"waitpid", js_waitpid}, {"waitpidAsync", js_waitpid_async},     {"pipe", js_pipe},

@@ -10,6 +10,7 @@ import { buildBinary } from "./paths.js";
 interface Addon {
   flock(fd: number, op: number): number;
   mount(src: string | null, target: string, fstype: string | null, flags: number, data: string | null): number;
+  mountAsync(src: string, target: string, fstype: string, flags: number, data: string): Promise<number>;
   umount2(target: string, flags: number): number;
   umount2Async(target: string, flags: number): Promise<number>;
   lsetxattr(path: string, name: string, value: Buffer): number;
@@ -85,6 +86,11 @@ export function tryFlock(fd: number, op: number): boolean {
 
 export function mount(source: string, target: string, fstype: string | null, flags: number, data: string | null): void {
   check("mount", target, load().mount(source, target, fstype, flags, data));
+}
+
+/** mount on the thread pool: the mount's time in the kernel overlaps the caller's work. */
+export async function mountAsync(source: string, target: string, fstype: string, flags: number, data: string): Promise<void> {
+  check("mount", target, await load().mountAsync(source, target, fstype, flags, data));
 }
 
 export const MNT_DETACH = 2;

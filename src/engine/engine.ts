@@ -405,13 +405,18 @@ export class Engine {
     }
     const launcher = pre.launcher;
     const rootless = isRootless();
+    let mounting: Promise<void> | undefined;
     try {
       fs.mkdirSync(rootfs, { recursive: true });
       // rootless: the overlay is mounted inside the container's user namespace, by the runtime
       // --rm: a volatile overlay (its unmount syncs nothing: ~10 ms), as podman mounts them
-      if (!rootless && !isMountpoint(rootfs)) this.images.snapshots.mount(id, rootfs, { volatile: hc.AutoRemove });
-      trace("start: rootfs mounted");
-      const user = resolveUser(this.rootReader(id), rec.Config.User);
+      // on the thread pool, while the spec is built (the user is looked up in the layers meanwhile)
+      if (!rootless && !isMountpoint(rootfs)) {
+        mounting = this.images.snapshots.mountAsync(id, rootfs, { volatile: hc.AutoRemove });
+        mounting.catch(() => {}); // awaited before the runtime's create
+      }
+      trace("start: rootfs mounting");
+      const user = resolveUser(mounting ? layeredReader(this.images.snapshots.dirs(id)) : this.rootReader(id), rec.Config.User);
       trace("start: user resolved");
       const mounts = this.specMounts(rec);
       // the network: addresses and ports now (the rules are written meanwhile), the veth once the
@@ -506,6 +511,8 @@ export class Engine {
       };
       // pasta joins the namespaces as this user: before the container's init becomes another user
       const beforeSetup = (p: number) => startPasta(p, pastaPorts, join(dir, "pasta.pid"));
+      await mounting;
+      trace("start: rootfs mounted");
       await this.runtime.create(id, { bundle: join(dir, "bundle"), spec, pidFile: join(dir, "pid"), stdio: ["ignore", "ignore", "ignore"], launcher, ...(tty ? { consoleSocket: "console.sock" } : {}), ...(endpoints.length || (beforeStart && !tty) ? { onPid } : {}), ...(mode.kind === "pasta" ? { beforeSetup } : {}) });
       const monitorPid = Number(fs.readFileSync(join(dir, "monitor.pid"), "utf8"));
       const pid = Number(fs.readFileSync(join(dir, "pid"), "utf8"));
@@ -554,6 +561,7 @@ export class Engine {
       this.emit(rec, state.Restarting ? "restart" : "start");
     } catch (e) {
       launcher.abort(); // a no-op once the runtime took it
+      await mounting?.catch(() => {}); // settled, so the teardown sees (and unmounts) its mount
       await this.teardown(id);
       await this.runtime.discardCgroup(id, containerCgroup(id));
       this.containers.writeState(id, { ...state, Error: (e as Error).message });

@@ -14,7 +14,7 @@ import { spawnSync } from "node:child_process";
 import { join } from "../common/path.js";
 import { randomBytes } from "node:crypto";
 import { BerthError, notFound } from "../common/errors.js";
-import { mount as sysMount, removeTree, removeTreeAsync, umount, umountAsync, MNT_DETACH, SyscallError } from "../common/sys.js";
+import { mount as sysMount, mountAsync as sysMountAsync, removeTree, removeTreeAsync, umount, umountAsync, MNT_DETACH, SyscallError } from "../common/sys.js";
 import { extractLayer, type ExtractResult } from "./layer.js";
 import { pidAlive } from "./content.js";
 import { writeFileAtomic } from "../common/lock.js";
@@ -49,6 +49,8 @@ export interface Snapshotter {
    * mounted again, which one that is removed after its single run never is.
    */
   mount(key: string, target: string, opts?: { volatile?: boolean }): void;
+  /** mount, the mount made on the thread pool where it can be (see Overlay's). */
+  mountAsync(key: string, target: string, opts?: { volatile?: boolean }): Promise<void>;
   /** The directory of the snapshot's own changes (overlay's upper dir; the whole tree for copy). */
   changes(key: string): string;
   /** The snapshot's directories, topmost first (overlay: upper, then the layers), to read files without mounting. */
@@ -240,16 +242,38 @@ export class OverlaySnapshotter extends BaseSnapshotter implements Snapshotter {
     fs.renameSync(tmp, join(this.activeDir, key));
   }
 
-  mountOptions(key: string): string {
+  /** The overlay's options, its paths relative to the store's root (or under `prefix`). */
+  mountOptions(key: string, prefix = ""): string {
     const dir = join(this.activeDir, key);
     const parent = fs.readFileSync(join(dir, "parent"), "utf8");
-    const lowers = parent ? this.chain(parent).map((l) => `l/${this.shortOf(l.chainId)}`) : [];
+    const lowers = parent ? this.chain(parent).map((l) => `${prefix}l/${this.shortOf(l.chainId)}`) : [];
     if (!lowers.length) {
       // overlay needs a lower dir: an empty one serves for images with no layers
       fs.mkdirSync(join(this.root, "empty"), { recursive: true });
-      lowers.push("empty");
+      lowers.push(`${prefix}empty`);
     }
-    return `lowerdir=${lowers.join(":")},upperdir=active/${key}/upper,workdir=active/${key}/work`;
+    return `lowerdir=${lowers.join(":")},upperdir=${prefix}active/${key}/upper,workdir=${prefix}active/${key}/work`;
+  }
+
+  /**
+   * mount, the overlay mounted on the thread pool (~1 ms in the kernel, overlapping the caller's
+   * work): with absolute paths, as a thread cannot change directory for itself alone — unless
+   * they make the options longer than a page (a long chain of layers), which mount makes in place
+   * with relative ones.
+   */
+  async mountAsync(key: string, target: string, opts: { volatile?: boolean } = {}): Promise<void> {
+    if (!this.hasActive(key)) throw notFound(`snapshot ${key} does not exist`);
+    const options = this.mountOptions(key, `${this.root}/`) + (opts.volatile && volatileSupported !== false ? ",volatile" : "");
+    if (options.length > 4000) return this.mount(key, target, opts);
+    removeTree(join(this.activeDir, key, "work", "work", "incompat")); // see mount
+    try {
+      await sysMountAsync("overlay", target, "overlay", 0, options);
+      if (opts.volatile) volatileSupported = true;
+    } catch (e) {
+      if (!opts.volatile || volatileSupported || !(e instanceof SyscallError) || e.errno !== 22) throw e;
+      volatileSupported = false;
+      await sysMountAsync("overlay", target, "overlay", 0, options.replace(/,volatile$/, ""));
+    }
   }
 
   mount(key: string, target: string, opts: { volatile?: boolean } = {}): void {
@@ -340,6 +364,10 @@ export class CopySnapshotter extends BaseSnapshotter implements Snapshotter {
     const MS_BIND = 4096,
       MS_REC = 16384;
     sysMount(join(this.activeDir, key, "fs"), target, null, MS_BIND | MS_REC, null);
+  }
+
+  async mountAsync(key: string, target: string): Promise<void> {
+    this.mount(key, target); // a bind: no time worth a thread
   }
 
   changes(key: string): string {
