@@ -18,7 +18,10 @@ node scripts/unwrap-builtins.mjs dist/berth-snapshot.cjs
 # made under other flags): dist/berth.blob.flags, read by the launcher, the bench and the tests.
 # --no-rehash-snapshot: V8 would otherwise rehash every string and dictionary of the snapshot at
 # each start (~6 ms of `berth run`) to apply a fresh hash seed; this keeps the seed drawn when the
-# snapshot was made (random per build).
+# snapshot was made (random per build). --jitless: V8 interprets only, and makes no executable
+# memory; a short command gains ~2 ms that baseline compiles and their write-protect flips cost,
+# and berth's long work is in native code (hashing, gzip, file copies): a pull measured no slower.
+# --no-expose-wasm: jitless has no WebAssembly, and says so on stderr unless it is off already.
 flags=${BERTH_SNAPSHOT_FLAGS:-$(cat scripts/snapshot.flags)}
 if "$node" $flags --snapshot-blob dist/berth.blob.tmp --build-snapshot scripts/snapshot-entry.cjs >/dev/null 2>dist/berth.blob.log; then
   grep '^build-snapshot:' dist/berth.blob.log >&2 || true
