@@ -54,15 +54,19 @@ module.exports = function warmUp() {
   os.userInfo();
   process.hrtime.bigint();
   process.kill(process.pid, 0);
-  // a pipe read as a stream (how berth reads its helper's reports)
-  const fifo = path.join(dir, "fifo");
-  require("node:child_process").execFileSync("mkfifo", [fifo]);
-  new net.Socket({ fd: fs.openSync(fifo, fs.constants.O_RDWR | fs.constants.O_NONBLOCK), readable: true, writable: false }).destroy();
+  // a pipe read as a stream (how berth reads its helper's reports); only a head start, like all
+  // of this: without mkfifo the snapshot is made all the same
+  try {
+    const fifo = path.join(dir, "fifo");
+    require("node:child_process").execFileSync("mkfifo", [fifo]);
+    new net.Socket({ fd: fs.openSync(fifo, fs.constants.O_RDWR | fs.constants.O_NONBLOCK), readable: true, writable: false }).destroy();
+  } catch {}
   // a unix socket, both ways: what attaching to a container's monitor does
   const sock = path.join(dir, "s");
   const server = net.createServer((c) => {
     c.on("data", (d) => c.end(d));
   });
+  server.on("error", () => fs.rmSync(dir, { recursive: true, force: true }));
   server.listen(sock, () => {
     const client = net.connect(sock);
     client.setNoDelay?.(true);
