@@ -421,8 +421,8 @@ static napi_value js_remove_tree_async(napi_env env, napi_callback_info info) {
 #define MKDIRS_MAX 32
 struct mkdirs_work {
   struct rc_work head;
-  char paths[MKDIRS_MAX][PATH_BYTES];
   uint32_t n;
+  char paths[][PATH_BYTES]; /* n of them */
 };
 
 static void mkdirs_execute(napi_env env, void *data) {
@@ -435,13 +435,14 @@ static void mkdirs_execute(napi_env env, void *data) {
 static napi_value js_mkdirs_async(napi_env env, napi_callback_info info) {
   struct args a;
   char *p;
-  struct mkdirs_work *w = work_alloc(env, sizeof *w);
-  if (!w) return NULL;
-  if (get_args(env, info, &a) || napi_get_array_length(env, a.v[0], &w->n) != napi_ok || w->n > MKDIRS_MAX) {
-    free(w);
+  uint32_t n = 0;
+  if (get_args(env, info, &a) || napi_get_array_length(env, a.v[0], &n) != napi_ok || n > MKDIRS_MAX) {
     napi_throw_type_error(env, NULL, "mkdirsAsync(paths[0..32])");
     return NULL;
   }
+  struct mkdirs_work *w = work_alloc(env, sizeof *w + n * sizeof w->paths[0]);
+  if (!w) return NULL;
+  w->n = n;
   for (uint32_t i = 0; i < w->n; i++) {
     napi_value v;
     napi_get_element(env, a.v[0], i, &v);
