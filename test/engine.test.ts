@@ -8,6 +8,7 @@ import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
+import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { project, rootSkip, tempDir, leaks } from "./helpers.js";
 import { berth, berthCommand, berthEnv, importBusybox, ok, removeNetworking, sh, type BerthEnv } from "./image-helpers.js";
@@ -418,6 +419,35 @@ describe("containers", { skip: rootSkip }, () => {
     const id = ok(b(["run", "-d", "busybox", "sleep", "30"])).stdout.trim();
     assert.doesNotMatch(ok(b(["exec", id, "grep", " / ", "/proc/mounts"])).stdout, /volatile/);
     ok(b(["rm", "-f", id]));
+  });
+
+  test("an image of 80 layers runs: its overlay options, too long with absolute paths, are mounted relative", () => {
+    // busybox's layer, then 80 layers of one file each, as a `docker save` archive
+    const dir = tempDir("berth-test-layers-");
+    ok(b(["save", "-o", join(dir, "busybox.tar"), "busybox"]));
+    sh("tar", ["-xf", join(dir, "busybox.tar"), "-C", dir]);
+    const saved = JSON.parse(fs.readFileSync(join(dir, "manifest.json"), "utf8"))[0];
+    const layers: string[] = [...saved.Layers];
+    const baseConfig = JSON.parse(fs.readFileSync(join(dir, saved.Config), "utf8"));
+    const diffIds: string[] = [...baseConfig.rootfs.diff_ids];
+    for (let i = 1; i <= 80; i++) {
+      const content = join(dir, `c${i}`);
+      fs.mkdirSync(content);
+      fs.writeFileSync(join(content, `f${i}`), `layer ${i}\n`);
+      sh("tar", ["-cf", join(dir, `l${i}.tar`), "-C", content, `f${i}`]);
+      layers.push(`l${i}.tar`);
+      diffIds.push(`sha256:${createHash("sha256").update(fs.readFileSync(join(dir, `l${i}.tar`))).digest("hex")}`);
+    }
+    fs.writeFileSync(join(dir, "config.json"), JSON.stringify({ ...baseConfig, rootfs: { type: "layers", diff_ids: diffIds }, history: undefined }));
+    fs.writeFileSync(join(dir, "manifest.json"), JSON.stringify([{ Config: "config.json", RepoTags: ["tall:latest"], Layers: layers }]));
+    sh("tar", ["-cf", join(dir, "tall.tar"), "-C", dir, "manifest.json", "config.json", ...layers]);
+    ok(b(["load", "-i", join(dir, "tall.tar")]));
+    assert.equal(ok(b(["run", "--rm", "tall", "cat", "/f1", "/f80"])).stdout, "layer 1\nlayer 80\n");
+    const id = ok(b(["run", "-d", "tall", "sleep", "30"])).stdout.trim();
+    assert.match(ok(b(["exec", id, "grep", " / ", "/proc/mounts"])).stdout, /lowerdir=l\//, "relative lower dirs");
+    ok(b(["rm", "-f", id]));
+    ok(b(["rmi", "tall"]));
+    fs.rmSync(dir, { recursive: true, force: true });
   });
 
   test("nothing left: no containers, mounts or processes", () => {
