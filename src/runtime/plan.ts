@@ -153,6 +153,8 @@ export interface CreatePlanInput {
   noPivot?: boolean;
   preserveFds?: number;
   cgroup?: cgroups.Cgroup;
+  /** How the process enters that cgroup, when the caller has worked it out already. */
+  cgroupEntry?: cgroups.CgroupEntry;
   hookSync?: boolean;
   foreground?: boolean;
   seccomp?: CompiledSeccomp;
@@ -193,9 +195,9 @@ function mapText(maps: { containerID: number; hostID: number; size: number }[]):
 }
 
 /** How the process enters its cgroup (cgroups.CgroupEntry) as plan records; only root's helper joins. */
-function cgroupEntryOps(cg: cgroups.Cgroup | undefined, pidsTight: boolean): PlanOp[] {
+function cgroupEntryOps(cg: cgroups.Cgroup | undefined, pidsTight: boolean, known?: cgroups.CgroupEntry): PlanOp[] {
   if (!cg) return [];
-  const e = cg.entry({ helperJoins: process.getuid?.() === 0, pidsTight });
+  const e = known ?? cg.entry({ helperJoins: process.getuid?.() === 0, pidsTight });
   const ops: PlanOp[] = [...e.joins.map((j): PlanOp => [Op.CGROUP_JOIN, j.dir, j.back]), ...e.procs.map((f): PlanOp => [Op.CGROUP_PROCS, f])];
   if (e.cloneInto) ops.push([Op.CLONE_INTO_CGROUP, e.cloneInto]);
   return ops;
@@ -216,7 +218,7 @@ export function createPlan(input: CreatePlanInput): PlanOp[] {
   const filter = input.cgroup?.deviceFilter(input.spec.linux?.resources?.devices);
   if (filter) ops.push([Op.DEVICE_FILTER, filter.dir, filter.program]);
   // a new container's pids limit of 1 leaves no room for the helper beside its init
-  ops.push(...cgroupEntryOps(input.cgroup, input.spec.linux?.resources?.pids?.limit === 1));
+  ops.push(...cgroupEntryOps(input.cgroup, input.spec.linux?.resources?.pids?.limit === 1, input.cgroupEntry));
   for (const t of joinOrder)
     for (const n of joined) if (n.type === t) ops.push([Op.SETNS, n.path!, String(cloneFlag[t])]);
   if (newNs.has("time")) {

@@ -183,6 +183,7 @@ export class Runtime {
       spec,
     };
     let cg: cgroups.Cgroup | undefined;
+    let cgEntry: cgroups.CgroupEntry | undefined; // worked out once: for the primer and the plan
     let pid = 0;
     try {
       const path = cgroups.cgroupPathFor(id, spec.linux?.cgroupsPath);
@@ -201,7 +202,8 @@ export class Runtime {
         // after the mkdirs: the primer holds the cgroup lock while it waits (only where the init
         // will be moved in: cloned into v2 cgroups, born in v1 ones its helper joins, it is not)
         const root = process.getuid?.() === 0;
-        if (root && cgroups.movesAfterClone(cg.entry({ helperJoins: root, pidsTight: r?.pids?.limit === 1 })).length) cgroups.primeAttach();
+        cgEntry = cg.entry({ helperJoins: root, pidsTight: r?.pids?.limit === 1 });
+        if (root && cgroups.movesAfterClone(cgEntry).length) cgroups.primeAttach();
       } catch (err) {
         // Rootless without a delegated cgroup: run without one, as runc does, unless limits were asked for.
         if (process.getuid?.() === 0 || !isPermissionError(err)) throw err;
@@ -225,6 +227,7 @@ export class Runtime {
         noPivot: opts.noPivot,
         preserveFds: opts.preserveFds,
         cgroup: cg,
+        ...(cg && cgEntry ? { cgroupEntry: cgEntry } : {}),
         hookSync,
         foreground,
         seccomp,
