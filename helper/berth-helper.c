@@ -39,6 +39,7 @@
 #include <linux/capability.h>
 #include <linux/bpf.h>
 #include <linux/close_range.h>
+#include <linux/magic.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -55,6 +56,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -362,10 +364,24 @@ static void idmapped_bind(const char *src, const char *target, int on, const cha
   close(tree);
 }
 
+/* proc and sysfs go on an ordinary directory (as runc): a symlink there would put the kernel's
+ * files wherever the image points, e.g. over a path that masking or read-only rules do not cover. */
+static void refuse_symlink_target(const char *target, const char *fstype) {
+  char buf[PATH_MAX];
+  const char *base;
+  struct stat st;
+  int dir = open_parent_in_root(target, buf, &base);
+  TRY(dir, "create parent of %s", target);
+  if (fstatat(dir, base, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode))
+    die(ENOTDIR, "%s must be mounted on an ordinary directory: %s in the rootfs is %s", fstype, target, S_ISLNK(st.st_mode) ? "a symlink" : "not a directory");
+  close(dir);
+}
+
 static void do_mount(char **a) {
   const char *src = a[0], *target = a[1], *fstype = a[2], *data = a[5], *mk = a[6];
   unsigned long flags = (unsigned long)num(a[3]), prop = (unsigned long)num(a[4]);
   char procpath[64];
+  if (!strcmp(fstype, "proc") || !strcmp(fstype, "sysfs")) refuse_symlink_target(target, fstype);
   if (mk[0] == 'd') TRY(mkdir_in_root(target), "create mount point %s", target);
   if (mk[0] == 'f') TRY(create_file_in_root(target), "create mount point %s", target);
   int fd = open_in_root(target, O_PATH);
@@ -428,6 +444,16 @@ static void do_pivot_root(void) {
   TRY(mount(NULL, ".", NULL, MS_SLAVE | MS_REC, NULL), "make the old root a slave");
   TRY(umount2(".", MNT_DETACH), "detach the old root");
   TRY(chdir("/"), "chdir /");
+}
+
+static void do_hide_mount(const char *path) {
+  if (mount(NULL, path, NULL, MS_SLAVE | MS_REC, NULL) < 0) {
+    if (errno == ENOENT || errno == EINVAL) return; /* gone with a parent already detached */
+    die(errno, "make %s a slave", path);
+  }
+  if (umount2(path, MNT_DETACH) == 0) return;
+  if (errno != EINVAL && errno != EPERM) die(errno, "detach %s", path);
+  TRY(mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL), "cover %s", path);
 }
 
 static void do_chroot(void) {
@@ -727,6 +753,7 @@ static void run_child(int release_fd) {
     case OP_SYMLINK: do_symlink(a); break;
     case OP_PIVOT_ROOT: do_pivot_root(); close_idmap_fds(); break;
     case OP_CHROOT: do_chroot(); close_idmap_fds(); break;
+    case OP_HIDE_MOUNT: do_hide_mount(a[0]); break;
     case OP_MASK_PATH: do_mask(a[0]); break;
     case OP_READONLY_PATH: do_readonly(a[0]); break;
     case OP_REMOUNT_ROOT_RO:
@@ -736,6 +763,9 @@ static void run_child(int release_fd) {
     case OP_DOMAINNAME: TRY(setdomainname(a[0], strlen(a[0])), "setdomainname %s", a[0]); break;
     case OP_SYSCTL: {
       char p[PATH_MAX];
+      struct statfs fs;
+      /* the container's own procfs: a /proc the image or a mount made into something else is not written through */
+      if (statfs("/proc/sys", &fs) < 0 || fs.f_type != PROC_SUPER_MAGIC) die(EINVAL, "sysctl %s: /proc/sys in the container is not procfs (mount proc on /proc)", a[0]);
       snprintf(p, sizeof p, "/proc/sys/%s", a[0]);
       TRY(write_file(p, a[1]), "write %s = %s", p, a[1]);
       break;

@@ -242,6 +242,30 @@ describe("the container's view", { skip: rootSkip }, () => {
     assert.deepEqual(leaks(), []);
   });
 
+  test("sysctls the container's namespaces own are set through its own /proc/sys", () => {
+    const out = ok(runIn(["/bin/sh", "-c", "cat /proc/sys/net/ipv4/ip_forward /proc/sys/fs/mqueue/msg_max /proc/sys/kernel/domainname"], (s) => {
+      s.linux.sysctl = { "net.ipv4.ip_forward": "1", "fs/mqueue/msg_max": "17", "kernel.domainname": "inside.test" };
+      s.linux.readonlyPaths = [];
+    }));
+    assert.equal(out, "1\n17\ninside.test\n");
+    assert.notEqual(readFileSync("/proc/sys/kernel/domainname", "utf8").trim(), "inside.test", "the host's domainname is untouched");
+  });
+
+  test("--no-pivot: a new user namespace cannot mount an unmasked procfs (the host's proc and sysfs are hidden)", () => {
+    const root = newRoot();
+    const b = makeBundle(["/bin/busybox", "unshare", "-mrpf", "/bin/sh", "-c", "mount -t proc none /proc && echo MOUNTED"], (s) => {
+      s.process.capabilities = undefined;
+      s.process.noNewPrivileges = false;
+    });
+    const r = rt(root, ["run", "--no-pivot", "--bundle", b, uniqueId()]);
+    assert.doesNotMatch(r.stdout, /MOUNTED/, "procfs was mounted inside a --no-pivot container");
+    assert.match(r.stderr, /Operation not permitted|permission denied/i, r.stderr);
+    const pivot = rt(root, ["run", "--bundle", b, uniqueId()]);
+    assert.doesNotMatch(pivot.stdout, /MOUNTED/, "procfs was mounted inside a pivot_root container");
+    rmSync(b, { recursive: true });
+    rmSync(root, { recursive: true });
+  });
+
   test("--no-pivot runs in a chroot over the moved rootfs", () => {
     const root = newRoot();
     const b = makeBundle(["/probe", "ls", "/"]);
@@ -253,9 +277,19 @@ describe("the container's view", { skip: rootSkip }, () => {
   });
 });
 
+/** A copy of the busybox fixture in which `name` is a symlink to `target`. */
+function rootfsWith(name: string, target: string): string {
+  const dir = join(tempDir(), "rootfs");
+  cpSync(fixtureRootfs, dir, { recursive: true, verbatimSymlinks: true });
+  rmSync(join(dir, name), { recursive: true, force: true });
+  symlinkSync(target, join(dir, name));
+  return dir;
+}
+
 describe("bad input leaves nothing behind", { skip: rootSkip }, () => {
   const cases: [string, (s: AnySpec, bundle: string) => void, RegExp][] = [
-    ["invalid JSON", (_s, b) => writeFileSync(join(b, "config.json"), "{nope"), /config.json is not valid JSON/],
+    // written over the bundle's config.json below, once the bundle exists
+    ["invalid JSON", () => {}, /config.json is not valid JSON/],
     ["a missing rootfs", (s) => (s.root.path = "/nonexistent/rootfs"), /rootfs \/nonexistent\/rootfs does not exist/],
     ["an unknown namespace", (s) => s.linux.namespaces.push({ type: "bogus" }), /linux.namespaces\[\d\].type: unknown namespace type "bogus"/],
     ["a missing process.cwd", (s) => delete s.process.cwd, /process.cwd: must be an absolute path/],
@@ -266,6 +300,14 @@ describe("bad input leaves nothing behind", { skip: rootSkip }, () => {
     ["a failing mount", (s) => s.mounts.push({ destination: "/root", type: "nosuchfs", source: "none" }), /mount none \(nosuchfs\) on \/root: no such device/],
     ["a rlimit with soft above hard", (s) => (s.process.rlimits = [{ type: "RLIMIT_NOFILE", soft: 10, hard: 5 }]), /soft limit 10 is above hard limit 5/],
     ["an unknown rlimit", (s) => (s.process.rlimits = [{ type: "RLIMIT_BOGUS", soft: 1, hard: 1 }]), /unknown rlimit type RLIMIT_BOGUS/],
+    ["a host sysctl (kernel.core_pattern)", (s) => (s.linux.sysctl = { "kernel.core_pattern": "|/tmp/x" }), /linux.sysctl: "kernel.core_pattern" is not namespaced: setting it would change the host/],
+    ["a host sysctl (vm.*, slash form)", (s) => (s.linux.sysctl = { "vm/overcommit_memory": "1" }), /linux.sysctl: "vm\/overcommit_memory" is not namespaced/],
+    ["a net.* sysctl without a network namespace", (s) => ((s.linux.sysctl = { "net.ipv4.ip_forward": "1" }), (s.linux.namespaces = s.linux.namespaces.filter((n: { type: string }) => n.type !== "network"))), /"net.ipv4.ip_forward" is not allowed in the host's network namespace/],
+    ["a net.* sysctl in the host's network namespace joined by path", (s) => ((s.linux.sysctl = { "net.ipv4.ip_forward": "1" }), s.linux.namespaces.forEach((n: { type: string; path?: string }) => n.type === "network" && (n.path = "/proc/self/ns/net"))), /"net.ipv4.ip_forward" is not allowed in the host's network namespace/],
+    ["an IPC sysctl without an ipc namespace", (s) => ((s.linux.sysctl = { "kernel.shmmax": "1" }), (s.linux.namespaces = s.linux.namespaces.filter((n: { type: string }) => n.type !== "ipc"))), /"kernel.shmmax" is not allowed in the host's IPC namespace/],
+    ["a sysctl key that climbs out of /proc/sys", (s) => (s.linux.sysctl = { "net/../../../etc/x": "1" }), /is not a sysctl name/],
+    ["proc mounted through a symlink", (s) => (s.root.path = rootfsWith("proc", "tmp")), /proc must be mounted on an ordinary directory: \/proc in the rootfs is a symlink/],
+    ["sysfs mounted through a symlink", (s) => (s.root.path = rootfsWith("sys", "/etc")), /sysfs must be mounted on an ordinary directory: \/sys in the rootfs is a symlink/],
     ["a capability that does not exist", (s) => s.process.capabilities.bounding.push("CAP_TELEPORT"), /process.capabilities.bounding\[3\]: unknown capability "CAP_TELEPORT"/],
   ];
   for (const [name, edit, message] of cases) {

@@ -203,6 +203,61 @@ function cgroupEntryOps(cg: cgroups.Cgroup | undefined, pidsTight: boolean, know
   return ops;
 }
 
+/**
+ * Full proc and sysfs mounts of the host outside the rootfs. chroot leaves them reachable in the
+ * container's mount namespace, and the kernel lets a new user namespace mount a fresh procfs
+ * (unmasked) wherever a full one is visible: --no-pivot hides them first, as runc does.
+ */
+function hostProcMounts(rootfs: string): string[] {
+  const out: string[] = [];
+  const unescape = (p: string) => p.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  for (const line of readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
+    const f = line.split(" ");
+    const sep = f.indexOf("-");
+    if (sep < 0 || f[3] !== "/" || (f[sep + 1] !== "proc" && f[sep + 1] !== "sysfs")) continue;
+    const mountpoint = unescape(f[4]!);
+    if (mountpoint === rootfs || mountpoint.startsWith(rootfs.endsWith("/") ? rootfs : rootfs + "/")) continue;
+    out.push(mountpoint);
+  }
+  return out;
+}
+
+/** sysctls in the IPC namespace (runc's list): the only kernel.* keys a container may set. */
+const ipcSysctls = new Set(["kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"]);
+
+/**
+ * The /proc/sys path of a sysctl the container may set: only keys the kernel keeps per namespace,
+ * and only when the container has that namespace of its own (as runc's validator). Anything else
+ * (kernel.core_pattern, vm.*, a net.* key in the host's network namespace) would change the host.
+ */
+export function sysctlPath(key: string, namespaces: { type: NamespaceType; path?: string }[]): string {
+  const bad = (why: string) => invalid(`config.json: linux.sysctl: ${JSON.stringify(key.slice(0, 100))} ${why}`);
+  // runc accepts both spellings: kernel.msgmax and kernel/msgmax
+  const name = key.replace(/\//g, ".");
+  if (!/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_:@+-]+)+$/.test(name)) throw bad("is not a sysctl name");
+  const has = (t: NamespaceType) => namespaces.some((n) => n.type === t);
+  if (ipcSysctls.has(name) || name.startsWith("fs.mqueue.")) {
+    if (!has("ipc")) throw bad("is not allowed in the host's IPC namespace (add an ipc namespace)");
+  } else if (name.startsWith("net.")) {
+    const net = namespaces.find((n) => n.type === "network");
+    if (!net || (net.path && sameNamespace(net.path, "/proc/self/ns/net"))) throw bad("is not allowed in the host's network namespace (add a network namespace)");
+  } else if (name === "kernel.hostname" || name === "kernel.domainname") {
+    if (!has("uts")) throw bad("is not allowed in the host's UTS namespace (add a uts namespace)");
+  } else throw bad("is not namespaced: setting it would change the host (only kernel.msg*, kernel.sem, kernel.shm*, fs.mqueue.*, net.* and kernel.hostname/domainname are)");
+  // the slash form keeps dots inside a name (net.ipv4.conf.eth0/100.forwarding is eth0.100's)
+  return key.includes("/") ? key : key.replace(/\./g, "/");
+}
+
+function sameNamespace(a: string, b: string): boolean {
+  try {
+    const x = statSync(a),
+      y = statSync(b);
+    return x.dev === y.dev && x.ino === y.ino;
+  } catch {
+    throw invalid(`config.json: linux.namespaces: cannot read the network namespace ${a}`);
+  }
+}
+
 export function createPlan(input: CreatePlanInput): PlanOp[] {
   const { spec, rootfs } = input;
   const linux = spec.linux ?? {};
@@ -282,6 +337,7 @@ export function createPlan(input: CreatePlanInput): PlanOp[] {
     for (const d of linux.devices ?? [])
       ops.push([Op.MKNOD, d.path, d.type === "u" ? "c" : d.type, String(d.major ?? 0), String(d.minor ?? 0), String(d.fileMode ?? 0o666), String(d.uid ?? 0), String(d.gid ?? 0)]);
   }
+  if (input.noPivot) for (const path of hostProcMounts(rootfs)) ops.push([Op.HIDE_MOUNT, path]);
   ops.push(input.noPivot ? [Op.CHROOT] : [Op.PIVOT_ROOT]);
   ops.push([Op.SETSID]);
   if (p.terminal) ops.push([Op.TERMINAL]);
@@ -293,10 +349,7 @@ export function createPlan(input: CreatePlanInput): PlanOp[] {
     if (!newNs.has("uts")) throw invalid("config.json: domainname: setting the domainname needs a new uts namespace");
     ops.push([Op.DOMAINNAME, spec.domainname]);
   }
-  for (const [k, v] of Object.entries(linux.sysctl ?? {})) {
-    if (k.includes("..") || k.startsWith("/")) throw invalid(`config.json: linux.sysctl: bad key ${k}`);
-    ops.push([Op.SYSCTL, k.replace(/\./g, "/"), v]);
-  }
+  for (const [k, v] of Object.entries(linux.sysctl ?? {})) ops.push([Op.SYSCTL, sysctlPath(k, namespaces), v]);
   for (const path of linux.readonlyPaths ?? []) ops.push([Op.READONLY_PATH, path]);
   for (const path of linux.maskedPaths ?? []) ops.push([Op.MASK_PATH, path]);
   if (spec.root?.readonly) ops.push([Op.REMOUNT_ROOT_RO]);
