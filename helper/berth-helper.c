@@ -774,6 +774,12 @@ static void run_child(int release_fd) {
     case OP_OOM_SCORE_ADJ: TRY(write_file("/proc/self/oom_score_adj", a[0]), "set oom_score_adj %s", a[0]); break;
     case OP_SETSID: TRY(setsid(), "setsid"); break;
     case OP_TERMINAL: do_terminal(); break;
+    case OP_LSM_EXEC: {
+      char p[128];
+      snprintf(p, sizeof p, "/proc/thread-self/attr/%s", a[0]);
+      TRY(write_file(p, a[1]), "set the LSM label at exec (%s) to %s", p, a[1]);
+      break;
+    }
     case OP_UMASK: umask((mode_t)strtol(a[0], NULL, 8)); break;
     case OP_GROUPS: {
       gid_t *g = calloc((size_t)o->argc + 1, sizeof(gid_t));

@@ -266,6 +266,15 @@ describe("the container's view", { skip: rootSkip }, () => {
     rmSync(root, { recursive: true });
   });
 
+  test("labels the host cannot apply run only when the user opts out, with a warning", { skip: existsSync("/sys/kernel/security/apparmor") && "this host has AppArmor" }, () => {
+    const r = runIn(["/probe", "id"], (s) => {
+      s.process.apparmorProfile = "docker-default";
+      s.annotations = { "org.berth.lsm": "optional" };
+    });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /process.apparmorProfile "docker-default" cannot be applied: AppArmor is not enabled on this host; running without it/);
+  });
+
   test("--no-pivot runs in a chroot over the moved rootfs", () => {
     const root = newRoot();
     const b = makeBundle(["/probe", "ls", "/"]);
@@ -308,6 +317,15 @@ describe("bad input leaves nothing behind", { skip: rootSkip }, () => {
     ["a sysctl key that climbs out of /proc/sys", (s) => (s.linux.sysctl = { "net/../../../etc/x": "1" }), /is not a sysctl name/],
     ["proc mounted through a symlink", (s) => (s.root.path = rootfsWith("proc", "tmp")), /proc must be mounted on an ordinary directory: \/proc in the rootfs is a symlink/],
     ["sysfs mounted through a symlink", (s) => (s.root.path = rootfsWith("sys", "/etc")), /sysfs must be mounted on an ordinary directory: \/sys in the rootfs is a symlink/],
+    ...(existsSync("/sys/kernel/security/apparmor")
+      ? []
+      : ([["an AppArmor profile on a host without AppArmor", (s) => (s.process.apparmorProfile = "docker-default"), /process.apparmorProfile "docker-default" cannot be applied: AppArmor is not enabled on this host \(set the annotation org.berth.lsm=optional/]] as typeof cases)),
+    ...(existsSync("/sys/fs/selinux/enforce")
+      ? []
+      : ([
+          ["an SELinux process label on a host without SELinux", (s) => (s.process.selinuxLabel = "system_u:system_r:container_t:s0"), /process.selinuxLabel cannot be applied: SELinux is not enabled on this host/],
+          ["an SELinux mount label on a host without SELinux", (s) => (s.linux.mountLabel = "system_u:object_r:container_file_t:s0"), /linux.mountLabel cannot be applied/],
+        ] as typeof cases)),
     ["a capability that does not exist", (s) => s.process.capabilities.bounding.push("CAP_TELEPORT"), /process.capabilities.bounding\[3\]: unknown capability "CAP_TELEPORT"/],
   ];
   for (const [name, edit, message] of cases) {

@@ -16,6 +16,7 @@ test("profile errors name the entry", () => {
     [{ defaultAction: "SCMP_ACT_ALLOW", flags: ["SECCOMP_FILTER_FLAG_NOPE"] }, /flags\[0\]: unknown flag/],
     [{ defaultAction: "SCMP_ACT_ALLOW", syscalls: [{ names: ["read"], action: "SCMP_ACT_NOTIFY" }] }, /linux.seccomp.listenerPath: required when a rule uses SCMP_ACT_NOTIFY/],
     [{ defaultAction: "SCMP_ACT_NOTIFY", listenerPath: "/run/agent.sock" }, /defaultAction: SCMP_ACT_NOTIFY cannot be the default action/],
+    [{ defaultAction: "SCMP_ACT_ALLOW", listenerPath: "/run/agent.sock", syscalls: [{ names: ["openat", "write"], action: "SCMP_ACT_NOTIFY" }] }, /linux.seccomp.syscalls\[0\]: SCMP_ACT_NOTIFY cannot be used for write/],
   ];
   for (const [profile, message] of cases) assert.throws(() => seccompRecords(profile), message);
 });

@@ -90,8 +90,17 @@ const rlimitNumbers: Record<string, number> = {
 
 const u64 = (n: number) => (n < 0 || n >= 2 ** 64 - 1 ? "unlimited" : BigInt(n).toString());
 
-function credentialOps(p: Process, rootfs: string | undefined, preserveFds: number, seccomp?: CompiledSeccomp, setgroupsDenied = false, listenerState?: string): PlanOp[] {
+/** Which Linux security modules this host enforces (the runtime refuses labels it cannot apply). */
+export interface HostLsm {
+  apparmor: boolean;
+  selinux: boolean;
+}
+
+function credentialOps(p: Process, rootfs: string | undefined, preserveFds: number, seccomp?: CompiledSeccomp, setgroupsDenied = false, listenerState?: string, lsm?: HostLsm): PlanOp[] {
   const ops: PlanOp[] = [];
+  // labels for the exec, set while still privileged (as runc, before the user and capabilities change)
+  if (p.apparmorProfile && lsm?.apparmor) ops.push([Op.LSM_EXEC, "apparmor/exec", `exec ${p.apparmorProfile}`]);
+  if (p.selinuxLabel && lsm?.selinux) ops.push([Op.LSM_EXEC, "exec", p.selinuxLabel]);
   // A notify filter's fd goes to the agent (runc's ContainerProcessState, @@PID@@ filled in by the helper).
   if (seccomp?.listenerPath) ops.push([Op.SECCOMP_LISTENER, seccomp.listenerPath, listenerState ?? "{}"]);
   // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it before the user and
@@ -164,6 +173,8 @@ export interface CreatePlanInput {
   listenerState?: string;
   /** runc gives each container a session keyring of its own (named after it) unless --no-new-keyring. */
   sessionKeyring?: string;
+  /** The LSMs the host enforces: the process's labels are applied where one is. */
+  lsm?: HostLsm;
 }
 
 /** newuidmap/newgidmap from Debian's uidmap package: setuid helpers that apply /etc/subuid and /etc/subgid. */
@@ -353,7 +364,7 @@ export function createPlan(input: CreatePlanInput): PlanOp[] {
   for (const path of linux.readonlyPaths ?? []) ops.push([Op.READONLY_PATH, path]);
   for (const path of linux.maskedPaths ?? []) ops.push([Op.MASK_PATH, path]);
   if (spec.root?.readonly) ops.push([Op.REMOUNT_ROOT_RO]);
-  ops.push(...credentialOps(p, rootfs, input.preserveFds ?? 0, input.seccomp, setgroupsDenied, input.listenerState));
+  ops.push(...credentialOps(p, rootfs, input.preserveFds ?? 0, input.seccomp, setgroupsDenied, input.listenerState, input.lsm));
   return ops;
 }
 
@@ -427,6 +438,7 @@ export function execPlan(input: {
   preserveFds?: number;
   seccomp?: CompiledSeccomp;
   listenerState?: string;
+  lsm?: HostLsm;
 }): PlanOp[] {
   const ops: PlanOp[] = [];
   if (input.consoleSocket) ops.push([Op.CONSOLE_SOCKET, input.consoleSocket]);
@@ -443,7 +455,7 @@ export function execPlan(input: {
   if (input.foreground) ops.push([Op.FOREGROUND]);
   ops.push([Op.SETSID]);
   if (input.process.terminal) ops.push([Op.TERMINAL]);
-  ops.push(...credentialOps(input.process, input.rootfs, input.preserveFds ?? 0, input.seccomp, false, input.listenerState));
+  ops.push(...credentialOps(input.process, input.rootfs, input.preserveFds ?? 0, input.seccomp, false, input.listenerState, input.lsm));
   return ops;
 }
 

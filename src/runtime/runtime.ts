@@ -17,7 +17,7 @@ import * as cgroups from "../cgroups/index.js";
 import { compileSeccomp, type CompiledSeccomp, type Seccomp } from "../security/index.js";
 import { runHelper, type HelperOptions, type LaunchedHelper } from "./helper.js";
 import { pollIn, removeFile } from "../common/sys.js";
-import { createPlan, execPlan, removalPlan } from "./plan.js";
+import { createPlan, execPlan, removalPlan, type HostLsm } from "./plan.js";
 import { codeNames } from "./protocol.js";
 import { hookNames, validateProcess, validateSpec, type Hook, type HookName, type NamespaceType, type Process, type Spec } from "./spec.js";
 import { StateStore, processStartTime, type ContainerRecord, type OciState, type Status } from "./state.js";
@@ -155,19 +155,30 @@ export class Runtime {
     return this.createFromSpec(id, spec, bundle, rootfs, opts, false);
   }
 
-  /** Said plainly rather than pretended: this host applies neither AppArmor nor SELinux. */
-  private warnUnappliedLabels(spec: Spec): void {
-    if (spec.process?.apparmorProfile && !existsSync("/sys/kernel/security/apparmor"))
-      this.warn(`process.apparmorProfile ${JSON.stringify(spec.process.apparmorProfile)} is not applied: AppArmor is not enabled on this host`);
-    if ((spec.process?.selinuxLabel || spec.linux?.mountLabel) && !existsSync("/sys/fs/selinux/enforce"))
-      this.warn("process.selinuxLabel / linux.mountLabel are not applied: SELinux is not enabled on this host");
+  /**
+   * Security labels fail closed, as runc: a profile or label the host cannot apply is an error, since
+   * a container that asked for confinement must not run without it. The annotation
+   * org.berth.lsm=optional (the user's explicit choice) turns the refusal into a warning.
+   */
+  private checkLabels(spec: Spec, p: Process | undefined = spec.process): HostLsm {
+    const lsm = hostLsm();
+    const optional = spec.annotations?.[LSM_OPTIONAL_ANNOTATION] === "optional";
+    const refuse = (what: string, why: string) => {
+      const message = `${what} cannot be applied: ${why}`;
+      if (!optional) throw invalid(`config.json: ${message} (set the annotation ${LSM_OPTIONAL_ANNOTATION}=optional to run without it)`);
+      this.warn(`${message}; running without it (${LSM_OPTIONAL_ANNOTATION}=optional)`);
+    };
+    if (p?.apparmorProfile && !lsm.apparmor) refuse(`process.apparmorProfile ${JSON.stringify(p.apparmorProfile.slice(0, 200))}`, "AppArmor is not enabled on this host");
+    if (p?.selinuxLabel && !lsm.selinux) refuse("process.selinuxLabel", "SELinux is not enabled on this host");
+    if (spec.linux?.mountLabel) refuse("linux.mountLabel", lsm.selinux ? "berth does not label mounts" : "SELinux is not enabled on this host");
+    return lsm;
   }
 
   private async createFromSpec(id: string, spec: Spec, bundle: string, rootfs: string, opts: CreateOptions, foreground: boolean) {
     trace("runtime: bundle loaded");
+    const lsm = this.checkLabels(spec);
     this.store.claim(id);
     trace("runtime: claimed");
-    this.warnUnappliedLabels(spec);
     const rec: ContainerRecord = {
       ociVersion: spec.ociVersion,
       id,
@@ -233,6 +244,7 @@ export class Runtime {
         seccomp,
         listenerState: seccomp?.listenerPath ? listenerState(seccomp, { ...this.store.ociState(rec), status: "creating" }, true) : undefined,
         sessionKeyring: opts.noNewKeyring ? undefined : id,
+        lsm,
       });
       this.debug?.(`plan for ${id}: ${describePlan(ops)}`);
       const run = runHelper(ops, {
@@ -582,6 +594,7 @@ export class Runtime {
     if (status === "paused") throw precondition("cannot exec in a paused container");
     if (status === "creating") throw precondition("cannot exec in a container that is being created");
     if (proc.terminal && opts.detach && !opts.consoleSocket) throw invalid("cannot allocate tty if runc will detach without setting console socket");
+    const lsm = this.checkLabels(rec.spec, proc);
     const seccomp = this.seccompFor(rec.spec);
     const ops = execPlan({
       pid: rec.pid,
@@ -595,6 +608,7 @@ export class Runtime {
       preserveFds: opts.preserveFds,
       seccomp,
       listenerState: seccomp?.listenerPath ? listenerState(seccomp, this.store.ociState(rec), false) : undefined,
+      lsm,
     });
     this.debug?.(`exec plan for ${id}: ${describePlan(ops)}`);
     const run = runHelper(ops, { stdio: opts.stdio, preserveFds: opts.preserveFds });
@@ -641,6 +655,23 @@ export class Runtime {
     if (timer) clearTimeout(timer);
     if (code !== 0) throw new BerthError("System", `${name} hook ${h.path} failed (exit status ${code})`);
   }
+}
+
+/** The annotation by which a user accepts running without an AppArmor profile or SELinux label the host cannot apply. */
+export const LSM_OPTIONAL_ANNOTATION = "org.berth.lsm";
+
+let lsmCache: HostLsm | undefined;
+function hostLsm(): HostLsm {
+  if (!lsmCache) {
+    let apparmor = false;
+    try {
+      apparmor = readFileSync("/sys/module/apparmor/parameters/enabled", "utf8").trim() === "Y" && existsSync("/sys/kernel/security/apparmor");
+    } catch {
+      // no AppArmor module
+    }
+    lsmCache = { apparmor, selinux: existsSync("/sys/fs/selinux/enforce") };
+  }
+  return lsmCache;
 }
 
 /** runc's ContainerProcessState for a seccomp agent; the helper puts the process's pid at @@PID@@. */

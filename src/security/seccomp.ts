@@ -137,6 +137,8 @@ export function seccompRecords(s: Seccomp): { records: SeccompRecord[]; flags: n
     if (action === def) return;
     for (const name of sc.names) {
       if (typeof name !== "string" || !name) throw invalid(`${field}.names: must be non-empty strings`);
+      // the agent would be stopped writing its own answer, or the container's runtime its output (runc refuses it too)
+      if (name === "write" && sc.action === "SCMP_ACT_NOTIFY") throw invalid(`${field}: SCMP_ACT_NOTIFY cannot be used for write (the container could deadlock waiting on its agent)`);
       records.push(["RULE", String(action), name, ...conds]);
     }
   });
