@@ -1,7 +1,7 @@
 /** berth-runtime's lifecycle as runc's callers see it: statuses, exit codes, state JSON, errors. */
 import { test, describe, after } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, rmdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { cli, leaks, makeBundle, newRoot, rootSkip, rt, uniqueId, waitFor, waitForSync } from "./helpers.js";
@@ -10,6 +10,55 @@ const root = newRoot();
 after(() => rmSync(root, { recursive: true, force: true }));
 
 describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
+  test("a failed create removes the cgroups it made, the cgroupsPath's new parents too", () => {
+    const parent = uniqueId("failed");
+    for (const [why, edit] of [
+      ["a failing mount", (s: { mounts: unknown[] }) => s.mounts.push({ destination: "/x", type: "nosuchfs", source: "none" })],
+      ["a missing program", (s: { process: { args: string[] } }) => (s.process.args = ["/nope"])],
+      ["a resource the host refuses", (s: { linux: { resources: unknown } }) => (s.linux.resources = { cpu: { cpus: "99" } })],
+    ] as const) {
+      const b = makeBundle(["/probe", "id"], (s) => {
+        s.linux.cgroupsPath = `/${parent}/a/ctr`;
+        (edit as (s: unknown) => void)(s);
+      });
+      const id = uniqueId();
+      const r = rt(root, ["create", "--bundle", b, id]);
+      assert.equal(r.code, 1, `${why}: ${r.stderr}`);
+      assert.deepEqual(readdirSync("/sys/fs/cgroup").filter((h) => existsSync(join("/sys/fs/cgroup", h, parent))), [], `${why}: no cgroup left (${r.stderr.trim()})`);
+      rmSync(b, { recursive: true });
+    }
+    assert.deepEqual(leaks(), []);
+  });
+
+  test("a cgroupsPath in a frozen cgroup is refused (the process would sleep there), leaving nothing", () => {
+    const parent = uniqueId("frozen");
+    const id = uniqueId();
+    // a paused container's cgroup is the frozen cgroup: the new one is asked for beside its init
+    const holder = uniqueId();
+    const b = makeBundle(["/probe", "sleep", "60"], (s) => (s.linux.cgroupsPath = `/${parent}/${holder}`));
+    assert.equal(rt(root, ["run", "-d", "--bundle", b, holder]).code, 0);
+    try {
+      assert.equal(rt(root, ["pause", holder]).code, 0);
+      for (const path of [`/${parent}/${holder}`, `/${parent}/${holder}/${id}`]) {
+        const nb = makeBundle(["/probe", "id"], (s) => (s.linux.cgroupsPath = path));
+        const r = rt(root, ["run", "--bundle", nb, id], { timeout: 20_000 });
+        assert.equal(r.code, 1, `run in ${path} must fail, not hang: ${r.stderr}`);
+        assert.match(r.stderr, new RegExp(`cgroup /${parent}/${holder} is frozen: a container started in it would not run until it is thawed`));
+        assert.equal(existsSync(join(root, id)), false, "no state directory");
+        rmSync(nb, { recursive: true });
+      }
+      assert.equal(rt(root, ["resume", holder]).code, 0);
+      assert.equal(JSON.parse(rt(root, ["state", holder]).stdout).status, "running");
+    } finally {
+      rt(root, ["delete", "-f", holder]);
+      rmSync(b, { recursive: true });
+      // the parent is the test's own (runc leaves parents it did not make too)
+      for (const h of readdirSync("/sys/fs/cgroup")) if (existsSync(join("/sys/fs/cgroup", h, parent))) rmdirSync(join("/sys/fs/cgroup", h, parent));
+    }
+    assert.deepEqual(leaks(), []);
+    assert.deepEqual(readdirSync("/sys/fs/cgroup").filter((h) => existsSync(join("/sys/fs/cgroup", h, parent))), [], "no cgroup left");
+  });
+
   test("create waits for start; state, list and ps report it; kill and delete clean up", () => {
     const bundle = makeBundle(["/probe", "sleep", "60"]);
     const id = uniqueId();

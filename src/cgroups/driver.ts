@@ -82,6 +82,8 @@ export interface CgroupDriver {
   pids(path: string): number[];
   freeze(path: string, frozen: boolean): void;
   isFrozen(path: string): boolean;
+  /** The cgroup (this one or an existing parent) that is frozen or freezing, if any: a process put there would sleep until thawed. */
+  frozenAt(path: string): string | undefined;
   stats(path: string): Stats;
   /** How many times the kernel's OOM killer killed a task of this cgroup. */
   oomKills(path: string): number;
@@ -90,6 +92,12 @@ export interface CgroupDriver {
   deviceFilter(path: string, rules: DeviceRule[] | undefined): { dir: string; program: string } | undefined;
   /** Host directories to show inside the container at /sys/fs/cgroup. */
   mountSources(path: string): { name: string; dir: string; v2: boolean }[];
+}
+
+/** "/a/b/c" → ["/a/b/c", "/a/b", "/a"]. */
+function selfOrParents(path: string): string[] {
+  const parts = path.split("/").filter(Boolean);
+  return parts.map((_, i) => "/" + parts.slice(0, parts.length - i).join("/"));
 }
 
 const sleepSync = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
@@ -275,6 +283,18 @@ export class V1Driver implements CgroupDriver {
     throw new BerthError("System", `cgroup: ${path} did not become ${frozen ? "frozen" : "thawed"}`);
   }
 
+  frozenAt(path: string): string | undefined {
+    const h = this.hierarchies.find((x) => x.controllers.includes("freezer"));
+    if (!h) return undefined;
+    return selfOrParents(path).find((p) => {
+      try {
+        return /^(FROZEN|FREEZING)$/.test(readFileSync(join(h.mount, p, "freezer.state"), "utf8").trim());
+      } catch {
+        return false; // not made yet (or the root, which has no freezer.state)
+      }
+    });
+  }
+
   isFrozen(path: string): boolean {
     const dir = this.dirOf(path, "freezer");
     try {
@@ -388,6 +408,16 @@ export class V2Driver implements CgroupDriver {
       sleepSync(1);
     }
     throw new BerthError("System", `cgroup: ${path} did not become ${frozen ? "frozen" : "thawed"}`);
+  }
+
+  frozenAt(path: string): string | undefined {
+    return selfOrParents(path).find((p) => {
+      try {
+        return readFileSync(join(this.mount, p, "cgroup.freeze"), "utf8").trim() === "1" || readKeyed(join(this.mount, p, "cgroup.events")).frozen === 1;
+      } catch {
+        return false; // not made yet, or the root
+      }
+    });
   }
 
   isFrozen(path: string): boolean {

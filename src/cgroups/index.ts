@@ -3,7 +3,7 @@
  * hybrid layout (v1 controllers plus a v2 mount), detected at run time from /proc/self/mountinfo.
  * The runtime uses `openCgroup(path)`; drivers and the value mapping are exported for tests and tools.
  */
-import { readFileSync, rmdirSync } from "node:fs";
+import { existsSync, readFileSync, rmdirSync } from "node:fs";
 import { join } from "../common/path.js";
 import { BerthError, invalid } from "../common/errors.js";
 import { writeDetached } from "../common/sys.js";
@@ -120,6 +120,31 @@ export class Cgroup {
   }
   isFrozen(): boolean {
     return this.driver.isFrozen(this.path);
+  }
+  frozenAt(): string | undefined {
+    return this.driver.frozenAt(this.path);
+  }
+  /** The parents of this cgroup that do not exist yet (deepest first): what create would make. */
+  missingParents(): string[] {
+    const parts = this.path.split("/").filter(Boolean);
+    const out: string[] = [];
+    const mount = this.driver.hierarchies[0]?.mount;
+    for (let i = parts.length - 1; i > 0 && mount; i--) {
+      const p = "/" + parts.slice(0, i).join("/");
+      if (existsSync(join(mount, p))) break;
+      out.push(p);
+    }
+    return out;
+  }
+  /** Removes these cgroups (deepest first) in every hierarchy where they are empty. */
+  removeIfEmpty(paths: string[]): void {
+    for (const p of paths)
+      for (const h of this.driver.hierarchies)
+        try {
+          rmdirSync(join(h.mount, p));
+        } catch {
+          // not empty (another container uses it) or not there
+        }
   }
   stats(): Stats {
     return this.driver.stats(this.path);

@@ -37,7 +37,16 @@ export interface HelperOptions {
    * when the container is ready.
    */
   launcher?: string[] | LaunchedHelper;
+  /**
+   * How long the helper may take to set the container up (hooks not counted: they have their own
+   * timeouts). A helper that neither reports nor exits by then is killed and the run fails, so no
+   * caller waits forever (e.g. on a process asleep in a cgroup frozen meanwhile).
+   */
+  setupTimeoutMs?: number;
 }
+
+/** BERTH_HELPER_TIMEOUT (seconds) overrides it. */
+export const defaultSetupTimeoutMs = 60_000;
 
 /**
  * A launcher started before its plan exists (launchHelper): the monitor and helper exec and load
@@ -99,9 +108,27 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
   const fail = (e: Error) => {
     if (!settled) {
       settled = true;
+      clearTimeout(deadline);
       rejectReady(e);
     }
   };
+  const limit = opts.setupTimeoutMs ?? (Number(process.env.BERTH_HELPER_TIMEOUT) * 1000 || defaultSetupTimeoutMs);
+  let stage = "starting";
+  let deadline: ReturnType<typeof setTimeout> | undefined;
+  const armDeadline = () => {
+    deadline = setTimeout(() => {
+      fail(new BerthError("System", `berth-helper did not finish setting up the container within ${limit / 1000} s (last step: ${stage}); it was killed`));
+      try {
+        if (pid) process.kill(pid, 9);
+      } catch {
+        // the child is gone already
+      }
+      if (io.kind === "helper") io.child.kill("SIGKILL");
+      else io.endPlan();
+    }, limit);
+    deadline.unref?.();
+  };
+  armDeadline();
 
   let buf = Buffer.alloc(0);
   const reportStream = io.report;
@@ -115,11 +142,16 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
       buf = buf.subarray(8 + len);
       switch (code) {
         case Msg.PID:
+          stage = "the container's setup";
           pid = Number(args[0]);
           opts.onPid?.(pid);
           break;
         case Msg.HOOK_POINT: {
+          clearTimeout(deadline);
           const cont = () => {
+            if (settled) return;
+            stage = "the container's setup after its hooks";
+            armDeadline();
             const hdr = Buffer.alloc(8);
             hdr.writeUInt32LE(Msg.CONTINUE, 0);
             io.writePlan(hdr);
@@ -133,6 +165,7 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
         case Msg.READY:
           if (!settled) {
             settled = true;
+            clearTimeout(deadline);
             resolveReady(pid);
           }
           break;

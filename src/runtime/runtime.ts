@@ -177,6 +177,9 @@ export class Runtime {
   private async createFromSpec(id: string, spec: Spec, bundle: string, rootfs: string, opts: CreateOptions, foreground: boolean) {
     trace("runtime: bundle loaded");
     const lsm = this.checkLabels(spec);
+    // A process joining a frozen cgroup sleeps until someone thaws it: refuse before anything is made.
+    const frozen = cgroups.openCgroup(cgroups.cgroupPathFor(id, spec.linux?.cgroupsPath)).frozenAt();
+    if (frozen) throw precondition(`cgroup ${frozen} is frozen: a container started in it would not run until it is thawed`);
     this.store.claim(id);
     trace("runtime: claimed");
     const rec: ContainerRecord = {
@@ -194,11 +197,13 @@ export class Runtime {
       spec,
     };
     let cg: cgroups.Cgroup | undefined;
+    let madeParents: string[] = []; // a cgroupsPath's parents this create makes, removed again if it fails
     let cgEntry: cgroups.CgroupEntry | undefined; // worked out once: for the primer and the plan
     let pid = 0;
     try {
       const path = cgroups.cgroupPathFor(id, spec.linux?.cgroupsPath);
       cg = cgroups.openCgroup(path);
+      if (spec.linux?.cgroupsPath) madeParents = cg.missingParents();
       rec.cgroupPath = path;
       this.store.write(rec);
       trace("runtime: record written");
@@ -269,7 +274,7 @@ export class Runtime {
         pid = await run.ready;
         trace("runtime: ready");
       } catch (err) {
-        await run.exited;
+        await exitedWithin(run, 5000); // a helper stuck past its kill (a frozen task) is not waited for
         throw err;
       }
       rec.pid = pid;
@@ -299,6 +304,7 @@ export class Runtime {
         } catch {
           // reported by the original error
         }
+        cg.removeIfEmpty(madeParents);
       }
       this.store.remove(id);
       throw err;
@@ -616,7 +622,7 @@ export class Runtime {
     try {
       pid = await run.ready;
     } catch (err) {
-      await run.exited;
+      await exitedWithin(run, 5000); // a helper stuck past its kill (a frozen task) is not waited for
       throw err;
     }
     if (opts.pidFile) writePidFile(opts.pidFile, pid);
@@ -707,6 +713,13 @@ function killQuietly(pid: number, sig: number): void {
   } catch {
     // already gone
   }
+}
+
+/** The helper's exit, or nothing after ms: a failed run's cleanup never waits forever. */
+async function exitedWithin(run: { exited: Promise<unknown> }, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([run.exited, new Promise((res) => (timer = setTimeout(res, ms)))]);
+  clearTimeout(timer);
 }
 
 async function waitEmpty(cg: cgroups.Cgroup): Promise<void> {
