@@ -654,6 +654,74 @@ static const char *resolve_exec(const char *file, char *buf) {
   return NULL;
 }
 
+#define MAX_START_HOOKS 64
+static char **start_hooks[MAX_START_HOOKS];
+static int start_hook_argc[MAX_START_HOOKS];
+static int nstart_hooks;
+
+/* One startContainer hook, from the container's process itself: its namespaces, root, cgroup,
+ * credentials and seccomp filter are the hook's too (the runtime spec runs these in the container). */
+static void run_start_hook(char **a, int argc) {
+  const char *path = a[0];
+  long timeout = num(a[1]);
+  int nargs = (int)num(a[3]);
+  if (nargs < 0 || 4 + nargs > argc) die(EINVAL, "startContainer hook %s: malformed record", path);
+  char **argv = calloc((size_t)nargs + 2, sizeof *argv), **env = calloc((size_t)(argc - 4 - nargs) + 1, sizeof *env);
+  for (int i = 0; i < nargs; i++) argv[i] = a[4 + i];
+  if (!nargs) argv[0] = (char *)path;
+  for (int i = 4 + nargs; i < argc; i++) env[i - 4 - nargs] = a[i];
+  char *state = malloc(strlen(a[2]) + 32), *out = state;
+  for (const char *p = a[2]; *p;) {
+    if (!strncmp(p, "@@PID@@", 7)) {
+      out += sprintf(out, "%d", (int)getpid());
+      p += 7;
+    } else {
+      *out++ = *p++;
+    }
+  }
+  *out = 0;
+  int in[2];
+  TRY(pipe2(in, O_CLOEXEC), "startContainer hook %s: pipe", path);
+  pid_t pid = fork();
+  TRY(pid, "startContainer hook %s: fork", path);
+  if (pid == 0) {
+    if (dup2(in[0], 0) < 0) _exit(126);
+    execve(path, argv, env);
+    dprintf(2, "berth: startContainer hook %s: %s\n", path, strerror(errno));
+    _exit(127);
+  }
+  close(in[0]);
+  /* a hook that does not read its state must not kill us with SIGPIPE */
+  struct sigaction ign = {.sa_handler = SIG_IGN}, old;
+  sigaction(SIGPIPE, &ign, &old);
+  for (size_t off = 0, len = strlen(state); off < len;) {
+    ssize_t w = write(in[1], state + off, len - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) break;
+    off += (size_t)w;
+  }
+  close(in[1]);
+  sigaction(SIGPIPE, &old, NULL);
+  int st = 0;
+  for (long waited_ms = 0;; waited_ms += 5) {
+    pid_t r = waitpid(pid, &st, WNOHANG);
+    if (r == pid) break;
+    if (r < 0 && errno != EINTR) die(errno, "startContainer hook %s: wait", path);
+    if (timeout > 0 && waited_ms >= timeout * 1000) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &st, 0);
+      die(ETIMEDOUT, "startContainer hook %s timed out after %lds", path, timeout);
+    }
+    struct timespec ts = {0, 5 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+    die(ECANCELED, "startContainer hook %s failed (%s %d)", path, WIFEXITED(st) ? "exit status" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+  free(state);
+  free(argv);
+  free(env);
+}
+
 static void child_ready_then_exec(char **a, int argc) {
   char buf[PATH_MAX];
   stage = "exec";
@@ -687,6 +755,8 @@ static void child_ready_then_exec(char **a, int argc) {
     stage = "seccomp";
     load_seccomp();
   }
+  stage = "startContainer hook";
+  for (int i = 0; i < nstart_hooks; i++) run_start_hook(start_hooks[i], start_hook_argc[i]);
   trace_step("execve");
   execve(path, argv, envp);
   die(errno, "exec %s: %s", path, strerror(errno));
@@ -808,6 +878,11 @@ static void run_child(int release_fd) {
     case OP_ENV:
       envp = realloc(envp, sizeof(char *) * (size_t)(nenv + 2));
       envp[nenv++] = a[0];
+      break;
+    case OP_START_HOOK:
+      if (nstart_hooks == MAX_START_HOOKS) die(E2BIG, "more than %d startContainer hooks", MAX_START_HOOKS);
+      start_hooks[nstart_hooks] = a;
+      start_hook_argc[nstart_hooks++] = o->argc;
       break;
     case OP_EXEC: child_ready_then_exec(a, o->argc); break;
     default: break; /* host-side ops */

@@ -171,6 +171,30 @@ describe("hooks", { skip: rootSkip }, () => {
     rmSync(dir, { recursive: true });
   });
 
+  test("startContainer hooks run under the container's seccomp filter and capabilities; a failing one stops the container", () => {
+    const bundle = makeBundle(["/bin/sh", "-c", "cat /tmp/hook-rc; grep CapBnd /tmp/hook-status"], (s) => {
+      s.mounts.push({ destination: "/tmp", type: "tmpfs", source: "tmpfs" });
+      s.linux.seccomp = { defaultAction: "SCMP_ACT_ALLOW", syscalls: [{ names: ["mkdir", "mkdirat"], action: "SCMP_ACT_ERRNO", errnoRet: 1 }] };
+      s.hooks = { startContainer: [{ path: "/bin/sh", args: ["sh", "-c", "mkdir /tmp/d 2>/dev/null; echo $? > /tmp/hook-rc; cat /proc/self/status > /tmp/hook-status"] }] };
+    });
+    const r = rt(root, ["run", "--bundle", bundle, uniqueId()]);
+    assert.equal(r.code, 0, r.stderr);
+    const [rc, caps] = r.stdout.trim().split("\n");
+    assert.equal(rc, "1", "mkdir in the hook is refused by the container's filter");
+    const own = readFileSync("/proc/self/status", "utf8").match(/CapBnd:\s*(\w+)/)![1];
+    assert.notEqual(caps!.split(/\s+/)[1], own, "the hook has the container's bounding set, not the runtime's");
+    assert.equal(caps!.split(/\s+/)[1], "0000000020000420", "CAP_AUDIT_WRITE, CAP_KILL and CAP_NET_BIND_SERVICE only");
+    rmSync(bundle, { recursive: true });
+
+    const failing = makeBundle(["/bin/sh", "-c", "echo the process ran"], (s) => (s.hooks = { startContainer: [{ path: "/bin/sh", args: ["sh", "-c", "exit 3"] }] }));
+    const f = rt(root, ["run", "--bundle", failing, uniqueId()]);
+    assert.notEqual(f.code, 0);
+    assert.doesNotMatch(f.stdout, /the process ran/);
+    assert.match(f.stderr, /startContainer hook \/bin\/sh failed \(exit status 3\)/);
+    rmSync(failing, { recursive: true });
+    assert.deepEqual(leaks(), []);
+  });
+
   test("a failing createRuntime hook fails create and leaves nothing; a slow one times out", () => {
     const dir = tempDir();
     const fail = hookScript(dir, "fail.sh", "echo nope >&2; exit 3");

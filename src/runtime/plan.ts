@@ -96,7 +96,7 @@ export interface HostLsm {
   selinux: boolean;
 }
 
-function credentialOps(p: Process, rootfs: string | undefined, preserveFds: number, seccomp?: CompiledSeccomp, setgroupsDenied = false, listenerState?: string, lsm?: HostLsm): PlanOp[] {
+function credentialOps(p: Process, rootfs: string | undefined, preserveFds: number, seccomp?: CompiledSeccomp, setgroupsDenied = false, listenerState?: string, lsm?: HostLsm, startHooks: PlanOp[] = []): PlanOp[] {
   const ops: PlanOp[] = [];
   // labels for the exec, set while still privileged (as runc, before the user and capabilities change)
   if (p.apparmorProfile && lsm?.apparmor) ops.push([Op.LSM_EXEC, "apparmor/exec", `exec ${p.apparmorProfile}`]);
@@ -135,6 +135,7 @@ function credentialOps(p: Process, rootfs: string | undefined, preserveFds: numb
   const env = p.env ?? [];
   for (const e of env) ops.push([Op.ENV, e]);
   if (!env.some((e) => e.startsWith("HOME="))) ops.push([Op.ENV, `HOME=${homeOf(rootfs, p.user.uid)}`]);
+  ops.push(...startHooks);
   ops.push([Op.EXEC, p.args![0]!, ...p.args!]);
   return ops;
 }
@@ -175,6 +176,8 @@ export interface CreatePlanInput {
   sessionKeyring?: string;
   /** The LSMs the host enforces: the process's labels are applied where one is. */
   lsm?: HostLsm;
+  /** The state JSON startContainer hooks read (@@PID@@ for the pid). */
+  hookState?: string;
 }
 
 /** newuidmap/newgidmap from Debian's uidmap package: setuid helpers that apply /etc/subuid and /etc/subgid. */
@@ -364,7 +367,10 @@ export function createPlan(input: CreatePlanInput): PlanOp[] {
   for (const path of linux.readonlyPaths ?? []) ops.push([Op.READONLY_PATH, path]);
   for (const path of linux.maskedPaths ?? []) ops.push([Op.MASK_PATH, path]);
   if (spec.root?.readonly) ops.push([Op.REMOUNT_ROOT_RO]);
-  ops.push(...credentialOps(p, rootfs, input.preserveFds ?? 0, input.seccomp, setgroupsDenied, input.listenerState, input.lsm));
+  // startContainer hooks run from the container's process (after seccomp, before execve); the
+  // state they read names the process by its pid there, as runc's
+  const startHooks = (spec.hooks?.startContainer ?? []).map((h): PlanOp => [Op.START_HOOK, h.path, String(h.timeout ?? 0), input.hookState ?? "{}", String(h.args?.length ?? 0), ...(h.args ?? []), ...(h.env ?? [])]);
+  ops.push(...credentialOps(p, rootfs, input.preserveFds ?? 0, input.seccomp, setgroupsDenied, input.listenerState, input.lsm, startHooks));
   return ops;
 }
 

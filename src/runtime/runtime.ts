@@ -250,6 +250,7 @@ export class Runtime {
         listenerState: seccomp?.listenerPath ? listenerState(seccomp, { ...this.store.ociState(rec), status: "creating" }, true) : undefined,
         sessionKeyring: opts.noNewKeyring ? undefined : id,
         lsm,
+        ...(hooks.startContainer?.length ? { hookState: hookStateTemplate({ ...this.store.ociState(rec), status: "created" }) } : {}),
       });
       this.debug?.(`plan for ${id}: ${describePlan(ops)}`);
       const run = runHelper(ops, {
@@ -326,7 +327,7 @@ export class Runtime {
     if (status === "stopped") throw precondition("cannot start a container that has stopped");
     if (status !== "created") throw precondition(`cannot start an already ${status} container`);
     const state = this.store.ociState(rec);
-    for (const h of rec.spec.hooks?.startContainer ?? []) await this.runHookInside(rec.pid, rec.namespaces, rec.rootfs, "startContainer", h, state);
+    // startContainer hooks run in the container's process itself, after the fifo (plan START_HOOK)
     const fifo = this.store.fifo(id);
     // O_NONBLOCK so a dead init cannot hang start; the waiting writer makes the byte appear.
     const fd = openSync(fifo, fsc.O_RDONLY | fsc.O_NONBLOCK);
@@ -678,6 +679,12 @@ function hostLsm(): HostLsm {
     lsmCache = { apparmor, selinux: existsSync("/sys/fs/selinux/enforce") };
   }
   return lsmCache;
+}
+
+/** The state a startContainer hook reads, its pid left for the container's process to fill in. */
+function hookStateTemplate(state: OciState): string {
+  const PID = 987654321; // a number JSON keeps; replaced by the token below
+  return JSON.stringify({ ...state, pid: PID }).replaceAll(String(PID), "@@PID@@");
 }
 
 /** runc's ContainerProcessState for a seccomp agent; the helper puts the process's pid at @@PID@@. */
