@@ -5,7 +5,7 @@
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { chownSync, closeSync, existsSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { cli, leaks, makeBundle, rootlessSkip, tempDir, which, type AnySpec } from "./helpers.js";
 
@@ -71,6 +71,38 @@ describe("rootless berth-runtime", { skip }, () => {
     fds.forEach((fd) => closeSync(fd));
     return { code: r.status ?? 128, stdout: readFileSync(out, "utf8"), stderr: readFileSync(err, "utf8") };
   }
+
+  test("the /tmp fallback for state (no XDG_RUNTIME_DIR) is used only when it is the user's own, mode 0700", () => {
+    const dir = `/tmp/berth-runtime-${uid}`;
+    rmSync(dir, { recursive: true, force: true });
+    const list = () => {
+      const r = spawnSync(which("runuser"), ["-u", user, "--", process.execPath, cli, "list"], { env: { PATH: "/usr/bin:/bin", HOME: home }, encoding: "utf8", timeout: 30_000 });
+      return { code: r.status ?? 128, stderr: r.stderr };
+    };
+    try {
+      // planted by someone else (root here), open to all
+      mkdirSync(dir, { mode: 0o777 });
+      chmodSync(dir, 0o777);
+      let r = list();
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, new RegExp(`${dir} belongs to uid 0, not a private directory of uid ${uid}: remove it, or set XDG_RUNTIME_DIR`));
+      assert.equal(existsSync(join(dir, "berth")), false, "nothing was written into it");
+      rmSync(dir, { recursive: true });
+      symlinkSync(home, dir);
+      assert.match(list().stderr, /is a symlink, not a private directory/);
+      rmSync(dir);
+      // missing: made 0700 and used
+      r = list();
+      assert.equal(r.code, 0, r.stderr);
+      const st = statSync(dir);
+      assert.equal(st.uid, uid);
+      assert.equal(st.mode & 0o777, 0o700);
+      chmodSync(dir, 0o755);
+      assert.match(list().stderr, /has mode 755, not a private directory/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 
   test("maps only the user's own id: root inside, the user outside", () => {
     const b = bundle(["/bin/sh", "-c", "/probe id; cat /proc/self/uid_map; /probe hostname | head -1"], "own");

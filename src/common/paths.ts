@@ -1,5 +1,5 @@
 /** Where berth's own binaries are: the launcher sets berthBuildDir; otherwise next to the sources. */
-import { existsSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { join } from "./path.js";
 import { fileURLToPath } from "node:url";
@@ -32,7 +32,7 @@ export const isRootless = (): boolean => (process.getuid?.() ?? 0) !== 0;
 export function defaultStoreRoot(): string {
   if (process.env.BERTH_ROOT) return process.env.BERTH_ROOT;
   if (!isRootless()) return "/var/lib/berth";
-  const home = process.env.HOME || `/tmp/berth-${process.getuid!()}`;
+  const home = process.env.HOME || privateTmpDir();
   return join(process.env.XDG_DATA_HOME || join(home, ".local/share"), "berth");
 }
 
@@ -40,5 +40,25 @@ export function defaultStoreRoot(): string {
 export function defaultRuntimeRoot(): string {
   if (process.env.BERTH_RUNTIME_ROOT) return process.env.BERTH_RUNTIME_ROOT;
   if (!isRootless()) return "/run/berth/runtime";
-  return join(process.env.XDG_RUNTIME_DIR || `/tmp/berth-${process.getuid!()}`, "berth/runtime");
+  return join(process.env.XDG_RUNTIME_DIR || privateTmpDir(), "berth/runtime");
+}
+
+/**
+ * /tmp/PREFIX-UID, the rootless fallback when neither HOME nor XDG_RUNTIME_DIR is set. /tmp is
+ * everyone's: another user could have made that name first (a directory of theirs, or a symlink)
+ * to read or plant the state. Made 0700 when missing; used only when it is a real directory that
+ * this user owns and nobody else can enter.
+ */
+export function privateTmpDir(prefix = "berth"): string {
+  const uid = process.getuid!();
+  const dir = `/tmp/${prefix}-${uid}`;
+  try {
+    mkdirSync(dir, 0o700);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw new BerthError("System", `cannot create ${dir}: ${(e as Error).message}`);
+  }
+  const st = lstatSync(dir);
+  const problem = st.isSymbolicLink() ? "is a symlink" : !st.isDirectory() ? "is not a directory" : st.uid !== uid ? `belongs to uid ${st.uid}` : st.mode & 0o077 ? `has mode ${(st.mode & 0o777).toString(8)}` : "";
+  if (problem) throw new BerthError("FailedPrecondition", `${dir} ${problem}, not a private directory of uid ${uid}: remove it, or set XDG_RUNTIME_DIR (and HOME) to a directory of your own`);
+  return dir;
 }

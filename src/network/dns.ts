@@ -143,10 +143,18 @@ export function serveDns(store: NetworkStore, opts: { idleMs?: number; ready?: (
   });
 }
 
-/** Ask the host's resolvers; the first answer wins. */
-function relay(msg: Buffer): Promise<Buffer | undefined> {
-  const servers = upstreams();
-  if (!servers.length) return Promise.resolve(undefined);
+/**
+ * Ask the host's resolvers; the first genuine answer wins. The query goes out under an id of our
+ * own choosing, and a datagram counts as the answer only when it comes from a resolver asked (its
+ * address and port 53), is a response, and carries that id and the question asked: anyone else
+ * who can reach the relay's socket cannot slip in a forged answer. The client's id is put back.
+ */
+export function relay(msg: Buffer, servers: { address: string; port: number }[] = upstreams().map((address) => ({ address, port: 53 })), timeoutMs = 3000): Promise<Buffer | undefined> {
+  if (!servers.length || msg.length < 12) return Promise.resolve(undefined);
+  const query = Buffer.from(msg);
+  const id = builtin<typeof import("node:crypto")>("node:crypto").randomBytes(2);
+  id.copy(query, 0);
+  const question = questionBytes(query);
   return new Promise((resolve) => {
     const s = builtin<typeof Dgram>("node:dgram").createSocket("udp4");
     const done = (r: Buffer | undefined) => {
@@ -154,9 +162,27 @@ function relay(msg: Buffer): Promise<Buffer | undefined> {
       s.close();
       resolve(r);
     };
-    const t = setTimeout(() => done(undefined), 3000);
-    s.on("message", (r) => done(r));
+    const t = setTimeout(() => done(undefined), timeoutMs);
+    s.on("message", (r, from) => {
+      if (!servers.some((x) => x.address === from.address && x.port === from.port)) return;
+      if (r.length < 12 || r[0] !== id[0] || r[1] !== id[1] || !(r[2]! & 0x80)) return;
+      if (question && !questionBytes(r)?.equals(question)) return;
+      msg.copy(r, 0, 0, 2); // the client's own id
+      done(r);
+    });
     s.on("error", () => done(undefined));
-    for (const ns of servers) s.send(msg, 53, ns);
+    for (const ns of servers) s.send(query, ns.port, ns.address);
   });
+}
+
+/** The question section's bytes (name, type, class) of a message with one question, lower-cased. */
+function questionBytes(msg: Buffer): Buffer | undefined {
+  if (msg.readUInt16BE(4) !== 1) return undefined;
+  let i = 12;
+  while (i < msg.length && msg[i] !== 0) {
+    if (msg[i]! & 0xc0) return undefined; // no compression in a question we sent
+    i += msg[i]! + 1;
+  }
+  if (i + 5 > msg.length) return undefined;
+  return Buffer.from(msg.subarray(12, i + 5).toString("latin1").toLowerCase(), "latin1");
 }

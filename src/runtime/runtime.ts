@@ -12,6 +12,7 @@ import { existsSync, openSync, readFileSync, readSync, closeSync, writeFileSync,
 import { constants as osc, userInfo } from "node:os";
 import { dirname, resolve } from "node:path";
 import { join } from "../common/path.js";
+import { privateTmpDir } from "../common/paths.js";
 import { BerthError, errorMessage, invalid, notFound, precondition, unsupported } from "../common/errors.js";
 import * as cgroups from "../cgroups/index.js";
 import { compileSeccomp, type CompiledSeccomp, type Seccomp } from "../security/index.js";
@@ -24,7 +25,7 @@ import { StateStore, processStartTime, type ContainerRecord, type OciState, type
 
 /** runc's choice: /run for root; $XDG_RUNTIME_DIR (or a per-user /tmp directory) for everyone else. */
 export const defaultRoot = (): string =>
-  (process.getuid?.() ?? 0) === 0 ? "/run/berth-runtime" : join(process.env.XDG_RUNTIME_DIR || `/tmp/berth-runtime-${process.getuid!()}`, "berth-runtime");
+  (process.getuid?.() ?? 0) === 0 ? "/run/berth-runtime" : join(process.env.XDG_RUNTIME_DIR || privateTmpDir("berth-runtime"), "berth-runtime");
 
 export interface RuntimeOptions {
   /** Where container state lives (runc's --root). */
