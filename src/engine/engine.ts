@@ -26,6 +26,7 @@ import { hostsFile, netMode, networkSettings, portRequests, resolvConf } from ".
 import { ContainerStore, initialState, zeroTime, type ContainerRecord, type ContainerState, type MountPoint } from "./store.js";
 import { VolumeStore } from "../volumes/index.js";
 import { EventLog } from "./events.js";
+import { copyIn, copyOut, statInRoot, type PathStat } from "./copy.js";
 import type { CreateRequest, MountSpec, NetworkSettings } from "./types.js";
 
 export interface EngineOptions {
@@ -1092,6 +1093,21 @@ export class Engine {
   }
 
   /** The container's file system, mounted (for export and cp): calls fn with the path. */
+  /** The entry at `path` in a container (docker's HEAD /containers/{id}/archive); undefined when missing. */
+  statPath(ref: string, path: string): Promise<PathStat | undefined> {
+    return this.withRootfs(ref, async (root) => statInRoot(root, path));
+  }
+
+  /** A tar of `path` in a container, handed to `consume` (see copy.ts: safe against a container changing its tree meanwhile). */
+  copyFrom<T>(ref: string, path: string, opts: { followLink?: boolean; rename?: string }, consume: (tar: AsyncIterable<Buffer>) => Promise<T>): Promise<T> {
+    return this.withRootfs(ref, (root) => copyOut(root, path, opts, consume));
+  }
+
+  /** Extracts a tar into the directory `dir` of a container. */
+  copyTo(ref: string, dir: string, tar: AsyncIterable<Buffer>, opts: { keepOwners?: boolean } = {}): Promise<void> {
+    return this.withRootfs(ref, (root) => copyIn(root, dir, tar, opts));
+  }
+
   async withRootfs<T>(ref: string, fn: (dir: string) => Promise<T>): Promise<T> {
     const v = await this.get(ref);
     const rootfs = this.containers.path(v.rec.Id, "rootfs");

@@ -15,11 +15,14 @@ import { Readable } from "node:stream";
 import { BerthError, invalid } from "../common/errors.js";
 import { lsetxattr, mknod, S_IFBLK, S_IFCHR, S_IFIFO } from "../common/sys.js";
 import { TarReader, type TarHeader, type TarSink } from "./tar.js";
+import { fdPath, openDirBeneath, openRoot, setModeAndTimes } from "../common/inroot.js";
 
 /**
  * overlay: into an empty directory, whiteouts in overlayfs form; apply: on top of a parent tree,
  * whiteouts delete; into: files copied into a live tree (berth cp), which replaces files but
- * refuses every symlink on the way, the tree's own included.
+ * refuses every symlink on the way, the tree's own included. A live tree may change while it is
+ * written (a running container's processes), so "into" reaches every entry through its parent
+ * directory held open (common/inroot.ts) and changes nothing through a name that could be a link.
  */
 export type ExtractMode = "overlay" | "apply" | "into";
 
@@ -60,12 +63,49 @@ class Extractor implements TarSink {
   size = 0;
   entries = 0;
   private readonly root: boolean;
+  private readonly chown: boolean;
+  /** "into": the destination and the parent directory of the current entry, held open. */
+  private destFd = -1;
+  private heldFd = -1;
+  private heldRel: string | undefined;
 
   constructor(
     private readonly dest: string,
     private readonly mode: ExtractMode,
+    chown = true,
   ) {
+    // owners are kept only by root (and not when the caller wants its own: docker cp without -a)
     this.root = process.getuid?.() === 0;
+    this.chown = this.root && chown;
+    if (mode === "into") this.destFd = openRoot(dest);
+  }
+
+  /** "into": an fd of the directory parts (below the destination), made where missing, links refused. */
+  private parentFd(h: TarHeader, parts: string[]): number {
+    const rel = parts.join("/");
+    if (this.heldRel === rel && this.heldFd >= 0) return this.heldFd;
+    if (this.heldFd >= 0) fs.closeSync(this.heldFd);
+    this.heldFd = -1;
+    try {
+      this.heldFd = openDirBeneath(this.destFd, parts, true, (made) => this.created.add(made));
+    } catch (e) {
+      this.fail(h, `its parent ${e instanceof BerthError ? e.message : (e as Error).message}`);
+    }
+    this.heldRel = rel;
+    return this.heldFd;
+  }
+
+  /** The path through which an entry is made: in "into" form below its held parent, not followed when a link. */
+  private locate(h: TarHeader, parts: string[]): { abs: string; at?: { fd: number; name: string } } {
+    if (this.mode !== "into") {
+      this.parents(h, parts, true);
+      const rel = parts.join("/");
+      return { abs: rel ? `${this.dest}/${rel}` : this.dest };
+    }
+    if (!parts.length) return { abs: fdPath(this.destFd) };
+    const fd = this.parentFd(h, parts.slice(0, -1));
+    const name = parts[parts.length - 1]!;
+    return { abs: fdPath(fd, name), at: { fd, name } };
   }
 
   private fail(h: TarHeader, why: string): never {
@@ -100,17 +140,18 @@ class Extractor implements TarSink {
     if (!parts) this.fail(h, "the path leaves the layer root");
     const base = parts[parts.length - 1] ?? "";
     if (base.startsWith(WHITEOUT) && this.mode !== "into") return this.whiteout(h, parts, base);
-    this.parents(h, parts, true);
+    const { abs, at } = this.locate(h, parts);
     const rel = parts.join("/");
-    const abs = rel ? `${this.dest}/${rel}` : this.dest;
     // in overlay form the directory starts empty: only what this layer made can be in the way
-    const existing = !rel ? fs.lstatSync(abs) : this.mode === "overlay" && !this.created.has(rel) ? undefined : fs.lstatSync(abs, { throwIfNoEntry: false });
+    const existing = !rel ? fs.statSync(abs) : this.mode === "overlay" && !this.created.has(rel) ? undefined : fs.lstatSync(abs, { throwIfNoEntry: false });
     let present = existing;
     if (existing && !(existing.isDirectory() && h.type === "directory")) {
       if (!rel) this.fail(h, "the layer root must be a directory");
       if (this.mode === "into" && (h.type === "directory" || existing.isDirectory()))
         this.fail(h, `cannot overwrite ${existing.isDirectory() ? "directory" : "non-directory"} ${rel} with ${h.type === "directory" ? "directory" : "non-directory"}`);
-      fs.rmSync(abs, { recursive: true, force: true });
+      // "into" replaces only non-directories: unlink, which never follows or recurses
+      if (this.mode === "into") fs.unlinkSync(abs);
+      else fs.rmSync(abs, { recursive: true, force: true });
       this.dirs.delete(rel);
       present = undefined;
     }
@@ -126,8 +167,8 @@ class Extractor implements TarSink {
       case "directory":
         if (!present) fs.mkdirSync(abs, 0o700);
         this.dirs.add(rel);
-        this.attributes(abs, h, false);
-        this.dirTimes.push([abs, h.atime ?? h.mtime, h.mtime]);
+        this.attributes(abs, h, false, at);
+        this.dirTimes.push([this.mode === "into" ? rel : abs, h.atime ?? h.mtime, h.mtime]);
         return;
       case "symlink":
         fs.symlinkSync(h.linkname, abs);
@@ -136,12 +177,27 @@ class Extractor implements TarSink {
       case "hardlink": {
         const target = cleanPath(h.linkname);
         if (!target || !target.length) this.fail(h, `hardlink target ${JSON.stringify(h.linkname)} leaves the layer root`);
-        this.parents(h, target, false);
-        const tabs = `${this.dest}/${target.join("/")}`;
-        const st = fs.lstatSync(tabs, { throwIfNoEntry: false });
-        if (!st) this.fail(h, `hardlink target ${h.linkname} is not in the layer`);
-        if (st.isDirectory()) this.fail(h, `hardlink target ${h.linkname} is a directory`);
-        fs.linkSync(tabs, abs);
+        let targetDir = -1;
+        try {
+          let tabs: string;
+          if (this.mode === "into") {
+            try {
+              targetDir = openDirBeneath(this.destFd, target.slice(0, -1), false);
+            } catch (e) {
+              this.fail(h, `hardlink target ${h.linkname}: ${(e as Error).message}`);
+            }
+            tabs = fdPath(targetDir, target[target.length - 1]!);
+          } else {
+            this.parents(h, target, false);
+            tabs = `${this.dest}/${target.join("/")}`;
+          }
+          const st = fs.lstatSync(tabs, { throwIfNoEntry: false });
+          if (!st) this.fail(h, `hardlink target ${h.linkname} is not in the layer`);
+          if (st.isDirectory()) this.fail(h, `hardlink target ${h.linkname} is a directory`);
+          fs.linkSync(tabs, abs); // link(2) does not follow a symlink it is given
+        } finally {
+          if (targetDir >= 0) fs.closeSync(targetDir);
+        }
         return;
       }
       case "char":
@@ -150,7 +206,7 @@ class Extractor implements TarSink {
         const kind = h.type === "char" ? S_IFCHR : h.type === "block" ? S_IFBLK : S_IFIFO;
         if (!this.root && h.type !== "fifo") return; // devices cannot be made without root; docker skips them too
         mknod(abs, kind | (h.mode & 0o7777), h.devmajor, h.devminor);
-        this.attributes(abs, h, false);
+        this.attributes(abs, h, false, at);
         return;
       }
     }
@@ -181,12 +237,14 @@ class Extractor implements TarSink {
     } else fs.rmSync(abs, { recursive: true, force: true });
   }
 
-  private attributes(path: string, h: TarHeader, link: boolean): void {
-    if (this.root) fs.lchownSync(path, h.uid, h.gid);
-    if (!link) fs.chmodSync(path, h.mode); // after chown, which clears set-id bits
+  /** Owner, mode, xattrs and times; `at` (the "into" form) sets mode and times through an fd, never a followed name. */
+  private attributes(path: string, h: TarHeader, link: boolean, at?: { fd: number; name: string }): void {
+    if (this.chown) fs.lchownSync(path, h.uid, h.gid);
+    // after chown, which clears set-id bits
+    if (!link) at ? setModeAndTimes(at.fd, at.name, h.mode) : fs.chmodSync(path, h.mode);
     for (const [k, v] of h.xattrs) this.xattr(path, k, v);
     if (link) fs.lutimesSync(path, h.atime ?? h.mtime, h.mtime);
-    else if (h.type !== "directory") fs.utimesSync(path, h.atime ?? h.mtime, h.mtime);
+    else if (h.type !== "directory") at ? setModeAndTimes(at.fd, at.name, undefined, [h.atime ?? h.mtime, h.mtime]) : fs.utimesSync(path, h.atime ?? h.mtime, h.mtime);
   }
 
   private xattr(path: string, key: string, value: Buffer): void {
@@ -209,7 +267,7 @@ class Extractor implements TarSink {
     const h = this.current;
     if (!h || this.fd < 0) return;
     try {
-      if (this.root && (h.uid !== 0 || h.gid !== 0)) fs.fchownSync(this.fd, h.uid, h.gid);
+      if (this.chown && (h.uid !== 0 || h.gid !== 0)) fs.fchownSync(this.fd, h.uid, h.gid);
       if (h.mode & 0o7000 || extracting === 0) fs.fchmodSync(this.fd, h.mode);
       for (const [k, v] of h.xattrs) this.xattr(this.currentPath, k, v);
       fs.futimesSync(this.fd, h.atime ?? h.mtime, h.mtime);
@@ -224,13 +282,26 @@ class Extractor implements TarSink {
     // directory times last (creating entries inside changed them), deepest first
     for (let i = this.dirTimes.length - 1; i >= 0; i--) {
       const [p, a, m] = this.dirTimes[i]!;
-      fs.utimesSync(p, a, m);
+      if (this.mode !== "into") fs.utimesSync(p, a, m);
+      else if (!p) fs.utimesSync(fdPath(this.destFd), a, m);
+      else {
+        // "into": reached again through held directories (the tree may have changed since)
+        const parts = p.split("/");
+        const dir = openDirBeneath(this.destFd, parts.slice(0, -1), false);
+        try {
+          setModeAndTimes(dir, parts[parts.length - 1]!, undefined, [a, m]);
+        } finally {
+          fs.closeSync(dir);
+        }
+      }
     }
   }
 
   abort(): void {
     if (this.fd >= 0) fs.closeSync(this.fd);
     this.fd = -1;
+    for (const fd of [this.heldFd, this.destFd]) if (fd >= 0) fs.closeSync(fd);
+    this.heldFd = this.destFd = -1;
   }
 }
 
@@ -291,17 +362,17 @@ export async function* decompress(input: AsyncIterable<Buffer>): AsyncGenerator<
 let extracting = 0;
 let savedUmask = 0;
 
-export async function extractLayer(input: AsyncIterable<Buffer>, dest: string, mode: ExtractMode, expectedDiffId?: string): Promise<ExtractResult> {
+export async function extractLayer(input: AsyncIterable<Buffer>, dest: string, mode: ExtractMode, expectedDiffId?: string, opts: { keepOwners?: boolean } = {}): Promise<ExtractResult> {
   if (extracting++ === 0) savedUmask = process.umask(0);
   try {
-    return await extract(input, dest, mode, expectedDiffId);
+    return await extract(input, dest, mode, expectedDiffId, opts.keepOwners ?? true);
   } finally {
     if (--extracting === 0) process.umask(savedUmask);
   }
 }
 
-async function extract(input: AsyncIterable<Buffer>, dest: string, mode: ExtractMode, expectedDiffId?: string): Promise<ExtractResult> {
-  const x = new Extractor(dest, mode);
+async function extract(input: AsyncIterable<Buffer>, dest: string, mode: ExtractMode, expectedDiffId: string | undefined, chown: boolean): Promise<ExtractResult> {
+  const x = new Extractor(dest, mode, chown);
   const reader = new TarReader(x);
   const hash = createHash("sha256");
   let tarSize = 0;

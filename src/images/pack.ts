@@ -4,7 +4,8 @@
  * whiteouts and trusted.overlay.opaque into `.wh..wh..opq`, as docker's overlay2 driver writes them.
  */
 import * as fs from "node:fs";
-import { join } from "../common/path.js";
+import { BerthError } from "../common/errors.js";
+import { fdPath } from "../common/inroot.js";
 import { lgetxattr, llistxattr } from "../common/sys.js";
 import { encodeHeader, END_OF_ARCHIVE, padding, type EntryType, type TarHeader } from "./tar.js";
 
@@ -48,17 +49,23 @@ function headerFor(abs: string, rel: string, st: fs.Stats, hardlinks: Map<string
   return { h: { ...base, type: "file", size: 0 }, file: false }; // sockets: an empty placeholder, as docker does
 }
 
-/** Tar a directory tree, sorted by name for reproducible output. */
+/**
+ * Tar a directory tree, sorted by name for reproducible output. The tree may be changing (a running
+ * container's): each directory is held open while it is read and every entry is reached through
+ * it (`/proc/self/fd/N/name`) and opened with O_NOFOLLOW, so a directory swapped for a symlink
+ * meanwhile is archived as that link, never followed out of the tree.
+ */
 export async function* packDirectory(dir: string, opts: PackOptions = {}): AsyncGenerator<Buffer> {
   const hardlinks = new Map<string, string>();
   const buf = Buffer.allocUnsafe(1 << 20);
-  async function* walk(abs: string, rel: string): AsyncGenerator<Buffer> {
-    const entries = fs.readdirSync(abs).sort();
+  async function* walk(dirFd: number, rel: string): AsyncGenerator<Buffer> {
+    const entries = fs.readdirSync(fdPath(dirFd)).sort();
     for (const name of entries) {
       const childRel = rel ? `${rel}/${name}` : name;
       if (opts.exclude?.(childRel)) continue;
-      const childAbs = join(abs, name);
-      const st = fs.lstatSync(childAbs);
+      const childAbs = fdPath(dirFd, name);
+      const st = fs.lstatSync(childAbs, { throwIfNoEntry: false });
+      if (!st) continue; // removed since the directory was read
       if (opts.form === "overlay-diff" && st.isCharacterDevice() && st.rdev === 0) {
         const dirPart = rel ? `${rel}/` : "";
         yield encodeHeader({ name: `${dirPart}.wh.${name}`, type: "file", size: 0, mode: 0o644, mtime: Math.floor(st.mtimeMs / 1000) });
@@ -67,7 +74,7 @@ export async function* packDirectory(dir: string, opts: PackOptions = {}): Async
       const { h, file } = headerFor(childAbs, opts.rename ? opts.rename(childRel) : childRel, st, hardlinks, opts);
       yield encodeHeader(h);
       if (file) {
-        const fd = fs.openSync(childAbs, "r");
+        const fd = openSame(childAbs, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK, st);
         try {
           let left = st.size;
           for (let off = 0; left > 0; ) {
@@ -85,10 +92,31 @@ export async function* packDirectory(dir: string, opts: PackOptions = {}): Async
       if (st.isDirectory()) {
         if (opts.form === "overlay-diff" && lgetxattr(childAbs, "trusted.overlay.opaque")?.toString() === "y")
           yield encodeHeader({ name: `${childRel}/.wh..wh..opq`, type: "file", size: 0, mode: 0o644 });
-        yield* walk(childAbs, childRel);
+        const sub = openSame(childAbs, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY, st);
+        try {
+          yield* walk(sub, childRel);
+        } finally {
+          fs.closeSync(sub);
+        }
       }
     }
   }
-  yield* walk(dir, "");
+  const top = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  try {
+    yield* walk(top, "");
+  } finally {
+    fs.closeSync(top);
+  }
   yield END_OF_ARCHIVE;
+}
+
+/** Opens an entry without following a link, and only when it is still the one lstat saw. */
+function openSame(path: string, flags: number, st: fs.Stats): number {
+  const fd = fs.openSync(path, flags | fs.constants.O_NOFOLLOW);
+  const now = fs.fstatSync(fd);
+  if (now.ino !== st.ino || now.dev !== st.dev) {
+    fs.closeSync(fd);
+    throw new BerthError("FailedPrecondition", `${path} changed while being archived`);
+  }
+  return fd;
 }

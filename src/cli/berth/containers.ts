@@ -3,7 +3,6 @@ import { trace } from "../../common/trace.js";
 import * as fs from "node:fs";
 import { spawnSync } from "node:child_process";
 import { basename, dirname } from "node:path";
-import { join } from "../../common/path.js";
 import { BerthError, invalid } from "../../common/errors.js";
 import { containerInspect, containerSummary, defaultContainerConfig, defaultHostConfig, parseSize, readLogs, type CreateRequest } from "../../engine/index.js";
 import { inspectImage, packDirectory, parseReference } from "../../images/index.js";
@@ -847,8 +846,10 @@ export async function attach(ctx: Context, argv: string[]): Promise<number> {
 
 /**
  * docker cp, both directions. Container paths are resolved as the container would resolve them
- * (symlinks never lead out of its root); copying in goes through berth's safe extractor, which
- * refuses to write through any symlink in the container's tree.
+ * (symlinks never lead out of its root) and copied through held file descriptors (engine/copy.ts),
+ * so a running container that swaps its directories for symlinks meanwhile cannot redirect the
+ * copy to the host. Copying in goes through berth's safe extractor, which refuses to write through
+ * any symlink in the container's tree.
  */
 export async function cp(ctx: Context, argv: string[]): Promise<number> {
   const { flags, args } = parse(argv, [{ long: "archive", short: "a", kind: "bool" }, { long: "follow-link", short: "L", kind: "bool" }, { long: "quiet", short: "q", kind: "bool" }], "cp");
@@ -862,37 +863,46 @@ export async function cp(ctx: Context, argv: string[]): Promise<number> {
   if (src.container && dst.container) throw invalid("copying between containers is not supported");
   if (!src.container && !dst.container) throw invalid("must specify at least one container source");
   const engine = ctx.engine();
-  const { resolveInRoot } = await import("../../engine/index.js");
+  const { extractLayer } = await import("../../images/index.js");
+  const followLink = !!flags["follow-link"];
   if (src.container) {
-    return engine.withRootfs(src.container, async (root) => {
-      const from = resolveInRoot(root, src.path, !!flags["follow-link"]);
-      if (!fs.existsSync(from) && !isSymlink(from)) throw new BerthError("NotFound", `Could not find the file ${src.path} in container ${src.container}`);
-      if (dst.path === "-") {
-        for await (const chunk of packPath(from)) await writeOut(chunk);
-        return 0;
-      }
-      const target = fs.existsSync(dst.path) && fs.statSync(dst.path).isDirectory() ? join(dst.path, basename(from)) : dst.path;
-      // the container's links are copied as links, never followed on the host
-      fs.cpSync(from, target, { recursive: true, verbatimSymlinks: true, preserveTimestamps: true, force: true });
-      return 0;
-    });
+    const notFound = (e: unknown) => {
+      if (e instanceof BerthError && e.kind === "NotFound") throw new BerthError("NotFound", `Could not find the file ${src.path} in container ${src.container}`);
+      throw e;
+    };
+    if (dst.path === "-")
+      return engine
+        .copyFrom(src.container, src.path, { followLink }, async (tar) => {
+          for await (const chunk of tar) await writeOut(chunk);
+          return 0;
+        })
+        .catch(notFound);
+    // SRC/. copies what is in SRC into DEST (made when missing); an existing directory DEST receives
+    // the copy under its own name; any other DEST names the copy (docker's rules)
+    const contents = /(^|\/)\.$/.test(src.path);
+    const destIsDir = fs.existsSync(dst.path) && fs.statSync(dst.path).isDirectory();
+    if (contents && !destIsDir) fs.mkdirSync(dst.path, { recursive: true });
+    const into = contents || destIsDir ? dst.path : dirname(dst.path);
+    if (!fs.existsSync(into)) throw new BerthError("NotFound", `destination directory ${into} does not exist`);
+    const rename = contents || destIsDir ? undefined : basename(dst.path);
+    // files land owned by whoever runs cp (docker's rule for copies to the host)
+    return engine.copyFrom(src.container, src.path, { followLink, ...(rename ? { rename } : {}) }, (tar) => extractLayer(tar, into, "into", undefined, { keepOwners: false }).then(() => 0)).catch(notFound);
   }
-  return engine.withRootfs(dst.container!, async (root) => {
-    const { extractLayer } = await import("../../images/index.js");
-    let dest = resolveInRoot(root, dst.path, true);
-    let name: string | undefined;
-    if (!fs.existsSync(dest) || !fs.statSync(dest).isDirectory()) {
-      // DEST names the copy itself: extract into its parent under that name
-      name = basename(dest);
-      dest = dirname(dest);
-      if (!fs.existsSync(dest)) throw new BerthError("NotFound", `Could not find the file ${dirname(dst.path)} in container ${dst.container}`);
-    }
-    if (!dest.startsWith(root)) throw invalid(`${dst.path} resolves outside the container`);
-    const input = src.path === "-" ? (process.stdin as AsyncIterable<Buffer>) : packPath(src.path, name);
-    if (src.path !== "-" && !fs.existsSync(src.path)) throw new BerthError("NotFound", `lstat ${src.path}: no such file or directory`);
-    await extractLayer(input, dest, "into");
+  const keepOwners = !!flags.archive;
+  if (src.path === "-") {
+    await engine.copyTo(dst.container!, dst.path, process.stdin as AsyncIterable<Buffer>, { keepOwners });
     return 0;
-  });
+  }
+  if (!fs.existsSync(src.path) && !isSymlink(src.path)) throw new BerthError("NotFound", `lstat ${src.path}: no such file or directory`);
+  // DEST is a directory in the container: the copy goes in under its own name; otherwise DEST names it
+  const at = await engine.statPath(dst.container!, dst.path);
+  const destIsDir = !!at && (at.mode & 0x80000000) !== 0;
+  const parent = dst.path.replace(/\/+$/, "").replace(/[^/]*$/, "") || "/";
+  if (!destIsDir && !(await engine.statPath(dst.container!, parent))) throw new BerthError("NotFound", `Could not find the file ${parent} in container ${dst.container}`);
+  const dir = destIsDir ? dst.path : parent;
+  const name = destIsDir ? undefined : basename(dst.path);
+  await engine.copyTo(dst.container!, dir, packPath(src.path, name), { keepOwners });
+  return 0;
 }
 
 const isSymlink = (p: string) => {
@@ -903,7 +913,7 @@ const isSymlink = (p: string) => {
   }
 };
 
-/** A tar of one path (a file, link or directory tree), its top entry named `name`. */
+/** A tar of one host path (a file, link or directory tree), its top entry named `name`. */
 async function* packPath(path: string, name?: string): AsyncGenerator<Buffer> {
   const { packDirectory } = await import("../../images/index.js");
   if (/\/\.$/.test(path)) {
