@@ -47,6 +47,19 @@ test("lower layers never import higher ones", () => {
   assert.deepEqual(bad, []);
 });
 
+test("the front ends (the berth CLI, the API) use only the engine's public index and common/", () => {
+  // one engine behind both: neither front end does engine work itself (src/cli/runtime is the
+  // runtime's own command line, over src/runtime)
+  const front = (f: string) => relative(src, f).startsWith("cli/berth/") || layerOf(f) === "api";
+  const allowed = (imp: string) => {
+    const rel = relative(src, imp);
+    return rel === "engine/index.ts" || layerOf(imp) === "common" || layerOf(imp) === "cli" || layerOf(imp) === "api";
+  };
+  const bad: string[] = [];
+  for (const f of files.filter(front)) for (const imp of importsOf(f)) if (!allowed(imp)) bad.push(`${relative(src, f)} imports ${relative(src, imp)}`);
+  assert.deepEqual(bad, []);
+});
+
 test("no import cycles", () => {
   const graph = new Map(files.map((f) => [f, importsOf(f)]));
   const state = new Map<string, "visiting" | "done">();

@@ -51,10 +51,21 @@ export function openParentInRoot(rootFd: number, path: string, followLast: boole
     if (!followLast) return { dirFd: parent.fd, name };
     const st = fs.lstatSync(fdPath(parent.fd, name), { throwIfNoEntry: false });
     if (!st?.isSymbolicLink()) return { dirFd: parent.fd, name };
-    const target = fs.readlinkSync(fdPath(parent.fd, name));
+    const target = readlinkOrUndefined(fdPath(parent.fd, name));
+    if (target === undefined) return { dirFd: parent.fd, name }; // no longer a link
     fs.closeSync(parent.fd);
     if (hops >= 40) throw errno("ELOOP", `too many levels of symbolic links: ${path}`);
     p = target.startsWith("/") ? target : `${parent.path}/${target}`;
+  }
+}
+
+/** A link's target; undefined when the name is no longer a link (EINVAL: swapped meanwhile). */
+function readlinkOrUndefined(path: string): string | undefined {
+  try {
+    return fs.readlinkSync(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "EINVAL") return undefined;
+    throw e;
   }
 }
 
@@ -78,8 +89,13 @@ function openInRootAt(rootFd: number, path: string, followLast: boolean): { fd: 
       if (st.isSymbolicLink() && (parts.length || followLast)) {
         fs.closeSync(fd);
         if (++hops > 40) throw errno("ELOOP", `too many levels of symbolic links: ${path}`);
-        // read by name under the held parent: a link swapped meanwhile is still read inside the root
-        const target = fs.readlinkSync(fdPath(top(), name));
+        // read by name under the held parent: a link swapped meanwhile is still read inside the root,
+        // and a name that is no longer a link is looked at again
+        const target = readlinkOrUndefined(fdPath(top(), name));
+        if (target === undefined) {
+          parts.unshift(name);
+          continue;
+        }
         if (target.startsWith("/")) {
           while (stack.length) fs.closeSync(stack.pop()!);
           names.length = 0;

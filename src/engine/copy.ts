@@ -115,3 +115,26 @@ export async function copyIn(root: string, dir: string, tar: AsyncIterable<Buffe
     fs.closeSync(rootFd);
   }
 }
+
+/** A container's root file system as a tar (docker export), without the kernel file systems mounted into it at run time. */
+export function exportRootfs<T>(root: string, consume: (tar: AsyncIterable<Buffer>) => Promise<T>): Promise<T> {
+  return consume(packDirectory(root, { exclude: (rel) => rel === "proc" || rel === "sys" || rel === "dev" }));
+}
+
+/** A tar of one host path (a file, link or directory tree), its top entry named `name`; `DIR/.` gives DIR's contents. */
+export async function* archiveHostPath(path: string, name?: string): AsyncGenerator<Buffer> {
+  if (/\/\.$/.test(path)) {
+    yield* packDirectory(path.slice(0, -2) || "/");
+    return;
+  }
+  const parts = path.split("/");
+  const top = parts.pop() || path;
+  const dir = parts.join("/") || (path.startsWith("/") ? "/" : ".");
+  const rename = name ?? top;
+  yield* packDirectory(dir, { exclude: (rel) => rel !== top && !rel.startsWith(top + "/"), rename: (rel) => rename + rel.slice(top.length) });
+}
+
+/** Extracts a tar copied out of a container into a host directory: the files belong to whoever runs this (docker's rule). */
+export async function extractToHost(tar: AsyncIterable<Buffer>, dir: string): Promise<void> {
+  await extractLayer(tar, dir, "into", undefined, { keepOwners: false });
+}

@@ -26,7 +26,7 @@ import { hostsFile, netMode, networkSettings, portRequests, resolvConf } from ".
 import { ContainerStore, initialState, zeroTime, type ContainerRecord, type ContainerState, type MountPoint } from "./store.js";
 import { VolumeStore } from "../volumes/index.js";
 import { EventLog } from "./events.js";
-import { copyIn, copyOut, statInRoot, type PathStat } from "./copy.js";
+import { copyIn, copyOut, exportRootfs, statInRoot, type PathStat } from "./copy.js";
 import type { CreateRequest, MountSpec, NetworkSettings } from "./types.js";
 
 export interface EngineOptions {
@@ -1106,6 +1106,11 @@ export class Engine {
   /** Extracts a tar into the directory `dir` of a container. */
   copyTo(ref: string, dir: string, tar: AsyncIterable<Buffer>, opts: { keepOwners?: boolean } = {}): Promise<void> {
     return this.withRootfs(ref, (root) => copyIn(root, dir, tar, opts));
+  }
+
+  /** A container's root file system as a tar (docker export), handed to `consume` while it is mounted. */
+  exportContainer<T>(ref: string, consume: (tar: AsyncIterable<Buffer>) => Promise<T>): Promise<T> {
+    return this.withRootfs(ref, (root) => exportRootfs(root, consume));
   }
 
   async withRootfs<T>(ref: string, fn: (dir: string) => Promise<T>): Promise<T> {

@@ -4,6 +4,15 @@ export { type ContainerRecord, type ContainerState } from "./store.js";
 export { defaultContainerConfig, defaultHostConfig, type ContainerConfig, type HostConfig, type CreateRequest, type MountSpec } from "./types.js";
 export { readLogs, type LogEntry } from "./logs.js";
 export { resolveInRoot } from "./spec.js";
-export type { PathStat } from "./copy.js";
+export { archiveHostPath, extractToHost, type PathStat } from "./copy.js";
+export { demuxAttach, type AttachSinks } from "./attach.js";
+// operations for the front ends (the CLI and the API), grouped by what they act on
+export * as images from "./images.js";
+export * as system from "./system.js";
+// the pure helpers the front ends parse and format with, from the layers below
+export { familiar, familiarRepository, formatReference, parseReference, withDefaultTag, shortId, type ImageRecord, type ProgressEvent, type Reference } from "../images/index.js";
+export { parsePublish } from "../network/ports.js";
+export type { NetworkRecord } from "../network/index.js";
+export { seccompFromProfile } from "../security/index.js";
 export { containerInspect, containerSummary, type ContainerSummary } from "./inspect.js";
 export { EventLog, type BerthEvent } from "./events.js";

@@ -4,10 +4,23 @@ import * as fs from "node:fs";
 import { spawnSync } from "node:child_process";
 import { basename, dirname } from "node:path";
 import { BerthError, invalid } from "../../common/errors.js";
-import { containerInspect, containerSummary, defaultContainerConfig, defaultHostConfig, parseSize, readLogs, type CreateRequest } from "../../engine/index.js";
-import { inspectImage, packDirectory, parseReference } from "../../images/index.js";
-import { parsePublish } from "../../network/ports.js";
-import { seccompFromProfile } from "../../security/index.js";
+import {
+  archiveHostPath,
+  containerInspect,
+  containerSummary,
+  defaultContainerConfig,
+  defaultHostConfig,
+  demuxAttach,
+  extractToHost,
+  images,
+  parsePublish,
+  parseReference,
+  parseSize,
+  readLogs,
+  seccompFromProfile,
+  system,
+  type CreateRequest,
+} from "../../engine/index.js";
 import { list, parse, str, UsageError, type Flag, type FlagValues } from "../pflag.js";
 import { printInspect } from "./images.js";
 import { ago, humanDuration, humanSize, render } from "./output.js";
@@ -300,27 +313,8 @@ export function createRequest(flags: FlagValues, args: string[]): CreateRequest 
 }
 
 /** Pipe the monitor's frames to our stdout/stderr; resolves with the exit code (frame 3). */
-function relay(sock: import("node:net").Socket): Promise<number | undefined> {
-  return new Promise((resolve) => {
-    let buf: Buffer = Buffer.alloc(0);
-    let code: number | undefined;
-    sock.on("data", (d: Buffer) => {
-      buf = buf.length ? Buffer.concat([buf, d]) : (d as Buffer);
-      while (buf.length >= 8) {
-        const len = buf.readUInt32BE(4);
-        if (buf.length < 8 + len) break;
-        const kind = buf[0],
-          body = buf.subarray(8, 8 + len);
-        if (kind === 1) process.stdout.write(body);
-        else if (kind === 2) process.stderr.write(body);
-        else if (kind === 3) code = Number(body.toString());
-        buf = buf.subarray(8 + len);
-      }
-    });
-    sock.on("close", () => resolve(code));
-    sock.on("error", () => resolve(code));
-  });
-}
+/** The container's output to ours; its exit code when the monitor sends one. */
+const relay = (sock: import("node:net").Socket): Promise<number | undefined> => demuxAttach(sock, { stdout: (b) => process.stdout.write(b), stderr: (b) => process.stderr.write(b) });
 
 async function createFrom(ctx: Context, flags: FlagValues, args: string[], startNext?: { handlesExit?: boolean }): Promise<string> {
   const engine = ctx.engine();
@@ -417,27 +411,8 @@ export async function run(ctx: Context, argv: string[]): Promise<number> {
 
 /** docker ps -s: the container's writable layer, and with the image's size "virtual". */
 function containerSize(ctx: Context, id: string, image: string): string {
-  let bytes = 0;
-  const walk = (dir: string) => {
-    let entries: fs.Dirent[];
-    try {
-      entries = fs.readdirSync(dir, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const e of entries) {
-      const p = `${dir}/${e.name}`;
-      if (e.isDirectory()) walk(p);
-      else bytes += fs.lstatSync(p, { throwIfNoEntry: false })?.size ?? 0;
-    }
-  };
-  walk(ctx.engine().images.snapshots.changes(id));
-  let imageBytes = 0;
-  try {
-    imageBytes = ctx.store().get(image).size;
-  } catch {
-    /* image gone */
-  }
+  const bytes = system.containerSize(ctx.engine(), id);
+  const imageBytes = images.findImage(ctx.engine(), image)?.size ?? 0;
   return `${humanSize(bytes)} (virtual ${humanSize(bytes + imageBytes)})`;
 }
 
@@ -517,33 +492,9 @@ export async function ps(ctx: Context, argv: string[]): Promise<number> {
     "ps",
   );
   if (args.length) throw new UsageError(`"ps" accepts no arguments.`, "ps");
-  let views = await ctx.engine().list();
-  const filters = list(flags.filter).map((f) => [f.slice(0, f.indexOf("=")), f.slice(f.indexOf("=") + 1)] as const);
-  const all = !!flags.all || typeof flags.last === "number" || !!flags.latest || filters.some(([k]) => k === "status" || k === "exited");
-  if (!all) views = views.filter((v) => v.state.Running || v.state.Restarting);
-  for (const [k, val] of filters) {
-    if (k === "") throw invalid(`bad format of filter (expected name=value)`);
-    views = views.filter((v) => {
-      switch (k) {
-        case "status":
-          return (v.state.Restarting ? "restarting" : v.state.Paused ? "paused" : v.state.Status) === val;
-        case "name":
-          return new RegExp(val).test(v.rec.Name.slice(1));
-        case "id":
-          return v.rec.Id.startsWith(val);
-        case "label": {
-          const [lk, lv] = val.split("=", 2) as [string, string | undefined];
-          return lk in (v.rec.Config.Labels ?? {}) && (lv === undefined || v.rec.Config.Labels[lk] === lv);
-        }
-        case "exited":
-          return !v.state.Running && v.state.Status === "exited" && v.state.ExitCode === Number(val);
-        case "ancestor":
-          return v.rec.Config.Image === val || v.rec.Image.startsWith(val.startsWith("sha256:") ? val : `sha256:${val}`) || ctx.store().find(val)?.id === v.rec.Image;
-        default:
-          throw invalid(`invalid filter '${k}'`);
-      }
-    });
-  }
+  const filters = list(flags.filter);
+  const all = !!flags.all || typeof flags.last === "number" || !!flags.latest;
+  let views = await system.listContainers(ctx.engine(), { all, filters });
   if (typeof flags.last === "number" && flags.last >= 0) views = views.slice(0, flags.last);
   if (flags.latest) views = views.slice(0, 1);
   const noTrunc = !!flags["no-trunc"];
@@ -665,12 +616,10 @@ export async function inspect(ctx: Context, argv: string[]): Promise<number> {
       }
     }
     if (!item && (type === undefined || type === "image")) {
-      const img = engine.images.find(a);
-      if (img) item = inspectImage(engine.images, img);
+      item = images.inspect(engine, a);
     }
     if (!item && (type === undefined || type === "volume") && engine.volumes.has(a)) {
-      const { Anonymous: _x, ...vol } = engine.volumes.get(a);
-      item = vol;
+      item = system.inspectVolume(engine, a);
     }
     if (!item && (type === undefined || type === "network")) {
       try {
@@ -697,25 +646,14 @@ export async function exportCmd(ctx: Context, argv: string[]): Promise<number> {
   if (args.length !== 1) throw new UsageError(`"export" requires exactly 1 argument.`, "export");
   const file = str(flags.output);
   if (!file && process.stdout.isTTY) throw invalid("cowardly refusing to save to a terminal. Use the -o flag or redirect");
-  await ctx.engine().withRootfs(args[0]!, async (dir) => {
-    const fd = file ? fs.openSync(file, "w", 0o644) : 1;
-    try {
-      // the container's view, without the kernel file systems mounted into it at run time
-      for await (const chunk of packDirectory(dir, { exclude: (rel) => rel === "proc" || rel === "sys" || rel === "dev" })) {
-        let off = 0;
-        while (off < chunk.length) {
-          try {
-            off += fs.writeSync(fd, chunk, off);
-          } catch (e) {
-            if ((e as NodeJS.ErrnoException).code !== "EAGAIN") throw e;
-            await new Promise((r) => setTimeout(r, 5));
-          }
-        }
-      }
-    } finally {
-      if (file) fs.closeSync(fd);
-    }
-  });
+  const fd = file ? fs.openSync(file, "w", 0o644) : 1;
+  try {
+    await ctx.engine().exportContainer(args[0]!, async (tar) => {
+      for await (const chunk of tar) if (!(await writeAll(fd, chunk))) return; // a reader that went away ends the export quietly
+    });
+  } finally {
+    if (file) fs.closeSync(fd);
+  }
   return 0;
 }
 
@@ -863,7 +801,6 @@ export async function cp(ctx: Context, argv: string[]): Promise<number> {
   if (src.container && dst.container) throw invalid("copying between containers is not supported");
   if (!src.container && !dst.container) throw invalid("must specify at least one container source");
   const engine = ctx.engine();
-  const { extractLayer } = await import("../../images/index.js");
   const followLink = !!flags["follow-link"];
   if (src.container) {
     const notFound = (e: unknown) => {
@@ -886,7 +823,7 @@ export async function cp(ctx: Context, argv: string[]): Promise<number> {
     if (!fs.existsSync(into)) throw new BerthError("NotFound", `destination directory ${into} does not exist`);
     const rename = contents || destIsDir ? undefined : basename(dst.path);
     // files land owned by whoever runs cp (docker's rule for copies to the host)
-    return engine.copyFrom(src.container, src.path, { followLink, ...(rename ? { rename } : {}) }, (tar) => extractLayer(tar, into, "into", undefined, { keepOwners: false }).then(() => 0)).catch(notFound);
+    return engine.copyFrom(src.container, src.path, { followLink, ...(rename ? { rename } : {}) }, (tar) => extractToHost(tar, into).then(() => 0)).catch(notFound);
   }
   const keepOwners = !!flags.archive;
   if (src.path === "-") {
@@ -901,7 +838,7 @@ export async function cp(ctx: Context, argv: string[]): Promise<number> {
   if (!destIsDir && !(await engine.statPath(dst.container!, parent))) throw new BerthError("NotFound", `Could not find the file ${parent} in container ${dst.container}`);
   const dir = destIsDir ? dst.path : parent;
   const name = destIsDir ? undefined : basename(dst.path);
-  await engine.copyTo(dst.container!, dir, packPath(src.path, name), { keepOwners });
+  await engine.copyTo(dst.container!, dir, archiveHostPath(src.path, name), { keepOwners });
   return 0;
 }
 
@@ -913,17 +850,20 @@ const isSymlink = (p: string) => {
   }
 };
 
-/** A tar of one host path (a file, link or directory tree), its top entry named `name`. */
-async function* packPath(path: string, name?: string): AsyncGenerator<Buffer> {
-  const { packDirectory } = await import("../../images/index.js");
-  if (/\/\.$/.test(path)) {
-    // SRC/. copies what is in SRC, not SRC itself (docker's rule)
-    yield* packDirectory(path.slice(0, -2) || "/");
-    return;
+/** Writes all of chunk to fd (waiting out EAGAIN on a non-blocking pipe); false when the reader has gone (EPIPE). */
+async function writeAll(fd: number, chunk: Buffer): Promise<boolean> {
+  let off = 0;
+  while (off < chunk.length) {
+    try {
+      off += fs.writeSync(fd, chunk, off);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === "EPIPE") return false;
+      if (code !== "EAGAIN") throw e;
+      await new Promise((r) => setTimeout(r, 5));
+    }
   }
-  const top = basename(path);
-  const rename = name ?? top;
-  for await (const chunk of packDirectory(dirname(path), { exclude: (rel) => rel !== top && !rel.startsWith(top + "/"), rename: (rel) => rename + rel.slice(top.length) })) yield chunk;
+  return true;
 }
 
 async function writeOut(chunk: Buffer): Promise<void> {

@@ -119,7 +119,7 @@ export function diagnose(root: string): Check[] {
 }
 
 export async function doctor(ctx: Context, _argv: string[]): Promise<number> {
-  const checks = diagnose(ctx.store().root);
+  const checks = diagnose(ctx.engine().root);
   const mark = { ok: "ok  ", warn: "warn", fail: "FAIL" };
   for (const c of checks) process.stdout.write(`${mark[c.level]}  ${c.what}${c.fix ? `\n      fix: ${c.fix}` : ""}\n`);
   const fails = checks.filter((c) => c.level === "fail").length;

@@ -1,31 +1,8 @@
 /** berth's image commands, with docker's flags, output and exit codes. */
 import * as fs from "node:fs";
-import { spawnSync } from "node:child_process";
 import { builtin } from "../../common/builtin.js";
 import { invalid, notFound } from "../../common/errors.js";
-import {
-  credentialsFor,
-  familiar,
-  familiarRepository,
-  formatReference,
-  imageHistory,
-  importImage,
-  inspectImage,
-  loadImages,
-  parsePlatform,
-  parseReference,
-  pullImage,
-  pushImage,
-  RegistryClient,
-  removeCredentials,
-  saveCredentials,
-  saveImages,
-  shortId,
-  withDefaultTag,
-  type ArchiveFormat,
-  type ImageRecord,
-  type ImageStore,
-} from "../../images/index.js";
+import { familiar, familiarRepository, formatReference, images as ops, parseReference, shortId, system, withDefaultTag } from "../../engine/index.js";
 import { list, parse, str, UsageError } from "../pflag.js";
 import { Template } from "../template.js";
 import { ago, humanSize, render, table } from "./output.js";
@@ -56,12 +33,11 @@ export async function pull(ctx: Context, argv: string[]): Promise<number> {
     const full = withDefaultTag(ref);
     out(`${full.digest ?? full.tag}: Pulling from ${familiarRepository(ref).includes("/") || ref.domain !== "docker.io" ? familiarRepository(ref) : `library/${familiarRepository(ref)}`}\n`);
   }
-  const r = await pullImage(ctx.store(), name, {
-    ...(str(flags.platform) ? { platform: parsePlatform(str(flags.platform)!) } : {}),
+  const r = await ops.pull(ctx.engine(), name, {
+    ...(str(flags.platform) ? { platform: str(flags.platform)! } : {}),
     ...(quiet ? {} : { onProgress: view.update }),
   });
   view.flush();
-  ctx.engine().events.emit("image", "pull", r.reference, { name: r.reference });
   const shown = familiar(r.reference);
   if (!quiet) {
     out(`Digest: ${r.digest}\n`);
@@ -85,9 +61,8 @@ export async function push(ctx: Context, argv: string[]): Promise<number> {
   const ref = withDefaultTag(parseReference(args[0]!));
   const view = new ProgressView(process.stdout);
   if (!flags.quiet) out(`The push refers to repository [${formatReference({ domain: ref.domain, path: ref.path })}]\n`);
-  const r = await pushImage(ctx.store(), args[0]!, flags.quiet ? {} : { onProgress: view.update });
+  const r = await ops.push(ctx.engine(), args[0]!, flags.quiet ? {} : { onProgress: view.update });
   view.flush();
-  ctx.engine().events.emit("image", "push", formatReference(ref), { name: formatReference(ref) });
   out(flags.quiet ? `${formatReference(ref)}\n` : `${r.tag}: digest: ${r.digest} size: ${r.size}\n`);
   return 0;
 }
@@ -106,53 +81,6 @@ interface ImageRow {
   VirtualSize: string;
 }
 
-function glob(pattern: string, s: string): boolean {
-  const re = new RegExp("^" + pattern.replace(/[.+^${}()|\\]/g, "\\$&").replace(/\*/g, "[^/]*").replace(/\?/g, ".") + "$");
-  return re.test(s);
-}
-
-function imageFilter(store: ImageStore, filters: string[]): (r: ImageRecord, repoTag: string | undefined) => boolean {
-  const checks: Array<(r: ImageRecord, repoTag: string | undefined) => boolean> = [];
-  for (const f of filters) {
-    const eq = f.indexOf("=");
-    if (eq < 0) throw invalid(`bad format of filter (expected name=value): ${f}`);
-    const key = f.slice(0, eq),
-      value = f.slice(eq + 1);
-    switch (key) {
-      case "dangling":
-        if (!["true", "false", "1", "0"].includes(value)) throw invalid(`invalid filter 'dangling=${value}'`);
-        checks.push((r) => (r.repoTags.length === 0) === (value === "true" || value === "1"));
-        break;
-      case "reference":
-        checks.push((_r, t) => {
-          if (!t) return false;
-          const fam = familiar(t);
-          const repo = fam.replace(/:[^:/]+$/, "");
-          return glob(value, fam) || glob(value, repo) || glob(value, t);
-        });
-        break;
-      case "label": {
-        const [k, v] = value.split("=", 2) as [string, string | undefined];
-        checks.push((r) => {
-          const labels = store.config(r).config?.Labels ?? {};
-          return k in labels && (v === undefined || labels[k] === v);
-        });
-        break;
-      }
-      case "before":
-      case "since": {
-        const ref = store.get(value);
-        const at = ref.created ?? ref.added;
-        checks.push((r) => (key === "before" ? (r.created ?? r.added) < at : (r.created ?? r.added) > at));
-        break;
-      }
-      default:
-        throw invalid(`invalid filter '${key}'`);
-    }
-  }
-  return (r, t) => checks.every((c) => c(r, t));
-}
-
 export async function images(ctx: Context, argv: string[]): Promise<number> {
   const { flags, args } = parse(
     argv,
@@ -168,14 +96,10 @@ export async function images(ctx: Context, argv: string[]): Promise<number> {
     "images",
   );
   if (args.length > 1) throw new UsageError(`"images" requires at most 1 argument.`, "images");
-  const store = ctx.store();
   const filters = list(flags.filter);
   if (args[0]) filters.push(`reference=${args[0]}`);
-  const keep = imageFilter(store, filters);
   const noTrunc = !!flags["no-trunc"];
-  const rows: ImageRow[] = [];
-  for (const r of store.list()) {
-    const base = {
+  const rows: ImageRow[] = ops.listImages(ctx.engine(), filters).map(({ record: r, repository, tag, digest }) => ({
       Containers: "N/A",
       CreatedAt: r.created ? new Date(r.created).toISOString().replace("T", " ").replace(/\.\d+Z$/, " +0000 UTC") : "",
       CreatedSince: ago(r.created),
@@ -184,20 +108,10 @@ export async function images(ctx: Context, argv: string[]): Promise<number> {
       Size: humanSize(r.size),
       UniqueSize: "N/A",
       VirtualSize: humanSize(r.size),
-    };
-    const digestFor = (repo: string) => r.repoDigests.find((d) => d.startsWith(repo + "@"))?.split("@")[1] ?? "<none>";
-    if (!r.repoTags.length) {
-      if (!keep(r, undefined)) continue;
-      const repos = r.repoDigests.map((d) => d.split("@")[0]!);
-      rows.push({ ...base, Repository: repos[0] ? familiar(repos[0]) : "<none>", Tag: "<none>", Digest: repos[0] ? digestFor(repos[0]) : "<none>" });
-      continue;
-    }
-    for (const t of r.repoTags) {
-      if (!keep(r, t)) continue;
-      const i = t.lastIndexOf(":");
-      rows.push({ ...base, Repository: familiar(t.slice(0, i)), Tag: t.slice(i + 1), Digest: digestFor(t.slice(0, i)) });
-    }
-  }
+      Repository: repository,
+      Tag: tag,
+      Digest: digest,
+  }));
   if (flags.quiet) {
     out([...new Set(rows.map((r) => r.ID))].map((id) => id + "\n").join(""));
     return 0;
@@ -227,15 +141,9 @@ export async function rmi(ctx: Context, argv: string[]): Promise<number> {
   let rc = 0;
   for (const a of args) {
     try {
-      const r = await ctx.store().remove(a, { force: !!flags.force, inUse: ctx.imageUsers });
-      for (const u of r.untagged) {
-        out(`Untagged: ${u}\n`);
-        ctx.engine().events.emit("image", "untag", u, { name: u });
-      }
-      for (const d of r.deleted) {
-        out(`Deleted: ${d}\n`);
-        ctx.engine().events.emit("image", "delete", d, { name: d });
-      }
+      const r = await ops.remove(ctx.engine(), a, { force: !!flags.force });
+      for (const u of r.untagged) out(`Untagged: ${u}\n`);
+      for (const d of r.deleted) out(`Deleted: ${d}\n`);
     } catch (e) {
       ctx.error(e);
       rc = 1;
@@ -247,8 +155,7 @@ export async function rmi(ctx: Context, argv: string[]): Promise<number> {
 export async function tag(ctx: Context, argv: string[]): Promise<number> {
   const { args } = parse(argv, [], "tag");
   if (args.length !== 2) throw new UsageError(`"tag" requires exactly 2 arguments.`, "tag");
-  await ctx.store().tag(args[0]!, args[1]!);
-  ctx.engine().events.emit("image", "tag", ctx.store().get(args[1]!).id, { name: args[1]! });
+  await ops.tag(ctx.engine(), args[0]!, args[1]!);
   return 0;
 }
 
@@ -263,17 +170,16 @@ export function printInspect(items: unknown[], format: string | undefined): void
 export async function imageInspect(ctx: Context, argv: string[]): Promise<number> {
   const { flags, args } = parse(argv, [{ long: "format", short: "f", kind: "string" }], "image inspect");
   if (!args.length) throw new UsageError(`"inspect" requires at least 1 argument.`, "image inspect");
-  const store = ctx.store();
   const found: unknown[] = [];
   let rc = 0;
   for (const a of args) {
-    const r = store.find(a);
+    const r = ops.inspect(ctx.engine(), a);
     if (!r) {
       ctx.error(notFound(`No such image: ${a}`));
       rc = 1;
       continue;
     }
-    found.push(inspectImage(store, r));
+    found.push(r);
   }
   if (found.length || !str(flags.format)) printInspect(found, str(flags.format));
   return rc;
@@ -291,11 +197,9 @@ export async function history(ctx: Context, argv: string[]): Promise<number> {
     "history",
   );
   if (args.length !== 1) throw new UsageError(`"history" requires exactly 1 argument.`, "history");
-  const store = ctx.store();
-  const rec = store.get(args[0]!);
   const noTrunc = !!flags["no-trunc"],
     human = flags.human !== false;
-  const rows = imageHistory(store, rec).map((h) => {
+  const rows = ops.history(ctx.engine(), args[0]!).map((h) => {
     const by = h.createdBy.replace(/\s+/g, " ");
     return {
       ID: h.id === "<missing>" || noTrunc ? h.id : shortId(h.id),
@@ -334,16 +238,14 @@ export async function save(ctx: Context, argv: string[]): Promise<number> {
     "save",
   );
   if (!args.length) throw new UsageError(`"save" requires at least 1 argument.`, "save");
-  const format = str(flags.format) as ArchiveFormat;
-  if (format !== "docker-archive" && format !== "oci-archive") throw invalid(`unknown archive format ${JSON.stringify(format)}: docker-archive or oci-archive`);
+  const format = str(flags.format) as ops.ArchiveFormat;
   const file = str(flags.output);
   if (!file && process.stdout.isTTY) throw invalid("cowardly refusing to save to a terminal. Use the -o flag or redirect");
-  const store = ctx.store();
-  for (const a of args) store.get(a); // every name must exist before anything is written
+  const archive = ops.save(ctx.engine(), args, format); // every name must exist before anything is written
   const tmp = file ? `${file}.berth-${process.pid}` : undefined;
   const fd = tmp ? fs.openSync(tmp, "w", 0o644) : 1;
   try {
-    for await (const chunk of saveImages(store, args, format)) {
+    for await (const chunk of archive) {
       let off = 0;
       while (off < chunk.length) {
         try {
@@ -385,9 +287,8 @@ export async function load(ctx: Context, argv: string[]): Promise<number> {
   const file = str(flags.input);
   if (!file && process.stdin.isTTY) throw invalid("requested load from stdin, but stdin is empty");
   if (file && !fs.existsSync(file)) throw notFound(`open ${file}: no such file or directory`);
-  const loaded = await loadImages(ctx.store(), inputStream(file) as AsyncIterable<Buffer>);
+  const loaded = await ops.load(ctx.engine(), inputStream(file) as AsyncIterable<Buffer>);
   for (const r of loaded) {
-    ctx.engine().events.emit("image", "load", r.id, { name: r.repoTags[0] ?? r.id });
     if (r.repoTags.length) for (const t of r.repoTags) out(`Loaded image: ${familiar(t)}\n`);
     else out(`Loaded image ID: ${r.id}\n`);
   }
@@ -409,13 +310,12 @@ export async function importCmd(ctx: Context, argv: string[]): Promise<number> {
   if (/^https?:\/\//.test(src)) throw invalid("importing from a URL is not supported: download the file and import it");
   if (src !== "-" && !fs.existsSync(src)) throw notFound(`open ${src}: no such file or directory`);
   if (args[1]) parseReference(args[1]); // a bad name fails before anything is read
-  const rec = await importImage(ctx.store(), inputStream(src) as AsyncIterable<Buffer>, {
+  const rec = await ops.importTarball(ctx.engine(), inputStream(src) as AsyncIterable<Buffer>, {
     ...(args[1] ? { reference: args[1] } : {}),
     changes: list(flags.change),
     ...(str(flags.message) ? { message: str(flags.message)! } : {}),
-    ...(str(flags.platform) ? { platform: parsePlatform(str(flags.platform)!) } : {}),
+    ...(str(flags.platform) ? { platform: str(flags.platform)! } : {}),
   });
-  ctx.engine().events.emit("image", "import", rec.id, { name: rec.repoTags[0] ?? rec.id });
   out(`${rec.id}\n`);
   return 0;
 }
@@ -448,9 +348,7 @@ export async function imagePrune(ctx: Context, argv: string[]): Promise<number> 
     const warning = all ? "WARNING! This will remove all images without at least one container associated to them." : "WARNING! This will remove all dangling images.";
     if (!(await confirm(`${warning}\nAre you sure you want to continue?`))) return 0;
   }
-  const store = ctx.store();
-  const filter = list(flags.filter).length ? imageFilter(store, list(flags.filter)) : undefined;
-  const r = await store.prune({ all, inUse: ctx.imageUsers, ...(filter ? { filter: (rec: ImageRecord) => filter(rec, rec.repoTags[0]) } : {}) });
+  const r = await ops.prune(ctx.engine(), { all, filters: list(flags.filter) });
   if (r.deleted.length) {
     out("Deleted Images:\n");
     for (const u of r.untagged) out(`untagged: ${u}\n`);
@@ -470,20 +368,11 @@ export async function systemDf(ctx: Context, argv: string[]): Promise<number> {
     ],
     "system df",
   );
-  const store = ctx.store();
-  const imgs = store.list();
-  const used = new Set(imgs.filter((r) => ctx.imageUsers(r.id).length).map((r) => r.id));
-  const u = store.usage();
-  const c = ctx.containerUsage();
+  const du = await system.diskUsage(ctx.engine());
+  const imgs = du.images.list;
   const pct = (part: number, whole: number) => (whole ? ` (${Math.round((part / whole) * 100)}%)` : "");
-  const activeSize = imgs.filter((r) => used.has(r.id)).reduce((n, r) => n + r.size, 0);
-  const reclaimImages = Math.max(0, u.layersSize - activeSize);
-  const rows = [
-    { Type: "Images", TotalCount: String(imgs.length), Active: String(used.size), Size: humanSize(u.layersSize), Reclaimable: humanSize(reclaimImages) + pct(reclaimImages, u.layersSize) },
-    { Type: "Containers", TotalCount: String(c.total), Active: String(c.active), Size: humanSize(c.size), Reclaimable: humanSize(c.reclaimable) + pct(c.reclaimable, c.size) },
-    volumesRow(ctx),
-    { Type: "Build Cache", TotalCount: "0", Active: "0", Size: "0B", Reclaimable: "0B" },
-  ];
+  const row = (Type: string, u: { total: number; active: number; size: number; reclaimable: number }) => ({ Type, TotalCount: String(u.total), Active: String(u.active), Size: humanSize(u.size), Reclaimable: humanSize(u.reclaimable) + pct(u.reclaimable, u.size) });
+  const rows = [row("Images", du.images), row("Containers", du.containers), row("Local Volumes", du.volumes), row("Build Cache", du.buildCache)];
   out(
     render(rows, str(flags.format), [
       ["TYPE", "Type"],
@@ -498,20 +387,6 @@ export async function systemDf(ctx: Context, argv: string[]): Promise<number> {
     out(table([["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], ...imgs.flatMap((r) => (r.repoTags.length ? r.repoTags : ["<none>:<none>"]).map((t) => { const i = t.lastIndexOf(":"); return [t === "<none>:<none>" ? "<none>" : familiar(t.slice(0, i)), t.slice(i + 1), shortId(r.id), ago(r.created), humanSize(r.size)]; }))]));
   }
   return 0;
-}
-
-function volumesRow(ctx: Context) {
-  const engine = ctx.engine();
-  const vols = engine.volumes.list();
-  const used = vols.filter((v) => engine.volumeUsers(v.Name).length);
-  let size = 0,
-    unused = 0;
-  for (const v of vols) {
-    const n = Number(spawnSync("du", ["-sb", v.Mountpoint], { encoding: "utf8" }).stdout.split("\t")[0] ?? 0) || 0;
-    size += n;
-    if (!used.includes(v)) unused += n;
-  }
-  return { Type: "Local Volumes", TotalCount: String(vols.length), Active: String(used.length), Size: humanSize(size), Reclaimable: humanSize(unused) + (size ? ` (${Math.round((unused / size) * 100)}%)` : "") };
 }
 
 async function readSecret(prompt: string, hidden: boolean): Promise<string> {
@@ -531,12 +406,6 @@ async function readSecret(prompt: string, hidden: boolean): Promise<string> {
   return line.replace(/\r$/, "");
 }
 
-const serverDomain = (server: string | undefined): string => {
-  if (!server) return "docker.io";
-  const s = server.replace(/^https?:\/\//, "").replace(/\/.*$/, "");
-  return s === "index.docker.io" || s === "registry-1.docker.io" ? "docker.io" : s;
-};
-
 export async function login(_ctx: Context, argv: string[]): Promise<number> {
   const { flags, args } = parse(
     argv,
@@ -548,7 +417,6 @@ export async function login(_ctx: Context, argv: string[]): Promise<number> {
     "login",
   );
   if (args.length > 1) throw new UsageError(`"login" requires at most 1 argument.`, "login");
-  const domain = serverDomain(args[0]);
   let username = str(flags.username);
   let password = str(flags.password);
   if (password !== undefined) process.stderr.write("WARNING! Using --password via the CLI is insecure. Use --password-stdin.\n");
@@ -559,18 +427,12 @@ export async function login(_ctx: Context, argv: string[]): Promise<number> {
     for await (const c of process.stdin) chunks.push(c as Buffer);
     password = Buffer.concat(chunks).toString("utf8").replace(/\r?\n$/, "");
   }
-  const saved = credentialsFor(domain);
-  if (!username) username = (await readSecret(`Username${saved ? ` (${saved.username})` : ""}: `, false)) || saved?.username;
+  const saved = ops.savedUsername(args[0]);
+  if (!username) username = (await readSecret(`Username${saved ? ` (${saved})` : ""}: `, false)) || saved;
   if (!username) throw invalid("Error: Non-null Username Required");
   if (password === undefined) password = await readSecret("Password: ", true);
   if (!password) throw invalid("Error: Password Required");
-  const client = new RegistryClient(domain, { credentials: { username, password } });
-  try {
-    await client.ping();
-  } finally {
-    client.close();
-  }
-  saveCredentials(domain, { username, password });
+  await ops.login(args[0], username, password);
   out("Login Succeeded\n");
   return 0;
 }
@@ -578,9 +440,9 @@ export async function login(_ctx: Context, argv: string[]): Promise<number> {
 export async function logout(_ctx: Context, argv: string[]): Promise<number> {
   const { args } = parse(argv, [], "logout");
   if (args.length > 1) throw new UsageError(`"logout" requires at most 1 argument.`, "logout");
-  const domain = serverDomain(args[0]);
+  const domain = ops.registryDomain(args[0]);
   const shown = domain === "docker.io" ? "https://index.docker.io/v1/" : domain;
-  if (!removeCredentials(domain)) {
+  if (!ops.logout(args[0])) {
     out(`Not logged in to ${shown}\n`);
     return 0;
   }

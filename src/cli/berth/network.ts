@@ -2,7 +2,7 @@
 import { createHash } from "node:crypto";
 import { invalid, unsupported } from "../../common/errors.js";
 import { isRootless } from "../../common/paths.js";
-import type { NetworkRecord } from "../../network/index.js";
+import type { NetworkRecord } from "../../engine/index.js";
 import { list, parse, str, UsageError } from "../pflag.js";
 import { confirm, printInspect } from "./images.js";
 import { render } from "./output.js";

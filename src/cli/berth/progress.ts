@@ -2,7 +2,7 @@
  * Progress for pulls and pushes, as docker shows it: on a terminal one line per layer redrawn in
  * place with a bar; otherwise plain lines, one per status change (no byte counts), for logs.
  */
-import type { ProgressEvent } from "../../images/index.js";
+import type { ProgressEvent } from "../../engine/index.js";
 import { humanSize } from "./output.js";
 
 export class ProgressView {

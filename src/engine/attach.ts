@@ -1,0 +1,34 @@
+/**
+ * The monitor's attach stream, as the front ends read it: frames of a 1-byte kind (1 stdout, 2
+ * stderr, 3 the container's exit code, berth's own), 3 bytes of padding and a big-endian u32
+ * length — docker's stdcopy framing, with one kind more.
+ */
+import type { Socket } from "node:net";
+
+export interface AttachSinks {
+  stdout(chunk: Buffer): void;
+  stderr(chunk: Buffer): void;
+}
+
+/** Demultiplexes an attach socket into the sinks; resolves with the exit code when the stream ends (undefined when none came). */
+export function demuxAttach(sock: Socket, sinks: AttachSinks): Promise<number | undefined> {
+  return new Promise((resolve) => {
+    let buf: Buffer = Buffer.alloc(0);
+    let code: number | undefined;
+    sock.on("data", (d: Buffer) => {
+      buf = buf.length ? Buffer.concat([buf, d]) : d;
+      while (buf.length >= 8) {
+        const len = buf.readUInt32BE(4);
+        if (buf.length < 8 + len) break;
+        const kind = buf[0],
+          body = buf.subarray(8, 8 + len);
+        if (kind === 1) sinks.stdout(body);
+        else if (kind === 2) sinks.stderr(body);
+        else if (kind === 3) code = Number(body.toString());
+        buf = buf.subarray(8 + len);
+      }
+    });
+    sock.on("close", () => resolve(code));
+    sock.on("error", () => resolve(code));
+  });
+}
