@@ -341,6 +341,16 @@ describe("containers", { skip: rootSkip }, () => {
     assert.match(broken.stdout, /^FAIL\s+berth-helper: .*\n\s+fix: run \.\/install\.sh/m);
   });
 
+  test("system df counts what containers wrote; system prune reclaims it", () => {
+    ok(b(["run", "--name", "writer", "busybox", "dd", "if=/dev/zero", "of=/big", "bs=1024", "count=2048"]));
+    const df = ok(b(["system", "df", "--format", "{{.Type}} {{.TotalCount}} {{.Size}} {{.Reclaimable}}"])).stdout;
+    const row = df.split("\n").find((l) => l.startsWith("Containers "));
+    assert.match(row ?? "", /^Containers \d+ 2\.\d+MB 2\.\d+MB \(\d+%\)$/, df);
+    const prune = ok(b(["system", "prune", "-f"])).stdout;
+    assert.match(prune, /Deleted Container: /);
+    assert.match(prune, /Total reclaimed space: 2\.\d+MB/);
+  });
+
   test("cp both ways; container symlinks never lead to the host's files", () => {
     ok(b(["run", "-d", "--name", "cpc", "busybox", "sh", "-c", "mkdir -p /data/sub; echo inside > /data/sub/f; ln -s / /tmp/hostroot; ln -s /etc /tmp/etclink; ln -s /etc/shadow /tmp/shadowlink; exec sleep 100"]));
     for (let i = 0; i < 50 && b(["exec", "cpc", "test", "-L", "/tmp/shadowlink"]).code !== 0; i++) spawnSync("sleep", ["0.05"]);

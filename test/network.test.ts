@@ -105,6 +105,10 @@ describe("networking", { skip: rootSkip || nftMissing }, () => {
     assert.match(inside, new RegExp(`^${ns.IPAddress.replace(/\./g, "\\.")}\\s+${id.slice(0, 12)}$`, "m"));
     // another container reaches it on the bridge by address
     assert.equal(ok(b(["run", "--rm", "busybox", "wget", "-qO-", `http://${ns.IPAddress}/`])).stdout, "hello from berth httpd\n");
+    // stats reads the container's interface counters: the requests served show as NET I/O
+    const netIO = ok(b(["stats", "--no-stream", "--format", "{{.NetIO}}", "web"])).stdout.trim();
+    const [rx, tx] = netIO.split(" / ");
+    assert.ok(rx !== "0B" && tx !== "0B", `NET I/O after serving requests: ${netIO}`);
     // a second container asking for the same host port: docker's error, exit 125, nothing left
     const dup = b(["run", "-p", `${port}:80`, "busybox", "true"]);
     assert.equal(dup.code, 125);
