@@ -5,6 +5,7 @@
  * container ends runs `berth internal-exited ID` — where exit codes are recorded, restart policies
  * applied and --rm containers removed.
  */
+import { builtin } from "../common/builtin.js";
 import { trace } from "../common/trace.js";
 import * as fs from "node:fs";
 import { connect, type Socket } from "node:net";
@@ -1048,6 +1049,40 @@ export class Engine {
   }
 
   async exec(ref: string, argv: string[], opts: { user?: string; workdir?: string; env?: string[]; tty?: boolean; detach?: boolean; privileged?: boolean } = {}): Promise<number> {
+    const { id, proc } = await this.execProcess(ref, argv, opts);
+    const r = await this.runtime.exec(id, proc, { detach: !!opts.detach, stdio: opts.detach ? ["ignore", "ignore", "ignore"] : "inherit" });
+    return r.exitCode ?? 0;
+  }
+
+  /**
+   * exec with the process's stdio as streams of ours (the API's exec start): stdin to write (or
+   * none), stdout and stderr to read, and its exit code. No terminal: the API's tty exec is not done yet.
+   */
+  async execStreams(ref: string, argv: string[], opts: { user?: string; workdir?: string; env?: string[]; stdin?: boolean } = {}): Promise<{ pid: number; stdin?: import("node:stream").Writable; stdout: import("node:stream").Readable; stderr: import("node:stream").Readable; exit: Promise<number> }> {
+    const { id, proc } = await this.execProcess(ref, argv, opts);
+    const { pipe } = await import("../common/sys.js");
+    const { Readable, Writable } = builtin<typeof import("node:stream")>("node:stream");
+    const out = pipe(),
+      err = pipe(),
+      inp = opts.stdin ? pipe() : undefined;
+    let pidSeen!: (pid: number) => void;
+    const started = new Promise<number>((res) => (pidSeen = res));
+    // runtime.exec spawns its helper before its first await: the child's ends are its own by then
+    const run = this.runtime.exec(id, proc, { stdio: [inp ? inp[0] : "ignore", out[1], err[1]], onPid: pidSeen });
+    for (const fd of [out[1], err[1], ...(inp ? [inp[0]] : [])]) fs.closeSync(fd);
+    const exit = run.then((r) => r.exitCode ?? 0);
+    exit.catch(() => pidSeen(0));
+    const pid = await Promise.race([started, exit.then(() => 0)]);
+    return {
+      pid,
+      stdout: Readable.from(fdChunks(out[0])),
+      stderr: Readable.from(fdChunks(err[0])),
+      ...(inp ? { stdin: fdWriter(inp[1], Writable) } : {}),
+      exit,
+    };
+  }
+
+  private async execProcess(ref: string, argv: string[], opts: { user?: string; workdir?: string; env?: string[]; tty?: boolean }) {
     const v = await this.get(ref);
     if (!v.state.Running) throw precondition(`Container ${v.rec.Id} is not running`);
     if (v.state.Paused) throw precondition(`Container ${v.rec.Id} is paused, unpause the container before exec`);
@@ -1063,11 +1098,7 @@ export class Engine {
       cwd: opts.workdir || spec.process.cwd,
       user: { uid: user.uid, gid: user.gid, ...(user.additionalGids.length ? { additionalGids: user.additionalGids } : {}) },
     };
-    if (proc.args[0] && !proc.args[0].includes("/")) {
-      // docker looks the command up in the container's PATH and reports a missing one as 126/127
-    }
-    const r = await this.runtime.exec(v.rec.Id, proc, { detach: !!opts.detach, stdio: opts.detach ? ["ignore", "ignore", "ignore"] : "inherit" });
-    return r.exitCode ?? 0;
+    return { id: v.rec.Id, proc };
   }
 
   async commit(ref: string, opts: { reference?: string; changes?: string[]; message?: string; author?: string; pause?: boolean } = {}): Promise<ImageRecord> {
@@ -1169,6 +1200,37 @@ export function parseSize(s: string): number {
   if (!m) throw invalid(`invalid size: '${s}'`);
   const mult = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4, p: 1024 ** 5 }[m[2]!.toLowerCase() as "" | "k"]!;
   return Math.floor(Number(m[1]) * mult);
+}
+
+/** A pipe's read end as chunks, read on the thread pool; closed at its end. */
+async function* fdChunks(fd: number): AsyncGenerator<Buffer> {
+  const handle = await fs.promises.open(`/proc/self/fd/${fd}`, "r");
+  fs.closeSync(fd);
+  try {
+    const buf = Buffer.alloc(64 << 10);
+    for (;;) {
+      const { bytesRead } = await handle.read(buf, 0, buf.length, null);
+      if (!bytesRead) return;
+      yield Buffer.from(buf.subarray(0, bytesRead));
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+/** A pipe's write end as a Writable (closed at its end). */
+function fdWriter(fd: number, W: typeof import("node:stream").Writable): import("node:stream").Writable {
+  return new W({
+    write(chunk: Buffer, _enc, cb) {
+      fs.write(fd, chunk, (e) => cb(e?.code === "EPIPE" ? null : e));
+    },
+    final(cb) {
+      fs.close(fd, () => cb());
+    },
+    destroy(_e, cb) {
+      fs.close(fd, () => cb(null));
+    },
+  });
 }
 
 function validateRequest(req: CreateRequest): void {

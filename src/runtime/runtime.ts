@@ -72,6 +72,8 @@ export interface ExecOptions {
   detach?: boolean;
   preserveFds?: number;
   stdio?: HelperOptions["stdio"];
+  /** The process's pid as soon as it exists. */
+  onPid?: (pid: number) => void;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -619,7 +621,7 @@ export class Runtime {
       lsm,
     });
     this.debug?.(`exec plan for ${id}: ${describePlan(ops)}`);
-    const run = runHelper(ops, { stdio: opts.stdio, preserveFds: opts.preserveFds });
+    const run = runHelper(ops, { stdio: opts.stdio, preserveFds: opts.preserveFds, ...(opts.onPid ? { onPid: opts.onPid } : {}) });
     let pid: number;
     try {
       pid = await run.ready;

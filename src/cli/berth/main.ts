@@ -81,6 +81,7 @@ const groups: Record<string, Record<string, string | { usage: string; run: () =>
     info: "info",
     events: "events",
     prune: { usage: "system prune [OPTIONS]", run: async () => (await system()).systemPrune },
+    service: { usage: "system service [OPTIONS] [URI]", run: async () => (await system()).systemService },
   },
   volume: {
     create: { usage: "volume create [OPTIONS] [VOLUME]", run: async () => (await system()).volumeCreate },

@@ -1,5 +1,7 @@
 /** berth's volume, system and remaining container commands: volume *, diff, update, stats, port, info, version, doctor. */
+import { builtin } from "../../common/builtin.js";
 import { BerthError } from "../../common/errors.js";
+import { buildBinary } from "../../common/paths.js";
 import { system } from "../../engine/index.js";
 import { list, parse, str, UsageError } from "../pflag.js";
 import { confirm, printInspect } from "./images.js";
@@ -225,4 +227,37 @@ export async function events(ctx: Context, argv: string[]): Promise<number> {
     }
   }
   return 0;
+}
+
+/**
+ * berth system service [URI]: the Docker Engine API server (src/api), run as a plain Node process
+ * with its JIT — a long-running server, not a command started from this CLI's snapshot.
+ */
+export async function systemService(ctx: Context, argv: string[]): Promise<number> {
+  const { flags, args } = parse(
+    argv,
+    [
+      { long: "time", short: "t", kind: "int", default: 0 },
+      { long: "tlsverify", kind: "bool" },
+      { long: "tlscacert", kind: "string" },
+      { long: "tlscert", kind: "string" },
+      { long: "tlskey", kind: "string" },
+      { long: "insecure-loopback", kind: "bool" },
+    ],
+    "system service",
+  );
+  if (args.length > 1) throw new UsageError(`"system service" requires at most 1 argument.`, "system service");
+  const fs = builtin<typeof import("node:fs")>("node:fs");
+  const { spawn } = builtin<typeof import("node:child_process")>("node:child_process");
+  const build = buildBinary("berth-monitor").replace(/\/[^/]*$/, "");
+  const entry = [`${build}/../dist/berth-api.cjs`, `${build}/../dist/src/api/main.js`].find((p) => fs.existsSync(p));
+  if (!entry) throw new BerthError("NotFound", "the API server is not built: run ./install.sh (or npm run build)");
+  const pass: string[] = ["--time", String(flags.time ?? 0)];
+  if (ctx.engine().root) pass.push("--root", ctx.engine().root);
+  if (flags.tlsverify) pass.push("--tlsverify");
+  for (const k of ["tlscacert", "tlscert", "tlskey"]) if (str(flags[k])) pass.push(`--${k}`, str(flags[k])!);
+  if (flags["insecure-loopback"]) pass.push("--insecure-loopback");
+  const child = spawn(process.execPath, [entry, ...pass, ...args], { stdio: "inherit" });
+  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(sig, () => child.kill(sig));
+  return new Promise((resolve) => child.on("exit", (code, sig) => resolve(code ?? 128 + (sig === "SIGKILL" ? 9 : 15))));
 }

@@ -1,0 +1,853 @@
+/**
+ * The Docker Engine API over HTTP, on the same engine as the berth CLI: the real docker CLI,
+ * docker-compose, dockerode and testcontainers talk to it unchanged. Paths are served with and
+ * without the /v1.NN prefix (1.24 to 1.50), errors are {"message": ...} with dockerd's statuses,
+ * and attach and exec take over the connection as dockerd does (101 Upgrade: tcp, then a raw or
+ * stdcopy-multiplexed stream). No lock is held across a request: each one is engine calls.
+ */
+import * as http from "node:http";
+import type { Socket } from "node:net";
+import { BerthError, errorMessage, invalid, notFound, unsupported } from "../common/errors.js";
+import {
+  containerInspect,
+  containers,
+  defaultContainerConfig,
+  defaultHostConfig,
+  demuxAttach,
+  images,
+  networks,
+  system,
+  type ContainerConfig,
+  type CreateRequest,
+  type Engine,
+  type HostConfig,
+} from "../engine/index.js";
+
+export const API_VERSION = "1.50";
+export const MIN_API_VERSION = "1.24";
+const BERTH_VERSION = "0.1.0";
+/** The largest JSON body read (a create request is a few KB). */
+const MAX_JSON = 4 << 20;
+
+type Query = URLSearchParams;
+interface Ctx {
+  req: http.IncomingMessage;
+  res: http.ServerResponse;
+  params: string[];
+  query: Query;
+  engine: Engine;
+}
+type Handler = (c: Ctx) => Promise<void> | void;
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const statusOf: Record<string, number> = { InvalidArgument: 400, NotFound: 404, AlreadyExists: 409, FailedPrecondition: 409, Unsupported: 501, System: 500 };
+
+function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function sendError(res: http.ServerResponse, e: unknown): void {
+  const status = e instanceof HttpError ? e.status : e instanceof BerthError ? (statusOf[e.kind] ?? 500) : 500;
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  sendJson(res, status, { message: errorMessage(e) });
+}
+
+async function readBody(req: http.IncomingMessage, limit = MAX_JSON): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let size = 0;
+  for await (const c of req) {
+    size += (c as Buffer).length;
+    if (size > limit) throw new HttpError(413, `request body is larger than ${limit} bytes`);
+    parts.push(c as Buffer);
+  }
+  return Buffer.concat(parts);
+}
+
+async function readJson<T>(req: http.IncomingMessage): Promise<T | undefined> {
+  const body = await readBody(req);
+  if (!body.length) return undefined;
+  try {
+    return JSON.parse(body.toString("utf8")) as T;
+  } catch (e) {
+    throw invalid(`invalid JSON in the request body: ${(e as Error).message}`);
+  }
+}
+
+const bool = (q: Query, k: string, dflt = false) => {
+  const v = q.get(k);
+  if (v === null) return dflt;
+  return v === "1" || v === "true" || v === "True";
+};
+
+/** The API's `filters` query: JSON of {key: [values]} or {key: {value: true}}, as key=value strings. */
+function filtersOf(q: Query): string[] {
+  const raw = q.get("filters");
+  if (!raw) return [];
+  let f: Record<string, string[] | Record<string, boolean>>;
+  try {
+    f = JSON.parse(raw);
+  } catch {
+    throw invalid(`invalid filters: ${raw.slice(0, 200)}`);
+  }
+  const out: string[] = [];
+  for (const [k, v] of Object.entries(f ?? {})) for (const x of Array.isArray(v) ? v : Object.keys(v).filter((y) => v[y])) out.push(`${k}=${x}`);
+  return out;
+}
+
+/** A docker stdcopy frame: stream 1 stdout, 2 stderr. */
+function frame(stream: 1 | 2, body: Buffer): Buffer {
+  const h = Buffer.alloc(8);
+  h[0] = stream;
+  h.writeUInt32BE(body.length, 4);
+  return Buffer.concat([h, body]);
+}
+
+// ---- request shapes
+
+const configKeys: (keyof ContainerConfig)[] = ["Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr", "ExposedPorts", "Tty", "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck", "Image", "Volumes", "WorkingDir", "Entrypoint", "OnBuild", "Labels", "StopSignal", "StopTimeout"];
+
+/** POST /containers/create's body as the engine's request; clients send zero values for what they leave unset. */
+function createRequest(body: Record<string, unknown>, name: string | null, platform: string | null): CreateRequest {
+  if (typeof body.Image !== "string" || !body.Image) throw invalid("Config.Image: an image is required");
+  const config: ContainerConfig = defaultContainerConfig(body.Image);
+  for (const k of configKeys) if (body[k] !== undefined && body[k] !== null) (config as unknown as Record<string, unknown>)[k] = body[k];
+  config.Env ??= [];
+  config.Labels ??= {};
+  const hc: HostConfig = { ...defaultHostConfig() };
+  for (const [k, v] of Object.entries((body.HostConfig ?? {}) as Record<string, unknown>)) if (v !== null && v !== undefined) (hc as unknown as Record<string, unknown>)[k] = v;
+  if (!hc.LogConfig?.Type) hc.LogConfig = { Type: "json-file", Config: hc.LogConfig?.Config ?? {} };
+  hc.LogConfig.Config ??= {};
+  if (!hc.RestartPolicy?.Name) hc.RestartPolicy = { Name: "no", MaximumRetryCount: hc.RestartPolicy?.MaximumRetryCount ?? 0 };
+  if (!hc.NetworkMode) hc.NetworkMode = "default";
+  if (!hc.IpcMode) hc.IpcMode = "private";
+  const unsupportedSet = (["VolumeDriver", "Isolation", "CgroupParent", "Runtime"] as const).filter((k) => {
+    const v = (hc as unknown as Record<string, unknown>)[k];
+    return v !== undefined && v !== "" && !(k === "Isolation" && v === "default");
+  });
+  if (unsupportedSet.length) throw invalid(`HostConfig.${unsupportedSet[0]} is not supported by berth`);
+  const req: CreateRequest = { Config: config, HostConfig: hc, pull: "never" };
+  if (name) req.name = name;
+  if (platform) req.platform = platform;
+  const net = body.NetworkingConfig as CreateRequest["NetworkingConfig"] | undefined;
+  if (net?.EndpointsConfig) req.NetworkingConfig = net;
+  return req;
+}
+
+// ---- the routes
+
+const routes: [method: string, path: RegExp, handler: Handler][] = [];
+const route = (method: string, path: string, handler: Handler) => routes.push([method, new RegExp("^" + path.replace(/\{[a-z]+\}/g, "([^/]+)") + "$"), handler]);
+const ref = (c: Ctx) => decodeURIComponent(c.params[0]!);
+
+route("GET", "/_ping", ({ res }) => {
+  res.writeHead(200, { "Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-cache, no-store, must-revalidate", Pragma: "no-cache" });
+  res.end("OK");
+});
+route("HEAD", "/_ping", ({ res }) => {
+  res.writeHead(200, { "Content-Type": "text/plain; charset=utf-8", "Content-Length": 0, "Cache-Control": "no-cache, no-store, must-revalidate", Pragma: "no-cache" });
+  res.end();
+});
+route("GET", "/version", ({ res }) =>
+  sendJson(res, 200, {
+    Platform: { Name: "berth" },
+    Components: [{ Name: "Engine", Version: BERTH_VERSION, Details: { ApiVersion: API_VERSION, MinAPIVersion: MIN_API_VERSION, Os: "linux", Arch: archName() } }],
+    Version: BERTH_VERSION,
+    ApiVersion: API_VERSION,
+    MinAPIVersion: MIN_API_VERSION,
+    GitCommit: "",
+    GoVersion: `node ${process.version}`,
+    Os: "linux",
+    Arch: archName(),
+    KernelVersion: (process.getuid ? require_os().release() : ""),
+    BuildTime: "",
+  }),
+);
+route("GET", "/info", async ({ res, engine }) => {
+  const i = await system.info(engine);
+  sendJson(res, 200, { ...i, Swarm: { LocalNodeState: "inactive", NodeID: "", NodeAddr: "", ControlAvailable: false, Error: "", RemoteManagers: null }, Plugins: { Volume: ["local"], Network: ["bridge", "host", "none"], Log: ["json-file"] }, RegistryConfig: { IndexConfigs: {}, InsecureRegistryCIDRs: ["127.0.0.0/8"] }, Runtimes: { "berth-runtime": { path: "berth-runtime" } }, Warnings: [] });
+});
+route("GET", "/system/df", async ({ res, engine }) => {
+  const du = await system.diskUsage(engine);
+  const views = await engine.list();
+  sendJson(res, 200, {
+    LayersSize: du.images.size,
+    Images: du.images.list.map((r) => ({ Id: r.id, ParentId: "", RepoTags: r.repoTags, RepoDigests: r.repoDigests, Created: Math.floor(Date.parse(r.created ?? r.added) / 1000), Size: r.size, SharedSize: -1, VirtualSize: r.size, Labels: {}, Containers: engine.imageUsers(r.id).length })),
+    Containers: views.map((v) => ({ ...containers.listEntry(v), SizeRw: du.containers.sizes[v.rec.Id] ?? 0, SizeRootFs: 0 })),
+    Volumes: engine.volumes.list().map((v) => ({ ...v, UsageData: { Size: system.treeBytes(v.Mountpoint), RefCount: engine.volumeUsers(v.Name).length } })),
+    BuildCache: [],
+  });
+});
+route("GET", "/events", async ({ req, res, query, engine }) => {
+  const source = system.events(engine, { ...(query.get("since") ? { since: query.get("since")! } : {}), ...(query.get("until") ? { until: query.get("until")! } : {}), filters: filtersOf(query) });
+  res.writeHead(200, { "Content-Type": "application/json" });
+  res.flushHeaders();
+  let closed = false;
+  req.socket.once("close", () => (closed = true));
+  for await (const e of source) {
+    if (closed) break;
+    if (!res.write(JSON.stringify({ ...e, status: e.Action, id: e.Actor.ID, from: e.Actor.Attributes.image }) + "\n")) await new Promise((r) => res.once("drain", r));
+  }
+  res.end();
+});
+
+// containers
+route("GET", "/containers/json", async ({ res, query, engine }) => {
+  const list = await containers.listEntries(engine, { all: bool(query, "all"), filters: filtersOf(query), size: bool(query, "size") });
+  const limit = Number(query.get("limit") ?? -1);
+  sendJson(res, 200, limit > 0 ? list.slice(0, limit) : list);
+});
+route("POST", "/containers/create", async ({ req, res, query, engine }) => {
+  const body = (await readJson<Record<string, unknown>>(req)) ?? {};
+  const r = await engine.create(createRequest(body, query.get("name"), query.get("platform")));
+  sendJson(res, 201, r);
+});
+route("POST", "/containers/prune", async ({ res, query, engine }) => {
+  if (filtersOf(query).length) throw unsupported("filters on container prune are not supported yet");
+  const deleted: string[] = [];
+  let reclaimed = 0;
+  for (const v of await engine.list())
+    if (!v.state.Running && !v.state.Restarting) {
+      reclaimed += system.containerSize(engine, v.rec.Id);
+      deleted.push(await engine.remove(v.rec.Id));
+    }
+  sendJson(res, 200, { ContainersDeleted: deleted, SpaceReclaimed: reclaimed });
+});
+route("GET", "/containers/{id}/json", async (c) => {
+  const v = await c.engine.get(ref(c));
+  const doc = containerInspect(v, c.engine.images, c.engine.root);
+  if (bool(c.query, "size")) Object.assign(doc, { SizeRw: system.containerSize(c.engine, v.rec.Id), SizeRootFs: 0 });
+  sendJson(c.res, 200, doc);
+});
+route("GET", "/containers/{id}/top", async (c) => {
+  const v = await c.engine.get(ref(c));
+  if (!v.state.Running) throw new BerthError("FailedPrecondition", `Container ${v.rec.Id} is not running`);
+  sendJson(c.res, 200, await containers.top(c.engine, v, c.query.get("ps_args") ?? "-ef"));
+});
+route("GET", "/containers/{id}/changes", async (c) => sendJson(c.res, 200, await system.changes(c.engine, ref(c))));
+route("GET", "/containers/{id}/export", async (c) => {
+  await c.engine.exportContainer(ref(c), async (tar) => {
+    c.res.writeHead(200, { "Content-Type": "application/x-tar" });
+    for await (const chunk of tar) if (!c.res.write(chunk)) await new Promise((r) => c.res.once("drain", r));
+    c.res.end();
+  });
+});
+/**
+ * Attach requests that came before their container's start (docker run attaches, then starts):
+ * they are connected to the monitor between create and start, so no early output is lost.
+ */
+const pendingAttach = new Map<string, Array<(monitor: Socket | Error) => void>>();
+
+route("POST", "/containers/{id}/start", async (c) => {
+  const v = await c.engine.get(ref(c));
+  if (v.state.Running) {
+    c.res.writeHead(304).end();
+    return;
+  }
+  const waiting = pendingAttach.get(v.rec.Id) ?? [];
+  pendingAttach.delete(v.rec.Id);
+  try {
+    await c.engine.start(v.rec.Id, {
+      ...(waiting.length
+        ? {
+            beforeStart: async (id: string) => {
+              for (const w of waiting) w(await c.engine.attach(id));
+            },
+          }
+        : {}),
+    });
+  } catch (e) {
+    for (const w of waiting) w(e as Error);
+    throw e;
+  }
+  c.res.writeHead(204).end();
+});
+route("POST", "/containers/{id}/stop", async (c) => {
+  const v = await c.engine.get(ref(c));
+  if (!v.state.Running) {
+    c.res.writeHead(304).end();
+    return;
+  }
+  const t = c.query.get("t") ?? c.query.get("timeout");
+  await c.engine.stop(v.rec.Id, t !== null ? Number(t) : undefined, c.query.get("signal") ?? undefined);
+  c.res.writeHead(204).end();
+});
+route("POST", "/containers/{id}/restart", async (c) => {
+  const v = await c.engine.get(ref(c));
+  const t = c.query.get("t") ?? c.query.get("timeout");
+  if (v.state.Running) await c.engine.stop(v.rec.Id, t !== null ? Number(t) : undefined);
+  await c.engine.start(v.rec.Id);
+  c.res.writeHead(204).end();
+});
+route("POST", "/containers/{id}/kill", async (c) => {
+  const v = await c.engine.get(ref(c));
+  if (!v.state.Running) throw new BerthError("FailedPrecondition", `Cannot kill container: ${ref(c)}: Container ${v.rec.Id} is not running`);
+  await c.engine.kill(v.rec.Id, c.query.get("signal") ?? "SIGKILL");
+  c.res.writeHead(204).end();
+});
+route("POST", "/containers/{id}/pause", async (c) => {
+  await c.engine.pause(ref(c), true);
+  c.res.writeHead(204).end();
+});
+route("POST", "/containers/{id}/unpause", async (c) => {
+  await c.engine.pause(ref(c), false);
+  c.res.writeHead(204).end();
+});
+route("POST", "/containers/{id}/rename", async (c) => {
+  const name = c.query.get("name");
+  if (!name) throw invalid("the new name is required (?name=)");
+  await c.engine.rename(ref(c), name);
+  c.res.writeHead(204).end();
+});
+route("POST", "/containers/{id}/resize", async (c) => {
+  await c.engine.resize(ref(c), Number(c.query.get("h") ?? 0), Number(c.query.get("w") ?? 0));
+  c.res.writeHead(200).end();
+});
+route("POST", "/containers/{id}/update", async (c) => {
+  const v = await c.engine.get(ref(c));
+  const body = (await readJson<Partial<HostConfig>>(c.req)) ?? {};
+  const hc = { ...v.rec.HostConfig };
+  for (const [k, val] of Object.entries(body)) if (val !== null && val !== undefined) (hc as unknown as Record<string, unknown>)[k] = val;
+  await c.engine.update(v.rec.Id, hc);
+  sendJson(c.res, 200, { Warnings: [] });
+});
+route("POST", "/containers/{id}/wait", async (c) => {
+  const condition = (c.query.get("condition") || "not-running") as containers.WaitCondition;
+  await c.engine.get(ref(c)); // 404 before the headers
+  // the headers go first: clients start the container once they have them (docker run's order)
+  c.res.writeHead(200, { "Content-Type": "application/json" });
+  c.res.flushHeaders();
+  let gone = false;
+  c.req.socket.once("close", () => (gone = true));
+  try {
+    const code = await containers.waitFor(c.engine, ref(c), condition, () => gone);
+    c.res.end(JSON.stringify({ StatusCode: code, Error: null }) + "\n");
+  } catch (e) {
+    c.res.end(JSON.stringify({ StatusCode: -1, Error: { Message: errorMessage(e) } }) + "\n");
+  }
+});
+route("DELETE", "/containers/{id}", async (c) => {
+  if (bool(c.query, "link")) throw unsupported("links are not supported");
+  await c.engine.remove(ref(c), { force: bool(c.query, "force"), volumes: bool(c.query, "v") });
+  c.res.writeHead(204).end();
+});
+route("GET", "/containers/{id}/logs", async (c) => {
+  const q = c.query;
+  if (!bool(q, "stdout") && !bool(q, "stderr")) throw invalid("Bad parameters: you must choose at least one stream");
+  const { view, entries } = await containers.containerLogs(c.engine, ref(c), {
+    follow: bool(q, "follow"),
+    ...(q.get("tail") ? { tail: q.get("tail")! } : {}),
+    ...(q.get("since") ? { since: q.get("since")! } : {}),
+    ...(q.get("until") ? { until: q.get("until")! } : {}),
+  });
+  const tty = view.rec.Config.Tty;
+  c.res.writeHead(200, { "Content-Type": tty ? "application/vnd.docker.raw-stream" : "application/vnd.docker.multiplexed-stream" });
+  c.res.flushHeaders();
+  let gone = false;
+  c.req.socket.once("close", () => (gone = true));
+  for await (const e of entries) {
+    if (gone) break;
+    if (e.stream === "stdout" ? !bool(q, "stdout") : !bool(q, "stderr")) continue;
+    const text = Buffer.from(bool(q, "timestamps") ? `${e.time} ${e.line}` : e.line);
+    if (!c.res.write(tty ? text : frame(e.stream === "stdout" ? 1 : 2, text))) await new Promise((r) => c.res.once("drain", r));
+  }
+  c.res.end();
+});
+route("GET", "/containers/{id}/stats", async (c) => {
+  const v = await c.engine.get(ref(c));
+  const stream = bool(c.query, "stream", true) && !bool(c.query, "one-shot");
+  c.res.writeHead(200, { "Content-Type": "application/json" });
+  let gone = false;
+  c.req.socket.once("close", () => (gone = true));
+  let prev = containers.statsDocument(system.statsOf(c.engine, v), undefined);
+  if (!stream) {
+    // one sample's CPU needs a previous one: dockerd waits a second for it too, unless one-shot
+    if (!bool(c.query, "one-shot")) {
+      await new Promise((r) => setTimeout(r, 1000));
+      prev = containers.statsDocument(system.statsOf(c.engine, await c.engine.get(v.rec.Id)), prev);
+    }
+    c.res.end(JSON.stringify(prev) + "\n");
+    return;
+  }
+  while (!gone) {
+    if (!c.res.write(JSON.stringify(prev) + "\n")) await new Promise((r) => c.res.once("drain", r));
+    await new Promise((r) => setTimeout(r, 1000));
+    const cur = await c.engine.get(v.rec.Id).catch(() => undefined);
+    if (!cur) break;
+    prev = containers.statsDocument(system.statsOf(c.engine, cur), prev);
+  }
+  c.res.end();
+});
+route("HEAD", "/containers/{id}/archive", async (c) => {
+  const path = c.query.get("path");
+  if (!path) throw invalid("path is required");
+  const st = await c.engine.statPath(ref(c), path);
+  if (!st) throw notFound(`Could not find the file ${path} in container ${ref(c)}`);
+  c.res.writeHead(200, { "X-Docker-Container-Path-Stat": Buffer.from(JSON.stringify(st)).toString("base64") }).end();
+});
+route("GET", "/containers/{id}/archive", async (c) => {
+  const path = c.query.get("path");
+  if (!path) throw invalid("path is required");
+  const st = await c.engine.statPath(ref(c), path);
+  if (!st) throw notFound(`Could not find the file ${path} in container ${ref(c)}`);
+  await c.engine.copyFrom(ref(c), path, {}, async (tar) => {
+    c.res.writeHead(200, { "Content-Type": "application/x-tar", "X-Docker-Container-Path-Stat": Buffer.from(JSON.stringify(st)).toString("base64") });
+    for await (const chunk of tar) if (!c.res.write(chunk)) await new Promise((r) => c.res.once("drain", r));
+    c.res.end();
+  });
+});
+route("PUT", "/containers/{id}/archive", async (c) => {
+  const path = c.query.get("path");
+  if (!path) throw invalid("path is required");
+  await c.engine.copyTo(ref(c), path, c.req as AsyncIterable<Buffer>, { keepOwners: bool(c.query, "copyUIDGID") });
+  c.res.writeHead(200).end();
+});
+
+// exec: created as a record here, run at start (dockerd keeps them in memory too)
+interface ExecRecord {
+  ID: string;
+  container: string;
+  argv: string[];
+  opts: { user?: string; workdir?: string; env?: string[] };
+  tty: boolean;
+  stdin: boolean;
+  running: boolean;
+  exitCode: number | null;
+  pid: number;
+}
+const execs = new Map<string, ExecRecord>();
+route("POST", "/containers/{id}/exec", async (c) => {
+  const v = await c.engine.get(ref(c));
+  if (!v.state.Running) throw new BerthError("FailedPrecondition", `Container ${v.rec.Id} is not running`);
+  if (v.state.Paused) throw new BerthError("FailedPrecondition", `Container ${v.rec.Id} is paused, unpause the container before exec`);
+  const b = (await readJson<{ Cmd?: string[]; Tty?: boolean; AttachStdin?: boolean; User?: string; WorkingDir?: string; Env?: string[]; Privileged?: boolean }>(c.req)) ?? {};
+  if (!Array.isArray(b.Cmd) || !b.Cmd.length) throw invalid("No exec command specified");
+  if (b.Tty) throw unsupported("exec with a terminal (Tty) through the API is not supported by berth yet");
+  const id = (await import("node:crypto")).randomBytes(32).toString("hex");
+  execs.set(id, { ID: id, container: v.rec.Id, argv: b.Cmd, opts: { ...(b.User ? { user: b.User } : {}), ...(b.WorkingDir ? { workdir: b.WorkingDir } : {}), ...(b.Env ? { env: b.Env } : {}) }, tty: !!b.Tty, stdin: !!b.AttachStdin, running: false, exitCode: null, pid: 0 });
+  sendJson(c.res, 201, { Id: id });
+});
+route("GET", "/exec/{id}/json", (c) => {
+  const e = execs.get(ref(c));
+  if (!e) throw notFound(`No such exec instance: ${ref(c)}`);
+  sendJson(c.res, 200, { ID: e.ID, Running: e.running, ExitCode: e.exitCode, ProcessConfig: { tty: e.tty, entrypoint: e.argv[0], arguments: e.argv.slice(1), privileged: false, user: e.opts.user ?? "" }, OpenStdin: e.stdin, OpenStderr: true, OpenStdout: true, CanRemove: false, ContainerID: e.container, DetachKeys: "", Pid: e.pid });
+});
+route("POST", "/exec/{id}/resize", (c) => {
+  if (!execs.has(ref(c))) throw notFound(`No such exec instance: ${ref(c)}`);
+  c.res.writeHead(200).end();
+});
+
+// images
+route("GET", "/images/json", ({ res, query, engine }) => {
+  const rows = images.listImages(engine, filtersOf(query));
+  const byId = new Map<string, { r: (typeof rows)[number]["record"] }>();
+  for (const row of rows) byId.set(row.record.id, { r: row.record });
+  sendJson(
+    res,
+    200,
+    [...byId.values()].map(({ r }) => ({ Id: r.id, ParentId: "", RepoTags: r.repoTags, RepoDigests: r.repoDigests, Created: Math.floor(Date.parse(r.created ?? r.added) / 1000), Size: r.size, SharedSize: -1, VirtualSize: r.size, Labels: engine.images.config(r).config?.Labels ?? {}, Containers: engine.imageUsers(r.id).length })),
+  );
+});
+route("POST", "/images/create", async ({ req, res, query, engine }) => {
+  const from = query.get("fromImage");
+  if (!from) {
+    if (query.get("fromSrc") === "-") {
+      const rec = await images.importTarball(engine, req as AsyncIterable<Buffer>, { ...(query.get("repo") ? { reference: `${query.get("repo")}${query.get("tag") ? ":" + query.get("tag") : ""}` } : {}), changes: query.getAll("changes"), ...(query.get("message") ? { message: query.get("message")! } : {}) });
+      sendJson(res, 200, { status: rec.id });
+      return;
+    }
+    throw invalid("fromImage (or fromSrc=-) is required");
+  }
+  const tag = query.get("tag");
+  const name = tag ? (tag.startsWith("sha256:") ? `${from}@${tag}` : `${from}:${tag}`) : from;
+  res.writeHead(200, { "Content-Type": "application/json" });
+  res.flushHeaders();
+  const msg = (m: unknown) => res.write(JSON.stringify(m) + "\r\n");
+  try {
+    msg({ status: `Pulling from ${from}`, id: tag ?? "latest" });
+    const r = await images.pull(engine, name, {
+      ...(query.get("platform") ? { platform: query.get("platform")! } : {}),
+      onProgress: (e) => msg(progressMessage(e)),
+    });
+    msg({ status: `Digest: ${r.digest}` });
+    msg({ status: r.upToDate ? `Status: Image is up to date for ${name}` : `Status: Downloaded newer image for ${name}` });
+  } catch (e) {
+    msg({ errorDetail: { message: errorMessage(e) }, error: errorMessage(e) });
+  }
+  res.end();
+});
+route("GET", "/images/get", async ({ res, query, engine }) => {
+  const names = query.getAll("names");
+  const archive = images.save(engine, names, "docker-archive");
+  res.writeHead(200, { "Content-Type": "application/x-tar" });
+  for await (const chunk of archive) if (!res.write(chunk)) await new Promise((r) => res.once("drain", r));
+  res.end();
+});
+route("GET", "/images/{name}/get", async (c) => {
+  const archive = images.save(c.engine, [ref(c)], "docker-archive");
+  c.res.writeHead(200, { "Content-Type": "application/x-tar" });
+  for await (const chunk of archive) if (!c.res.write(chunk)) await new Promise((r) => c.res.once("drain", r));
+  c.res.end();
+});
+route("POST", "/images/load", async ({ req, res, query, engine }) => {
+  const loaded = await images.load(engine, req as AsyncIterable<Buffer>);
+  const lines = loaded.flatMap((r) => (r.repoTags.length ? r.repoTags.map((t) => `Loaded image: ${t}\n`) : [`Loaded image ID: ${r.id}\n`]));
+  res.writeHead(200, { "Content-Type": "application/json" });
+  res.end(bool(query, "quiet") ? "" : lines.map((l) => JSON.stringify({ stream: l })).join("\r\n") + "\r\n");
+});
+route("POST", "/images/prune", async ({ res, query, engine }) => {
+  const filters = filtersOf(query);
+  const all = filters.includes("dangling=false") || filters.includes("dangling=0");
+  const r = await images.prune(engine, { all, filters: filters.filter((f) => !f.startsWith("dangling=")) });
+  sendJson(res, 200, { ImagesDeleted: [...r.untagged.map((u) => ({ Untagged: u })), ...r.deleted.map((d) => ({ Deleted: d }))], SpaceReclaimed: r.reclaimed });
+});
+route("GET", "/images/search", () => {
+  throw unsupported("image search is not available: berth has no registry index to search (offline)");
+});
+route("GET", "/images/{name}/json", (c) => {
+  const doc = images.inspect(c.engine, ref(c));
+  if (!doc) throw notFound(`No such image: ${ref(c)}`);
+  sendJson(c.res, 200, doc);
+});
+route("GET", "/images/{name}/history", (c) =>
+  sendJson(
+    c.res,
+    200,
+    images.history(c.engine, ref(c)).map((h) => ({ Id: h.id, Created: Math.floor(Date.parse(h.created) / 1000) || 0, CreatedBy: h.createdBy, Tags: null, Size: h.size, Comment: h.comment })),
+  ),
+);
+route("POST", "/images/{name}/tag", async (c) => {
+  const repo = c.query.get("repo");
+  if (!repo) throw invalid("repo is required");
+  await images.tag(c.engine, ref(c), `${repo}${c.query.get("tag") ? ":" + c.query.get("tag") : ""}`);
+  c.res.writeHead(201).end();
+});
+route("POST", "/images/{name}/push", async (c) => {
+  const tag = c.query.get("tag");
+  const name = tag ? `${ref(c)}:${tag}` : ref(c);
+  c.res.writeHead(200, { "Content-Type": "application/json" });
+  c.res.flushHeaders();
+  const msg = (m: unknown) => c.res.write(JSON.stringify(m) + "\r\n");
+  try {
+    const r = await images.push(c.engine, name, { onProgress: (e) => msg(progressMessage(e)) });
+    msg({ status: `${r.tag}: digest: ${r.digest} size: ${r.size}` });
+    msg({ progressDetail: {}, aux: { Tag: r.tag, Digest: r.digest, Size: r.size } });
+  } catch (e) {
+    msg({ errorDetail: { message: errorMessage(e) }, error: errorMessage(e) });
+  }
+  c.res.end();
+});
+route("DELETE", "/images/{name}", async (c) => {
+  const r = await images.remove(c.engine, ref(c), { force: bool(c.query, "force") });
+  sendJson(c.res, 200, [...r.untagged.map((u) => ({ Untagged: u })), ...r.deleted.map((d) => ({ Deleted: d }))]);
+});
+route("POST", "/commit", async (c) => {
+  const q = c.query;
+  const container = q.get("container");
+  if (!container) throw invalid("container is required");
+  const rec = await c.engine.commit(container, {
+    ...(q.get("repo") ? { reference: `${q.get("repo")}${q.get("tag") ? ":" + q.get("tag") : ""}` } : {}),
+    changes: q.getAll("changes"),
+    ...(q.get("comment") ? { message: q.get("comment")! } : {}),
+    ...(q.get("author") ? { author: q.get("author")! } : {}),
+    pause: bool(q, "pause", true),
+  });
+  sendJson(c.res, 201, { Id: rec.id });
+});
+
+// volumes
+route("GET", "/volumes", ({ res, query, engine }) => sendJson(res, 200, { Volumes: system.listVolumes(engine, filtersOf(query)).map(({ Anonymous: _a, ...v }) => v), Warnings: [] }));
+route("POST", "/volumes/create", async ({ req, res, engine }) => {
+  const b = (await readJson<{ Name?: string; Driver?: string; DriverOpts?: Record<string, string>; Labels?: Record<string, string> }>(req)) ?? {};
+  const v = system.createVolume(engine, b.Name || undefined, { ...(b.Driver ? { driver: b.Driver } : {}), labels: b.Labels ?? {}, options: b.DriverOpts ?? {} });
+  sendJson(res, 201, system.inspectVolume(engine, v.Name));
+});
+route("POST", "/volumes/prune", ({ res, query, engine }) => {
+  const all = filtersOf(query).includes("all=true") || filtersOf(query).includes("all=1");
+  const r = system.pruneVolumes(engine, { all });
+  sendJson(res, 200, { VolumesDeleted: r.deleted, SpaceReclaimed: r.reclaimed });
+});
+route("GET", "/volumes/{name}", (c) => sendJson(c.res, 200, system.inspectVolume(c.engine, ref(c))));
+route("DELETE", "/volumes/{name}", (c) => {
+  system.removeVolume(c.engine, ref(c), { force: bool(c.query, "force") });
+  c.res.writeHead(204).end();
+});
+
+// networks
+route("GET", "/networks", ({ res, query, engine }) => sendJson(res, 200, networks.listNetworks(engine, filtersOf(query))));
+route("GET", "/networks/{id}", (c) => sendJson(c.res, 200, networks.inspectNetwork(c.engine, ref(c))));
+route("POST", "/networks/create", async ({ req, res, engine }) => {
+  const b = (await readJson<Parameters<typeof networks.createNetwork>[1]>(req)) ?? ({} as Parameters<typeof networks.createNetwork>[1]);
+  if (!b.Name) throw invalid("a network needs a Name");
+  sendJson(res, 201, { Id: await networks.createNetwork(engine, b), Warning: "" });
+});
+route("DELETE", "/networks/{id}", async (c) => {
+  await networks.removeNetwork(c.engine, ref(c));
+  c.res.writeHead(204).end();
+});
+route("POST", "/networks/{id}/connect", async (c) => {
+  type Connect = { Container: string; EndpointConfig?: { Aliases?: string[]; IPAMConfig?: { IPv4Address?: string } } };
+  const b = (await readJson<Connect>(c.req)) ?? ({} as Connect);
+  if (!b.Container) throw invalid("Container is required");
+  await c.engine.connectNetwork(b.Container, ref(c), { ...(b.EndpointConfig?.Aliases ? { aliases: b.EndpointConfig.Aliases } : {}), ...(b.EndpointConfig?.IPAMConfig?.IPv4Address ? { ip: b.EndpointConfig.IPAMConfig.IPv4Address } : {}) });
+  c.res.writeHead(200).end();
+});
+route("POST", "/networks/{id}/disconnect", async (c) => {
+  const b = (await readJson<{ Container: string }>(c.req)) ?? ({} as { Container: string });
+  if (!b.Container) throw invalid("Container is required");
+  await c.engine.disconnectNetwork(b.Container, ref(c));
+  c.res.writeHead(200).end();
+});
+route("POST", "/networks/prune", async ({ res, engine }) => sendJson(res, 200, { NetworksDeleted: await networks.pruneNetworks(engine) }));
+
+// swarm: a dockerd that is not part of a swarm
+for (const p of ["/swarm", "/services", "/nodes", "/secrets", "/configs", "/tasks"])
+  route("GET", p, ({ res }) => sendJson(res, 503, { message: "This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again." }));
+
+function progressMessage(e: { id?: string; status?: string; current?: number; total?: number } | unknown): unknown {
+  const p = e as { id?: string; status?: string; current?: number; total?: number; action?: string };
+  return { status: p.status ?? p.action ?? "", ...(p.id ? { id: p.id.replace(/^sha256:/, "").slice(0, 12) } : {}), progressDetail: p.total ? { current: p.current ?? 0, total: p.total } : {} };
+}
+
+function archName(): string {
+  return process.arch === "x64" ? "amd64" : process.arch;
+}
+function require_os(): typeof import("node:os") {
+  return process.getBuiltinModule ? (process.getBuiltinModule("node:os") as typeof import("node:os")) : ({ release: () => "" } as unknown as typeof import("node:os"));
+}
+
+// ---- hijacked streams: attach and exec start
+
+/** The 101 (Upgrade: tcp) or, for a client that did not ask to upgrade, 200 that hands the connection over. */
+function hijack(socket: Socket, upgrade: boolean, contentType: string): void {
+  socket.write(
+    upgrade
+      ? `HTTP/1.1 101 UPGRADED\r\nContent-Type: ${contentType}\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n`
+      : `HTTP/1.1 200 OK\r\nContent-Type: ${contentType}\r\n\r\n`,
+  );
+}
+
+async function attach(engine: Engine, id: string, q: Query, socket: Socket, head: Buffer, upgrade: boolean): Promise<void> {
+  const v = await engine.get(id);
+  const tty = v.rec.Config.Tty;
+  const wantIn = bool(q, "stdin"),
+    wantOut = bool(q, "stdout"),
+    wantErr = bool(q, "stderr");
+  if (bool(q, "logs")) {
+    // earlier output first (docker attach --logs)
+  }
+  let mon: Socket;
+  if (v.state.Running) {
+    mon = await engine.attach(v.rec.Id);
+    hijack(socket, upgrade, tty ? "application/vnd.docker.raw-stream" : "application/vnd.docker.multiplexed-stream");
+  } else {
+    // not started yet: the stream opens now, the monitor is joined when the container starts
+    hijack(socket, upgrade, tty ? "application/vnd.docker.raw-stream" : "application/vnd.docker.multiplexed-stream");
+    const got = await new Promise<Socket | Error | undefined>((resolve) => {
+      const list = pendingAttach.get(v.rec.Id) ?? [];
+      list.push(resolve);
+      pendingAttach.set(v.rec.Id, list);
+      // started by someone else (the CLI), or the client gave up: stop waiting
+      const poll = setInterval(async () => {
+        const cur = await engine.get(v.rec.Id).catch(() => undefined);
+        if (socket.destroyed || !cur || cur.state.Running) {
+          clearInterval(poll);
+          const l = pendingAttach.get(v.rec.Id);
+          if (l?.includes(resolve)) {
+            l.splice(l.indexOf(resolve), 1);
+            resolve(cur?.state.Running && !socket.destroyed ? await engine.attach(v.rec.Id).catch((e: Error) => e) : undefined);
+          }
+        }
+      }, 200);
+      socket.once("close", () => clearInterval(poll));
+    });
+    if (!got || got instanceof Error) {
+      socket.end();
+      return;
+    }
+    mon = got;
+  }
+  if (wantIn && v.rec.Config.OpenStdin) {
+    if (head.length) mon.write(head);
+    socket.on("data", (d) => mon.write(d));
+    socket.on("end", () => mon.end());
+  }
+  socket.on("error", () => mon.destroy());
+  socket.on("close", () => mon.destroy());
+  await demuxAttach(mon, {
+    stdout: (b) => wantOut && socket.write(tty ? b : frame(1, b)),
+    stderr: (b) => wantErr && socket.write(tty ? b : frame(2, b)),
+  });
+  socket.end();
+}
+
+async function execStart(engine: Engine, id: string, body: { Detach?: boolean; Tty?: boolean }, socket: Socket, head: Buffer, upgrade: boolean): Promise<void> {
+  const e = execs.get(id);
+  if (!e) throw notFound(`No such exec instance: ${id}`);
+  if (e.running || e.exitCode !== null) throw new BerthError("FailedPrecondition", `Exec ${id} has already started`);
+  e.running = true;
+  let s: Awaited<ReturnType<Engine["execStreams"]>>;
+  try {
+    s = await engine.execStreams(e.container, e.argv, { ...e.opts, stdin: e.stdin && !body.Detach });
+  } catch (err) {
+    e.running = false;
+    e.exitCode = 126;
+    throw err;
+  }
+  e.pid = s.pid;
+  const done = s.exit.then(
+    (code) => {
+      e.running = false;
+      e.exitCode = code;
+    },
+    () => {
+      e.running = false;
+      e.exitCode = 126;
+    },
+  );
+  if (body.Detach) {
+    s.stdout.resume();
+    s.stderr.resume();
+    socket.end("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    return;
+  }
+  hijack(socket, upgrade, "application/vnd.docker.multiplexed-stream");
+  if (s.stdin) {
+    if (head.length) s.stdin.write(head);
+    socket.on("data", (d) => s.stdin!.write(d));
+    socket.on("end", () => s.stdin!.end());
+    socket.on("error", () => s.stdin!.destroy());
+  }
+  const pump = (r: NodeJS.ReadableStream, n: 1 | 2) =>
+    new Promise<void>((res) => {
+      r.on("data", (b: Buffer) => socket.write(frame(n, b)));
+      r.on("end", res);
+      r.on("error", () => res());
+    });
+  await Promise.all([pump(s.stdout, 1), pump(s.stderr, 2), done]);
+  socket.end();
+}
+
+// ---- the server
+
+export interface ServeOptions {
+  /** Seconds without a request or connection after which the server exits; 0: never. */
+  idleSeconds?: number;
+  log?: (line: string) => void;
+}
+
+/** Splits /v1.NN/path into the version and the path; refuses versions outside 1.24..1.50. */
+function versioned(url: string): { path: string; version?: string } {
+  const m = /^\/v(\d+\.\d+)(\/.*)$/.exec(url);
+  if (!m) return { path: url };
+  const [maj, min] = m[1]!.split(".").map(Number) as [number, number];
+  if (maj !== 1 || min < 24) throw new HttpError(400, `client version ${m[1]} is too old. Minimum supported API version is ${MIN_API_VERSION}, please upgrade your client to a newer version`);
+  if (min > 50) throw new HttpError(400, `client version ${m[1]} is too new. Maximum supported API version is ${API_VERSION}`);
+  return { path: m[2]!, version: m[1]! };
+}
+
+export function createServer(engine: Engine, opts: ServeOptions = {}): http.Server {
+  const log = opts.log;
+  const server = http.createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 5_000 });
+  const headers = (res: http.ServerResponse) => {
+    res.setHeader("Api-Version", API_VERSION);
+    res.setHeader("Docker-Experimental", "false");
+    res.setHeader("Ostype", "linux");
+    res.setHeader("Server", `Docker/${BERTH_VERSION} (linux) berth`);
+    res.setHeader("Builder-Version", "1");
+  };
+  const hijacking = (method: string, path: string): { kind: "attach" | "exec"; id: string } | undefined => {
+    if (method !== "POST") return undefined;
+    let m = /^\/containers\/([^/]+)\/attach$/.exec(path);
+    if (m) return { kind: "attach", id: decodeURIComponent(m[1]!) };
+    m = /^\/exec\/([^/]+)\/start$/.exec(path);
+    if (m) return { kind: "exec", id: decodeURIComponent(m[1]!) };
+    return undefined;
+  };
+  const takeOver = async (req: http.IncomingMessage, socket: Socket, head: Buffer, upgrade: boolean): Promise<boolean> => {
+    const url = new URL(req.url ?? "/", "http://berth");
+    let path: string;
+    try {
+      path = versioned(url.pathname).path;
+    } catch (e) {
+      return false;
+    }
+    const h = hijacking(req.method ?? "", path);
+    if (!h) return false;
+    try {
+      // an upgraded request's body (exec start's JSON) arrives with the stream's first bytes
+      let raw: Buffer;
+      if (upgrade) {
+        const len = Number(req.headers["content-length"] ?? 0);
+        while (head.length < len) {
+          const more = await new Promise<Buffer | undefined>((res) => {
+            socket.once("data", res);
+            socket.once("end", () => res(undefined));
+          });
+          if (!more) break;
+          head = Buffer.concat([head, more]);
+        }
+        raw = head.subarray(0, len);
+        head = head.subarray(len);
+      } else raw = await readBody(req);
+      if (h.kind === "attach") await attach(engine, h.id, url.searchParams, socket, head, upgrade);
+      else {
+        let body: { Detach?: boolean; Tty?: boolean } = {};
+        try {
+          if (raw.length) body = JSON.parse(raw.toString("utf8"));
+        } catch (e) {
+          throw invalid(`invalid JSON in the request body: ${(e as Error).message}`);
+        }
+        await execStart(engine, h.id, body, socket, head, upgrade);
+      }
+    } catch (e) {
+      log?.(`${req.method} ${req.url}: ${errorMessage(e)}`);
+      const status = e instanceof HttpError ? e.status : e instanceof BerthError ? (statusOf[e.kind] ?? 500) : 500;
+      const text = JSON.stringify({ message: errorMessage(e) });
+      if (socket.writable) socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
+    }
+    return true;
+  };
+  server.on("upgrade", (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
+    void takeOver(req, socket, head, true).then((taken) => {
+      if (!taken) socket.end("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+    });
+  });
+  server.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
+    headers(res);
+    void (async () => {
+      const url = new URL(req.url ?? "/", "http://berth");
+      const { path } = versioned(url.pathname);
+      if (hijacking(req.method ?? "", path)) {
+        // a client that did not ask to upgrade gets the stream after a 200 (older docker-py)
+        res.detachSocket(req.socket);
+        await takeOver(req, req.socket, Buffer.alloc(0), false);
+        return;
+      }
+      for (const [method, re, handler] of routes) {
+        const m = re.exec(path);
+        if (!m || method !== req.method) continue;
+        await handler({ req, res, params: m.slice(1), query: url.searchParams, engine });
+        return;
+      }
+      const known = routes.some(([, re]) => re.test(path));
+      throw known ? new HttpError(405, `${req.method} is not allowed on ${path}`) : new HttpError(404, `page not found`);
+    })().catch((e) => {
+      opts.log?.(`${req.method} ${req.url}: ${errorMessage(e)}`);
+      sendError(res, e);
+    });
+  });
+  return server;
+}
