@@ -270,6 +270,11 @@ route("POST", "/containers/{id}/start", async (c) => {
     });
   } catch (e) {
     for (const w of waiting) w(e as Error);
+    // dockerd removes an --rm container whose start failed (the client waits for its removal)
+    if (v.rec.HostConfig.AutoRemove) await c.engine.remove(v.rec.Id, { force: true }).catch(() => {});
+    // clients read the cause from the words (docker run exits 127 for "no such file or directory",
+    // 126 for "permission denied"): strerror's capitals as Go writes them
+    if (e instanceof BerthError) throw new BerthError(e.kind, e.message.replace(/No such file or directory|Permission denied|Is a directory/g, (m) => m.toLowerCase()));
     throw e;
   }
   c.res.writeHead(204).end();

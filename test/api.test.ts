@@ -1,0 +1,239 @@
+/**
+ * The Docker Engine API (`berth system service`) driven by the real docker CLIs — Debian's 20.10
+ * and /usr/local/bin/docker (28.x) where present — on a socket and store of the test's own, and by
+ * plain HTTP for what a CLI never sends (bad input). The same containers are seen through berth's
+ * own CLI, and a killed service leaves its containers running for the next one to serve.
+ */
+import { test, describe, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import * as fs from "node:fs";
+import * as http from "node:http";
+import { join } from "node:path";
+import { leaks, project, rootSkip, tempDir, waitFor } from "./helpers.js";
+import { berth, berthCommand, berthEnv, importBusybox, ok, removeNetworking, type BerthEnv } from "./image-helpers.js";
+
+const clis = ["/usr/bin/docker", "/usr/local/bin/docker"].filter((p) => fs.existsSync(p));
+const skip = rootSkip || (clis.length ? false : "needs a docker CLI (Debian's docker.io; npm test installs it as root)");
+
+let env: BerthEnv;
+let runtimeRoot: string;
+let sock: string;
+let service: ChildProcess | undefined;
+const b = (args: string[]) => berth(env, args, { extraEnv: { BERTH_RUNTIME_ROOT: runtimeRoot } });
+
+/**
+ * Starts the API server as `berth system service` runs it (plain node on its bundle; the test kills
+ * that process itself) and waits for its socket. With viaCli, through `berth system service`.
+ */
+async function startService(viaCli = false, path = sock): Promise<ChildProcess> {
+  const e: Record<string, string> = { ...(process.env as Record<string, string>), BERTH_ROOT: env.root, BERTH_CONFIG_DIR: env.configDir, DOCKER_CONFIG: env.dockerConfig, BERTH_RUNTIME_ROOT: runtimeRoot };
+  delete e.NODE_EXTRA_CA_CERTS;
+  const args = viaCli ? [...berthCommand(), "system", "service", `unix://${path}`] : [join(project, "dist/berth-api.cjs"), "--root", env.root, `unix://${path}`];
+  const child = spawn(process.execPath, args, { env: e, stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  child.stderr!.on("data", (d) => (stderr += d));
+  await waitFor(() => stderr.includes("listening") || child.exitCode !== null, "the API service to listen", 20_000, 50);
+  assert.equal(child.exitCode, null, `the service exited: ${stderr}`);
+  return child;
+}
+
+function stopService(sig: NodeJS.Signals = "SIGTERM"): Promise<void> {
+  const s = service;
+  service = undefined;
+  if (!s || s.exitCode !== null) return Promise.resolve();
+  return new Promise((res) => {
+    s.once("exit", () => res());
+    s.kill(sig);
+  });
+}
+
+function docker(cli: string, args: string[], opts: { input?: string; timeout?: number } = {}) {
+  const r = spawnSync(cli, args, { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: env.dockerConfig, DOCKER_HOST: `unix://${sock}`, DOCKER_CONFIG: env.dockerConfig }, input: opts.input ?? "", encoding: "utf8", timeout: opts.timeout ?? 60_000 });
+  return { code: r.status ?? 128, stdout: r.stdout ?? "", stderr: (r.stderr ?? "") + (r.error ? String(r.error) : "") };
+}
+const dok = (r: { code: number; stdout: string; stderr: string }, what = "docker") => {
+  if (r.code !== 0) throw new Error(`${what} exited ${r.code}: ${r.stderr}${r.stdout}`);
+  return r;
+};
+
+/** A raw request on the socket: status and body. */
+function request(method: string, path: string, body?: string | Buffer, headers: Record<string, string> = {}): Promise<{ status: number; body: string; headers: http.IncomingHttpHeaders }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ socketPath: sock, method, path, headers: { ...(body !== undefined ? { "Content-Type": "application/json" } : {}), ...headers } }, (res) => {
+      let data = "";
+      res.on("data", (d) => (data += d));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body: data, headers: res.headers }));
+    });
+    req.on("error", reject);
+    if (body !== undefined) req.end(body);
+    else req.end();
+  });
+}
+
+describe("the Docker API: berth system service", { skip }, () => {
+  before(async () => {
+    env = berthEnv();
+    runtimeRoot = tempDir("berth-test-rt-");
+    importBusybox(env);
+    sock = join(tempDir("berth-test-api-"), "berth.sock");
+    service = await startService();
+  });
+  after(async () => {
+    const ids = b(["ps", "-aq"]).stdout.trim().split("\n").filter(Boolean);
+    if (ids.length) b(["rm", "-f", ...ids]);
+    await stopService();
+    await removeNetworking(env, runtimeRoot);
+  });
+
+  test("the socket is 0660; _ping, version and info answer as dockerd's", async () => {
+    const st = fs.statSync(sock);
+    assert.equal(st.mode & 0o777, 0o660);
+    const ping = await request("GET", "/_ping");
+    assert.equal(ping.status, 200);
+    assert.equal(ping.body, "OK");
+    assert.equal(ping.headers["api-version"], "1.50");
+    assert.equal(ping.headers["ostype"], "linux");
+    for (const cli of clis) {
+      const v = dok(docker(cli, ["version", "--format", "{{.Server.APIVersion}} {{.Server.Os}}"]));
+      assert.equal(v.stdout.trim(), "1.50 linux", cli);
+      assert.match(dok(docker(cli, ["info", "--format", "{{.Images}} {{.OSType}}"])).stdout, /^1 linux$/m, cli);
+    }
+    const old = await request("GET", "/v1.12/version");
+    assert.equal(old.status, 400);
+    assert.match(JSON.parse(old.body).message, /client version 1.12 is too old/);
+    assert.equal((await request("GET", "/v1.41/_ping")).status, 200, "a versioned path");
+  });
+
+  test("docker run: output, stderr apart, exit codes, --rm leaves nothing", () => {
+    for (const cli of clis) {
+      const r = docker(cli, ["run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 7"]);
+      assert.equal(r.code, 7, `${cli}: ${r.stderr}`);
+      assert.equal(r.stdout, "out\n");
+      assert.match(r.stderr, /^err\n/);
+      const input = docker(cli, ["run", "--rm", "-i", "busybox", "tr", "a-z", "A-Z"], { input: "hello stdin\n" });
+      assert.equal(input.stdout, "HELLO STDIN\n", `${cli}: ${input.stderr}`);
+      const missing = docker(cli, ["run", "--rm", "busybox", "/nonexistent"]);
+      assert.equal(missing.code, 127, `${cli}: ${missing.stderr}`);
+    }
+    assert.equal(b(["ps", "-aq"]).stdout, "", "--rm containers are gone");
+  });
+
+  test("docker run -d, ps, logs, exec (stdin, exit code), inspect -f, cp both ways, stats, top, stop, rm — and berth sees the same containers", () => {
+    const cli = clis[0]!;
+    const id = dok(docker(cli, ["run", "-d", "--name", "api-web", "-e", "FOO=bar", "--memory", "64m", "busybox", "sh", "-c", "echo started; exec sleep 1000"])).stdout.trim();
+    assert.match(id, /^[0-9a-f]{64}$/);
+    assert.match(dok(docker(cli, ["ps", "--format", "{{.Names}} {{.Status}}"])).stdout, /^api-web Up /m);
+    assert.match(ok(b(["ps", "--format", "{{.Names}}"])).stdout, /^api-web$/m, "berth ps shows what docker run made");
+    assert.equal(dok(docker(cli, ["logs", "api-web"])).stdout, "started\n");
+    const e = docker(cli, ["exec", "api-web", "sh", "-c", "echo $FOO; exit 3"]);
+    assert.equal(e.code, 3);
+    assert.equal(e.stdout, "bar\n");
+    assert.equal(dok(docker(cli, ["exec", "-i", "api-web", "cat"], { input: "piped\n" })).stdout, "piped\n");
+    const pid = Number(dok(docker(cli, ["inspect", "-f", "{{.State.Pid}}", "api-web"])).stdout.trim());
+    assert.match(fs.readFileSync(`/proc/${pid}/cmdline`, "utf8"), /^sleep\0/);
+    assert.equal(dok(docker(cli, ["inspect", "-f", "{{.HostConfig.Memory}}", "api-web"])).stdout.trim(), String(64 * 1024 * 1024));
+    const host = tempDir("berth-test-cp-");
+    fs.writeFileSync(join(host, "in.txt"), "from the host\n");
+    dok(docker(cli, ["cp", join(host, "in.txt"), "api-web:/tmp/"]));
+    assert.equal(dok(docker(cli, ["exec", "api-web", "cat", "/tmp/in.txt"])).stdout, "from the host\n");
+    dok(docker(cli, ["exec", "api-web", "sh", "-c", "mkdir -p /data && echo inside > /data/f"]));
+    dok(docker(cli, ["cp", "api-web:/data", host]));
+    assert.equal(fs.readFileSync(join(host, "data/f"), "utf8"), "inside\n");
+    const stats = dok(docker(cli, ["stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}}", "api-web"])).stdout;
+    assert.match(stats, /^api-web [\d.]+[KMG]iB \/ 64MiB$/m);
+    assert.match(dok(docker(cli, ["top", "api-web"])).stdout, /sleep 1000/);
+    dok(docker(cli, ["stop", "-t", "1", "api-web"]));
+    assert.match(ok(b(["ps", "-a", "--format", "{{.Names}} {{.Status}}"])).stdout, /^api-web Exited \(137\)/m);
+    // and docker sees what berth made
+    ok(b(["run", "-d", "--name", "from-berth", "busybox", "sleep", "1000"]));
+    assert.match(dok(docker(cli, ["ps", "--format", "{{.Names}}"])).stdout, /^from-berth$/m);
+    dok(docker(cli, ["rm", "-f", "api-web", "from-berth"]));
+    assert.equal(b(["ps", "-aq"]).stdout, "");
+  });
+
+  test("docker run -it under a terminal", { skip: !fs.existsSync("/usr/bin/script") && "needs script (bsdutils)" }, () => {
+    const cli = clis[clis.length - 1]!;
+    const r = spawnSync("script", ["-qc", `${cli} run --rm -it busybox sh -c 'tty; echo done'`, "/dev/null"], { env: { PATH: process.env.PATH ?? "", DOCKER_HOST: `unix://${sock}`, HOME: env.dockerConfig }, encoding: "utf8", input: "", timeout: 60_000 });
+    assert.equal(r.status, 0, r.stderr + r.stdout);
+    assert.match(r.stdout, /\/dev\/pts\/0\r?\n/);
+    assert.match(r.stdout, /done/);
+  });
+
+  test("volumes and networks through the API", () => {
+    const cli = clis[0]!;
+    dok(docker(cli, ["volume", "create", "api-vol"]));
+    assert.match(dok(docker(cli, ["volume", "ls", "--format", "{{.Name}}"])).stdout, /^api-vol$/m);
+    assert.equal(dok(docker(cli, ["run", "--rm", "-v", "api-vol:/v", "busybox", "sh", "-c", "echo kept > /v/f; cat /v/f"])).stdout, "kept\n");
+    assert.equal(dok(docker(cli, ["run", "--rm", "-v", "api-vol:/v", "busybox", "cat", "/v/f"])).stdout, "kept\n");
+    dok(docker(cli, ["volume", "rm", "api-vol"]));
+    dok(docker(cli, ["network", "create", "api-net"]));
+    assert.match(dok(docker(cli, ["network", "ls", "--format", "{{.Name}} {{.Driver}}"])).stdout, /^api-net bridge$/m);
+    dok(docker(cli, ["run", "-d", "--name", "api-srv", "--network", "api-net", "busybox", "sleep", "1000"]));
+    const r = docker(cli, ["run", "--rm", "--network", "api-net", "busybox", "ping", "-c", "1", "-W", "3", "api-srv"]);
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    dok(docker(cli, ["rm", "-f", "api-srv"]));
+    dok(docker(cli, ["network", "rm", "api-net"]));
+    assert.doesNotMatch(dok(docker(cli, ["network", "ls"])).stdout, /api-net/);
+  });
+
+  test("bad input: a clear error with dockerd's status, and the server stays up", async () => {
+    const bad = await request("POST", "/containers/create", "{nope");
+    assert.equal(bad.status, 400);
+    assert.match(JSON.parse(bad.body).message, /invalid JSON/);
+    const noImage = await request("POST", "/containers/create", JSON.stringify({ Image: "nosuchimage:1" }));
+    assert.equal(noImage.status, 404);
+    assert.match(JSON.parse(noImage.body).message, /No such image: nosuchimage:1/);
+    const missing = await request("GET", "/containers/nosuchcontainer/json");
+    assert.equal(missing.status, 404);
+    assert.match(JSON.parse(missing.body).message, /No such container: nosuchcontainer/);
+    const huge = await request("POST", "/containers/create", Buffer.alloc(5 << 20, 0x20));
+    assert.equal(huge.status, 413);
+    assert.equal((await request("GET", "/nosuchpath")).status, 404);
+    assert.equal((await request("DELETE", "/_ping")).status, 405);
+    // 50 requests at once, one of them malformed: all answered
+    const all = await Promise.all(Array.from({ length: 50 }, (_, i) => request("GET", i === 7 ? "/containers/json?filters=%7Bbad" : "/containers/json")));
+    assert.deepEqual([...new Set(all.map((r) => r.status))].sort(), [200, 400]);
+    assert.equal((await request("GET", "/_ping")).status, 200);
+  });
+
+  test("the service killed with -9: containers keep running, a new service serves them, their logs included; restart policies apply at start", async () => {
+    const cli = clis[0]!;
+    dok(docker(cli, ["run", "-d", "--name", "survivor", "busybox", "sh", "-c", "echo before; exec sleep 1000"]));
+    dok(docker(cli, ["create", "--name", "always", "--restart", "always", "busybox", "sleep", "1000"]));
+    const pid = Number(dok(docker(cli, ["inspect", "-f", "{{.State.Pid}}", "survivor"])).stdout.trim());
+    await stopService("SIGKILL");
+    assert.ok(fs.existsSync(`/proc/${pid}`), "the container outlives the service");
+    service = await startService();
+    assert.match(dok(docker(cli, ["ps", "--format", "{{.Names}} {{.State}}"])).stdout, /^survivor running$/m);
+    assert.equal(dok(docker(cli, ["logs", "survivor"])).stdout, "before\n");
+    assert.match(dok(docker(cli, ["ps", "--format", "{{.Names}}"])).stdout, /^always$/m, "a container with restart policy always was started by the service");
+    dok(docker(cli, ["rm", "-f", "survivor", "always"]));
+  });
+
+  test("berth system service serves until stopped", async () => {
+    const other = join(tempDir("berth-test-api-"), "cli.sock");
+    const child = await startService(true, other);
+    try {
+      const r = spawnSync(clis[0]!, ["ps", "-a", "--format", "{{.Names}}"], { env: { PATH: process.env.PATH ?? "", DOCKER_HOST: `unix://${other}`, HOME: env.dockerConfig }, encoding: "utf8", timeout: 30_000 });
+      assert.equal(r.status, 0, r.stderr);
+    } finally {
+      await new Promise((res) => {
+        child.once("exit", res);
+        child.kill("SIGTERM");
+      });
+    }
+    await waitFor(() => !fs.existsSync(other), "the socket to be removed", 10_000);
+  });
+
+  test("tcp without TLS is refused, except on loopback when asked", () => {
+    const r = spawnSync(process.execPath, [...berthCommand(), "system", "service", "tcp://0.0.0.0:23750"], { env: { ...process.env, BERTH_ROOT: env.root }, encoding: "utf8", timeout: 20_000 });
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /refusing to serve the API on tcp:\/\/0\.0\.0\.0:23750 without TLS/);
+  });
+
+  test("nothing left behind", () => {
+    assert.deepEqual(leaks(), []);
+    assert.ok(fs.existsSync(join(project, "package.json")));
+  });
+});
