@@ -10,6 +10,7 @@ import * as https from "node:https";
 import type * as http from "node:http";
 import { dirname } from "node:path";
 import { spawnSync } from "node:child_process";
+import { connect } from "node:net";
 import { BerthError, errorMessage, invalid } from "../common/errors.js";
 import { Engine } from "../engine/index.js";
 import { createServer } from "./server.js";
@@ -73,7 +74,6 @@ async function clearStaleSocket(path: string): Promise<void> {
   const st = fs.lstatSync(path, { throwIfNoEntry: false });
   if (!st) return;
   if (!st.isSocket()) throw invalid(`${path} exists and is not a socket`);
-  const { connect } = await import("node:net");
   const live = await new Promise<boolean>((res) => {
     const s = connect(path);
     s.once("connect", () => (s.destroy(), res(true)));

@@ -5,7 +5,9 @@
  * and attach and exec take over the connection as dockerd does (101 Upgrade: tcp, then a raw or
  * stdcopy-multiplexed stream). No lock is held across a request: each one is engine calls.
  */
+import { randomBytes } from "node:crypto";
 import * as http from "node:http";
+import * as os from "node:os";
 import type { Socket } from "node:net";
 import { BerthError, errorMessage, invalid, notFound, unsupported } from "../common/errors.js";
 import {
@@ -171,7 +173,7 @@ route("GET", "/version", ({ res }) =>
     GoVersion: `node ${process.version}`,
     Os: "linux",
     Arch: archName(),
-    KernelVersion: (process.getuid ? require_os().release() : ""),
+    KernelVersion: os.release(),
     BuildTime: "",
   }),
 );
@@ -211,6 +213,7 @@ route("GET", "/containers/json", async ({ res, query, engine }) => {
 });
 route("POST", "/containers/create", async ({ req, res, query, engine }) => {
   const body = (await readJson<Record<string, unknown>>(req)) ?? {};
+  if (process.env.BERTH_API_TRACE) process.stderr.write(`create ${JSON.stringify(body)}\n`);
   const r = await engine.create(createRequest(body, query.get("name"), query.get("platform")));
   sendJson(res, 201, r);
 });
@@ -440,7 +443,7 @@ route("POST", "/containers/{id}/exec", async (c) => {
   const b = (await readJson<{ Cmd?: string[]; Tty?: boolean; AttachStdin?: boolean; User?: string; WorkingDir?: string; Env?: string[]; Privileged?: boolean }>(c.req)) ?? {};
   if (!Array.isArray(b.Cmd) || !b.Cmd.length) throw invalid("No exec command specified");
   if (b.Tty) throw unsupported("exec with a terminal (Tty) through the API is not supported by berth yet");
-  const id = (await import("node:crypto")).randomBytes(32).toString("hex");
+  const id = randomBytes(32).toString("hex");
   execs.set(id, { ID: id, container: v.rec.Id, argv: b.Cmd, opts: { ...(b.User ? { user: b.User } : {}), ...(b.WorkingDir ? { workdir: b.WorkingDir } : {}), ...(b.Env ? { env: b.Env } : {}) }, tty: !!b.Tty, stdin: !!b.AttachStdin, running: false, exitCode: null, pid: 0 });
   sendJson(c.res, 201, { Id: id });
 });
@@ -629,9 +632,7 @@ function progressMessage(e: { id?: string; status?: string; current?: number; to
 function archName(): string {
   return process.arch === "x64" ? "amd64" : process.arch;
 }
-function require_os(): typeof import("node:os") {
-  return process.getBuiltinModule ? (process.getBuiltinModule("node:os") as typeof import("node:os")) : ({ release: () => "" } as unknown as typeof import("node:os"));
-}
+
 
 // ---- hijacked streams: attach and exec start
 
@@ -830,8 +831,10 @@ export function createServer(engine: Engine, opts: ServeOptions = {}): http.Serv
       if (!taken) socket.end("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
     });
   });
+  const trace = !!process.env.BERTH_API_TRACE;
   server.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
     headers(res);
+    if (trace) log?.(`${req.method} ${req.url}`);
     void (async () => {
       const url = new URL(req.url ?? "/", "http://berth");
       const { path } = versioned(url.pathname);

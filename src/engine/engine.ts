@@ -873,7 +873,9 @@ export class Engine {
     const v = await this.get(ref);
     const id = v.rec.Id;
     const net = this.network.store.get(network);
-    if (netMode(v.rec.HostConfig).kind !== "bridge") throw precondition(`container ${ref} is in the ${v.rec.HostConfig.NetworkMode} network mode: it cannot join other networks`);
+    // a container not yet running whose networks were all disconnected (none) may join one again
+    const rejoin = !v.state.Running && v.rec.HostConfig.NetworkMode === "none";
+    if (netMode(v.rec.HostConfig).kind !== "bridge" && !rejoin) throw precondition(`container ${ref} is in the ${v.rec.HostConfig.NetworkMode} network mode: it cannot join other networks`);
     const lock = await this.containers.lock(id);
     try {
       const cur = this.containers.read(id)!;
@@ -892,7 +894,8 @@ export class Engine {
         const held = this.network.store.held(id);
         this.containers.writeState(id, { ...cur.state, NetworkSettings: networkSettings(cur.state.Pid, held.endpoints, held.ports, this.network.store.read().networks, cur.rec) });
       }
-      this.containers.writeConfig({ ...cur.rec, NetworkingConfig: { EndpointsConfig: eps } });
+      const hc = cur.rec.HostConfig.NetworkMode === "none" ? { ...cur.rec.HostConfig, NetworkMode: net.Name } : cur.rec.HostConfig;
+      this.containers.writeConfig({ ...cur.rec, HostConfig: hc, NetworkingConfig: { EndpointsConfig: eps } });
       this.emit(cur.rec, "connect", { network: net.Id });
     } finally {
       lock.release();
@@ -911,7 +914,9 @@ export class Engine {
       if (!attached) throw precondition(`container ${cur.rec.Id.slice(0, 12)} is not connected to network ${net.Name}`);
       if (cur.state.Running) await this.network.release(id, net.Id, { links: true });
       delete eps[net.Name];
-      const hc = cur.rec.HostConfig.NetworkMode === net.Name || (net.Name === "bridge" && ["default", "bridge"].includes(cur.rec.HostConfig.NetworkMode)) ? { ...cur.rec.HostConfig, NetworkMode: "none" } : cur.rec.HostConfig;
+      // the network mode names the primary network: another one the container is on takes its place
+      const wasPrimary = cur.rec.HostConfig.NetworkMode === net.Name || (net.Name === "bridge" && ["default", "bridge"].includes(cur.rec.HostConfig.NetworkMode));
+      const hc = wasPrimary ? { ...cur.rec.HostConfig, NetworkMode: Object.keys(eps)[0] ?? "none" } : cur.rec.HostConfig;
       this.containers.writeConfig({ ...cur.rec, HostConfig: hc, NetworkingConfig: { EndpointsConfig: eps } });
       if (cur.state.Running) {
         const held = this.network.store.held(id);

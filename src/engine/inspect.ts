@@ -46,7 +46,7 @@ export function containerInspect(v: ContainerView, images: ImageStore, root: str
     },
     Mounts: (rec.Mounts ?? []).filter((m) => m.Type !== "tmpfs").map(({ Anonymous: _a, ...m }) => m),
     Config: rec.Config,
-    NetworkSettings: state.NetworkSettings ?? { Bridge: "", SandboxKey: "", Ports: Object.fromEntries(Object.keys(rec.Config.ExposedPorts ?? {}).map((k) => [k, null])), IPAddress: "", IPPrefixLen: 0, Gateway: "", MacAddress: "", Networks: {} },
+    NetworkSettings: state.NetworkSettings ?? { Bridge: "", SandboxKey: "", Ports: Object.fromEntries(Object.keys(rec.Config.ExposedPorts ?? {}).map((k) => [k, null])), IPAddress: "", IPPrefixLen: 0, Gateway: "", MacAddress: "", Networks: requestedNetworks(rec) },
   };
 }
 
@@ -112,4 +112,16 @@ function safeFamiliar(name: string): string {
   } catch {
     return name;
   }
+}
+
+/**
+ * The networks a container that has not run yet will join, as dockerd shows them before start
+ * (no addresses yet): clients such as docker-compose connect only to networks not listed here.
+ */
+function requestedNetworks(rec: ContainerView["rec"]): Record<string, unknown> {
+  const mode = rec.HostConfig.NetworkMode || "default";
+  if (mode === "host" || mode === "none" || mode.startsWith("container:")) return {};
+  const names = new Set<string>([mode === "default" ? "bridge" : mode, ...Object.keys(rec.NetworkingConfig?.EndpointsConfig ?? {})]);
+  const empty = { IPAMConfig: null, Links: null, NetworkID: "", EndpointID: "", Gateway: "", IPAddress: "", IPPrefixLen: 0, IPv6Gateway: "", GlobalIPv6Address: "", GlobalIPv6PrefixLen: 0, MacAddress: "", DriverOpts: null };
+  return Object.fromEntries([...names].map((n) => [n, { ...empty, Aliases: rec.NetworkingConfig?.EndpointsConfig?.[n]?.Aliases ?? null }]));
 }

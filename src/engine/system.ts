@@ -101,7 +101,8 @@ export async function listContainers(engine: Engine, opts: { all?: boolean; filt
   let views = await engine.list();
   const all = !!opts.all || filters.some(([k]) => k === "status" || k === "exited");
   if (!all) views = views.filter((v) => v.state.Running || v.state.Restarting);
-  // values of one key are alternatives (docker ORs them); different keys must all match
+  // values of one key are alternatives (docker ORs them), except labels, which must all match;
+  // different keys must all match
   const keys = [...new Set(filters.map(([k]) => k))];
   const test = (v: ContainerView, k: string, val: string): boolean => {
     switch (k) {
@@ -128,7 +129,7 @@ export async function listContainers(engine: Engine, opts: { all?: boolean; filt
     }
     return false;
   };
-  return views.filter((v) => keys.every((k) => filters.some(([fk, val]) => fk === k && test(v, k, val))));
+  return views.filter((v) => keys.every((k) => (k === "label" ? filters.every(([fk, val]) => fk !== k || test(v, k, val)) : filters.some(([fk, val]) => fk === k && test(v, k, val)))));
 }
 
 // ---- changes (docker diff, GET /containers/{id}/changes)

@@ -1,0 +1,138 @@
+/**
+ * Real API clients other than the docker CLI, unchanged, against `berth system service` on a socket
+ * and store of the test's own: dockerode (npm) and docker-compose 1.29 (Debian).
+ */
+import { test, describe, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { PassThrough } from "node:stream";
+import { httpGet, project, rootSkip, tempDir, waitFor } from "./helpers.js";
+import { berth, berthEnv, importBusybox, removeNetworking, type BerthEnv } from "./image-helpers.js";
+
+const compose = ["/usr/bin/docker-compose"].find((p) => fs.existsSync(p));
+let env: BerthEnv;
+let runtimeRoot: string;
+let sock: string;
+let service: ChildProcess | undefined;
+const b = (args: string[]) => berth(env, args, { extraEnv: { BERTH_RUNTIME_ROOT: runtimeRoot } });
+
+async function dockerode(): Promise<typeof import("dockerode") | undefined> {
+  try {
+    return (await import("dockerode")).default as unknown as typeof import("dockerode");
+  } catch {
+    return undefined;
+  }
+}
+
+describe("API clients: dockerode and docker-compose", { skip: rootSkip }, () => {
+  before(async () => {
+    env = berthEnv();
+    runtimeRoot = tempDir("berth-test-rt-");
+    importBusybox(env);
+    sock = join(tempDir("berth-test-api-"), "berth.sock");
+    const e: Record<string, string> = { ...(process.env as Record<string, string>), BERTH_ROOT: env.root, BERTH_RUNTIME_ROOT: runtimeRoot };
+    delete e.NODE_EXTRA_CA_CERTS;
+    service = spawn(process.execPath, [join(project, "dist/berth-api.cjs"), "--root", env.root, `unix://${sock}`], { env: e, stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    service.stderr!.on("data", (d) => (stderr += d));
+    await waitFor(() => stderr.includes("listening") || service!.exitCode !== null, "the API service", 20_000, 50);
+    assert.equal(service.exitCode, null, stderr);
+  });
+  after(async () => {
+    const ids = b(["ps", "-aq"]).stdout.trim().split("\n").filter(Boolean);
+    if (ids.length) b(["rm", "-f", ...ids]);
+    if (service && service.exitCode === null) await new Promise((r) => (service!.once("exit", r), service!.kill("SIGTERM")));
+    await removeNetworking(env, runtimeRoot);
+  });
+
+  test("dockerode: create, start, attach, exec, logs, stats, remove", async (t) => {
+    const Docker = await dockerode();
+    if (!Docker) return t.skip("dockerode is not installed (npm ci installs it)");
+    const d = new Docker({ socketPath: sock });
+    const c = await d.createContainer({ Image: "busybox", Cmd: ["sh", "-c", "echo ready; read line; echo got:$line; sleep 1000"], OpenStdin: true, StdinOnce: false, Labels: { suite: "dockerode" } });
+    const stream = await c.attach({ stream: true, stdin: true, stdout: true, stderr: true, hijack: true });
+    const out = new PassThrough();
+    let text = "";
+    out.on("data", (x: Buffer) => (text += x.toString()));
+    d.modem.demuxStream(stream, out, out);
+    await c.start();
+    await waitFor(() => text.includes("ready"), "the container's first line", 10_000);
+    stream.write("hello\n");
+    await waitFor(() => text.includes("got:hello"), "the echo of stdin", 10_000);
+    const info = await c.inspect();
+    assert.equal(info.State.Running, true);
+    assert.equal(info.Config.Labels.suite, "dockerode");
+    const list = await d.listContainers({ filters: { label: ["suite=dockerode"] } });
+    assert.deepEqual(list.map((x) => x.Id), [c.id]);
+    const exec = await c.exec({ Cmd: ["sh", "-c", "echo from-exec; exit 5"], AttachStdout: true, AttachStderr: true });
+    const es = await exec.start({ hijack: true, stdin: false });
+    let etext = "";
+    const eout = new PassThrough();
+    eout.on("data", (x: Buffer) => (etext += x.toString()));
+    d.modem.demuxStream(es, eout, eout);
+    await new Promise((r) => es.on("end", r));
+    await waitFor(() => true, "", 1);
+    const ei = await exec.inspect();
+    assert.equal(etext, "from-exec\n");
+    assert.equal(ei.ExitCode, 5);
+    const logs = (await c.logs({ stdout: true, stderr: true, follow: false })) as unknown as Buffer;
+    assert.match(logs.toString("latin1"), /ready/);
+    const stats = (await c.stats({ stream: false })) as unknown as { memory_stats: { usage: number }; cpu_stats: { cpu_usage: { total_usage: number } } };
+    assert.ok(stats.memory_stats.usage > 0 && stats.cpu_stats.cpu_usage.total_usage > 0, JSON.stringify(stats).slice(0, 200));
+    await c.remove({ force: true });
+    await assert.rejects(c.inspect(), (e: { statusCode?: number }) => e.statusCode === 404);
+  });
+
+  test("docker-compose: a healthy service another depends on, one reaching the others by name, a named volume and a published port; up, ps, logs, exec, scale, down -v", { skip: !compose && "needs Debian's docker-compose (npm test installs it as root)" }, async () => {
+    const dir = tempDir("berth-test-compose-");
+    const port = 18000 + (process.pid % 1000);
+    fs.writeFileSync(
+      join(dir, "docker-compose.yml"),
+      `version: "2.4"
+services:
+  web:
+    image: busybox
+    command: ["sh", "-c", "mkdir -p /www && echo hello from compose > /www/index.html && httpd -f -p 80 -h /www"]
+    ports: ["127.0.0.1:${port}:80"]
+    volumes: ["data:/data"]
+    healthcheck:
+      test: ["CMD", "wget", "-qO-", "http://127.0.0.1/"]
+      interval: 1s
+      retries: 20
+  app:
+    image: busybox
+    command: ["sh", "-c", "wget -qO- http://web/ > /data/fetched; exec sleep 1000"]
+    volumes: ["data:/data"]
+    depends_on:
+      web:
+        condition: service_healthy
+  worker:
+    image: busybox
+    command: ["sleep", "1000"]
+volumes:
+  data: {}
+`,
+    );
+    const run = (args: string[]) => spawnSync(compose!, ["-p", "berthtest", ...args], { cwd: dir, env: { PATH: process.env.PATH ?? "", DOCKER_HOST: `unix://${sock}`, HOME: dir }, encoding: "utf8", timeout: 120_000 });
+    const ok = (args: string[]) => {
+      const r = run(args);
+      assert.equal(r.status, 0, `docker-compose ${args.join(" ")}: ${r.stderr}${r.stdout}`);
+      return r;
+    };
+    ok(["up", "-d"]);
+    let body = "";
+    for (let i = 0; i < 50 && !body; i++) body = await httpGet(port).catch(() => "");
+    assert.equal(body, "hello from compose\n");
+    assert.match(ok(["ps"]).stdout, /berthtest_web_1 .*Up \(healthy\)/);
+    assert.equal(ok(["exec", "-T", "app", "cat", "/data/fetched"]).stdout, "hello from compose\n");
+    assert.match(ok(["logs", "web"]).stdout + run(["logs", "web"]).stderr, /web_1/);
+    ok(["up", "-d", "--scale", "worker=2"]);
+    assert.equal((b(["ps", "--filter", "label=com.docker.compose.service=worker", "-q"]).stdout.trim().split("\n").filter(Boolean)).length, 2);
+    ok(["down", "-v"]);
+    assert.equal(b(["ps", "-aq"]).stdout, "", "no container left");
+    assert.doesNotMatch(b(["volume", "ls", "-q"]).stdout, /berthtest/);
+    assert.doesNotMatch(b(["network", "ls"]).stdout, /berthtest/);
+  });
+});
