@@ -226,6 +226,26 @@ describe("the Docker API: berth system service", { skip }, () => {
     await waitFor(() => !fs.existsSync(other), "the socket to be removed", 10_000);
   });
 
+  test("socket activation: systemd's socket (fd://) is served", { skip: !fs.existsSync("/usr/bin/systemd-socket-activate") && "needs systemd-socket-activate" }, async () => {
+    const activated = join(tempDir("berth-test-api-"), "activated.sock");
+    const e: Record<string, string> = { ...(process.env as Record<string, string>), BERTH_ROOT: env.root, BERTH_RUNTIME_ROOT: runtimeRoot };
+    delete e.NODE_EXTRA_CA_CERTS;
+    const child = spawn("/usr/bin/systemd-socket-activate", ["-l", activated, process.execPath, ...berthCommand(), "system", "service", "fd://"], { env: e, stdio: "ignore" });
+    try {
+      await waitFor(() => fs.existsSync(activated), "the activation socket", 10_000);
+      const r = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        http.get({ socketPath: activated, path: "/_ping" }, (res) => {
+          let body = "";
+          res.on("data", (d) => (body += d));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+        }).on("error", reject);
+      });
+      assert.deepEqual(r, { status: 200, body: "OK" });
+    } finally {
+      await new Promise((res) => (child.once("exit", res), child.kill("SIGTERM")));
+    }
+  });
+
   test("tcp without TLS is refused, except on loopback when asked", () => {
     const r = spawnSync(process.execPath, [...berthCommand(), "system", "service", "tcp://0.0.0.0:23750"], { env: { ...process.env, BERTH_ROOT: env.root }, encoding: "utf8", timeout: 20_000 });
     assert.equal(r.status, 1);

@@ -101,6 +101,13 @@ async function listen(server: http.Server, o: ServiceOptions): Promise<() => voi
     fs.chmodSync(path, 0o660);
     return () => fs.rmSync(path, { force: true });
   }
+  if (u.protocol === "fd:") {
+    // socket activation (contrib/systemd/berth.socket): the listening socket is fd 3 (LISTEN_FDS)
+    const fd = Number(process.env.BERTH_SOCKET_FD ?? (process.env.LISTEN_FDS ? 3 : NaN));
+    if (!Number.isInteger(fd)) throw invalid("fd:// needs a socket from systemd (LISTEN_FDS): start it through berth.socket");
+    await new Promise<void>((res, rej) => server.once("error", rej).listen({ fd }, () => res()));
+    return () => {};
+  }
   if (u.protocol === "tcp:") {
     const host = u.hostname.replace(/^\[|\]$/g, "");
     const loopback = host === "localhost" || host === "::1" || /^127\./.test(host);
@@ -109,7 +116,7 @@ async function listen(server: http.Server, o: ServiceOptions): Promise<() => voi
     await new Promise<void>((res, rej) => server.once("error", rej).listen(Number(u.port || 2375), host, () => res()));
     return () => {};
   }
-  throw invalid(`unsupported URI ${o.uri}: unix:///path or tcp://host:port`);
+  throw invalid(`unsupported URI ${o.uri}: unix:///path, tcp://host:port or fd:// (systemd socket activation)`);
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -257,7 +257,9 @@ export async function systemService(ctx: Context, argv: string[]): Promise<numbe
   if (flags.tlsverify) pass.push("--tlsverify");
   for (const k of ["tlscacert", "tlscert", "tlskey"]) if (str(flags[k])) pass.push(`--${k}`, str(flags[k])!);
   if (flags["insecure-loopback"]) pass.push("--insecure-loopback");
-  const child = spawn(process.execPath, [entry, ...pass, ...args], { stdio: "inherit" });
+  // socket activation: systemd's listening socket (fd 3) goes to the server
+  const activated = !!process.env.LISTEN_FDS && Number(process.env.LISTEN_PID) === process.pid;
+  const child = spawn(process.execPath, [entry, ...pass, ...args], { stdio: activated ? ["inherit", "inherit", "inherit", 3] : "inherit", env: activated ? { ...process.env, BERTH_SOCKET_FD: "3" } : process.env });
   for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(sig, () => child.kill(sig));
   return new Promise((resolve) => child.on("exit", (code, sig) => resolve(code ?? 128 + (sig === "SIGKILL" ? 9 : 15))));
 }
