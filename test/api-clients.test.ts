@@ -85,6 +85,47 @@ describe("API clients: dockerode and docker-compose", { skip: rootSkip }, () => 
     await assert.rejects(c.inspect(), (e: { statusCode?: number }) => e.statusCode === 404);
   });
 
+  test("testcontainers: exposed port, environment, log and HTTP wait strategies, exec, copyFilesToContainer, a network", async (t) => {
+    let tc: typeof import("testcontainers");
+    try {
+      tc = await import("testcontainers");
+    } catch {
+      return t.skip("testcontainers is not installed (npm ci installs it)");
+    }
+    // its reaper's image cannot be had offline; the test removes what it made itself
+    Object.assign(process.env, { DOCKER_HOST: `unix://${sock}`, TESTCONTAINERS_RYUK_DISABLED: "true", TESTCONTAINERS_HOST_OVERRIDE: "127.0.0.1" });
+    const network = await new tc.Network().start();
+    const host = tempDir("berth-test-tc-");
+    fs.writeFileSync(join(host, "index.html"), "served by testcontainers on berth\n");
+    const web = await new tc.GenericContainer("busybox")
+      .withEnvironment({ GREETING: "hi" })
+      .withExposedPorts(80)
+      .withNetwork(network)
+      .withNetworkAliases("web")
+      .withCopyFilesToContainer([{ source: join(host, "index.html"), target: "/www/index.html" }])
+      .withCommand(["sh", "-c", "echo server starting; exec httpd -f -p 80 -h /www"])
+      .withWaitStrategy(tc.Wait.forAll([tc.Wait.forLogMessage("server starting"), tc.Wait.forHttp("/", 80)]))
+      .start();
+    try {
+      const url = `http://${web.getHost()}:${web.getMappedPort(80)}/`;
+      assert.equal(await httpGet(web.getMappedPort(80)).catch((e) => String(e)), "served by testcontainers on berth\n", url);
+      const e = await web.exec(["sh", "-c", "echo $GREETING; cat /www/index.html"]);
+      assert.equal(e.exitCode, 0);
+      assert.equal(e.output, "hi\nserved by testcontainers on berth\n");
+      const client = await new tc.GenericContainer("busybox").withNetwork(network).withCommand(["sleep", "1000"]).start();
+      try {
+        const r = await client.exec(["wget", "-qO-", "http://web/"]);
+        assert.equal(r.output, "served by testcontainers on berth\n", "reached by its alias on the network");
+      } finally {
+        await client.stop();
+      }
+    } finally {
+      await web.stop();
+      await network.stop();
+    }
+    assert.equal(b(["ps", "-aq"]).stdout, "", "stop removes the containers");
+  });
+
   test("docker-compose: a healthy service another depends on, one reaching the others by name, a named volume and a published port; up, ps, logs, exec, scale, down -v", { skip: !compose && "needs Debian's docker-compose (npm test installs it as root)" }, async () => {
     const dir = tempDir("berth-test-compose-");
     const port = 18000 + (process.pid % 1000);
