@@ -70,3 +70,50 @@ test("berth's path join gives path.join's result for every shape of part", async
   assert.equal(fastJoin(), join());
   assert.ok(checked > 1000);
 });
+
+test("logs are streamed: --tail reads from the end across rotated files, --since/--until filter, a partial last record waits", async () => {
+  const { readLogs } = await import("../src/engine/logs.js");
+  const dir = tempDir("berth-img-");
+  const log = join(dir, "c-json.log");
+  const t0 = Date.parse("2026-01-01T00:00:00Z");
+  const rec = (i: number) => JSON.stringify({ log: `line ${i}\n`, stream: i % 2 ? "stderr" : "stdout", time: new Date(t0 + i * 1000).toISOString() }) + "\n";
+  // three files, oldest first: .2 holds 0..99, .1 100..199, the current one 200..299 and half a record
+  fs.writeFileSync(`${log}.2`, Array.from({ length: 100 }, (_, i) => rec(i)).join(""));
+  fs.writeFileSync(`${log}.1`, Array.from({ length: 100 }, (_, i) => rec(100 + i)).join(""));
+  fs.writeFileSync(log, Array.from({ length: 100 }, (_, i) => rec(200 + i)).join("") + rec(300).slice(0, 20));
+  const read = async (opts: Parameters<typeof readLogs>[2]) => {
+    const out: string[] = [];
+    for await (const e of readLogs(log, 3, opts)) out.push(e.line.trim());
+    return out;
+  };
+  assert.equal((await read({})).length, 300);
+  assert.deepEqual(await read({ tail: 3 }), ["line 297", "line 298", "line 299"]);
+  assert.deepEqual((await read({ tail: 150 }))[0], "line 150", "the tail reaches into a rotated file");
+  assert.equal((await read({ tail: 1000 })).length, 300);
+  assert.deepEqual(await read({ tail: 0 }), []);
+  const ns = (i: number) => BigInt(t0 + i * 1000) * 1_000_000n;
+  assert.deepEqual(await read({ sinceNs: ns(298) }), ["line 298", "line 299"]);
+  assert.deepEqual(await read({ sinceNs: ns(10), untilNs: ns(12) }), ["line 10", "line 11", "line 12"]);
+  assert.deepEqual(await read({ untilNs: ns(50), tail: 2 }), ["line 49", "line 50"], "tail counts what passes the filter");
+});
+
+test("logs --tail of a log larger than the memory it may take reads only its end", async () => {
+  const { readLogs } = await import("../src/engine/logs.js");
+  const log = join(tempDir("berth-img-"), "big-json.log");
+  const line = JSON.stringify({ log: "x".repeat(1000) + "\n", stream: "stdout", time: "2026-01-01T00:00:00.000000000Z" }) + "\n";
+  const block = line.repeat(1024); // ~1 MB
+  const fd = fs.openSync(log, "w");
+  for (let i = 0; i < 128; i++) fs.writeSync(fd, block);
+  fs.writeSync(fd, JSON.stringify({ log: "the last line\n", stream: "stdout", time: "2026-01-01T00:00:01.000000000Z" }) + "\n");
+  fs.closeSync(fd);
+  global.gc?.();
+  const before = process.memoryUsage().rss;
+  const out: string[] = [];
+  for await (const e of readLogs(log, 1, { tail: 1 })) out.push(e.line);
+  assert.deepEqual(out, ["the last line\n"]);
+  assert.ok(process.memoryUsage().rss - before < 32 << 20, `tail of a 128 MB log took ${(process.memoryUsage().rss - before) >> 20} MB`);
+  let n = 0;
+  for await (const _e of readLogs(log, 1, {})) n++;
+  assert.equal(n, 128 * 1024 + 1);
+  assert.ok(process.memoryUsage().rss - before < 96 << 20, `streaming a 128 MB log took ${(process.memoryUsage().rss - before) >> 20} MB`);
+});

@@ -32,40 +32,130 @@ export interface LogOptions {
   running?: () => Promise<boolean>;
 }
 
+/** Bytes read at a time: logs are streamed, never read whole (a noisy container's log may be larger than memory). */
+const CHUNK = 1 << 20;
+
+/** The lines of a file from `start` to `end` (exclusive), without their newlines; a last unterminated line is left out. */
+async function* linesOf(file: string, start: number, end: number, onConsumed: (pos: number) => void = () => {}): AsyncGenerator<string> {
+  let fh: fs.promises.FileHandle;
+  try {
+    fh = await fs.promises.open(file, "r");
+  } catch {
+    return; // rotated away meanwhile
+  }
+  try {
+    const buf = Buffer.alloc(CHUNK);
+    let pos = start;
+    let carry: Buffer = Buffer.alloc(0);
+    while (pos < end) {
+      const { bytesRead } = await fh.read(buf, 0, Math.min(CHUNK, end - pos), pos);
+      if (!bytesRead) break;
+      pos += bytesRead;
+      let data = carry.length ? Buffer.concat([carry, buf.subarray(0, bytesRead)]) : buf.subarray(0, bytesRead);
+      let nl: number;
+      let consumed = 0;
+      while ((nl = data.indexOf(10, consumed)) >= 0) {
+        yield data.toString("utf8", consumed, nl);
+        consumed = nl + 1;
+      }
+      carry = Buffer.from(data.subarray(consumed));
+      data = Buffer.alloc(0);
+      onConsumed(pos - carry.length);
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Where the last `n` lines of these files (oldest first) begin: read backwards from the end in
+ * chunks, so `--tail 5` of a 7 GB log reads a few KB.
+ */
+function tailStart(files: { path: string; size: number }[], n: number): { index: number; offset: number } {
+  let want = n;
+  const buf = Buffer.alloc(64 << 10);
+  for (let i = files.length - 1; i >= 0; i--) {
+    const { path, size } = files[i]!;
+    let fd: number;
+    try {
+      fd = fs.openSync(path, "r");
+    } catch {
+      continue;
+    }
+    try {
+      // the last newline ends the last complete line (a record being written after it is not
+      // read yet): every newline before it starts a line
+      let end = size;
+      let last = true;
+      while (end > 0) {
+        const len = Math.min(buf.length, end);
+        fs.readSync(fd, buf, 0, len, end - len);
+        for (let j = len - 1; j >= 0; j--) {
+          if (buf[j] !== 10) continue;
+          if (last) {
+            last = false;
+            continue;
+          }
+          if (--want === 0) return { index: i, offset: end - len + j + 1 };
+        }
+        end -= len;
+      }
+      // the whole file is lines for the tail: its first line counts too
+      if (!last && --want === 0) return { index: i, offset: 0 };
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  return { index: 0, offset: 0 };
+}
+
 export async function* readLogs(path: string, maxFiles: number, opts: LogOptions = {}): AsyncGenerator<LogEntry> {
   const keep = (e: LogEntry) => (opts.sinceNs === undefined || timeNs(e.time) >= opts.sinceNs) && (opts.untilNs === undefined || timeNs(e.time) <= opts.untilNs);
-  const files = [];
-  for (let i = maxFiles - 1; i >= 1; i--) if (fs.existsSync(`${path}.${i}`)) files.push(`${path}.${i}`);
-  if (fs.existsSync(path)) files.push(path);
-  let entries: LogEntry[] = [];
-  for (const f of files)
-    for (const l of fs.readFileSync(f, "utf8").split("\n"))
-      if (l) {
-        const e = parseLine(l);
-        if (e && keep(e)) entries.push(e);
+  const files: { path: string; size: number }[] = [];
+  for (let i = maxFiles - 1; i >= 1; i--) {
+    const st = fs.statSync(`${path}.${i}`, { throwIfNoEntry: false });
+    if (st) files.push({ path: `${path}.${i}`, size: st.size });
+  }
+  const cur = fs.statSync(path, { throwIfNoEntry: false });
+  if (cur) files.push({ path, size: cur.size });
+  // where following picks up: the current file as far as it was read
+  let offset = 0;
+  const ino = cur?.ino ?? 0;
+  const tail = opts.tail !== undefined && opts.tail >= 0 ? opts.tail : undefined;
+  const filtered = opts.sinceNs !== undefined || opts.untilNs !== undefined;
+  if (tail === 0) offset = cur?.size ?? 0;
+  else if (tail !== undefined && filtered) {
+    // the last N of the entries that pass the time filter: a ring of N, read forwards
+    const ring: LogEntry[] = [];
+    for (const f of files)
+      for await (const l of linesOf(f.path, 0, f.size, (p) => f.path === path && (offset = p))) {
+        const e = l ? parseLine(l) : undefined;
+        if (e && keep(e)) {
+          ring.push(e);
+          if (ring.length > tail) ring.shift();
+        }
       }
-  if (opts.tail !== undefined && opts.tail >= 0) entries = opts.tail === 0 ? [] : entries.slice(-opts.tail);
-  yield* entries;
+    yield* ring;
+  } else {
+    const from = tail !== undefined ? tailStart(files, tail) : { index: 0, offset: 0 };
+    for (let i = from.index; i < files.length; i++) {
+      const f = files[i]!;
+      for await (const l of linesOf(f.path, i === from.index ? from.offset : 0, f.size, (p) => f.path === path && (offset = p))) {
+        const e = l ? parseLine(l) : undefined;
+        if (e && keep(e)) yield e;
+      }
+    }
+  }
   if (!opts.follow) return;
-  let offset = fs.existsSync(path) ? fs.statSync(path).size : 0;
-  let ino = fs.existsSync(path) ? fs.statSync(path).ino : 0;
-  let partial = "";
+  let followIno = ino;
   for (;;) {
     const st = fs.statSync(path, { throwIfNoEntry: false });
-    if (st && (st.ino !== ino || st.size < offset)) {
+    if (st && (st.ino !== followIno || st.size < offset)) {
       offset = 0; // rotated: the new file starts afresh
-      ino = st.ino;
+      followIno = st.ino;
     }
     if (st && st.size > offset) {
-      const fd = fs.openSync(path, "r");
-      const buf = Buffer.alloc(st.size - offset);
-      fs.readSync(fd, buf, 0, buf.length, offset);
-      fs.closeSync(fd);
-      offset = st.size;
-      const text = partial + buf.toString("utf8");
-      const lines = text.split("\n");
-      partial = lines.pop() ?? "";
-      for (const l of lines) {
+      for await (const l of linesOf(path, offset, st.size, (p) => (offset = p))) {
         const e = l ? parseLine(l) : undefined;
         if (e && keep(e)) yield e;
       }
