@@ -11,7 +11,7 @@ die() { printf 'install: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (berth creates namespaces, mounts and cgroups)"
 
 # Debian packages berth needs at run time and to build its C (only the missing ones are installed).
-need_pkgs="gcc libc6-dev libseccomp-dev busybox-static procps tar nftables iproute2 uidmap passt"
+need_pkgs="gcc libc6-dev libseccomp-dev busybox-static procps tar nftables iproute2 uidmap passt zstd"
 missing=""
 for p in $need_pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -92,6 +92,20 @@ describe("layer extraction", { skip: rootSkip }, () => {
       assert.equal(fs.statSync(join(dest, "a")).size, 5000, name);
       assert.equal(r.diffId, sha256(raw), `${name}: diff ID of the uncompressed bytes`);
     }
+    // every zstd decoder gives the same bytes: Node's zlib where it has zstd, the zstd command, the JS one
+    const saved = process.env.BERTH_ZSTD;
+    try {
+      for (const decoder of ["command", "js"]) {
+        process.env.BERTH_ZSTD = decoder;
+        const r = await extractLayer(chunks(zst), tmp(), "overlay");
+        assert.equal(r.diffId, sha256(raw), `zstd through ${decoder}`);
+        const bad = Buffer.concat([zst.subarray(0, 40), Buffer.alloc(64, 7)]);
+        await assert.rejects(extractLayer(chunks(bad), tmp(), "overlay"), /corrupt zstd layer|invalid layer entry|tar/, `a corrupt stream through ${decoder}`);
+      }
+    } finally {
+      if (saved === undefined) delete process.env.BERTH_ZSTD;
+      else process.env.BERTH_ZSTD = saved;
+    }
   });
 
   const hostile: Array<[string, Entry[], RegExp]> = [
