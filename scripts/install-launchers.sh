@@ -10,14 +10,23 @@ cd "$(dirname "$0")/.."
 here=$(pwd)
 node=$1
 dir=${2:-/usr/local/bin}
+# NODE_EXTRA_CA_CERTS makes node read and parse those certificates at every start (~40-70 ms), though
+# neither command needs TLS on its way: the launchers keep it from node's start; berth's registry
+# client loads the file (BERTH_EXTRA_CA_CERTS) when it connects, berth-runtime never needs it.
+printf 'globalThis.berthBuildDir = "%s";\nrequire("%s")("%s");\n' "$here/build" "$here/scripts/launcher.cjs" "$here/dist/berth-runtime.cjs" > dist/berth-runtime-launch.cjs
 tmp=$(mktemp "$dir/.berth-runtime.XXXXXX")
-printf '#!%s\nglobalThis.berthBuildDir = "%s";\nrequire("%s")("%s");\n' "$node" "$here/build" "$here/scripts/launcher.cjs" "$here/dist/berth-runtime.cjs" > "$tmp"
+cat > "$tmp" <<LAUNCHER
+#!/bin/sh
+unset NODE_EXTRA_CA_CERTS
+exec $node $here/dist/berth-runtime-launch.cjs "\$@"
+LAUNCHER
 chmod 755 "$tmp"
 mv -f "$tmp" "$dir/berth-runtime"
 printf 'globalThis.berthBuildDir = "%s";\nrequire("%s")("%s");\n' "$here/build" "$here/scripts/launcher.cjs" "$here/dist/berth.cjs" > dist/berth-launch.cjs
 tmp=$(mktemp "$dir/.berth.XXXXXX")
 cat > "$tmp" <<LAUNCHER
 #!/bin/sh
+if [ -n "\${NODE_EXTRA_CA_CERTS:-}" ]; then BERTH_EXTRA_CA_CERTS=\$NODE_EXTRA_CA_CERTS; export BERTH_EXTRA_CA_CERTS; unset NODE_EXTRA_CA_CERTS; fi
 n=$node s=$here/dist/berth.blob
 # the snapshot loads only under the V8 flags it was made with (\$s.flags; read is a shell builtin)
 if [ -r "\$s" ] && [ -e "\$s.node" ] && ! [ "\$n" -nt "\$s.node" ] && ! [ "\$s.node" -nt "\$n" ] && [ -r "\$s.flags" ] && read -r f < "\$s.flags"; then

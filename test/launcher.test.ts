@@ -43,3 +43,18 @@ test("the launcher uses the snapshot with the node that made it, and the bundle 
   assert.equal(rt.status, 0, rt.stderr);
   assert.match(rt.stdout, /berth-runtime version/);
 });
+
+test("NODE_EXTRA_CA_CERTS is kept from node's start by both launchers (berth hands it to its registry client)", { skip: noSnapshot }, () => {
+  const bin = tempDir("berth-launchers-");
+  const r0 = spawnSync("sh", [join(project, "scripts/install-launchers.sh"), process.execPath, bin], { encoding: "utf8" });
+  assert.equal(r0.status, 0, r0.stderr);
+  // node reads the file at its start and warns when it cannot: no warning, no reading
+  const env = { ...process.env, NODE_EXTRA_CA_CERTS: "/nonexistent/berth-test-ca.pem" };
+  const direct = spawnSync(process.execPath, ["-e", "0"], { encoding: "utf8", env });
+  assert.match(direct.stderr, /Ignoring extra certs/, "node itself reads the variable at start");
+  for (const cmd of ["berth", "berth-runtime"]) {
+    const r = spawnSync(join(bin, cmd), ["--version"], { encoding: "utf8", env });
+    assert.equal(r.status, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /Ignoring extra certs/, `${cmd} started node with NODE_EXTRA_CA_CERTS`);
+  }
+});

@@ -5,6 +5,7 @@
  * as insecure; bearer tokens from the realm the registry names (anonymous or with credentials)
  * and basic auth; retries with backoff; blob downloads resumed with range requests.
  */
+import * as fs from "node:fs";
 import type * as Http from "node:http";
 import type * as Https from "node:https";
 import { createRequire } from "node:module";
@@ -96,6 +97,21 @@ async function errorText(r: Response): Promise<{ text: string; code?: string }> 
   return { text: `received unexpected HTTP status: ${r.status} ${http().STATUS_CODES[r.status] ?? ""}`.trim() };
 }
 
+/**
+ * The certificates of NODE_EXTRA_CA_CERTS, which berth's launcher keeps from node's start (reading
+ * them costs every command ~40-70 ms) and hands over as BERTH_EXTRA_CA_CERTS: loaded here, when a
+ * registry is contacted. Where node was started with the variable, it has them already.
+ */
+function extraCAs(): string[] {
+  const file = process.env.BERTH_EXTRA_CA_CERTS;
+  if (!file || process.env.NODE_EXTRA_CA_CERTS) return [];
+  try {
+    return fs.readFileSync(file, "utf8").match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  } catch {
+    return []; // as node does: a missing file is only a warning there
+  }
+}
+
 export class RegistryClient {
   readonly host: string;
   private base?: string;
@@ -115,12 +131,13 @@ export class RegistryClient {
   private agent(): Https.Agent {
     if (!this.httpsAgent) {
       const cas = registryCAs(this.domain);
+      const extra = extraCAs();
       const { rootCertificates } = builtin("node:tls") as typeof import("node:tls");
       this.httpsAgent = new (https().Agent)({
         keepAlive: true,
         maxSockets: 16,
         // a custom CA replaces Node's roots: keep them, so a CDN redirect still verifies
-        ...(cas.length ? { ca: [...cas, ...rootCertificates] } : {}),
+        ...(cas.length || extra.length ? { ca: [...cas, ...extra, ...rootCertificates] } : {}),
         // a CA configured for the host is always enforced, even where plain HTTP would be allowed
         rejectUnauthorized: !this.insecure || cas.length > 0,
       });
