@@ -6,6 +6,7 @@ import { builtin } from "../common/builtin.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { BerthError, invalid } from "../common/errors.js";
 import { familiar } from "../images/index.js";
+import { humanDuration } from "../common/units.js";
 import type { ContainerView, Engine } from "./engine.js";
 import { readLogs, type LogEntry } from "./logs.js";
 
@@ -93,10 +94,10 @@ export function listEntry(v: ContainerView): Record<string, unknown> {
   const status = state.Restarting
     ? `Restarting (${state.ExitCode})`
     : state.Running
-      ? `Up ${humanAgo(Date.now() - Date.parse(state.StartedAt))}${state.Paused ? " (Paused)" : ""}${state.Health ? ` (${state.Health.Status})` : ""}`
+      ? `Up ${humanDuration(Date.now() - Date.parse(state.StartedAt))}${state.Paused ? " (Paused)" : ""}${state.Health ? ` (${state.Health.Status})` : ""}`
       : state.Status === "created"
         ? "Created"
-        : `Exited (${state.ExitCode}) ${humanAgo(Date.now() - Date.parse(state.FinishedAt))} ago`;
+        : `Exited (${state.ExitCode}) ${humanDuration(Date.now() - Date.parse(state.FinishedAt))} ago`;
   let image = rec.Config.Image;
   try {
     if (!image.startsWith("sha256:")) image = familiar(image);
@@ -118,21 +119,6 @@ export function listEntry(v: ContainerView): Record<string, unknown> {
     NetworkSettings: { Networks: state.NetworkSettings?.Networks ?? {} },
     Mounts: (rec.Mounts ?? []).map((m) => ({ ...m })),
   };
-}
-
-/** docker's "About a minute", "5 seconds", "2 hours" (units.HumanDuration). */
-function humanAgo(ms: number): string {
-  const s = Math.max(0, Math.round(ms / 1000));
-  if (s < 1) return "Less than a second";
-  if (s === 1) return "1 second";
-  if (s < 60) return `${s} seconds`;
-  const m = Math.round(s / 60);
-  if (m === 1) return "About a minute";
-  if (m < 60) return `${m} minutes`;
-  const h = Math.round(s / 3600);
-  if (h === 1) return "About an hour";
-  if (h < 48) return `${h} hours`;
-  return `${Math.round(h / 24)} days`;
 }
 
 /** GET /containers/json: list entries, with SizeRw when asked. */

@@ -13,23 +13,9 @@ export function humanSize(bytes: number): string {
   return `${Number(v.toPrecision(3))}${units[i]}`;
 }
 
-/** docker's units.HumanDuration. */
-export function humanDuration(ms: number): string {
-  const seconds = Math.floor(ms / 1000);
-  if (seconds < 1) return "Less than a second";
-  if (seconds === 1) return "1 second";
-  if (seconds < 60) return `${seconds} seconds`;
-  const minutes = Math.floor(seconds / 60);
-  if (minutes === 1) return "About a minute";
-  if (minutes < 60) return `${minutes} minutes`;
-  const hours = Math.floor(ms / 3_600_000 + 0.5);
-  if (hours === 1) return "About an hour";
-  if (hours < 48) return `${hours} hours`;
-  if (hours < 24 * 7 * 2) return `${Math.floor(hours / 24)} days`;
-  if (hours < 24 * 30 * 2) return `${Math.floor(hours / 24 / 7)} weeks`;
-  if (hours < 24 * 365 * 2) return `${Math.floor(hours / 24 / 30)} months`;
-  return `${Math.floor(ms / 3_600_000 / 24 / 365)} years`;
-}
+import { humanDuration } from "../../common/units.js";
+
+export { humanDuration };
 
 export const ago = (iso: string | undefined): string => (iso && !iso.startsWith("0001") ? `${humanDuration(Date.now() - Date.parse(iso))} ago` : "N/A");
 
