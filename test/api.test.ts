@@ -202,7 +202,13 @@ describe("the Docker API: berth system service", { skip }, () => {
     dok(docker(cli, ["run", "-d", "--name", "survivor", "busybox", "sh", "-c", "echo before; exec sleep 1000"]));
     dok(docker(cli, ["create", "--name", "always", "--restart", "always", "busybox", "sleep", "1000"]));
     const pid = Number(dok(docker(cli, ["inspect", "-f", "{{.State.Pid}}", "survivor"])).stdout.trim());
+    // an attached run whose exit the service would record itself: the service dies first
+    const attached = spawn(cli, ["run", "--rm", "--name", "orphaned", "busybox", "sh", "-c", "sleep 2; exit 3"], { env: { PATH: process.env.PATH ?? "", DOCKER_HOST: `unix://${sock}`, HOME: env.dockerConfig }, stdio: "ignore" });
+    await waitFor(() => /running/.test(b(["inspect", "-f", "{{.State.Status}}", "orphaned"]).stdout), "the attached container to run", 10_000, 50);
     await stopService("SIGKILL");
+    attached.kill();
+    // the monitor sees its recorder gone and runs the exit command: --rm removes the container
+    await waitFor(() => b(["ps", "-a", "--format", "{{.Names}}"]).stdout.split("\n").every((n) => n !== "orphaned"), "the orphaned --rm container to be removed after its exit", 15_000, 100);
     assert.ok(fs.existsSync(`/proc/${pid}`), "the container outlives the service");
     service = await startService();
     assert.match(dok(docker(cli, ["ps", "--format", "{{.Names}} {{.State}}"])).stdout, /^survivor running$/m);

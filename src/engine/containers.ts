@@ -56,7 +56,8 @@ export async function waitFor(engine: Engine, ref: string, condition: WaitCondit
   const isRunning = (x: ContainerView) => x.state.Running || x.state.Restarting;
   const wasRunning = isRunning(v);
   let code = v.state.ExitCode;
-  for (let pause = 5; !cancelled(); pause = Math.min(pause * 2, 100)) {
+  // polled often at first (a short-lived container is the common case: docker run), then every 100 ms
+  for (let pause = 5, waited = 0; !cancelled(); waited += pause, pause = waited < 2000 ? 10 : 100) {
     const running = isRunning(v);
     if (condition === "not-running" && !running) return v.state.ExitCode;
     // next-exit: it ran since the wait began (started anew, or was running then) and has stopped
