@@ -158,7 +158,9 @@ describe("containers", { skip: rootSkip }, () => {
     delete e.NODE_EXTRA_CA_CERTS;
     const attached = spawn(process.execPath, [...berthCommand(), "exec", "members", "sleep", "3"], { env: e, stdio: "ignore" });
     const done = new Promise((r) => attached.once("exit", r));
-    for (let i = 0; i < 100 && members(id)[0]!.length < 2; i++) await new Promise((r) => setTimeout(r, 30));
+    // the exec'd process is the helper's clone until its execve: wait for both to be sleep (or time out)
+    const named = () => members(id).every((procs) => procs.length === 2 && procs.every((p) => { try { return comm(p) === "sleep"; } catch { return false; } }));
+    for (let i = 0; i < 100 && !named(); i++) await new Promise((r) => setTimeout(r, 30));
     for (const procs of members(id)) assert.deepEqual(procs.map(comm), ["sleep", "sleep"], "the init and the exec'd process, no helper");
     await done;
     ok(b(["rm", "-f", "members"]));
