@@ -10,6 +10,26 @@ const root = newRoot();
 after(() => rmSync(root, { recursive: true, force: true }));
 
 describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
+  test("kill ID 0 is a liveness probe: success while the container runs, an error once it has stopped", () => {
+    const b = makeBundle(["/probe", "sleep", "60"]);
+    const id = uniqueId();
+    assert.equal(rt(root, ["run", "-d", "--bundle", b, id]).code, 0);
+    try {
+      const r = rt(root, ["kill", id, "0"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(JSON.parse(rt(root, ["state", id]).stdout).status, "running", "signal 0 sends nothing");
+      assert.equal(rt(root, ["kill", "-a", id, "0"]).code, 0);
+      assert.equal(rt(root, ["kill", id, "KILL"]).code, 0);
+      waitForSync(() => JSON.parse(rt(root, ["state", id]).stdout).status === "stopped", "the container to stop");
+      const dead = rt(root, ["kill", id, "0"]);
+      assert.equal(dead.code, 1);
+      assert.match(dead.stderr, /container not running/);
+    } finally {
+      rt(root, ["delete", "-f", id]);
+      rmSync(b, { recursive: true });
+    }
+  });
+
   test("a failed create removes the cgroups it made, the cgroupsPath's new parents too", () => {
     const parent = uniqueId("failed");
     for (const [why, edit] of [

@@ -473,7 +473,8 @@ export class Runtime {
   }
 
   kill(id: string, signal: string | number = "SIGTERM", opts: { all?: boolean } = {}): void {
-    const sig = parseSignal(signal);
+    // signal 0 sends nothing: a liveness probe (runc: success while the container runs)
+    const sig = signal === 0 || signal === "0" ? 0 : parseSignal(signal);
     const rec = this.store.read(id);
     const status = this.store.status(rec);
     if (opts.all && rec.cgroupPath) {
