@@ -10,7 +10,7 @@ const root = newRoot();
 after(() => rmSync(root, { recursive: true, force: true }));
 
 describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
-  test("kill ID 0 is a liveness probe: success while the container runs, an error once it has stopped", () => {
+  test("kill ID 0 is a liveness probe: success while the container runs, an error once it has stopped; flags after the id", () => {
     const b = makeBundle(["/probe", "sleep", "60"]);
     const id = uniqueId();
     assert.equal(rt(root, ["run", "-d", "--bundle", b, id]).code, 0);
@@ -19,6 +19,12 @@ describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
       assert.equal(r.code, 0, r.stderr);
       assert.equal(JSON.parse(rt(root, ["state", id]).stdout).status, "running", "signal 0 sends nothing");
       assert.equal(rt(root, ["kill", "-a", id, "0"]).code, 0);
+      assert.equal(rt(root, ["kill", id, "0", "--all"]).code, 0, "flags after the id, as runc takes them");
+      const upd = rt(root, ["update", id, "--pids-limit", "9"]);
+      assert.equal(upd.code, 0, upd.stderr);
+      const v2 = readdirSync("/sys/fs/cgroup").includes("cgroup.controllers");
+      const pidsMax = v2 ? `/sys/fs/cgroup/berth/${id}/pids.max` : `/sys/fs/cgroup/pids/berth/${id}/pids.max`;
+      if (existsSync(pidsMax)) assert.equal(readFileSync(pidsMax, "utf8").trim(), "9");
       assert.equal(rt(root, ["kill", id, "KILL"]).code, 0);
       waitForSync(() => JSON.parse(rt(root, ["state", id]).stdout).status === "stopped", "the container to stop");
       const dead = rt(root, ["kill", id, "0"]);

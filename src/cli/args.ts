@@ -14,10 +14,12 @@ export interface FlagDef {
 
 export type Parsed = { flags: Record<string, string | boolean | number | string[] | undefined>; args: string[] };
 
-export function parseFlags(argv: string[], defs: FlagDef[]): Parsed {
+/** interspersed: flags may follow positional arguments too (runc's commands whose arguments are not a command line). */
+export function parseFlags(argv: string[], defs: FlagDef[], opts: { interspersed?: boolean } = {}): Parsed {
   const flags: Parsed["flags"] = {};
   const byName = new Map<string, FlagDef>();
   for (const d of defs) for (const n of d.names) byName.set(n, d);
+  const positional: string[] = [];
   let i = 0;
   for (; i < argv.length; i++) {
     const a = argv[i]!;
@@ -25,7 +27,11 @@ export function parseFlags(argv: string[], defs: FlagDef[]): Parsed {
       i++;
       break;
     }
-    if (!a.startsWith("-") || a === "-") break;
+    if (!a.startsWith("-") || a === "-") {
+      if (!opts.interspersed) break;
+      positional.push(a);
+      continue;
+    }
     const body = a.replace(/^--?/, "");
     const eq = body.indexOf("=");
     const name = eq >= 0 ? body.slice(0, eq) : body;
@@ -53,5 +59,5 @@ export function parseFlags(argv: string[], defs: FlagDef[]): Parsed {
       (flags[key] as string[]).push(value);
     } else flags[key] = value;
   }
-  return { flags, args: argv.slice(i) };
+  return { flags, args: [...positional, ...argv.slice(i)] };
 }

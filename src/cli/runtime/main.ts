@@ -273,7 +273,8 @@ async function main(argv: string[]): Promise<number> {
   const defs = commandFlags[cmd];
   if (!defs) throw new BerthError("InvalidArgument", `No help topic for '${cmd}'`);
   if (g.flags["systemd-cgroup"]) throw new BerthError("Unsupported", "--systemd-cgroup is not supported: this host has no systemd; berth manages cgroupfs directly");
-  const p = parseFlags(rest, defs);
+  // as runc: flags may follow the container id, except where a command line follows it (exec, ps)
+  const p = parseFlags(rest, defs, { interspersed: !["exec", "ps"].includes(cmd) });
 
   if (cmd === "spec") {
     const { defaultSpec } = await import("../../runtime/spec.js");
