@@ -518,7 +518,7 @@ static int recv_fd(int sock) {
   return fd;
 }
 
-static void do_terminal(void) {
+static void do_terminal(char **a, int argc) {
   int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
   TRY(master, "open /dev/ptmx in the container");
   TRY(unlockpt(master), "unlock the pty");
@@ -526,6 +526,8 @@ static void do_terminal(void) {
   TRY(ptsname_r(master, slave_path, sizeof slave_path) == 0 ? 0 : -1, "name the pty");
   int slave = open(slave_path, O_RDWR | O_NOCTTY);
   TRY(slave, "open %s", slave_path);
+  /* the process's own terminal, as runc makes it: its user owns the pty (the group is devpts's gid=) */
+  if (argc >= 1) TRY(fchown(slave, (uid_t)num(a[0]), (gid_t)-1), "chown %s to %s", slave_path, a[0]);
   TRY(ioctl(slave, TIOCSCTTY, 0), "make %s the controlling terminal", slave_path);
   for (int i = 0; i < 3; i++) TRY(dup2(slave, i), "attach the pty to fd %d", i);
   /* /dev/console is the pty, as in runc; a rootfs without /dev/console simply gets none. */
@@ -843,7 +845,7 @@ static void run_child(int release_fd) {
     case OP_RLIMIT: do_rlimit(a); break;
     case OP_OOM_SCORE_ADJ: TRY(write_file("/proc/self/oom_score_adj", a[0]), "set oom_score_adj %s", a[0]); break;
     case OP_SETSID: TRY(setsid(), "setsid"); break;
-    case OP_TERMINAL: do_terminal(); break;
+    case OP_TERMINAL: do_terminal(a, o->argc); break;
     case OP_LSM_EXEC: {
       char p[128];
       snprintf(p, sizeof p, "/proc/thread-self/attr/%s", a[0]);

@@ -102,6 +102,30 @@ describe("terminals", { skip: rootSkip }, () => {
     rmSync(dir, { recursive: true });
   });
 
+  test("the pty belongs to the process's user (run and exec -t), as runc makes it", async () => {
+    const dir = tempDir();
+    const sock = join(dir, "console.sock");
+    let recv = background(recvtty, [sock]);
+    await recv.waitFor("listening");
+    const bundle = makeBundle(["/bin/sh", "-c", "ls -ln $(tty) | awk '{print \"owner=\" $3}'"], (s) => ((s.process.terminal = true), (s.process.user = { uid: 1000, gid: 1000 })));
+    const id = uniqueId();
+    let r = rt(root, ["run", "-d", "--console-socket", sock, "--bundle", bundle, id]);
+    assert.equal(r.code, 0, r.stderr);
+    await recv.done;
+    assert.match(recv.stdout, /owner=1000/);
+    rt(root, ["delete", "-f", id]);
+    const c = startSleeper();
+    recv = background(recvtty, [sock]);
+    await recv.waitFor("listening");
+    r = rt(root, ["exec", "-t", "-d", "--user", "1234:1234", "--console-socket", sock, c.id, "/bin/sh", "-c", "ls -ln $(tty) | awk '{print \"owner=\" $3}'"]);
+    assert.equal(r.code, 0, r.stderr);
+    await recv.done;
+    assert.match(recv.stdout, /owner=1234/);
+    stop(c);
+    rmSync(bundle, { recursive: true });
+    rmSync(dir, { recursive: true });
+  });
+
   test("exec --tty --console-socket into a running container", async () => {
     const c = startSleeper();
     const dir = tempDir();

@@ -354,7 +354,7 @@ export function createPlan(input: CreatePlanInput): PlanOp[] {
   if (input.noPivot) for (const path of hostProcMounts(rootfs)) ops.push([Op.HIDE_MOUNT, path]);
   ops.push(input.noPivot ? [Op.CHROOT] : [Op.PIVOT_ROOT]);
   ops.push([Op.SETSID]);
-  if (p.terminal) ops.push([Op.TERMINAL]);
+  if (p.terminal) ops.push([Op.TERMINAL, String(p.user.uid)]);
   if (spec.hostname !== undefined && spec.hostname !== "") {
     if (!newNs.has("uts")) throw invalid("config.json: hostname: setting the hostname needs a new uts namespace");
     ops.push([Op.HOSTNAME, spec.hostname]);
@@ -460,7 +460,7 @@ export function execPlan(input: {
   ops.push([Op.CLONE, "0"]);
   if (input.foreground) ops.push([Op.FOREGROUND]);
   ops.push([Op.SETSID]);
-  if (input.process.terminal) ops.push([Op.TERMINAL]);
+  if (input.process.terminal) ops.push([Op.TERMINAL, String(input.process.user.uid)]);
   ops.push(...credentialOps(input.process, input.rootfs, input.preserveFds ?? 0, input.seccomp, false, input.listenerState, input.lsm));
   return ops;
 }
