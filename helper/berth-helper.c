@@ -765,6 +765,7 @@ static void child_ready_then_exec(char **a, int argc) {
 }
 
 static int new_userns;
+static int cwd_done; /* the early CWD record reached the cwd */
 static int helper_root; /* the helper runs as root (not rootless) */
 
 static void close_idmap_fds(void) {
@@ -868,7 +869,14 @@ static void run_child(int release_fd) {
     case OP_CAPS: do_caps(a); break;
     case OP_NO_NEW_PRIVS: TRY(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs"); break;
     case OP_SECCOMP: do_seccomp(a); break;
-    case OP_CWD: TRY(chdir(a[0]), "chdir to cwd %s", a[0]); break;
+    case OP_CWD:
+      if (o->argc > 1) { /* early: the runtime's privileges may reach a cwd the user cannot */
+        if (chdir(a[0]) == 0) cwd_done = 1;
+        else if (errno != EACCES && errno != EPERM) die(errno, "chdir to cwd %s", a[0]);
+      } else if (!cwd_done) {
+        TRY(chdir(a[0]), "chdir to cwd %s", a[0]);
+      }
+      break;
     case OP_ROOT_OF:
       TRY(fchdir(root_of_fd), "enter the container's root");
       TRY(chroot("."), "chroot into the container's root");

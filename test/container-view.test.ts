@@ -46,6 +46,11 @@ describe("the container's view", { skip: rootSkip }, () => {
     assert.equal(out.trim(), "uid=1000 gid=1001 euid=1000 egid=1001 groups=5,65534");
     assert.equal(ok(runIn(["/probe", "umask"], (s) => (s.process.user.umask = 0o027))).trim(), "0027");
     assert.equal(ok(runIn(["/probe", "cwd"], (s) => (s.process.cwd = "/tmp"))).trim(), "/tmp");
+    // a cwd only root may enter (0700): entered while still privileged, as runc does
+    const rootfs = join(tempDir(), "rootfs");
+    cpSync(fixtureRootfs, rootfs, { recursive: true, verbatimSymlinks: true });
+    mkdirSync(join(rootfs, "private"), { mode: 0o700 });
+    assert.equal(ok(runIn(["/probe", "cwd"], (s) => ((s.root.path = rootfs), (s.process.cwd = "/private"), (s.process.user = { uid: 42, gid: 42 })))).trim(), "/private");
     const env = ok(runIn(["/probe", "env"], (s) => (s.process.env = ["A=1", "PATH=/bin"]))).trim().split("\n");
     assert.deepEqual(env.sort(), ["A=1", "HOME=/root", "PATH=/bin"]);
   });

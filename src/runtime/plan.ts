@@ -113,6 +113,8 @@ function credentialOps(p: Process, rootfs: string | undefined, preserveFds: numb
     ops.push([Op.RLIMIT, String(n), u64(r.soft), u64(r.hard)]);
   }
   if (early) ops.push([Op.SECCOMP, String(seccomp.flags), seccomp.program, "now"]);
+  // the cwd first while still privileged (a directory only root may enter, as runc), again as the user if refused
+  ops.push([Op.CWD, p.cwd, "early"]);
   ops.push([Op.UMASK, (p.user.umask ?? 0o022).toString(8)]);
   if (setgroupsDenied && p.user.additionalGids?.length)
     throw invalid("config.json: process.user.additionalGids: a rootless container that maps only its own ids cannot set groups (map more ids through /etc/subgid)");
