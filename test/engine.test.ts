@@ -89,6 +89,35 @@ describe("containers", { skip: rootSkip }, () => {
     assert.equal(ok(b(["run", "--rm", "committed/seed:1", "cat", "/root/marker"])).stdout, "exported\n");
   });
 
+  test("ten concurrent commits of one running container all succeed; it runs on, unfrozen; cp and export meanwhile", async () => {
+    ok(b(["run", "-d", "--name", "busy", "busybox", "sh", "-c", "echo work > /w; exec sleep 1000"]));
+    const e: Record<string, string> = { ...(process.env as Record<string, string>), BERTH_ROOT: env.root, BERTH_CONFIG_DIR: env.configDir, DOCKER_CONFIG: env.dockerConfig, BERTH_RUNTIME_ROOT: runtimeRoot };
+    delete e.NODE_EXTRA_CA_CERTS;
+    const run = (args: string[]) =>
+      new Promise<{ code: number; stderr: string }>((resolve) => {
+        const c = spawn(process.execPath, [...berthCommand(), ...args], { env: e, stdio: ["ignore", "ignore", "pipe"] });
+        let stderr = "";
+        c.stderr!.on("data", (d) => (stderr += d));
+        c.on("exit", (code) => resolve({ code: code ?? 128, stderr }));
+      });
+    const host = tempDir("berth-img-");
+    const results = await Promise.all([
+      ...Array.from({ length: 10 }, (_, i) => run(["commit", "busy", `concurrent/busy:${i}`])),
+      ...Array.from({ length: 3 }, (_, i) => run(["cp", "busy:/w", join(host, `w${i}`)])),
+      run(["export", "-o", join(host, "busy.tar"), "busy"]),
+    ]);
+    for (const [i, r] of results.entries()) assert.equal(r.code, 0, `job ${i}: ${r.stderr}`);
+    assert.equal(ok(b(["inspect", "-f", "{{.State.Status}} {{.State.Paused}}", "busy"])).stdout.trim(), "running false");
+    const freezer = ["/sys/fs/cgroup/freezer/berth", "/sys/fs/cgroup/berth"].map((d) => join(d, JSON.parse(ok(b(["inspect", "busy"])).stdout)[0].Id)).find((d) => fs.existsSync(d));
+    if (freezer && fs.existsSync(join(freezer, "freezer.state"))) assert.equal(fs.readFileSync(join(freezer, "freezer.state"), "utf8").trim(), "THAWED");
+    if (freezer && fs.existsSync(join(freezer, "cgroup.freeze"))) assert.equal(fs.readFileSync(join(freezer, "cgroup.freeze"), "utf8").trim(), "0");
+    assert.equal(ok(b(["images", "--filter", "reference=concurrent/busy", "-q"])).stdout.trim().split("\n").length >= 1, true);
+    assert.equal(ok(b(["images", "--format", "{{.Repository}}:{{.Tag}}"])).stdout.split("\n").filter((l) => l.startsWith("concurrent/busy:")).length, 10);
+    for (let i = 0; i < 3; i++) assert.equal(fs.readFileSync(join(host, `w${i}`), "utf8"), "work\n");
+    assert.ok(fs.statSync(join(host, "busy.tar")).size > 0);
+    ok(b(["rm", "-f", "busy"]));
+  });
+
   test("stop sends the signal, then SIGKILL after -t; wait and inspect report the exit", () => {
     const t0 = Date.now();
     ok(b(["stop", "-t", "1", "seed"]));

@@ -15,7 +15,7 @@ import { BerthError, exists, invalid, notFound, precondition, unsupported } from
 import { buildBinary, defaultRuntimeRoot, isRootless } from "../common/paths.js";
 import { removeFile, removeTree, setWindowSize, SyscallError } from "../common/sys.js";
 import { FileLock, ImageStore, pullImage, commitSnapshot, type ImageRecord, type Progress, parsePlatform, unmount as unmountPath, unmountAsync, type ContainerConfig as ImageContainerConfig } from "../images/index.js";
-import { writeFileAtomic } from "../common/lock.js";
+import { withLock, writeFileAtomic } from "../common/lock.js";
 import { processStartTime } from "../common/proc.js";
 import { Runtime, parseSignal, launchHelper, ROOTFS_OVERLAY_ANNOTATION, type LaunchedHelper } from "../runtime/index.js";
 import { pidAlive } from "../images/content.js";
@@ -1110,10 +1110,9 @@ export class Engine {
     const v = await this.get(ref);
     const parent = this.images.find(v.rec.Image);
     const pause = opts.pause !== false && v.state.Running && !v.state.Paused;
-    if (pause) this.runtime.pause(v.rec.Id);
-    try {
-      const c = v.rec.Config;
-      return await commitSnapshot(this.images, {
+    const c = v.rec.Config;
+    const commit = () =>
+      commitSnapshot(this.images, {
         snapshot: v.rec.Id,
         ...(parent ? { parent } : {}),
         config: { Env: c.Env, Cmd: c.Cmd ?? undefined, Entrypoint: c.Entrypoint ?? undefined, WorkingDir: c.WorkingDir, User: c.User, Labels: c.Labels, ...(c.ExposedPorts ? { ExposedPorts: c.ExposedPorts } : {}), ...(c.StopSignal ? { StopSignal: c.StopSignal } : {}) },
@@ -1123,8 +1122,37 @@ export class Engine {
         ...(opts.author ? { author: opts.author } : {}),
         ...(opts.reference ? { reference: opts.reference } : {}),
       });
+    return pause ? this.withPaused(v.rec.Id, commit) : commit();
+  }
+
+  /**
+   * Runs fn with the container frozen, pausers counted across processes (ten concurrent commits of
+   * one container): each holds a file named after its pid in the container's `pausers` directory;
+   * the first freezes, the last one out thaws; a pauser that died does not count. A container that
+   * a user paused meanwhile (docker pause) is left paused.
+   */
+  private async withPaused<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const dir = this.containers.path(id, "pausers");
+    const me = join(dir, `${process.pid}.${Math.random().toString(36).slice(2, 8)}`);
+    const lockPath = this.containers.path(id, "pause.lock");
+    const others = () =>
+      (fs.existsSync(dir) ? fs.readdirSync(dir) : []).filter((f) => join(dir, f) !== me && pidAlive(Number(f.split(".")[0])));
+    await withLock(lockPath, "exclusive", () => {
+      fs.mkdirSync(dir, { recursive: true });
+      const frozen = others().length > 0;
+      fs.writeFileSync(me, "");
+      if (!frozen && !this.runtime.isPaused(id)) this.runtime.pause(id);
+    });
+    try {
+      return await fn();
     } finally {
-      if (pause) this.runtime.resume(v.rec.Id);
+      await withLock(lockPath, "exclusive", async () => {
+        removeFile(me);
+        if (others().length) return; // another pauser still needs it frozen
+        const cur = this.containers.read(id);
+        if (cur?.state.Paused) return; // a user's pause: theirs to undo
+        if (this.runtime.isPaused(id)) this.runtime.resume(id);
+      });
     }
   }
 

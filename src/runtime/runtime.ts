@@ -590,6 +590,11 @@ export class Runtime {
     cgroups.openCgroup(rec.cgroupPath!).freeze(true);
   }
 
+  /** Whether the container's cgroup is frozen (by anyone: berth-runtime pause, or a committer). */
+  isPaused(id: string): boolean {
+    return this.store.status(this.store.read(id)) === "paused";
+  }
+
   resume(id: string): void {
     const rec = this.store.read(id);
     if (this.store.status(rec) !== "paused") throw precondition("container not paused");
