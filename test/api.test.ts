@@ -12,6 +12,7 @@ import * as http from "node:http";
 import { join } from "node:path";
 import { leaks, project, rootSkip, tempDir, waitFor } from "./helpers.js";
 import { berth, berthCommand, berthEnv, importBusybox, ok, removeNetworking, type BerthEnv } from "./image-helpers.js";
+import { registrySkip, startRegistry } from "./registry.js";
 
 const clis = ["/usr/bin/docker", "/usr/local/bin/docker"].filter((p) => fs.existsSync(p));
 const skip = rootSkip || (clis.length ? false : "needs a docker CLI (Debian's docker.io; npm test installs it as root)");
@@ -49,7 +50,9 @@ function stopService(sig: NodeJS.Signals = "SIGTERM"): Promise<void> {
 }
 
 function docker(cli: string, args: string[], opts: { input?: string; timeout?: number } = {}) {
-  const r = spawnSync(cli, args, { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: env.dockerConfig, DOCKER_HOST: `unix://${sock}`, DOCKER_CONFIG: env.dockerConfig }, input: opts.input ?? "", encoding: "utf8", timeout: opts.timeout ?? 60_000 });
+  // the client's own config (its logins), apart from the service's
+  const config = join(env.dockerConfig, "..", "docker-cli");
+  const r = spawnSync(cli, args, { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: config, DOCKER_HOST: `unix://${sock}`, DOCKER_CONFIG: config }, input: opts.input ?? "", encoding: "utf8", timeout: opts.timeout ?? 60_000 });
   return { code: r.status ?? 128, stdout: r.stdout ?? "", stderr: (r.stderr ?? "") + (r.error ? String(r.error) : "") };
 }
 const dok = (r: { code: number; stdout: string; stderr: string }, what = "docker") => {
@@ -175,6 +178,31 @@ describe("the Docker API: berth system service", { skip }, () => {
     dok(docker(cli, ["rm", "-f", "api-srv"]));
     dok(docker(cli, ["network", "rm", "api-net"]));
     assert.doesNotMatch(dok(docker(cli, ["network", "ls"])).stdout, /api-net/);
+  });
+
+  test("docker login (POST /auth), push and pull with the client's credentials (X-Registry-Auth) against an htpasswd registry", { skip: registrySkip }, async () => {
+    const cli = clis[clis.length - 1]!;
+    const reg = await startRegistry({ htpasswd: { user: "alice", password: "s3cret" } });
+    try {
+      const bad = docker(cli, ["login", "-u", "alice", "--password-stdin", reg.host], { input: "wrong\n" });
+      assert.notEqual(bad.code, 0);
+      assert.match(bad.stderr, /unauthorized|incorrect|401/i);
+      const good = dok(docker(cli, ["login", "-u", "alice", "--password-stdin", reg.host], { input: "s3cret\n" }));
+      assert.match(good.stdout, /Login Succeeded/);
+      // the service keeps no credentials of its own: only the client's header lets it in
+      assert.ok(!fs.existsSync(join(env.dockerConfig, "config.json")) || !fs.readFileSync(join(env.dockerConfig, "config.json"), "utf8").includes(reg.host), "the service saved nothing");
+      dok(docker(cli, ["tag", "busybox", `${reg.host}/private/busybox:1`]));
+      dok(docker(cli, ["push", `${reg.host}/private/busybox:1`]));
+      dok(docker(cli, ["rmi", `${reg.host}/private/busybox:1`]));
+      dok(docker(cli, ["pull", `${reg.host}/private/busybox:1`]));
+      assert.match(dok(docker(cli, ["images", "--format", "{{.Repository}}:{{.Tag}}"])).stdout, new RegExp(`^${reg.host.replace(/\./g, "\\.")}/private/busybox:1$`, "m"));
+      dok(docker(cli, ["rmi", `${reg.host}/private/busybox:1`]));
+      dok(docker(cli, ["logout", reg.host]));
+      const anon = docker(cli, ["pull", `${reg.host}/private/busybox:1`]);
+      assert.notEqual(anon.code, 0, "without the client's credentials the registry refuses");
+    } finally {
+      await reg.stop();
+    }
   });
 
   test("bad input: a clear error with dockerd's status, and the server stays up", async () => {

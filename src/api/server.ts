@@ -151,7 +151,8 @@ function createRequest(body: Record<string, unknown>, name: string | null, platf
 // ---- the routes
 
 const routes: [method: string, path: RegExp, handler: Handler][] = [];
-const route = (method: string, path: string, handler: Handler) => routes.push([method, new RegExp("^" + path.replace(/\{[a-z]+\}/g, "([^/]+)") + "$"), handler]);
+// {id}: one path segment; {name}: an image (or volume) name, which may hold slashes (host:port/repo/name)
+const route = (method: string, path: string, handler: Handler) => routes.push([method, new RegExp("^" + path.replace(/\{name\}/g, "(.+)").replace(/\{[a-z]+\}/g, "([^/]+)") + "$"), handler]);
 const ref = (c: Ctx) => decodeURIComponent(c.params[0]!);
 
 route("GET", "/_ping", ({ res }) => {
@@ -494,12 +495,14 @@ route("POST", "/images/create", async ({ req, res, query, engine }) => {
   }
   const tag = query.get("tag");
   const name = tag ? (tag.startsWith("sha256:") ? `${from}@${tag}` : `${from}:${tag}`) : from;
+  const auth = registryAuth(req); // a bad header is a 400, before the stream starts
   res.writeHead(200, { "Content-Type": "application/json" });
   res.flushHeaders();
   const msg = (m: unknown) => res.write(JSON.stringify(m) + "\r\n");
   try {
     msg({ status: `Pulling from ${from}`, id: tag ?? "latest" });
     const r = await images.pull(engine, name, {
+      ...(auth ? { auth } : {}),
       ...(query.get("platform") ? { platform: query.get("platform")! } : {}),
       onProgress: (e) => msg(progressMessage(e)),
     });
@@ -559,11 +562,12 @@ route("POST", "/images/{name}/tag", async (c) => {
 route("POST", "/images/{name}/push", async (c) => {
   const tag = c.query.get("tag");
   const name = tag ? `${ref(c)}:${tag}` : ref(c);
+  const auth = registryAuth(c.req);
   c.res.writeHead(200, { "Content-Type": "application/json" });
   c.res.flushHeaders();
   const msg = (m: unknown) => c.res.write(JSON.stringify(m) + "\r\n");
   try {
-    const r = await images.push(c.engine, name, { onProgress: (e) => msg(progressMessage(e)) });
+    const r = await images.push(c.engine, name, { onProgress: (e) => msg(progressMessage(e)), ...(auth ? { auth } : {}) });
     msg({ status: `${r.tag}: digest: ${r.digest} size: ${r.size}` });
     msg({ progressDetail: {}, aux: { Tag: r.tag, Digest: r.digest, Size: r.size } });
   } catch (e) {
@@ -587,6 +591,18 @@ route("POST", "/commit", async (c) => {
     pause: bool(q, "pause", true),
   });
   sendJson(c.res, 201, { Id: rec.id });
+});
+
+route("POST", "/auth", async ({ req, res }) => {
+  const b = (await readJson<{ username?: string; password?: string; serveraddress?: string }>(req)) ?? {};
+  if (!b.username) throw invalid("a username is required");
+  try {
+    await images.checkLogin(b.serveraddress || undefined, b.username, b.password ?? "");
+  } catch (e) {
+    // dockerd: 401 with the registry's reason
+    throw new HttpError(401, errorMessage(e));
+  }
+  sendJson(res, 200, { Status: "Login Succeeded", IdentityToken: "" });
 });
 
 // volumes
@@ -637,6 +653,20 @@ route("POST", "/networks/prune", async ({ res, engine }) => sendJson(res, 200, {
 // swarm: a dockerd that is not part of a swarm
 for (const p of ["/swarm", "/services", "/nodes", "/secrets", "/configs", "/tasks"])
   route("GET", p, ({ res }) => sendJson(res, 503, { message: "This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again." }));
+
+/** The X-Registry-Auth header: base64url JSON of {username, password, serveraddress}; none when absent or empty. */
+function registryAuth(req: http.IncomingMessage): images.RegistryAuth | undefined {
+  const h = req.headers["x-registry-auth"];
+  if (typeof h !== "string" || !h) return undefined;
+  let doc: { username?: string; password?: string; identitytoken?: string };
+  try {
+    doc = JSON.parse(Buffer.from(h.replace(/-/g, "+").replace(/_/g, "/"), "base64").toString("utf8"));
+  } catch {
+    throw invalid("X-Registry-Auth is not base64-encoded JSON");
+  }
+  if (doc.identitytoken) throw unsupported("identity tokens in X-Registry-Auth are not supported: give a username and password");
+  return doc.username ? { username: doc.username, password: doc.password ?? "" } : undefined;
+}
 
 function progressMessage(e: { id?: string; status?: string; current?: number; total?: number } | unknown): unknown {
   const p = e as { id?: string; status?: string; current?: number; total?: number; action?: string };

@@ -35,8 +35,15 @@ import type { Engine } from "./engine.js";
 export type { ArchiveFormat, HistoryRow, ImageInspect, ImageRecord, ProgressEvent, PullResult, PushResult };
 
 /** Pulls an image (reference as the user wrote it); progress events as layers move. */
-export async function pull(engine: Engine, name: string, opts: { platform?: string; onProgress?: (e: ProgressEvent) => void } = {}): Promise<PullResult> {
+/** A registry login given with a request (the API's X-Registry-Auth), instead of the saved one. */
+export interface RegistryAuth {
+  username: string;
+  password: string;
+}
+
+export async function pull(engine: Engine, name: string, opts: { platform?: string; onProgress?: (e: ProgressEvent) => void; auth?: RegistryAuth } = {}): Promise<PullResult> {
   const r = await pullImage(engine.images, name, {
+    ...(opts.auth ? { credentials: opts.auth } : {}),
     ...(opts.platform ? { platform: parsePlatform(opts.platform) } : {}),
     ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
   });
@@ -44,8 +51,8 @@ export async function pull(engine: Engine, name: string, opts: { platform?: stri
   return r;
 }
 
-export async function push(engine: Engine, name: string, opts: { onProgress?: (e: ProgressEvent) => void } = {}): Promise<PushResult & { reference: string }> {
-  const r = await pushImage(engine.images, name, opts.onProgress ? { onProgress: opts.onProgress } : {});
+export async function push(engine: Engine, name: string, opts: { onProgress?: (e: ProgressEvent) => void; auth?: RegistryAuth } = {}): Promise<PushResult & { reference: string }> {
+  const r = await pushImage(engine.images, name, { ...(opts.onProgress ? { onProgress: opts.onProgress } : {}), ...(opts.auth ? { credentials: opts.auth } : {}) });
   const pushed = formatReference(withDefaultTag(parseReference(name)));
   engine.events.emit("image", "push", pushed, { name: pushed });
   return { ...r, reference: pushed };
@@ -198,16 +205,20 @@ export function registryDomain(server: string | undefined): string {
 /** The saved user name for a registry, for a login prompt. */
 export const savedUsername = (server: string | undefined): string | undefined => credentialsFor(registryDomain(server))?.username;
 
-/** Checks the credentials against the registry, then saves them (docker's config.json). */
-export async function login(server: string | undefined, username: string, password: string): Promise<void> {
-  const domain = registryDomain(server);
-  const client = new RegistryClient(domain, { credentials: { username, password } });
+/** Checks credentials against the registry (the API's POST /auth): throws when it refuses them. */
+export async function checkLogin(server: string | undefined, username: string, password: string): Promise<void> {
+  const client = new RegistryClient(registryDomain(server), { credentials: { username, password } });
   try {
     await client.ping();
   } finally {
     client.close();
   }
-  saveCredentials(domain, { username, password });
+}
+
+/** Checks the credentials against the registry, then saves them (docker's config.json). */
+export async function login(server: string | undefined, username: string, password: string): Promise<void> {
+  await checkLogin(server, username, password);
+  saveCredentials(registryDomain(server), { username, password });
 }
 
 /** Forgets a registry's credentials; false when there were none. */

@@ -5,7 +5,7 @@
  * downloaded nor unpacked again.
  */
 import { BerthError, invalid } from "../common/errors.js";
-import { credentialsFor } from "./auth.js";
+import { credentialsFor, type Credentials } from "./auth.js";
 import { sha256 } from "./content.js";
 import { formatReference, familiar, parseReference, repositoryName, withDefaultTag, type Reference } from "./reference.js";
 import { RegistryClient, RegistryError } from "./registry.js";
@@ -23,6 +23,8 @@ export type Progress = (e: ProgressEvent) => void;
 
 export interface PullOptions {
   platform?: Platform;
+  /** Credentials for this pull (the API's X-Registry-Auth); else the saved ones for the registry. */
+  credentials?: Credentials;
   onProgress?: Progress;
   /** Parallel layer downloads (docker's default is 3). */
   concurrency?: number;
@@ -70,7 +72,8 @@ export async function pullImage(store: ImageStore, input: string, opts: PullOpti
   const what = familiar(formatReference(ref));
   const progress = opts.onProgress ?? (() => {});
   const want = opts.platform ?? hostPlatform();
-  const client = new RegistryClient(ref.domain, { ...(credentialsFor(ref.domain) ? { credentials: credentialsFor(ref.domain)! } : {}) });
+  const credentials = opts.credentials ?? credentialsFor(ref.domain);
+  const client = new RegistryClient(ref.domain, { ...(credentials ? { credentials } : {}) });
   const lease = await store.writerLease();
   try {
     // 1. the manifest the reference names, verified

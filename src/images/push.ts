@@ -4,7 +4,7 @@
  * uploading the rest (chunked when large), then the manifest under the tag.
  */
 import { invalid, notFound } from "../common/errors.js";
-import { credentialsFor } from "./auth.js";
+import { credentialsFor, type Credentials } from "./auth.js";
 import { familiar, formatReference, parseReference, repositoryName, withDefaultTag, type Reference } from "./reference.js";
 import { RegistryClient } from "./registry.js";
 import { shortId, type ImageStore } from "./store.js";
@@ -17,14 +17,15 @@ export interface PushResult {
   tag: string;
 }
 
-export async function pushImage(store: ImageStore, input: string, opts: { onProgress?: Progress; chunkSize?: number } = {}): Promise<PushResult> {
+export async function pushImage(store: ImageStore, input: string, opts: { onProgress?: Progress; chunkSize?: number; credentials?: Credentials } = {}): Promise<PushResult> {
   const ref = withDefaultTag(parseReference(input));
   if (ref.digest) throw invalid(`cannot push a digest reference: ${input}`);
   const full = formatReference(ref);
   const rec = store.list().find((r) => r.repoTags.includes(full));
   if (!rec) throw notFound(`An image does not exist locally with the tag: ${familiar(full).replace(/:latest$/, "")}`);
   const progress = opts.onProgress ?? (() => {});
-  const client = new RegistryClient(ref.domain, { ...(credentialsFor(ref.domain) ? { credentials: credentialsFor(ref.domain)! } : {}) });
+  const credentials = opts.credentials ?? credentialsFor(ref.domain);
+  const client = new RegistryClient(ref.domain, { ...(credentials ? { credentials } : {}) });
   try {
     const manifestBody = store.content.read(rec.target.digest);
     const manifest = JSON.parse(manifestBody.toString("utf8")) as { config: Descriptor; layers: Descriptor[] };
