@@ -212,6 +212,15 @@ describe("the Docker API: berth system service", { skip }, () => {
     const noImage = await request("POST", "/containers/create", JSON.stringify({ Image: "nosuchimage:1" }));
     assert.equal(noImage.status, 404);
     assert.match(JSON.parse(noImage.body).message, /No such image: nosuchimage:1/);
+    // checked against the API description: a wrong type names the field
+    const wrongType = await request("POST", "/containers/create", JSON.stringify({ Image: "busybox", HostConfig: { Memory: "lots" } }));
+    assert.equal(wrongType.status, 400);
+    assert.match(JSON.parse(wrongType.body).message, /invalid container configuration: HostConfig.Memory must be integer/);
+    const wrongCmd = await request("POST", "/containers/create", JSON.stringify({ Image: "busybox", Cmd: "not a list" }));
+    assert.equal(wrongCmd.status, 400);
+    assert.match(JSON.parse(wrongCmd.body).message, /Cmd must be array/);
+    const notObject = await request("POST", "/containers/create", "[1,2]");
+    assert.equal(notObject.status, 400);
     const missing = await request("GET", "/containers/nosuchcontainer/json");
     assert.equal(missing.status, 404);
     assert.match(JSON.parse(missing.body).message, /No such container: nosuchcontainer/);

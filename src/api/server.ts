@@ -8,6 +8,8 @@
 import { randomBytes } from "node:crypto";
 import * as http from "node:http";
 import * as os from "node:os";
+import AjvModule from "ajv";
+import createSchema from "./create-schema.json" with { type: "json" };
 import type { Socket } from "node:net";
 import { BerthError, errorMessage, invalid, notFound, unsupported } from "../common/errors.js";
 import {
@@ -119,10 +121,29 @@ function frame(stream: 1 | 2, body: Buffer): Buffer {
 
 // ---- request shapes
 
+/**
+ * POST /containers/create's body checked against the API description (scripts/gen-api-schema.mjs
+ * made the schema from v1.50's ContainerConfig, HostConfig and NetworkingConfig): a wrong type is a
+ * 400 naming the field, before the engine sees the request.
+ */
+let validateCreate: ((body: unknown) => boolean) & { errors?: { instancePath: string; message?: string }[] | null };
+function checkCreateBody(body: unknown): void {
+  if (!validateCreate) {
+    const Ajv = ((AjvModule as unknown as { default?: unknown }).default ?? AjvModule) as new (o: object) => { compile(s: object): typeof validateCreate };
+    validateCreate = new Ajv({ strict: false, allErrors: false }).compile(createSchema);
+  }
+  if (validateCreate(body)) return;
+  const e = validateCreate.errors?.[0];
+  const field = (e?.instancePath ?? "").replace(/^\//, "").replace(/\//g, ".") || "the body";
+  throw invalid(`invalid container configuration: ${field} ${(e?.message ?? "is invalid").replace(/,null/g, "")}`);
+}
+
 const configKeys: (keyof ContainerConfig)[] = ["Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr", "ExposedPorts", "Tty", "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck", "Image", "Volumes", "WorkingDir", "Entrypoint", "OnBuild", "Labels", "StopSignal", "StopTimeout"];
 
 /** POST /containers/create's body as the engine's request; clients send zero values for what they leave unset. */
 function createRequest(body: Record<string, unknown>, name: string | null, platform: string | null): CreateRequest {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) throw invalid("the request body must be a JSON object");
+  checkCreateBody(body);
   if (typeof body.Image !== "string" || !body.Image) throw invalid("Config.Image: an image is required");
   const config: ContainerConfig = defaultContainerConfig(body.Image);
   for (const k of configKeys) if (body[k] !== undefined && body[k] !== null) (config as unknown as Record<string, unknown>)[k] = body[k];
