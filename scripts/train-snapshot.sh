@@ -18,10 +18,11 @@ fi
 flags=${BERTH_SNAPSHOT_FLAGS:-$(cat scripts/snapshot.flags)}
 b() { BERTH_TRAIN_CACHE=$cache "$node" $flags scripts/snapshot-train.cjs dist/berth-snapshot.cjs "$@" >/dev/null 2>&1; }
 name=berth-snapshot-training-$$
-root=${BERTH_ROOT:-/var/lib/berth}
-# the bridged run makes berth's bridge and nftables table when there are none: training removes
-# what it made (a user's first bridged run makes them again)
-had_network=$(ls /sys/class/net | grep '^berth' || true)
+# a throwaway store of its own (its own bridge and nftables table, named after it): the user's
+# store, containers and network are never touched, and everything it made is removed after
+tmp=$(mktemp -d /tmp/berth-snapshot-training.XXXXXX)
+export BERTH_ROOT="$tmp/root" BERTH_RUNTIME_ROOT="$tmp/run"
+sh scripts/make-default-image.sh >/dev/null 2>&1 || { echo "train-snapshot: no busybox image; the snapshot stays untrained" >&2; rm -rf "$tmp"; exit 0; }
 b run --rm --network none busybox true
 b run --rm busybox true
 b run -d --name "$name" busybox sleep 60
@@ -35,8 +36,9 @@ b rm -f "$name"
 b images
 # berth's parent cgroup stays between containers; training leaves none behind
 "$node" -e 'import(process.argv[1]).then((m) => m.removeEmptyParent())' "$(pwd)/dist/src/cgroups/index.js" || true
-if [ -z "$had_network" ]; then
-  "$node" -e 'import(process.argv[1]).then((m) => new m.Networking(process.argv[2], process.argv[3]).removeAll())' \
-    "$(pwd)/dist/src/network/index.js" "$root" "${BERTH_RUNTIME_ROOT:-/run/berth/runtime}/.network" || true
-fi
+"$node" -e 'import(process.argv[1]).then((m) => new m.Networking(process.argv[2], process.argv[3]).removeAll())' \
+  "$(pwd)/dist/src/network/index.js" "$BERTH_ROOT" "$BERTH_RUNTIME_ROOT/.network" || true
+grep -o " $tmp/[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
+rm -rf "$tmp"
+unset BERTH_ROOT BERTH_RUNTIME_ROOT
 sh scripts/build-snapshot.sh

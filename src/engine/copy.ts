@@ -48,7 +48,13 @@ export function statInRoot(root: string, path: string): PathStat | undefined {
     const st = at.name ? fs.lstatSync(p, { throwIfNoEntry: false }) : fs.statSync(p);
     if (!st) return undefined;
     const base = path.split("/").filter(Boolean).pop() ?? "/";
-    return { name: base, size: st.size, mode: goMode(st), mtime: st.mtime.toISOString(), linkTarget: st.isSymbolicLink() ? fs.readlinkSync(p) : "" };
+    let linkTarget = "";
+    try {
+      if (st.isSymbolicLink()) linkTarget = fs.readlinkSync(p);
+    } catch {
+      // no longer a link (a live tree changed meanwhile): reported as what lstat saw, without a target
+    }
+    return { name: base, size: st.size, mode: goMode(st), mtime: st.mtime.toISOString(), linkTarget };
   } catch (e) {
     if (missing(e)) return undefined;
     throw e;

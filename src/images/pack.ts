@@ -31,7 +31,7 @@ function headerFor(abs: string, rel: string, st: fs.Stats, hardlinks: Map<string
         if (v) xattrs.set(k, v);
       }
   if (st.isDirectory()) return { h: { ...base, type: "directory", xattrs }, file: false };
-  if (st.isSymbolicLink()) return { h: { ...base, type: "symlink", linkname: fs.readlinkSync(abs) }, file: false };
+  if (st.isSymbolicLink()) return { h: { ...base, type: "symlink", linkname: readlinkStill(abs) }, file: false };
   if (st.isFile()) {
     if (st.nlink > 1) {
       const key = `${st.dev}:${st.ino}`;
@@ -108,6 +108,16 @@ export async function* packDirectory(dir: string, opts: PackOptions = {}): Async
     fs.closeSync(top);
   }
   yield END_OF_ARCHIVE;
+}
+
+/** A link's target; the entry swapped for something else since lstat (a live tree) is an error. */
+function readlinkStill(path: string): string {
+  try {
+    return fs.readlinkSync(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "EINVAL") throw new BerthError("FailedPrecondition", `${path} changed while being archived`);
+    throw e;
+  }
 }
 
 /** Opens an entry without following a link, and only when it is still the one lstat saw. */
