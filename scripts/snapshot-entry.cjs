@@ -14,6 +14,8 @@ try {
 // wrapped as the training wrapped it: a code cache belongs to one exact source text
 const script = new vm.Script(require("node:module").wrap(fs.readFileSync(file, "utf8")), { filename: file, ...(cachedData ? { cachedData } : {}) });
 if (cachedData) process.stderr.write(script.cachedDataRejected ? "build-snapshot: training cache is stale, not used\n" : "build-snapshot: with the training cache\n");
+// kept in the snapshot: what `berth version` reports about the start it made
+globalThis.berthSnapshot = { trained: !!cachedData && !script.cachedDataRejected };
 const m = { exports: {} };
 script.runInThisContext()(m.exports, require, m, file, dist);
 // Node's own functions that berth's commands call, compiled now too (scripts/snapshot-warmup.cjs;

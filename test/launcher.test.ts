@@ -31,6 +31,7 @@ test("the launcher uses the snapshot with the node that made it, and the bundle 
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stderr, /via=snapshot/);
   assert.match(r.stdout, /Version:|berth version/);
+  assert.match(r.stdout, /Start-up: +snapshot \((trained|untrained)/, "berth version says it started from the snapshot");
   // node replaced (another mtime): the bundle
   const later = new Date(made.getTime() + 86_400_000);
   utimesSync(fakeNode, later, later);
@@ -38,6 +39,7 @@ test("the launcher uses the snapshot with the node that made it, and the bundle 
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stderr, /via=bundle/);
   assert.match(r.stdout, /Version:|berth version/);
+  assert.match(r.stdout, /Start-up: +bundle/, "berth version says it started from the bundle");
   // and the bundle runs the runtime too
   const rt = spawnSync(join(bin, "berth-runtime"), ["--version"], { encoding: "utf8", env });
   assert.equal(rt.status, 0, rt.stderr);

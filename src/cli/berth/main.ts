@@ -137,8 +137,20 @@ const groups: Record<string, Record<string, string | { usage: string; run: () =>
 
 const VERSION = "0.1.0";
 
+declare global {
+  /** Set when berth starts from its V8 start-up snapshot (scripts/snapshot-entry.cjs). */
+  var berthSnapshot: { trained: boolean } | undefined;
+}
+
+/** How this berth started: from the snapshot (trained or not), or from the bundle. */
+function startup(): string {
+  const s = globalThis.berthSnapshot;
+  if (s) return s.trained ? "snapshot (trained)" : "snapshot (untrained: ./install.sh trains it)";
+  return "bundle (no start-up snapshot for this node: ./install.sh makes one)";
+}
+
 async function version(_ctx: Context, _argv: string[]): Promise<number> {
-  process.stdout.write(`Client:\n Version:           ${VERSION}\n API version:       1.41\n Node version:      ${process.version}\n OS/Arch:           linux/${process.arch === "x64" ? "amd64" : process.arch}\n`);
+  process.stdout.write(`Client:\n Version:           ${VERSION}\n API version:       1.41\n Node version:      ${process.version}\n OS/Arch:           linux/${process.arch === "x64" ? "amd64" : process.arch}\n Start-up:          ${startup()}\n`);
   return 0;
 }
 
