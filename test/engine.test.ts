@@ -8,6 +8,7 @@ import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
+import * as os from "node:os";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { project, rootSkip, tempDir, leaks } from "./helpers.js";
@@ -201,6 +202,15 @@ describe("containers", { skip: rootSkip }, () => {
 
   test("bad input: docker's wording and exit codes, nothing half-created", () => {
     const before = b(["ps", "-aq"]).stdout;
+    const ncpu = os.availableParallelism();
+    const cpusTooMany = b(["run", "--cpus", String(ncpu + 97), "busybox", "true"]);
+    assert.equal(cpusTooMany.code, 125);
+    assert.match(cpusTooMany.stderr, new RegExp(`Range of CPUs is from 0\\.01 to ${ncpu}\\.00, as there are only ${ncpu} CPUs available`));
+    const longName = b(["run", "--name", "a".repeat(10_000), "busybox", "true"]);
+    assert.equal(longName.code, 125, longName.stderr);
+    assert.match(longName.stderr, /Invalid container name \(a{64}…\): at most 255 characters/);
+    assert.ok(longName.stderr.length < 400, "the error does not echo the whole name");
+    assert.equal(ok(b(["run", "--rm", "-h", "shorthost", "busybox", "hostname"])).stdout, "shorthost\n", "-h is --hostname for run");
     const mem = b(["run", "--memory", "12q", "busybox", "true"]);
     assert.equal(mem.code, 125);
     assert.match(mem.stderr, /invalid argument "12q" for "-m, --memory" flag: invalid size: '12q'/);

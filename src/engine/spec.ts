@@ -3,6 +3,7 @@
  * capabilities, the default seccomp profile specialised to them, docker's masked and read-only
  * paths, /dev/shm of 64 MiB, private pid/ipc/uts/mount/network namespaces (cgroup too on v2).
  */
+import { availableParallelism } from "node:os";
 import * as fs from "node:fs";
 import { invalid, notFound, unsupported } from "../common/errors.js";
 import { parseCpuList, type LinuxResources } from "../cgroups/index.js";
@@ -153,6 +154,9 @@ export function resourcesFor(hc: HostConfig): LinuxResources {
   const cpu: NonNullable<LinuxResources["cpu"]> = {};
   if (hc.NanoCpus) {
     if (hc.CpuQuota || hc.CpuPeriod) throw invalid("Conflicting options: Nano CPUs and CPU Period cannot both be set");
+    // docker's range: from 0.01 to the host's CPU count
+    const ncpu = availableParallelism();
+    if (hc.NanoCpus < 1e7 || hc.NanoCpus > ncpu * 1e9) throw invalid(`Range of CPUs is from 0.01 to ${ncpu}.00, as there are only ${ncpu} CPUs available`);
     cpu.period = 100000;
     cpu.quota = Math.round((hc.NanoCpus / 1e9) * 100000);
   }

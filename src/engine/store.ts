@@ -105,7 +105,10 @@ export class ContainerStore {
   claimName(id: string, wanted?: string): string {
     if (wanted !== undefined) {
       const name = wanted.replace(/^\//, "");
-      if (!nameRe.test(name)) throw invalid(`Invalid container name (${wanted}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`);
+      const shown = wanted.length > 64 ? `${wanted.slice(0, 64)}…` : wanted;
+      if (!nameRe.test(name)) throw invalid(`Invalid container name (${shown}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`);
+      // a name is a file of the store's: no longer than a file name may be
+      if (Buffer.byteLength(name) > 255) throw invalid(`Invalid container name (${shown}): at most 255 characters (this one has ${name.length})`);
       try {
         fs.writeFileSync(join(this.names, name), id, { flag: "wx" });
       } catch (e) {

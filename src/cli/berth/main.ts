@@ -220,7 +220,9 @@ export async function main(argv: string[]): Promise<number> {
     // --help is berth's only before the first argument that is not a flag (`run img cmd --help` is the command's)
     const firstArg = args.findIndex((a) => !a.startsWith("-"));
     const ours = firstArg < 0 ? args : args.slice(0, firstArg);
-    if (ours.includes("--help") || ours.includes("-h")) {
+    // (for run and create, as in docker, -h is --hostname)
+    const hIsHostname = cmdName === "run" || cmdName === "create" || cmdName === "container run" || cmdName === "container create";
+    if (ours.includes("--help") || (!hIsHostname && ours.includes("-h"))) {
       process.stdout.write(`\nUsage:  berth ${usage}\n`);
       return 0;
     }
