@@ -24,6 +24,7 @@ import {
   type ContainerConfig,
   type CreateRequest,
   type Engine,
+  type ImageRecord,
   type HostConfig,
 } from "../engine/index.js";
 
@@ -109,6 +110,18 @@ function filtersOf(q: Query): string[] {
   const out: string[] = [];
   for (const [k, v] of Object.entries(f ?? {})) for (const x of Array.isArray(v) ? v : Object.keys(v).filter((y) => v[y])) out.push(`${k}=${x}`);
   return out;
+}
+
+/** Sends a stream (a tar) as the response body, waiting on the client as it reads (back-pressure). */
+async function sendStream(res: http.ServerResponse, headers: http.OutgoingHttpHeaders, body: AsyncIterable<Buffer>): Promise<void> {
+  res.writeHead(200, headers);
+  for await (const chunk of body) if (!res.write(chunk)) await new Promise((r) => res.once("drain", r));
+  res.end();
+}
+
+/** An image as GET /images/json and /system/df list it. */
+function imageSummary(engine: Engine, r: ImageRecord): Record<string, unknown> {
+  return { Id: r.id, ParentId: "", RepoTags: r.repoTags, RepoDigests: r.repoDigests, Created: Math.floor(Date.parse(r.created ?? r.added) / 1000), Size: r.size, SharedSize: -1, VirtualSize: r.size, Labels: engine.images.config(r).config?.Labels ?? {}, Containers: engine.imageUsers(r.id).length };
 }
 
 /** A docker stdcopy frame: stream 1 stdout, 2 stderr. */
@@ -208,7 +221,7 @@ route("GET", "/system/df", async ({ res, engine }) => {
   const views = await engine.list();
   sendJson(res, 200, {
     LayersSize: du.images.size,
-    Images: du.images.list.map((r) => ({ Id: r.id, ParentId: "", RepoTags: r.repoTags, RepoDigests: r.repoDigests, Created: Math.floor(Date.parse(r.created ?? r.added) / 1000), Size: r.size, SharedSize: -1, VirtualSize: r.size, Labels: {}, Containers: engine.imageUsers(r.id).length })),
+    Images: du.images.list.map((r) => imageSummary(engine, r)),
     Containers: views.map((v) => ({ ...containers.listEntry(v), SizeRw: du.containers.sizes[v.rec.Id] ?? 0, SizeRootFs: 0 })),
     Volumes: engine.volumes.list().map((v) => ({ ...v, UsageData: { Size: system.treeBytes(v.Mountpoint), RefCount: engine.volumeUsers(v.Name).length } })),
     BuildCache: [],
@@ -241,13 +254,7 @@ route("POST", "/containers/create", async ({ req, res, query, engine }) => {
 });
 route("POST", "/containers/prune", async ({ res, query, engine }) => {
   if (filtersOf(query).length) throw unsupported("filters on container prune are not supported yet");
-  const deleted: string[] = [];
-  let reclaimed = 0;
-  for (const v of await engine.list())
-    if (!v.state.Running && !v.state.Restarting) {
-      reclaimed += system.containerSize(engine, v.rec.Id);
-      deleted.push(await engine.remove(v.rec.Id));
-    }
+  const { deleted, reclaimed } = await system.pruneContainers(engine);
   sendJson(res, 200, { ContainersDeleted: deleted, SpaceReclaimed: reclaimed });
 });
 route("GET", "/containers/{id}/json", async (c) => {
@@ -263,11 +270,7 @@ route("GET", "/containers/{id}/top", async (c) => {
 });
 route("GET", "/containers/{id}/changes", async (c) => sendJson(c.res, 200, await system.changes(c.engine, ref(c))));
 route("GET", "/containers/{id}/export", async (c) => {
-  await c.engine.exportContainer(ref(c), async (tar) => {
-    c.res.writeHead(200, { "Content-Type": "application/x-tar" });
-    for await (const chunk of tar) if (!c.res.write(chunk)) await new Promise((r) => c.res.once("drain", r));
-    c.res.end();
-  });
+  await c.engine.exportContainer(ref(c), (tar) => sendStream(c.res, { "Content-Type": "application/x-tar" }, tar));
 });
 /**
  * Attach requests that came before their container's start (docker run attaches, then starts):
@@ -446,11 +449,7 @@ route("GET", "/containers/{id}/archive", async (c) => {
   if (!path) throw invalid("path is required");
   const st = await c.engine.statPath(ref(c), path);
   if (!st) throw notFound(`Could not find the file ${path} in container ${ref(c)}`);
-  await c.engine.copyFrom(ref(c), path, {}, async (tar) => {
-    c.res.writeHead(200, { "Content-Type": "application/x-tar", "X-Docker-Container-Path-Stat": Buffer.from(JSON.stringify(st)).toString("base64") });
-    for await (const chunk of tar) if (!c.res.write(chunk)) await new Promise((r) => c.res.once("drain", r));
-    c.res.end();
-  });
+  await c.engine.copyFrom(ref(c), path, {}, (tar) => sendStream(c.res, { "Content-Type": "application/x-tar", "X-Docker-Container-Path-Stat": Buffer.from(JSON.stringify(st)).toString("base64") }, tar));
 });
 route("PUT", "/containers/{id}/archive", async (c) => {
   const path = c.query.get("path");
@@ -495,14 +494,9 @@ route("POST", "/exec/{id}/resize", (c) => {
 
 // images
 route("GET", "/images/json", ({ res, query, engine }) => {
-  const rows = images.listImages(engine, filtersOf(query));
-  const byId = new Map<string, { r: (typeof rows)[number]["record"] }>();
-  for (const row of rows) byId.set(row.record.id, { r: row.record });
-  sendJson(
-    res,
-    200,
-    [...byId.values()].map(({ r }) => ({ Id: r.id, ParentId: "", RepoTags: r.repoTags, RepoDigests: r.repoDigests, Created: Math.floor(Date.parse(r.created ?? r.added) / 1000), Size: r.size, SharedSize: -1, VirtualSize: r.size, Labels: engine.images.config(r).config?.Labels ?? {}, Containers: engine.imageUsers(r.id).length })),
-  );
+  // one entry per image (listImages gives one per tag)
+  const byId = new Map(images.listImages(engine, filtersOf(query)).map((row) => [row.record.id, row.record]));
+  sendJson(res, 200, [...byId.values()].map((r) => imageSummary(engine, r)));
 });
 route("POST", "/images/create", async ({ req, res, query, engine }) => {
   const from = query.get("fromImage");
@@ -534,19 +528,8 @@ route("POST", "/images/create", async ({ req, res, query, engine }) => {
   }
   res.end();
 });
-route("GET", "/images/get", async ({ res, query, engine }) => {
-  const names = query.getAll("names");
-  const archive = images.save(engine, names, "docker-archive");
-  res.writeHead(200, { "Content-Type": "application/x-tar" });
-  for await (const chunk of archive) if (!res.write(chunk)) await new Promise((r) => res.once("drain", r));
-  res.end();
-});
-route("GET", "/images/{name}/get", async (c) => {
-  const archive = images.save(c.engine, [ref(c)], "docker-archive");
-  c.res.writeHead(200, { "Content-Type": "application/x-tar" });
-  for await (const chunk of archive) if (!c.res.write(chunk)) await new Promise((r) => c.res.once("drain", r));
-  c.res.end();
-});
+route("GET", "/images/get", ({ res, query, engine }) => sendStream(res, { "Content-Type": "application/x-tar" }, images.save(engine, query.getAll("names"), "docker-archive")));
+route("GET", "/images/{name}/get", (c) => sendStream(c.res, { "Content-Type": "application/x-tar" }, images.save(c.engine, [ref(c)], "docker-archive")));
 route("POST", "/images/load", async ({ req, res, query, engine }) => {
   const loaded = await images.load(engine, req as AsyncIterable<Buffer>);
   const lines = loaded.flatMap((r) => (r.repoTags.length ? r.repoTags.map((t) => `Loaded image: ${t}\n`) : [`Loaded image ID: ${r.id}\n`]));

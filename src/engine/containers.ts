@@ -9,6 +9,7 @@ import { familiar } from "../images/index.js";
 import { humanDuration } from "../common/units.js";
 import type { ContainerView, Engine } from "./engine.js";
 import { readLogs, type LogEntry } from "./logs.js";
+import { containerSummary } from "./inspect.js";
 
 /** A time as docker's --since/--until (and the API's since/until) take it: unix seconds, a duration ago (10m), or a date; in ns. */
 export function logTime(s: string | undefined, what = "since"): bigint | undefined {
@@ -92,13 +93,7 @@ export function listEntry(v: ContainerView): Record<string, unknown> {
     if (!list?.length) ports.push({ PrivatePort: Number(port), Type: type ?? "tcp" });
     else for (const b of list) ports.push({ IP: b.HostIp || "0.0.0.0", PrivatePort: Number(port), PublicPort: Number(b.HostPort), Type: type ?? "tcp" });
   }
-  const status = state.Restarting
-    ? `Restarting (${state.ExitCode})`
-    : state.Running
-      ? `Up ${humanDuration(Date.now() - Date.parse(state.StartedAt))}${state.Paused ? " (Paused)" : ""}${state.Health ? ` (${state.Health.Status})` : ""}`
-      : state.Status === "created"
-        ? "Created"
-        : `Exited (${state.ExitCode}) ${humanDuration(Date.now() - Date.parse(state.FinishedAt))} ago`;
+  const { Status: status, State: stateName } = containerSummary(v, (iso) => `${humanDuration(Date.now() - Date.parse(iso))} ago`, humanDuration);
   let image = rec.Config.Image;
   try {
     if (!image.startsWith("sha256:")) image = familiar(image);
@@ -114,7 +109,7 @@ export function listEntry(v: ContainerView): Record<string, unknown> {
     Created: Math.floor(Date.parse(rec.Created) / 1000),
     Ports: ports,
     Labels: rec.Config.Labels ?? {},
-    State: state.Restarting ? "restarting" : state.Paused ? "paused" : state.Status,
+    State: stateName,
     Status: status,
     HostConfig: { NetworkMode: rec.HostConfig.NetworkMode || "default" },
     NetworkSettings: { Networks: state.NetworkSettings?.Networks ?? {} },

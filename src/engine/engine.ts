@@ -5,7 +5,6 @@
  * container ends runs `berth internal-exited ID` — where exit codes are recorded, restart policies
  * applied and --rm containers removed.
  */
-import { builtin } from "../common/builtin.js";
 import { trace } from "../common/trace.js";
 import * as fs from "node:fs";
 import { connect, type Socket } from "node:net";
@@ -13,7 +12,7 @@ import { join } from "../common/path.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { BerthError, exists, invalid, notFound, precondition, unsupported } from "../common/errors.js";
 import { buildBinary, defaultRuntimeRoot, isRootless } from "../common/paths.js";
-import { removeFile, removeTree, setWindowSize, SyscallError } from "../common/sys.js";
+import { pipe, removeFile, removeTree, setWindowSize, SyscallError } from "../common/sys.js";
 import { FileLock, ImageStore, pullImage, commitSnapshot, type ImageRecord, type Progress, parsePlatform, unmount as unmountPath, unmountAsync, type ContainerConfig as ImageContainerConfig } from "../images/index.js";
 import { withLock, writeFileAtomic } from "../common/lock.js";
 import { processStartTime } from "../common/proc.js";
@@ -1065,8 +1064,6 @@ export class Engine {
    */
   async execStreams(ref: string, argv: string[], opts: { user?: string; workdir?: string; env?: string[]; stdin?: boolean } = {}): Promise<{ pid: number; stdin?: import("node:stream").Writable; stdout: import("node:stream").Readable; stderr: import("node:stream").Readable; exit: Promise<number> }> {
     const { id, proc } = await this.execProcess(ref, argv, opts);
-    const { pipe } = await import("../common/sys.js");
-    const { Readable, Writable } = builtin<typeof import("node:stream")>("node:stream");
     const out = pipe(),
       err = pipe(),
       inp = opts.stdin ? pipe() : undefined;
@@ -1078,13 +1075,9 @@ export class Engine {
     const exit = run.then((r) => r.exitCode ?? 0);
     exit.catch(() => pidSeen(0));
     const pid = await Promise.race([started, exit.then(() => 0)]);
-    return {
-      pid,
-      stdout: Readable.from(fdChunks(out[0])),
-      stderr: Readable.from(fdChunks(err[0])),
-      ...(inp ? { stdin: fdWriter(inp[1], Writable) } : {}),
-      exit,
-    };
+    const stdin = inp ? fs.createWriteStream("", { fd: inp[1] }) : undefined;
+    stdin?.on("error", () => {}); // the process closed its stdin (EPIPE): what it did not read is dropped
+    return { pid, stdout: fs.createReadStream("", { fd: out[0] }), stderr: fs.createReadStream("", { fd: err[0] }), ...(stdin ? { stdin } : {}), exit };
   }
 
   private async execProcess(ref: string, argv: string[], opts: { user?: string; workdir?: string; env?: string[]; tty?: boolean }) {
@@ -1156,7 +1149,6 @@ export class Engine {
     }
   }
 
-  /** The container's file system, mounted (for export and cp): calls fn with the path. */
   /** The entry at `path` in a container (docker's HEAD /containers/{id}/archive); undefined when missing. */
   statPath(ref: string, path: string): Promise<PathStat | undefined> {
     return this.withRootfs(ref, async (root) => statInRoot(root, path));
@@ -1177,6 +1169,7 @@ export class Engine {
     return this.withRootfs(ref, (root) => exportRootfs(root, consume));
   }
 
+  /** The container's file system, mounted (for export and cp): calls fn with the path. */
   async withRootfs<T>(ref: string, fn: (dir: string) => Promise<T>): Promise<T> {
     const v = await this.get(ref);
     const rootfs = this.containers.path(v.rec.Id, "rootfs");
@@ -1233,37 +1226,6 @@ export function parseSize(s: string): number {
   if (!m) throw invalid(`invalid size: '${s}'`);
   const mult = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4, p: 1024 ** 5 }[m[2]!.toLowerCase() as "" | "k"]!;
   return Math.floor(Number(m[1]) * mult);
-}
-
-/** A pipe's read end as chunks, read on the thread pool; closed at its end. */
-async function* fdChunks(fd: number): AsyncGenerator<Buffer> {
-  const handle = await fs.promises.open(`/proc/self/fd/${fd}`, "r");
-  fs.closeSync(fd);
-  try {
-    const buf = Buffer.alloc(64 << 10);
-    for (;;) {
-      const { bytesRead } = await handle.read(buf, 0, buf.length, null);
-      if (!bytesRead) return;
-      yield Buffer.from(buf.subarray(0, bytesRead));
-    }
-  } finally {
-    await handle.close();
-  }
-}
-
-/** A pipe's write end as a Writable (closed at its end). */
-function fdWriter(fd: number, W: typeof import("node:stream").Writable): import("node:stream").Writable {
-  return new W({
-    write(chunk: Buffer, _enc, cb) {
-      fs.write(fd, chunk, (e) => cb(e?.code === "EPIPE" ? null : e));
-    },
-    final(cb) {
-      fs.close(fd, () => cb());
-    },
-    destroy(_e, cb) {
-      fs.close(fd, () => cb(null));
-    },
-  });
 }
 
 function validateRequest(req: CreateRequest): void {

@@ -280,19 +280,25 @@ export async function diskUsage(engine: Engine): Promise<DiskUsage> {
   };
 }
 
-/** Stopped containers, unused anonymous volumes (with `volumes`) and dangling (or, with `all`, unused) images. */
-export async function systemPrune(engine: Engine, opts: { all?: boolean; volumes?: boolean } = {}): Promise<{ containers: string[]; volumes: string[]; images: string[]; reclaimed: number }> {
-  const containers: string[] = [];
+/** Removes the stopped containers: their ids, and the bytes their writable layers held. */
+export async function pruneContainers(engine: Engine): Promise<{ deleted: string[]; reclaimed: number }> {
+  const deleted: string[] = [];
   let reclaimed = 0;
   for (const v of await engine.list())
     if (!v.state.Running && !v.state.Restarting) {
       reclaimed += containerSize(engine, v.rec.Id);
-      containers.push(await engine.remove(v.rec.Id));
+      deleted.push(await engine.remove(v.rec.Id));
     }
+  return { deleted, reclaimed };
+}
+
+/** Stopped containers, unused anonymous volumes (with `volumes`) and dangling (or, with `all`, unused) images. */
+export async function systemPrune(engine: Engine, opts: { all?: boolean; volumes?: boolean } = {}): Promise<{ containers: string[]; volumes: string[]; images: string[]; reclaimed: number }> {
+  const c = await pruneContainers(engine);
   const vols = opts.volumes ? pruneVolumes(engine) : { deleted: [], reclaimed: 0 };
   const r = await engine.images.prune({ all: !!opts.all, inUse: engine.imageUsers });
   for (const d of r.deleted) engine.events.emit("image", "delete", d, { name: d });
-  return { containers, volumes: vols.deleted, images: r.deleted, reclaimed: reclaimed + vols.reclaimed + r.reclaimed };
+  return { containers: c.deleted, volumes: vols.deleted, images: r.deleted, reclaimed: c.reclaimed + vols.reclaimed + r.reclaimed };
 }
 
 // ---- events

@@ -164,6 +164,8 @@ export class Runtime {
    * org.berth.lsm=optional (the user's explicit choice) turns the refusal into a warning.
    */
   private checkLabels(spec: Spec, p: Process | undefined = spec.process): HostLsm {
+    // nothing asked for: no look at the host (this runs at every create and exec)
+    if (!p?.apparmorProfile && !p?.selinuxLabel && !spec.linux?.mountLabel) return { apparmor: false, selinux: false };
     const lsm = hostLsm();
     const optional = spec.annotations?.[LSM_OPTIONAL_ANNOTATION] === "optional";
     const refuse = (what: string, why: string) => {
@@ -181,7 +183,9 @@ export class Runtime {
     trace("runtime: bundle loaded");
     const lsm = this.checkLabels(spec);
     // A process joining a frozen cgroup sleeps until someone thaws it: refuse before anything is made.
-    const frozen = cgroups.openCgroup(cgroups.cgroupPathFor(id, spec.linux?.cgroupsPath)).frozenAt();
+    const cgPath = cgroups.cgroupPathFor(id, spec.linux?.cgroupsPath);
+    const cgHandle = cgroups.openCgroup(cgPath);
+    const frozen = cgHandle.frozenAt();
     if (frozen) throw precondition(`cgroup ${frozen} is frozen: a container started in it would not run until it is thawed`);
     this.store.claim(id);
     trace("runtime: claimed");
@@ -204,8 +208,8 @@ export class Runtime {
     let cgEntry: cgroups.CgroupEntry | undefined; // worked out once: for the primer and the plan
     let pid = 0;
     try {
-      const path = cgroups.cgroupPathFor(id, spec.linux?.cgroupsPath);
-      cg = cgroups.openCgroup(path);
+      const path = cgPath;
+      cg = cgHandle;
       if (spec.linux?.cgroupsPath) madeParents = cg.missingParents();
       rec.cgroupPath = path;
       this.store.write(rec);
@@ -691,22 +695,21 @@ function hostLsm(): HostLsm {
 }
 
 /** The state a startContainer hook reads, its pid left for the container's process to fill in. */
-function hookStateTemplate(state: OciState): string {
-  const PID = 987654321; // a number JSON keeps; replaced by the token below
-  return JSON.stringify({ ...state, pid: PID }).replaceAll(String(PID), "@@PID@@");
-}
+const hookStateTemplate = (state: OciState): string => withPidToken({ ...state, pid: PID_MARK });
+
+/** A number JSON keeps where the pid goes; replaced by @@PID@@, which the helper fills in. */
+const PID_MARK = 987654321;
+const withPidToken = (doc: unknown): string => JSON.stringify(doc).replaceAll(String(PID_MARK), "@@PID@@");
 
 /** runc's ContainerProcessState for a seccomp agent; the helper puts the process's pid at @@PID@@. */
 function listenerState(seccomp: CompiledSeccomp, state: OciState, isInit: boolean): string {
-  const PID = 987654321; // a number JSON keeps; replaced by the token below
-  const json = JSON.stringify({
+  return withPidToken({
     ociVersion: state.ociVersion,
     fds: ["seccompFd"],
-    pid: PID,
+    pid: PID_MARK,
     metadata: seccomp.listenerMetadata ?? "",
-    state: { ...state, pid: isInit ? PID : state.pid },
+    state: { ...state, pid: isInit ? PID_MARK : state.pid },
   });
-  return json.replaceAll(String(PID), "@@PID@@");
 }
 
 function isPermissionError(err: unknown): boolean {

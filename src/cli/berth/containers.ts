@@ -718,11 +718,9 @@ export async function containerPrune(ctx: Context, argv: string[]): Promise<numb
     const { confirm } = await import("./images.js");
     if (!(await confirm("WARNING! This will remove all stopped containers.\nAre you sure you want to continue?"))) return 0;
   }
-  const engine = ctx.engine();
-  const gone: string[] = [];
-  for (const v of await engine.list()) if (!v.state.Running && !v.state.Restarting) gone.push(await engine.remove(v.rec.Id));
+  const { deleted: gone, reclaimed } = await system.pruneContainers(ctx.engine());
   if (gone.length) out(`Deleted Containers:\n${gone.map((g) => g + "\n").join("")}\n`);
-  out(`Total reclaimed space: 0B\n`);
+  out(`Total reclaimed space: ${humanSize(reclaimed)}\n`);
   return 0;
 }
 
@@ -810,7 +808,7 @@ export async function cp(ctx: Context, argv: string[]): Promise<number> {
     if (dst.path === "-")
       return engine
         .copyFrom(src.container, src.path, { followLink }, async (tar) => {
-          for await (const chunk of tar) await writeOut(chunk);
+          for await (const chunk of tar) if (!(await writeAll(1, chunk))) break; // the reader went away: quietly, as docker
           return 0;
         })
         .catch(notFound);
@@ -864,18 +862,6 @@ async function writeAll(fd: number, chunk: Buffer): Promise<boolean> {
     }
   }
   return true;
-}
-
-async function writeOut(chunk: Buffer): Promise<void> {
-  let off = 0;
-  while (off < chunk.length) {
-    try {
-      off += fs.writeSync(1, chunk, off);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "EAGAIN") throw e;
-      await new Promise((r) => setTimeout(r, 5));
-    }
-  }
 }
 
 /** Run by a container's monitor every health interval. Not a user command. */

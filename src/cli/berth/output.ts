@@ -1,5 +1,6 @@
 /** docker's output conventions: tabwriter tables, human sizes and durations, --format rendering. */
 import { formatMode, Template } from "../template.js";
+import { humanDuration } from "../../common/units.js";
 
 /** docker's units.HumanSizeWithPrecision(size, 3): decimal units, three significant digits. */
 export function humanSize(bytes: number): string {
@@ -12,8 +13,6 @@ export function humanSize(bytes: number): string {
   }
   return `${Number(v.toPrecision(3))}${units[i]}`;
 }
-
-import { humanDuration } from "../../common/units.js";
 
 export { humanDuration };
 
