@@ -495,7 +495,7 @@ route("POST", "/exec/{id}/resize", (c) => {
 // images
 route("GET", "/images/json", ({ res, query, engine }) => {
   // one entry per image (listImages gives one per tag)
-  const byId = new Map(images.listImages(engine, filtersOf(query)).map((row) => [row.record.id, row.record]));
+  const byId = new Map(images.listImages(engine, filtersOf(query), { all: query.get("all") === "1" || query.get("all") === "true" }).map((row) => [row.record.id, row.record]));
   sendJson(res, 200, [...byId.values()].map((r) => imageSummary(engine, r)));
 });
 route("POST", "/images/create", async ({ req, res, query, engine }) => {

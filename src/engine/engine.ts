@@ -177,7 +177,7 @@ export class Engine {
    * started, and its cgroup made, as soon as its settings are known, so they load (and the kernel's
    * wait for the cgroup lock passes) while the rest of create and start runs.
    */
-  async create(req: CreateRequest, onProgress?: Progress, opts: { startNext?: { handlesExit?: boolean } } = {}): Promise<{ Id: string; Warnings: string[] }> {
+  async create(req: CreateRequest, onProgress?: Progress, opts: { startNext?: { handlesExit?: boolean }; buildStep?: boolean } = {}): Promise<{ Id: string; Warnings: string[] }> {
     validateRequest(req);
     // what docker checks at create, so a bad request leaves no container behind
     resourcesFor(req.HostConfig);
@@ -217,11 +217,12 @@ export class Engine {
       c.Hostname = c.Hostname || id.slice(0, 12);
       c.Labels = { ...(imgCfg.Labels ?? {}), ...c.Labels };
       c.StopSignal = c.StopSignal || imgCfg.StopSignal || "SIGTERM";
-      if (!c.Healthcheck && imgCfg.Healthcheck?.Test) c.Healthcheck = imgCfg.Healthcheck;
+      if (!c.Healthcheck && imgCfg.Healthcheck?.Test && !opts.buildStep) c.Healthcheck = imgCfg.Healthcheck;
       if (imgCfg.ExposedPorts) c.ExposedPorts = { ...imgCfg.ExposedPorts, ...(c.ExposedPorts ?? {}) };
       // docker: a published port is an exposed one
       for (const k of Object.keys(req.HostConfig.PortBindings ?? {})) c.ExposedPorts = { ...(c.ExposedPorts ?? {}), [k.includes("/") ? k : `${k}/tcp`]: {} };
-      if (imgCfg.Volumes) c.Volumes = { ...imgCfg.Volumes, ...(c.Volumes ?? {}) };
+      // a build's RUN keeps what it writes under a VOLUME path (as BuildKit): no volumes mounted there
+      if (imgCfg.Volumes && !opts.buildStep) c.Volumes = { ...imgCfg.Volumes, ...(c.Volumes ?? {}) };
       const rec: ContainerRecord = {
         Id: id,
         Name: `/${name}`,

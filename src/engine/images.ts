@@ -119,11 +119,12 @@ export interface ImageListing {
   digest: string;
 }
 
-export function listImages(engine: Engine, filters: string[] = []): ImageListing[] {
+export function listImages(engine: Engine, filters: string[] = [], opts: { all?: boolean } = {}): ImageListing[] {
   const store = engine.images;
   const keep = imageFilter(store, filters);
   const rows: ImageListing[] = [];
   for (const r of store.list()) {
+    if (r.intermediate && !r.repoTags.length && !opts.all) continue; // build cache: shown with -a, as docker's intermediate images
     const digestFor = (repo: string) => r.repoDigests.find((d) => d.startsWith(repo + "@"))?.split("@")[1] ?? "<none>";
     if (!r.repoTags.length) {
       if (!keep(r, undefined)) continue;

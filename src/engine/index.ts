@@ -11,6 +11,7 @@ export * as images from "./images.js";
 export * as system from "./system.js";
 export * as containers from "./containers.js";
 export * as networks from "./networks.js";
+export * as build from "./build.js";
 // the pure helpers the front ends parse and format with, from the layers below
 export { familiar, familiarRepository, formatReference, parseReference, withDefaultTag, shortId, type ImageRecord, type ProgressEvent, type Reference } from "../images/index.js";
 export { parsePublish } from "../network/ports.js";

@@ -2,6 +2,7 @@
  * Volumes, container changes and statistics, disk usage, pruning, events and host information as
  * data for the front ends (the CLI formats them; the Docker API serialises them).
  */
+import { pruneCache } from "./build.js";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import { join } from "../common/path.js";
@@ -292,13 +293,14 @@ export async function pruneContainers(engine: Engine): Promise<{ deleted: string
   return { deleted, reclaimed };
 }
 
-/** Stopped containers, unused anonymous volumes (with `volumes`) and dangling (or, with `all`, unused) images. */
-export async function systemPrune(engine: Engine, opts: { all?: boolean; volumes?: boolean } = {}): Promise<{ containers: string[]; volumes: string[]; images: string[]; reclaimed: number }> {
+/** Stopped containers, unused anonymous volumes (with `volumes`), dangling (or, with `all`, unused) images and the build cache. */
+export async function systemPrune(engine: Engine, opts: { all?: boolean; volumes?: boolean } = {}): Promise<{ containers: string[]; volumes: string[]; images: string[]; buildCache: string[]; reclaimed: number }> {
   const c = await pruneContainers(engine);
   const vols = opts.volumes ? pruneVolumes(engine) : { deleted: [], reclaimed: 0 };
   const r = await engine.images.prune({ all: !!opts.all, inUse: engine.imageUsers });
   for (const d of r.deleted) engine.events.emit("image", "delete", d, { name: d });
-  return { containers: c.deleted, volumes: vols.deleted, images: r.deleted, reclaimed: c.reclaimed + vols.reclaimed + r.reclaimed };
+  const cache = await pruneCache(engine);
+  return { containers: c.deleted, volumes: vols.deleted, images: r.deleted, buildCache: cache.deleted, reclaimed: c.reclaimed + vols.reclaimed + r.reclaimed + cache.reclaimed };
 }
 
 // ---- events

@@ -12,9 +12,9 @@ import { invalid } from "../common/errors.js";
 import { applyChanges } from "./archive.js";
 import { packDirectory } from "./pack.js";
 import { encodeHeader, END_OF_ARCHIVE } from "./tar.js";
-import { type ImageRecord, type ImageStore } from "./store.js";
+import { chainIds, type ImageRecord, type ImageStore } from "./store.js";
 import { formatReference, parseReference, withDefaultTag } from "./reference.js";
-import { hostPlatform, MediaType, type ContainerConfig, type ImageConfig, type Manifest } from "./types.js";
+import { hostPlatform, MediaType, type ContainerConfig, type Descriptor, type ImageConfig, type Manifest } from "./types.js";
 
 export interface CommitOptions {
   /** The writable snapshot (a container's key). */
@@ -76,26 +76,17 @@ async function* treeDiff(lower: string | undefined, upper: string): AsyncGenerat
   yield END_OF_ARCHIVE;
 }
 
-export async function commitSnapshot(store: ImageStore, opts: CommitOptions): Promise<ImageRecord> {
-  if (!store.snapshots.hasActive(opts.snapshot)) throw invalid(`no such snapshot: ${opts.snapshot}`);
-  const tags = opts.reference ? [formatReference(withDefaultTag(parseReference(opts.reference)))] : [];
-  const tmp = join(store.root, "tmp", `commit-${process.pid}-${randomBytes(4).toString("hex")}`);
+/** A layer tar gzipped into the content store while both digests are computed: the blob and its diff ID. */
+async function storeLayer(store: ImageStore, tar: AsyncIterable<Buffer>): Promise<{ digest: string; diffId: string; size: number; tarSize: number }> {
+  const tmp = join(store.root, "tmp", `layer-${process.pid}-${randomBytes(4).toString("hex")}`);
   fs.mkdirSync(join(store.root, "tmp"), { recursive: true });
-  const lease = await store.writerLease();
-  let failed = false;
   try {
-    const parentConfig: ImageConfig | undefined = opts.parent ? store.config(opts.parent) : undefined;
-    const parentTop = opts.parent ? store.topLayer(opts.parent) : undefined;
-    const tar =
-      store.snapshots.kind === "overlay"
-        ? packDirectory(store.snapshots.changes(opts.snapshot), { form: "overlay-diff" })
-        : treeDiff(parentTop ? store.snapshots.layerDir(parentTop) : undefined, store.snapshots.changes(opts.snapshot));
-    // gzip while hashing both sides: the blob digest and the diff ID
     const diffHash = createHash("sha256");
     const blobHash = createHash("sha256");
     const out = fs.createWriteStream(tmp);
     const gz = builtin<typeof import("node:zlib")>("node:zlib").createGzip({ level: 6 });
-    let size = 0;
+    let size = 0,
+      tarSize = 0;
     gz.on("data", (c: Buffer) => {
       blobHash.update(c);
       size += c.length;
@@ -109,13 +100,49 @@ export async function commitSnapshot(store: ImageStore, opts: CommitOptions): Pr
     });
     for await (const chunk of tar) {
       diffHash.update(chunk);
+      tarSize += chunk.length;
       if (!gz.write(chunk)) await new Promise((r) => gz.once("drain", r));
     }
     gz.end();
     await done;
-    const blobDigest = `sha256:${blobHash.digest("hex")}`;
-    const diffId = `sha256:${diffHash.digest("hex")}`;
-    if (!store.content.has(blobDigest)) fs.renameSync(tmp, store.content.path(blobDigest));
+    const digest = `sha256:${blobHash.digest("hex")}`;
+    if (!store.content.has(digest)) fs.renameSync(tmp, store.content.path(digest));
+    return { digest, diffId: `sha256:${diffHash.digest("hex")}`, size, tarSize };
+  } finally {
+    fs.rmSync(tmp, { force: true });
+  }
+}
+
+/** The tar of a writable snapshot's changes (overlay: its upper dir; copy: a diff against the parent layer). */
+function changesTar(store: ImageStore, snapshot: string, parentTop: string | undefined): AsyncIterable<Buffer> {
+  return store.snapshots.kind === "overlay"
+    ? packDirectory(store.snapshots.changes(snapshot), { form: "overlay-diff" })
+    : treeDiff(parentTop ? store.snapshots.layerDir(parentTop) : undefined, store.snapshots.changes(snapshot));
+}
+
+/** Store a config and a manifest of parent's layers plus `layer`, and name the image. */
+async function writeImage(store: ImageStore, parent: ImageRecord | undefined, config: ImageConfig, layer: Descriptor | undefined, tags: string[], extra: { cacheKey?: string; intermediate?: boolean } = {}): Promise<ImageRecord> {
+  const cfgBody = Buffer.from(JSON.stringify(config));
+  const cfgDigest = store.content.put(cfgBody);
+  const parentManifest: Manifest | undefined = parent ? store.manifest(parent) : undefined;
+  const manifest: Manifest = {
+    schemaVersion: 2,
+    mediaType: MediaType.ociManifest,
+    config: { mediaType: MediaType.ociConfig, digest: cfgDigest, size: cfgBody.length },
+    layers: [...(parentManifest?.layers ?? []), ...(layer ? [layer] : [])],
+  };
+  return store.createImage(manifest, MediaType.ociManifest, tags, { ...(parent ? { parent: parent.id } : {}), ...extra });
+}
+
+export async function commitSnapshot(store: ImageStore, opts: CommitOptions): Promise<ImageRecord> {
+  if (!store.snapshots.hasActive(opts.snapshot)) throw invalid(`no such snapshot: ${opts.snapshot}`);
+  const tags = opts.reference ? [formatReference(withDefaultTag(parseReference(opts.reference)))] : [];
+  const lease = await store.writerLease();
+  let failed = false;
+  try {
+    const parentConfig: ImageConfig | undefined = opts.parent ? store.config(opts.parent) : undefined;
+    const parentTop = opts.parent ? store.topLayer(opts.parent) : undefined;
+    const layer = await storeLayer(store, changesTar(store, opts.snapshot, parentTop));
     const now = new Date().toISOString();
     const p = hostPlatform();
     const config: ImageConfig = {
@@ -123,26 +150,81 @@ export async function commitSnapshot(store: ImageStore, opts: CommitOptions): Pr
       created: now,
       ...(opts.author ? { author: opts.author } : {}),
       config: applyChanges(opts.config ?? parentConfig?.config ?? {}, opts.changes ?? []),
-      rootfs: { type: "layers", diff_ids: [...(parentConfig?.rootfs.diff_ids ?? []), diffId] },
+      rootfs: { type: "layers", diff_ids: [...(parentConfig?.rootfs.diff_ids ?? []), layer.diffId] },
       history: [...(parentConfig?.history ?? []), { created: now, created_by: opts.createdBy ?? "berth commit", ...(opts.author ? { author: opts.author } : {}), ...(opts.message ? { comment: opts.message } : {}) }],
     };
-    const cfgBody = Buffer.from(JSON.stringify(config));
-    const cfgDigest = store.content.put(cfgBody);
-    const parentManifest: Manifest | undefined = opts.parent ? store.manifest(opts.parent) : undefined;
-    const manifest: Manifest = {
-      schemaVersion: 2,
-      mediaType: MediaType.ociManifest,
-      config: { mediaType: MediaType.ociConfig, digest: cfgDigest, size: cfgBody.length },
-      layers: [...(parentManifest?.layers ?? []), { mediaType: MediaType.ociLayerGzip, digest: blobDigest, size }],
-    };
     // the new layer's snapshot is unpacked from the blob: exactly what a pull of the image would make
-    return await store.createImage(manifest, MediaType.ociManifest, tags, opts.parent ? { parent: opts.parent.id } : {});
+    return await writeImage(store, opts.parent, config, { mediaType: MediaType.ociLayerGzip, digest: layer.digest, size: layer.size }, tags);
   } catch (e) {
     failed = true;
     throw e;
   } finally {
     lease.release();
-    fs.rmSync(tmp, { force: true });
     if (failed) await store.gc();
+  }
+}
+
+export interface BuildCommit {
+  /** The writable snapshot holding the step's changes (undefined: a step that changes no file). */
+  snapshot?: string;
+  parent?: ImageRecord;
+  /** The new image's config: its history ends with this step's entry; rootfs is the parent's (the layer is added here). */
+  config: ImageConfig;
+  tags?: string[];
+  cacheKey?: string;
+  intermediate?: boolean;
+}
+
+/**
+ * A build step's image: the snapshot's changes become its layer (none, and `empty_layer` in the
+ * history, when it changed nothing), moved into place rather than unpacked again; the snapshot is
+ * then the caller's to remove.
+ */
+export async function commitBuildStep(store: ImageStore, opts: BuildCommit): Promise<ImageRecord> {
+  const lease = await store.writerLease();
+  let failed = false;
+  try {
+    const config: ImageConfig = structuredClone(opts.config);
+    const parentTop = opts.parent ? store.topLayer(opts.parent) : undefined;
+    const history = config.history ?? [];
+    const last = history[history.length - 1];
+    const changed = opts.snapshot !== undefined && (store.snapshots.kind !== "overlay" || fs.readdirSync(store.snapshots.changes(opts.snapshot)).length > 0);
+    if (!changed || !opts.snapshot) {
+      if (last) last.empty_layer = true;
+      return await writeImage(store, opts.parent, config, undefined, opts.tags ?? [], opts);
+    }
+    const layer = await storeLayer(store, changesTar(store, opts.snapshot, parentTop));
+    if (last) delete last.empty_layer;
+    config.rootfs = { type: "layers", diff_ids: [...config.rootfs.diff_ids, layer.diffId] };
+    const ids = chainIds(config.rootfs.diff_ids);
+    const chainId = ids[ids.length - 1]!;
+    if (store.snapshots.kind === "overlay") {
+      const size = dirSize(store.snapshots.changes(opts.snapshot));
+      store.snapshots.adopt(opts.snapshot, { chainId, ...(parentTop ? { parent: parentTop } : {}), diffId: layer.diffId, size, tarSize: layer.tarSize });
+    }
+    return await writeImage(store, opts.parent, config, { mediaType: MediaType.ociLayerGzip, digest: layer.digest, size: layer.size }, opts.tags ?? [], opts);
+  } catch (e) {
+    failed = true;
+    throw e;
+  } finally {
+    lease.release();
+    if (failed) await store.gc();
+  }
+}
+
+/** Bytes of regular files in a tree (what a layer snapshot's size counts). */
+function dirSize(dir: string): number {
+  let n = 0;
+  for (const e of fs.readdirSync(dir, { withFileTypes: true, recursive: true })) if (e.isFile()) n += fs.lstatSync(join(e.parentPath ?? (e as unknown as { path: string }).path, e.name)).size;
+  return n;
+}
+
+/** An image whose config changed and whose layers did not (a build's metadata-only result). */
+export async function writeConfigImage(store: ImageStore, parent: ImageRecord | undefined, config: ImageConfig, tags: string[], extra: { cacheKey?: string; intermediate?: boolean } = {}): Promise<ImageRecord> {
+  const lease = await store.writerLease();
+  try {
+    return await writeImage(store, parent, config, undefined, tags, extra);
+  } finally {
+    lease.release();
   }
 }

@@ -17,6 +17,8 @@ export interface PackOptions {
   xattrs?: boolean;
   /** The name an entry gets in the archive (default: its path below dir). */
   rename?: (rel: string) => string;
+  /** Changes an entry's header before it is written (a build's --chown and --chmod). */
+  edit?: (h: Partial<TarHeader> & { name: string; type: EntryType }) => void;
 }
 
 const names = new Map<number, string>();
@@ -72,6 +74,7 @@ export async function* packDirectory(dir: string, opts: PackOptions = {}): Async
         continue;
       }
       const { h, file } = headerFor(childAbs, opts.rename ? opts.rename(childRel) : childRel, st, hardlinks, opts);
+      opts.edit?.(h);
       yield encodeHeader(h);
       if (file) {
         const fd = openSame(childAbs, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK, st);

@@ -67,6 +67,11 @@ export interface Snapshotter {
   removeAsync(key: string): Promise<void>;
   /** Remove temporary directories left by processes that died. */
   cleanup(): void;
+  /**
+   * Commit a writable snapshot's changes as the layer chainId (a build step's result) by moving
+   * them, not unpacking its tar again; the writable snapshot is left to remove.
+   */
+  adopt(key: string, layer: LayerSnapshot): void;
 }
 
 /** Whether this kernel's overlayfs took the volatile option (undefined: not tried yet). */
@@ -152,6 +157,17 @@ abstract class BaseSnapshotter {
     }
   }
 
+  /** Names an adopted layer's directory (meta.json, then the rename that commits it). */
+  protected finishAdopt(tmp: string, layer: LayerSnapshot): void {
+    fs.writeFileSync(join(tmp, "meta.json"), JSON.stringify(layer));
+    try {
+      fs.renameSync(tmp, join(this.layersDir, hexOf(layer.chainId)));
+    } catch (e) {
+      if (!["ENOTEMPTY", "EEXIST"].includes((e as NodeJS.ErrnoException).code ?? "")) throw e;
+      removeTree(tmp); // the same layer is already here
+    }
+  }
+
   remove(key: string): void {
     const tmp = this.unname(key);
     if (tmp) removeTree(tmp);
@@ -209,6 +225,17 @@ export class OverlaySnapshotter extends BaseSnapshotter implements Snapshotter {
 
   layerDir(chainId: string): string {
     return join(this.layersDir, hexOf(chainId), "diff");
+  }
+
+  adopt(key: string, layer: LayerSnapshot): void {
+    if (this.hasLayer(layer.chainId)) return; // the same layer is here already
+    const tmp = join(this.layersDir, tmpName());
+    fs.mkdirSync(tmp);
+    fs.renameSync(this.changes(key), join(tmp, "diff"));
+    const short = randomBytes(6).toString("base64url").replace(/[-_]/g, "x");
+    fs.writeFileSync(join(tmp, "link"), short);
+    fs.symlinkSync(`../layers/${hexOf(layer.chainId)}/diff`, join(this.linksDir, short));
+    this.finishAdopt(tmp, layer);
   }
 
   private shortOf(chainId: string): string {
@@ -328,6 +355,14 @@ export class CopySnapshotter extends BaseSnapshotter implements Snapshotter {
       else fs.mkdirSync(fsDir, 0o755);
       return extractLayer(input, fsDir, "apply", diffId);
     });
+  }
+
+  adopt(key: string, layer: LayerSnapshot): void {
+    if (this.hasLayer(layer.chainId)) return;
+    const tmp = join(this.layersDir, tmpName());
+    fs.mkdirSync(tmp);
+    fs.renameSync(this.changes(key), join(tmp, "fs"));
+    this.finishAdopt(tmp, layer);
   }
 
   layerDir(chainId: string): string {

@@ -37,6 +37,10 @@ export interface ImageRecord {
   added: string;
   /** The image this one was committed or built from. */
   parent?: string;
+  /** A build step's cache key: the builder reuses this image for a step with the same key. */
+  cacheKey?: string;
+  /** A build's intermediate state (hidden from `images`, removed by `builder prune`). */
+  intermediate?: boolean;
 }
 
 interface Metadata {
@@ -146,6 +150,12 @@ export class ImageStore {
       if (matches.length === 1) return matches[0];
       if (matches.length > 1 && nameOrId.replace(/^sha256:/, "").length >= 4) throw invalid(`image ID prefix ${nameOrId} is ambiguous: it matches ${matches.length} images`);
     }
+    return undefined;
+  }
+
+  /** The image a build step with this cache key made earlier, if it is still here and whole. */
+  findCached(cacheKey: string): ImageRecord | undefined {
+    for (const r of Object.values(this.read().images)) if (r.cacheKey === cacheKey && this.content.has(r.id)) return r;
     return undefined;
   }
 
@@ -305,11 +315,13 @@ export class ImageStore {
   }
 
   /** docker image prune: dangling images (no name), or with all every image no container uses. */
-  async prune(opts: { all?: boolean; inUse?: (id: string) => string[]; filter?: (r: ImageRecord) => boolean } = {}): Promise<{ deleted: string[]; untagged: string[]; reclaimed: number }> {
+  async prune(opts: { all?: boolean; inUse?: (id: string) => string[]; filter?: (r: ImageRecord) => boolean; buildCache?: boolean } = {}): Promise<{ deleted: string[]; untagged: string[]; reclaimed: number }> {
     const out = { deleted: [] as string[], untagged: [] as string[], reclaimed: 0 };
     await this.update((meta) => {
       for (const r of Object.values(meta.images)) {
         if (!opts.all && r.repoTags.length) continue;
+        // a build's intermediate images are its cache: `builder prune` removes them, not image prune
+        if (!!r.intermediate !== !!opts.buildCache) continue;
         if (opts.inUse?.(r.id).length) continue;
         if (opts.filter && !opts.filter(r)) continue;
         for (const t of [...r.repoTags, ...r.repoDigests]) out.untagged.push(familiar(t));
@@ -345,7 +357,7 @@ export class ImageStore {
    * Store a manifest, config and layer blobs already in the content store as an image: unpack its
    * layers and name it. Used by load, import and commit.
    */
-  async createImage(manifest: Manifest, manifestMediaType: string, tags: string[], opts: { parent?: string; digests?: string[] } = {}): Promise<ImageRecord> {
+  async createImage(manifest: Manifest, manifestMediaType: string, tags: string[], opts: { parent?: string; digests?: string[]; cacheKey?: string; intermediate?: boolean } = {}): Promise<ImageRecord> {
     const body = Buffer.from(JSON.stringify(manifest));
     const digest = this.content.put(body);
     const config = this.content.readJSON<ImageConfig>(manifest.config.digest);
@@ -362,6 +374,8 @@ export class ImageStore {
         ...(config.created ? { created: config.created } : {}),
         size,
         ...(opts.parent ? { parent: opts.parent } : {}),
+        ...(opts.cacheKey ? { cacheKey: opts.cacheKey } : {}),
+        ...(opts.intermediate ? { intermediate: true } : {}),
       },
       tags,
       opts.digests ?? [],

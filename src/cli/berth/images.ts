@@ -99,7 +99,7 @@ export async function images(ctx: Context, argv: string[]): Promise<number> {
   const filters = list(flags.filter);
   if (args[0]) filters.push(`reference=${args[0]}`);
   const noTrunc = !!flags["no-trunc"];
-  const rows: ImageRow[] = ops.listImages(ctx.engine(), filters).map(({ record: r, repository, tag, digest }) => ({
+  const rows: ImageRow[] = ops.listImages(ctx.engine(), filters, { all: !!flags.all }).map(({ record: r, repository, tag, digest }) => ({
       Containers: "N/A",
       CreatedAt: r.created ? new Date(r.created).toISOString().replace("T", " ").replace(/\.\d+Z$/, " +0000 UTC") : "",
       CreatedSince: ago(r.created),

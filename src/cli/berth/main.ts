@@ -16,8 +16,10 @@ const images = () => import("./images.js");
 const containers = () => import("./containers.js");
 const system = () => import("./system.js");
 const network = () => import("./network.js");
+const builds = () => import("./build.js");
 
 const commands: Record<string, { usage: string; summary: string; run: () => Promise<Handler> }> = {
+  build: { usage: "build [OPTIONS] PATH | URL | -", summary: "Build an image from a Dockerfile", run: async () => (await builds()).build },
   pull: { usage: "pull [OPTIONS] NAME[:TAG|@DIGEST]", summary: "Download an image from a registry", run: async () => (await images()).pull },
   push: { usage: "push [OPTIONS] NAME[:TAG]", summary: "Upload an image to a registry", run: async () => (await images()).push },
   images: { usage: "images [OPTIONS] [REPOSITORY[:TAG]]", summary: "List images", run: async () => (await images()).images },
@@ -73,8 +75,14 @@ const groups: Record<string, Record<string, string | { usage: string; run: () =>
     save: "save",
     load: "load",
     import: "import",
+    build: "build",
     inspect: { usage: "image inspect [OPTIONS] IMAGE [IMAGE...]", run: async () => (await images()).imageInspect },
     prune: { usage: "image prune [OPTIONS]", run: async () => (await images()).imagePrune },
+  },
+  builder: {
+    build: "build",
+    prune: { usage: "builder prune [OPTIONS]", run: async () => (await builds()).builderPrune },
+    du: { usage: "builder du [OPTIONS]", run: async () => (await builds()).builderDu },
   },
   system: {
     df: { usage: "system df [OPTIONS]", run: async () => (await images()).systemDf },

@@ -1,0 +1,343 @@
+/**
+ * `berth build` as a user runs it: the seeds' FROM / COPY / RUN / CMD image and its stacked layers,
+ * the cache (reused, invalidated by content not times, kept across runs), multi-stage builds (only
+ * what the target needs, stages side by side), heredocs, .dockerignore, ONBUILD, every
+ * instruction's effect on the image's config and files, and bad input that leaves nothing behind.
+ */
+import { test, describe, before, after } from "node:test";
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { spawnSync } from "node:child_process";
+import { rootSkip, tempDir } from "./helpers.js";
+import { berth, berthEnv, importBusybox, ok, removeNetworking, type BerthEnv } from "./image-helpers.js";
+
+let env: BerthEnv;
+let runtimeRoot: string;
+const b = (args: string[], input?: string) => berth(env, args, { extraEnv: { BERTH_RUNTIME_ROOT: runtimeRoot }, ...(input !== undefined ? { input } : {}) });
+
+/** A context directory with these files (paths relative to it). */
+function context(files: Record<string, string>): string {
+  const dir = tempDir("berth-ctx-");
+  for (const [name, body] of Object.entries(files)) {
+    fs.mkdirSync(join(dir, name, ".."), { recursive: true });
+    fs.writeFileSync(join(dir, name), body);
+  }
+  return dir;
+}
+
+const inspect = (ref: string, fmt: string) => ok(b(["image", "inspect", "-f", fmt, ref])).stdout.trim();
+const run = (ref: string, ...cmd: string[]) => ok(b(["run", "--rm", ref, ...cmd])).stdout;
+
+/** Nothing a build made may stay: no containers, no build snapshots or mounts, no temporary files. */
+function assertClean(): void {
+  assert.equal(b(["ps", "-aq"]).stdout.trim(), "", "no containers are left");
+  const active = join(env.root, "snapshots/overlay/active");
+  if (fs.existsSync(active)) assert.deepEqual(fs.readdirSync(active).filter((n) => n.startsWith("build-") || n.startsWith("tmp-")), [], "no build snapshots are left");
+  const tmp = join(env.root, "tmp");
+  if (fs.existsSync(tmp)) assert.deepEqual(fs.readdirSync(tmp), [], "no temporary files are left");
+  const mounts = fs.readFileSync("/proc/self/mountinfo", "utf8");
+  assert.ok(!mounts.includes(env.root + "/tmp"), "no build mount is left");
+}
+
+describe("berth build", { skip: rootSkip }, () => {
+  before(() => {
+    env = berthEnv();
+    runtimeRoot = tempDir("berth-test-rt-");
+    importBusybox(env);
+  });
+  after(async () => {
+    const ids = b(["ps", "-aq"]).stdout.trim().split("\n").filter(Boolean);
+    if (ids.length) b(["rm", "-f", ...ids]);
+    await removeNetworking(env, runtimeRoot);
+  });
+
+  test("the seeds' FROM / COPY / RUN / CMD: an image of stacked layers that runs, its history the steps", () => {
+    const dir = context({
+      "hello.txt": "hello from the build context\n",
+      Dockerfile: "FROM busybox\nCOPY hello.txt /app/hello.txt\nRUN cat /app/hello.txt | tee /app/copy && echo built >> /app/copy\nCMD [\"cat\", \"/app/copy\"]\n",
+    });
+    const r = ok(b(["build", "-t", "seed:v1", dir]));
+    assert.match(r.stderr, /\[stage-0 3\/4\] RUN cat \/app\/hello.txt/);
+    assert.match(r.stderr, /^#3 [\d.]+ hello from the build context$/m, "the RUN step's output is shown");
+    assert.equal(run("seed:v1"), "hello from the build context\nbuilt\n");
+    // two new layers over busybox's one: COPY and RUN, each its own overlay lower dir
+    assert.equal(JSON.parse(inspect("seed:v1", "{{json .RootFS.Layers}}")).length, 3);
+    const history = ok(b(["history", "--no-trunc", "--format", "{{.CreatedBy}}", "seed:v1"])).stdout;
+    assert.match(history, /^CMD \["cat","\/app\/copy"\]$/m);
+    assert.match(history, /^RUN \/bin\/sh -c cat \/app\/hello.txt \| tee \/app\/copy && echo built >> \/app\/copy # buildkit$/m);
+    assert.match(history, /^COPY hello.txt \/app\/hello.txt # buildkit$/m);
+    assert.deepEqual(JSON.parse(inspect("seed:v1", "{{json .Config.Cmd}}")), ["cat", "/app/copy"]);
+    assertClean();
+  });
+
+  test("a rebuild with nothing changed comes from the cache: same image, every step CACHED, nothing run", () => {
+    const dir = context({ "a.txt": "one\n", Dockerfile: "FROM busybox\nCOPY a.txt /a.txt\nRUN echo ran-the-step; cp /a.txt /b.txt\nLABEL x=y\n" });
+    const first = ok(b(["build", "-q", dir])).stdout.trim();
+    const again = ok(b(["build", dir]));
+    assert.equal((again.stderr.match(/CACHED/g) ?? []).length, 2);
+    assert.doesNotMatch(again.stderr, /^#\d+ [\d.]+ ran-the-step$/m);
+    assert.equal(ok(b(["build", "-q", dir])).stdout.trim(), first, "the same image ID");
+    // a new mtime with the same content is still a hit (docker: content, modes and owners count, not times)
+    const later = new Date(Date.now() + 60_000);
+    fs.utimesSync(join(dir, "a.txt"), later, later);
+    assert.equal(ok(b(["build", "-q", dir])).stdout.trim(), first);
+    // changed content: COPY and everything after it run again
+    fs.writeFileSync(join(dir, "a.txt"), "two\n");
+    const changed = ok(b(["build", "-t", "cache:changed", dir]));
+    assert.equal((changed.stderr.match(/CACHED/g) ?? []).length, 0);
+    assert.match(changed.stderr, /^#\d+ [\d.]+ ran-the-step$/m);
+    assert.equal(run("cache:changed", "cat", "/b.txt"), "two\n");
+    // a mode change is a change
+    fs.chmodSync(join(dir, "a.txt"), 0o600);
+    assert.doesNotMatch(ok(b(["build", dir])).stderr, /#2 CACHED/);
+    // --no-cache runs everything
+    assert.match(ok(b(["build", "--no-cache", dir])).stderr, /^#\d+ [\d.]+ ran-the-step$/m);
+    // intermediate images are hidden from `images` (shown with -a), and builder prune removes them
+    const all = ok(b(["images", "-a", "-q"])).stdout.trim().split("\n").length;
+    const shown = ok(b(["images", "-q"])).stdout.trim().split("\n").length;
+    assert.ok(all > shown, `images -a (${all}) lists the build's intermediate images, images (${shown}) does not`);
+    assert.match(ok(b(["builder", "du"])).stdout, /Total:/);
+    ok(b(["builder", "prune", "-f"]));
+    assert.equal(ok(b(["images", "-a", "-q"])).stdout.trim().split("\n").length, shown);
+    assert.equal(run("cache:changed", "cat", "/b.txt"), "two\n", "a tagged image survives builder prune");
+    assert.doesNotMatch(ok(b(["build", dir])).stderr, /CACHED/, "the cache is gone");
+    assertClean();
+  });
+
+  test("multi-stage: COPY --from a stage, only the stages the target needs are built, --target", () => {
+    const dir = context({
+      Dockerfile: [
+        "FROM busybox AS gen",
+        "RUN mkdir /out && echo generated > /out/file && chmod 750 /out/file",
+        "FROM busybox AS broken",
+        "RUN echo this stage is never needed; exit 3",
+        "FROM busybox AS final",
+        "COPY --from=gen /out/file /result",
+        "CMD [\"cat\", \"/result\"]",
+        "",
+      ].join("\n"),
+    });
+    const r = ok(b(["build", "-t", "multi", dir]));
+    assert.doesNotMatch(r.stderr, /never needed/, "an unused stage is not built");
+    assert.equal(run("multi"), "generated\n");
+    assert.equal(run("multi", "stat", "-c", "%a %u", "/result"), "750 0\n");
+    const t = ok(b(["build", "-q", "--target", "gen", dir])).stdout.trim();
+    assert.equal(run(t, "cat", "/out/file"), "generated\n");
+    const failed = b(["build", "--target", "broken", dir]);
+    assert.equal(failed.code, 3, "a failing RUN exits with its exit code");
+    assert.match(failed.stderr, /process "\/bin\/sh -c echo this stage is never needed; exit 3" did not complete successfully: exit code: 3/);
+    assert.match(b(["build", "--target", "nope", dir]).stderr, /target stage "nope" could not be found/);
+    assertClean();
+  });
+
+  test("independent stages build side by side", () => {
+    const dir = context({
+      Dockerfile: [
+        "FROM busybox AS a",
+        "RUN sleep 2; echo a > /a",
+        "FROM busybox AS b",
+        "RUN sleep 2; echo b > /b",
+        "FROM busybox",
+        "COPY --from=a /a /a",
+        "COPY --from=b /b /b",
+        "",
+      ].join("\n"),
+    });
+    const t0 = Date.now();
+    const id = ok(b(["build", "-q", dir])).stdout.trim();
+    const took = Date.now() - t0;
+    assert.equal(run(id, "cat", "/a", "/b"), "a\nb\n");
+    assert.ok(took < 3800, `two 2-second stages took ${took} ms (one after the other would take over 4 s)`);
+  });
+
+  test("heredocs: RUN <<EOF scripts (with and without a shebang), COPY <<EOF files with variables", () => {
+    const dir = context({
+      Dockerfile: [
+        "FROM busybox",
+        "ARG WHO=world",
+        "RUN <<EOF",
+        "echo first > /h1",
+        "echo second >> /h1",
+        "EOF",
+        "RUN <<EOT",
+        "#!/bin/sh -e",
+        "echo \"shebang $0\" > /h2",
+        "EOT",
+        "COPY <<-EOF /greeting",
+        "\thello ${WHO}",
+        "\tquoted \"stays\"",
+        "\tEOF",
+        "COPY <<'EOF' /literal",
+        "no ${WHO} here",
+        "EOF",
+        "RUN cat <<EOF > /h3",
+        "from cat",
+        "EOF",
+        "",
+      ].join("\n"),
+    });
+    const id = ok(b(["build", "-q", "--build-arg", "WHO=berth", dir])).stdout.trim();
+    assert.equal(run(id, "cat", "/h1"), "first\nsecond\n");
+    assert.match(run(id, "cat", "/h2"), /^shebang \/dev\/pipes\/EOT$/m);
+    assert.equal(run(id, "cat", "/greeting"), 'hello berth\nquoted "stays"\n');
+    assert.equal(run(id, "cat", "/literal"), "no ${WHO} here\n");
+    assert.equal(run(id, "cat", "/h3"), "from cat\n");
+  });
+
+  test(".dockerignore: ignored files stay out, ! exceptions come back, a COPY of an ignored file says so", () => {
+    const dir = context({
+      ".dockerignore": "# comment\n*.log\nsecret/\n**/*.tmp\n!keep.log\n",
+      "app.txt": "app\n",
+      "debug.log": "no\n",
+      "keep.log": "kept\n",
+      "secret/key": "no\n",
+      "deep/a/b/x.tmp": "no\n",
+      "deep/a/b/y.txt": "yes\n",
+      Dockerfile: "FROM busybox\nCOPY . /ctx/\n",
+    });
+    const id = ok(b(["build", "-q", dir])).stdout.trim();
+    const files = run(id, "find", "/ctx", "-type", "f").split("\n").filter(Boolean).sort();
+    assert.deepEqual(files, ["/ctx/.dockerignore", "/ctx/Dockerfile", "/ctx/app.txt", "/ctx/deep/a/b/y.txt", "/ctx/keep.log"]);
+    fs.writeFileSync(join(dir, "Dockerfile"), "FROM busybox\nCOPY debug.log /\n");
+    const r = b(["build", dir]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /debug.log" is excluded by .dockerignore/);
+    // a Dockerfile's own <name>.dockerignore wins over the context's
+    fs.writeFileSync(join(dir, "Other.Dockerfile"), "FROM busybox\nCOPY . /ctx/\n");
+    fs.writeFileSync(join(dir, "Other.Dockerfile.dockerignore"), "app.txt\n");
+    const id2 = ok(b(["build", "-q", "-f", join(dir, "Other.Dockerfile"), dir])).stdout.trim();
+    assert.match(run(id2, "ls", "/ctx"), /debug\.log/);
+    assert.doesNotMatch(run(id2, "ls", "/ctx"), /app\.txt/);
+  });
+
+  test("ONBUILD triggers run in the child build and are not inherited", () => {
+    const base = context({ Dockerfile: "FROM busybox\nONBUILD COPY marker /from-onbuild\nONBUILD RUN echo triggered > /onbuild-ran\n" });
+    ok(b(["build", "-t", "onbuild-base", base]));
+    assert.deepEqual(JSON.parse(inspect("onbuild-base", "{{json .Config.OnBuild}}")), ["COPY marker /from-onbuild", "RUN echo triggered > /onbuild-ran"]);
+    const child = context({ marker: "m\n", Dockerfile: "FROM onbuild-base\n" });
+    ok(b(["build", "-t", "onbuild-child", child]));
+    assert.equal(run("onbuild-child", "cat", "/from-onbuild", "/onbuild-ran"), "m\ntriggered\n");
+    assert.equal(inspect("onbuild-child", "{{json .Config.OnBuild}}"), "null");
+  });
+
+  test("every instruction: the config docker would build, users looked up in the image, ADD unpacks archives", () => {
+    const tarDir = tempDir("berth-tar-");
+    fs.mkdirSync(join(tarDir, "pkg"));
+    fs.writeFileSync(join(tarDir, "pkg/inside.txt"), "from the archive\n");
+    const dir = context({
+      "file.txt": "f\n",
+      Dockerfile: [
+        "# syntax=docker/dockerfile:1",
+        "ARG BASE=busybox",
+        "FROM ${BASE}",
+        "MAINTAINER someone@example.com",
+        "ARG VERSION=1.0",
+        "ENV APP_HOME=/srv/app \\",
+        "    MODE=\"two words\"",
+        "LABEL org.example.version=$VERSION description=\"a test image\"",
+        "EXPOSE 8080 53/udp 9000-9001",
+        "WORKDIR $APP_HOME",
+        "WORKDIR sub",
+        "COPY --chown=nobody:nogroup --chmod=0640 file.txt ./owned.txt",
+        "ADD pkg.tar.gz /unpacked/",
+        "RUN echo \"$MODE|$VERSION|$(pwd)\" > /env-seen",
+        "SHELL [\"/bin/sh\", \"-e\", \"-c\"]",
+        "RUN echo shell-form-through-SHELL > /shell",
+        "USER nobody",
+        "RUN id -u > /tmp/uid",
+        "VOLUME /data",
+        "STOPSIGNAL SIGQUIT",
+        "HEALTHCHECK --interval=5s --timeout=2s --retries=4 CMD true",
+        "ENTRYPOINT [\"/bin/sh\", \"-c\"]",
+        "CMD [\"echo default\"]",
+        "",
+      ].join("\n"),
+    });
+    spawnSync("tar", ["-C", tarDir, "-czf", join(dir, "pkg.tar.gz"), "pkg"]);
+    const r = ok(b(["build", "-t", "every", "--build-arg", "VERSION=2.5", "--label", "from-cli=yes", dir]));
+    assert.match(r.stderr, /syntax directive .* is ignored/);
+    const cfg = JSON.parse(inspect("every", "{{json .Config}}"));
+    assert.ok(cfg.Env.includes("APP_HOME=/srv/app") && cfg.Env.includes("MODE=two words"));
+    assert.equal(cfg.WorkingDir, "/srv/app/sub");
+    assert.equal(cfg.User, "nobody");
+    assert.deepEqual(Object.keys(cfg.ExposedPorts).sort(), ["53/udp", "8080/tcp", "9000/tcp", "9001/tcp"]);
+    assert.deepEqual(Object.keys(cfg.Volumes), ["/data"]);
+    assert.equal(cfg.StopSignal, "SIGQUIT");
+    assert.deepEqual(cfg.Healthcheck, { Test: ["CMD-SHELL", "true"], Interval: 5e9, Timeout: 2e9, Retries: 4 });
+    assert.deepEqual(cfg.Entrypoint, ["/bin/sh", "-c"]);
+    assert.deepEqual(cfg.Cmd, ["echo default"]);
+    assert.deepEqual(cfg.Labels, { "org.example.version": "2.5", description: "a test image", "from-cli": "yes" });
+    assert.equal(inspect("every", "{{.Author}}"), "someone@example.com");
+    assert.equal(run("every"), "default\n");
+    assert.equal(run("every", "cat /env-seen"), "two words|2.5|/srv/app/sub\n");
+    assert.equal(run("every", "cat /shell"), "shell-form-through-SHELL\n");
+    assert.equal(run("every", "cat /tmp/uid"), "65534\n");
+    assert.equal(run("every", "stat -c '%U:%G %a' /srv/app/sub/owned.txt"), "nobody:nogroup 640\n");
+    assert.equal(run("every", "cat /unpacked/pkg/inside.txt"), "from the archive\n");
+    // build args reach RUN as environment but not the image
+    assert.ok(!cfg.Env.some((e: string) => e.startsWith("VERSION=")));
+  });
+
+  test("RUN --mount=type=cache persists between builds; tmpfs and secret mounts leave nothing in the image", () => {
+    const secret = join(tempDir("berth-secret-"), "token");
+    fs.writeFileSync(secret, "s3cret\n");
+    const dir = context({
+      Dockerfile: [
+        "FROM busybox",
+        "ARG RUNID",
+        "RUN --mount=type=cache,target=/var/cache/thing echo $RUNID >> /var/cache/thing/runs; wc -l < /var/cache/thing/runs > /runs",
+        "RUN --mount=type=tmpfs,target=/scratch echo x > /scratch/y && ls /scratch > /saw-tmpfs",
+        "RUN --mount=type=secret,id=token cat /run/secrets/token > /secret-len-src && wc -c < /run/secrets/token > /secret-len && rm /secret-len-src",
+        "",
+      ].join("\n"),
+    });
+    const one = ok(b(["build", "-q", "--build-arg", "RUNID=1", "--secret", `id=token,src=${secret}`, dir])).stdout.trim();
+    const two = ok(b(["build", "-q", "--build-arg", "RUNID=2", "--secret", `id=token,src=${secret}`, dir])).stdout.trim();
+    assert.equal(run(one, "cat", "/runs").trim(), "1");
+    assert.equal(run(two, "cat", "/runs").trim(), "2", "the second build saw the first one's cache");
+    assert.equal(run(two, "cat", "/saw-tmpfs"), "y\n");
+    assert.equal(run(two, "cat", "/secret-len").trim(), "7");
+    const listing = run(two, "sh", "-c", "ls -d /var/cache/thing /scratch /run/secrets 2>&1; true");
+    assert.doesNotMatch(listing, /^\/(var\/cache\/thing|scratch|run\/secrets)$/m, "mount points are not part of the image");
+    assertClean();
+  });
+
+  test("bad input: a clear error naming the line, and nothing left behind", () => {
+    const cases: [string, Record<string, string>, RegExp][] = [
+      ["unknown instruction", { Dockerfile: "FROM busybox\nFROB x\n" }, /Dockerfile:2:1: unknown instruction: FROB/],
+      ["missing source", { Dockerfile: "FROM busybox\nCOPY nothere /x\n" }, /file not found in build context.*nothere/],
+      ["outside the context", { Dockerfile: "FROM busybox\nCOPY ../x /x\n" }, /outside the build context/],
+      ["unknown stage", { Dockerfile: "FROM busybox\nCOPY --from=nostage /x /y\n" }, /nostage/],
+      ["no FROM", { Dockerfile: "RUN true\n" }, /must come after FROM|no FROM/],
+      ["several sources, no slash", { "a": "1", "b": "2", Dockerfile: "FROM busybox\nCOPY a b /dest\n" }, /must be a directory and end with a \//],
+      ["unterminated heredoc", { Dockerfile: "FROM busybox\nRUN <<EOF\necho\n" }, /unterminated heredoc EOF/],
+    ];
+    for (const [what, files, re] of cases) {
+      const r = b(["build", context(files)]);
+      assert.notEqual(r.code, 0, what);
+      assert.match(r.stderr, re, what);
+    }
+    const link = context({ Dockerfile: "FROM busybox\nCOPY out /x\n" });
+    fs.symlinkSync("/etc/passwd", join(link, "out"));
+    assert.match(b(["build", link]).stderr, /outside the build context/);
+    assertClean();
+  });
+
+  test("contexts from stdin: a tar, and a Dockerfile alone; --output writes the files", () => {
+    const dir = context({ "f.txt": "from a tar context\n", Dockerfile: "FROM busybox\nCOPY f.txt /f.txt\n" });
+    const tar = spawnSync("tar", ["-C", dir, "-cz", "."]).stdout;
+    const r = berth(env, ["build", "-q", "-"], { input: tar, extraEnv: { BERTH_RUNTIME_ROOT: runtimeRoot } });
+    ok(r);
+    assert.equal(run(r.stdout.trim(), "cat", "/f.txt"), "from a tar context\n");
+    const alone = ok(b(["build", "-q", "-"], "FROM busybox\nRUN echo no context > /n\n")).stdout.trim();
+    assert.equal(run(alone, "cat", "/n"), "no context\n");
+    const out = tempDir("berth-out-");
+    ok(b(["build", "-q", "-o", join(out, "files"), dir]));
+    assert.equal(fs.readFileSync(join(out, "files/f.txt"), "utf8"), "from a tar context\n");
+    assert.ok(fs.existsSync(join(out, "files/bin/busybox")));
+    ok(b(["build", "-q", "--output", `type=tar,dest=${join(out, "img.tar")}`, dir]));
+    assert.match(spawnSync("tar", ["-tf", join(out, "img.tar")], { encoding: "utf8" }).stdout, /^\.?\/?f\.txt$/m);
+    assertClean();
+  });
+});
