@@ -205,6 +205,26 @@ describe("the Docker API: berth system service", { skip }, () => {
     }
   });
 
+  test("docker build (POST /build, the legacy builder's messages): tags, build args, cache, a failing RUN's exit code", () => {
+    const dir = tempDir("berth-api-build-");
+    fs.writeFileSync(join(dir, "msg.txt"), "from the context\n");
+    fs.writeFileSync(join(dir, "Dockerfile"), "FROM busybox\nARG WHO=nobody\nCOPY msg.txt /msg.txt\nRUN echo \"built for $WHO\" > /who\nCMD [\"cat\", \"/msg.txt\", \"/who\"]\n");
+    fs.writeFileSync(join(dir, "Failing.Dockerfile"), "FROM busybox\nRUN echo about to fail; exit 4\n");
+    for (const cli of clis) {
+      const tag = `apibuild:${cli.includes("local") ? "28" : "20"}`;
+      const r = dok(docker(cli, ["build", "-t", tag, "--build-arg", "WHO=docker", dir], { timeout: 120_000 }), `${cli} build`);
+      assert.match(r.stdout + r.stderr, /Successfully (built|tagged)|naming to/);
+      assert.equal(dok(docker(cli, ["run", "--rm", tag])).stdout, "from the context\nbuilt for docker\n");
+      assert.equal(ok(b(["run", "--rm", tag])).stdout, "from the context\nbuilt for docker\n", "berth's CLI sees the image the API built");
+      const again = dok(docker(cli, ["build", "-q", "-t", tag, "--build-arg", "WHO=docker", dir]));
+      assert.equal(again.stdout.trim(), dok(docker(cli, ["image", "inspect", "-f", "{{.Id}}", tag])).stdout.trim(), "a cached rebuild gives the same image");
+      const failed = docker(cli, ["build", "-f", join(dir, "Failing.Dockerfile"), dir], { timeout: 120_000 });
+      assert.equal(failed.code, 4, `${cli}: a failing RUN's exit code (${failed.stderr})`);
+      assert.match(failed.stdout + failed.stderr, /about to fail/);
+      assert.match(failed.stderr, /returned a non-zero code: 4/);
+    }
+  });
+
   test("bad input: a clear error with dockerd's status, and the server stays up", async () => {
     const bad = await request("POST", "/containers/create", "{nope");
     assert.equal(bad.status, 400);

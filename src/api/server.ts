@@ -13,8 +13,11 @@ import createSchema from "./create-schema.json" with { type: "json" };
 import type { Socket } from "node:net";
 import { BerthError, errorMessage, invalid, notFound, unsupported } from "../common/errors.js";
 import {
+  build,
   containerInspect,
   containers,
+  familiar,
+  shortId,
   defaultContainerConfig,
   defaultHostConfig,
   demuxAttach,
@@ -528,6 +531,78 @@ route("POST", "/images/create", async ({ req, res, query, engine }) => {
   }
   res.end();
 });
+// builds: the legacy builder's JSON messages (what `docker build` without BuildKit and compose 1.29 read)
+route("POST", "/build", async ({ req, res, query, engine }) => {
+  const json = <T>(name: string, fallback: T): T => {
+    const v = query.get(name);
+    if (!v) return fallback;
+    try {
+      return JSON.parse(v) as T;
+    } catch {
+      throw invalid(`${name}: not valid JSON`);
+    }
+  };
+  const buildArgs = Object.fromEntries(Object.entries(json<Record<string, string | null>>("buildargs", {})).filter((e): e is [string, string] => typeof e[1] === "string"));
+  const network = query.get("networkmode") || "default";
+  const remote = query.get("remote");
+  if (remote) throw unsupported("remote build contexts (git or URL) are not supported by berth's API: send the context as the request body");
+  const quiet = bool(query, "q");
+  res.writeHead(200, { "Content-Type": "application/json" });
+  res.flushHeaders();
+  const msg = (m: unknown) => res.write(JSON.stringify(m) + "\r\n");
+  const partial = new Map<number, string>();
+  try {
+    const r = await build.build(
+      engine,
+      {
+        context: { tar: req as AsyncIterable<Buffer> },
+        dockerfileName: query.get("dockerfile") || "Dockerfile",
+        tags: query.getAll("t"),
+        buildArgs,
+        ...(query.get("target") ? { target: query.get("target")! } : {}),
+        noCache: bool(query, "nocache"),
+        pull: bool(query, "pull"),
+        labels: json<Record<string, string>>("labels", {}),
+        network: network === "bridge" ? "default" : network,
+        extraHosts: (query.get("extrahosts") ?? "").split(",").filter(Boolean),
+        ...(query.get("platform") ? { platform: query.get("platform")! } : {}),
+        cacheFrom: json<string[]>("cachefrom", []),
+      },
+      quiet
+        ? undefined
+        : (e) => {
+            if (e.kind === "step") msg({ stream: `Step ${e.name.replace(/^\[\S+ |\]$/g, "")} : ${e.text}\n` });
+            else if (e.kind === "cached") msg({ stream: " ---> Using cache\n" });
+            else if (e.kind === "output") {
+              const text = (partial.get(e.step) ?? "") + e.data.toString("utf8");
+              const cut = text.lastIndexOf("\n") + 1;
+              partial.set(e.step, text.slice(cut));
+              if (cut) msg({ stream: text.slice(0, cut) });
+            } else if (e.kind === "done") {
+              if (partial.get(e.step)) msg({ stream: partial.get(e.step) + "\n" });
+              if (e.id) msg({ stream: ` ---> ${shortId(e.id)}\n` });
+            } else if (e.kind === "warning") msg({ stream: `[Warning] ${e.text}\n` });
+          },
+    );
+    msg({ aux: { ID: r.image.id } });
+    if (quiet) msg({ stream: `${r.image.id}\n` }); // what `docker build -q` prints
+    else {
+      msg({ stream: `Successfully built ${shortId(r.image.id)}\n` });
+      for (const t of r.image.repoTags) msg({ stream: `Successfully tagged ${familiar(t)}\n` });
+    }
+  } catch (e) {
+    // the legacy builder's words for a failed RUN, with its exit code (the docker CLI exits with it)
+    const code = e instanceof build.StepFailed ? e.exitCode : 1;
+    const message = e instanceof build.StepFailed ? e.message.replace(/^process "(.*)" did not complete successfully: exit code: (\d+)$/, "The command '$1' returned a non-zero code: $2") : errorMessage(e);
+    msg({ errorDetail: { code, message }, error: message });
+  }
+  res.end();
+});
+route("POST", "/build/prune", async ({ res, engine }) => {
+  const r = await build.pruneCache(engine);
+  sendJson(res, 200, { CachesDeleted: r.deleted, SpaceReclaimed: r.reclaimed });
+});
+route("POST", "/build/cancel", ({ res }) => void res.writeHead(200).end());
 route("GET", "/images/get", ({ res, query, engine }) => sendStream(res, { "Content-Type": "application/x-tar" }, images.save(engine, query.getAll("names"), "docker-archive")));
 route("GET", "/images/{name}/get", (c) => sendStream(c.res, { "Content-Type": "application/x-tar" }, images.save(c.engine, [ref(c)], "docker-archive")));
 route("POST", "/images/load", async ({ req, res, query, engine }) => {
