@@ -13,7 +13,8 @@ import * as fs from "node:fs";
 import { join } from "../common/path.js";
 import { BerthError, invalid, notFound, precondition } from "../common/errors.js";
 import { defaultStoreRoot } from "../common/paths.js";
-import { ContentStore, sha256 } from "./content.js";
+import { ContentStore, pidAlive, sha256 } from "./content.js";
+import { MNT_DETACH, removeTree, umount } from "../common/sys.js";
 import { FileLock, withLock, writeFileAtomic } from "../common/lock.js";
 import { familiar, formatReference, parseReference, repositoryName, withDefaultTag, type Reference } from "./reference.js";
 import { openSnapshotter, type Snapshotter } from "./snapshot.js";
@@ -285,6 +286,7 @@ export class ImageStore {
     if (!lock) return out;
     try {
       this.snapshots.cleanup();
+      this.cleanBuildLeftovers();
       this.content.cleanIngests(opts.keepPartials ?? true);
       const activeParents = this.snapshots.actives().flatMap((k) => {
         try {
@@ -312,6 +314,31 @@ export class ImageStore {
       lock.release();
     }
     return out;
+  }
+
+  /**
+   * What a killed build left: its snapshots (`build-PID-…`, mounted at tmp/KEY) and temporary files
+   * (`tmp/build-*-PID-…`), for builders whose process is gone.
+   */
+  private cleanBuildLeftovers(): void {
+    const dead = (pid: string) => !pidAlive(Number(pid));
+    for (const key of this.snapshots.actives()) {
+      const m = /^build-(?:ro-)?(\d+)-/.exec(key);
+      if (!m || !dead(m[1]!)) continue;
+      const at = join(this.root, "tmp", key);
+      try {
+        umount(at, MNT_DETACH);
+      } catch {
+        /* not mounted */
+      }
+      fs.rmSync(at, { recursive: true, force: true });
+      this.snapshots.remove(key);
+    }
+    const tmp = join(this.root, "tmp");
+    for (const n of fs.existsSync(tmp) ? fs.readdirSync(tmp) : []) {
+      const m = /^build-[a-z]+-(\d+)-/.exec(n);
+      if (m && dead(m[1]!)) removeTree(join(tmp, n));
+    }
   }
 
   /** docker image prune: dangling images (no name), or with all every image no container uses. */
