@@ -176,4 +176,18 @@ volumes:
     assert.doesNotMatch(b(["volume", "ls", "-q"]).stdout, /berthtest/);
     assert.doesNotMatch(b(["network", "ls"]).stdout, /berthtest/);
   });
+  test("docker-compose build: a service built from a Dockerfile through POST /build, then run", { skip: !compose && "needs Debian's docker-compose (npm test installs it as root)" }, () => {
+    const dir = tempDir("berth-test-compose-build-");
+    fs.mkdirSync(join(dir, "app"));
+    fs.writeFileSync(join(dir, "app/Dockerfile"), "FROM busybox\nARG GREETING=hi\nRUN echo \"$GREETING from a compose build\" > /greeting\nCMD [\"cat\", \"/greeting\"]\n");
+    fs.writeFileSync(join(dir, "docker-compose.yml"), "version: '3'\nservices:\n  built:\n    build:\n      context: ./app\n      args:\n        GREETING: hello\n    image: berthtest/built:1\n");
+    const run = (args: string[]) => spawnSync(compose!, ["-p", "berthbuild", ...args], { cwd: dir, env: { PATH: process.env.PATH ?? "", DOCKER_HOST: `unix://${sock}`, HOME: dir }, encoding: "utf8", timeout: 120_000 });
+    const built = run(["build"]);
+    assert.equal(built.status, 0, `docker-compose build: ${built.stderr}${built.stdout}`);
+    const up = run(["run", "--rm", "built"]);
+    assert.equal(up.status, 0, up.stderr);
+    assert.equal(up.stdout.trim(), "hello from a compose build");
+    assert.equal(b(["run", "--rm", "berthtest/built:1"]).stdout, "hello from a compose build\n");
+    run(["down"]);
+  });
 });

@@ -3,7 +3,7 @@
  * size), through berth's own Node-API addon (helper/berth-sys.c, built by scripts/build-helper.sh).
  * Each call returns its result or -errno; the typed errors are made here. Loaded on first use.
  */
-import { unlinkSync } from "node:fs";
+import { lstatSync, readdirSync, unlinkSync } from "node:fs";
 import { BerthError } from "./errors.js";
 import { buildBinary } from "./paths.js";
 
@@ -272,4 +272,22 @@ export function exitNow(code: number): never {
   process.emit("exit", code);
   addon.exitNow(code);
   process.exit(code);
+}
+
+/** Bytes of regular files below dir (links and directories count nothing), for sizes docker reports. */
+export function treeBytes(dir: string): number {
+  let n = 0;
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = `${d}/${e.name}`;
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile()) n += lstatSync(p).size;
+    }
+  };
+  try {
+    walk(dir);
+  } catch {
+    /* removed meanwhile: what was counted */
+  }
+  return n;
 }

@@ -9,7 +9,7 @@ import { randomBytes } from "node:crypto";
 import { invalid } from "../common/errors.js";
 import { Builder, StepFailed, type BuildEvent, type BuildExecutor, type BuildOptions, type BuildResult, type RunStep } from "../build/index.js";
 import { extractLayer, pullImage, type ImageRecord } from "../images/index.js";
-import { removeTree } from "../common/sys.js";
+import { removeTree, treeBytes } from "../common/sys.js";
 import { demuxAttach } from "./attach.js";
 import type { Engine } from "./engine.js";
 import { defaultContainerConfig, defaultHostConfig, type MountSpec } from "./types.js";
@@ -144,15 +144,9 @@ export function cacheUsage(engine: Engine): { entries: { id: string; createdBy: 
   const mounts = join(engine.root, "buildcache", "mounts");
   for (const m of fs.existsSync(mounts) ? fs.readdirSync(mounts) : []) {
     const st = fs.statSync(join(mounts, m));
-    entries.push({ id: m, createdBy: "RUN --mount=type=cache", size: treeSize(join(mounts, m)), lastUsed: st.mtime.toISOString(), kind: "mount" });
+    entries.push({ id: m, createdBy: "RUN --mount=type=cache", size: treeBytes(join(mounts, m)), lastUsed: st.mtime.toISOString(), kind: "mount" });
   }
   return { entries, total: entries.reduce((n, e) => n + e.size, 0) };
-}
-
-function treeSize(dir: string): number {
-  let n = 0;
-  for (const e of fs.readdirSync(dir, { withFileTypes: true, recursive: true })) if (e.isFile()) n += fs.lstatSync(join(e.parentPath ?? (e as unknown as { path: string }).path, e.name)).size;
-  return n;
 }
 
 /** `builder prune`: the build cache's images no container uses, and the RUN cache mounts. */

@@ -1,3 +1,4 @@
+import { treeBytes } from "../common/sys.js";
 /**
  * Volumes, container changes and statistics, disk usage, pruning, events and host information as
  * data for the front ends (the CLI formats them; the Docker API serialises them).
@@ -68,22 +69,7 @@ export function pruneVolumes(engine: Engine, opts: { all?: boolean } = {}): { de
 }
 
 /** Bytes of the regular files under dir (`du -sb` without hard-link sharing): 0 when it is gone. */
-export function treeBytes(dir: string): number {
-  let n = 0;
-  const walk = (d: string) => {
-    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
-      const p = join(d, e.name);
-      if (e.isDirectory()) walk(p);
-      else if (e.isFile()) n += fs.lstatSync(p).size;
-    }
-  };
-  try {
-    walk(dir);
-  } catch {
-    // vanished meanwhile, or unreadable: counted as far as read
-  }
-  return n;
-}
+export { treeBytes };
 
 // ---- containers
 

@@ -8,6 +8,7 @@ import { createHash } from "node:crypto";
 import { join } from "../common/path.js";
 import { randomBytes } from "node:crypto";
 import { builtin } from "../common/builtin.js";
+import { treeBytes } from "../common/sys.js";
 import { invalid } from "../common/errors.js";
 import { applyChanges } from "./archive.js";
 import { packDirectory } from "./pack.js";
@@ -134,12 +135,25 @@ async function writeImage(store: ImageStore, parent: ImageRecord | undefined, co
   return store.createImage(manifest, MediaType.ociManifest, tags, { ...(parent ? { parent: parent.id } : {}), ...extra });
 }
 
-export async function commitSnapshot(store: ImageStore, opts: CommitOptions): Promise<ImageRecord> {
-  if (!store.snapshots.hasActive(opts.snapshot)) throw invalid(`no such snapshot: ${opts.snapshot}`);
-  const tags = opts.reference ? [formatReference(withDefaultTag(parseReference(opts.reference)))] : [];
+/** Runs fn holding the store's writer lease (gc leaves its blobs alone); a failure's stray blobs are collected after. */
+async function underLease<T>(store: ImageStore, fn: () => Promise<T>): Promise<T> {
   const lease = await store.writerLease();
   let failed = false;
   try {
+    return await fn();
+  } catch (e) {
+    failed = true;
+    throw e;
+  } finally {
+    lease.release();
+    if (failed) await store.gc();
+  }
+}
+
+export async function commitSnapshot(store: ImageStore, opts: CommitOptions): Promise<ImageRecord> {
+  if (!store.snapshots.hasActive(opts.snapshot)) throw invalid(`no such snapshot: ${opts.snapshot}`);
+  const tags = opts.reference ? [formatReference(withDefaultTag(parseReference(opts.reference)))] : [];
+  return underLease(store, async () => {
     const parentConfig: ImageConfig | undefined = opts.parent ? store.config(opts.parent) : undefined;
     const parentTop = opts.parent ? store.topLayer(opts.parent) : undefined;
     const layer = await storeLayer(store, changesTar(store, opts.snapshot, parentTop));
@@ -154,14 +168,8 @@ export async function commitSnapshot(store: ImageStore, opts: CommitOptions): Pr
       history: [...(parentConfig?.history ?? []), { created: now, created_by: opts.createdBy ?? "berth commit", ...(opts.author ? { author: opts.author } : {}), ...(opts.message ? { comment: opts.message } : {}) }],
     };
     // the new layer's snapshot is unpacked from the blob: exactly what a pull of the image would make
-    return await writeImage(store, opts.parent, config, { mediaType: MediaType.ociLayerGzip, digest: layer.digest, size: layer.size }, tags);
-  } catch (e) {
-    failed = true;
-    throw e;
-  } finally {
-    lease.release();
-    if (failed) await store.gc();
-  }
+    return writeImage(store, opts.parent, config, { mediaType: MediaType.ociLayerGzip, digest: layer.digest, size: layer.size }, tags);
+  });
 }
 
 export interface BuildCommit {
@@ -181,9 +189,7 @@ export interface BuildCommit {
  * then the caller's to remove.
  */
 export async function commitBuildStep(store: ImageStore, opts: BuildCommit): Promise<ImageRecord> {
-  const lease = await store.writerLease();
-  let failed = false;
-  try {
+  return underLease(store, async () => {
     const config: ImageConfig = structuredClone(opts.config);
     const parentTop = opts.parent ? store.topLayer(opts.parent) : undefined;
     const history = config.history ?? [];
@@ -199,32 +205,14 @@ export async function commitBuildStep(store: ImageStore, opts: BuildCommit): Pro
     const ids = chainIds(config.rootfs.diff_ids);
     const chainId = ids[ids.length - 1]!;
     if (store.snapshots.kind === "overlay") {
-      const size = dirSize(store.snapshots.changes(opts.snapshot));
+      const size = treeBytes(store.snapshots.changes(opts.snapshot));
       store.snapshots.adopt(opts.snapshot, { chainId, ...(parentTop ? { parent: parentTop } : {}), diffId: layer.diffId, size, tarSize: layer.tarSize });
     }
-    return await writeImage(store, opts.parent, config, { mediaType: MediaType.ociLayerGzip, digest: layer.digest, size: layer.size }, opts.tags ?? [], opts);
-  } catch (e) {
-    failed = true;
-    throw e;
-  } finally {
-    lease.release();
-    if (failed) await store.gc();
-  }
-}
-
-/** Bytes of regular files in a tree (what a layer snapshot's size counts). */
-function dirSize(dir: string): number {
-  let n = 0;
-  for (const e of fs.readdirSync(dir, { withFileTypes: true, recursive: true })) if (e.isFile()) n += fs.lstatSync(join(e.parentPath ?? (e as unknown as { path: string }).path, e.name)).size;
-  return n;
+    return writeImage(store, opts.parent, config, { mediaType: MediaType.ociLayerGzip, digest: layer.digest, size: layer.size }, opts.tags ?? [], opts);
+  });
 }
 
 /** An image whose config changed and whose layers did not (a build's metadata-only result). */
 export async function writeConfigImage(store: ImageStore, parent: ImageRecord | undefined, config: ImageConfig, tags: string[], extra: { cacheKey?: string; intermediate?: boolean } = {}): Promise<ImageRecord> {
-  const lease = await store.writerLease();
-  try {
-    return await writeImage(store, parent, config, undefined, tags, extra);
-  } finally {
-    lease.release();
-  }
+  return underLease(store, () => writeImage(store, parent, config, undefined, tags, extra));
 }
