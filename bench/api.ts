@@ -15,7 +15,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import * as http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { env, have, median, must, project, time } from "./common.js";
+import { env, have, median, must, privateDockerd, project, time, waitForPing } from "./common.js";
 
 const iterations = Number(process.argv[2] ?? 10);
 const cli = ["/usr/bin/docker", "/usr/local/bin/docker"].find((p) => existsSync(p))!;
@@ -35,14 +35,6 @@ function request(sock: string, method: string, path: string, body?: unknown): Pr
   });
 }
 
-async function waitSocket(sock: string): Promise<void> {
-  for (let i = 0; i < 600; i++) {
-    if (await request(sock, "GET", "/_ping").then((r) => r.status === 200, () => false)) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`nothing answers on ${sock}`);
-}
-
 async function main(): Promise<void> {
   if (!have("dockerd") || !cli) throw new Error("needs Debian's docker.io (dockerd and the docker CLI)");
   const base = mkdtempSync(join(tmpdir(), "berth-bench-api-"));
@@ -50,22 +42,16 @@ async function main(): Promise<void> {
   const runtimeRoot = join(base, "berth-run");
   const berthRoot = join(base, "berth");
   Object.assign(env, { BERTH_RUNTIME_ROOT: runtimeRoot, BERTH_ROOT: berthRoot });
-  let bridge = false;
+  let dockerd: Awaited<ReturnType<typeof privateDockerd>> | undefined;
   try {
     spawnSync("sh", [join(project, "scripts/make-default-image.sh")], { env });
     const saved = spawnSync(process.execPath, [join(project, "dist/berth.cjs"), "save", "busybox:latest"], { env, maxBuffer: 1 << 28 }).stdout;
     const berthSock = join(base, "berth.sock");
     const berthd = spawn(process.execPath, [join(project, "dist/berth-api.cjs"), "--root", berthRoot, `unix://${berthSock}`], { env, stdio: "ignore" });
     daemons.push(berthd);
-    spawnSync("ip", ["link", "add", "berthbench0", "type", "bridge"]);
-    spawnSync("ip", ["addr", "add", "10.213.199.1/24", "dev", "berthbench0"]);
-    spawnSync("ip", ["link", "set", "berthbench0", "up"]);
-    bridge = true;
-    const dockerSock = join(base, "docker.sock");
-    const dockerd = spawn("dockerd", ["--data-root", join(base, "docker/root"), "--exec-root", join(base, "docker/exec"), "--pidfile", join(base, "docker.pid"), "-H", `unix://${dockerSock}`, "--bridge=berthbench0", "--iptables=false", "--ip6tables=false", "--ip-forward=false", "--ip-masq=false"], { stdio: "ignore" });
-    daemons.push(dockerd);
-    await waitSocket(berthSock);
-    await waitSocket(dockerSock);
+    dockerd = await privateDockerd(base, "berthbench0", "10.213.199.1/24");
+    const dockerSock = dockerd.sock;
+    await waitForPing(berthSock);
     console.error("bench/api: both servers answer");
     must(cli, ["-H", `unix://${dockerSock}`, "load", "-q"], saved);
     const servers = [
@@ -134,7 +120,7 @@ async function main(): Promise<void> {
     }
     const { Networking } = await import("../src/network/index.js");
     await new Networking(berthRoot, join(runtimeRoot, ".network")).removeAll().catch(() => {});
-    if (bridge) spawnSync("ip", ["link", "del", "berthbench0"]);
+    await dockerd?.stop();
     spawnSync("sh", ["-c", `grep -o " ${base}/[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l`]);
     if (existsSync(base)) rmSync(base, { recursive: true, force: true });
   }

@@ -11,11 +11,11 @@
  *
  * Usage: node dist/bench/build.js [iterations=5]
  */
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { env, have, median, must, project } from "./common.js";
+import { berthLauncher, env, have, median, must, privateDockerd, project } from "./common.js";
 
 const iterations = Number(process.argv[2] ?? 5);
 const cli = "/usr/bin/docker";
@@ -48,42 +48,27 @@ function timed(cmd: string, args: string[], e: NodeJS.ProcessEnv): number {
   return ms;
 }
 
-async function waitSocket(sock: string): Promise<void> {
-  for (let i = 0; i < 600 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 100));
-  for (let i = 0; i < 100; i++) {
-    if (spawnSync(cli, ["-H", `unix://${sock}`, "version"], { stdio: "ignore" }).status === 0) return;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`${sock} does not answer`);
-}
-
 async function main(): Promise<void> {
   if (!have("dockerd") || !existsSync(cli)) throw new Error("needs Debian's docker.io (dockerd and the docker CLI)");
   const base = mkdtempSync(join(tmpdir(), "berth-bench-build-"));
-  const daemons: ChildProcess[] = [];
+  let dockerd: Awaited<ReturnType<typeof privateDockerd>> | undefined;
   const berthRoot = join(base, "berth");
   const runtimeRoot = join(base, "berth-run");
   Object.assign(env, { BERTH_RUNTIME_ROOT: runtimeRoot, BERTH_ROOT: berthRoot });
   delete env.NODE_EXTRA_CA_CERTS;
-  let bridge = false;
   try {
     spawnSync("sh", [join(project, "scripts/make-default-image.sh")], { env });
     const saved = spawnSync(process.execPath, [join(project, "dist/berth.cjs"), "save", "busybox:latest"], { env, maxBuffer: 1 << 28 }).stdout;
-    spawnSync("ip", ["link", "add", "berthbench1", "type", "bridge"]);
-    spawnSync("ip", ["addr", "add", "10.213.198.1/24", "dev", "berthbench1"]);
-    spawnSync("ip", ["link", "set", "berthbench1", "up"]);
-    bridge = true;
-    const dockerSock = join(base, "docker.sock");
-    const dockerd = spawn("dockerd", ["--data-root", join(base, "docker/root"), "--exec-root", join(base, "docker/exec"), "--pidfile", join(base, "docker.pid"), "-H", `unix://${dockerSock}`, "--bridge=berthbench1", "--iptables=false", "--ip6tables=false", "--ip-forward=false", "--ip-masq=false"], { stdio: "ignore" });
-    daemons.push(dockerd);
-    await waitSocket(dockerSock);
+    dockerd = await privateDockerd(base, "berthbench1", "10.213.198.1/24");
+    const dockerSock = dockerd.sock;
     must(cli, ["-H", `unix://${dockerSock}`, "load", "-q"], saved);
     // runc: crun refuses this host's hybrid cgroups; ulimits: root here lacks CAP_SYS_RESOURCE for podman's defaults
     const podmanArgs = ["--root", join(base, "podman/root"), "--runroot", join(base, "podman/run"), "--tmpdir", join(base, "podman/tmp"), "--storage-driver", "overlay", "--cgroup-manager", "cgroupfs", "--events-backend", "file", "--runtime", "runc"];
     const podman = have("podman");
     if (podman) must("podman", [...podmanArgs, "load", "-q"], saved);
 
-    const berthCmd = [join(project, "dist/berth.cjs")];
+    // berth as the installed command starts (its start-up snapshot where the build made one)
+    const berthCmd = berthLauncher(base);
     const builders: { name: string; build: (dir: string, extra: string[]) => [string, string[], NodeJS.ProcessEnv] }[] = [
       { name: "berth", build: (dir, extra) => [process.execPath, [...berthCmd, "build", "-q", "--network", "none", ...extra, dir], env] },
       { name: "buildkit", build: (dir, extra) => [cli, ["-H", `unix://${dockerSock}`, "build", "-q", "--network", "none", ...extra, dir], { ...env, DOCKER_BUILDKIT: "1" }] },
@@ -132,11 +117,7 @@ async function main(): Promise<void> {
       console.log(`${scenario.padEnd(30)} ${`${mine.toFixed(0)} ms`.padStart(9)} ${cols.join(" ")}`);
     }
   } finally {
-    for (const dmn of daemons) {
-      dmn.kill("SIGTERM");
-      await new Promise((r) => (dmn.exitCode === null ? dmn.once("exit", r) : r(undefined)));
-    }
-    if (bridge) spawnSync("ip", ["link", "del", "berthbench1"]);
+    await dockerd?.stop();
     spawnSync("sh", ["-c", `grep -o " ${base}/[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l`]);
     if (existsSync(base)) rmSync(base, { recursive: true, force: true });
   }

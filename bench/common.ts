@@ -1,5 +1,6 @@
 /** What the CLI benches share: the environment users have, timing, and berth through its launcher. */
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import * as http from "node:http";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { removeEmptyParent } from "../src/cgroups/index.js";
@@ -37,4 +38,49 @@ export function berthLauncher(dir: string): string[] {
   const cli = join(dir, "berth-cli.cjs");
   writeFileSync(cli, `globalThis.berthBuildDir = ${JSON.stringify(join(project, "build"))};\nrequire(${JSON.stringify(join(project, "scripts/launcher.cjs"))})(${JSON.stringify(join(project, "dist/berth.cjs"))});\n`);
   return [cli];
+}
+
+/** Waits until an Engine API server answers GET /_ping on the unix socket. */
+export async function waitForPing(sock: string): Promise<void> {
+  const ping = () =>
+    new Promise<boolean>((resolve) => {
+      const req = http.request({ socketPath: sock, path: "/_ping" }, (res) => {
+        res.resume();
+        resolve(res.statusCode === 200);
+      });
+      req.on("error", () => resolve(false));
+      req.end();
+    });
+  for (let i = 0; i < 600; i++) {
+    if (await ping()) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`nothing answers on ${sock}`);
+}
+
+/**
+ * A private dockerd (Debian's docker.io) with its state under `base`: its default bridge is an
+ * interface of the bench's own (`bridge`, address `cidr`), and it changes no firewall (--iptables=false
+ * and friends). stop() ends it and removes the bridge.
+ */
+export async function privateDockerd(base: string, bridge: string, cidr: string): Promise<{ sock: string; pid: number; stop(): Promise<void> }> {
+  spawnSync("ip", ["link", "add", bridge, "type", "bridge"]);
+  spawnSync("ip", ["addr", "add", cidr, "dev", bridge]);
+  spawnSync("ip", ["link", "set", bridge, "up"]);
+  const sock = join(base, "docker.sock");
+  const child = spawn("dockerd", ["--data-root", join(base, "docker/root"), "--exec-root", join(base, "docker/exec"), "--pidfile", join(base, "docker.pid"), "-H", `unix://${sock}`, `--bridge=${bridge}`, "--iptables=false", "--ip6tables=false", "--ip-forward=false", "--ip-masq=false"], { stdio: "ignore" });
+  const stop = async () => {
+    if (child.exitCode === null) {
+      child.kill("SIGTERM");
+      await new Promise((r) => child.once("exit", r));
+    }
+    spawnSync("ip", ["link", "del", bridge]);
+  };
+  try {
+    await waitForPing(sock);
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { sock, pid: child.pid!, stop };
 }

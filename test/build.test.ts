@@ -303,6 +303,32 @@ describe("berth build", { skip: rootSkip }, () => {
     assertClean();
   });
 
+  test("RUN --mount=type=bind: the context read-only, rw writes thrown away, a symlink out of the context refused, from= a stage", () => {
+    const dir = context({
+      "data/in.txt": "from the context\n",
+      Dockerfile: [
+        "FROM busybox AS other",
+        "RUN echo from a stage > /made",
+        "FROM busybox",
+        "RUN --mount=type=bind,source=data,target=/ctx cat /ctx/in.txt > /seen && (echo x > /ctx/new 2>/dev/null && echo writable || echo read-only) >> /seen",
+        "RUN --mount=type=bind,source=data,target=/ctx,rw echo scribble > /ctx/in.txt && echo rw-ok >> /seen",
+        "RUN --mount=type=bind,from=other,source=/made,target=/m cat /m >> /seen",
+        "",
+      ].join("\n"),
+    });
+    const id = ok(b(["build", "-q", dir])).stdout.trim();
+    assert.equal(run(id, "cat", "/seen"), "from the context\nread-only\nrw-ok\nfrom a stage\n");
+    assert.equal(fs.readFileSync(join(dir, "data/in.txt"), "utf8"), "from the context\n", "an rw bind never writes to the context");
+    assert.ok(!fs.existsSync(join(dir, "data/new")));
+    const out = context({ Dockerfile: "FROM busybox\nRUN --mount=type=bind,source=hostetc,target=/h,rw echo owned > /h/berth-escape-test\n" });
+    fs.symlinkSync("/etc", join(out, "hostetc"));
+    const r = b(["build", out]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /outside the build context/);
+    assert.ok(!fs.existsSync("/etc/berth-escape-test"), "nothing was written to the host's /etc");
+    assertClean();
+  });
+
   test("bad input: a clear error naming the line, and nothing left behind", () => {
     const cases: [string, Record<string, string>, RegExp][] = [
       ["unknown instruction", { Dockerfile: "FROM busybox\nFROB x\n" }, /Dockerfile:2:1: unknown instruction: FROB/],

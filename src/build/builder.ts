@@ -18,11 +18,24 @@ import { BerthError, invalid, notFound, unsupported } from "../common/errors.js"
 import { commitBuildStep, formatReference, parseReference, withDefaultTag, hostPlatform, parsePlatform, formatPlatform, unmount, writeConfigImage, type HistoryEntry, type ImageConfig, type ImageRecord, type ImageStore, type ContainerConfig } from "../images/index.js";
 import { checkFlags, flag, flagsAll, parseDockerfile, parseError, parseJsonForm, type Dockerfile, type Instruction } from "./parser.js";
 import { expandWord, parseKeyValues, splitWords } from "./shell.js";
-import { IgnoreMatcher } from "./ignore.js";
+import { IgnoreMatcher, isGlob } from "./ignore.js";
 import { applyCopy, isArchive, isDirInRoot, planDigest, resolveOwner, resolveSources, mkdirInRoot, type CopyPlan, type CopySource, type SourceTree } from "./copy.js";
 import { openRoot } from "../common/inroot.js";
 
 export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/** The predefined platform ARGs (always this host's: berth builds for its own platform). */
+function platformArgs(): Record<string, string> {
+  const p = hostPlatform();
+  return { TARGETPLATFORM: formatPlatform(p), TARGETOS: p.os, TARGETARCH: p.architecture, TARGETVARIANT: p.variant ?? "", BUILDPLATFORM: formatPlatform(p), BUILDOS: p.os, BUILDARCH: p.architecture, BUILDVARIANT: p.variant ?? "" };
+}
+
+/** Refuses a platform other than the host's (`--platform`, `FROM --platform`). */
+function checkPlatform(spec: string, what: string): void {
+  const want = parsePlatform(spec);
+  const host = hostPlatform();
+  if (want.os !== host.os || want.architecture !== host.architecture) throw unsupported(`${what}: berth builds for this host's platform only (${formatPlatform(host)})`);
+}
+
 const PROXY_ARGS = ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"];
 
 export type BuildEvent =
@@ -152,11 +165,7 @@ export class Builder {
     this.warnings.push(...this.df.warnings);
     this.buildArgs = opts.buildArgs ?? {};
     this.context = { root: opts.context, kind: "context", label: "build context", ...(opts.ignore !== undefined ? { ignore: IgnoreMatcher.parse(opts.ignore) } : {}) };
-    if (opts.platform) {
-      const want = parsePlatform(opts.platform);
-      const host = hostPlatform();
-      if (want.os !== host.os || want.architecture !== host.architecture) throw unsupported(`--platform ${opts.platform}: berth builds for this host's platform only (${formatPlatform(host)})`);
-    }
+    if (opts.platform) checkPlatform(opts.platform, `--platform ${opts.platform}`);
     this.splitStages();
   }
 
@@ -173,18 +182,7 @@ export class Builder {
     const ins = this.df.instructions;
     if (!ins.length) throw invalid(`${this.file}: the Dockerfile has no instructions (file with no instructions)`);
     let i = 0;
-    const p = hostPlatform();
-    const predefined: Record<string, string> = {
-      TARGETPLATFORM: formatPlatform(p),
-      TARGETOS: p.os,
-      TARGETARCH: p.architecture,
-      TARGETVARIANT: p.variant ?? "",
-      BUILDPLATFORM: formatPlatform(p),
-      BUILDOS: p.os,
-      BUILDARCH: p.architecture,
-      BUILDVARIANT: p.variant ?? "",
-    };
-    for (const [k, v] of Object.entries(predefined)) this.globalArgs.set(k, v);
+    for (const [k, v] of Object.entries(platformArgs())) this.globalArgs.set(k, v);
     for (; i < ins.length && ins[i]!.keyword !== "FROM"; i++) {
       const a = ins[i]!;
       if (a.keyword !== "ARG") throw this.err(a, `no build stage in current context: ${a.keyword} must come after FROM (only ARG may come before it)`);
@@ -243,11 +241,6 @@ export class Builder {
     return out;
   }
 
-  /** Steps numbered so far (the front end numbers its export step after them). */
-  get steps(): number {
-    return this.stepCounter;
-  }
-
   async build(): Promise<BuildResult> {
     for (const w of this.df.warnings) this.opts.onEvent?.({ kind: "warning", text: w });
     let target = this.stages[this.stages.length - 1]!;
@@ -267,13 +260,9 @@ export class Builder {
     for (const s of needed) void this.stageResult(s).catch(() => {});
     const state = await this.stageResult(target);
     for (const k of Object.keys(this.buildArgs))
-      if (!this.usedArgs.has(k) && !PROXY_ARGS.includes(k) && !(k in this.globalArgsDefaults())) this.emit({ kind: "warning", text: `One or more build-args [${k}] were not consumed` });
+      if (!this.usedArgs.has(k) && !PROXY_ARGS.includes(k) && !(k in platformArgs())) this.emit({ kind: "warning", text: `One or more build-args [${k}] were not consumed` });
     const image = await this.finish(state);
     return { image, cached: state.allCached, warnings: this.warnings, steps: this.stepCounter };
-  }
-
-  private globalArgsDefaults(): Record<string, true> {
-    return { TARGETPLATFORM: true, TARGETOS: true, TARGETARCH: true, TARGETVARIANT: true, BUILDPLATFORM: true, BUILDOS: true, BUILDARCH: true, BUILDVARIANT: true };
   }
 
   private stageResult(s: Stage): Promise<State> {
@@ -309,11 +298,7 @@ export class Builder {
     const fromRef = this.fromText(s);
     const label = (i: number) => `[${this.stageLabel(s, i)}]`;
     const platformFlag = flag(s.from, "platform");
-    if (platformFlag) {
-      const want = parsePlatform(expandWord(platformFlag, this.globalArgs, this.df.escape, this.usedArgs));
-      const host = hostPlatform();
-      if (want.os !== host.os || want.architecture !== host.architecture) throw unsupported(`FROM --platform=${platformFlag}: berth builds for this host's platform only (${formatPlatform(host)})`);
-    }
+    if (platformFlag) checkPlatform(expandWord(platformFlag, this.globalArgs, this.df.escape, this.usedArgs), `FROM --platform=${platformFlag}`);
     const state: State = { config: this.emptyConfig(), pending: [], args: new Map(), cmdSet: false, allCached: true };
     const baseStage = this.stageRef(fromRef, s.index);
     if (baseStage) {
@@ -350,7 +335,7 @@ export class Builder {
 
   private emptyConfig(): ImageConfig {
     const p = hostPlatform();
-    return { architecture: p.architecture, os: p.os, config: { Env: [`PATH=${DEFAULT_PATH}`] }, rootfs: { type: "layers", diff_ids: [] }, history: [] };
+    return { architecture: p.architecture, os: p.os, config: {}, rootfs: { type: "layers", diff_ids: [] }, history: [] };
   }
 
   /** Variables for substitution: the stage's ARGs, then its ENV over them (as BuildKit). */
@@ -591,13 +576,15 @@ export class Builder {
     if (flag(ins, "security") === "insecure") throw unsupported("RUN --security=insecure is not allowed (berth grants no build entitlements)");
     const mountKeys: unknown[] = [];
     const cleanups: (() => Promise<void>)[] = [async () => scriptFiles.forEach((f) => fs.rmSync(f, { force: true }))];
-    for (const m of flagsAll(ins, "mount")) mountKeys.push(await this.runMount(s, state, m, mounts, cleanups));
+    const lazy: (() => Promise<void>)[] = [];
+    for (const m of flagsAll(ins, "mount")) mountKeys.push(await this.runMount(s, state, m, mounts, lazy, cleanups));
     const args = this.runArgs(state);
     const env = [...(cfg.Env ?? []), ...args.map(([k, v]) => `${k}=${v}`)];
     const createdBy = `RUN ${args.length ? `|${args.length} ${args.map(([k, v]) => `${k}=${v}`).join(" ")} ` : ""}${argv.join(" ")} # buildkit`;
     const key = { kind: "RUN", argv, env, user: cfg.User ?? "", workdir: cfg.WorkingDir ?? "", network, mounts: mountKeys };
     try {
       await this.layerStep(state, label, `RUN ${ins.source.replace(/^\s*RUN\s+/i, "").split("\n")[0]}`, key, undefined, async (step) => {
+        for (const prepare of lazy) await prepare();
         const r = await this.exec.run({
           image: state.base!,
           argv,
@@ -622,8 +609,11 @@ export class Builder {
     }
   }
 
-  /** One RUN --mount: the mount for the engine, and what of it goes into the cache key. */
-  private async runMount(s: Stage, state: State, spec: string, mounts: StepMount[], cleanups: (() => Promise<void>)[]): Promise<unknown> {
+  /**
+   * One RUN --mount: the mount for the engine, and what of it goes into the cache key. What costs
+   * work only when the step runs (mounting a stage, copying an rw source) is left in `lazy`.
+   */
+  private async runMount(s: Stage, state: State, spec: string, mounts: StepMount[], lazy: (() => Promise<void>)[], cleanups: (() => Promise<void>)[]): Promise<unknown> {
     const o: Record<string, string> = {};
     for (const part of spec.split(",")) {
       const eq = part.indexOf("=");
@@ -661,24 +651,35 @@ export class Builder {
       }
       case "bind": {
         if (!target) throw invalid("RUN --mount=type=bind needs a target");
-        const source = o.source ?? o.src ?? "";
-        let root = this.context.root;
-        let digest: string;
+        const source = o.source ?? o.src ?? ".";
+        if (isGlob(source)) throw invalid(`RUN --mount=type=bind,source=${source}: a bind source is a path, not a pattern`);
+        const rw = o.rw === "true" || o.readwrite === "true";
+        // the source resolves inside its tree (a symlink out of the context is refused, one in an
+        // image stays in it); writes with rw go to a throwaway copy, as BuildKit discards them
+        const mount: StepMount = { type: "bind", source: "", target: abs(target), readonly: !rw };
+        mounts.push(mount);
         if (o.from) {
           const st = this.stageRef(o.from, s.index);
           const rec = st ? (await this.stageResult(st)).base : await this.fromImage(o.from, "RUN --mount from");
           if (!rec) throw invalid(`RUN --mount from=${o.from}: the stage has no files`);
-          const mounted = await this.mountImage(rec);
-          cleanups.push(mounted.release);
-          root = mounted.root;
-          digest = rec.id;
-        } else {
-          const plan: CopyPlan = { sources: resolveSources(this.context, source || "."), dest: "/", destIsDir: true, unpack: false, exclude: undefined };
-          digest = await planDigest(plan);
+          lazy.push(async () => {
+            const m = await this.mountImage(rec); // an overlay of its own: rw writes vanish with it
+            cleanups.push(m.release);
+            mount.source = join(m.root, resolveSources({ root: m.root, kind: "stage", label: `stage ${o.from}` }, source)[0]!.rel);
+          });
+          return { type, target: abs(target), source, from: rec.id, rw };
         }
-        const hostPath = join(root, source.split("/").filter((p) => p && p !== "..").join("/"));
-        mounts.push({ type: "bind", source: hostPath, target: abs(target), readonly: o.rw !== "true" && o.readwrite !== "true" });
-        return { type, target: abs(target), source, digest };
+        const src = resolveSources(this.context, source)[0]!;
+        const digest = await planDigest({ sources: [src], dest: "/", destIsDir: true, unpack: false, exclude: undefined });
+        mount.source = join(this.context.root, src.rel);
+        if (rw)
+          lazy.push(async () => {
+            const copy = join(this.store.root, "tmp", `build-bind-${process.pid}-${randomBytes(4).toString("hex")}`);
+            fs.cpSync(mount.source!, copy, { recursive: true, verbatimSymlinks: true });
+            cleanups.push(async () => fs.rmSync(copy, { recursive: true, force: true }));
+            mount.source = copy;
+          });
+        return { type, target: abs(target), source, digest, rw };
       }
       case "ssh":
         throw unsupported("RUN --mount=type=ssh is not supported by berth yet");
@@ -748,7 +749,6 @@ export class Builder {
         fromId = rec.id;
       }
       const sources: CopySource[] = [];
-      const tmpFiles: string[] = [];
       for (const w of words) {
         const hd = w.startsWith("<<") ? ins.heredocs.find((h) => w.replace(/^<<-?["']?|["']?$/g, "") === h.name) : undefined;
         if (hd) {
@@ -757,22 +757,18 @@ export class Builder {
           const content = hd.expand ? expandWord(hd.content.replace(/["'\\`]/g, (ch) => (ch === e || ch === '"' || ch === "'" ? e + ch : ch)), this.vars(state), e) : hd.content;
           sources.push({ kind: "inline", name: hd.name, content: Buffer.from(content), mode: 0o644, mtime: Math.floor(Date.now() / 1000) });
         } else if (isAdd && /^https?:\/\//i.test(w)) {
-          const f = await this.download(w, flag(ins, "checksum"));
-          tmpFiles.push(f.file);
-          sources.push({ kind: "inline", name: f.name, content: fs.readFileSync(f.file), mode: 0o600, mtime: f.mtime });
+          sources.push({ kind: "inline", mode: 0o600, ...(await this.download(w, flag(ins, "checksum"))) });
         } else if (isAdd && (/^git@|\.git(#.*)?$/.test(w) || /^git:\/\//.test(w))) {
           throw unsupported(`ADD ${w}: git sources are not supported by berth yet (clone into the context and COPY)`);
         } else {
           for (const src of resolveSources(tree, w)) {
-            if (isAdd && src.kind === "path" && !src.isDir && tree.kind === "context" && (await isArchive(join(tree.root, src.rel)))) sources.push({ kind: "archive", file: join(tree.root, src.rel), label: w });
+            if (isAdd && src.kind === "path" && !src.isDir && tree.kind === "context" && (await isArchive(join(tree.root, src.rel)))) sources.push({ kind: "archive", file: join(tree.root, src.rel) });
             else sources.push(src);
           }
         }
       }
       if (!sources.length) throw invalid(`${ins.keyword}: no source files were specified`);
       const several = sources.length > 1 || words.some((w) => /[*?[]/.test(w));
-      if (several && !destArg.endsWith("/") && !(state.base && (await this.isDir(state.base, dest))))
-        throw this.err(ins, `When using ${ins.keyword} with more than one source file, the destination must be a directory and end with a /`);
       const chown = flag(ins, "chown") !== undefined ? this.x(state, flag(ins, "chown")!) : undefined;
       const chmodArg = flag(ins, "chmod");
       let chmod: number | undefined;
@@ -784,7 +780,9 @@ export class Builder {
       const plan: CopyPlan = {
         sources,
         dest,
-        destIsDir: destArg.endsWith("/") || several || (sources.length === 1 && sources[0]!.kind === "archive") || (!!state.base && (await this.isDir(state.base, dest))),
+        // a destination that is a directory in the image is found once the step runs (the cache
+        // key holds the parent image, which decides it)
+        destIsDir: destArg.endsWith("/") || several || (sources.length === 1 && sources[0]!.kind === "archive"),
         ...(chmod !== undefined ? { chmod } : {}),
         unpack: isAdd,
         exclude: excludes.length ? new IgnoreMatcher(excludes) : undefined,
@@ -792,30 +790,19 @@ export class Builder {
       const digest = await planDigest(plan);
       const shown = `${ins.keyword} ${ins.source.replace(/^\s*(COPY|ADD)\s+/i, "").split("\n")[0]}`;
       const createdBy = `${ins.keyword} ${ins.flags.filter((f) => f.name !== "link").map((f) => `--${f.name}=${f.value ?? ""} `).join("")}${words.join(" ")} ${destArg} # buildkit`;
-      try {
-        await this.layerStep(state, label, shown, { kind: ins.keyword, digest, dest, destIsDir: plan.destIsDir, chown, chmod, fromId }, async (root) => {
-          if (chown) plan.owner = resolveOwner(root, chown);
-          await applyCopy(root, plan);
-        }, undefined, createdBy);
-      } finally {
-        for (const f of tmpFiles) fs.rmSync(f, { force: true });
-      }
+      await this.layerStep(state, label, shown, { kind: ins.keyword, digest, dest, destIsDir: plan.destIsDir, chown, chmod, fromId }, async (root) => {
+        if (several && !destArg.endsWith("/") && !isDirInRoot(root, dest)) throw this.err(ins, `When using ${ins.keyword} with more than one source file, the destination must be a directory and end with a /`);
+        plan.destIsDir ||= isDirInRoot(root, dest);
+        if (chown) plan.owner = resolveOwner(root, chown);
+        await applyCopy(root, plan);
+      }, undefined, createdBy);
     } finally {
       await releaseAll();
     }
   }
 
-  private async isDir(rec: ImageRecord, path: string): Promise<boolean> {
-    const m = await this.mountImage(rec);
-    try {
-      return isDirInRoot(m.root, path);
-    } finally {
-      await m.release();
-    }
-  }
-
-  /** ADD <url>: fetched to a temporary file; --checksum verified; named after the URL's last part. */
-  private async download(url: string, checksum: string | undefined): Promise<{ file: string; name: string; mtime: number }> {
+  /** ADD <url>: fetched; --checksum verified; named after the URL's last part, its time from Last-Modified. */
+  private async download(url: string, checksum: string | undefined): Promise<{ content: Buffer; name: string; mtime: number }> {
     let res: Response;
     try {
       res = await fetch(url, { redirect: "follow" });
@@ -830,12 +817,9 @@ export class Builder {
       const got = createHash("sha256").update(body).digest("hex");
       if (got !== m[1]) throw invalid(`ADD ${url}: checksum mismatch: expected ${checksum}, got sha256:${got}`);
     }
-    const file = join(this.store.root, "tmp", `build-url-${process.pid}-${randomBytes(4).toString("hex")}`);
-    fs.mkdirSync(join(this.store.root, "tmp"), { recursive: true });
-    fs.writeFileSync(file, body);
     const lm = res.headers.get("last-modified");
     const name = new URL(url).pathname.split("/").filter(Boolean).pop() || "index.html";
-    return { file, name, mtime: lm ? Math.floor(Date.parse(lm) / 1000) : Math.floor(Date.now() / 1000) };
+    return { content: body, name, mtime: lm ? Math.floor(Date.parse(lm) / 1000) : Math.floor(Date.now() / 1000) };
   }
 
   /**
@@ -966,15 +950,10 @@ export class Builder {
     return writeConfigImage(this.store, state.base, config, tags, { cacheKey: key });
   }
 
+  /** Names an image the build reused as its result; it is no longer an intermediate one (one metadata write). */
   private async name(rec: ImageRecord, tags: string[]): Promise<ImageRecord> {
-    for (const t of tags) await this.store.tag(rec.id, t);
-    if (rec.intermediate) await this.store.update((meta) => void (meta.images[rec.id] && delete meta.images[rec.id]!.intermediate));
-    return this.store.get(rec.id);
+    if (!tags.length && !rec.intermediate) return rec;
+    const { repoTags: _t, repoDigests: _d, added: _a, intermediate: _i, ...kept } = rec;
+    return this.store.register(kept, tags);
   }
-}
-
-/** Parses a Dockerfile and reports its stages (for `--target` checks and tests). */
-export function stageNames(text: string): (string | undefined)[] {
-  const df = parseDockerfile(text);
-  return df.instructions.filter((i) => i.keyword === "FROM").map((i) => splitWords(i.args, df.escape)[2]?.toLowerCase());
 }

@@ -26,10 +26,16 @@ export interface SourceTree {
 }
 
 /** One thing to copy: a path in a tree, a heredoc's text, or a downloaded or local file. */
-export type CopySource =
-  | { kind: "path"; tree: SourceTree; rel: string; isDir: boolean; name: string }
-  | { kind: "inline"; name: string; content: Buffer; mode: number; mtime: number }
-  | { kind: "archive"; file: string; label: string };
+export type CopySource = PathSource | { kind: "inline"; name: string; content: Buffer; mode: number; mtime: number } | { kind: "archive"; file: string };
+
+/** A path in a tree, its symlinks already resolved inside the tree (`rel`); `name` is the name it was asked by. */
+export interface PathSource {
+  kind: "path";
+  tree: SourceTree;
+  rel: string;
+  isDir: boolean;
+  name: string;
+}
 
 export interface CopyOwner {
   uid: number;
@@ -58,7 +64,7 @@ function walk(tree: SourceTree, rel: string, out: string[]): void {
  * The sources a COPY source argument names: a path (files and directories), or a pattern with
  * `*`, `?`, `[`, `**`; errors say when .dockerignore left the source out.
  */
-export function resolveSources(tree: SourceTree, arg: string, followDir = true): CopySource[] {
+export function resolveSources(tree: SourceTree, arg: string): PathSource[] {
   const clean = cleanPattern(arg);
   if (tree.kind === "context" && (arg.split("/").includes("..") && normalizeUp(arg) === undefined)) throw invalid(`COPY failed: forbidden path outside the build context: ${arg}`);
   if (!isGlob(clean)) {
@@ -68,7 +74,7 @@ export function resolveSources(tree: SourceTree, arg: string, followDir = true):
     }
     const st = statInside(tree, clean);
     if (!st) throw notFound(`COPY failed: file not found in ${tree.label}: stat ${arg}: file does not exist`);
-    return [{ kind: "path", tree, rel: st.rel, isDir: followDir && st.isDir, name: abs.split("/").pop() || "" }];
+    return [{ kind: "path", tree, rel: st.rel, isDir: st.isDir, name: abs.split("/").pop() || "" }];
   }
   const re = patternRegex(clean);
   const all: string[] = [];

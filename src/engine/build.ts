@@ -11,7 +11,7 @@ import { Builder, StepFailed, type BuildEvent, type BuildExecutor, type BuildOpt
 import { extractLayer, pullImage, type ImageRecord } from "../images/index.js";
 import { removeTree, treeBytes } from "../common/sys.js";
 import { demuxAttach } from "./attach.js";
-import type { Engine } from "./engine.js";
+import { parseUlimit, type Engine } from "./engine.js";
 import { defaultContainerConfig, defaultHostConfig, type MountSpec } from "./types.js";
 
 export { StepFailed, type BuildEvent, type BuildResult };
@@ -43,12 +43,7 @@ function executor(engine: Engine): BuildExecutor {
       hc.LogConfig = { Type: "none", Config: {} };
       hc.Mounts = mounts;
       if (step.extraHosts.length) hc.ExtraHosts = step.extraHosts;
-      if (step.ulimits?.length)
-        hc.Ulimits = step.ulimits.map((u) => {
-          const m = /^([a-z]+)=(-?\d+)(?::(-?\d+))?$/.exec(u);
-          if (!m) throw invalid(`invalid ulimit argument: ${u}`);
-          return { Name: m[1]!, Soft: Number(m[2]), Hard: Number(m[3] ?? m[2]) };
-        });
+      if (step.ulimits?.length) hc.Ulimits = step.ulimits.map(parseUlimit);
       const config = { ...defaultContainerConfig(step.image.id), Cmd: step.argv, Entrypoint: [], Env: step.env, User: step.user, WorkingDir: step.workdir };
       const { Id: id } = await engine.create({ Config: config, HostConfig: hc, pull: "never" }, undefined, { startNext: { handlesExit: true }, buildStep: true });
       const remove = async () => void (await engine.remove(id, { force: true, volumes: true }).catch(() => {}));

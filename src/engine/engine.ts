@@ -27,7 +27,7 @@ import { ContainerStore, initialState, zeroTime, type ContainerRecord, type Cont
 import { VolumeStore } from "../volumes/index.js";
 import { EventLog } from "./events.js";
 import { copyIn, copyOut, exportRootfs, statInRoot, type PathStat } from "./copy.js";
-import type { CreateRequest, MountSpec, NetworkSettings } from "./types.js";
+import type { CreateRequest, MountSpec, NetworkSettings, Ulimit } from "./types.js";
 
 export interface EngineOptions {
   /** berth's store (images, containers, volumes): /var/lib/berth or $BERTH_ROOT. */
@@ -1219,6 +1219,13 @@ export function parseBind(spec: string): MountSpec {
   for (const x of o) if (!["ro", "rw", "z", "Z", "shared", "rshared", "slave", "rslave", "private", "rprivate", "nocopy", "consistent", "cached", "delegated"].includes(x)) throw invalid(`invalid mode: ${x}`);
   const propagation = o.find((x) => /^r?(shared|slave|private)$/.test(x));
   return { Type: src.startsWith("/") ? "bind" : "volume", Source: src, Target: dst, ReadOnly: o.includes("ro"), ...(propagation ? { BindOptions: { Propagation: propagation } } : {}) };
+}
+
+/** docker's --ulimit NAME=SOFT[:HARD]. */
+export function parseUlimit(u: string): Ulimit {
+  const m = /^([a-z]+)=(-?\d+)(?::(-?\d+))?$/.exec(u);
+  if (!m) throw invalid(`invalid ulimit argument: ${u}`);
+  return { Name: m[1]!, Soft: Number(m[2]), Hard: Number(m[3] ?? m[2]) };
 }
 
 /** docker's RAMInBytes: 12, 12b, 12k, 12m, 12g (binary units), case-insensitive. */

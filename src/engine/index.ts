@@ -1,5 +1,5 @@
 /** The engine: containers over images and the runtime. `import { Engine } from "berth"`. */
-export { Engine, parseBind, parseSize, type EngineOptions, type ContainerView } from "./engine.js";
+export { Engine, parseBind, parseSize, parseUlimit, type EngineOptions, type ContainerView } from "./engine.js";
 export { type ContainerRecord, type ContainerState } from "./store.js";
 export { defaultContainerConfig, defaultHostConfig, type ContainerConfig, type HostConfig, type CreateRequest, type MountSpec } from "./types.js";
 export { readLogs, type LogEntry } from "./logs.js";

@@ -2,7 +2,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { BerthError, invalid } from "../../common/errors.js";
-import { build as ops, parseReference, shortId } from "../../engine/index.js";
+import { build as ops, parseReference, parseSize, shortId } from "../../engine/index.js";
 import { list, parse, str, UsageError } from "../pflag.js";
 import { humanSize, table } from "./output.js";
 import type { Context } from "./context.js";
@@ -48,13 +48,19 @@ function keyValues(items: string[], what: string): Record<string, string> {
   return out;
 }
 
-function parseOutput(spec: string): ops.BuildRequest["output"] {
-  if (!spec.includes("=")) return { type: "local", dest: spec };
+/** `k=v,k=v` options (--output, --secret). */
+function options(spec: string): Record<string, string> {
   const o: Record<string, string> = {};
   for (const p of spec.split(",")) {
-    const [k, v] = p.split("=", 2) as [string, string | undefined];
-    o[k.trim()] = v ?? "";
+    const eq = p.indexOf("=");
+    o[(eq < 0 ? p : p.slice(0, eq)).trim()] = eq < 0 ? "" : p.slice(eq + 1);
   }
+  return o;
+}
+
+function parseOutput(spec: string): ops.BuildRequest["output"] {
+  if (!spec.includes("=")) return { type: "local", dest: spec };
+  const o = options(spec);
   const type = o.type ?? "local";
   if (!o.dest) throw invalid(`--output ${spec}: dest= is required`);
   if (type === "local") return { type, dest: o.dest };
@@ -65,11 +71,7 @@ function parseOutput(spec: string): ops.BuildRequest["output"] {
 function parseSecrets(items: string[]): Record<string, string> {
   const out: Record<string, string> = {};
   for (const s of items) {
-    const o: Record<string, string> = {};
-    for (const p of s.split(",")) {
-      const [k, v] = p.split("=", 2) as [string, string | undefined];
-      o[k.trim()] = v ?? "";
-    }
+    const o = options(s);
     const id = o.id;
     if (!id) throw invalid(`--secret ${s}: id= is required`);
     let src = o.src ?? o.source;
@@ -213,7 +215,7 @@ export async function build(ctx: Context, argv: string[]): Promise<number> {
       if (fs.existsSync(own)) ignore = fs.readFileSync(own, "utf8");
     }
   }
-  if (ignore === undefined && "dir" in context && fs.existsSync(path.join(context.dir, ".dockerignore"))) ignore = fs.readFileSync(path.join(context.dir, ".dockerignore"), "utf8");
+  // the context's own .dockerignore is read by the engine (as for the API's tar contexts)
   if (dockerfile === undefined && !("tar" in context)) throw invalid("failed to read dockerfile: no Dockerfile given");
   const outputSpec = str(flags.output);
   const output = outputSpec ? parseOutput(outputSpec) : undefined;
@@ -264,12 +266,6 @@ export async function build(ctx: Context, argv: string[]): Promise<number> {
   return 0;
 }
 
-function parseSize(s: string): number {
-  const m = /^(\d+(?:\.\d+)?)([kmgb]?)b?$/i.exec(s);
-  if (!m) throw invalid(`invalid size: ${s}`);
-  return Math.round(Number(m[1]) * { "": 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2]!.toLowerCase() as "k"]);
-}
-
 export async function builderPrune(ctx: Context, argv: string[]): Promise<number> {
   parse(argv, [{ long: "force", short: "f", kind: "bool" }, { long: "all", short: "a", kind: "bool" }, { long: "filter", kind: "list" }, { long: "keep-storage", kind: "string" }], "builder prune");
   const r = await ops.pruneCache(ctx.engine());
@@ -287,4 +283,3 @@ export async function builderDu(ctx: Context, argv: string[]): Promise<number> {
   return 0;
 }
 
-export { UsageError, shortId };

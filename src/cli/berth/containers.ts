@@ -16,6 +16,7 @@ import {
   parsePublish,
   parseReference,
   parseSize,
+  parseUlimit,
   readLogs,
   seccompFromProfile,
   system,
@@ -294,13 +295,7 @@ export function createRequest(flags: FlagValues, args: string[]): CreateRequest 
     } else throw invalid(`invalid --security-opt: ${JSON.stringify(o)}`);
   }
   hc.SecurityOpt = sec.length ? sec : null;
-  hc.Ulimits = list(flags.ulimit).length
-    ? list(flags.ulimit).map((u) => {
-        const m = /^([a-z]+)=(-?\d+)(?::(-?\d+))?$/.exec(u);
-        if (!m) throw invalid(`invalid ulimit argument: ${u}`);
-        return { Name: m[1]!, Soft: Number(m[2]), Hard: Number(m[3] ?? m[2]) };
-      })
-    : null;
+  hc.Ulimits = list(flags.ulimit).length ? list(flags.ulimit).map(parseUlimit) : null;
   hc.PidMode = str(flags.pid) ?? "";
   hc.IpcMode = str(flags.ipc) ?? "private";
   hc.UTSMode = str(flags.uts) ?? "";
