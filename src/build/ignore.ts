@@ -84,16 +84,20 @@ export function patternRegex(pattern: string): RegExp {
       } else re += "[^/]*";
     } else if (c === "?") re += "[^/]";
     else if (c === "[") {
-      const end = pattern.indexOf("]", i + 1);
-      if (end < 0) re += "\\[";
-      else {
-        re += "[" + pattern.slice(i + 1, end).replace(/^!/, "^").replace(/\\/g, "\\\\") + "]";
-        i = end;
-      }
+      const cls = bracketClass(pattern, i);
+      re += cls.re;
+      i = cls.end;
     } else if (c === "\\" && i + 1 < pattern.length) re += pattern[++i]!.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
     else re += c.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
   }
   return new RegExp(re + "$", "s");
+}
+
+/** A `[...]` class (`[!...]` negated) starting at i, as a regular expression, and where it ends; a lone `[` is literal. */
+export function bracketClass(pattern: string, i: number): { re: string; end: number } {
+  const end = pattern.indexOf("]", i + 2);
+  if (end < 0) return { re: "\\[", end: i };
+  return { re: "[" + pattern.slice(i + 1, end).replace(/^!/, "^").replace(/\\/g, "\\\\") + "]", end };
 }
 
 /** Whether a COPY source is a pattern (docker expands `*`, `?` and `[` in sources). */

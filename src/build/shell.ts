@@ -6,6 +6,7 @@
  * `${VAR##pat}`, `${VAR%pat}`, `${VAR%%pat}`, `${VAR/pat/repl}` and `${VAR//pat/repl}` expand.
  */
 import { invalid } from "../common/errors.js";
+import { bracketClass } from "./ignore.js";
 
 export type Vars = ReadonlyMap<string, string | undefined>;
 
@@ -178,12 +179,9 @@ function globRegex(pat: string, greedy: boolean): string {
     if (c === "*") out += greedy ? ".*" : ".*?";
     else if (c === "?") out += ".";
     else if (c === "[") {
-      const end = pat.indexOf("]", i + 2);
-      if (end < 0) out += "\\[";
-      else {
-        out += "[" + pat.slice(i + 1, end).replace(/^!/, "^").replace(/\\/g, "\\\\") + "]";
-        i = end;
-      }
+      const cls = bracketClass(pat, i);
+      out += cls.re;
+      i = cls.end;
     } else out += c.replace(/[.+^${}()|\\\]]/g, "\\$&");
   }
   return out;
