@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { parseDockerfile } from "../src/build/parser.js";
 import { expandWord, parseKeyValues, splitWords } from "../src/build/shell.js";
 import { IgnoreMatcher } from "../src/build/ignore.js";
+import { goDuration, goQuote, goQuoteList, goQuoteRune } from "../src/build/gofmt.js";
 
 test("parser: continuations, comments inside them, exec and shell forms, flags, keywords in any case", () => {
   const df = parseDockerfile(["# escape=\\", "", "from busybox AS Base", "RUN echo a \\", "  # a comment inside", "  && echo b", 'CMD ["sh", "-c", "echo hi"]', "COPY --from=base --chown=1:2 a b /dst/", "run ls"].join("\n"));
@@ -97,4 +98,11 @@ test(".dockerignore: docker's patterns, ** and exceptions, last match wins", () 
   assert.ok(!m.ignores("docs/a/draft/ok.md"));
   assert.ok(!m.ignores("docs/a/final.md"));
   assert.equal(m.reason("x.log"), "*.log");
+});
+
+test("history text as Go's fmt prints it (BuildKit's created_by): %q of lists, durations and runes", () => {
+  assert.equal(goQuoteList(["/bin/sh", "-c", 'echo "hi"\tthere\\']), '["/bin/sh" "-c" "echo \\"hi\\"\\tthere\\\\"]');
+  assert.equal(goQuote("\x01é\x7f"), '"\\x01é\\x7f"');
+  assert.deepEqual([0, 500, 1_500_000, 5e9, 1.5e9, 90e9, 3600e9, 3661e9].map(goDuration), ["0s", "500ns", "1.5ms", "5s", "1.5s", "1m30s", "1h0m0s", "1h1m1s"]);
+  assert.deepEqual([0, 4, 10, 65, 39].map(goQuoteRune), ["'\\x00'", "'\\x04'", "'\\n'", "'A'", "'\\''"]);
 });

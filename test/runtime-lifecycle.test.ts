@@ -39,7 +39,7 @@ describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
   test("a failed create removes the cgroups it made, the cgroupsPath's new parents too", () => {
     const parent = uniqueId("failed");
     for (const [why, edit] of [
-      ["a failing mount", (s: { mounts: unknown[] }) => s.mounts.push({ destination: "/x", type: "nosuchfs", source: "none" })],
+      ["a failing mount", (s: { mounts: unknown[] }) => s.mounts.push({ destination: "/tmp", type: "nosuchfs", source: "none" }) /* a directory the fixture has: the shared rootfs stays as it is */],
       ["a missing program", (s: { process: { args: string[] } }) => (s.process.args = ["/nope"])],
       ["a resource the host refuses", (s: { linux: { resources: unknown } }) => (s.linux.resources = { cpu: { cpus: "99" } })],
     ] as const) {

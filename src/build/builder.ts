@@ -19,6 +19,7 @@ import { commitBuildStep, formatReference, parseReference, withDefaultTag, hostP
 import { checkFlags, flag, flagsAll, parseDockerfile, parseError, parseJsonForm, type Dockerfile, type Instruction } from "./parser.js";
 import { expandWord, parseKeyValues, splitWords } from "./shell.js";
 import { IgnoreMatcher, isGlob } from "./ignore.js";
+import { goDuration, goQuote, goQuoteList, goQuoteRune } from "./gofmt.js";
 import { applyCopy, isArchive, isDirInRoot, planDigest, resolveOwner, resolveSources, mkdirInRoot, type CopyPlan, type CopySource, type SourceTree } from "./copy.js";
 import { openRoot } from "../common/inroot.js";
 
@@ -409,7 +410,7 @@ export class Builder {
         case "ENTRYPOINT": {
           checkFlags(ins, [], this.file);
           const cmd = this.command(state, ins);
-          this.meta(state, `${ins.keyword} ${JSON.stringify(cmd)}`, (cfg) => {
+          this.meta(state, `${ins.keyword} ${goQuoteList(cmd)}`, (cfg) => {
             if (ins.keyword === "CMD") {
               cfg.Cmd = cmd;
               state.cmdSet = true;
@@ -444,7 +445,8 @@ export class Builder {
             if (hi < lo || hi > 65535) throw this.err(ins, `invalid port range: ${p}`);
             for (let q = lo; q <= hi; q++) ports.push(`${q}/${(m[3] ?? "tcp").toLowerCase()}`);
           }
-          this.meta(state, `EXPOSE map[${ports.map((p) => `${p}:{}`).join(" ")}]`, (cfg) => {
+          // Go prints a map with its keys sorted
+          this.meta(state, `EXPOSE map[${[...new Set(ports)].sort().map((p) => `${p}:{}`).join(" ")}]`, (cfg) => {
             cfg.ExposedPorts = { ...(cfg.ExposedPorts ?? {}) };
             for (const p of ports) cfg.ExposedPorts[p] = {};
           });
@@ -472,7 +474,8 @@ export class Builder {
           const trigger = ins.args.trim();
           const kw = trigger.split(/\s+/)[0]!.toUpperCase();
           if (["ONBUILD", "FROM", "MAINTAINER"].includes(kw)) throw this.err(ins, `${kw} isn't allowed as an ONBUILD trigger`);
-          this.meta(state, `ONBUILD ${trigger}`, (cfg) => void (cfg.OnBuild = [...(cfg.OnBuild ?? []), trigger]));
+          // no history entry, as BuildKit
+          c().OnBuild = [...(c().OnBuild ?? []), trigger];
           return;
         }
         case "WORKDIR": {
@@ -482,11 +485,13 @@ export class Builder {
           const dir = w.startsWith("/") ? w : `${c().WorkingDir || "/"}/${w}`.replace(/\/+/g, "/");
           const clean = ("/" + dir.split("/").filter(Boolean).join("/")).replace(/\/$/, "") || "/";
           c().WorkingDir = clean;
-          // the directory is made (a layer when it was missing), as BuildKit does
+          // the directory is made (a layer when it was missing), as BuildKit does: the directories
+          // it creates belong to the USER in effect
+          const user = c().User;
           await this.layerStep(state, label, `WORKDIR ${clean}`, { kind: "WORKDIR", dir: clean }, async (root) => {
             const rootFd = openRoot(root);
             try {
-              fs.closeSync(mkdirInRoot(rootFd, clean));
+              fs.closeSync(mkdirInRoot(rootFd, clean, user ? resolveOwner(root, user) : undefined));
             } finally {
               fs.closeSync(rootFd);
             }
@@ -542,7 +547,10 @@ export class Builder {
         hc.Retries = Number(r);
       }
     } else throw this.err(ins, `Unknown type "${kw}" in HEALTHCHECK (try CMD)`);
-    this.meta(state, `HEALTHCHECK &{${JSON.stringify(hc.Test)}}`, (cfg) => void (cfg.Healthcheck = hc));
+    // BuildKit's %q of the config struct; StartInterval (newer docker) only where it is set
+    const d = (v: number | undefined) => goQuote(goDuration(v ?? 0));
+    const fields = [goQuoteList(hc.Test ?? []), d(hc.Interval), d(hc.Timeout), d(hc.StartPeriod), ...(hc.StartInterval ? [d(hc.StartInterval)] : []), goQuoteRune(hc.Retries ?? 0)];
+    this.meta(state, `HEALTHCHECK &{${fields.join(" ")}}`, (cfg) => void (cfg.Healthcheck = hc));
   }
 
   /** The build args RUN sees as environment, `|N k=v …` in history: declared in the stage, with values, not proxies. */
@@ -789,7 +797,9 @@ export class Builder {
       };
       const digest = await planDigest(plan);
       const shown = `${ins.keyword} ${ins.source.replace(/^\s*(COPY|ADD)\s+/i, "").split("\n")[0]}`;
-      const createdBy = `${ins.keyword} ${ins.flags.filter((f) => f.name !== "link").map((f) => `--${f.name}=${f.value ?? ""} `).join("")}${words.join(" ")} ${destArg} # buildkit`;
+      // BuildKit records --parents, --chown and --chmod, in that order, and no other flag
+      const recorded = ["parents", "chown", "chmod"].flatMap((n) => ins.flags.filter((f) => f.name === n).map((f) => (n === "parents" ? "--parents " : `--${n}=${f.value ?? ""} `)));
+      const createdBy = `${ins.keyword} ${recorded.join("")}${words.join(" ")} ${destArg} # buildkit`;
       await this.layerStep(state, label, shown, { kind: ins.keyword, digest, dest, destIsDir: plan.destIsDir, chown, chmod, fromId }, async (root) => {
         if (several && !destArg.endsWith("/") && !isDirInRoot(root, dest)) throw this.err(ins, `When using ${ins.keyword} with more than one source file, the destination must be a directory and end with a /`);
         plan.destIsDir ||= isDirInRoot(root, dest);
