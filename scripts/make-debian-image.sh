@@ -5,8 +5,9 @@
 set -eu
 cd "$(dirname "$0")/.."
 out=build/cache/debian-oci
-if [ -f "$out/index.json" ]; then echo "$out"; exit 0; fi
 rootfs=$(sh scripts/make-debian-rootfs.sh)
+# made again when the tree was (its package list differs)
+if [ -f "$out/index.json" ] && cmp -s "$rootfs/.complete" "$out/.source"; then echo "$out"; exit 0; fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/blobs/sha256"
@@ -44,6 +45,7 @@ writeFileSync(dir + "/oci-layout", JSON.stringify({ imageLayoutVersion: "1.0.0" 
 writeFileSync(dir + "/index.json", JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: "application/vnd.oci.image.manifest.v1+json", ...manifest, annotations: { "org.opencontainers.image.ref.name": "latest" } }] }));
 ' "$tmp"
 rm -f "$tmp/layers"
+cp "$rootfs/.complete" "$tmp/.source"
 rm -rf "$out"
 mkdir -p build/cache
 cp -r "$tmp" "$out.tmp"

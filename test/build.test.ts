@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
-import { rootSkip, tempDir } from "./helpers.js";
+import { project, rootSkip, tempDir } from "./helpers.js";
 import { berth, berthEnv, importBusybox, ok, removeNetworking, type BerthEnv } from "./image-helpers.js";
 
 let env: BerthEnv;
@@ -128,6 +128,28 @@ describe("berth build", { skip: rootSkip }, () => {
     assert.equal(failed.code, 3, "a failing RUN exits with its exit code");
     assert.match(failed.stderr, /process "\/bin\/sh -c echo this stage is never needed; exit 3" did not complete successfully: exit code: 3/);
     assert.match(b(["build", "--target", "nope", dir]).stderr, /target stage "nope" could not be found/);
+    assertClean();
+  });
+
+  const debianLayout = join(project, "build/cache/debian-oci");
+  const gccSkip = !/\bgcc\b/.test(fs.existsSync(join(debianLayout, ".source")) ? fs.readFileSync(join(debianLayout, ".source"), "utf8") : "") ? "the Debian test image with gcc was not built (scripts/make-debian-image.sh needs debootstrap and Debian's mirror)" : false;
+  test("multi-stage: a C program compiled with Debian's gcc, only the binary copied into busybox", { skip: gccSkip }, () => {
+    const tarball = join(tempDir("berth-debian-"), "debian.tar");
+    spawnSync("tar", ["-C", debianLayout, "-cf", tarball, "."]);
+    const loaded = ok(b(["load", "-i", tarball])).stdout;
+    fs.rmSync(join(tarball, ".."), { recursive: true, force: true });
+    ok(b(["tag", /Loaded image ID: (\S+)/.exec(loaded)![1]!, "debian:gcc"]));
+    const dir = context({
+      "hello.c": '#include <stdio.h>\nint main(int argc, char **argv) { printf("hello from C, %d args\\n", argc - 1); return 0; }\n',
+      Dockerfile: "FROM debian:gcc AS compile\nWORKDIR /src\nCOPY hello.c .\nRUN gcc -static -O2 -o /hello hello.c && /hello a b\nFROM busybox\nCOPY --from=compile /hello /usr/local/bin/hello\nCMD [\"/usr/local/bin/hello\", \"x\"]\n",
+    });
+    const r = ok(b(["build", "-t", "hello-c", dir]));
+    assert.match(r.stderr, /^#\d+ [\d.]+ hello from C, 2 args$/m, "the compiled program ran in its stage");
+    assert.equal(run("hello-c"), "hello from C, 1 args\n");
+    // busybox's layer and the binary's: none of the compiler's 300 MB
+    assert.equal(JSON.parse(inspect("hello-c", "{{json .RootFS.Layers}}")).length, 2);
+    assert.ok(Number(inspect("hello-c", "{{.Size}}")) < 20e6, "the image holds no compiler");
+    ok(b(["rmi", "debian:gcc"]));
     assertClean();
   });
 

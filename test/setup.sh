@@ -34,9 +34,9 @@ if [ ! -f "$oracle" ] && [ "$(id -u)" = 0 ]; then
   rm -rf "$tmp"
 fi
 # The larger test image (a Debian tree from debootstrap, five layers), cached in build/cache.
-if [ "$(id -u)" = 0 ] && [ ! -f build/cache/debian-oci/index.json ]; then
+if [ "$(id -u)" = 0 ]; then
   mkdir -p build/cache
-  echo "test setup: building the Debian test image with debootstrap (cached in build/cache)"
+  [ -f build/cache/debian-oci/.source ] || echo "test setup: building the Debian test image with debootstrap (cached in build/cache)"
   sh scripts/make-debian-image.sh >/dev/null 2>build/cache/debian-image.log || echo "test setup: could not build the Debian image (see build/cache/debian-image.log); its tests will skip"
 fi
 # Node 22 and 24 beside this node (npm's node-linux-<arch> packages, cached in build/cache): the

@@ -246,7 +246,10 @@ export async function loadImages(store: ImageStore, input: AsyncIterable<Buffer>
           await putFile(store, blobPath(b.digest), b.digest);
         }
         const a = top.annotations ?? {};
-        const name = a["io.containerd.image.name"] ?? a["org.opencontainers.image.ref.name"];
+        // ref.name is often a bare tag ("latest", as skopeo and umoci write it): that names no
+        // repository, and docker loads such images unnamed
+        const refName = a["org.opencontainers.image.ref.name"];
+        const name = a["io.containerd.image.name"] ?? (refName && /[/:]/.test(refName) ? refName : undefined);
         let tags: string[] = [];
         if (name) {
           try {
