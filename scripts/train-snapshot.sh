@@ -34,6 +34,13 @@ b inspect "$name"
 b stop -t 1 "$name"
 b rm -f "$name"
 b images
+# a build, cold and cached (every instruction kind a short Dockerfile has)
+mkdir -p "$tmp/ctx"
+echo a > "$tmp/ctx/a.txt"
+printf 'FROM busybox\nENV A=1\nWORKDIR /app\nCOPY a.txt /app/\nRUN cat /app/a.txt > /b\nLABEL x=y\nCMD ["cat", "/b"]\n' > "$tmp/ctx/Dockerfile"
+b build -q --network none -t "$name" "$tmp/ctx"
+b build -q --network none -t "$name" "$tmp/ctx"
+b rmi "$name"
 # berth's parent cgroup stays between containers; training leaves none behind
 "$node" -e 'import(process.argv[1]).then((m) => m.removeEmptyParent())' "$(pwd)/dist/src/cgroups/index.js" || true
 "$node" -e 'import(process.argv[1]).then((m) => new m.Networking(process.argv[2], process.argv[3]).removeAll())' \

@@ -19,6 +19,7 @@ import { commitBuildStep, formatReference, parseReference, withDefaultTag, hostP
 import { checkFlags, flag, flagsAll, parseDockerfile, parseError, parseJsonForm, type Dockerfile, type Instruction } from "./parser.js";
 import { expandWord, parseKeyValues, splitWords } from "./shell.js";
 import { IgnoreMatcher, isGlob } from "./ignore.js";
+import { trace } from "../common/trace.js";
 import { goDuration, goQuote, goQuoteList, goQuoteRune } from "./gofmt.js";
 import { applyCopy, isArchive, isDirInRoot, planDigest, resolveOwner, resolveSources, mkdirInRoot, type CopyPlan, type CopySource, type SourceTree } from "./copy.js";
 import { openRoot } from "../common/inroot.js";
@@ -848,6 +849,7 @@ export class Builder {
     const entry: HistoryEntry = { created: new Date().toISOString(), created_by: createdBy ?? `${text} # buildkit`, comment: "buildkit.dockerfile.v0" };
     const key = hash({ parent: state.base?.id ?? "scratch", config: state.config.config, pending: state.pending.map((h) => h.created_by), step: keyParts });
     await this.step(label, text, async (step) => {
+      trace(`build: ${text.slice(0, 20)} begins`);
       if (!this.opts.noCache) {
         const hit = this.store.findCached(key);
         if (hit) {
@@ -864,9 +866,11 @@ export class Builder {
       if (runIn) {
         if (!state.base) throw invalid(`${text}: there is no shell in an empty (scratch) stage`);
         const r = await runIn(step);
+        trace(`build: ${text.slice(0, 20)} ran`);
         try {
           this.cleanStubs(r.snapshot, ["etc/hosts", "etc/hostname", "etc/resolv.conf", "proc", "sys", "dev", ...r.stubs.map((t) => t.replace(/^\/+/, ""))]);
           rec = await commitBuildStep(this.store, { snapshot: r.snapshot, ...(state.base ? { parent: state.base } : {}), config, cacheKey: key, intermediate: true });
+          trace(`build: committed`);
         } finally {
           await r.remove();
         }
@@ -884,7 +888,9 @@ export class Builder {
             unmount(root);
             fs.rmdirSync(root);
           }
+          trace(`build: ${text.slice(0, 20)} written`);
           rec = await commitBuildStep(this.store, { snapshot: snap, ...(state.base ? { parent: state.base } : {}), config, cacheKey: key, intermediate: true });
+          trace(`build: committed`);
         } finally {
           await this.store.snapshots.removeAsync(snap);
         }
