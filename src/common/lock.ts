@@ -4,6 +4,8 @@
  */
 import * as fs from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
+import { dirname } from "node:path";
+import { BerthError } from "./errors.js";
 import { LOCK_EX, LOCK_SH, LOCK_UN, tryFlock } from "./sys.js";
 
 export class FileLock {
@@ -55,12 +57,55 @@ export async function withLock<T>(path: string, mode: "shared" | "exclusive", fn
  */
 export function writeFileAtomic(path: string, data: string | Buffer, durable = true): void {
   const tmp = `${path}.tmp-${process.pid}`;
-  const fd = fs.openSync(tmp, "w", 0o644);
   try {
-    fs.writeSync(fd, typeof data === "string" ? Buffer.from(data) : data);
-    if (durable) fs.fsyncSync(fd);
+    const fd = fs.openSync(tmp, "w", 0o644);
+    try {
+      fs.writeSync(fd, typeof data === "string" ? Buffer.from(data) : data);
+      if (durable) fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, path);
+  } catch (e) {
+    // no partial file stays (a full disk fails the write half-way)
+    try {
+      fs.unlinkSync(tmp);
+    } catch {
+      /* never made */
+    }
+    if ((e as NodeJS.ErrnoException).code === "ENOSPC") throw new BerthError("System", `no space left on device: cannot write ${path}`, { cause: e });
+    throw e;
+  }
+  // the rename itself survives a power loss only once its directory is on disk
+  if (durable) fsyncDir(dirname(path));
+}
+
+/** fsync a directory (its entries: a rename or a new file in it). */
+export function fsyncDir(dir: string): void {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+    fs.fsyncSync(fd);
+  } catch {
+    /* a file system that cannot sync directories: the data itself was synced */
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+}
+
+/** Whether some process holds the lock file at path now (a missing file: no one). Creates nothing. */
+export function lockHeld(path: string): boolean {
+  let fd: number;
+  try {
+    fd = fs.openSync(path, fs.constants.O_RDWR);
+  } catch {
+    return false;
+  }
+  try {
+    if (!tryFlock(fd, LOCK_EX)) return true;
+    tryFlock(fd, LOCK_UN);
+    return false;
   } finally {
     fs.closeSync(fd);
   }
-  fs.renameSync(tmp, path);
 }

@@ -199,7 +199,16 @@ export class Engine {
     trace("create: image found");
     const imgCfg: ImageContainerConfig = this.images.config(image).config ?? {};
     const id = this.containers.newId();
-    const name = this.containers.claimName(id, req.name);
+    // held until the record is written: what a create killed half-way leaves is told from one in progress
+    const creating = this.containers.begin(id);
+    let name: string;
+    try {
+      name = this.containers.claimName(id, req.name);
+    } catch (e) {
+      creating.release();
+      this.containers.remove(id);
+      throw e;
+    }
     try {
       const c = { ...req.Config };
       // docker's merge: the container's settings over the image's
@@ -235,10 +244,10 @@ export class Engine {
         LogPath: req.HostConfig.LogConfig.Type === "none" ? "" : this.containers.path(id, `${id}-json.log`),
         Platform: "linux",
         ...(req.NetworkingConfig ? { NetworkingConfig: req.NetworkingConfig } : {}),
+        ...(opts.buildStep ? { Builder: { Pid: process.pid, Start: procStart(process.pid) } } : {}),
       };
       rec.Mounts = this.resolveMounts(req.HostConfig, c.Volumes ?? undefined);
       if (opts.startNext) {
-        fs.mkdirSync(this.containers.path(id), { recursive: true, mode: 0o700 });
         this.prepared.set(id, this.prepareLaunch(rec, !!opts.startNext.handlesExit));
       }
       const parent = this.images.topLayer(image);
@@ -257,6 +266,8 @@ export class Engine {
       this.containers.remove(id);
       this.containers.releaseName(name, id);
       throw e;
+    } finally {
+      creating.release();
     }
   }
 
@@ -597,7 +608,13 @@ export class Engine {
    * Whether a container holds its network allocations rightly: it runs, or someone (a start in
    * progress) holds its lock. What no such container holds is reclaimed.
    */
-  private isActive(id: string): boolean {
+  /** Whether a build's step container was left by a build that is not running any more. */
+  orphanBuildStep(rec: ContainerRecord): boolean {
+    return !!rec.Builder && !(pidAlive(rec.Builder.Pid) && procStart(rec.Builder.Pid) === rec.Builder.Start);
+  }
+
+  /** Whether a container runs (its monitor alive), or some command holds its lock now. */
+  isActive(id: string): boolean {
     const v = this.containers.read(id);
     if (!v) return false;
     if ((v.state.Running || v.state.Restarting) && this.monitorAlive(v.state)) return true;
@@ -605,6 +622,29 @@ export class Engine {
     if (!lock) return true;
     lock.release();
     return false;
+  }
+
+  /**
+   * What a killed create or removal of container `id` left, its directory now at `dir`: whatever
+   * the container held (processes, cgroups, runtime record, addresses and ports, its rootfs mount
+   * and snapshot), then the directory. For `system repair`; the container has no record.
+   */
+  async discardLeftover(id: string, dir: string): Promise<void> {
+    const rootfs = join(dir, "rootfs");
+    if (isMountpoint(rootfs)) await unmountAsync(rootfs).catch(() => {});
+    try {
+      await this.runtime.delete(id, { force: true });
+    } catch {
+      /* no runtime record */
+    }
+    await this.runtime.discardCgroup(id, containerCgroup(id)).catch(() => {});
+    if (fs.existsSync(join(this.root, "network"))) {
+      const held = this.network.store.held(id);
+      if (held.endpoints.length || held.ports.length) await this.network.release(id).catch(() => {});
+      if (this.network.cniState(id)) await this.network.cniDetach(id).catch(() => {});
+    }
+    if (this.images.snapshots.hasActive(id)) this.images.snapshots.remove(id);
+    removeTree(dir, { detachMounts: true });
   }
 
   /** Unmount the rootfs and remove the runtime's record (the container is not running). */
@@ -1196,7 +1236,7 @@ export class Engine {
   }
 }
 
-function isMountpoint(path: string): boolean {
+export function isMountpoint(path: string): boolean {
   try {
     const a = fs.statSync(path),
       b = fs.statSync(join(path, ".."));

@@ -12,6 +12,8 @@ import { randomBytes } from "node:crypto";
 import { exists, invalid, notFound } from "../common/errors.js";
 import { removeFile, removeTree, removeTreeAsync } from "../common/sys.js";
 import { FileLock, writeFileAtomic } from "../images/index.js";
+import { lockHeld } from "../common/lock.js";
+import { pidAlive } from "../images/content.js";
 import type { ContainerConfig, EndpointSettings, HostConfig, NetworkSettings } from "./types.js";
 
 export interface ContainerState {
@@ -66,8 +68,18 @@ export interface ContainerRecord {
   SnapshotParent?: string;
   LogPath: string;
   Platform: string;
+  /** A build's RUN step: the building process (a build killed with it leaves this container for repair). */
+  Builder?: { Pid: number; Start: number | undefined };
   /** The networks asked for at create (aliases, addresses), as the API's NetworkingConfig. */
   NetworkingConfig?: { EndpointsConfig: Record<string, EndpointSettings> };
+}
+
+function safeReaddir(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir);
+  } catch {
+    return [];
+  }
 }
 
 export const zeroTime = "0001-01-01T00:00:00Z";
@@ -101,6 +113,20 @@ export class ContainerStore {
     }
   }
 
+  /**
+   * A create begins: the container's directory, and its lock held until the record is written (so
+   * a name or a snapshot of a create still running is told from one a killed create left).
+   */
+  begin(id: string): FileLock {
+    fs.mkdirSync(this.path(id), { recursive: true, mode: 0o700 });
+    return FileLock.tryAcquire(this.path(id, "lock"), "exclusive")!;
+  }
+
+  /** Whether an id is a container of this store, or a create of one still running. */
+  known(id: string): boolean {
+    return fs.existsSync(this.path(id, "config.json")) || lockHeld(this.path(id, "lock"));
+  }
+
   /** Take a name (docker's rules), or a generated one. Atomic: two creates cannot share a name. */
   claimName(id: string, wanted?: string): string {
     if (wanted !== undefined) {
@@ -109,24 +135,77 @@ export class ContainerStore {
       if (!nameRe.test(name)) throw invalid(`Invalid container name (${shown}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`);
       // a name is a file of the store's: no longer than a file name may be
       if (Buffer.byteLength(name) > 255) throw invalid(`Invalid container name (${shown}): at most 255 characters (this one has ${name.length})`);
-      try {
-        fs.writeFileSync(join(this.names, name), id, { flag: "wx" });
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-        const holder = fs.readFileSync(join(this.names, name), "utf8");
-        throw exists(`Conflict. The container name "/${name}" is already in use by container "${holder}". You have to remove (or rename) that container to be able to reuse that name.`);
+      for (let attempt = 0; ; attempt++) {
+        if (this.reserve(name, id)) return name;
+        const holder = this.holder(name);
+        // a name a killed create or rm left (its container is not there, and no create of it runs) is free
+        if (attempt === 0 && (holder === undefined || !this.known(holder)) && this.dropName(name, holder)) continue;
+        throw exists(`Conflict. The container name "/${name}" is already in use by container "${holder ?? ""}". You have to remove (or rename) that container to be able to reuse that name.`);
       }
-      return name;
     }
     for (let i = 0; ; i++) {
       const name = `${adjectives[Math.floor(Math.random() * adjectives.length)]}_${nouns[Math.floor(Math.random() * nouns.length)]}${i > 5 ? i : ""}`;
-      try {
-        fs.writeFileSync(join(this.names, name), id, { flag: "wx" });
-        return name;
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-      }
+      if (this.reserve(name, id)) return name;
     }
+  }
+
+  /**
+   * The name file, made whole or not at all: written beside and linked in (link fails if the name
+   * is taken), so a crash never leaves an empty name that points at nothing.
+   */
+  private reserve(name: string, id: string): boolean {
+    const tmp = join(this.names, `.${name}.${process.pid}`);
+    fs.writeFileSync(tmp, id);
+    try {
+      fs.linkSync(tmp, join(this.names, name));
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+      return false;
+    } finally {
+      removeFile(tmp);
+    }
+  }
+
+  /** The id a name points at (undefined: an empty or unreadable name file). */
+  private holder(name: string): string | undefined {
+    try {
+      return fs.readFileSync(join(this.names, name), "utf8") || undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Remove a name if it still points at holder; whether it did. */
+  private dropName(name: string, holder: string | undefined): boolean {
+    if (this.holder(name) !== holder) return false;
+    removeFile(join(this.names, name));
+    return true;
+  }
+
+  /**
+   * What killed commands left in the container store: names that point at no container, the
+   * directories of creates that never finished, `.removing-*` directories of removals that died,
+   * and reservation files. Each entry's id (when it names a container) lets the caller clean what
+   * else that container held.
+   */
+  leftovers(): { kind: "name" | "create" | "removal" | "file"; path: string; id?: string; name?: string }[] {
+    const out: { kind: "name" | "create" | "removal" | "file"; path: string; id?: string; name?: string }[] = [];
+    for (const n of safeReaddir(this.names)) {
+      const m = /^\.(.+)\.(\d+)$/.exec(n);
+      if (m) {
+        if (!pidAlive(Number(m[2]))) out.push({ kind: "file", path: join(this.names, n) });
+        continue;
+      }
+      const holder = this.holder(n);
+      if (holder === undefined || !this.known(holder)) out.push({ kind: "name", path: join(this.names, n), name: n, ...(holder ? { id: holder } : {}) });
+    }
+    for (const n of safeReaddir(this.dir)) {
+      const removing = /^\.removing-([a-f0-9]{64})-(\d+)$/.exec(n);
+      if (removing && !pidAlive(Number(removing[2]))) out.push({ kind: "removal", path: join(this.dir, n), id: removing[1]! });
+      else if (/^[a-f0-9]{64}$/.test(n) && !this.known(n)) out.push({ kind: "create", path: this.path(n), id: n });
+    }
+    return out;
   }
 
   releaseName(name: string, id: string): void {

@@ -4,6 +4,8 @@ import { treeBytes } from "../common/sys.js";
  * data for the front ends (the CLI formats them; the Docker API serialises them).
  */
 import { pruneCache } from "./build.js";
+import { repair } from "./repair.js";
+export { repair } from "./repair.js";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import { join } from "../common/path.js";
@@ -280,13 +282,15 @@ export async function pruneContainers(engine: Engine): Promise<{ deleted: string
 }
 
 /** Stopped containers, unused anonymous volumes (with `volumes`), dangling (or, with `all`, unused) images and the build cache. */
-export async function systemPrune(engine: Engine, opts: { all?: boolean; volumes?: boolean } = {}): Promise<{ containers: string[]; volumes: string[]; images: string[]; buildCache: string[]; reclaimed: number }> {
+export async function systemPrune(engine: Engine, opts: { all?: boolean; volumes?: boolean } = {}): Promise<{ repaired: string[]; containers: string[]; volumes: string[]; images: string[]; buildCache: string[]; reclaimed: number }> {
+  // what killed commands left goes first: it may hold names, snapshots and addresses
+  const repaired = await repair(engine);
   const c = await pruneContainers(engine);
   const vols = opts.volumes ? pruneVolumes(engine) : { deleted: [], reclaimed: 0 };
   const r = await engine.images.prune({ all: !!opts.all, inUse: engine.imageUsers });
   for (const d of r.deleted) engine.events.emit("image", "delete", d, { name: d });
   const cache = await pruneCache(engine);
-  return { containers: c.deleted, volumes: vols.deleted, images: r.deleted, buildCache: cache.deleted, reclaimed: c.reclaimed + vols.reclaimed + r.reclaimed + cache.reclaimed };
+  return { repaired, containers: c.deleted, volumes: vols.deleted, images: r.deleted, buildCache: cache.deleted, reclaimed: c.reclaimed + vols.reclaimed + r.reclaimed + cache.reclaimed };
 }
 
 // ---- events

@@ -14,7 +14,7 @@ import { join } from "../common/path.js";
 import { BerthError, invalid, notFound, precondition } from "../common/errors.js";
 import { defaultStoreRoot } from "../common/paths.js";
 import { ContentStore, pidAlive, sha256 } from "./content.js";
-import { MNT_DETACH, removeTree, umount } from "../common/sys.js";
+import { MNT_DETACH, removeFile, removeTree, umount } from "../common/sys.js";
 import { FileLock, withLock, writeFileAtomic } from "../common/lock.js";
 import { familiar, formatReference, parseReference, repositoryName, withDefaultTag, type Reference } from "./reference.js";
 import { openSnapshotter, type Snapshotter } from "./snapshot.js";
@@ -286,7 +286,7 @@ export class ImageStore {
     if (!lock) return out;
     try {
       this.snapshots.cleanup();
-      this.cleanBuildLeftovers();
+      this.cleanLeftovers();
       this.content.cleanIngests(opts.keepPartials ?? true);
       const activeParents = this.snapshots.actives().flatMap((k) => {
         try {
@@ -317,14 +317,20 @@ export class ImageStore {
   }
 
   /**
-   * What a killed build left: its snapshots (`build-PID-…`, mounted at tmp/KEY) and temporary files
-   * (`tmp/build-*-PID-…`), for builders whose process is gone.
+   * What killed commands left: a build's snapshots (`build-PID-…`, mounted at tmp/KEY), temporary
+   * files and directories of loads, imports, commits and builds (`tmp/KIND-PID-…`) and half-written
+   * records (`*.tmp-PID`), for writers whose process is gone; and snapshots `orphan(key)` says no
+   * container owns. Removed unless dryRun; what was (or would be) removed is returned.
    */
-  private cleanBuildLeftovers(): void {
+  cleanLeftovers(opts: { dryRun?: boolean; orphan?: (key: string) => boolean } = {}): string[] {
+    const out: string[] = [];
     const dead = (pid: string) => !pidAlive(Number(pid));
     for (const key of this.snapshots.actives()) {
       const m = /^build-(?:ro-)?(\d+)-/.exec(key);
-      if (!m || !dead(m[1]!)) continue;
+      const orphan = m ? dead(m[1]!) : opts.orphan?.(key);
+      if (!orphan) continue;
+      out.push(`snapshot ${key}`);
+      if (opts.dryRun) continue;
       const at = join(this.root, "tmp", key);
       try {
         umount(at, MNT_DETACH);
@@ -336,9 +342,18 @@ export class ImageStore {
     }
     const tmp = join(this.root, "tmp");
     for (const n of fs.existsSync(tmp) ? fs.readdirSync(tmp) : []) {
-      const m = /^build-[a-z]+-(\d+)-/.exec(n);
-      if (m && dead(m[1]!)) removeTree(join(tmp, n));
+      const m = /^[a-z-]+?-(\d+)-/.exec(n);
+      if (!m || !dead(m[1]!)) continue;
+      out.push(`temporary file tmp/${n}`);
+      if (!opts.dryRun) removeTree(join(tmp, n), { detachMounts: true });
     }
+    for (const n of fs.readdirSync(this.root)) {
+      const m = /\.tmp-(\d+)$/.exec(n);
+      if (!m || !dead(m[1]!)) continue;
+      out.push(`temporary file ${n}`);
+      if (!opts.dryRun) removeFile(join(this.root, n));
+    }
+    return out;
   }
 
   /** docker image prune: dangling images (no name), or with all every image no container uses. */

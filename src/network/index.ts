@@ -18,7 +18,7 @@ import { cniAdd, cniDel, conflists, findConflist, readConflist, type CniConflist
 import { applyRuleset, removeRuleset, rulesCurrent } from "./rules.js";
 import { bridgeName, DEFAULT_BRIDGE, isReleaser, NetworkStore, processStart, releaserHolder, type Endpoint, type EndpointRequest, type NetworkRecord, type PortBinding, type PortRequest } from "./store.js";
 
-export { NetworkStore, bridgeName, DEFAULT_NETWORK, processStart, releaserHolder, type NetworkRecord, type Endpoint, type PortBinding, type PortRequest, type EndpointRequest } from "./store.js";
+export { NetworkStore, bridgeName, DEFAULT_NETWORK, isReleaser, processStart, releaserHolder, type NetworkRecord, type Endpoint, type PortBinding, type PortRequest, type EndpointRequest } from "./store.js";
 export { parsePublish, type PublishSpec } from "./ports.js";
 export { ruleset } from "./rules.js";
 export { readConflist, type CniConflist, type CniResult } from "./cni.js";

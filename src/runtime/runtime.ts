@@ -498,8 +498,15 @@ export class Runtime {
       rec = this.store.read(id);
     } catch (err) {
       if (opts.force && err instanceof BerthError && err.kind === "NotFound") {
-        // A create that died before writing state leaves only the directory.
+        // A create that died before writing state leaves only the directory, and perhaps the
+        // cgroup it (or its engine, ahead of it) made at the default path
         if (this.store.has(id)) this.store.remove(id);
+        if (process.getuid?.() === 0)
+          try {
+            cgroups.openCgroup(cgroups.cgroupPathFor(id)).remove();
+          } catch {
+            /* not made, or holds processes */
+          }
         return;
       }
       throw err;

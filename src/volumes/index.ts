@@ -84,4 +84,31 @@ export class VolumeStore {
     fs.renameSync(join(this.dir, name), tmp);
     fs.rmSync(tmp, { recursive: true, force: true });
   }
+
+  /** The `.removing-*` directories of removals whose process died (removed unless dryRun). */
+  leftovers(dryRun = false): string[] {
+    const out: string[] = [];
+    let names: string[];
+    try {
+      names = fs.readdirSync(this.dir);
+    } catch {
+      return [];
+    }
+    for (const n of names) {
+      const m = /^\.removing-(.+)-(\d+)$/.exec(n);
+      if (!m || processAlive(Number(m[2]))) continue;
+      out.push(`volume ${m[1]} (an unfinished removal)`);
+      if (!dryRun) fs.rmSync(join(this.dir, n), { recursive: true, force: true });
+    }
+    return out;
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
 }

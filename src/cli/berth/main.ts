@@ -89,6 +89,7 @@ const groups: Record<string, Record<string, string | { usage: string; run: () =>
     info: "info",
     events: "events",
     prune: { usage: "system prune [OPTIONS]", run: async () => (await system()).systemPrune },
+    repair: { usage: "system repair [OPTIONS]", run: async () => (await system()).systemRepair },
     service: { usage: "system service [OPTIONS] [URI]", run: async () => (await system()).systemService },
   },
   volume: {

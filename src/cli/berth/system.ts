@@ -200,10 +200,22 @@ export async function systemPrune(ctx: Context, argv: string[]): Promise<number>
   const { flags } = parse(argv, [{ long: "all", short: "a", kind: "bool" }, { long: "force", short: "f", kind: "bool" }, { long: "volumes", kind: "bool" }], "system prune");
   if (!flags.force && !(await confirm(`WARNING! This will remove:\n  - all stopped containers\n${flags.volumes ? "  - all anonymous volumes not used by at least one container\n" : ""}  - all ${flags.all ? "images without at least one container associated to them" : "dangling images"}\n\nAre you sure you want to continue?`))) return 0;
   const r = await system.systemPrune(ctx.engine(), { all: !!flags.all, volumes: !!flags.volumes });
+  for (const what of r.repaired) out(`Repaired: removed ${what}\n`);
   for (const c of r.containers) out(`Deleted Container: ${c}\n`);
   for (const v of r.volumes) out(`Deleted Volume: ${v}\n`);
   for (const d of r.images) out(`Deleted Image: ${d}\n`);
   out(`\nTotal reclaimed space: ${humanSize(r.reclaimed)}\n`);
+  return 0;
+}
+
+/** berth system repair [--dry-run]: what killed commands left, removed (or listed), one line each. */
+export async function systemRepair(ctx: Context, argv: string[]): Promise<number> {
+  const { flags, args } = parse(argv, [{ long: "dry-run", kind: "bool" }], "system repair");
+  if (args.length) throw new UsageError(`"system repair" accepts no arguments.`, "system repair");
+  const dryRun = !!flags["dry-run"];
+  const found = await system.repair(ctx.engine(), { dryRun });
+  for (const what of found) out(`${dryRun ? "would remove" : "removed"} ${what}\n`);
+  if (!found.length) out("nothing to repair\n");
   return 0;
 }
 
