@@ -105,15 +105,18 @@ describe("kill -9 at any moment, then recovery", { skip: rootSkip }, () => {
     { name: "build", args: ["build", "-q", "--no-cache", "--network", "none", "-t", "crash:build", "CTX"] },
   ];
 
-  /** Everything the trials may have made, removed the way a user would, then `system repair`. */
-  function cleanUp(): string {
+  /** Everything the trials may have made, removed the way a user would. */
+  function removeAll(): void {
     const ids = b(["ps", "-aq"]).stdout.trim().split("\n").filter(Boolean);
     if (ids.length) ok(b(["rm", "-f", ...ids]), "rm -f");
     b(["volume", "rm", "-f", "vol"]);
     b(["network", "rm", "crashnet"]);
     b(["rmi", "crash:commit", "crash:build"]);
-    return ok(b(["system", "repair"]), "system repair").stdout;
   }
+  const cleanUp = (): string => {
+    removeAll();
+    return ok(b(["system", "repair"]), "system repair").stdout;
+  };
 
   /** What must not be left once every container, volume and network the trial made is gone. */
   async function leftovers(): Promise<string[]> {
@@ -177,18 +180,36 @@ describe("kill -9 at any moment, then recovery", { skip: rootSkip }, () => {
       const what = `trial ${i}: ${c.name} killed after ${delay.toFixed(0)} ms${all ? " (with its monitors and helpers)" : ""}`;
       assert.equal(b(["ps", "-a"]).code, 0, `${what}: ps -a works`);
       assert.equal(b(["images"]).code, 0, `${what}: images works`);
-      const lines = cleanUp().trim().split("\n").filter((l) => l !== "nothing to repair");
+      removeAll();
+      // the name is free again once its container is removed (before any repair), and a container runs under it
+      const again = b(["run", "--rm", "--name", "k", "busybox", "true"]);
+      assert.equal(again.code, 0, `${what}: a fresh run with the same name: ${again.stderr}`);
+      const lines = ok(b(["system", "repair"]), "system repair").stdout.trim().split("\n").filter((l) => l !== "nothing to repair");
       for (const l of lines) {
         const kind = l.replace(/[0-9a-f]{6,}/g, "…").replace(/\d+/g, "N");
         repaired.set(kind, (repaired.get(kind) ?? 0) + 1);
       }
-      // the name is free again, and a container runs under it
-      const again = b(["run", "--rm", "--name", "k", "--network", "none", "busybox", "true"]);
-      assert.equal(again.code, 0, `${what}: a fresh run with the same name: ${again.stderr}`);
       assert.deepEqual(await leftovers(), [], `${what}: nothing is left after rm -f and system repair`);
       assert.match(ok(b(["system", "repair", "--dry-run"])).stdout, /^nothing to repair$/m, `${what}: repair finds nothing more`);
     }
     // what repair had to remove, for the test's log
     for (const [l, n] of repaired) console.log(`# repair removed (${n}x): ${l}`);
+  });
+
+  test("system repair --dry-run lists what repair then removes; system prune repairs too", async () => {
+    const dead = 999_999_999; // beyond pid_max: no such process
+    const id = "ab".repeat(32);
+    fs.mkdirSync(join(env.root, "containers", `.removing-${id}-${dead}`, "rootfs"), { recursive: true });
+    fs.writeFileSync(join(env.root, "containers/names/ghost"), "cd".repeat(32));
+    fs.mkdirSync(join(env.root, "tmp"), { recursive: true });
+    fs.writeFileSync(join(env.root, "tmp", `layer-${dead}-0badf00d`), "x".repeat(4096));
+    fs.mkdirSync(join(env.root, "volumes", `.removing-data-${dead}`, "sub"), { recursive: true });
+    const listed = ok(b(["system", "repair", "--dry-run"])).stdout;
+    for (const what of [/would remove container abababababab \(an unfinished removal\)/, /would remove container name ghost \(it named no container\)/, /would remove temporary file tmp\/layer-/, /would remove volume data \(an unfinished removal\)/]) assert.match(listed, what);
+    assert.ok(fs.existsSync(join(env.root, "containers/names/ghost")), "a dry run removes nothing");
+    const pruned = ok(b(["system", "prune", "-f"])).stdout;
+    assert.match(pruned, /^Repaired: removed container name ghost/m);
+    assert.equal(ok(b(["system", "repair", "--dry-run"])).stdout, "nothing to repair\n");
+    assert.deepEqual(await leftovers(), []);
   });
 });

@@ -179,14 +179,18 @@ export class ContentStore {
   }
 
   /** Remove ingests nobody is writing (their writer died or gave up). */
-  cleanIngests(keepPartials: boolean): void {
+  cleanIngests(keepPartials: boolean, dryRun = false): string[] {
+    const out: string[] = [];
     for (const name of fs.readdirSync(this.ingest)) {
       const p = join(this.ingest, name);
       if (name.startsWith("put-")) {
         const pid = Number(name.split("-")[1]);
-        if (!pidAlive(pid)) fs.rmSync(p, { force: true });
+        if (pidAlive(pid)) continue;
+        out.push(`unfinished blob ${name}`);
+        if (!dryRun) fs.rmSync(p, { force: true });
         continue;
       }
+      if (dryRun) continue;
       if (name.endsWith(".lock")) {
         const l = FileLock.tryAcquire(p, "exclusive");
         if (!l) continue;
@@ -196,6 +200,7 @@ export class ContentStore {
         l.release();
       }
     }
+    return out;
   }
 }
 

@@ -66,7 +66,8 @@ export interface Snapshotter {
   /** remove, its files deleted on libuv's thread pool (the snapshot is gone from its key at once). */
   removeAsync(key: string): Promise<void>;
   /** Remove temporary directories left by processes that died. */
-  cleanup(): void;
+  /** Remove the temporary directories of writers that died (unless dryRun); what they were. */
+  cleanup(dryRun?: boolean): string[];
   /**
    * Commit a writable snapshot's changes as the layer chainId (a build step's result) by moving
    * them, not unpacking its tar again; the writable snapshot is left to remove.
@@ -187,12 +188,16 @@ abstract class BaseSnapshotter {
     return tmp;
   }
 
-  cleanup(): void {
+  cleanup(dryRun = false): string[] {
+    const out: string[] = [];
     for (const dir of [this.layersDir, this.activeDir])
       for (const n of fs.readdirSync(dir)) {
         const m = /^tmp-(\d+)-/.exec(n);
-        if (m && !pidAlive(Number(m[1]))) fs.rmSync(join(dir, n), { recursive: true, force: true });
+        if (!m || pidAlive(Number(m[1]))) continue;
+        out.push(`unfinished snapshot ${n}`);
+        if (!dryRun) fs.rmSync(join(dir, n), { recursive: true, force: true });
       }
+    return out;
   }
 }
 

@@ -285,7 +285,6 @@ export class ImageStore {
     const out = { reclaimed: 0, removedBlobs: 0, removedLayers: 0 };
     if (!lock) return out;
     try {
-      this.snapshots.cleanup();
       this.cleanLeftovers();
       this.content.cleanIngests(opts.keepPartials ?? true);
       const activeParents = this.snapshots.actives().flatMap((k) => {
@@ -323,7 +322,7 @@ export class ImageStore {
    * container owns. Removed unless dryRun; what was (or would be) removed is returned.
    */
   cleanLeftovers(opts: { dryRun?: boolean; orphan?: (key: string) => boolean } = {}): string[] {
-    const out: string[] = [];
+    const out: string[] = [...this.snapshots.cleanup(opts.dryRun), ...this.content.cleanIngests(true, opts.dryRun)];
     const dead = (pid: string) => !pidAlive(Number(pid));
     for (const key of this.snapshots.actives()) {
       const m = /^build-(?:ro-)?(\d+)-/.exec(key);
