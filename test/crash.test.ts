@@ -14,7 +14,8 @@ import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { rootSkip, tempDir } from "./helpers.js";
+import { spawnSync } from "node:child_process";
+import { rootSkip, tempDir, which } from "./helpers.js";
 import { berth, berthCommand, berthEnv, importBusybox, ok, removeNetworking, type BerthEnv } from "./image-helpers.js";
 
 const TRIALS = Number(process.env.BERTH_CRASH_TRIALS ?? 200);
@@ -211,5 +212,58 @@ describe("kill -9 at any moment, then recovery", { skip: rootSkip }, () => {
     assert.match(pruned, /^Repaired: removed container name ghost/m);
     assert.equal(ok(b(["system", "repair", "--dry-run"])).stdout, "nothing to repair\n");
     assert.deepEqual(await leftovers(), []);
+  });
+});
+
+describe("a full disk", { skip: rootSkip || (!which("mkfs.ext4") ? "needs mkfs.ext4 (e2fsprogs)" : false) }, () => {
+  const base = tempDir("berth-test-full-");
+  const mnt = join(base, "mnt");
+  let env: BerthEnv;
+  let runtimeRoot: string;
+  const b = (args: string[]) => berth(env, args, { extraEnv: { BERTH_RUNTIME_ROOT: runtimeRoot } });
+
+  before(() => {
+    fs.mkdirSync(mnt);
+    const img = join(base, "fs.img");
+    assert.equal(spawnSync("truncate", ["-s", "96M", img]).status, 0);
+    assert.equal(spawnSync("mkfs.ext4", ["-q", "-F", img]).status, 0);
+    assert.equal(spawnSync("mount", ["-o", "loop", img, mnt]).status, 0);
+    env = { root: join(mnt, "store"), configDir: join(base, "etc"), dockerConfig: join(base, "docker") };
+    runtimeRoot = tempDir("berth-test-rt-");
+    importBusybox(env);
+  });
+  after(async () => {
+    const ids = b(["ps", "-aq"]).stdout.trim().split("\n").filter(Boolean);
+    if (ids.length) b(["rm", "-f", ...ids]);
+    await removeNetworking(env, runtimeRoot);
+    spawnSync("sh", ["-c", `grep -o ' ${base}[^ ]*' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l`]);
+    fs.rmSync(base, { recursive: true, force: true });
+  });
+
+  test("a container fills the store's file system: ps and events still read, run says why it fails, rm -f works, nothing is left", async () => {
+    ok(b(["run", "-d", "--network", "none", "--name", "filler", "busybox", "sh", "-c", "dd if=/dev/zero of=/big bs=1M 2>/dev/null; sleep 2; exit 3"]));
+    for (let i = 0; i < 100 && Number(spawnSync("df", ["--output=avail", mnt], { encoding: "utf8" }).stdout.split("\n")[1]) > 0; i++) await sleep(50);
+    // what the container left, berth itself may not write either (root's reserved blocks included)
+    spawnSync("dd", ["if=/dev/zero", `of=${join(mnt, "pad")}`, "bs=4k"]);
+    const ps = b(["ps", "-a"]);
+    assert.equal(ps.code, 0, ps.stderr);
+    assert.match(ps.stdout, /filler/);
+    assert.equal(b(["images"]).code, 0);
+    assert.equal(b(["events", "--since", "10m", "--until", "0s"]).code, 0);
+    const run = b(["run", "--rm", "--network", "none", "--name", "late", "busybox", "true"]);
+    assert.notEqual(run.code, 0, run.stderr);
+    assert.match(run.stderr, /^Error: no space left on device \(writing \S+\): free space on that file system/m);
+    await sleep(2500);
+    assert.equal(b(["inspect", "-f", "{{.State.Status}}", "filler"]).stdout.trim(), "exited");
+    // removal first, bookkeeping after: it works on the full disk
+    const rm = b(["rm", "-f", "filler"]);
+    assert.equal(rm.code, 0, rm.stderr);
+    fs.rmSync(join(mnt, "pad"));
+    assert.match(ok(b(["system", "repair", "--dry-run"])).stdout, /^nothing to repair$/m, "no half-written file, name or snapshot is left");
+    assert.deepEqual(fs.readdirSync(join(env.root, "containers/names")), [], "no name stays reserved");
+    // the name a failed run asked for is free
+    ok(b(["run", "--rm", "--network", "none", "--name", "late", "busybox", "true"]));
+    // the events log has whole lines only
+    for (const line of fs.readFileSync(join(env.root, "events.log"), "utf8").trim().split("\n")) JSON.parse(line);
   });
 });

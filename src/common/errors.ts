@@ -40,6 +40,11 @@ export class HelperError extends BerthError {
 }
 
 export function errorMessage(err: unknown): string {
-  if (err instanceof Error) return err.message;
+  if (err instanceof Error) {
+    // a full disk reads the same whichever write met it, and says what to do
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === "ENOSPC" && !(err instanceof BerthError)) return `no space left on device${e.path ? ` (writing ${e.path})` : ""}: free space on that file system (\`berth system prune\` removes what berth does not need)`;
+    return err.message;
+  }
   return String(err);
 }

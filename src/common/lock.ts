@@ -73,7 +73,7 @@ export function writeFileAtomic(path: string, data: string | Buffer, durable = t
     } catch {
       /* never made */
     }
-    if ((e as NodeJS.ErrnoException).code === "ENOSPC") throw new BerthError("System", `no space left on device: cannot write ${path}`, { cause: e });
+    if ((e as NodeJS.ErrnoException).code === "ENOSPC") throw new BerthError("System", `no space left on device (writing ${path}): free space on that file system (\`berth system prune\` removes what berth does not need)`, { cause: e });
     throw e;
   }
   // the rename itself survives a power loss only once its directory is on disk

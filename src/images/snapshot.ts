@@ -268,10 +268,16 @@ export class OverlaySnapshotter extends BaseSnapshotter implements Snapshotter {
   prepare(key: string, parent: string | undefined): void {
     if (parent) this.chain(parent);
     const tmp = join(this.activeDir, tmpName());
-    fs.mkdirSync(join(tmp, "upper"), { recursive: true, mode: 0o755 });
-    fs.mkdirSync(join(tmp, "work"));
-    fs.writeFileSync(join(tmp, "parent"), parent ?? "");
-    fs.renameSync(tmp, join(this.activeDir, key));
+    try {
+      fs.mkdirSync(join(tmp, "upper"), { recursive: true, mode: 0o755 });
+      fs.mkdirSync(join(tmp, "work"));
+      fs.writeFileSync(join(tmp, "parent"), parent ?? "");
+      fs.renameSync(tmp, join(this.activeDir, key));
+    } catch (e) {
+      // a full disk fails it half-way: nothing of it stays
+      fs.rmSync(tmp, { recursive: true, force: true });
+      throw e;
+    }
   }
 
   /** The overlay's options, its paths relative to the store's root (or under `prefix`). */
