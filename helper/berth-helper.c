@@ -529,6 +529,9 @@ static void do_terminal(char **a, int argc) {
   /* the process's own terminal, as runc makes it: its user owns the pty (the group is devpts's gid=) */
   if (argc >= 1) TRY(fchown(slave, (uid_t)num(a[0]), (gid_t)-1), "chown %s to %s", slave_path, a[0]);
   TRY(ioctl(slave, TIOCSCTTY, 0), "make %s the controlling terminal", slave_path);
+  /* the size of the terminal we were started on (a foreground exec), before the process can ask */
+  struct winsize ws;
+  if (ioctl(0, TIOCGWINSZ, &ws) == 0 && ws.ws_row && ws.ws_col) ioctl(slave, TIOCSWINSZ, &ws);
   for (int i = 0; i < 3; i++) TRY(dup2(slave, i), "attach the pty to fd %d", i);
   /* /dev/console is the pty, as in runc; a rootfs without /dev/console simply gets none. */
   int con = open("/dev/console", O_CREAT | O_RDONLY | O_CLOEXEC | O_NOFOLLOW, 0600);

@@ -77,6 +77,17 @@ describe("API clients: dockerode and docker-compose", { skip: rootSkip }, () => 
     const ei = await exec.inspect();
     assert.equal(etext, "from-exec\n");
     assert.equal(ei.ExitCode, 5);
+    // with a terminal: one raw stream, and a resize while it runs reaches the process's terminal
+    const texec = await c.exec({ Cmd: ["sh", "-c", "stty size; while [ \"$(stty size)\" = '24 80' ]; do sleep 0.05; done; stty size; exit 3"], AttachStdout: true, Tty: true, ConsoleSize: [24, 80] } as Parameters<typeof c.exec>[0]);
+    const ts = await texec.start({ hijack: true, stdin: false, Tty: true });
+    let ttext = "";
+    ts.on("data", (x: Buffer) => (ttext += x.toString()));
+    await waitFor(() => ttext.includes("24 80"), "the exec's first size");
+    await texec.resize({ h: 40, w: 120 });
+    await new Promise((r) => ts.on("end", r));
+    await waitFor(() => true, "", 1);
+    assert.match(ttext, /^24 80\r\n40 120\r\n$/, JSON.stringify(ttext));
+    assert.equal((await texec.inspect()).ExitCode, 3);
     const logs = (await c.logs({ stdout: true, stderr: true, follow: false })) as unknown as Buffer;
     assert.match(logs.toString("latin1"), /ready/);
     const stats = (await c.stats({ stream: false })) as unknown as { memory_stats: { usage: number }; cpu_stats: { cpu_usage: { total_usage: number } } };

@@ -14,6 +14,27 @@ import { leaks, project, rootSkip, tempDir, waitFor } from "./helpers.js";
 import { berth, berthCommand, berthEnv, importBusybox, ok, removeNetworking, type BerthEnv } from "./image-helpers.js";
 import { registrySkip, startRegistry } from "./registry.js";
 
+/**
+ * A command under a terminal (script(1)): its input written, script's own input kept open until it
+ * ends (script quits, hanging up the terminal, when its input ends first). Its output and status.
+ */
+function underTerminal(command: string, env: NodeJS.ProcessEnv, input = ""): Promise<{ status: number | null; stdout: string }> {
+  const child = spawn("script", ["-qec", command, "/dev/null"], { env, stdio: ["pipe", "pipe", "pipe"] });
+  let stdout = "";
+  child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on("data", (d: Buffer) => (stdout += d.toString()));
+  child.stdin.on("error", () => {});
+  if (input) child.stdin.write(input);
+  const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+  return new Promise((resolve) =>
+    child.on("close", (status) => {
+      clearTimeout(timer);
+      child.stdin.destroy();
+      resolve({ status, stdout });
+    }),
+  );
+}
+
 const clis = ["/usr/bin/docker", "/usr/local/bin/docker"].filter((p) => fs.existsSync(p));
 const skip = rootSkip || (clis.length ? false : "needs a docker CLI (Debian's docker.io; npm test installs it as root)");
 
@@ -155,12 +176,29 @@ describe("the Docker API: berth system service", { skip }, () => {
     assert.equal(b(["ps", "-aq"]).stdout, "");
   });
 
-  test("docker run -it under a terminal", { skip: !fs.existsSync("/usr/bin/script") && "needs script (bsdutils)" }, () => {
+  test("docker run -it under a terminal", { skip: !fs.existsSync("/usr/bin/script") && "needs script (bsdutils)" }, async () => {
     const cli = clis[clis.length - 1]!;
-    const r = spawnSync("script", ["-qc", `${cli} run --rm -it busybox sh -c 'tty; echo done'`, "/dev/null"], { env: { PATH: process.env.PATH ?? "", DOCKER_HOST: `unix://${sock}`, HOME: env.dockerConfig }, encoding: "utf8", input: "", timeout: 60_000 });
-    assert.equal(r.status, 0, r.stderr + r.stdout);
-    assert.match(r.stdout, /\/dev\/pts\/0\r?\n/);
+    const r = await underTerminal(`${cli} run --rm -it busybox sh -c 'tty; echo done'`, { PATH: process.env.PATH ?? "", DOCKER_HOST: `unix://${sock}`, HOME: env.dockerConfig });
+    assert.equal(r.status, 0, r.stdout);
+    assert.match(r.stdout, /\/dev\/pts\/0\r?\n/, JSON.stringify(r.stdout));
     assert.match(r.stdout, /done/);
+  });
+
+  test("docker exec -it under a terminal: a terminal of the asked size, input, the exit code", { skip: !fs.existsSync("/usr/bin/script") && "needs script (bsdutils)" }, async () => {
+    for (const cli of clis) {
+      dok(docker(cli, ["run", "-d", "--name", "api-tty", "busybox", "sleep", "1000"]));
+      try {
+        const r = await underTerminal(`stty rows 31 cols 101; ${cli} exec -it api-tty sh -c 'tty; stty size; read x; echo "got $x"; exit 7'`, { PATH: process.env.PATH ?? "", DOCKER_HOST: `unix://${sock}`, HOME: env.dockerConfig }, "hello\n");
+        assert.equal(r.status, 7, `${cli}: ${r.stdout}`);
+        assert.match(r.stdout, /\/dev\/pts\/\d+\r?\n/, cli);
+        // docker ≥ 23 sends the size with the exec (ConsoleSize); 20.10 only resizes once it has
+        // started, so its process may start on a 0x0 terminal (as with dockerd)
+        if (cli === "/usr/local/bin/docker") assert.match(r.stdout, /^31 101\r?$/m, `${cli}: the exec's terminal has the client's size`);
+        assert.match(r.stdout, /^got hello\r?$/m, cli);
+      } finally {
+        dok(docker(cli, ["rm", "-f", "api-tty"]));
+      }
+    }
   });
 
   test("volumes and networks through the API", () => {

@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { extract } from "tar-stream";
 import { rootSkip, tempDir, which } from "./helpers.js";
-import { berth, berthCommand, berthEnv, importBusybox, ok, removeNetworking, type BerthEnv } from "./image-helpers.js";
+import { berth, berthCommand, berthEnv, importBusybox, ok, removeContainersAndNetworking, type BerthEnv } from "./image-helpers.js";
 
 const dockerCli = existsSync("/usr/bin/docker") ? "/usr/bin/docker" : which("docker");
 const podmanSkip = !which("podman") ? "needs podman" : false;
@@ -197,9 +197,7 @@ describe("berth build beside docker's builders (differential)", { skip }, () => 
       await Promise.race([exited, sleep(15_000)]);
       if (daemon.exitCode === null) daemon.kill("SIGKILL");
     }
-    const ids = b(["ps", "-aq"]).stdout.trim().split("\n").filter(Boolean);
-    if (ids.length) b(["rm", "-f", ...ids]);
-    await removeNetworking(env, runtimeRoot);
+    await removeContainersAndNetworking(env, runtimeRoot);
     spawnSync("sh", ["-c", `grep -o ' ${base}[^ ]*' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l`]);
     rmSync(base, { recursive: true, force: true });
   });

@@ -10,7 +10,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
 import { project, rootSkip, tempDir } from "./helpers.js";
-import { berth, berthEnv, importBusybox, ok, removeNetworking, type BerthEnv } from "./image-helpers.js";
+import { berth, berthEnv, importBusybox, ok, removeContainersAndNetworking, type BerthEnv } from "./image-helpers.js";
 
 let env: BerthEnv;
 let runtimeRoot: string;
@@ -47,9 +47,7 @@ describe("berth build", { skip: rootSkip }, () => {
     importBusybox(env);
   });
   after(async () => {
-    const ids = b(["ps", "-aq"]).stdout.trim().split("\n").filter(Boolean);
-    if (ids.length) b(["rm", "-f", ...ids]);
-    await removeNetworking(env, runtimeRoot);
+    await removeContainersAndNetworking(env, runtimeRoot);
   });
 
   test("the seeds' FROM / COPY / RUN / CMD: an image of stacked layers that runs, its history the steps", () => {

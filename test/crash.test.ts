@@ -16,7 +16,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { spawnSync } from "node:child_process";
 import { rootSkip, tempDir, which } from "./helpers.js";
-import { berth, berthCommand, berthEnv, importBusybox, ok, removeNetworking, type BerthEnv } from "./image-helpers.js";
+import { berth, berthCommand, berthEnv, importBusybox, ok, removeContainersAndNetworking, type BerthEnv } from "./image-helpers.js";
 
 const TRIALS = Number(process.env.BERTH_CRASH_TRIALS ?? 200);
 
@@ -82,9 +82,7 @@ describe("kill -9 at any moment, then recovery", { skip: rootSkip }, () => {
     baseLinks = links();
   });
   after(async () => {
-    const ids = b(["ps", "-aq"]).stdout.trim().split("\n").filter(Boolean);
-    if (ids.length) b(["rm", "-f", ...ids]);
-    await removeNetworking(env, runtimeRoot);
+    await removeContainersAndNetworking(env, runtimeRoot);
   });
 
   const running = () => ok(b(["run", "-d", "--name", "k", "busybox", "sleep", "60"]));
@@ -233,9 +231,7 @@ describe("a full disk", { skip: rootSkip || (!which("mkfs.ext4") ? "needs mkfs.e
     importBusybox(env);
   });
   after(async () => {
-    const ids = b(["ps", "-aq"]).stdout.trim().split("\n").filter(Boolean);
-    if (ids.length) b(["rm", "-f", ...ids]);
-    await removeNetworking(env, runtimeRoot);
+    await removeContainersAndNetworking(env, runtimeRoot);
     spawnSync("sh", ["-c", `grep -o ' ${base}[^ ]*' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l`]);
     fs.rmSync(base, { recursive: true, force: true });
   });

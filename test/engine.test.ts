@@ -12,7 +12,7 @@ import * as os from "node:os";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { project, rootSkip, tempDir, leaks } from "./helpers.js";
-import { berth, berthCommand, berthEnv, importBusybox, ok, removeNetworking, sh, type BerthEnv } from "./image-helpers.js";
+import { berth, berthCommand, berthEnv, importBusybox, ok, removeContainersAndNetworking, sh, type BerthEnv } from "./image-helpers.js";
 
 let env: BerthEnv;
 let runtimeRoot: string;
@@ -25,9 +25,7 @@ describe("containers", { skip: rootSkip }, () => {
     importBusybox(env);
   });
   after(async () => {
-    const ids = b(["ps", "-aq"]).stdout.trim().split("\n").filter(Boolean);
-    if (ids.length) b(["rm", "-f", ...ids]);
-    await removeNetworking(env, runtimeRoot);
+    await removeContainersAndNetworking(env, runtimeRoot);
   });
 
   test("run prints the command's output and returns its exit code; --rm leaves nothing", () => {

@@ -101,6 +101,14 @@ export async function removeNetworking(env: BerthEnv, runtimeRoot: string): Prom
   await new Networking(env.root, join(runtimeRoot, ".network")).removeAll();
 }
 
+/** After a suite: its containers removed (forced), then its networks, bridges and nft table. */
+export async function removeContainersAndNetworking(env: BerthEnv, runtimeRoot: string): Promise<void> {
+  const b = (args: string[]) => berth(env, args, { extraEnv: { BERTH_RUNTIME_ROOT: runtimeRoot } });
+  const ids = b(["ps", "-aq"]).stdout.trim().split("\n").filter(Boolean);
+  if (ids.length) b(["rm", "-f", ...ids]);
+  await removeNetworking(env, runtimeRoot);
+}
+
 /** The busybox fixture (with berth's probe at /probe) as busybox:latest in env's store. */
 export function importBusybox(env: BerthEnv): void {
   const tarball = join(tempDir("berth-img-"), "rootfs.tar");

@@ -472,17 +472,30 @@ interface ExecRecord {
   running: boolean;
   exitCode: number | null;
   pid: number;
+  /** tty: the window size asked for, and how to change it once running */
+  size?: { rows: number; cols: number };
+  resize?: (rows: number, cols: number) => void;
 }
 const execs = new Map<string, ExecRecord>();
 route("POST", "/containers/{id}/exec", async (c) => {
   const v = await c.engine.get(ref(c));
   if (!v.state.Running) throw new BerthError("FailedPrecondition", `Container ${v.rec.Id} is not running`);
   if (v.state.Paused) throw new BerthError("FailedPrecondition", `Container ${v.rec.Id} is paused, unpause the container before exec`);
-  const b = (await readJson<{ Cmd?: string[]; Tty?: boolean; AttachStdin?: boolean; User?: string; WorkingDir?: string; Env?: string[]; Privileged?: boolean }>(c.req)) ?? {};
+  const b = (await readJson<{ Cmd?: string[]; Tty?: boolean; AttachStdin?: boolean; User?: string; WorkingDir?: string; Env?: string[]; Privileged?: boolean; ConsoleSize?: [number, number] | null }>(c.req)) ?? {};
   if (!Array.isArray(b.Cmd) || !b.Cmd.length) throw invalid("No exec command specified");
-  if (b.Tty) throw unsupported("exec with a terminal (Tty) through the API is not supported by berth yet");
   const id = randomBytes(32).toString("hex");
-  execs.set(id, { ID: id, container: v.rec.Id, argv: b.Cmd, opts: { ...(b.User ? { user: b.User } : {}), ...(b.WorkingDir ? { workdir: b.WorkingDir } : {}), ...(b.Env ? { env: b.Env } : {}) }, tty: !!b.Tty, stdin: !!b.AttachStdin, running: false, exitCode: null, pid: 0 });
+  execs.set(id, {
+    ID: id,
+    container: v.rec.Id,
+    argv: b.Cmd,
+    opts: { ...(b.User ? { user: b.User } : {}), ...(b.WorkingDir ? { workdir: b.WorkingDir } : {}), ...(b.Env ? { env: b.Env } : {}) },
+    tty: !!b.Tty,
+    stdin: !!b.AttachStdin,
+    running: false,
+    exitCode: null,
+    pid: 0,
+    ...(b.ConsoleSize?.[0] && b.ConsoleSize[1] ? { size: { rows: b.ConsoleSize[0], cols: b.ConsoleSize[1] } } : {}),
+  });
   sendJson(c.res, 201, { Id: id });
 });
 route("GET", "/exec/{id}/json", (c) => {
@@ -491,7 +504,14 @@ route("GET", "/exec/{id}/json", (c) => {
   sendJson(c.res, 200, { ID: e.ID, Running: e.running, ExitCode: e.exitCode, ProcessConfig: { tty: e.tty, entrypoint: e.argv[0], arguments: e.argv.slice(1), privileged: false, user: e.opts.user ?? "" }, OpenStdin: e.stdin, OpenStderr: true, OpenStdout: true, CanRemove: false, ContainerID: e.container, DetachKeys: "", Pid: e.pid });
 });
 route("POST", "/exec/{id}/resize", (c) => {
-  if (!execs.has(ref(c))) throw notFound(`No such exec instance: ${ref(c)}`);
+  const e = execs.get(ref(c));
+  if (!e) throw notFound(`No such exec instance: ${ref(c)}`);
+  const rows = Number(c.query.get("h")),
+    cols = Number(c.query.get("w"));
+  if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols < 0 || rows > 65535 || cols > 65535) throw invalid(`invalid size: h=${c.query.get("h")} w=${c.query.get("w")}`);
+  // before the start (docker's CLI sends it early too): the size it starts with
+  e.size = { rows, cols };
+  e.resize?.(rows, cols);
   c.res.writeHead(200).end();
 });
 
@@ -829,13 +849,14 @@ async function execStart(engine: Engine, id: string, body: { Detach?: boolean; T
   e.running = true;
   let s: Awaited<ReturnType<Engine["execStreams"]>>;
   try {
-    s = await engine.execStreams(e.container, e.argv, { ...e.opts, stdin: e.stdin && !body.Detach });
+    s = await engine.execStreams(e.container, e.argv, { ...e.opts, stdin: e.stdin && !body.Detach, tty: e.tty, ...(e.size ? { size: e.size } : {}) });
   } catch (err) {
     e.running = false;
     e.exitCode = 126;
     throw err;
   }
   e.pid = s.pid;
+  if (s.resize) e.resize = s.resize;
   const done = s.exit.then(
     (code) => {
       e.running = false;
@@ -852,7 +873,8 @@ async function execStart(engine: Engine, id: string, body: { Detach?: boolean; T
     socket.end("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
     return;
   }
-  hijack(socket, upgrade, "application/vnd.docker.multiplexed-stream");
+  // with a terminal the stream is raw (one stream, as the container's terminal writes it)
+  hijack(socket, upgrade, e.tty ? "application/vnd.docker.raw-stream" : "application/vnd.docker.multiplexed-stream");
   if (s.stdin) {
     if (head.length) s.stdin.write(head);
     socket.on("data", (d) => s.stdin!.write(d));
@@ -861,7 +883,7 @@ async function execStart(engine: Engine, id: string, body: { Detach?: boolean; T
   }
   const pump = (r: NodeJS.ReadableStream, n: 1 | 2) =>
     new Promise<void>((res) => {
-      r.on("data", (b: Buffer) => socket.write(frame(n, b)));
+      r.on("data", (b: Buffer) => socket.write(e.tty ? b : frame(n, b)));
       r.on("end", res);
       r.on("error", () => res());
     });

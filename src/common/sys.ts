@@ -22,6 +22,7 @@ interface Addon {
   removeTree(path: string, detachMounts: boolean): number;
   removeTreeAsync(path: string, detachMounts: boolean): Promise<number>;
   pipe(): [number, number] | number;
+  openpty(): [number, number] | number;
   spawn(file: string, argv: string[], fds: number[]): number;
   spawnAsync(file: string, argv: string[], fds: number[]): Promise<number>;
   mkdirsAsync(paths: string[]): Promise<number>;
@@ -169,6 +170,13 @@ export function removeFile(path: string): void {
 /** removeTree on libuv's thread pool: removals of independent trees overlap each other. */
 export async function removeTreeAsync(path: string, opts: { detachMounts?: boolean } = {}): Promise<void> {
   check("remove", path, await load().removeTreeAsync(path, opts.detachMounts ?? false));
+}
+
+/** A new pseudo-terminal: [master, slave], both close-on-exec. */
+export function openpty(): [number, number] {
+  const r = load().openpty();
+  if (typeof r === "number") throw new SyscallError("openpty", -r, "");
+  return r;
 }
 
 /** pipe2(O_CLOEXEC): [read end, write end]. */

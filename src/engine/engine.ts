@@ -12,7 +12,8 @@ import { join } from "../common/path.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { BerthError, exists, invalid, notFound, precondition, unsupported } from "../common/errors.js";
 import { buildBinary, defaultRuntimeRoot, isRootless } from "../common/paths.js";
-import { pipe, removeFile, removeTree, setWindowSize, SyscallError } from "../common/sys.js";
+import { builtin } from "../common/builtin.js";
+import { openpty, pipe, removeFile, removeTree, setWindowSize, SyscallError } from "../common/sys.js";
 import { FileLock, ImageStore, pullImage, commitSnapshot, type ImageRecord, type Progress, parsePlatform, unmount as unmountPath, unmountAsync, type ContainerConfig as ImageContainerConfig } from "../images/index.js";
 import { withLock, writeFileAtomic } from "../common/lock.js";
 import { processStartTime } from "../common/proc.js";
@@ -1101,9 +1102,12 @@ export class Engine {
 
   /**
    * exec with the process's stdio as streams of ours (the API's exec start): stdin to write (or
-   * none), stdout and stderr to read, and its exit code. No terminal: the API's tty exec is not done yet.
+   * none), stdout and stderr to read, and its exit code. With tty: the process gets a terminal
+   * (the helper relays it to a pseudo-terminal of ours), its output is all on stdout, and
+   * resize(rows, cols) sets its window size.
    */
-  async execStreams(ref: string, argv: string[], opts: { user?: string; workdir?: string; env?: string[]; stdin?: boolean } = {}): Promise<{ pid: number; stdin?: import("node:stream").Writable; stdout: import("node:stream").Readable; stderr: import("node:stream").Readable; exit: Promise<number> }> {
+  async execStreams(ref: string, argv: string[], opts: { user?: string; workdir?: string; env?: string[]; stdin?: boolean; tty?: boolean; size?: { rows: number; cols: number } } = {}): Promise<{ pid: number; stdin?: import("node:stream").Writable; stdout: import("node:stream").Readable; stderr: import("node:stream").Readable; exit: Promise<number>; resize?: (rows: number, cols: number) => void }> {
+    if (opts.tty) return this.execTerminal(ref, argv, opts);
     const { id, proc } = await this.execProcess(ref, argv, opts);
     const out = pipe(),
       err = pipe(),
@@ -1111,7 +1115,7 @@ export class Engine {
     let pidSeen!: (pid: number) => void;
     const started = new Promise<number>((res) => (pidSeen = res));
     // runtime.exec spawns its helper before its first await: the child's ends are its own by then
-    const run = this.runtime.exec(id, proc, { stdio: [inp ? inp[0] : "ignore", out[1], err[1]], onPid: pidSeen });
+    const run = this.runtime.exec(id, proc, { stdio: [inp ? inp[0] : "ignore", out[1], err[1]], onPid: pidSeen, forwardSignals: false });
     for (const fd of [out[1], err[1], ...(inp ? [inp[0]] : [])]) fs.closeSync(fd);
     const exit = run.then((r) => r.exitCode ?? 0);
     exit.catch(() => pidSeen(0));
@@ -1119,6 +1123,56 @@ export class Engine {
     const stdin = inp ? fs.createWriteStream("", { fd: inp[1] }) : undefined;
     stdin?.on("error", () => {}); // the process closed its stdin (EPIPE): what it did not read is dropped
     return { pid, stdout: fs.createReadStream("", { fd: out[0] }), stderr: fs.createReadStream("", { fd: err[0] }), ...(stdin ? { stdin } : {}), exit };
+  }
+
+  private async execTerminal(ref: string, argv: string[], opts: { user?: string; workdir?: string; env?: string[]; stdin?: boolean; size?: { rows: number; cols: number } }) {
+    const { id, proc } = await this.execProcess(ref, argv, { ...opts, tty: true });
+    const [master, slave] = openpty();
+    // the helper reads its window size from its stdin (our terminal) when it starts and on SIGWINCH
+    if (opts.size) setWindowSize(master, opts.size.rows, opts.size.cols);
+    let helper = 0;
+    let pidSeen!: (pid: number) => void;
+    const started = new Promise<number>((res) => (pidSeen = res));
+    const run = this.runtime.exec(id, proc, { stdio: [slave, slave, slave], onPid: pidSeen, onHelper: (p) => (helper = p), forwardSignals: false });
+    fs.closeSync(slave);
+    const exit = run.then((r) => r.exitCode ?? 0);
+    exit.catch(() => pidSeen(0));
+    const pid = await Promise.race([started, exit.then(() => 0)]);
+    // read through libuv's tty handle (non-blocking, no thread held while the terminal is quiet);
+    // it owns the descriptor, and ends (EIO) once the helper has gone. Input is written to the same
+    // descriptor, never after the handle has begun to close it.
+    const streams = builtin<typeof import("node:stream")>("node:stream");
+    const stdout = new (builtin<typeof import("node:tty")>("node:tty").ReadStream)(master);
+    let open = true;
+    const closing = () => (open = false);
+    stdout.on("error", closing);
+    stdout.on("end", closing);
+    stdout.on("close", closing);
+    const writeAll = (b: Buffer, cb: (e?: Error | null) => void): void => {
+      if (!open) return cb();
+      try {
+        const n = fs.writeSync(master, b);
+        if (n < b.length) return void setTimeout(() => writeAll(b.subarray(n), cb), 5);
+        cb();
+      } catch (e) {
+        // a full terminal buffer (the process is not reading): try again shortly
+        if ((e as NodeJS.ErrnoException).code === "EAGAIN") return void setTimeout(() => writeAll(b, cb), 5);
+        cb();
+      }
+    };
+    const stdin = opts.stdin ? new streams.Writable({ write: (chunk: Buffer, _enc, cb) => writeAll(chunk, cb) }) : undefined;
+    const stderr = new streams.PassThrough();
+    stderr.end();
+    const resize = (rows: number, cols: number) => {
+      if (!open) return;
+      try {
+        setWindowSize(master, rows, cols);
+        if (helper) process.kill(helper, "SIGWINCH");
+      } catch {
+        /* ended */
+      }
+    };
+    return { pid, stdout, stderr, exit, resize, ...(stdin ? { stdin } : {}) };
   }
 
   private async execProcess(ref: string, argv: string[], opts: { user?: string; workdir?: string; env?: string[]; tty?: boolean }) {

@@ -74,6 +74,10 @@ export interface ExecOptions {
   stdio?: HelperOptions["stdio"];
   /** The process's pid as soon as it exists. */
   onPid?: (pid: number) => void;
+  /** The helper's pid once it is spawned (a foreground exec with a terminal resizes on its SIGWINCH). */
+  onHelper?: (pid: number) => void;
+  /** Foreground: forward this process's SIGINT, SIGTERM, SIGHUP and SIGQUIT to it (default; not in a server). */
+  forwardSignals?: boolean;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -639,6 +643,7 @@ export class Runtime {
     });
     this.debug?.(`exec plan for ${id}: ${describePlan(ops)}`);
     const run = runHelper(ops, { stdio: opts.stdio, preserveFds: opts.preserveFds, ...(opts.onPid ? { onPid: opts.onPid } : {}) });
+    if (run.helperPid) opts.onHelper?.(run.helperPid);
     let pid: number;
     try {
       pid = await run.ready;
@@ -658,7 +663,7 @@ export class Runtime {
         // gone
       }
     };
-    const signals: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"];
+    const signals: NodeJS.Signals[] = opts.forwardSignals === false ? [] : ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"];
     for (const s of signals) process.on(s, forward);
     const { code, waitStatus } = await run.exited;
     for (const s of signals) process.off(s, forward);
