@@ -288,6 +288,27 @@ describe("containers", { skip: rootSkip }, () => {
     ok(b(["rm", "chatty"]));
   });
 
+  test("a log without limits of its own gets the default (5 files of 20 MB), or daemon.json's log-opts", () => {
+    ok(b(["create", "--name", "quiet", "busybox", "true"]));
+    assert.deepEqual(JSON.parse(ok(b(["inspect", "-f", "{{json .HostConfig.LogConfig}}", "quiet"])).stdout), { Type: "json-file", Config: { "max-size": "20m", "max-file": "5" } });
+    ok(b(["rm", "quiet"]));
+    fs.mkdirSync(env.configDir, { recursive: true });
+    fs.writeFileSync(join(env.configDir, "daemon.json"), JSON.stringify({ "log-opts": { "max-size": "1k", "max-file": "2" } }));
+    try {
+      ok(b(["run", "--name", "noisy", "busybox", "sh", "-c", "i=0; while [ $i -lt 500 ]; do echo noisy-line-$i; i=$((i+1)); done"]));
+      const logPath = JSON.parse(ok(b(["inspect", "noisy"])).stdout)[0].LogPath;
+      assert.ok(fs.existsSync(`${logPath}.1`) && !fs.existsSync(`${logPath}.2`), "two files, rotated");
+      for (const f of [logPath, `${logPath}.1`]) assert.ok(fs.statSync(f).size <= 1024, f);
+      assert.match(ok(b(["logs", "--tail", "1", "noisy"])).stdout, /^noisy-line-499$/m);
+      // a container's own options win over daemon.json's, which fill in the rest (as dockerd's)
+      ok(b(["create", "--name", "own", "--log-opt", "max-size=5m", "busybox", "true"]));
+      assert.deepEqual(JSON.parse(ok(b(["inspect", "-f", "{{json .HostConfig.LogConfig.Config}}", "own"])).stdout), { "max-size": "5m", "max-file": "2" });
+    } finally {
+      fs.rmSync(join(env.configDir, "daemon.json"));
+      b(["rm", "-f", "noisy", "own"]);
+    }
+  });
+
   test("the seeds' export of a created container: docker export $(docker create image) | tar -x", () => {
     const id = ok(b(["create", "busybox"])).stdout.trim();
     const dir = tempDir("berth-img-");

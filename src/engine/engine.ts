@@ -14,7 +14,7 @@ import { BerthError, exists, invalid, notFound, precondition, unsupported } from
 import { buildBinary, defaultRuntimeRoot, isRootless } from "../common/paths.js";
 import { builtin } from "../common/builtin.js";
 import { openpty, pipe, removeFile, removeTree, setWindowSize, SyscallError } from "../common/sys.js";
-import { FileLock, ImageStore, pullImage, commitSnapshot, type ImageRecord, type Progress, parsePlatform, unmount as unmountPath, unmountAsync, type ContainerConfig as ImageContainerConfig } from "../images/index.js";
+import { FileLock, ImageStore, daemonLogOpts, pullImage, commitSnapshot, type ImageRecord, type Progress, parsePlatform, unmount as unmountPath, unmountAsync, type ContainerConfig as ImageContainerConfig } from "../images/index.js";
 import { withLock, writeFileAtomic } from "../common/lock.js";
 import { processStartTime } from "../common/proc.js";
 import { Runtime, parseSignal, launchHelper, ROOTFS_OVERLAY_ANNOTATION, type LaunchedHelper } from "../runtime/index.js";
@@ -179,6 +179,14 @@ export class Engine {
    * wait for the cgroup lock passes) while the rest of create and start runs.
    */
   async create(req: CreateRequest, onProgress?: Progress, opts: { startNext?: { handlesExit?: boolean }; buildStep?: boolean } = {}): Promise<{ Id: string; Warnings: string[] }> {
+    // daemon.json's log-opts fill in what the container's options leave out (as dockerd merges
+    // them); without them, a log with no size limit of its own gets berth's default, so one noisy
+    // container cannot fill the disk (inspect shows what applies)
+    const lc = req.HostConfig.LogConfig;
+    if (lc.Type === "json-file") {
+      const base = daemonLogOpts() ?? (lc.Config["max-size"] === undefined ? DEFAULT_LOG_OPTS : {});
+      req = { ...req, HostConfig: { ...req.HostConfig, LogConfig: { Type: lc.Type, Config: { ...base, ...lc.Config } } } };
+    }
     validateRequest(req);
     // what docker checks at create, so a bad request leaves no container behind
     resourcesFor(req.HostConfig);
@@ -284,7 +292,9 @@ export class Engine {
   private prepareLaunch(rec: ContainerRecord, handlesExit: boolean): { launcher: LaunchedHelper; handlesExit: boolean } {
     const id = rec.Id;
     const hc = rec.HostConfig;
-    const log = hc.LogConfig.Type === "json-file" ? ["-l", rec.LogPath, "-s", String(parseSize(hc.LogConfig.Config["max-size"] ?? "0")), "-n", String(Number(hc.LogConfig.Config["max-file"] ?? "1") || 1)] : [];
+    // max-size -1 (docker's "no limit") or 0: no rotation
+    const maxSize = hc.LogConfig.Config["max-size"] ?? "0";
+    const log = hc.LogConfig.Type === "json-file" ? ["-l", rec.LogPath, "-s", String(maxSize === "-1" ? 0 : parseSize(maxSize)), "-n", String(Number(hc.LogConfig.Config["max-file"] ?? "1") || 1)] : [];
     const hcTest = rec.Config.Healthcheck?.Test;
     const health = hcTest?.length && hcTest[0] !== "NONE" ? ["-H", String(Math.max(100, (rec.Config.Healthcheck?.Interval ?? 30e9) / 1e6)), ...exitCommand(id, this.root).slice(0, -2).concat(["internal-health", id]).flatMap((a) => ["-C", a])] : [];
     const launcher = launchHelper(
@@ -1329,6 +1339,9 @@ export function parseSize(s: string): number {
   const mult = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4, p: 1024 ** 5 }[m[2]!.toLowerCase() as "" | "k"]!;
   return Math.floor(Number(m[1]) * mult);
 }
+
+/** json-file's limits unless daemon.json's log-opts or the container set them: docker's `local` driver's (5 files of 20 MB). */
+export const DEFAULT_LOG_OPTS: Record<string, string> = { "max-size": "20m", "max-file": "5" };
 
 function validateRequest(req: CreateRequest): void {
   const p = req.HostConfig.RestartPolicy;

@@ -76,6 +76,22 @@ export interface RegistrySettings {
   insecure: string[];
 }
 
+/** `log-opts` in daemon.json (dockerd's key): the log options a container gets unless it names its own. */
+export function daemonLogOpts(): Record<string, string> | undefined {
+  const file = join(configDir(), "daemon.json");
+  try {
+    const j = JSON.parse(fs.readFileSync(file, "utf8"));
+    const o = j["log-opts"];
+    if (o === undefined) return undefined;
+    if (typeof o !== "object" || o === null || Object.values(o).some((v) => typeof v !== "string")) throw invalid(`${file}: "log-opts" must map option names to strings`);
+    return o as Record<string, string>;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    if (e instanceof Error && e.name.startsWith("BerthError")) throw e;
+    throw invalid(`cannot read ${file}: ${(e as Error).message}`);
+  }
+}
+
 export function registrySettings(): RegistrySettings {
   for (const file of [join(configDir(), "daemon.json")]) {
     try {

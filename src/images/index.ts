@@ -10,7 +10,7 @@ export { extractLayer, decompress, cleanPath, type ExtractMode, type ExtractResu
 export { openSnapshotter, OverlaySnapshotter, CopySnapshotter, unmount, unmountAsync, type Snapshotter, type LayerSnapshot } from "./snapshot.js";
 export { parseReference, formatReference, familiar, familiarRepository, withDefaultTag, repositoryName, type Reference } from "./reference.js";
 export { RegistryClient, RegistryError } from "./registry.js";
-export { credentialsFor, saveCredentials, removeCredentials, dockerConfigPath, type Credentials } from "./auth.js";
+export { credentialsFor, saveCredentials, removeCredentials, dockerConfigPath, daemonLogOpts, type Credentials } from "./auth.js";
 export { parsePlatform, hostPlatform, formatPlatform, MediaType, type Platform, type ImageConfig, type Manifest, type Index, type Descriptor, type ContainerConfig, type HistoryEntry } from "./types.js";
 export { TarReader, encodeHeader, END_OF_ARCHIVE, type TarHeader } from "./tar.js";
 export { FileLock, writeFileAtomic } from "../common/lock.js";
