@@ -288,6 +288,20 @@ describe("containers", { skip: rootSkip }, () => {
     ok(b(["rm", "chatty"]));
   });
 
+  test("every command's --help lists its flags, one line each, and runs nothing", () => {
+    const run = ok(b(["run", "--help"])).stdout;
+    assert.match(run, /^Usage:  berth run \[OPTIONS\] IMAGE \[COMMAND\] \[ARG\.\.\.\]$/m);
+    assert.match(run, /^  -d, --detach +Run container in background and print container ID$/m);
+    assert.match(run, /^  -h, --hostname string +Container host name$/m);
+    assert.match(run, /^      --memory-swap string +Swap limit/m);
+    assert.ok(run.split("\n").filter((l) => /^ {2}(-\w, |    )--/.test(l)).length > 60, "all of run's flags");
+    assert.match(ok(b(["network", "create", "--help"])).stdout, /^      --subnet list +Subnet in CIDR format/m);
+    assert.match(ok(b(["system", "repair", "--help"])).stdout, /^      --dry-run +List what would be removed/m);
+    const version = ok(b(["version", "--help"])).stdout;
+    assert.doesNotMatch(version, /Client:/, "--help runs nothing");
+    assert.match(ok(b(["network", "--help"])).stdout, /Commands:\n(.*\n)*  create/);
+  });
+
   test("a log without limits of its own gets the default (5 files of 20 MB), or daemon.json's log-opts", () => {
     ok(b(["create", "--name", "quiet", "busybox", "true"]));
     assert.deepEqual(JSON.parse(ok(b(["inspect", "-f", "{{json .HostConfig.LogConfig}}", "quiet"])).stdout), { Type: "json-file", Config: { "max-size": "20m", "max-file": "5" } });

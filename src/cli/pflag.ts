@@ -11,6 +11,8 @@ export interface Flag {
   kind: "bool" | "string" | "int" | "list";
   /** Shown in help. */
   help?: string;
+  /** Left out of help (aliases such as --net). */
+  hidden?: boolean;
   default?: string | number | boolean;
 }
 
@@ -27,12 +29,48 @@ export class UsageError extends BerthError {
   }
 }
 
+/** Thrown by parse while a command's --help is being shown: the flags the command takes. */
+export class HelpRequested extends Error {
+  constructor(readonly flags: Flag[]) {
+    super("help");
+  }
+}
+
+let helpProbe = false;
+/** Run fn with parse answering HelpRequested at once: the command's flags, without running it. */
+export async function probeFlags(fn: () => Promise<unknown>): Promise<Flag[] | undefined> {
+  helpProbe = true;
+  try {
+    await fn();
+    return undefined;
+  } catch (e) {
+    if (e instanceof HelpRequested) return e.flags;
+    return undefined;
+  } finally {
+    helpProbe = false;
+  }
+}
+
+/** docker's Options section: one line per flag, its help or its kind. */
+export function formatFlags(flags: Flag[], help: Record<string, string>): string {
+  const rows = flags
+    .filter((f) => !f.hidden)
+    .map((f) => {
+      const name = `${f.short ? `-${f.short}, ` : "    "}--${f.long}${f.kind === "bool" ? "" : ` ${f.kind === "int" ? "int" : f.kind === "list" ? "list" : "string"}`}`;
+      return [name, f.help ?? help[f.long] ?? ""] as const;
+    })
+    .sort((a, b) => a[0].replace(/^-., /, "    ").localeCompare(b[0].replace(/^-., /, "    ")));
+  const width = Math.max(...rows.map((r) => r[0].length)) + 3;
+  return rows.map(([n, h]) => `  ${n.padEnd(width)}${h}`.trimEnd()).join("\n");
+}
+
 export interface Parsed {
   flags: FlagValues;
   args: string[];
 }
 
 export function parse(argv: string[], flags: Flag[], command: string, opts: { interspersed?: boolean } = {}): Parsed {
+  if (helpProbe) throw new HelpRequested(flags);
   const interspersed = opts.interspersed ?? true;
   const byLong = new Map(flags.map((f) => [f.long, f]));
   const byShort = new Map(flags.filter((f) => f.short).map((f) => [f.short!, f]));

@@ -4,7 +4,8 @@
  * for usage errors (and, with containers, for berth's own failures in run), 1 for a failed command.
  */
 import { BerthError, errorMessage } from "../../common/errors.js";
-import { parse, UsageError } from "../pflag.js";
+import { flagHelp } from "../flag-help.js";
+import { formatFlags, parse, probeFlags, UsageError } from "../pflag.js";
 import { Context } from "./context.js";
 import { trace } from "../../common/trace.js";
 import { exitNow } from "../../common/sys.js";
@@ -158,7 +159,8 @@ function startup(): string {
   return "bundle (no start-up snapshot for this node: ./install.sh makes one)";
 }
 
-async function version(_ctx: Context, _argv: string[]): Promise<number> {
+async function version(_ctx: Context, argv: string[]): Promise<number> {
+  parse(argv, [], "version");
   process.stdout.write(`Client:\n Version:           ${VERSION}\n API version:       1.41\n Node version:      ${process.version}\n OS/Arch:           linux/${process.arch === "x64" ? "amd64" : process.arch}\n Start-up:          ${startup()}\n`);
   return 0;
 }
@@ -202,8 +204,8 @@ export async function main(argv: string[]): Promise<number> {
       const entry = sub ? groups[name]![sub] : undefined;
       cmdName = `${name} ${sub ?? ""}`.trim();
       if (!entry) {
-        process.stdout.write(`\nUsage:  berth ${name} COMMAND\n\nCommands:\n${Object.keys(groups[name]!).map((s) => `  ${s}`).join("\n")}\n`);
-        if (sub) throw new UsageError(`unknown command "${sub}" for "berth ${name}"`, name);
+        process.stdout.write(`\nUsage:  berth ${name} COMMAND\n\nCommands:\n${Object.keys(groups[name]!).map((s) => `  ${s}`).join("\n")}\n\nRun 'berth ${name} COMMAND --help' for more information on a command.\n`);
+        if (sub && sub !== "--help" && sub !== "-h") throw new UsageError(`unknown command "${sub}" for "berth ${name}"`, name);
         return 0;
       }
       args = subArgs;
@@ -232,7 +234,11 @@ export async function main(argv: string[]): Promise<number> {
     // (for run and create, as in docker, -h is --hostname)
     const hIsHostname = cmdName === "run" || cmdName === "create" || cmdName === "container run" || cmdName === "container create";
     if (ours.includes("--help") || (!hIsHostname && ours.includes("-h"))) {
-      process.stdout.write(`\nUsage:  berth ${usage}\n`);
+      // the command's flags, from its own parse (which answers at once, running nothing)
+      const flags = await probeFlags(() => handler(ctx, []));
+      const summary = commands[cmdName]?.summary ?? (typeof groups[name]?.[cmdName.split(" ")[1] ?? ""] === "string" ? commands[groups[name]![cmdName.split(" ")[1]!] as string]?.summary : undefined);
+      const options = flags?.length ? `\nOptions:\n${formatFlags(flags, flagHelp)}\n` : "";
+      process.stdout.write(`\nUsage:  berth ${usage}\n${summary ? `\n${summary}\n` : ""}${options}`);
       return 0;
     }
     return await handler(ctx, args);
