@@ -302,6 +302,17 @@ describe("containers", { skip: rootSkip }, () => {
     assert.match(ok(b(["network", "--help"])).stdout, /Commands:\n(.*\n)*  create/);
   });
 
+  test("reading commands on a store that does not exist see it empty and make nothing", () => {
+    const nowhere = join(tempDir("berth-test-"), "not/made/yet");
+    for (const args of [["ps", "-a"], ["images"], ["volume", "ls"], ["network", "ls"], ["system", "df"]]) {
+      const r = berth(env, ["--root", nowhere, ...args], { extraEnv: { BERTH_RUNTIME_ROOT: runtimeRoot } });
+      assert.equal(r.code, 0, `${args.join(" ")}: ${r.stderr}`);
+      assert.equal(fs.existsSync(join(nowhere, "..")), false, `${args.join(" ")} made no store`);
+    }
+    assert.match(berth(env, ["--root", nowhere, "inspect", "x"], { extraEnv: { BERTH_RUNTIME_ROOT: runtimeRoot } }).stderr, /No such object: x/);
+    assert.equal(fs.existsSync(join(nowhere, "..")), false);
+  });
+
   test("a log without limits of its own gets the default (5 files of 20 MB), or daemon.json's log-opts", () => {
     ok(b(["create", "--name", "quiet", "busybox", "true"]));
     assert.deepEqual(JSON.parse(ok(b(["inspect", "-f", "{{json .HostConfig.LogConfig}}", "quiet"])).stdout), { Type: "json-file", Config: { "max-size": "20m", "max-file": "5" } });

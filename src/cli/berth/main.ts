@@ -241,6 +241,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(`\nUsage:  berth ${usage}\n${summary ? `\n${summary}\n` : ""}${options}`);
       return 0;
     }
+    ctx.command = cmdName;
     return await handler(ctx, args);
   } catch (e) {
     if (e instanceof UsageError) {
