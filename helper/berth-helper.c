@@ -763,8 +763,16 @@ static void child_ready_then_exec(char **a, int argc) {
   stage = "startContainer hook";
   for (int i = 0; i < nstart_hooks; i++) run_start_hook(start_hooks[i], start_hook_argc[i]);
   trace_step("execve");
+  stage = "exec";
   execve(path, argv, envp);
-  die(errno, "exec %s: %s", path, strerror(errno));
+  if (errno == E2BIG) {
+    size_t total = 0;
+    int n = 0;
+    for (char **p = argv; *p; p++, n++) total += strlen(*p) + 1;
+    for (char **p = envp; *p; p++) total += strlen(*p) + 1;
+    die(errno, "%s: %d arguments and the environment are %zu bytes, more than the kernel takes (at most a quarter of the stack limit in all, 128 KiB each)", path, n, total);
+  }
+  die(errno, "%s", path);
 }
 
 static int new_userns;

@@ -332,6 +332,10 @@ describe("bad input leaves nothing behind", { skip: rootSkip }, () => {
           ["an SELinux mount label on a host without SELinux", (s) => (s.linux.mountLabel = "system_u:object_r:container_file_t:s0"), /linux.mountLabel cannot be applied/],
         ] as typeof cases)),
     ["a capability that does not exist", (s) => s.process.capabilities.bounding.push("CAP_TELEPORT"), /process.capabilities.bounding\[3\]: unknown capability "CAP_TELEPORT"/],
+    ["a memory limit past int64", (s) => (s.linux.resources = { memory: { limit: 1e30 } }), /^linux.resources.memory.limit: 1e\+30 is out of range: at most 9223372036854775807 bytes \(8 EiB\), or -1 for no limit$/m],
+    ["a memory limit below what a process needs", (s) => (s.linux.resources = { memory: { limit: 4096 } }), /linux.resources.memory.limit: 4096 bytes is below what a process needs to start/],
+    // the error says how long, and does not quote 100,000 characters back
+    ["a 100,000-character hostname", (s) => (s.hostname = "h".repeat(100_000)), /^[^h]*hostname: is 100000 bytes long: at most 64$/m],
   ];
   for (const [name, edit, message] of cases) {
     test(name, () => {
@@ -350,6 +354,17 @@ describe("bad input leaves nothing behind", { skip: rootSkip }, () => {
       rmSync(root, { recursive: true });
     });
   }
+
+  test("arguments past the kernel's limit: said once, with their size", () => {
+    const root = newRoot();
+    const b = makeBundle(["/bin/echo", ...Array.from({ length: 40 }, () => "x".repeat(100_000))]);
+    const r = rt(root, ["run", "--bundle", b, uniqueId()]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /exec: \/bin\/echo: 41 arguments and the environment are \d+ bytes, more than the kernel takes .*: Argument list too long$/m);
+    assert.equal((r.stderr.match(/Argument list too long/gi) ?? []).length, 1, r.stderr);
+    rmSync(b, { recursive: true });
+    rmSync(root, { recursive: true });
+  });
 
   test("a duplicate container id", () => {
     const root = newRoot();

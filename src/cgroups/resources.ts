@@ -108,8 +108,11 @@ function checkSubset(list: string | undefined, host: string, field: string, what
 const nonNegative = (v: number | undefined, field: string) => {
   if (v !== undefined && (!Number.isInteger(v) || v < 0)) throw invalid(`${field}: must be a non-negative integer (got ${v})`);
 };
+/** The largest value a cgroup limit takes (int64). */
+export const MAX_LIMIT = 9223372036854775807;
 const limitValue = (v: number | undefined, field: string) => {
   if (v !== undefined && (!Number.isInteger(v) || v < -1)) throw invalid(`${field}: must be -1 (unlimited) or a non-negative integer (got ${v})`);
+  if (v !== undefined && v > MAX_LIMIT) throw invalid(`${field}: ${v} is out of range: at most 9223372036854775807 bytes (8 EiB), or -1 for no limit`);
 };
 
 /** Validation shared by both versions: types and ranges that do not depend on the cgroup version. */

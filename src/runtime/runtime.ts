@@ -82,6 +82,9 @@ export interface ExecOptions {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Below this, a container's first process is killed by its own memory limit (docker's minimum). */
+const MIN_MEMORY = 6 * 1024 * 1024;
+
 /** Signal by name ("KILL", "SIGKILL") or number, as runc accepts it. */
 export function parseSignal(sig: string | number): number {
   if (typeof sig === "number") return sig;
@@ -287,6 +290,10 @@ export class Runtime {
         trace("runtime: ready");
       } catch (err) {
         await exitedWithin(run, 5000); // a helper stuck past its kill (a frozen task) is not waited for
+        // killed while it set the container up, under a memory limit too small for any process
+        const limit = spec.linux?.resources?.memory?.limit;
+        if (limit !== undefined && limit > 0 && limit < MIN_MEMORY && /SIGKILL/.test(errorMessage(err)))
+          throw new BerthError("InvalidArgument", `linux.resources.memory.limit: ${limit} bytes is below what a process needs to start (the kernel killed it setting up; docker asks for at least 6 MB)`);
         throw err;
       }
       rec.pid = pid;

@@ -134,6 +134,8 @@ export function validateSpec(v: Json): Spec {
   if (root.readonly !== undefined) need(typeof root.readonly === "boolean", "root.readonly", "must be a boolean");
   if (s.hostname !== undefined) need(isStr(s.hostname), "hostname", "must be a string");
   if (s.domainname !== undefined) need(isStr(s.domainname), "domainname", "must be a string");
+  // the kernel's HOST_NAME_MAX: said here, with the length, rather than quoted back from sethostname
+  for (const k of ["hostname", "domainname"] as const) if (isStr(s[k]) && Buffer.byteLength(s[k] as string) > 64) need(false, k, `is ${Buffer.byteLength(s[k] as string)} bytes long: at most 64`);
   if (s.process !== undefined) {
     need(isObj(s.process), "process", "must be an object");
     validateProcess(s.process as Record<string, Json>, "process");

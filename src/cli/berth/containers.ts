@@ -153,11 +153,15 @@ export function parseDuration(s: string, flag: string): number {
 function size(v: string | undefined, flag: string, command: string, short?: string): number {
   if (v === undefined) return 0;
   if (v === "-1") return -1;
+  let n: number;
   try {
-    return parseSize(v);
+    n = parseSize(v);
   } catch {
     throw new UsageError(`invalid argument "${v}" for "${short ? `-${short}, ` : ""}--${flag}" flag: invalid size: '${v}'`, command);
   }
+  // a cgroup limit is an int64
+  if (n > 9223372036854775807) throw new UsageError(`invalid argument "${v}" for "${short ? `-${short}, ` : ""}--${flag}" flag: ${v} is more than the largest limit (8 EiB; -1 for none)`, command);
+  return n;
 }
 
 function envFiles(files: string[]): string[] {
