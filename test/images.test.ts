@@ -113,6 +113,7 @@ describe("layer extraction", { skip: rootSkip }, () => {
     ["a symlink then a write through it", [{ name: "evil", type: "symlink", linkname: "/tmp" }, { name: "evil/pwned", data: "x" }], /symlink/],
     ["a relative symlink out then a write through it", [{ name: "d/", type: "directory" }, { name: "d/up", type: "symlink", linkname: "../../../../.." }, { name: "d/up/tmp/pwned", data: "x" }], /symlink/],
     ["a hardlink to a file outside", [{ name: "h", type: "hardlink", linkname: "../../../etc/passwd" }], /leaves the layer root|not in the layer/],
+    ["a hardlink to a file the layer lacks (/etc/shadow)", [{ name: "x", type: "hardlink", linkname: "etc/shadow" }], /invalid layer entry "x": a hardlink to etc\/shadow, which is not in the layer \(etc does not exist\)/],
     ["a hardlink through a symlink", [{ name: "s", type: "symlink", linkname: "/etc" }, { name: "h", type: "hardlink", linkname: "s/passwd" }], /symlink/],
   ];
   for (const [what, entries, why] of hostile)

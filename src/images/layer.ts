@@ -188,11 +188,16 @@ class Extractor implements TarSink {
             }
             tabs = fdPath(targetDir, target[target.length - 1]!);
           } else {
-            this.parents(h, target, false);
+            try {
+              this.parents(h, target, false);
+            } catch (e) {
+              // name the link and what it points at, not only the directory that is missing
+              this.fail(h, `a hardlink to ${h.linkname}, which is not in the layer (${(e as Error).message.replace(/^invalid layer entry "[^"]*": /, "")})`);
+            }
             tabs = `${this.dest}/${target.join("/")}`;
           }
           const st = fs.lstatSync(tabs, { throwIfNoEntry: false });
-          if (!st) this.fail(h, `hardlink target ${h.linkname} is not in the layer`);
+          if (!st) this.fail(h, `a hardlink to ${h.linkname}, which is not in the layer`);
           if (st.isDirectory()) this.fail(h, `hardlink target ${h.linkname} is a directory`);
           fs.linkSync(tabs, abs); // link(2) does not follow a symlink it is given
         } finally {
