@@ -30,12 +30,25 @@ export class EventLog {
   emit(type: BerthEvent["Type"], action: string, id: string, attributes: Record<string, string> = {}): void {
     const ns = BigInt(Date.now()) * 1_000_000n + (process.hrtime.bigint() % 1_000_000n);
     const e: BerthEvent = { Type: type, Action: action, Actor: { ID: id, Attributes: attributes }, scope: "local", time: Number(ns / 1_000_000_000n), timeNano: Number(ns) };
+    let fd: number | undefined;
+    let size = 0;
     try {
-      fs.appendFileSync(this.path, JSON.stringify(e) + "\n");
+      fd = fs.openSync(this.path, "a");
+      size = fs.fstatSync(fd).size;
+      fs.writeSync(fd, JSON.stringify(e) + "\n");
       // rotated at 8 MiB: the last two files are kept (readers read both)
-      if (fs.statSync(this.path).size > this.maxBytes) fs.renameSync(this.path, `${this.path}.1`);
+      if (size > this.maxBytes) fs.renameSync(this.path, `${this.path}.1`);
     } catch {
-      /* events are best effort: a full disk must not fail the operation */
+      // events are best effort: a full disk must not fail the operation, nor leave half a line
+      // for the next event to be glued to
+      if (fd !== undefined)
+        try {
+          fs.ftruncateSync(fd, size);
+        } catch {
+          /* nothing more to do */
+        }
+    } finally {
+      if (fd !== undefined) fs.closeSync(fd);
     }
   }
 
