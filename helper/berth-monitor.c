@@ -150,17 +150,33 @@ static void log_rotate(void)
 	log_open();
 }
 
+/* Records are gathered and written a read's worth at a time (one write for many lines, not one
+ * per line); log_size counts them as they are gathered, so rotation sees what is pending. */
+static char pending[1 << 18];
+static size_t npending;
+
+static void log_flush(void)
+{
+	if (npending && log_fd >= 0)
+		write_all(log_fd, pending, npending);
+	npending = 0;
+}
+
 /* One json-file record: {"log":"...","stream":"stdout","time":"2006-01-02T15:04:05.999999999Z"} */
 static void log_record(const char *stream, const char *data, size_t n)
 {
-	static char out[LINE_MAX_BYTES * 6 + 128];
 	static const char hex[] = "0123456789abcdef";
-	size_t o = 0;
+	static time_t date_sec = -1;
+	static char date[64]; /* "2006-01-02T15:04:05", formatted once a second */
 	struct timespec ts;
-	struct tm tm;
 	if (log_fd < 0)
 		return;
-	o += (size_t)snprintf(out, sizeof out, "{\"log\":\"");
+	if (sizeof pending - npending < LINE_MAX_BYTES * 6 + 128)
+		log_flush();
+	char *out = pending + npending;
+	size_t o = 0;
+	memcpy(out, "{\"log\":\"", 8);
+	o = 8;
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)data[i];
 		if (c == '"' || c == '\\') {
@@ -184,12 +200,37 @@ static void log_record(const char *stream, const char *data, size_t n)
 			out[o++] = (char)c; /* UTF-8 passes through; readers replace invalid bytes */
 	}
 	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	o += (size_t)snprintf(out + o, sizeof out - o, "\",\"stream\":\"%s\",\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%09ldZ\"}\n", stream, tm.tm_year + 1900,
-			      tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec);
-	if (log_max_size > 0 && log_size > 0 && log_size + (long long)o > log_max_size)
+	if (ts.tv_sec != date_sec) {
+		struct tm tm;
+		gmtime_r(&ts.tv_sec, &tm);
+		snprintf(date, sizeof date, "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+		date_sec = ts.tv_sec;
+	}
+	memcpy(out + o, "\",\"stream\":\"", 12);
+	o += 12;
+	size_t sl = strlen(stream);
+	memcpy(out + o, stream, sl);
+	o += sl;
+	memcpy(out + o, "\",\"time\":\"", 10);
+	o += 10;
+	memcpy(out + o, date, 19);
+	o += 19;
+	out[o++] = '.';
+	for (int d = 8, v = (int)ts.tv_nsec; d >= 0; d--, v /= 10)
+		out[o + (size_t)d] = (char)('0' + v % 10);
+	o += 9;
+	memcpy(out + o, "Z\"}\n", 4);
+	o += 4;
+	if (log_max_size > 0 && log_size > 0 && log_size + (long long)o > log_max_size) {
+		/* this record starts the next file: what is gathered before it goes to this one */
+		char rec[LINE_MAX_BYTES * 6 + 128];
+		memcpy(rec, out, o);
+		log_flush();
 		log_rotate();
-	write_all(log_fd, out, o);
+		memcpy(pending, rec, o);
+		npending = o;
+	} else
+		npending += o;
 	log_size += (long long)o;
 }
 
@@ -239,6 +280,7 @@ static void stream_data(int which, const char *data, size_t n)
 			s->len = 0;
 		}
 	}
+	log_flush();
 }
 
 static void stream_flush(int which)
@@ -248,6 +290,7 @@ static void stream_flush(int which)
 		log_record(s->name, s->line, s->len);
 		s->len = 0;
 	}
+	log_flush();
 }
 
 static int read_pid(void)
