@@ -201,6 +201,35 @@ describe("the Docker API: berth system service", { skip }, () => {
     }
   });
 
+  test("dockerd's answers where clients expect them: not a swarm, log drivers by name, -e NAME from the caller", async () => {
+    for (const cli of clis) {
+      const leave = docker(cli, ["swarm", "leave", "--force"]);
+      assert.notEqual(leave.code, 0);
+      assert.match(leave.stderr, /This node is not part of a swarm/, cli);
+      const services = docker(cli, ["service", "ls"]);
+      assert.match(services.stderr, /This node is not a swarm manager/, cli);
+    }
+    assert.equal((await request("POST", "/v1.41/swarm/leave?force=1")).status, 503);
+    assert.equal((await request("GET", "/v1.41/nodes")).status, 503);
+    assert.match((await request("GET", "/info")).body, /"LocalNodeState":"inactive"/);
+    const cli = clis[0]!;
+    // the local driver: docker's limits, and logs read back
+    dok(docker(cli, ["run", "--name", "api-local", "--log-driver", "local", "busybox", "sh", "-c", "echo one; echo two >&2"]));
+    assert.deepEqual(JSON.parse(dok(docker(cli, ["inspect", "-f", "{{json .HostConfig.LogConfig}}", "api-local"])).stdout), { Type: "local", Config: { "max-size": "20m", "max-file": "5" } });
+    const logs = dok(docker(cli, ["logs", "api-local"]));
+    assert.equal(logs.stdout + logs.stderr, "one\ntwo\n");
+    dok(docker(cli, ["rm", "api-local"]));
+    const unknown = docker(cli, ["run", "--rm", "--log-driver", "nosuch", "busybox", "true"]);
+    assert.notEqual(unknown.code, 0);
+    assert.match(unknown.stderr, /logger: no log driver named 'nosuch' is registered/);
+    assert.equal(b(["ps", "-aq"]).stdout, "", "nothing was created");
+    // berth's own CLI: -e NAME takes the caller's value in run and exec
+    ok(b(["run", "-d", "--name", "api-env", "busybox", "sleep", "1000"]));
+    const e = berth(env, ["exec", "-e", "BERTH_TEST_FROM_CALLER", "api-env", "sh", "-c", "echo $BERTH_TEST_FROM_CALLER"], { extraEnv: { BERTH_RUNTIME_ROOT: runtimeRoot, BERTH_TEST_FROM_CALLER: "passed" } });
+    assert.equal(e.stdout, "passed\n", e.stderr);
+    ok(b(["rm", "-f", "api-env"]));
+  });
+
   test("volumes and networks through the API", () => {
     const cli = clis[0]!;
     dok(docker(cli, ["volume", "create", "api-vol"]));

@@ -192,6 +192,30 @@ const routes: [method: string, path: RegExp, handler: Handler][] = [];
 const route = (method: string, path: string, handler: Handler) => routes.push([method, new RegExp("^" + path.replace(/\{name\}/g, "(.+)").replace(/\{[a-z]+\}/g, "([^/]+)") + "$"), handler]);
 const ref = (c: Ctx) => decodeURIComponent(c.params[0]!);
 
+// Swarm: berth is a dockerd that is not part of a swarm, and answers as one (clients clean up with
+// POST /swarm/leave and accept 503 there); it cannot join or start one
+const NOT_A_MANAGER = 'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect this node to swarm and try again.';
+route("GET", "/swarm", () => {
+  throw new HttpError(503, NOT_A_MANAGER);
+});
+route("POST", "/swarm/leave", () => {
+  throw new HttpError(503, "This node is not part of a swarm");
+});
+for (const verb of ["init", "join", "update", "unlock"])
+  route("POST", `/swarm/${verb}`, () => {
+    throw new HttpError(verb === "init" || verb === "join" ? 501 : 503, verb === "init" || verb === "join" ? "berth does not run swarm mode" : NOT_A_MANAGER);
+  });
+route("GET", "/swarm/unlockkey", () => {
+  throw new HttpError(503, NOT_A_MANAGER);
+});
+for (const kind of ["services", "nodes", "tasks", "secrets", "configs"]) {
+  for (const method of ["GET", "POST", "DELETE"])
+    for (const path of [`/${kind}`, `/${kind}/create`, `/${kind}/{id}`, `/${kind}/{id}/update`, `/${kind}/{id}/logs`])
+      route(method, path, () => {
+        throw new HttpError(503, NOT_A_MANAGER);
+      });
+}
+
 route("GET", "/_ping", ({ res }) => {
   res.writeHead(200, { "Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-cache, no-store, must-revalidate", Pragma: "no-cache" });
   res.end("OK");
@@ -217,7 +241,7 @@ route("GET", "/version", ({ res }) =>
 );
 route("GET", "/info", async ({ res, engine }) => {
   const i = await system.info(engine);
-  sendJson(res, 200, { ...i, Swarm: { LocalNodeState: "inactive", NodeID: "", NodeAddr: "", ControlAvailable: false, Error: "", RemoteManagers: null }, Plugins: { Volume: ["local"], Network: ["bridge", "host", "none"], Log: ["json-file"] }, RegistryConfig: { IndexConfigs: {}, InsecureRegistryCIDRs: ["127.0.0.0/8"] }, Runtimes: { "berth-runtime": { path: "berth-runtime" } }, Warnings: [] });
+  sendJson(res, 200, { ...i, Swarm: { LocalNodeState: "inactive", NodeID: "", NodeAddr: "", ControlAvailable: false, Error: "", RemoteManagers: null }, Plugins: { Volume: ["local"], Network: ["bridge", "host", "none"], Log: ["json-file", "local", "none"] }, RegistryConfig: { IndexConfigs: {}, InsecureRegistryCIDRs: ["127.0.0.0/8"] }, Runtimes: { "berth-runtime": { path: "berth-runtime" } }, Warnings: [] });
 });
 route("GET", "/system/df", async ({ res, engine }) => {
   const du = await system.diskUsage(engine);
@@ -748,10 +772,6 @@ route("POST", "/networks/{id}/disconnect", async (c) => {
   c.res.writeHead(200).end();
 });
 route("POST", "/networks/prune", async ({ res, engine }) => sendJson(res, 200, { NetworksDeleted: await networks.pruneNetworks(engine) }));
-
-// swarm: a dockerd that is not part of a swarm
-for (const p of ["/swarm", "/services", "/nodes", "/secrets", "/configs", "/tasks"])
-  route("GET", p, ({ res }) => sendJson(res, 503, { message: "This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again." }));
 
 /** The X-Registry-Auth header: base64url JSON of {username, password, serveraddress}; none when absent or empty. */
 function registryAuth(req: http.IncomingMessage): images.RegistryAuth | undefined {

@@ -183,8 +183,9 @@ export class Engine {
     // them); without them, a log with no size limit of its own gets berth's default, so one noisy
     // container cannot fill the disk (inspect shows what applies)
     const lc = req.HostConfig.LogConfig;
-    if (lc.Type === "json-file") {
-      const base = daemonLogOpts() ?? (lc.Config["max-size"] === undefined ? DEFAULT_LOG_OPTS : {});
+    if (lc.Type === "json-file" || lc.Type === "local") {
+      // (docker's local driver always has its limits: 5 files of 20 MB unless given)
+      const base = lc.Type === "local" ? DEFAULT_LOG_OPTS : (daemonLogOpts() ?? (lc.Config["max-size"] === undefined ? DEFAULT_LOG_OPTS : {}));
       req = { ...req, HostConfig: { ...req.HostConfig, LogConfig: { Type: lc.Type, Config: { ...base, ...lc.Config } } } };
     }
     validateRequest(req);
@@ -294,7 +295,7 @@ export class Engine {
     const hc = rec.HostConfig;
     // max-size -1 (docker's "no limit") or 0: no rotation
     const maxSize = hc.LogConfig.Config["max-size"] ?? "0";
-    const log = hc.LogConfig.Type === "json-file" ? ["-l", rec.LogPath, "-s", String(maxSize === "-1" ? 0 : parseSize(maxSize)), "-n", String(Number(hc.LogConfig.Config["max-file"] ?? "1") || 1)] : [];
+    const log = hc.LogConfig.Type !== "none" ? ["-l", rec.LogPath, "-s", String(maxSize === "-1" ? 0 : parseSize(maxSize)), "-n", String(Number(hc.LogConfig.Config["max-file"] ?? "1") || 1)] : [];
     const hcTest = rec.Config.Healthcheck?.Test;
     const health = hcTest?.length && hcTest[0] !== "NONE" ? ["-H", String(Math.max(100, (rec.Config.Healthcheck?.Interval ?? 30e9) / 1e6)), ...exitCommand(id, this.root).slice(0, -2).concat(["internal-health", id]).flatMap((a) => ["-C", a])] : [];
     const launcher = launchHelper(
@@ -1348,7 +1349,11 @@ function validateRequest(req: CreateRequest): void {
   if (!["", "no", "always", "unless-stopped", "on-failure"].includes(p.Name)) throw invalid(`invalid restart policy '${p.Name}'`);
   if (p.MaximumRetryCount && p.Name !== "on-failure") throw invalid(`maximum retry count cannot be used with restart policy '${p.Name}'`);
   if (req.HostConfig.AutoRemove && p.Name && p.Name !== "no") throw invalid("Conflicting options: --restart and --rm");
-  if (!["json-file", "none"].includes(req.HostConfig.LogConfig.Type)) throw invalid(`unknown log opt driver ${req.HostConfig.LogConfig.Type}: berth writes json-file (or none)`);
-  for (const k of Object.keys(req.HostConfig.LogConfig.Config)) if (!["max-size", "max-file", "compress", "labels", "env", "tag"].includes(k)) throw invalid(`unknown log opt '${k}' for json-file log driver`);
+  const driver = req.HostConfig.LogConfig.Type;
+  // dockerd's words for a driver it does not have
+  if (!["json-file", "local", "none"].includes(driver)) throw invalid(`logger: no log driver named '${driver}' is registered`);
+  // (as dockerd, the none driver takes any option and ignores it)
+  const opts = driver === "local" ? ["max-size", "max-file", "compress"] : ["max-size", "max-file", "compress", "labels", "labels-regex", "env", "env-regex", "tag"];
+  if (driver !== "none") for (const k of Object.keys(req.HostConfig.LogConfig.Config)) if (!opts.includes(k)) throw invalid(`unknown log opt '${k}' for ${driver} log driver`);
   for (const o of req.HostConfig.SecurityOpt ?? []) if (o.startsWith("seccomp=") && o !== "seccomp=unconfined") seccompFromProfile(o.slice("seccomp=".length), { capabilities: [] });
 }

@@ -64,7 +64,8 @@ export interface HostConfig {
   RestartPolicy: { Name: "" | "no" | "always" | "unless-stopped" | "on-failure"; MaximumRetryCount: number };
   /** berth's addition: restart a container whose health check turns unhealthy. */
   RestartOnUnhealthy?: boolean;
-  LogConfig: { Type: "json-file" | "none"; Config: Record<string, string> };
+  /** local: docker's local driver's limits and options; its records are written as json-file's */
+  LogConfig: { Type: "json-file" | "local" | "none"; Config: Record<string, string> };
   NetworkMode: string;
   PidMode: string;
   IpcMode: string;

@@ -164,6 +164,11 @@ function size(v: string | undefined, flag: string, command: string, short?: stri
   return n;
 }
 
+/** docker's -e NAME: the caller's value of NAME where it has one, else NAME as given. */
+function withCallerValues(envs: string[]): string[] {
+  return envs.map((e) => (e.includes("=") ? e : process.env[e] !== undefined ? `${e}=${process.env[e]}` : e));
+}
+
 function envFiles(files: string[]): string[] {
   const out: string[] = [];
   for (const f of files) {
@@ -217,7 +222,7 @@ export function createRequest(flags: FlagValues, args: string[]): CreateRequest 
   c.AttachStdin = !!flags.interactive && !flags.detach;
   c.StdinOnce = c.AttachStdin;
   c.AttachStdout = c.AttachStderr = !flags.detach;
-  c.Env = [...envFiles(list(flags["env-file"])), ...list(flags.env).map((e) => (e.includes("=") ? e : process.env[e] !== undefined ? `${e}=${process.env[e]}` : e))];
+  c.Env = [...envFiles(list(flags["env-file"])), ...withCallerValues(list(flags.env))];
   if (cmd.length) c.Cmd = cmd;
   if (str(flags.entrypoint) !== undefined) c.Entrypoint = str(flags.entrypoint) ? [str(flags.entrypoint)!] : [];
   c.WorkingDir = str(flags.workdir) ?? "";
@@ -583,7 +588,7 @@ export async function exec(ctx: Context, argv: string[]): Promise<number> {
     return await ctx.engine().exec(ref!, cmd, {
       ...(str(flags.user) !== undefined ? { user: str(flags.user)! } : {}),
       ...(str(flags.workdir) ? { workdir: str(flags.workdir)! } : {}),
-      env: [...envFiles(list(flags["env-file"])), ...list(flags.env)],
+      env: [...envFiles(list(flags["env-file"])), ...withCallerValues(list(flags.env))],
       tty: !!flags.tty,
       detach: !!flags.detach,
     });
