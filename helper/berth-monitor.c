@@ -5,7 +5,7 @@
  * container ended in a plain-text file, then execs an exit command (where policy lives: berth's
  * cleanup, restart policies). It parses no JSON and decides nothing.
  *
- *   berth-monitor -d DIR [-l LOG -s MAXSIZE -n MAXFILES] [-i [-o]] [-t] [-x EXITCMD]... -- HELPER ARGS...
+ *   berth-monitor -d DIR [-l LOG -s MAXSIZE -n MAXFILES [-z]] [-i [-o]] [-t] [-x EXITCMD]... -- HELPER ARGS...
  *
  * -w PID: that process (an attached `berth run`) handles the exit itself. After the exit frame the
  * monitor waits for it to end, and runs the exit command only if DIR/exit is still there (the
@@ -130,10 +130,21 @@ static void log_open(void)
 	log_size = fstat(log_fd, &st) == 0 ? st.st_size : 0;
 }
 
+/* -z: a rotated file is compressed (FILE.1 becomes FILE.1.gz) by gzip, in a child of ours that
+ * the reaping loop collects; readers take FILE.N while it is there, else FILE.N.gz. */
+static int log_compress;
+static pid_t gzip_pid; /* the compression of FILE.1 under way: the next rotation waits for it */
+
 static void log_rotate(void)
 {
 	char from[PATH_MAX], to[PATH_MAX];
 	close(log_fd);
+	if (gzip_pid > 0) { /* renaming FILE.1 under a gzip still reading it would lose it */
+		int st;
+		while (waitpid(gzip_pid, &st, 0) < 0 && errno == EINTR) {
+		}
+		gzip_pid = 0;
+	}
 	if (log_max_files <= 1) {
 		if (truncate(log_path, 0) < 0) { /* keep writing to what is there */
 		}
@@ -145,6 +156,25 @@ static void log_rotate(void)
 				snprintf(from, sizeof from, "%s.%d", log_path, i - 1);
 			snprintf(to, sizeof to, "%s.%d", log_path, i);
 			rename(from, to);
+			if (i > 1) { /* compressed ones move along too; the oldest is overwritten */
+				char fromgz[PATH_MAX + 3], togz[PATH_MAX + 3];
+				snprintf(fromgz, sizeof fromgz, "%s.gz", from);
+				snprintf(togz, sizeof togz, "%s.gz", to);
+				if (rename(fromgz, togz) == 0)
+					unlink(to); /* a plain copy left by a compression that did not finish */
+			}
+		}
+		if (log_compress) {
+			snprintf(to, sizeof to, "%s.1", log_path);
+			pid_t c = fork();
+			if (c == 0) {
+				int null = open("/dev/null", O_RDWR);
+				for (int fd = 0; fd < 3; fd++)
+					dup2(null, fd);
+				execlp("gzip", "gzip", "-f", "-q", to, (char *)NULL);
+				_exit(127);
+			}
+			gzip_pid = c;
 		}
 	}
 	log_open();
@@ -392,13 +422,14 @@ int main(int argc, char **argv)
 	int keep_stdin = 0, tty = 0, opt, nexit = 0;
 	char *exit_cmd[MAX_EXIT_ARGS + 1] = {0};
 	int daemonize = 0;
-	while ((opt = getopt(argc, argv, "+d:l:s:n:itox:H:C:w:D")) != -1) {
+	while ((opt = getopt(argc, argv, "+d:l:s:n:zitox:H:C:w:D")) != -1) {
 		switch (opt) {
 		case 'D': daemonize = 1; break;
 		case 'd': dir = optarg; break;
 		case 'l': log_path = optarg; break;
 		case 's': log_max_size = atoll(optarg); break;
 		case 'n': log_max_files = atoi(optarg) > 0 ? atoi(optarg) : 1; break;
+		case 'z': log_compress = 1; break;
 		case 'i': keep_stdin = 1; break;
 		case 't': tty = 1; break;
 		case 'o': stdin_once = 1; break;
@@ -567,6 +598,10 @@ int main(int argc, char **argv)
 					init = read_pid();
 				if (pid == health_pid) {
 					health_pid = 0;
+					continue;
+				}
+				if (pid == gzip_pid) {
+					gzip_pid = 0;
 					continue;
 				}
 				if (pid == helper) {

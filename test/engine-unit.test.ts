@@ -1,6 +1,7 @@
 /** The engine's pure parts: container paths resolved inside a root, docker's size and -v syntax. */
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { gzipSync } from "node:zlib";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { tempDir } from "./helpers.js";
@@ -95,6 +96,15 @@ test("logs are streamed: --tail reads from the end across rotated files, --since
   assert.deepEqual(await read({ sinceNs: ns(298) }), ["line 298", "line 299"]);
   assert.deepEqual(await read({ sinceNs: ns(10), untilNs: ns(12) }), ["line 10", "line 11", "line 12"]);
   assert.deepEqual(await read({ untilNs: ns(50), tail: 2 }), ["line 49", "line 50"], "tail counts what passes the filter");
+  // rotated files compressed (compress=true, the local driver): read the same
+  for (const n of [1, 2]) {
+    fs.writeFileSync(`${log}.${n}.gz`, gzipSync(fs.readFileSync(`${log}.${n}`)));
+    fs.rmSync(`${log}.${n}`);
+  }
+  assert.equal((await read({})).length, 300);
+  assert.deepEqual((await read({ tail: 150 }))[0], "line 150", "the tail reaches into a compressed rotated file");
+  assert.deepEqual((await read({ tail: 250 }))[0], "line 50");
+  assert.deepEqual(await read({ sinceNs: ns(10), untilNs: ns(12) }), ["line 10", "line 11", "line 12"]);
 });
 
 test("logs --tail of a log larger than the memory it may take reads only its end", async () => {

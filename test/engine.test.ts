@@ -288,6 +288,22 @@ describe("containers", { skip: rootSkip }, () => {
     ok(b(["rm", "chatty"]));
   });
 
+  test("the local log driver: rotated files compressed, logs read through them", async () => {
+    ok(b(["run", "--name", "loc", "--log-driver", "local", "--log-opt", "max-size=2k", "--log-opt", "max-file=3", "busybox", "sh", "-c", "i=0; while [ $i -lt 300 ]; do echo local-line-$i; i=$((i+1)); done"]));
+    const logPath = JSON.parse(ok(b(["inspect", "loc"])).stdout)[0].LogPath;
+    // gzip runs beside the container: its files appear a moment after each rotation
+    for (let i = 0; i < 100 && !(fs.existsSync(`${logPath}.1.gz`) && fs.existsSync(`${logPath}.2.gz`) && !fs.existsSync(`${logPath}.1`)); i++) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(fs.existsSync(`${logPath}.1.gz`) && fs.existsSync(`${logPath}.2.gz`), "rotated files are compressed");
+    assert.ok(!fs.existsSync(`${logPath}.3.gz`), "max-file=3 keeps three files");
+    const lines = ok(b(["logs", "loc"])).stdout.trim().split("\n");
+    assert.equal(lines[lines.length - 1], "local-line-299");
+    assert.ok(lines.length > 40, `logs reads the compressed files too (${lines.length} lines; a file holds about 20)`);
+    assert.equal(lines.length, new Set(lines).size, "no line twice");
+    const tail = ok(b(["logs", "--tail", String(lines.length), "loc"])).stdout.trim().split("\n");
+    assert.deepEqual(tail, lines);
+    ok(b(["rm", "loc"]));
+  });
+
   test("every command's --help lists its flags, one line each, and runs nothing", () => {
     const run = ok(b(["run", "--help"])).stdout;
     assert.match(run, /^Usage:  berth run \[OPTIONS\] IMAGE \[COMMAND\] \[ARG\.\.\.\]$/m);

@@ -295,7 +295,9 @@ export class Engine {
     const hc = rec.HostConfig;
     // max-size -1 (docker's "no limit") or 0: no rotation
     const maxSize = hc.LogConfig.Config["max-size"] ?? "0";
-    const log = hc.LogConfig.Type !== "none" ? ["-l", rec.LogPath, "-s", String(maxSize === "-1" ? 0 : parseSize(maxSize)), "-n", String(Number(hc.LogConfig.Config["max-file"] ?? "1") || 1)] : [];
+    // rotated files compressed: docker's compress option (the local driver's default)
+    const compress = (hc.LogConfig.Config.compress ?? (hc.LogConfig.Type === "local" ? "true" : "false")) === "true";
+    const log = hc.LogConfig.Type !== "none" ? ["-l", rec.LogPath, "-s", String(maxSize === "-1" ? 0 : parseSize(maxSize)), "-n", String(Number(hc.LogConfig.Config["max-file"] ?? "1") || 1), ...(compress ? ["-z"] : [])] : [];
     const hcTest = rec.Config.Healthcheck?.Test;
     const health = hcTest?.length && hcTest[0] !== "NONE" ? ["-H", String(Math.max(100, (rec.Config.Healthcheck?.Interval ?? 30e9) / 1e6)), ...exitCommand(id, this.root).slice(0, -2).concat(["internal-health", id]).flatMap((a) => ["-C", a])] : [];
     const launcher = launchHelper(

@@ -1,5 +1,6 @@
 /** Reading docker's json-file logs (rotated files oldest first), with --since/--until/--tail/-f. */
 import * as fs from "node:fs";
+import { builtin } from "../common/builtin.js";
 import { setTimeout as sleep } from "node:timers/promises";
 
 export interface LogEntry {
@@ -35,8 +36,21 @@ export interface LogOptions {
 /** Bytes read at a time: logs are streamed, never read whole (a noisy container's log may be larger than memory). */
 const CHUNK = 1 << 20;
 
+/** A log file, or a rotated one decompressed (data). */
+interface LogFile {
+  path: string;
+  size: number;
+  data?: Buffer;
+}
+
 /** The lines of a file from `start` to `end` (exclusive), without their newlines; a last unterminated line is left out. */
-async function* linesOf(file: string, start: number, end: number, onConsumed: (pos: number) => void = () => {}): AsyncGenerator<string> {
+async function* linesOf(file: string | Buffer, start: number, end: number, onConsumed: (pos: number) => void = () => {}): AsyncGenerator<string> {
+  if (Buffer.isBuffer(file)) {
+    let at = start;
+    for (let nl: number; at < end && (nl = file.indexOf(10, at)) >= 0 && nl < end; at = nl + 1) yield file.toString("utf8", at, nl);
+    onConsumed(at);
+    return;
+  }
   let fh: fs.promises.FileHandle;
   try {
     fh = await fs.promises.open(file, "r");
@@ -71,11 +85,20 @@ async function* linesOf(file: string, start: number, end: number, onConsumed: (p
  * Where the last `n` lines of these files (oldest first) begin: read backwards from the end in
  * chunks, so `--tail 5` of a 7 GB log reads a few KB.
  */
-function tailStart(files: { path: string; size: number }[], n: number): { index: number; offset: number } {
+function tailStart(files: LogFile[], n: number): { index: number; offset: number } {
   let want = n;
   const buf = Buffer.alloc(64 << 10);
   for (let i = files.length - 1; i >= 0; i--) {
-    const { path, size } = files[i]!;
+    const { path, size, data } = files[i]!;
+    if (data) {
+      // a decompressed file: its newlines counted in memory (the last ends its last line)
+      let j = data.lastIndexOf(10, size - 1);
+      if (j < 0) continue;
+      // (lastIndexOf counts a negative offset from the end: stop at the start)
+      while (j > 0 && (j = data.lastIndexOf(10, j - 1)) >= 0) if (--want === 0) return { index: i, offset: j + 1 };
+      if (--want === 0) return { index: i, offset: 0 };
+      continue;
+    }
     let fd: number;
     try {
       fd = fs.openSync(path, "r");
@@ -111,10 +134,21 @@ function tailStart(files: { path: string; size: number }[], n: number): { index:
 
 export async function* readLogs(path: string, maxFiles: number, opts: LogOptions = {}): AsyncGenerator<LogEntry> {
   const keep = (e: LogEntry) => (opts.sinceNs === undefined || timeNs(e.time) >= opts.sinceNs) && (opts.untilNs === undefined || timeNs(e.time) <= opts.untilNs);
-  const files: { path: string; size: number }[] = [];
+  const files: LogFile[] = [];
   for (let i = maxFiles - 1; i >= 1; i--) {
     const st = fs.statSync(`${path}.${i}`, { throwIfNoEntry: false });
     if (st) files.push({ path: `${path}.${i}`, size: st.size });
+    else {
+      // compressed when rotated (compress=true, the local driver): one rotated file (max-size) in memory
+      const gz = `${path}.${i}.gz`;
+      if (!fs.existsSync(gz)) continue;
+      try {
+        const data = builtin<typeof import("node:zlib")>("node:zlib").gunzipSync(fs.readFileSync(gz));
+        files.push({ path: gz, size: data.length, data });
+      } catch {
+        /* being written, or rotated away meanwhile */
+      }
+    }
   }
   const cur = fs.statSync(path, { throwIfNoEntry: false });
   if (cur) files.push({ path, size: cur.size });
@@ -128,7 +162,7 @@ export async function* readLogs(path: string, maxFiles: number, opts: LogOptions
     // the last N of the entries that pass the time filter: a ring of N, read forwards
     const ring: LogEntry[] = [];
     for (const f of files)
-      for await (const l of linesOf(f.path, 0, f.size, (p) => f.path === path && (offset = p))) {
+      for await (const l of linesOf(f.data ?? f.path, 0, f.size, (p) => f.path === path && (offset = p))) {
         const e = l ? parseLine(l) : undefined;
         if (e && keep(e)) {
           ring.push(e);
@@ -140,7 +174,7 @@ export async function* readLogs(path: string, maxFiles: number, opts: LogOptions
     const from = tail !== undefined ? tailStart(files, tail) : { index: 0, offset: 0 };
     for (let i = from.index; i < files.length; i++) {
       const f = files[i]!;
-      for await (const l of linesOf(f.path, i === from.index ? from.offset : 0, f.size, (p) => f.path === path && (offset = p))) {
+      for await (const l of linesOf(f.data ?? f.path, i === from.index ? from.offset : 0, f.size, (p) => f.path === path && (offset = p))) {
         const e = l ? parseLine(l) : undefined;
         if (e && keep(e)) yield e;
       }
