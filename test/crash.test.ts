@@ -1,6 +1,6 @@
 /**
  * kill -9 at any moment: for each command that changes the store (run -d, rm -f, commit, volume rm,
- * network create and rm, build), trials that kill berth at a random point of its work — in a
+ * network create and rm, build, load, pull), trials that kill berth at a random point of its work — in a
  * quarter of them its container's monitor and helper too — and then check what a user would:
  * `ps -a` and `images` work, the names are free again once the containers are removed, `system
  * repair` cleans up, and nothing stays behind: no container directories or names, snapshots,
@@ -16,6 +16,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { spawnSync } from "node:child_process";
 import { rootSkip, tempDir, which } from "./helpers.js";
+import { registrySkip, startRegistry, type TestRegistry } from "./registry.js";
 import { berth, berthCommand, berthEnv, importBusybox, ok, removeContainersAndNetworking, type BerthEnv } from "./image-helpers.js";
 
 const TRIALS = Number(process.env.BERTH_CRASH_TRIALS ?? 200);
@@ -69,10 +70,27 @@ describe("kill -9 at any moment, then recovery", { skip: rootSkip }, () => {
   let baseLinks: Set<string>;
   const b = (args: string[]) => berth(env, args, { extraEnv: { BERTH_RUNTIME_ROOT: runtimeRoot } });
 
-  before(() => {
+  let reg: TestRegistry | undefined;
+  let bigTar = "";
+  let bigRef = "";
+  before(async () => {
     env = berthEnv();
     runtimeRoot = tempDir("berth-test-rt-");
     importBusybox(env);
+    // an image of 8 MB that does not compress, saved (for load) and pushed (for pull)
+    ok(b(["run", "--name", "maker", "--network", "none", "busybox", "dd", "if=/dev/urandom", "of=/big", "bs=1M", "count=8"]));
+    ok(b(["commit", "maker", "crash/big:1"]));
+    ok(b(["rm", "maker"]));
+    bigTar = join(tempDir("berth-crash-img-"), "big.tar");
+    ok(b(["save", "-o", bigTar, "crash/big:1"]));
+    if (!registrySkip) {
+      reg = await startRegistry();
+      bigRef = `${reg.host}/crash/big:1`;
+      ok(b(["tag", "crash/big:1", bigRef]));
+      ok(b(["push", bigRef]));
+      ok(b(["rmi", bigRef]));
+    }
+    ok(b(["rmi", "crash/big:1"]));
     ctx = tempDir("berth-crash-ctx-");
     fs.writeFileSync(join(ctx, "Dockerfile"), "FROM busybox\nCOPY a /a\nRUN echo one > /one\nRUN cat /a /one > /both\nCMD [\"cat\", \"/both\"]\n");
     fs.writeFileSync(join(ctx, "a"), "a\n".repeat(1000));
@@ -83,6 +101,7 @@ describe("kill -9 at any moment, then recovery", { skip: rootSkip }, () => {
   });
   after(async () => {
     await removeContainersAndNetworking(env, runtimeRoot);
+    await reg?.stop();
   });
 
   const running = () => ok(b(["run", "-d", "--name", "k", "busybox", "sleep", "60"]));
@@ -102,7 +121,10 @@ describe("kill -9 at any moment, then recovery", { skip: rootSkip }, () => {
     { name: "network create", args: ["network", "create", "crashnet"] },
     { name: "network rm", setup: () => ok(b(["network", "create", "crashnet"])), args: ["network", "rm", "crashnet"] },
     { name: "build", args: ["build", "-q", "--no-cache", "--network", "none", "-t", "crash:build", "CTX"] },
+    { name: "load", args: ["load", "-i", "BIGTAR"] },
+    ...(registrySkip ? [] : [{ name: "pull", args: ["pull", "BIGREF"] }]),
   ];
+  const argsOf = (c: Command) => c.args.map((a) => (a === "CTX" ? ctx : a === "BIGTAR" ? bigTar : a === "BIGREF" ? bigRef : a));
 
   /** Everything the trials may have made, removed the way a user would. */
   function removeAll(): void {
@@ -110,7 +132,7 @@ describe("kill -9 at any moment, then recovery", { skip: rootSkip }, () => {
     if (ids.length) ok(b(["rm", "-f", ...ids]), "rm -f");
     b(["volume", "rm", "-f", "vol"]);
     b(["network", "rm", "crashnet"]);
-    b(["rmi", "crash:commit", "crash:build"]);
+    b(["rmi", "crash:commit", "crash:build", "crash/big:1", ...(bigRef ? [bigRef] : [])]);
   }
   const cleanUp = (): string => {
     removeAll();
@@ -162,7 +184,7 @@ describe("kill -9 at any moment, then recovery", { skip: rootSkip }, () => {
     const length = new Map<string, number>();
     for (const c of commands) {
       c.setup?.();
-      const args = c.args.map((a) => (a === "CTX" ? ctx : a));
+      const args = argsOf(c);
       const t0 = Date.now();
       ok(b(args), c.name);
       length.set(c.name, Math.max(Date.now() - t0, 20));
@@ -175,7 +197,7 @@ describe("kill -9 at any moment, then recovery", { skip: rootSkip }, () => {
       c.setup?.();
       const delay = Math.random() * length.get(c.name)! * 1.2;
       const all = Math.random() < 0.25;
-      await killed(c.args.map((a) => (a === "CTX" ? ctx : a)), delay, all);
+      await killed(argsOf(c), delay, all);
       const what = `trial ${i}: ${c.name} killed after ${delay.toFixed(0)} ms${all ? " (with its monitors and helpers)" : ""}`;
       assert.equal(b(["ps", "-a"]).code, 0, `${what}: ps -a works`);
       assert.equal(b(["images"]).code, 0, `${what}: images works`);
@@ -183,6 +205,12 @@ describe("kill -9 at any moment, then recovery", { skip: rootSkip }, () => {
       // the name is free again once its container is removed (before any repair), and a container runs under it
       const again = b(["run", "--rm", "--name", "k", "busybox", "true"]);
       assert.equal(again.code, 0, `${what}: a fresh run with the same name: ${again.stderr}`);
+      // a killed pull keeps what it downloaded (repair leaves resumable downloads): the next pull
+      // finishes it, and nothing of it stays
+      if (c.name === "pull") {
+        ok(b(["pull", bigRef]), `${what}: the next pull`);
+        ok(b(["rmi", bigRef]));
+      }
       const lines = ok(b(["system", "repair"]), "system repair").stdout.trim().split("\n").filter((l) => l !== "nothing to repair");
       for (const l of lines) {
         const kind = l.replace(/[0-9a-f]{6,}/g, "…").replace(/\d+/g, "N");
