@@ -230,6 +230,37 @@ describe("the Docker API: berth system service", { skip }, () => {
     ok(b(["rm", "-f", "api-env"]));
   });
 
+  test("docker cp reaches into volumes and bind mounts, as dockerd's does; a read-only one refuses writes", () => {
+    const cli = clis[0]!;
+    const host = tempDir("berth-test-bind-");
+    const ro = tempDir("berth-test-bind-");
+    fs.writeFileSync(join(host, "from-host"), "host file\n");
+    fs.writeFileSync(join(ro, "kept"), "read only\n");
+    dok(docker(cli, ["run", "-d", "--name", "api-cp", "-v", "api-cpvol:/data", "-v", `${host}:/bind`, "-v", `${ro}:/ro:ro`, "busybox", "sleep", "1000"]));
+    try {
+      dok(docker(cli, ["exec", "api-cp", "sh", "-c", "echo in-volume > /data/v; mkdir -p /data/sub; echo deep > /data/sub/d"]));
+      assert.match(dok(docker(cli, ["cp", "api-cp:/data/v", "-"])).stdout, /in-volume/);
+      const out = tempDir("berth-test-cpout-");
+      dok(docker(cli, ["cp", "api-cp:/data", join(out, "data-copy")]));
+      assert.equal(fs.readFileSync(join(out, "data-copy/sub/d"), "utf8"), "deep\n", "the volume's directory, whole");
+      dok(docker(cli, ["cp", "api-cp:/bind", out]));
+      assert.equal(fs.readFileSync(join(out, "bind/from-host"), "utf8"), "host file\n", "the bind mount, named as in the container");
+      fs.writeFileSync(join(out, "put"), "put in\n");
+      dok(docker(cli, ["cp", join(out, "put"), "api-cp:/data/"]));
+      assert.equal(dok(docker(cli, ["exec", "api-cp", "cat", "/data/put"])).stdout, "put in\n", "written into the volume, seen inside");
+      const refused = docker(cli, ["cp", join(out, "put"), "api-cp:/ro/"]);
+      assert.notEqual(refused.code, 0);
+      assert.match(refused.stderr, /read-only/);
+      assert.equal(fs.existsSync(join(ro, "put")), false);
+      fs.rmSync(out, { recursive: true, force: true });
+    } finally {
+      dok(docker(cli, ["rm", "-f", "-v", "api-cp"]));
+      docker(cli, ["volume", "rm", "api-cpvol"]);
+      fs.rmSync(host, { recursive: true, force: true });
+      fs.rmSync(ro, { recursive: true, force: true });
+    }
+  });
+
   test("volumes and networks through the API", () => {
     const cli = clis[0]!;
     dok(docker(cli, ["volume", "create", "api-vol"]));

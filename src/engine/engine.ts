@@ -9,6 +9,7 @@ import { trace } from "../common/trace.js";
 import * as fs from "node:fs";
 import { connect, type Socket } from "node:net";
 import { join } from "../common/path.js";
+import { basename, dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { BerthError, exists, invalid, notFound, precondition, unsupported } from "../common/errors.js";
 import { buildBinary, defaultRuntimeRoot, isRootless } from "../common/paths.js";
@@ -1259,17 +1260,42 @@ export class Engine {
 
   /** The entry at `path` in a container (docker's HEAD /containers/{id}/archive); undefined when missing. */
   statPath(ref: string, path: string): Promise<PathStat | undefined> {
-    return this.withRootfs(ref, async (root) => statInRoot(root, path));
+    return this.withPath(ref, path, false, async (root, p, mountPoint) => {
+      if (!mountPoint) return statInRoot(root, p);
+      // the mount point itself: its source, under the name it has in the container
+      const st = statInRoot(dirname(root), basename(root));
+      return st && { ...st, name: mountPoint };
+    });
   }
 
   /** A tar of `path` in a container, handed to `consume` (see copy.ts: safe against a container changing its tree meanwhile). */
   copyFrom<T>(ref: string, path: string, opts: { followLink?: boolean; rename?: string }, consume: (tar: AsyncIterable<Buffer>) => Promise<T>): Promise<T> {
-    return this.withRootfs(ref, (root) => copyOut(root, path, opts, consume));
+    return this.withPath(ref, path, false, (root, p, mountPoint) =>
+      // the mount point itself (not its contents, `DIR/.`): a directory named as in the container
+      mountPoint && !/(^|\/)\.$/.test(path) ? copyOut(dirname(root), basename(root), { ...opts, rename: opts.rename ?? mountPoint }, consume) : copyOut(root, p, opts, consume),
+    );
   }
 
   /** Extracts a tar into the directory `dir` of a container. */
   copyTo(ref: string, dir: string, tar: AsyncIterable<Buffer>, opts: { keepOwners?: boolean } = {}): Promise<void> {
-    return this.withRootfs(ref, (root) => copyIn(root, dir, tar, opts));
+    return this.withPath(ref, dir, true, (root, p) => copyIn(root, p, tar, opts));
+  }
+
+  /**
+   * A path of a container as cp sees it: inside a bind mount or volume (the longest destination
+   * that holds it), the mount's source on the host, resolved inside that source; otherwise the
+   * container's root file system. A read-only mount refuses writes, as dockerd.
+   */
+  private async withPath<T>(ref: string, path: string, write: boolean, fn: (root: string, path: string, mountPoint?: string) => Promise<T>): Promise<T> {
+    const v = await this.get(ref);
+    const clean = "/" + path.split("/").filter((p) => p && p !== ".").join("/");
+    const mount = (v.rec.Mounts ?? [])
+      .filter((m) => (m.Type === "bind" || m.Type === "volume") && m.Source && (clean === m.Destination || clean.startsWith(m.Destination.replace(/\/$/, "") + "/")))
+      .sort((a, b) => b.Destination.length - a.Destination.length)[0];
+    if (!mount) return this.withRootfs(v.rec.Id, (root) => fn(root, path));
+    if (write && !mount.RW) throw precondition(`mounted volume is marked read-only: ${mount.Destination}`);
+    const rest = clean.slice(mount.Destination.replace(/\/$/, "").length);
+    return rest ? fn(mount.Source, rest) : fn(mount.Source, "/", basename(mount.Destination) || "/");
   }
 
   /** A container's root file system as a tar (docker export), handed to `consume` while it is mounted. */
