@@ -49,7 +49,8 @@ const b = (args: string[]) => berth(env, args, { extraEnv: { BERTH_RUNTIME_ROOT:
  * that process itself) and waits for its socket. With viaCli, through `berth system service`.
  */
 async function startService(viaCli = false, path = sock): Promise<ChildProcess> {
-  const e: Record<string, string> = { ...(process.env as Record<string, string>), BERTH_ROOT: env.root, BERTH_CONFIG_DIR: env.configDir, DOCKER_CONFIG: env.dockerConfig, BERTH_RUNTIME_ROOT: runtimeRoot };
+  // Docker Hub is a closed local port: nothing the tests do may leave the machine
+  const e: Record<string, string> = { ...(process.env as Record<string, string>), BERTH_ROOT: env.root, BERTH_CONFIG_DIR: env.configDir, DOCKER_CONFIG: env.dockerConfig, BERTH_RUNTIME_ROOT: runtimeRoot, BERTH_HUB_REGISTRY: "127.0.0.1:9" };
   delete e.NODE_EXTRA_CA_CERTS;
   const args = viaCli ? [...berthCommand(), "system", "service", `unix://${path}`] : [join(project, "dist/berth-api.cjs"), "--root", env.root, `unix://${path}`];
   const child = spawn(process.execPath, args, { env: e, stdio: ["ignore", "ignore", "pipe"] });
@@ -258,6 +259,34 @@ describe("the Docker API: berth system service", { skip }, () => {
       docker(cli, ["volume", "rm", "api-cpvol"]);
       fs.rmSync(host, { recursive: true, force: true });
       fs.rmSync(ro, { recursive: true, force: true });
+    }
+  });
+
+  test("registry-mirrors in daemon.json: docker pull of a Docker Hub image is served by the mirror", { skip: registrySkip }, async () => {
+    const reg = await startRegistry();
+    const cli = clis[0]!;
+    try {
+      // the mirror holds library/busybox, as a Hub mirror does
+      dok(docker(cli, ["tag", "busybox", `${reg.host}/library/busybox:mirrored`]));
+      dok(docker(cli, ["push", `${reg.host}/library/busybox:mirrored`]));
+      dok(docker(cli, ["rmi", `${reg.host}/library/busybox:mirrored`]));
+      fs.mkdirSync(env.configDir, { recursive: true });
+      // a mirror that is down first: the next one serves
+      fs.writeFileSync(join(env.configDir, "daemon.json"), JSON.stringify({ "registry-mirrors": ["http://127.0.0.1:9", `http://${reg.host}`] }));
+      const pulled = dok(docker(cli, ["pull", "busybox:mirrored"]));
+      assert.match(pulled.stdout, /Status: Downloaded newer image for busybox:mirrored/);
+      assert.match(dok(docker(cli, ["images", "--format", "{{.Repository}}:{{.Tag}}"])).stdout, /^busybox:mirrored$/m);
+      dok(docker(cli, ["rmi", "busybox:mirrored"]));
+      // berth's own CLI reads the same file
+      const env2 = { BERTH_RUNTIME_ROOT: runtimeRoot, BERTH_HUB_REGISTRY: "127.0.0.1:9" };
+      ok(berth(env, ["pull", "busybox:mirrored"], { extraEnv: env2 }));
+      ok(berth(env, ["rmi", "busybox:mirrored"], { extraEnv: env2 }));
+      // without a mirror that has it, the pull fails (Hub is a closed port here) with the registry's error
+      fs.writeFileSync(join(env.configDir, "daemon.json"), JSON.stringify({ "registry-mirrors": ["http://127.0.0.1:9"] }));
+      assert.notEqual(docker(cli, ["pull", "busybox:mirrored"]).code, 0);
+    } finally {
+      fs.rmSync(join(env.configDir, "daemon.json"), { force: true });
+      await reg.stop();
     }
   });
 

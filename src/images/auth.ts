@@ -74,6 +74,8 @@ export const configDir = (): string => process.env.BERTH_CONFIG_DIR ?? "/etc/ber
 export interface RegistrySettings {
   /** Registries that may be reached over plain HTTP or with certificates we cannot verify. */
   insecure: string[];
+  /** Docker Hub's mirrors (daemon.json's registry-mirrors), tried in order before it. */
+  mirrors: string[];
 }
 
 /** `log-opts` in daemon.json (dockerd's key): the log options a container gets unless it names its own. */
@@ -96,12 +98,14 @@ export function registrySettings(): RegistrySettings {
   for (const file of [join(configDir(), "daemon.json")]) {
     try {
       const j = JSON.parse(fs.readFileSync(file, "utf8"));
-      return { insecure: Array.isArray(j["insecure-registries"]) ? j["insecure-registries"] : [] };
+      const mirrors = j["registry-mirrors"] ?? [];
+      if (!Array.isArray(mirrors) || mirrors.some((m) => typeof m !== "string" || !/^https?:\/\/[^/]+\/?$/.test(m))) throw invalid(`${file}: "registry-mirrors" must list URLs such as "https://mirror.example.com" (scheme and host, no path)`);
+      return { insecure: Array.isArray(j["insecure-registries"]) ? j["insecure-registries"] : [], mirrors };
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw invalid(`cannot read ${file}: ${(e as Error).message}`);
     }
   }
-  return { insecure: [] };
+  return { insecure: [], mirrors: [] };
 }
 
 /** Extra CA certificates for a registry: <configDir>/certs.d/<host>/*.crt (docker's layout). */

@@ -5,9 +5,9 @@
  * downloaded nor unpacked again.
  */
 import { BerthError, invalid } from "../common/errors.js";
-import { credentialsFor, type Credentials } from "./auth.js";
+import { credentialsFor, registrySettings, type Credentials } from "./auth.js";
 import { sha256 } from "./content.js";
-import { formatReference, familiar, parseReference, repositoryName, withDefaultTag, type Reference } from "./reference.js";
+import { DEFAULT_DOMAIN, formatReference, familiar, parseReference, repositoryName, withDefaultTag, type Reference } from "./reference.js";
 import { RegistryClient, RegistryError } from "./registry.js";
 import { chainIds, shortId, type ImageRecord, type ImageStore } from "./store.js";
 import { formatPlatform, hostPlatform, indexTypes, layerTypes, manifestTypes, MediaType, platformMatches, type Descriptor, type ImageConfig, type Index, type Manifest, type Platform } from "./types.js";
@@ -73,11 +73,24 @@ export async function pullImage(store: ImageStore, input: string, opts: PullOpti
   const progress = opts.onProgress ?? (() => {});
   const want = opts.platform ?? hostPlatform();
   const credentials = opts.credentials ?? credentialsFor(ref.domain);
-  const client = new RegistryClient(ref.domain, { ...(credentials ? { credentials } : {}) });
+  // Docker Hub's mirrors first (daemon.json), as dockerd: a mirror that fails or lacks the image
+  // gives way to the next, and the last word is the registry's own
+  const mirrors = ref.domain === DEFAULT_DOMAIN ? registrySettings().mirrors.map((m) => new URL(m)) : [];
+  const clients = [...mirrors.map((u) => new RegistryClient(u.host, { insecure: u.protocol === "http:" || undefined })), new RegistryClient(ref.domain, { ...(credentials ? { credentials } : {}) })];
   const lease = await store.writerLease();
   try {
     // 1. the manifest the reference names, verified
-    const top = await client.getManifest(ref.path, ref.digest ?? ref.tag!, what);
+    let client = clients[clients.length - 1]!;
+    let top!: Awaited<ReturnType<RegistryClient["getManifest"]>>;
+    for (const [i, c] of clients.entries()) {
+      try {
+        top = await c.getManifest(ref.path, ref.digest ?? ref.tag!, what);
+        client = c;
+        break;
+      } catch (e) {
+        if (i === clients.length - 1) throw e;
+      }
+    }
     const topDigest = sha256(top.body);
     if (ref.digest && topDigest !== ref.digest) throw invalid(`manifest for ${what} does not match its digest: got ${topDigest}`);
     if (!ref.digest && top.digest && top.digest !== topDigest) throw invalid(`manifest for ${what} does not match the digest the registry sent (${top.digest}): got ${topDigest}`);
@@ -202,7 +215,7 @@ export async function pullImage(store: ImageStore, input: string, opts: PullOpti
     return { image, digest: topDigest, upToDate, reference: formatReference(ref) };
   } finally {
     lease.release();
-    client.close();
+    for (const c of clients) c.close();
   }
 }
 

@@ -80,5 +80,8 @@ export function formatReference(ref: Reference, familiar = false): string {
 /** Split a stored full name (docker.io/library/busybox:latest) back into a Reference. */
 export const familiar = (full: string): string => formatReference(parseReference(full), true);
 
-/** The host to contact for a registry domain (docker.io's API lives elsewhere). */
-export const registryHost = (domain: string): string => (domain === DEFAULT_DOMAIN ? "registry-1.docker.io" : domain);
+/**
+ * The host to contact for a registry domain (docker.io's API lives elsewhere; $BERTH_HUB_REGISTRY
+ * replaces it, for air-gapped machines with a Hub stand-in, and for tests that must not leave it).
+ */
+export const registryHost = (domain: string): string => (domain === DEFAULT_DOMAIN ? process.env.BERTH_HUB_REGISTRY || "registry-1.docker.io" : domain);
