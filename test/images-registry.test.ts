@@ -181,6 +181,48 @@ describe("registry authentication and TLS", { skip }, () => {
     }
   });
 
+  test("credential helpers: credsStore and credHelpers keep the secret (docker-credential-* get/store/erase), config.json none", async () => {
+    const creds = { user: "carol", password: "pa55" };
+    const reg = await startRegistry({ htpasswd: creds });
+    const bin = tempDir("berth-credhelper-");
+    const kept = join(bin, "kept.json");
+    // a helper in docker's protocol, keeping its secrets in a JSON file of its own
+    fs.writeFileSync(
+      join(bin, "docker-credential-berthtest"),
+      `#!/usr/bin/python3\nimport json, sys, os\nf = ${JSON.stringify(kept)}\nd = json.load(open(f)) if os.path.exists(f) else {}\na = sys.argv[1]\nx = sys.stdin.read().strip()\nopen(f + ".log", "a").write(a + "\\n")\nif a == "store":\n    e = json.loads(x); d[e["ServerURL"]] = e; json.dump(d, open(f, "w"))\nelif a == "get":\n    if x not in d: print("credentials not found in native keychain"); sys.exit(1)\n    print(json.dumps(d[x]))\nelif a == "erase":\n    d.pop(x, None); json.dump(d, open(f, "w"))\n`,
+      { mode: 0o755 },
+    );
+    const path = { PATH: `${bin}:${process.env.PATH}` };
+    try {
+      skopeo("copy", "-q", "--dest-tls-verify=false", "--dest-creds", "carol:pa55", `oci:${layout}:latest`, `docker://${reg.host}/private/img:1`);
+      for (const cfg of [{ credsStore: "berthtest" }, { credHelpers: { [reg.host]: "berthtest" } }]) {
+        const env = berthEnv();
+        fs.mkdirSync(env.dockerConfig, { recursive: true });
+        fs.writeFileSync(join(env.dockerConfig, "config.json"), JSON.stringify(cfg));
+        ok(berth(env, ["login", "-u", "carol", "--password-stdin", reg.host], { input: "pa55\n", extraEnv: path }));
+        const written = JSON.parse(fs.readFileSync(join(env.dockerConfig, "config.json"), "utf8"));
+        assert.deepEqual(written.auths[reg.host], {}, "config.json keeps an empty entry, no secret");
+        assert.equal(JSON.parse(fs.readFileSync(kept, "utf8"))[reg.host].Secret, "pa55", "the helper keeps it");
+        ok(berth(env, ["pull", `${reg.host}/private/img:1`], { extraEnv: path }));
+        ok(berth(env, ["logout", reg.host], { extraEnv: path }));
+        assert.equal(JSON.parse(fs.readFileSync(kept, "utf8"))[reg.host], undefined, "logout erases it in the helper");
+        ok(berth(env, ["rmi", `${reg.host}/private/img:1`], { extraEnv: path }));
+        const anon = berth(env, ["pull", `${reg.host}/private/img:1`], { extraEnv: path });
+        assert.equal(anon.code, 1, "no credentials once erased");
+        assert.match(anon.stderr, /requires authentication|login/);
+      }
+      assert.deepEqual(fs.readFileSync(`${kept}.log`, "utf8").trim().split("\n").filter((a) => a !== "get").sort(), ["erase", "erase", "store", "store"]);
+      // a helper that is not installed: said by name
+      const env = berthEnv();
+      fs.mkdirSync(env.dockerConfig, { recursive: true });
+      fs.writeFileSync(join(env.dockerConfig, "config.json"), JSON.stringify({ credsStore: "nosuch" }));
+      assert.match(berth(env, ["pull", `${reg.host}/private/img:1`]).stderr, /docker-credential-nosuch .*not installed/);
+    } finally {
+      await reg.stop();
+      fs.rmSync(bin, { recursive: true, force: true });
+    }
+  });
+
   test("bearer tokens: anonymous pull of a public repository, pushes need login, scopes as asked", async () => {
     const creds = { user: "bob", password: "hunter2" };
     const reg = await startRegistry({ token: creds });

@@ -5,6 +5,7 @@
  * docker's daemon.json and certs.d conventions under /etc/berth (or $BERTH_CONFIG_DIR).
  */
 import * as fs from "node:fs";
+import { spawnSync } from "node:child_process";
 import { homedir } from "node:os";
 import { dirname } from "node:path";
 import { join } from "../common/path.js";
@@ -32,8 +33,37 @@ function readConfig(): Record<string, any> {
   }
 }
 
+/**
+ * docker's credential helpers: `credHelpers.<registry>` or `credsStore` in config.json name a
+ * program `docker-credential-NAME` that keeps the secrets (get, store, erase over stdin/stdout).
+ */
+function helperFor(cfg: Record<string, any>, domain: string): string | undefined {
+  const helpers = cfg.credHelpers ?? {};
+  const name = helpers[domain] ?? helpers[keyFor(domain)] ?? cfg.credsStore;
+  return typeof name === "string" && name ? name : undefined;
+}
+
+function callHelper(name: string, action: "get" | "store" | "erase", input: string): { ok: boolean; out: string } {
+  const bin = `docker-credential-${name}`;
+  const r = spawnSync(bin, [action], { input, encoding: "utf8", timeout: 30_000 });
+  if (r.error) throw invalid(`the credential helper ${bin} (named in ${dockerConfigPath()}) cannot be run: ${(r.error as NodeJS.ErrnoException).code === "ENOENT" ? "it is not installed (not in PATH)" : r.error.message}`);
+  return { ok: r.status === 0, out: `${r.stdout ?? ""}${r.stderr ?? ""}`.trim() };
+}
+
 export function credentialsFor(domain: string): Credentials | undefined {
-  const auths = readConfig().auths ?? {};
+  const cfg = readConfig();
+  const helper = helperFor(cfg, domain);
+  if (helper) {
+    const r = callHelper(helper, "get", keyFor(domain));
+    if (!r.ok) {
+      if (/credentials not found/i.test(r.out)) return undefined;
+      throw invalid(`docker-credential-${helper} get ${keyFor(domain)}: ${r.out.slice(0, 300)}`);
+    }
+    const doc = JSON.parse(r.out) as { Username?: string; Secret?: string };
+    // "<token>": an identity token, which berth does not use
+    return doc.Username && doc.Username !== "<token>" && doc.Secret !== undefined ? { username: doc.Username, password: doc.Secret } : undefined;
+  }
+  const auths = cfg.auths ?? {};
   const candidates = [keyFor(domain), domain, `https://${domain}`, `http://${domain}`, `https://${domain}/v1/`, `https://${domain}/v2/`];
   for (const k of candidates) {
     const e = auths[k];
@@ -51,7 +81,13 @@ export function credentialsFor(domain: string): Credentials | undefined {
 export function saveCredentials(domain: string, c: Credentials): string {
   const cfg = readConfig();
   cfg.auths ??= {};
-  cfg.auths[keyFor(domain)] = { auth: Buffer.from(`${c.username}:${c.password}`).toString("base64") };
+  const helper = helperFor(cfg, domain);
+  if (helper) {
+    // the secret goes to the helper; config.json keeps an empty entry, as docker's CLI does
+    const r = callHelper(helper, "store", JSON.stringify({ ServerURL: keyFor(domain), Username: c.username, Secret: c.password }));
+    if (!r.ok) throw invalid(`docker-credential-${helper} store: ${r.out.slice(0, 300)}`);
+    cfg.auths[keyFor(domain)] = {};
+  } else cfg.auths[keyFor(domain)] = { auth: Buffer.from(`${c.username}:${c.password}`).toString("base64") };
   const path = dockerConfigPath();
   fs.mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   writeFileAtomic(path, JSON.stringify(cfg, null, "\t") + "\n");
@@ -63,7 +99,9 @@ export function saveCredentials(domain: string, c: Credentials): string {
 export function removeCredentials(domain: string): boolean {
   const cfg = readConfig();
   const key = keyFor(domain);
-  if (!cfg.auths?.[key]) return false;
+  const helper = helperFor(cfg, domain);
+  const erased = helper ? callHelper(helper, "erase", key).ok : false;
+  if (!cfg.auths?.[key]) return erased;
   delete cfg.auths[key];
   writeFileAtomic(dockerConfigPath(), JSON.stringify(cfg, null, "\t") + "\n");
   return true;
