@@ -231,6 +231,18 @@ describe("the Docker API: berth system service", { skip }, () => {
     ok(b(["rm", "-f", "api-env"]));
   });
 
+  test("--device-cgroup-rule lets a container open a device the defaults do not allow", () => {
+    const cli = clis[0]!;
+    // c 1:2 (the long-gone /dev/kmem): the cgroup refuses it (EPERM) unless a rule allows it; then the kernel has no such device (ENXIO)
+    const probe = "mknod /tmp/d c 1 2; cat /tmp/d 2>&1; true";
+    assert.match(dok(docker(cli, ["run", "--rm", "--network", "none", "busybox", "sh", "-c", probe])).stdout, /Operation not permitted/);
+    assert.match(dok(docker(cli, ["run", "--rm", "--network", "none", "--device-cgroup-rule", "c 1:2 rwm", "busybox", "sh", "-c", probe])).stdout, /No such device or address/);
+    assert.match(ok(b(["run", "--rm", "--network", "none", "--device-cgroup-rule", "c 1:* r", "busybox", "sh", "-c", probe])).stdout, /No such device or address/);
+    const bad = b(["run", "--rm", "--device-cgroup-rule", "x 1:2 q", "busybox", "true"]);
+    assert.equal(bad.code, 125);
+    assert.match(bad.stderr, /invalid device cgroup rule "x 1:2 q"/);
+  });
+
   test("docker cp reaches into volumes and bind mounts, as dockerd's does; a read-only one refuses writes", () => {
     const cli = clis[0]!;
     const host = tempDir("berth-test-bind-");

@@ -24,6 +24,7 @@ export const flagHelp: Record<string, string> = {
   "detach-keys": "Override the key sequence for detaching a container",
   details: "Show extra details provided to logs",
   device: "Add a host device to the container",
+  "device-cgroup-rule": "Add a rule to the cgroup allowed devices list",
   digests: "Show digests",
   dns: "Set custom DNS servers",
   "dns-option": "Set DNS options",

@@ -20,7 +20,7 @@ import { withLock, writeFileAtomic } from "../common/lock.js";
 import { processStartTime } from "../common/proc.js";
 import { Runtime, parseSignal, launchHelper, ROOTFS_OVERLAY_ANNOTATION, type LaunchedHelper } from "../runtime/index.js";
 import { pidAlive } from "../images/content.js";
-import { buildSpec, capabilitiesFor, containerCgroup, layeredReader, resolveUser, resourcesFor, rootlessIdMappings, rootlessSpec, type RootReader } from "./spec.js";
+import { buildSpec, capabilitiesFor, containerCgroup, layeredReader, parseDeviceCgroupRule, resolveUser, resourcesFor, rootlessIdMappings, rootlessSpec, type RootReader } from "./spec.js";
 import { pastaPortsFor, startPasta, stopPasta } from "./pasta.js";
 import { Networking, type Endpoint, type PortBinding } from "../network/index.js";
 import { seccompFromProfile, type Seccomp } from "../security/index.js";
@@ -1377,6 +1377,7 @@ function validateRequest(req: CreateRequest): void {
   if (!["", "no", "always", "unless-stopped", "on-failure"].includes(p.Name)) throw invalid(`invalid restart policy '${p.Name}'`);
   if (p.MaximumRetryCount && p.Name !== "on-failure") throw invalid(`maximum retry count cannot be used with restart policy '${p.Name}'`);
   if (req.HostConfig.AutoRemove && p.Name && p.Name !== "no") throw invalid("Conflicting options: --restart and --rm");
+  for (const r of req.HostConfig.DeviceCgroupRules ?? []) parseDeviceCgroupRule(r);
   const driver = req.HostConfig.LogConfig.Type;
   // dockerd's words for a driver it does not have
   if (!["json-file", "local", "none"].includes(driver)) throw invalid(`logger: no log driver named '${driver}' is registered`);

@@ -202,6 +202,13 @@ function formatCpus(cpus: number[]): string {
 /** A container's cgroup (under berth's parent, /berth). */
 export const containerCgroup = (id: string): string => `/berth/${id}`;
 
+/** docker's --device-cgroup-rule: `TYPE MAJOR:MINOR ACCESS` (c, b or a; a number or *; r, w, m). */
+export function parseDeviceCgroupRule(rule: string): { allow: true; type: string; major?: number; minor?: number; access: string } {
+  const m = /^([abc])\s+(\d+|\*):(\d+|\*)\s+([rwm]{1,3})$/.exec(rule.trim());
+  if (!m || new Set(m[4]).size !== m[4]!.length) throw invalid(`invalid device cgroup rule ${JSON.stringify(rule)}: use "TYPE MAJOR:MINOR ACCESS", e.g. "c 1:3 rwm" (TYPE a, b or c; * for any number)`);
+  return { allow: true, type: m[1]!, ...(m[2] !== "*" ? { major: Number(m[2]) } : {}), ...(m[3] !== "*" ? { minor: Number(m[3]) } : {}), access: m[4]! };
+}
+
 export interface SpecInput {
   rec: ContainerRecord;
   rootfs: string;
@@ -268,6 +275,7 @@ export function buildSpec(input: SpecInput): Spec {
     devices.push({ path: d.PathInContainer || d.PathOnHost, type, major, minor, fileMode: st.mode & 0o777, uid: 0, gid: 0 });
     deviceRules.push({ allow: true, type, major, minor, access: d.CgroupPermissions || "rwm" });
   }
+  for (const rule of hc.DeviceCgroupRules ?? []) deviceRules.push(parseDeviceCgroupRule(rule));
   if (hc.Privileged) deviceRules.splice(0, deviceRules.length, { allow: true, access: "rwm" });
   let seccomp: Seccomp | undefined;
   if (input.seccomp === "unconfined" || hc.Privileged) seccomp = undefined;

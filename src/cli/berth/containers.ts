@@ -93,6 +93,7 @@ const runFlags: Flag[] = [
   { long: "memory-swappiness", kind: "int" },
   { long: "oom-kill-disable", kind: "bool" },
   { long: "device", kind: "list" },
+  { long: "device-cgroup-rule", kind: "list" },
   { long: "read-only", kind: "bool" },
   { long: "cap-add", kind: "list" },
   { long: "cap-drop", kind: "list" },
@@ -277,6 +278,7 @@ export function createRequest(flags: FlagValues, args: string[]): CreateRequest 
     const [host, ctr, perms] = d.split(":");
     return { PathOnHost: host!, PathInContainer: ctr && !/^[rwm]+$/.test(ctr) ? ctr : host!, CgroupPermissions: perms ?? (ctr && /^[rwm]+$/.test(ctr) ? ctr : "rwm") };
   });
+  if (list(flags["device-cgroup-rule"]).length) hc.DeviceCgroupRules = list(flags["device-cgroup-rule"]);
   hc.ReadonlyRootfs = !!flags["read-only"];
   hc.CapAdd = list(flags["cap-add"]).length ? list(flags["cap-add"]) : null;
   hc.CapDrop = list(flags["cap-drop"]).length ? list(flags["cap-drop"]) : null;
