@@ -231,6 +231,29 @@ describe("the Docker API: berth system service", { skip }, () => {
     ok(b(["rm", "-f", "api-env"]));
   });
 
+  test("legacy links: --link NAME:ALIAS puts the linked container's address in /etc/hosts, and it answers there", () => {
+    const cli = clis[0]!;
+    const www = tempDir("berth-test-www-");
+    fs.writeFileSync(join(www, "index.html"), "linked\n");
+    fs.chmodSync(www, 0o755);
+    dok(docker(cli, ["run", "-d", "--name", "api-linked", "-v", `${www}:/www`, "busybox", "httpd", "-f", "-p", "80", "-h", "/www"]));
+    try {
+      const ip = dok(docker(cli, ["inspect", "-f", "{{.NetworkSettings.IPAddress}}", "api-linked"])).stdout.trim();
+      assert.match(ip, /^\d+\.\d+\.\d+\.\d+$/);
+      const r = dok(docker(cli, ["run", "--name", "api-client", "--link", "api-linked:db", "busybox", "sh", "-c", "grep -w db /etc/hosts; wget -qO- http://db/"]));
+      assert.match(r.stdout, new RegExp(`^${ip.replace(/\./g, "\\.")}\\s+db$`, "m"));
+      assert.match(r.stdout, /^linked$/m, "the alias reaches the linked container");
+      assert.deepEqual(JSON.parse(dok(docker(cli, ["inspect", "-f", "{{json .HostConfig.Links}}", "api-client"])).stdout), ["/api-linked:/api-client/db"]);
+      dok(docker(cli, ["rm", "api-client"]));
+      const missing = docker(cli, ["run", "--rm", "--link", "nosuch:db", "busybox", "true"]);
+      assert.notEqual(missing.code, 0);
+      assert.match(missing.stderr, /could not get container for nosuch/);
+    } finally {
+      dok(docker(cli, ["rm", "-f", "api-linked"]));
+      fs.rmSync(www, { recursive: true, force: true });
+    }
+  });
+
   test("--device-cgroup-rule lets a container open a device the defaults do not allow", () => {
     const cli = clis[0]!;
     // c 1:2 (the long-gone /dev/kmem): the cgroup refuses it (EPERM) unless a rule allows it; then the kernel has no such device (ENXIO)

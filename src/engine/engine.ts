@@ -251,7 +251,23 @@ export class Engine {
         Args: argv.slice(1),
         Image: image.id,
         Config: c,
-        HostConfig: req.HostConfig,
+        // links as dockerd keeps them: /target:/this/alias (the target must exist now)
+        HostConfig: req.HostConfig.Links?.length
+          ? {
+              ...req.HostConfig,
+              Links: req.HostConfig.Links.map((l) => {
+                const [t, a] = l.split(":") as [string, string | undefined];
+                const target = t.replace(/^\//, "");
+                try {
+                  this.containers.resolve(target);
+                } catch {
+                  // a 400, not a 404: docker's CLI takes a 404 on create for a missing image, and pulls
+                  throw invalid(`could not get container for ${target}`);
+                }
+                return `/${target}:/${name}/${(a ?? target).split("/").pop()}`;
+              }),
+            }
+          : req.HostConfig,
         LogPath: req.HostConfig.LogConfig.Type === "none" ? "" : this.containers.path(id, `${id}-json.log`),
         Platform: "linux",
         ...(req.NetworkingConfig ? { NetworkingConfig: req.NetworkingConfig } : {}),
@@ -484,7 +500,8 @@ export class Engine {
       const dns = dnsEndpoint ? [dnsEndpoint.Gateway] : undefined;
       const files: Array<[string, string]> = [["hostname", `${rec.Config.Hostname}\n`]];
       if (mode.kind !== "container") {
-        files.push(["hosts", hostsFile(rec.Config.Hostname, endpoints.flatMap((e) => [e.IPAddress, ...(e.GlobalIPv6Address ? [e.GlobalIPv6Address] : [])]), hc.ExtraHosts ?? [], endpoints[0]?.Gateway)]);
+        const linked = this.linkedHosts(hc.Links ?? [], rec, endpoints.map((e) => e.Network));
+        files.push(["hosts", hostsFile(rec.Config.Hostname, endpoints.flatMap((e) => [e.IPAddress, ...(e.GlobalIPv6Address ? [e.GlobalIPv6Address] : [])]), [...(hc.ExtraHosts ?? []), ...linked], endpoints[0]?.Gateway)]);
         files.push(["resolv.conf", resolvConf(hc, mode.kind !== "host", dns)]);
       }
       for (const [name, text] of files) {
@@ -637,6 +654,33 @@ export class Engine {
     if (!lock) return true;
     lock.release();
     return false;
+  }
+
+  /**
+   * Legacy links (--link NAME[:ALIAS]): each linked container's address, preferably on a network
+   * this one shares, as /etc/hosts lines under the alias, its name and short ID ("host:ip" form).
+   * A linked container must be running, as in docker.
+   */
+  private linkedHosts(links: string[], rec: ContainerRecord, networks: string[]): string[] {
+    const out: string[] = [];
+    for (const link of links) {
+      // docker stores links as /name:/container/alias; the CLI sends name:alias
+      const [target, aliasPath] = link.split(":") as [string, string | undefined];
+      const name = target.replace(/^\//, "");
+      const alias = (aliasPath ?? name).split("/").pop()!;
+      let v: ContainerView | undefined;
+      try {
+        v = this.containers.read(this.containers.resolve(name));
+      } catch {
+        throw notFound(`could not get container for ${name}`);
+      }
+      if (!v?.state.Running) throw precondition(`Cannot link to a non running container: /${name} AS ${rec.Name}/${alias}`);
+      const nets = Object.values(v.state.NetworkSettings?.Networks ?? {}) as Array<{ NetworkID?: string; IPAddress?: string }>;
+      const ip = (nets.find((n) => n.NetworkID && networks.includes(n.NetworkID)) ?? nets.find((n) => n.IPAddress))?.IPAddress;
+      if (!ip) throw precondition(`Cannot link to /${name}: it has no network address (--network none or host)`);
+      for (const h of [...new Set([alias, v.rec.Name.slice(1), v.rec.Id.slice(0, 12)])]) out.push(`${h}:${ip}`);
+    }
+    return out;
   }
 
   /**

@@ -65,6 +65,8 @@ export interface HostConfig {
   /** berth's addition: restart a container whose health check turns unhealthy. */
   RestartOnUnhealthy?: boolean;
   /** local: docker's local driver's limits and options; its records are written as json-file's */
+  /** --link NAME[:ALIAS] (legacy links): the container's address under the alias in /etc/hosts */
+  Links?: string[] | null;
   /** --device-cgroup-rule: extra device cgroup rules ("c 1:3 rwm") */
   DeviceCgroupRules?: string[];
   LogConfig: { Type: "json-file" | "local" | "none"; Config: Record<string, string> };

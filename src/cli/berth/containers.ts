@@ -132,6 +132,7 @@ const runFlags: Flag[] = [
   { long: "dns-search", kind: "list" },
   { long: "dns-option", kind: "list" },
   { long: "add-host", kind: "list" },
+  { long: "link", kind: "list" },
   { long: "sig-proxy", kind: "bool", default: true },
   { long: "quiet", short: "q", kind: "bool" },
   { long: "domainname", kind: "string" },
@@ -207,6 +208,7 @@ export function createRequest(flags: FlagValues, args: string[]): CreateRequest 
   if (list(flags["dns-search"]).length) hc.DnsSearch = list(flags["dns-search"]);
   if (list(flags["dns-option"]).length) hc.DnsOptions = list(flags["dns-option"]);
   if (list(flags["add-host"]).length) hc.ExtraHosts = list(flags["add-host"]).map((h) => h.replace("=", ":"));
+  if (list(flags.link).length) hc.Links = list(flags.link);
   const aliases = [...list(flags["network-alias"]), ...list(flags["net-alias"])];
   const ip = str(flags.ip);
   const ip6 = str(flags.ip6);
