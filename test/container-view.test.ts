@@ -366,6 +366,27 @@ describe("bad input leaves nothing behind", { skip: rootSkip }, () => {
     rmSync(root, { recursive: true });
   });
 
+  test("exec's own failures exit 255, as runc's (not a code the process could have returned)", () => {
+    const root = newRoot();
+    const b = makeBundle(["/probe", "sleep", "30"]);
+    const id = uniqueId();
+    ok(rt(root, ["run", "-d", "--bundle", b, id]));
+    try {
+      ok(rt(root, ["pause", id]));
+      const paused = rt(root, ["exec", id, "/probe", "id"]);
+      assert.equal(paused.code, 255, paused.stderr);
+      assert.match(paused.stderr, /exec failed: cannot exec in a paused container/);
+      ok(rt(root, ["resume", id]));
+      const missing = rt(root, ["exec", id, "/nope"]);
+      assert.equal(missing.code, 255, missing.stderr);
+      assert.equal(rt(root, ["exec", id, "/probe", "exit", "3"]).code, 3, "the process's own code passes through");
+    } finally {
+      rt(root, ["delete", "-f", id]);
+      rmSync(b, { recursive: true });
+      rmSync(root, { recursive: true });
+    }
+  });
+
   test("a duplicate container id", () => {
     const root = newRoot();
     const b = makeBundle(["/probe", "sleep", "30"]);

@@ -58,17 +58,20 @@ describe("exec", { skip: rootSkip }, () => {
     assert.deepEqual(leaks(), []);
   });
 
-  test("a missing command and a stopped container give clear errors", () => {
+  test("a missing command and a stopped container give clear errors (exit 255, as runc's exec)", () => {
     const c = startSleeper();
-    let r = rt(root, ["exec", c.id, "nope"]);
-    assert.equal(r.code, 1);
-    assert.match(r.stderr, /exec: "nope": executable file not found in \$PATH/);
-    rt(root, ["kill", c.id, "KILL"]);
-    waitForSync(() => JSON.parse(rt(root, ["state", c.id]).stdout).status === "stopped", "the killed container to stop");
-    r = rt(root, ["exec", c.id, "/probe", "id"]);
-    assert.equal(r.code, 1);
-    assert.match(r.stderr, /cannot exec in a stopped container/);
-    stop(c);
+    try {
+      let r = rt(root, ["exec", c.id, "nope"]);
+      assert.equal(r.code, 255);
+      assert.match(r.stderr, /exec: "nope": executable file not found in \$PATH/);
+      rt(root, ["kill", c.id, "KILL"]);
+      waitForSync(() => JSON.parse(rt(root, ["state", c.id]).stdout).status === "stopped", "the killed container to stop");
+      r = rt(root, ["exec", c.id, "/probe", "id"]);
+      assert.equal(r.code, 255);
+      assert.match(r.stderr, /cannot exec in a stopped container/);
+    } finally {
+      stop(c);
+    }
   });
 
   test("kill --all signals every process in the container", () => {

@@ -365,14 +365,20 @@ async function main(argv: string[]): Promise<number> {
     case "exec": {
       const id = needId(p, cmd);
       const { validateProcess } = await import("../../runtime/spec.js");
-      const proc = execProcess(p, rt.store.read(id).spec, validateProcess);
-      const r = await rt.exec(id, proc, {
-        consoleSocket: f["console-socket"] as string | undefined,
-        pidFile: f["pid-file"] as string | undefined,
-        detach: !!f.detach,
-        preserveFds: (f["preserve-fds"] as number | undefined) ?? 0,
-      });
-      return r.exitCode ?? 0;
+      // as runc: exec's own failures exit 255, so a caller tells them from the process's exit code
+      try {
+        const proc = execProcess(p, rt.store.read(id).spec, validateProcess);
+        const r = await rt.exec(id, proc, {
+          consoleSocket: f["console-socket"] as string | undefined,
+          pidFile: f["pid-file"] as string | undefined,
+          detach: !!f.detach,
+          preserveFds: (f["preserve-fds"] as number | undefined) ?? 0,
+        });
+        return r.exitCode ?? 0;
+      } catch (err) {
+        log("error", `exec failed: ${err instanceof BerthError ? err.message : errorMessage(err)}`);
+        return 255;
+      }
     }
     case "update": {
       exactArgs(p, cmd, 1);
