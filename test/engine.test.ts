@@ -288,6 +288,18 @@ describe("containers", { skip: rootSkip }, () => {
     ok(b(["rm", "chatty"]));
   });
 
+  test("--shm-size sets /dev/shm's size (64 MiB by default), and a build's RUN steps get it too", () => {
+    assert.match(ok(b(["run", "--rm", "--network", "none", "busybox", "df", "-k", "/dev/shm"])).stdout, /\s65536\s/);
+    assert.match(ok(b(["run", "--rm", "--network", "none", "--shm-size", "256m", "busybox", "df", "-k", "/dev/shm"])).stdout, /\s262144\s/);
+    const bad = b(["run", "--rm", "--shm-size", "lots", "busybox", "true"]);
+    assert.equal(bad.code, 125);
+    const ctx = tempDir("berth-ctx-");
+    fs.writeFileSync(join(ctx, "Dockerfile"), "FROM busybox\nRUN df -k /dev/shm | tail -1 > /shm.txt\n");
+    const id = ok(b(["build", "-q", "--network", "none", "--shm-size", "128m", ctx])).stdout.trim();
+    assert.match(ok(b(["run", "--rm", "--network", "none", id, "cat", "/shm.txt"])).stdout, /\s131072\s/);
+    ok(b(["rmi", id]));
+  });
+
   test("the local log driver: rotated files compressed, logs read through them", async () => {
     ok(b(["run", "--name", "loc", "--log-driver", "local", "--log-opt", "max-size=2k", "--log-opt", "max-file=3", "busybox", "sh", "-c", "i=0; while [ $i -lt 300 ]; do echo local-line-$i; i=$((i+1)); done"]));
     const logPath = JSON.parse(ok(b(["inspect", "loc"])).stdout)[0].LogPath;

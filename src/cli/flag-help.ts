@@ -102,7 +102,7 @@ export const flagHelp: Record<string, string> = {
   rm: "Automatically remove the container and its associated anonymous volumes when it exits",
   secret: "Secret to expose to the build (format: \"id=mysecret[,src=/local/secret]\")",
   "security-opt": "Security Options",
-  "shm-size": "Size of /dev/shm",
+  "shm-size": "Size of /dev/shm (default 64 MiB)",
   "sig-proxy": "Proxy received signals to the process",
   signal: "Signal to send to the container",
   since: "Show logs since timestamp (e.g. \"2013-01-02T13:23:37Z\") or relative (e.g. \"42m\" for 42 minutes)",

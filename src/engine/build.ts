@@ -44,6 +44,7 @@ function executor(engine: Engine): BuildExecutor {
       hc.Mounts = mounts;
       if (step.extraHosts.length) hc.ExtraHosts = step.extraHosts;
       if (step.ulimits?.length) hc.Ulimits = step.ulimits.map(parseUlimit);
+      if (step.shmSize) hc.ShmSize = step.shmSize;
       const config = { ...defaultContainerConfig(step.image.id), Cmd: step.argv, Entrypoint: [], Env: step.env, User: step.user, WorkingDir: step.workdir };
       const { Id: id } = await engine.create({ Config: config, HostConfig: hc, pull: "never" }, undefined, { startNext: { handlesExit: true }, buildStep: true });
       const remove = async () => void (await engine.remove(id, { force: true, volumes: true }).catch(() => {}));

@@ -1422,6 +1422,8 @@ function validateRequest(req: CreateRequest): void {
   if (p.MaximumRetryCount && p.Name !== "on-failure") throw invalid(`maximum retry count cannot be used with restart policy '${p.Name}'`);
   if (req.HostConfig.AutoRemove && p.Name && p.Name !== "no") throw invalid("Conflicting options: --restart and --rm");
   for (const r of req.HostConfig.DeviceCgroupRules ?? []) parseDeviceCgroupRule(r);
+  const shm = req.HostConfig.ShmSize;
+  if (shm !== undefined && (!Number.isInteger(shm) || shm < 0)) throw invalid(`SHM size can not be less than 0 (got ${shm})`);
   const driver = req.HostConfig.LogConfig.Type;
   // dockerd's words for a driver it does not have
   if (!["json-file", "local", "none"].includes(driver)) throw invalid(`logger: no log driver named '${driver}' is registered`);

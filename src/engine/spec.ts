@@ -242,7 +242,7 @@ export function buildSpec(input: SpecInput): Spec {
     { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", hc.Privileged ? "rw" : "ro"] },
     { destination: "/sys/fs/cgroup", type: "cgroup", source: "cgroup", options: ["nosuid", "noexec", "nodev", "relatime", hc.Privileged ? "rw" : "ro"] },
     { destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"] },
-    { destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "noexec", "nodev", "mode=1777", "size=67108864"] },
+    { destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "noexec", "nodev", "mode=1777", `size=${hc.ShmSize || 67108864}`] },
     ...input.mounts,
   ];
   if (input.initPath) mounts.push({ destination: "/sbin/berth-init", type: "bind", source: input.initPath, options: ["bind", "ro", "nosuid", "nodev"] });

@@ -67,6 +67,8 @@ export interface HostConfig {
   /** local: docker's local driver's limits and options; its records are written as json-file's */
   /** --link NAME[:ALIAS] (legacy links): the container's address under the alias in /etc/hosts */
   Links?: string[] | null;
+  /** --shm-size: /dev/shm's size in bytes (0: docker's 64 MiB) */
+  ShmSize?: number;
   /** --device-cgroup-rule: extra device cgroup rules ("c 1:3 rwm") */
   DeviceCgroupRules?: string[];
   LogConfig: { Type: "json-file" | "local" | "none"; Config: Record<string, string> };

@@ -94,6 +94,7 @@ const runFlags: Flag[] = [
   { long: "oom-kill-disable", kind: "bool" },
   { long: "device", kind: "list" },
   { long: "device-cgroup-rule", kind: "list" },
+  { long: "shm-size", kind: "string" },
   { long: "read-only", kind: "bool" },
   { long: "cap-add", kind: "list" },
   { long: "cap-drop", kind: "list" },
@@ -281,6 +282,7 @@ export function createRequest(flags: FlagValues, args: string[]): CreateRequest 
     return { PathOnHost: host!, PathInContainer: ctr && !/^[rwm]+$/.test(ctr) ? ctr : host!, CgroupPermissions: perms ?? (ctr && /^[rwm]+$/.test(ctr) ? ctr : "rwm") };
   });
   if (list(flags["device-cgroup-rule"]).length) hc.DeviceCgroupRules = list(flags["device-cgroup-rule"]);
+  if (str(flags["shm-size"]) !== undefined) hc.ShmSize = size(str(flags["shm-size"]), "shm-size", "run");
   hc.ReadonlyRootfs = !!flags["read-only"];
   hc.CapAdd = list(flags["cap-add"]).length ? list(flags["cap-add"]) : null;
   hc.CapDrop = list(flags["cap-drop"]).length ? list(flags["cap-drop"]) : null;
