@@ -692,11 +692,11 @@ export class Engine {
     const rootfs = join(dir, "rootfs");
     if (isMountpoint(rootfs)) await unmountAsync(rootfs).catch(() => {});
     try {
+      // (with no runtime record, it still removes the cgroup at the container's path)
       await this.runtime.delete(id, { force: true });
     } catch {
       /* no runtime record */
     }
-    await this.runtime.discardCgroup(id, containerCgroup(id)).catch(() => {});
     if (fs.existsSync(join(this.root, "network"))) {
       const held = this.network.store.held(id);
       if (held.endpoints.length || held.ports.length) await this.network.release(id).catch(() => {});
@@ -1336,7 +1336,7 @@ export class Engine {
     const mount = (v.rec.Mounts ?? [])
       .filter((m) => (m.Type === "bind" || m.Type === "volume") && m.Source && (clean === m.Destination || clean.startsWith(m.Destination.replace(/\/$/, "") + "/")))
       .sort((a, b) => b.Destination.length - a.Destination.length)[0];
-    if (!mount) return this.withRootfs(v.rec.Id, (root) => fn(root, path));
+    if (!mount) return this.withRootfs(v, (root) => fn(root, path));
     if (write && !mount.RW) throw precondition(`mounted volume is marked read-only: ${mount.Destination}`);
     const rest = clean.slice(mount.Destination.replace(/\/$/, "").length);
     return rest ? fn(mount.Source, rest) : fn(mount.Source, "/", basename(mount.Destination) || "/");
@@ -1348,8 +1348,8 @@ export class Engine {
   }
 
   /** The container's file system, mounted (for export and cp): calls fn with the path. */
-  async withRootfs<T>(ref: string, fn: (dir: string) => Promise<T>): Promise<T> {
-    const v = await this.get(ref);
+  async withRootfs<T>(ref: string | ContainerView, fn: (dir: string) => Promise<T>): Promise<T> {
+    const v = typeof ref === "string" ? await this.get(ref) : ref;
     const rootfs = this.containers.path(v.rec.Id, "rootfs");
     if (isMountpoint(rootfs)) return fn(rootfs);
     if (isRootless()) {

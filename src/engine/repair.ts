@@ -14,7 +14,8 @@ export async function repair(engine: Engine, opts: { dryRun?: boolean } = {}): P
   const dry = !!opts.dryRun;
   const out: string[] = [];
   // the container store: names that point at nothing, creates and removals that never finished
-  for (const l of engine.containers.leftovers()) {
+  const containerLeftovers = engine.containers.leftovers();
+  for (const l of containerLeftovers) {
     if (l.kind === "name") {
       out.push(`container name ${l.name} (it named no container)`);
       if (!dry) removeFile(l.path);
@@ -27,7 +28,7 @@ export async function repair(engine: Engine, opts: { dryRun?: boolean } = {}): P
     }
   }
   // snapshots no container owns, and the images' temporary files
-  const removing = new Set(engine.containers.leftovers().flatMap((l) => (l.id ? [l.id] : [])));
+  const removing = new Set(containerLeftovers.flatMap((l) => (l.id ? [l.id] : [])));
   out.push(...engine.images.cleanLeftovers({ dryRun: dry, orphan: (key) => /^[a-f0-9]{64}$/.test(key) && !engine.containers.known(key) && !(dry && removing.has(key)) }));
   // the step containers of builds that were killed
   for (const id of engine.containers.ids()) {

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { defaultStoreRoot } from "../../common/paths.js";
 import { Engine } from "../../engine/index.js";
 
-/** Commands that only read the store: where it does not exist yet, they see an empty one and make nothing. */
+/** Commands that only read the store (and repair, which has nothing to do without one): where it does not exist yet, they see an empty one and make nothing. */
 const READERS = new Set(["ps", "container ls", "container list", "images", "image ls", "image list", "inspect", "container inspect", "image inspect", "logs", "container logs", "history", "image history", "top", "port", "diff", "stats", "events", "system events", "info", "system info", "system df", "volume ls", "volume list", "volume inspect", "network ls", "network list", "network inspect", "builder du", "wait", "system repair"]);
 
 export class Context {
