@@ -10,7 +10,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
 import { project, rootSkip, tempDir } from "./helpers.js";
-import { berth, berthEnv, importBusybox, ok, removeContainersAndNetworking, type BerthEnv } from "./image-helpers.js";
+import { berth, berthCommand, berthEnv, importBusybox, ok, removeContainersAndNetworking, type BerthEnv } from "./image-helpers.js";
 
 let env: BerthEnv;
 let runtimeRoot: string;
@@ -384,6 +384,36 @@ describe("berth build", { skip: rootSkip }, () => {
     assert.ok(fs.existsSync(join(out, "files/bin/busybox")));
     ok(b(["build", "-q", "--output", `type=tar,dest=${join(out, "img.tar")}`, dir]));
     assert.match(spawnSync("tar", ["-tf", join(out, "img.tar")], { encoding: "utf8" }).stdout, /^\.?\/?f\.txt$/m);
+    assertClean();
+  });
+
+  test("on a terminal: BuildKit's view redrawn in place, a running step's last lines, FINISHED; a failure shows the step's output", { skip: !fs.existsSync("/usr/bin/script") && "needs script (bsdutils)" }, () => {
+    const dir = context({ Dockerfile: "FROM busybox\nRUN for i in 1 2 3 4 5 6 7 8; do echo line $i; sleep 0.1; done\n", "Dockerfile.bad": "FROM busybox\nRUN echo about to fail; exit 3\n" });
+    const underTerminal = (args: string[]) => {
+      const e: Record<string, string> = { ...(process.env as Record<string, string>), BERTH_ROOT: env.root, BERTH_CONFIG_DIR: env.configDir, BERTH_RUNTIME_ROOT: runtimeRoot };
+      delete e.NODE_EXTRA_CA_CERTS;
+      const cmd = [process.execPath, ...berthCommand(), ...args].map((a) => `'${a}'`).join(" ");
+      const r = spawnSync("script", ["-qec", `stty cols 100 rows 30; ${cmd}`, "/dev/null"], { env: e, encoding: "utf8", timeout: 60_000 });
+      // the frames as a terminal shows them one after another: each redraw starts by moving up
+      return { status: r.status, frames: r.stdout.split(/\x1b\[\d+A\r/).map((f) => f.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "").replace(/\r/g, "")) };
+    };
+    const good = underTerminal(["build", "--no-cache", "-t", "tty:1", dir]);
+    assert.equal(good.status, 0, good.frames.join("\n---\n"));
+    assert.ok(good.frames.length > 3, `the view is redrawn while the step runs (${good.frames.length} frames)`);
+    const live = good.frames.find((f) => /=> => # line 3\n/.test(f) && !/line 8/.test(f));
+    assert.ok(live, "a frame shows the running step's output as it comes");
+    assert.match(live!, /^\[\+\] Building [\d.]+s \(1\/2\)/m);
+    assert.match(live!, /^ => \[stage-0 2\/2\] RUN for i in/m);
+    const last = good.frames[good.frames.length - 1]!;
+    assert.match(last, /^\[\+\] Building [\d.]+s \(2\/2\) FINISHED/m);
+    assert.doesNotMatch(last, /=> => # line/, "a finished step's output is folded away");
+    assert.match(last, /=> => naming to docker\.io\/library\/tty:1/);
+    const bad = underTerminal(["build", "-f", join(dir, "Dockerfile.bad"), dir]);
+    assert.equal(bad.status, 3);
+    const end = bad.frames[bad.frames.length - 1]!;
+    assert.match(end, /=> ERROR \[stage-0 2\/2\] RUN echo about to fail; exit 3/);
+    assert.match(end, /------\n > \[stage-0 2\/2\] RUN echo about to fail; exit 3:\nabout to fail\n------\n/);
+    assert.match(end, /ERROR: failed to solve: process "\/bin\/sh -c echo about to fail; exit 3" did not complete successfully: exit code: 3/);
     assertClean();
   });
 });

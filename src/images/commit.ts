@@ -9,6 +9,7 @@ import { join } from "../common/path.js";
 import { randomBytes } from "node:crypto";
 import { builtin } from "../common/builtin.js";
 import { treeBytes } from "../common/sys.js";
+import { trace } from "../common/trace.js";
 import { invalid } from "../common/errors.js";
 import { applyChanges } from "./archive.js";
 import { packDirectory } from "./pack.js";
@@ -199,7 +200,9 @@ export async function commitBuildStep(store: ImageStore, opts: BuildCommit): Pro
       if (last) last.empty_layer = true;
       return await writeImage(store, opts.parent, config, undefined, opts.tags ?? [], opts);
     }
+    trace("commit: leased");
     const layer = await storeLayer(store, changesTar(store, opts.snapshot, parentTop));
+    trace("commit: layer stored");
     if (last) delete last.empty_layer;
     config.rootfs = { type: "layers", diff_ids: [...config.rootfs.diff_ids, layer.diffId] };
     const ids = chainIds(config.rootfs.diff_ids);
@@ -207,6 +210,7 @@ export async function commitBuildStep(store: ImageStore, opts: BuildCommit): Pro
     if (store.snapshots.kind === "overlay") {
       const size = treeBytes(store.snapshots.changes(opts.snapshot));
       store.snapshots.adopt(opts.snapshot, { chainId, ...(parentTop ? { parent: parentTop } : {}), diffId: layer.diffId, size, tarSize: layer.tarSize });
+      trace("commit: adopted");
     }
     return writeImage(store, opts.parent, config, { mediaType: MediaType.ociLayerGzip, digest: layer.digest, size: layer.size }, opts.tags ?? [], opts);
   });

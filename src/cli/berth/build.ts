@@ -1,4 +1,4 @@
-/** `berth build` and `berth builder prune|du`, with docker's flags and BuildKit's plain progress. */
+/** `berth build` and `berth builder prune|du`, with docker's flags and BuildKit's progress (build-progress.ts). */
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { BerthError, invalid } from "../../common/errors.js";
@@ -6,6 +6,7 @@ import { build as ops, parseReference, parseSize, shortId } from "../../engine/i
 import { list, parse, str, UsageError } from "../pflag.js";
 import { humanSize, table } from "./output.js";
 import type { Context } from "./context.js";
+import { PlainProgress, TtyProgress, type BuildProgress } from "./build-progress.js";
 
 const out = (s: string) => process.stdout.write(s);
 
@@ -108,48 +109,6 @@ async function* once(b: Buffer): AsyncGenerator<Buffer> {
   yield b;
 }
 
-/** BuildKit's plain progress: `#N [stage i/n] STEP`, its output lines, then CACHED or DONE. */
-class PlainProgress {
-  private readonly partial = new Map<number, string>();
-  private readonly started = new Map<number, number>();
-  constructor(private readonly write: (s: string) => void) {}
-
-  event = (e: ops.BuildEvent): void => {
-    switch (e.kind) {
-      case "step":
-        this.started.set(e.step, Date.now());
-        this.write(`#${e.step} ${e.name} ${e.text}\n`);
-        break;
-      case "output": {
-        const text = (this.partial.get(e.step) ?? "") + e.data.toString("utf8");
-        const lines = text.split("\n");
-        this.partial.set(e.step, lines.pop()!);
-        const t = ((Date.now() - (this.started.get(e.step) ?? Date.now())) / 1000).toFixed(3);
-        for (const l of lines) this.write(`#${e.step} ${t} ${l}\n`);
-        break;
-      }
-      case "cached":
-        this.write(`#${e.step} CACHED\n`);
-        break;
-      case "done": {
-        const rest = this.partial.get(e.step);
-        if (rest) this.write(`#${e.step} ${rest}\n`);
-        this.write(`#${e.step} DONE ${e.seconds.toFixed(1)}s\n\n`);
-        break;
-      }
-      case "error": {
-        const rest = this.partial.get(e.step);
-        if (rest) this.write(`#${e.step} ${rest}\n`);
-        this.write(`#${e.step} ERROR: ${e.message}\n\n`);
-        break;
-      }
-      case "warning":
-        this.write(`WARNING: ${e.text}\n`);
-        break;
-    }
-  };
-}
-
 export async function build(ctx: Context, argv: string[]): Promise<number> {
   const { flags, args } = parse(argv, [...BUILD_FLAGS], "build", { interspersed: true });
   if (args.length !== 1) throw new UsageError(`"build" requires exactly 1 argument.`, "build");
@@ -241,12 +200,13 @@ export async function build(ctx: Context, argv: string[]): Promise<number> {
     ...(output ? { output } : {}),
   };
   // progress goes to stderr, as BuildKit's: stdout stays for -q's ID and `-o type=tar,dest=-`
-  const view = quiet ? undefined : new PlainProgress((s) => process.stderr.write(s));
-  const t0 = Date.now();
+  const tty = progress === "tty" || (progress === "auto" && !!process.stderr.isTTY);
+  const view: BuildProgress | undefined = quiet ? undefined : tty ? new TtyProgress(process.stderr) : new PlainProgress((s) => process.stderr.write(s));
   let result: ops.BuildResult;
   try {
     result = await ops.build(ctx.engine(), req, view?.event);
   } catch (e) {
+    view?.fail();
     if (e instanceof ops.StepFailed) {
       process.stderr.write(`ERROR: failed to solve: ${e.message}\n`);
       return e.exitCode;
@@ -254,12 +214,7 @@ export async function build(ctx: Context, argv: string[]): Promise<number> {
     throw e;
   }
   const id = result.image.id;
-  if (view) {
-    const n = `#${result.steps + 1}`;
-    process.stderr.write(`${n} exporting to image\n${n} writing image ${id} done\n`);
-    for (const t of result.image.repoTags) process.stderr.write(`${n} naming to ${t} done\n`);
-    process.stderr.write(`${n} DONE ${((Date.now() - t0) / 1000).toFixed(1)}s\n`);
-  }
+  view?.finish(id, result.image.repoTags);
   const iid = str(flags.iidfile);
   if (iid) fs.writeFileSync(iid, id);
   if (quiet) out(`${id}\n`);
