@@ -416,4 +416,15 @@ describe("berth build", { skip: rootSkip }, () => {
     assert.match(end, /ERROR: failed to solve: process "\/bin\/sh -c echo about to fail; exit 3" did not complete successfully: exit code: 3/);
     assertClean();
   });
+
+  test("COPY --parents keeps the source's directories (all of them, or those after a /./ pivot), and its history says so", () => {
+    const dir = context({ "x/a.txt": "xa\n", "x/y/a.txt": "xya\n", "x/y/b.md": "xyb\n", "z/c.txt": "z\n",
+      Dockerfile: "FROM busybox\nCOPY --parents x/a.txt z/c.txt /p1/\nCOPY --parents ./x/./y/*.txt /p2/\nCOPY --parents x/y /p3/\nCOPY --parents **/*.txt /p4/\nCOPY x/a.txt z/c.txt /flat/\n" });
+    ok(b(["build", "-q", "-t", "parents:1", dir]));
+    const files = run("parents:1", "find", "/p1", "/p2", "/p3", "/p4", "/flat", "-type", "f").trim().split("\n").sort();
+    assert.deepEqual(files, ["/flat/a.txt", "/flat/c.txt", "/p1/x/a.txt", "/p1/z/c.txt", "/p2/y/a.txt", "/p3/x/y/a.txt", "/p3/x/y/b.md", "/p4/x/a.txt", "/p4/x/y/a.txt", "/p4/z/c.txt"]);
+    assert.equal(run("parents:1", "cat", "/p2/y/a.txt"), "xya\n");
+    assert.match(ok(b(["history", "--no-trunc", "parents:1"])).stdout, /COPY --parents x\/a\.txt z\/c\.txt \/p1\/ # buildkit/);
+    assertClean();
+  });
 });

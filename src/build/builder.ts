@@ -21,7 +21,7 @@ import { expandWord, parseKeyValues, splitWords } from "./shell.js";
 import { IgnoreMatcher, isGlob } from "./ignore.js";
 import { trace } from "../common/trace.js";
 import { goDuration, goQuote, goQuoteList, goQuoteRune } from "./gofmt.js";
-import { applyCopy, isArchive, isDirInRoot, planDigest, resolveOwner, resolveSources, mkdirInRoot, type CopyPlan, type CopySource, type SourceTree } from "./copy.js";
+import { applyCopy, isArchive, keptParents, isDirInRoot, planDigest, resolveOwner, resolveSources, mkdirInRoot, type CopyPlan, type CopySource, type SourceTree } from "./copy.js";
 import { openRoot } from "../common/inroot.js";
 
 export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -733,7 +733,7 @@ export class Builder {
   private async copy(s: Stage, state: State, ins: Instruction, label: string): Promise<void> {
     const isAdd = ins.keyword === "ADD";
     checkFlags(ins, isAdd ? ["chown", "chmod", "link", "checksum", "keep-git-dir", "exclude", "parents"] : ["from", "chown", "chmod", "link", "exclude", "parents"], this.file);
-    if (flag(ins, "parents") !== undefined) throw unsupported(`${ins.keyword} --parents is not supported by berth yet`);
+    const parents = flag(ins, "parents") !== undefined && flag(ins, "parents") !== "false";
     const words = (ins.json ?? splitWords(ins.args, this.df.escape)).map((w) => (w.startsWith("<<") && ins.heredocs.some((h) => w.replace(/^<<-?["']?|["']?$/g, "") === h.name) ? w : this.x(state, w)));
     if (words.length < 2) throw this.err(ins, `${ins.keyword} requires at least two arguments, but only one was provided. Destination could not be determined`);
     const destArg = words.pop()!;
@@ -771,6 +771,7 @@ export class Builder {
           throw unsupported(`ADD ${w}: git sources are not supported by berth yet (clone into the context and COPY)`);
         } else {
           for (const src of resolveSources(tree, w)) {
+            if (parents) src.parents = keptParents(w, src);
             if (isAdd && src.kind === "path" && !src.isDir && tree.kind === "context" && (await isArchive(join(tree.root, src.rel)))) sources.push({ kind: "archive", file: join(tree.root, src.rel) });
             else sources.push(src);
           }
@@ -791,7 +792,7 @@ export class Builder {
         dest,
         // a destination that is a directory in the image is found once the step runs (the cache
         // key holds the parent image, which decides it)
-        destIsDir: destArg.endsWith("/") || several || (sources.length === 1 && sources[0]!.kind === "archive"),
+        destIsDir: destArg.endsWith("/") || several || parents || (sources.length === 1 && sources[0]!.kind === "archive"),
         ...(chmod !== undefined ? { chmod } : {}),
         unpack: isAdd,
         exclude: excludes.length ? new IgnoreMatcher(excludes) : undefined,

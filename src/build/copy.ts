@@ -35,6 +35,10 @@ export interface PathSource {
   rel: string;
   isDir: boolean;
   name: string;
+  /** The path as asked or matched, relative to the tree's root (links not resolved). */
+  path: string;
+  /** COPY --parents: the directories kept above it in the destination ("" for none). */
+  parents?: string;
 }
 
 export interface CopyOwner {
@@ -74,7 +78,7 @@ export function resolveSources(tree: SourceTree, arg: string): PathSource[] {
     }
     const st = statInside(tree, clean);
     if (!st) throw notFound(`COPY failed: file not found in ${tree.label}: stat ${arg}: file does not exist`);
-    return [{ kind: "path", tree, rel: st.rel, isDir: st.isDir, name: abs.split("/").pop() || "" }];
+    return [{ kind: "path", tree, rel: st.rel, isDir: st.isDir, name: abs.split("/").pop() || "", path: clean }];
   }
   const re = patternRegex(clean);
   const all: string[] = [];
@@ -85,7 +89,7 @@ export function resolveSources(tree: SourceTree, arg: string): PathSource[] {
   if (!top.length) throw notFound(`COPY failed: no source files were specified for ${arg}${tree.ignore?.patterns.length ? " (or .dockerignore excluded them)" : ""}`);
   return top.map((r) => {
     const st = statInside(tree, r)!;
-    return { kind: "path" as const, tree, rel: st.rel, isDir: st.isDir, name: r.split("/").pop()! };
+    return { kind: "path" as const, tree, rel: st.rel, isDir: st.isDir, name: r.split("/").pop()!, path: r };
   });
 }
 
@@ -205,9 +209,26 @@ async function* sourceTar(src: CopySource, prefix: string, plan: CopyPlan, forHa
   }
 }
 
+/**
+ * COPY --parents: the directories to keep above a source, the part of its path after the last
+ * `/./` of the argument (BuildKit's pivot), else all of them (`a/b/c.txt` lands at `dest/a/b/c.txt`).
+ */
+export function keptParents(arg: string, src: PathSource): string {
+  const path = src.path.split("/").slice(0, -1).join("/");
+  const pivot = arg.replace(/^(\.\/)+/, "").lastIndexOf("/./");
+  if (pivot < 0) return path;
+  const base = cleanPattern(arg.replace(/^(\.\/)+/, "").slice(0, pivot));
+  return path === base ? "" : path.startsWith(base + "/") ? path.slice(base.length + 1) : path;
+}
+
 /** Where each source lands, relative to the directory it is extracted into. */
 function layout(plan: CopyPlan): { dir: string; entries: { src: CopySource; prefix: string }[] } {
-  if (plan.destIsDir) return { dir: plan.dest, entries: plan.sources.map((src) => ({ src, prefix: src.kind === "path" && src.isDir ? "" : src.kind === "archive" ? "" : src.name })) };
+  const prefix = (src: CopySource) => {
+    if (src.kind === "archive") return "";
+    if (src.kind === "path" && src.parents !== undefined) return [src.parents, src.name].filter(Boolean).join("/");
+    return src.kind === "path" && src.isDir ? "" : src.name;
+  };
+  if (plan.destIsDir) return { dir: plan.dest, entries: plan.sources.map((src) => ({ src, prefix: prefix(src) })) };
   const parts = plan.dest.split("/").filter(Boolean);
   const last = parts.pop() ?? "";
   const src = plan.sources[0]!;
