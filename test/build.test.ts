@@ -8,7 +8,7 @@ import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { project, rootSkip, tempDir } from "./helpers.js";
 import { berth, berthCommand, berthEnv, importBusybox, ok, removeContainersAndNetworking, type BerthEnv } from "./image-helpers.js";
 
@@ -131,12 +131,19 @@ describe("berth build", { skip: rootSkip }, () => {
 
   const debianLayout = join(project, "build/cache/debian-oci");
   const gccSkip = !/\bgcc\b/.test(fs.existsSync(join(debianLayout, ".source")) ? fs.readFileSync(join(debianLayout, ".source"), "utf8") : "") ? "the Debian test image with gcc was not built (scripts/make-debian-image.sh needs debootstrap and Debian's mirror)" : false;
-  test("multi-stage: a C program compiled with Debian's gcc, only the binary copied into busybox", { skip: gccSkip }, () => {
+  /** The Debian test image as debian:gcc, loaded once for the tests that need it. */
+  let debianLoaded = false;
+  const loadDebian = () => {
+    if (debianLoaded) return;
     const tarball = join(tempDir("berth-debian-"), "debian.tar");
     spawnSync("tar", ["-C", debianLayout, "-cf", tarball, "."]);
     const loaded = ok(b(["load", "-i", tarball])).stdout;
     fs.rmSync(join(tarball, ".."), { recursive: true, force: true });
     ok(b(["tag", /Loaded image ID: (\S+)/.exec(loaded)![1]!, "debian:gcc"]));
+    debianLoaded = true;
+  };
+  test("multi-stage: a C program compiled with Debian's gcc, only the binary copied into busybox", { skip: gccSkip }, () => {
+    loadDebian();
     const dir = context({
       "hello.c": '#include <stdio.h>\nint main(int argc, char **argv) { printf("hello from C, %d args\\n", argc - 1); return 0; }\n',
       Dockerfile: "FROM debian:gcc AS compile\nWORKDIR /src\nCOPY hello.c .\nRUN gcc -static -O2 -o /hello hello.c && /hello a b\nFROM busybox\nCOPY --from=compile /hello /usr/local/bin/hello\nCMD [\"/usr/local/bin/hello\", \"x\"]\n",
@@ -147,8 +154,52 @@ describe("berth build", { skip: rootSkip }, () => {
     // busybox's layer and the binary's: none of the compiler's 300 MB
     assert.equal(JSON.parse(inspect("hello-c", "{{json .RootFS.Layers}}")).length, 2);
     assert.ok(Number(inspect("hello-c", "{{.Size}}")) < 20e6, "the image holds no compiler");
-    ok(b(["rmi", "debian:gcc"]));
     assertClean();
+  });
+
+  const sshSkip = !fs.existsSync("/usr/bin/ssh-agent") ? "needs ssh-agent and ssh-keygen (openssh-client)" : false;
+  test("RUN --mount=type=ssh: the agent of --ssh default or of key files, as a socket of the mount's owner and mode; gone after the step", { skip: sshSkip }, () => {
+    const keys = tempDir("berth-ssh-");
+    spawnSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "build-key", "-f", join(keys, "id")]);
+    const agentSock = join(keys, "agent.sock");
+    const agent = spawn("ssh-agent", ["-D", "-a", agentSock], { stdio: "ignore" });
+    try {
+      for (let i = 0; i < 200 && !fs.existsSync(agentSock); i++) spawnSync("sleep", ["0.01"]);
+      const withAgent = (args: string[]) => berth(env, args, { extraEnv: { BERTH_RUNTIME_ROOT: runtimeRoot, SSH_AUTH_SOCK: agentSock } });
+      const dir = context({
+        Dockerfile: [
+          "FROM busybox",
+          "RUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && ls -ln \"$SSH_AUTH_SOCK\" && echo at=$SSH_AUTH_SOCK",
+          "RUN --mount=type=ssh,id=deploy,uid=1000,gid=1001,mode=0640,target=/tmp/deploy.sock ls -ln /tmp/deploy.sock && echo at=$SSH_AUTH_SOCK",
+          "RUN --mount=type=ssh,id=absent ls /run/buildkit || echo no agent for absent",
+          "",
+        ].join("\n"),
+        "Dockerfile.required": "FROM busybox\nRUN --mount=type=ssh,id=absent,required=true true\n",
+      });
+      const r = ok(withAgent(["build", "--progress", "plain", "--no-cache", "-t", "ssh:1", "--ssh", "default", "--ssh", `deploy=${join(keys, "id")}`, dir]));
+      assert.match(r.stderr, /^#2 [\d.]+ srw------- +1 0 +0 .* \/run\/buildkit\/ssh_agent\.0$/m, "the default agent at BuildKit's path, root's, 0600");
+      assert.match(r.stderr, /^#2 [\d.]+ at=\/run\/buildkit\/ssh_agent\.0$/m, "SSH_AUTH_SOCK names it");
+      assert.match(r.stderr, /^#3 [\d.]+ srw-r----- +1 1000 +1001 .* \/tmp\/deploy\.sock$/m, "uid, gid and mode as the mount asks");
+      assert.match(r.stderr, /^#3 [\d.]+ at=\/tmp\/deploy\.sock$/m);
+      assert.match(r.stderr, /^#4 [\d.]+ no agent for absent$/m, "an id not given is no mount unless required");
+      assert.equal(run("ssh:1", "sh", "-c", "ls /run /tmp/deploy.sock 2>&1 || true").includes("No such file"), true, "no socket or mount point stays in the image");
+      const missing = b(["build", "-f", join(dir, "Dockerfile.required"), dir]);
+      assert.notEqual(missing.code, 0);
+      assert.match(missing.stderr, /no SSH key "absent" forwarded from the client/);
+      if (!gccSkip) {
+        // a real client: python3 in the Debian image asks each agent for its keys (SSH2_AGENTC_REQUEST_IDENTITIES)
+        loadDebian();
+        spawnSync("ssh-add", ["-q", join(keys, "id")], { env: { ...process.env, SSH_AUTH_SOCK: agentSock } });
+        const ask = `python3 -c 'import socket,os,struct; s=socket.socket(socket.AF_UNIX); s.connect(os.environ["SSH_AUTH_SOCK"]); s.sendall(struct.pack(">IB",1,11)); d=s.recv(65536); print("answer",d[4],"keys",struct.unpack(">I",d[5:9])[0],d.decode("latin1").count("build-key"))'`;
+        const py = context({ Dockerfile: `FROM debian:gcc\nRUN --mount=type=ssh ${ask}\nRUN --mount=type=ssh,id=deploy ${ask}\n` });
+        const rr = ok(withAgent(["build", "--progress", "plain", "--no-cache", "--ssh", "default", "--ssh", `deploy=${join(keys, "id")}`, py]));
+        assert.match(rr.stderr, /^#2 [\d.]+ answer 12 keys 1 1$/m, `the caller's agent answers through the socket: ${rr.stderr}`);
+        assert.match(rr.stderr, /^#3 [\d.]+ answer 12 keys 1 1$/m, "an agent started for the key file holds it");
+      }
+      assertClean();
+    } finally {
+      agent.kill();
+    }
   });
 
   test("independent stages build side by side", () => {

@@ -23,6 +23,7 @@ import { trace } from "../common/trace.js";
 import { goDuration, goQuote, goQuoteList, goQuoteRune } from "./gofmt.js";
 import { applyCopy, isArchive, keptParents, isDirInRoot, planDigest, resolveOwner, resolveSources, mkdirInRoot, type CopyPlan, type CopySource, type SourceTree } from "./copy.js";
 import { openRoot } from "../common/inroot.js";
+import { SshForwarder } from "./ssh.js";
 
 export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /** The predefined platform ARGs (always this host's: berth builds for its own platform). */
@@ -54,6 +55,8 @@ export interface StepMount {
   source?: string;
   target: string;
   readonly?: boolean;
+  /** An SSH agent's socket (RUN --mount=type=ssh): the first one is SSH_AUTH_SOCK. */
+  ssh?: boolean;
 }
 
 export interface RunStep {
@@ -96,6 +99,8 @@ export interface BuildOptions {
   extraHosts?: string[];
   platform?: string;
   secrets?: Record<string, string>;
+  /** --ssh: agent sockets or key files by id (see parseSshFlags). */
+  ssh?: Record<string, string[]>;
   shmSize?: number;
   ulimits?: string[];
   /** Images whose steps may be reused (--cache-from): their history must match step by step. */
@@ -157,6 +162,8 @@ export class Builder {
   private stepCounter = 0;
   private readonly buildArgs: Record<string, string>;
 
+  private readonly ssh?: SshForwarder;
+
   constructor(
     private readonly store: ImageStore,
     private readonly exec: BuildExecutor,
@@ -168,6 +175,7 @@ export class Builder {
     this.buildArgs = opts.buildArgs ?? {};
     this.context = { root: opts.context, kind: "context", label: "build context", ...(opts.ignore !== undefined ? { ignore: IgnoreMatcher.parse(opts.ignore) } : {}) };
     if (opts.platform) checkPlatform(opts.platform, `--platform ${opts.platform}`);
+    if (opts.ssh && Object.keys(opts.ssh).length) this.ssh = new SshForwarder(opts.ssh, join(store.root, "tmp"));
     this.splitStages();
   }
 
@@ -244,6 +252,14 @@ export class Builder {
   }
 
   async build(): Promise<BuildResult> {
+    try {
+      return await this.buildTarget();
+    } finally {
+      this.ssh?.close();
+    }
+  }
+
+  private async buildTarget(): Promise<BuildResult> {
     for (const w of this.df.warnings) this.opts.onEvent?.({ kind: "warning", text: w });
     let target = this.stages[this.stages.length - 1]!;
     if (this.opts.target) {
@@ -589,6 +605,8 @@ export class Builder {
     for (const m of flagsAll(ins, "mount")) mountKeys.push(await this.runMount(s, state, m, mounts, lazy, cleanups));
     const args = this.runArgs(state);
     const env = [...(cfg.Env ?? []), ...args.map(([k, v]) => `${k}=${v}`)];
+    const agent = mounts.find((m) => m.ssh);
+    if (agent && !env.some((e) => e.startsWith("SSH_AUTH_SOCK="))) env.push(`SSH_AUTH_SOCK=${agent.target}`);
     const createdBy = `RUN ${args.length ? `|${args.length} ${args.map(([k, v]) => `${k}=${v}`).join(" ")} ` : ""}${argv.join(" ")} # buildkit`;
     const key = { kind: "RUN", argv, env, user: cfg.User ?? "", workdir: cfg.WorkingDir ?? "", network, mounts: mountKeys };
     try {
@@ -690,10 +708,27 @@ export class Builder {
           });
         return { type, target: abs(target), source, digest, rw };
       }
-      case "ssh":
-        throw unsupported("RUN --mount=type=ssh is not supported by berth yet");
+      case "ssh": {
+        const id = o.id ?? "default";
+        const at = abs(target ?? `/run/buildkit/ssh_agent.${mounts.filter((m) => m.ssh).length}`);
+        if (!this.ssh?.has(id)) {
+          if (o.required === "true") throw notFound(`no SSH key "${id}" forwarded from the client (give it with --ssh ${id}=SOCKET|KEY)`);
+          return { type, id, missing: true };
+        }
+        const mount: StepMount = { type: "bind", source: "", target: at, ssh: true };
+        mounts.push(mount);
+        const owner = { uid: Number(o.uid ?? 0), gid: Number(o.gid ?? 0), mode: Number.parseInt(o.mode ?? "600", 8) };
+        if (![owner.uid, owner.gid, owner.mode].every(Number.isInteger)) throw invalid(`RUN --mount=${spec}: uid, gid and mode are numbers (mode in octal)`);
+        const ssh = this.ssh;
+        lazy.push(async () => {
+          const sock = await ssh.open(id, owner);
+          cleanups.push(sock.close);
+          mount.source = sock.path;
+        });
+        return { type, id, target: at }; // which agent serves it is not part of the cache key (as BuildKit)
+      }
       default:
-        throw invalid(`RUN --mount: unknown type ${type} (bind, cache, tmpfs, secret)`);
+        throw invalid(`RUN --mount: unknown type ${type} (bind, cache, tmpfs, secret, ssh)`);
     }
   }
 

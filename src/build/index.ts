@@ -3,3 +3,4 @@ export { Builder, StepFailed, DEFAULT_PATH, type BuildEvent, type BuildExecutor,
 export { parseDockerfile, type Dockerfile, type Instruction, type Heredoc } from "./parser.js";
 export { expandWord, splitWords, parseKeyValues } from "./shell.js";
 export { IgnoreMatcher } from "./ignore.js";
+export { parseSshFlags } from "./ssh.js";

@@ -101,6 +101,7 @@ export const flagHelp: Record<string, string> = {
   "restart-on-unhealthy": "Restart the container when its health check reports it unhealthy",
   rm: "Automatically remove the container and its associated anonymous volumes when it exits",
   secret: "Secret to expose to the build (format: \"id=mysecret[,src=/local/secret]\")",
+  ssh: "SSH agent socket or keys to expose to the build (format: \"default|<id>[=<socket>|<key>[,<key>]]\")",
   "security-opt": "Security Options",
   "shm-size": "Size of /dev/shm (default 64 MiB)",
   "sig-proxy": "Proxy received signals to the process",

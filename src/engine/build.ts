@@ -15,6 +15,7 @@ import { parseUlimit, type Engine } from "./engine.js";
 import { defaultContainerConfig, defaultHostConfig, type MountSpec } from "./types.js";
 
 export { StepFailed, type BuildEvent, type BuildResult };
+export { parseSshFlags } from "../build/index.js";
 
 export interface BuildRequest extends Omit<BuildOptions, "context" | "onEvent" | "dockerfile"> {
   /** The Dockerfile's text; undefined: `dockerfileName` (default Dockerfile) read from the context. */

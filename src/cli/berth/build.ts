@@ -29,6 +29,7 @@ const BUILD_FLAGS = [
   { long: "shm-size", kind: "string" },
   { long: "ulimit", kind: "list" },
   { long: "cache-from", kind: "list" },
+  { long: "ssh", kind: "list" },
   { long: "rm", kind: "bool" },
   { long: "force-rm", kind: "bool" },
 ] as const;
@@ -194,6 +195,7 @@ export async function build(ctx: Context, argv: string[]): Promise<number> {
     extraHosts: list(flags["add-host"]),
     ...(str(flags.platform) ? { platform: str(flags.platform)! } : {}),
     secrets: parseSecrets(list(flags.secret)),
+    ssh: ops.parseSshFlags(list(flags.ssh)),
     ...(shm ? { shmSize: parseSize(shm) } : {}),
     ulimits: list(flags.ulimit),
     cacheFrom: list(flags["cache-from"]),
