@@ -478,4 +478,37 @@ describe("berth build", { skip: rootSkip }, () => {
     assert.match(ok(b(["history", "--no-trunc", "parents:1"])).stdout, /COPY --parents x\/a\.txt z\/c\.txt \/p1\/ # buildkit/);
     assertClean();
   });
+
+  test("--cache-from: an image built elsewhere, saved and loaded, serves the steps whose inputs match (its layers reused, no step run)", () => {
+    const dir = context({ "a.txt": "a\n", "b.txt": "b\n", Dockerfile: "FROM busybox\nWORKDIR /app\nCOPY a.txt .\nRUN echo ran-one; echo one > /one\nCOPY b.txt .\nRUN echo ran-two; cat /app/a.txt /app/b.txt > /both\nCMD [\"cat\", \"/both\"]\n" });
+    ok(b(["build", "-q", "-t", "cached:src", dir]));
+    const tarball = join(tempDir("berth-cachefrom-"), "images.tar");
+    ok(b(["save", "-o", tarball, "cached:src", "busybox"]));
+    // another store: only the saved images (the build cache of the first store is not there)
+    const other = berthEnv();
+    const o = (args: string[]) => berth(other, args, { extraEnv: { BERTH_RUNTIME_ROOT: runtimeRoot } });
+    assert.match(ok(o(["load", "-i", tarball])).stdout, /Loaded image: cached:src\n[^]*Loaded image: busybox:latest/, "both images load (they share busybox's layer)");
+    const layers = (e: (a: string[]) => ReturnType<typeof b>, ref: string) => ok(e(["image", "inspect", "-f", "{{json .RootFS.Layers}}", ref])).stdout.trim();
+    const hit = ok(o(["build", "--progress", "plain", "--cache-from", "cached:src", "-t", "cached:dst", dir]));
+    assert.equal((hit.stderr.match(/^#\d+ CACHED$/gm) ?? []).length, 5, hit.stderr);
+    assert.doesNotMatch(hit.stderr, /^#\d+ [\d.]+ ran-(one|two)$/m, "no RUN step ran");
+    assert.equal(layers(o, "cached:dst"), layers(b, "cached:src"), "the same layers");
+    assert.equal(ok(o(["run", "--rm", "cached:dst"])).stdout, "a\nb\n");
+    // a changed source: the steps before it still come from the image, it and those after run
+    fs.writeFileSync(join(dir, "b.txt"), "b changed\n");
+    const part = ok(o(["build", "--progress", "plain", "--cache-from", "cached:src", "-t", "cached:dst2", dir]));
+    assert.equal((part.stderr.match(/^#\d+ CACHED$/gm) ?? []).length, 3, part.stderr);
+    assert.doesNotMatch(part.stderr, /^#\d+ [\d.]+ ran-one$/m);
+    assert.match(part.stderr, /^#\d+ [\d.]+ ran-two$/m);
+    assert.equal(ok(o(["run", "--rm", "cached:dst2"])).stdout, "a\nb changed\n");
+    // without --cache-from nothing of the loaded image is used; an image not in the store is a warning
+    fs.writeFileSync(join(dir, "b.txt"), "b\n");
+    const other2 = berthEnv();
+    ok(berth(other2, ["load", "-i", tarball]));
+    const cold = ok(berth(other2, ["build", "--progress", "plain", "--cache-from", "nosuch:image", dir], { extraEnv: { BERTH_RUNTIME_ROOT: runtimeRoot } }));
+    assert.doesNotMatch(cold.stderr, /CACHED/);
+    assert.match(cold.stderr, /WARNING: --cache-from nosuch:image: no such image in the store/);
+    assert.equal(ok(o(["ps", "-aq"])).stdout.trim(), "");
+    assertClean();
+  });
 });

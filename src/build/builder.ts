@@ -15,7 +15,7 @@ import * as fs from "node:fs";
 import { createHash, randomBytes } from "node:crypto";
 import { join } from "../common/path.js";
 import { BerthError, invalid, notFound, unsupported } from "../common/errors.js";
-import { commitBuildStep, formatReference, parseReference, withDefaultTag, hostPlatform, parsePlatform, formatPlatform, unmount, writeConfigImage, type HistoryEntry, type ImageConfig, type ImageRecord, type ImageStore, type ContainerConfig } from "../images/index.js";
+import { commitBuildStep, formatReference, parseReference, withDefaultTag, hostPlatform, parsePlatform, formatPlatform, unmount, writeConfigImage, writeLayerImage, type HistoryEntry, type ImageConfig, type ImageRecord, type ImageStore, type ContainerConfig } from "../images/index.js";
 import { checkFlags, flag, flagsAll, parseDockerfile, parseError, parseJsonForm, type Dockerfile, type Instruction } from "./parser.js";
 import { expandWord, parseKeyValues, splitWords } from "./shell.js";
 import { IgnoreMatcher, isGlob } from "./ignore.js";
@@ -145,6 +145,25 @@ interface State {
   args: Map<string, string | undefined>;
   cmdSet: boolean;
   allCached: boolean;
+  /**
+   * The cache key of what the stage holds so far: the base image's ID, then each layer step's key.
+   * Keys chain on keys, not on the IDs of step images (which hold times), so that an image built
+   * elsewhere with the same inputs has the same keys (build --cache-from).
+   */
+  key: string;
+}
+
+/**
+ * The image config's record of the build's step keys, one per history entry (null for entries that
+ * are not cached steps): what lets `--cache-from` reuse an image's steps in another store, as
+ * BuildKit's inline cache (`moby.buildkit.cache.v0`) does.
+ */
+const CACHE_KEYS = "berth.cache.v0";
+function recordedKeys(c: ImageConfig): (string | null)[] {
+  const raw = (c as Record<string, unknown>)[CACHE_KEYS];
+  const keys = Array.isArray(raw) ? raw.map((k) => (typeof k === "string" ? k : null)) : [];
+  const n = c.history?.length ?? 0;
+  return [...keys.slice(0, n), ...new Array<null>(Math.max(n - keys.length, 0)).fill(null)];
 }
 
 const hash = (v: unknown) => `sha256:${createHash("sha256").update(JSON.stringify(v)).digest("hex")}`;
@@ -317,15 +336,16 @@ export class Builder {
     const label = (i: number) => `[${this.stageLabel(s, i)}]`;
     const platformFlag = flag(s.from, "platform");
     if (platformFlag) checkPlatform(expandWord(platformFlag, this.globalArgs, this.df.escape, this.usedArgs), `FROM --platform=${platformFlag}`);
-    const state: State = { config: this.emptyConfig(), pending: [], args: new Map(), cmdSet: false, allCached: true };
+    const state: State = { config: this.emptyConfig(), pending: [], args: new Map(), cmdSet: false, allCached: true, key: "scratch" };
     const baseStage = this.stageRef(fromRef, s.index);
     if (baseStage) {
       const b = await this.stageResult(baseStage);
-      Object.assign(state, { base: b.base, config: structuredClone(b.config), pending: [...b.pending], allCached: b.allCached });
+      Object.assign(state, { base: b.base, config: structuredClone(b.config), pending: [...b.pending], allCached: b.allCached, key: b.key });
     } else if (fromRef.toLowerCase() !== "scratch") {
       if (!fromRef) throw this.err(s.from, "FROM: the base image name is empty (is a build arg unset?)");
       const rec = await this.step(label(1), `FROM ${fromRef}`, async () => ({ value: await this.exec.image(fromRef, !!this.opts.pull), cached: false }));
       state.base = rec;
+      state.key = rec.id;
       state.config = structuredClone(this.store.config(rec));
       state.config.config ??= {};
     }
@@ -883,20 +903,21 @@ export class Builder {
     createdBy?: string,
   ): Promise<void> {
     const entry: HistoryEntry = { created: new Date().toISOString(), created_by: createdBy ?? `${text} # buildkit`, comment: "buildkit.dockerfile.v0" };
-    const key = hash({ parent: state.base?.id ?? "scratch", config: state.config.config, pending: state.pending.map((h) => h.created_by), step: keyParts });
+    const key = hash({ parent: state.key, config: state.config.config, pending: state.pending.map((h) => h.created_by), step: keyParts });
     await this.step(label, text, async (step) => {
       trace(`build: ${text.slice(0, 20)} begins`);
+      const config: ImageConfig = structuredClone(state.config);
+      config.created = entry.created!;
+      config.history = [...(config.history ?? []), ...state.pending, entry];
+      (config as Record<string, unknown>)[CACHE_KEYS] = [...recordedKeys(state.config), ...state.pending.map(() => null), key];
       if (!this.opts.noCache) {
-        const hit = this.store.findCached(key);
+        const hit = this.store.findCached(key) ?? (await this.fromCacheImages(state, key, config));
         if (hit) {
-          this.adopt(state, hit);
+          this.adopt(state, hit, key);
           return { value: undefined, cached: true, id: hit.id };
         }
       }
       state.allCached = false;
-      const config: ImageConfig = structuredClone(state.config);
-      config.created = entry.created!;
-      config.history = [...(config.history ?? []), ...state.pending, entry];
       if (state.base) await this.store.ensureUnpacked(state.base);
       let rec: ImageRecord;
       if (runIn) {
@@ -931,16 +952,54 @@ export class Builder {
           await this.store.snapshots.removeAsync(snap);
         }
       }
-      this.adopt(state, rec);
+      this.adopt(state, rec, key);
       return { value: undefined, cached: false, id: rec.id };
     });
   }
 
   /** The stage continues from a step's image: its config and history are the state's now. */
-  private adopt(state: State, rec: ImageRecord): void {
+  private adopt(state: State, rec: ImageRecord, key: string): void {
     state.base = rec;
+    state.key = key;
     state.config = structuredClone(this.store.config(rec));
     state.pending = [];
+  }
+
+  private cacheImages?: Promise<{ rec: ImageRecord; config: ImageConfig }[]>;
+
+  /**
+   * --cache-from: a step whose key an image recorded at the same place in its history, over the
+   * same layers as the stage's so far, is that image's layer (no run, no copy); the step's image is
+   * made of it with the stage's config. Images not in the store are skipped with a warning.
+   */
+  private async fromCacheImages(state: State, key: string, config: ImageConfig): Promise<ImageRecord | undefined> {
+    if (!this.opts.cacheFrom?.length) return undefined;
+    this.cacheImages ??= (async () => {
+      const out: { rec: ImageRecord; config: ImageConfig }[] = [];
+      for (const ref of this.opts.cacheFrom ?? []) {
+        const rec = this.store.find(ref);
+        if (!rec) this.emit({ kind: "warning", text: `--cache-from ${ref}: no such image in the store (pull it first); not used` });
+        else out.push({ rec, config: this.store.config(rec) });
+      }
+      return out;
+    })();
+    const at = (config.history?.length ?? 0) - 1;
+    const below = state.config.rootfs.diff_ids;
+    for (const c of await this.cacheImages) {
+      const history = c.config.history ?? [];
+      if (recordedKeys(c.config)[at] !== key) continue;
+      const layers = history.slice(0, at + 1).filter((h) => !h.empty_layer).length;
+      const ids = c.config.rootfs.diff_ids;
+      if (layers < below.length || layers > below.length + 1 || ids.length < layers || below.some((d, i) => ids[i] !== d)) continue;
+      const made: ImageConfig = structuredClone(config);
+      made.history![at] = history[at]!;
+      made.created = history[at]!.created ?? made.created;
+      made.rootfs = { type: "layers", diff_ids: ids.slice(0, layers) };
+      await this.store.ensureUnpacked(c.rec);
+      const layer = layers > below.length ? this.store.manifest(c.rec).layers[layers - 1] : undefined;
+      return writeLayerImage(this.store, state.base, made, layer, { cacheKey: key, intermediate: true });
+    }
+    return undefined;
   }
 
   /**
@@ -994,10 +1053,11 @@ export class Builder {
       // the last step's image is the result
       return this.name(state.base, tags);
     }
-    const key = hash({ parent: state.base?.id ?? "scratch", config: cfg, pending: state.pending.map((h) => h.created_by), final: true });
+    const key = hash({ parent: state.key, config: cfg, pending: state.pending.map((h) => h.created_by), final: true });
     const hit = this.opts.noCache ? undefined : this.store.findCached(key);
     if (hit) return this.name(hit, tags);
     config.created = new Date().toISOString();
+    if (recordedKeys(config).some(Boolean)) (config as Record<string, unknown>)[CACHE_KEYS] = [...recordedKeys(config), ...state.pending.map(() => null)];
     config.history = [...(config.history ?? []), ...state.pending];
     return writeConfigImage(this.store, state.base, config, tags, { cacheKey: key });
   }

@@ -199,13 +199,14 @@ export async function loadImages(store: ImageStore, input: AsyncIterable<Buffer>
       } catch (e) {
         throw invalid(`invalid docker archive: manifest.json: ${(e as Error).message}`);
       }
+      // putFile moves a layer into the store: images that share it find it here
+      const seen = new Map<string, Descriptor>();
       for (const e of entries) {
         const cfgPath = inside(tmp, e.Config);
         const cfg = await putFile(store, cfgPath);
         const config = store.content.readJSON<ImageConfig>(cfg.digest);
         if (config.rootfs?.diff_ids?.length !== e.Layers.length) throw invalid(`invalid docker archive: ${e.Config} lists ${config.rootfs?.diff_ids?.length ?? 0} layers, manifest.json ${e.Layers.length}`);
         const layers: Descriptor[] = [];
-        const seen = new Map<string, Descriptor>();
         for (const l of e.Layers) {
           const p = inside(tmp, l);
           if (seen.has(p)) {

@@ -216,6 +216,11 @@ export async function commitBuildStep(store: ImageStore, opts: BuildCommit): Pro
   });
 }
 
+/** A build step's image made of a layer another image already holds (build --cache-from). */
+export async function writeLayerImage(store: ImageStore, parent: ImageRecord | undefined, config: ImageConfig, layer: Descriptor | undefined, extra: { cacheKey?: string; intermediate?: boolean } = {}): Promise<ImageRecord> {
+  return underLease(store, () => writeImage(store, parent, config, layer, [], extra));
+}
+
 /** An image whose config changed and whose layers did not (a build's metadata-only result). */
 export async function writeConfigImage(store: ImageStore, parent: ImageRecord | undefined, config: ImageConfig, tags: string[], extra: { cacheKey?: string; intermediate?: boolean } = {}): Promise<ImageRecord> {
   return underLease(store, () => writeImage(store, parent, config, undefined, tags, extra));

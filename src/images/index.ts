@@ -5,7 +5,7 @@ export { pushImage, type PushResult } from "./push.js";
 export { saveImages, loadImages, importImage, applyChanges, type ArchiveFormat } from "./archive.js";
 export { inspectImage, imageHistory, type ImageInspect, type HistoryRow } from "./inspect.js";
 export { packDirectory, type PackOptions } from "./pack.js";
-export { commitSnapshot, commitBuildStep, writeConfigImage, type CommitOptions, type BuildCommit } from "./commit.js";
+export { commitSnapshot, commitBuildStep, writeConfigImage, writeLayerImage, type CommitOptions, type BuildCommit } from "./commit.js";
 export { extractLayer, decompress, cleanPath, type ExtractMode, type ExtractResult } from "./layer.js";
 export { openSnapshotter, OverlaySnapshotter, CopySnapshotter, unmount, unmountAsync, type Snapshotter, type LayerSnapshot } from "./snapshot.js";
 export { parseReference, formatReference, familiar, familiarRepository, withDefaultTag, repositoryName, type Reference } from "./reference.js";
