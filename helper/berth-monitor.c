@@ -660,6 +660,12 @@ int main(int argc, char **argv)
 			}
 		}
 		for (int i = 0, n0 = nclients; i < n0 && i < nclients; i++) {
+			/* poll reports a hang-up even unasked: a client whose stdin ended and that then went
+			 * away is dropped, or every poll returns at once (a busy loop until the container ends) */
+			if (client_eof[i] && (p[6 + i].revents & (POLLHUP | POLLERR))) {
+				drop_client(i);
+				continue;
+			}
 			if (client_eof[i] || !(p[6 + i].revents & (POLLIN | POLLHUP | POLLERR)))
 				continue;
 			ssize_t n = read(clients[i], buf, sizeof buf);

@@ -648,6 +648,31 @@ describe("containers", { skip: rootSkip }, () => {
     ok(b(["rm", "chatty"]));
   });
 
+  test("an attached client that ends its input and then goes away costs the monitor nothing (no busy loop)", async () => {
+    ok(b(["run", "-d", "--name", "hangup", "busybox", "sleep", "60"]));
+    const id = ok(b(["inspect", "-f", "{{.Id}}", "hangup"])).stdout.trim();
+    const { connect } = await import("node:net");
+    const cwd = process.cwd();
+    process.chdir(join(env.root, "containers", id));
+    const client = connect("attach.sock");
+    process.chdir(cwd);
+    client.on("error", () => {});
+    await new Promise((r) => client.once("connect", r));
+    client.end(); // its stdin ended (docker run -i with < /dev/null) …
+    await new Promise((r) => setTimeout(r, 200));
+    client.destroy(); // … and then the client was killed
+    const monitor = sh("ps", ["-eo", "pid=,args="]).split("\n").find((l) => l.includes("berth-monitor") && l.includes(id))!;
+    assert.ok(monitor, "the container's monitor runs");
+    const pid = monitor.trim().split(/\s+/)[0]!;
+    const cpu = () => fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ").slice(11, 13).reduce((n, v) => n + Number(v), 0);
+    const before = cpu();
+    await new Promise((r) => setTimeout(r, 1000));
+    const ticks = cpu() - before;
+    assert.ok(ticks < 10, `the monitor used ${ticks} clock ticks of CPU in a second with nothing to do`);
+    assert.equal(ok(b(["inspect", "-f", "{{.State.Status}}", "hangup"])).stdout.trim(), "running");
+    ok(b(["rm", "-f", "hangup"]));
+  });
+
   test("pause freezes a container's processes and unpause thaws them; unpause of a running one is refused", () => {
     ok(b(["run", "-d", "--name", "ticker", "busybox", "sh", "-c", "while true; do date +%s%N >> /tmp/ticks; usleep 20000; done"]));
     const ticks = () => ok(b(["exec", "ticker", "wc", "-l", "/tmp/ticks"])).stdout.trim().split(/\s+/)[0];
