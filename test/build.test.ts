@@ -58,6 +58,9 @@ describe("berth build", { skip: rootSkip }, () => {
     const r = ok(b(["build", "-t", "seed:v1", dir]));
     assert.match(r.stderr, /\[stage-0 3\/4\] RUN cat \/app\/hello.txt/);
     assert.match(r.stderr, /^#3 [\d.]+ hello from the build context$/m, "the RUN step's output is shown");
+    const parent = inspect("seed:v1", "{{.Parent}}");
+    assert.match(parent, /^sha256:[0-9a-f]{64}$/, "Parent is the previous step's image ID");
+    assert.match(inspect(parent, "{{.Parent}}"), /^sha256:[0-9a-f]{64}$/);
     assert.equal(run("seed:v1"), "hello from the build context\nbuilt\n");
     // two new layers over busybox's one: COPY and RUN, each its own overlay lower dir
     assert.equal(JSON.parse(inspect("seed:v1", "{{json .RootFS.Layers}}")).length, 3);

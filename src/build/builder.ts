@@ -275,8 +275,12 @@ export class Builder {
       return await this.buildTarget();
     } finally {
       this.ssh?.close();
+      await Promise.all(this.removals);
     }
   }
+
+  /** Removals of finished steps' containers still under way. */
+  private readonly removals: Promise<void>[] = [];
 
   private async buildTarget(): Promise<BuildResult> {
     for (const w of this.df.warnings) this.opts.onEvent?.({ kind: "warning", text: w });
@@ -929,7 +933,8 @@ export class Builder {
           rec = await commitBuildStep(this.store, { snapshot: r.snapshot, ...(state.base ? { parent: state.base } : {}), config, cacheKey: key, intermediate: true });
           trace(`build: committed`);
         } finally {
-          await r.remove();
+          // the step's container goes while the next step runs (the build waits for it at the end)
+          this.removals.push(r.remove());
         }
       } else {
         const snap = `build-${process.pid}-${randomBytes(6).toString("hex")}`;
@@ -938,7 +943,7 @@ export class Builder {
         const root = join(this.store.root, "tmp", snap);
         try {
           fs.mkdirSync(root, { recursive: true });
-          this.store.snapshots.mount(snap, root);
+          this.store.snapshots.mount(snap, root, { volatile: true }); // committed at once: nothing to sync on unmount
           try {
             await write!(root);
           } finally {

@@ -453,10 +453,10 @@ export class Engine {
     try {
       fs.mkdirSync(rootfs, { recursive: true });
       // rootless: the overlay is mounted inside the container's user namespace, by the runtime
-      // --rm: a volatile overlay (its unmount syncs nothing: ~10 ms), as podman mounts them
-      // on the thread pool, while the spec is built (the user is looked up in the layers meanwhile)
+      // --rm and build steps: a volatile overlay (its unmount syncs nothing: ~10 ms), as podman
+      // mounts --rm containers and as BuildKit's steps are never synced either; on the thread pool, while the spec is built (the user is looked up in the layers meanwhile)
       if (!rootless && !isMountpoint(rootfs)) {
-        mounting = this.images.snapshots.mountAsync(id, rootfs, { volatile: hc.AutoRemove });
+        mounting = this.images.snapshots.mountAsync(id, rootfs, { volatile: hc.AutoRemove || !!rec.Builder });
         mounting.catch(() => {}); // awaited before the runtime's create
       }
       trace("start: rootfs mounting");

@@ -71,7 +71,8 @@ export class ImageStore {
   readonly snapshots: Snapshotter;
   private readonly metaPath: string;
   private readonly locks: string;
-  private cache?: { mtimeMs: number; meta: Metadata };
+  /** The metadata as last read or written; a rewrite makes a new inode, so (ino, mtime, size) tell a change. */
+  private cache?: { ino: number; mtimeMs: number; size: number; meta: Metadata };
 
   constructor(opts: StoreOptions = {}) {
     this.root = opts.root ?? defaultRoot();
@@ -92,26 +93,39 @@ export class ImageStore {
     } catch {
       return { version: 1, images: {} };
     }
-    if (this.cache && this.cache.mtimeMs === st.mtimeMs) return this.cache.meta;
+    const c = this.cache;
+    if (c && c.ino === st.ino && c.mtimeMs === st.mtimeMs && c.size === st.size) return c.meta;
     let meta: Metadata;
     try {
       meta = JSON.parse(fs.readFileSync(this.metaPath, "utf8")) as Metadata;
     } catch (e) {
       throw new BerthError("System", `the image metadata ${this.metaPath} is unreadable (${(e as Error).message}); move it aside to start an empty store`);
     }
-    this.cache = { mtimeMs: st.mtimeMs, meta };
+    // stores written before a fix held each build step's whole ancestry as its parent: its ID is meant
+    for (const r of Object.values(meta.images)) if (r.parent && typeof r.parent === "object") r.parent = (r.parent as { id: string }).id;
+    this.cache = { ino: st.ino, mtimeMs: st.mtimeMs, size: st.size, meta };
     return meta;
   }
 
-  /** Read-modify-write of the metadata under the exclusive metadata lock. */
-  async update<T>(fn: (meta: Metadata) => T): Promise<T> {
+  /**
+   * Read-modify-write of the metadata under the exclusive metadata lock, on a copy (records handed
+   * out before stay as they were); what was written is the cached copy after. `durable: "data"` (a build's step
+   * images) syncs the file but not its directory: a power loss may forget the change, never half
+   * of it.
+   */
+  async update<T>(fn: (meta: Metadata) => T, opts: { durable?: boolean | "data" } = {}): Promise<T> {
     return withLock(join(this.locks, "metadata.lock"), "exclusive", () => {
-      this.cache = undefined;
-      const meta = structuredClone(this.read());
-      const out = fn(meta);
-      writeFileAtomic(this.metaPath, JSON.stringify(meta));
-      this.cache = undefined;
-      return out;
+      try {
+        const meta = structuredClone(this.read());
+        const out = fn(meta);
+        writeFileAtomic(this.metaPath, JSON.stringify(meta), opts.durable ?? true);
+        const st = fs.statSync(this.metaPath);
+        this.cache = { ino: st.ino, mtimeMs: st.mtimeMs, size: st.size, meta };
+        return out;
+      } catch (e) {
+        this.cache = undefined;
+        throw e;
+      }
     });
   }
 
@@ -185,6 +199,7 @@ export class ImageStore {
    * moves from whatever image had it, as in docker) and digests.
    */
   async register(rec: Omit<ImageRecord, "repoTags" | "repoDigests" | "added">, tags: string[], digests: string[] = []): Promise<ImageRecord> {
+    const stepImage = !!rec.intermediate && !tags.length && !digests.length;
     return this.update((meta) => {
       for (const t of tags) for (const other of Object.values(meta.images)) other.repoTags = other.repoTags.filter((x) => x !== t);
       const existing = meta.images[rec.id];
@@ -197,7 +212,7 @@ export class ImageStore {
       };
       meta.images[rec.id] = merged;
       return merged;
-    });
+    }, { durable: stepImage ? "data" : true });
   }
 
   async tag(source: string, target: string): Promise<void> {
