@@ -52,12 +52,10 @@ export async function withLock<T>(path: string, mode: "shared" | "exclusive", fn
 
 /**
  * Write a file so readers see either the old or the new content, never a mix (also after a crash).
- * durable: fsync before the rename and the directory after, so the new content survives a power
- * loss too (the image metadata); "data": the file only, so a power loss leaves the old or the new
- * content, whole (a change worth losing rather than waiting for); false: state that a reboot makes
- * stale anyway (a container's state).
+ * durable: fsync before the rename, so the new content survives a power loss too (the image
+ * metadata); state that a reboot makes stale anyway (a container's state) skips it.
  */
-export function writeFileAtomic(path: string, data: string | Buffer, durable: boolean | "data" = true): void {
+export function writeFileAtomic(path: string, data: string | Buffer, durable = true): void {
   const tmp = `${path}.tmp-${process.pid}`;
   try {
     const fd = fs.openSync(tmp, "w", 0o644);
@@ -79,7 +77,7 @@ export function writeFileAtomic(path: string, data: string | Buffer, durable: bo
     throw e;
   }
   // the rename itself survives a power loss only once its directory is on disk
-  if (durable === true) fsyncDir(dirname(path));
+  if (durable) fsyncDir(dirname(path));
 }
 
 /** fsync a directory (its entries: a rename or a new file in it). */

@@ -10,6 +10,7 @@
  * removes what a running pull has fetched but not yet named.
  */
 import * as fs from "node:fs";
+import { randomBytes } from "node:crypto";
 import { join } from "../common/path.js";
 import { BerthError, invalid, notFound, precondition } from "../common/errors.js";
 import { defaultStoreRoot } from "../common/paths.js";
@@ -47,7 +48,15 @@ export interface ImageRecord {
 interface Metadata {
   version: 1;
   images: Record<string, ImageRecord>;
+  /**
+   * The journal of build step images recorded since this file was written (one JSON record a
+   * line, appended): a build's steps add their images without rewriting the whole metadata.
+   */
+  journal?: string;
 }
+
+/** Step records a journal takes before the next one folds them into the metadata file. */
+const JOURNAL_LIMIT = 512;
 
 export interface StoreOptions {
   root?: string;
@@ -72,7 +81,7 @@ export class ImageStore {
   private readonly metaPath: string;
   private readonly locks: string;
   /** The metadata as last read or written; a rewrite makes a new inode, so (ino, mtime, size) tell a change. */
-  private cache?: { ino: number; mtimeMs: number; size: number; meta: Metadata };
+  private cache?: { ino: number; mtimeMs: number; size: number; meta: Metadata; journalAt: number; journalLines: number };
 
   constructor(opts: StoreOptions = {}) {
     this.root = opts.root ?? defaultRoot();
@@ -93,39 +102,112 @@ export class ImageStore {
     } catch {
       return { version: 1, images: {} };
     }
-    const c = this.cache;
-    if (c && c.ino === st.ino && c.mtimeMs === st.mtimeMs && c.size === st.size) return c.meta;
-    let meta: Metadata;
-    try {
-      meta = JSON.parse(fs.readFileSync(this.metaPath, "utf8")) as Metadata;
-    } catch (e) {
-      throw new BerthError("System", `the image metadata ${this.metaPath} is unreadable (${(e as Error).message}); move it aside to start an empty store`);
+    let c = this.cache;
+    if (!c || c.ino !== st.ino || c.mtimeMs !== st.mtimeMs || c.size !== st.size) {
+      let meta: Metadata;
+      try {
+        meta = JSON.parse(fs.readFileSync(this.metaPath, "utf8")) as Metadata;
+      } catch (e) {
+        throw new BerthError("System", `the image metadata ${this.metaPath} is unreadable (${(e as Error).message}); move it aside to start an empty store`);
+      }
+      // stores written before a fix held each build step's whole ancestry as its parent: its ID is meant
+      for (const r of Object.values(meta.images)) if (r.parent && typeof r.parent === "object") r.parent = (r.parent as { id: string }).id;
+      c = this.cache = { ino: st.ino, mtimeMs: st.mtimeMs, size: st.size, meta, journalAt: 0, journalLines: 0 };
     }
-    // stores written before a fix held each build step's whole ancestry as its parent: its ID is meant
-    for (const r of Object.values(meta.images)) if (r.parent && typeof r.parent === "object") r.parent = (r.parent as { id: string }).id;
-    this.cache = { ino: st.ino, mtimeMs: st.mtimeMs, size: st.size, meta };
-    return meta;
+    this.readJournal(c);
+    return c.meta;
+  }
+
+  /** Applies what the journal gained since it was last read (whole lines only: one being appended waits). */
+  private readJournal(c: NonNullable<ImageStore["cache"]>): void {
+    if (!c.meta.journal) return;
+    let fd: number;
+    try {
+      fd = fs.openSync(join(this.root, c.meta.journal), "r");
+    } catch {
+      return; // nothing appended yet
+    }
+    try {
+      const size = fs.fstatSync(fd).size;
+      if (size <= c.journalAt) return;
+      const buf = Buffer.alloc(size - c.journalAt);
+      const n = fs.readSync(fd, buf, 0, buf.length, c.journalAt);
+      const end = buf.lastIndexOf(10, n - 1);
+      if (end < 0) return;
+      for (const line of buf.subarray(0, end).toString("utf8").split("\n")) {
+        try {
+          const rec = JSON.parse(line) as ImageRecord;
+          c.meta.images[rec.id] = rec;
+          c.journalLines++;
+        } catch {
+          /* a line a crash cut short: that step's record is lost, nothing else */
+        }
+      }
+      c.journalAt += end + 1;
+    } finally {
+      fs.closeSync(fd);
+    }
   }
 
   /**
    * Read-modify-write of the metadata under the exclusive metadata lock, on a copy (records handed
-   * out before stay as they were); what was written is the cached copy after. `durable: "data"` (a build's step
-   * images) syncs the file but not its directory: a power loss may forget the change, never half
-   * of it.
+   * out before stay as they were); what was written is the cached copy after. The journal's
+   * records are folded in, and a new journal named.
    */
-  async update<T>(fn: (meta: Metadata) => T, opts: { durable?: boolean | "data" } = {}): Promise<T> {
+  async update<T>(fn: (meta: Metadata) => T): Promise<T> {
+    return withLock(join(this.locks, "metadata.lock"), "exclusive", () => this.rewrite(fn));
+  }
+
+  private rewrite<T>(fn: (meta: Metadata) => T): T {
+    try {
+      const meta = structuredClone(this.read());
+      const out = fn(meta);
+      meta.journal = `images.journal.${randomBytes(6).toString("hex")}`;
+      writeFileAtomic(this.metaPath, JSON.stringify(meta));
+      // the journal folded in goes, and any a crash left between the write and this removal
+      for (const n of fs.readdirSync(this.root)) if (n.startsWith("images.journal.") && n !== meta.journal) fs.rmSync(join(this.root, n), { force: true });
+      const st = fs.statSync(this.metaPath);
+      this.cache = { ino: st.ino, mtimeMs: st.mtimeMs, size: st.size, meta, journalAt: 0, journalLines: 0 };
+      return out;
+    } catch (e) {
+      this.cache = undefined;
+      throw e;
+    }
+  }
+
+  /**
+   * A build step's image: one line appended to the journal, not a rewrite of every image's record
+   * (which grows with the store). Not synced: a power loss may forget the last steps (their layers
+   * are then unreferenced, and removed by repair), never the images recorded before.
+   */
+  private async recordStep(rec: ImageRecord): Promise<ImageRecord> {
     return withLock(join(this.locks, "metadata.lock"), "exclusive", () => {
+      const meta = this.read();
+      const c = this.cache;
+      if (!c || !meta.journal || meta.images[rec.id] || c.journalLines >= JOURNAL_LIMIT)
+        return this.rewrite((m) => {
+          const existing = m.images[rec.id];
+          m.images[rec.id] = existing ? { ...rec, added: existing.added, repoTags: existing.repoTags, repoDigests: existing.repoDigests } : rec;
+          return m.images[rec.id]!;
+        });
       try {
-        const meta = structuredClone(this.read());
-        const out = fn(meta);
-        writeFileAtomic(this.metaPath, JSON.stringify(meta), opts.durable ?? true);
-        const st = fs.statSync(this.metaPath);
-        this.cache = { ino: st.ino, mtimeMs: st.mtimeMs, size: st.size, meta };
-        return out;
+        const fd = fs.openSync(join(this.root, meta.journal), "a+");
+        try {
+          // a line a crash cut short is ended first, so it cannot swallow this record
+          const size = fs.fstatSync(fd).size;
+          const last = Buffer.alloc(1);
+          const torn = size > 0 && fs.readSync(fd, last, 0, 1, size - 1) === 1 && last[0] !== 10;
+          fs.writeSync(fd, (torn ? "\n" : "") + JSON.stringify(rec) + "\n");
+        } finally {
+          fs.closeSync(fd);
+        }
       } catch (e) {
         this.cache = undefined;
+        if ((e as NodeJS.ErrnoException).code === "ENOSPC") throw new BerthError("System", `no space left on device (writing ${meta.journal}): free space on that file system (\`berth system prune\` removes what berth does not need)`, { cause: e });
         throw e;
       }
+      this.readJournal(c);
+      return rec;
     });
   }
 
@@ -199,7 +281,7 @@ export class ImageStore {
    * moves from whatever image had it, as in docker) and digests.
    */
   async register(rec: Omit<ImageRecord, "repoTags" | "repoDigests" | "added">, tags: string[], digests: string[] = []): Promise<ImageRecord> {
-    const stepImage = !!rec.intermediate && !tags.length && !digests.length;
+    if (rec.intermediate && !tags.length && !digests.length) return this.recordStep({ ...rec, added: new Date().toISOString(), repoTags: [], repoDigests: [] });
     return this.update((meta) => {
       for (const t of tags) for (const other of Object.values(meta.images)) other.repoTags = other.repoTags.filter((x) => x !== t);
       const existing = meta.images[rec.id];
@@ -212,7 +294,7 @@ export class ImageStore {
       };
       meta.images[rec.id] = merged;
       return merged;
-    }, { durable: stepImage ? "data" : true });
+    });
   }
 
   async tag(source: string, target: string): Promise<void> {
