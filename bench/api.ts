@@ -54,6 +54,7 @@ async function main(): Promise<void> {
     await waitForPing(berthSock);
     console.error("bench/api: both servers answer");
     must(cli, ["-H", `unix://${dockerSock}`, "load", "-q"], saved);
+    await dockerd.settle();
     const servers = [
       { name: "berth", sock: berthSock, pid: berthd.pid! },
       { name: "dockerd", sock: dockerSock, pid: dockerd.pid! },

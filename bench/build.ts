@@ -66,6 +66,7 @@ async function main(): Promise<void> {
     const podmanArgs = ["--root", join(base, "podman/root"), "--runroot", join(base, "podman/run"), "--tmpdir", join(base, "podman/tmp"), "--storage-driver", "overlay", "--cgroup-manager", "cgroupfs", "--events-backend", "file", "--runtime", "runc"];
     const podman = have("podman");
     if (podman) must("podman", [...podmanArgs, "load", "-q"], saved);
+    await dockerd.settle(); // its start-up work would be charged to the first builder measured
 
     // berth as the installed command starts (its start-up snapshot where the build made one)
     const berthCmd = berthLauncher(base);

@@ -143,6 +143,7 @@ async function main(): Promise<void> {
       dockerd = await privateDockerd(base, "berthbench2", "10.213.199.1/24");
       const docker = (...args: string[]) => must("/usr/bin/docker", ["-H", `unix://${dockerd!.sock}`, ...args]).trim();
       must("/usr/bin/docker", ["-H", `unix://${dockerd.sock}`, "load", "-q"], saved);
+      await dockerd.settle();
       const daemonPid = dockerd.pid;
       results.push(
         await measure(
