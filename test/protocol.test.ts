@@ -81,7 +81,10 @@ test("config.json errors name the field", () => {
     [{ ociVersion: "1.0.0", root: { path: "r" }, process: { user: { uid: 0, gid: 0 }, cwd: "rel", args: ["x"] } }, /process.cwd: must be an absolute path/],
     [{ ociVersion: "1.0.0", root: { path: "r" }, mounts: [{ destination: "x" }] }, /mounts\[0\].destination: must be an absolute path/],
     [{ ociVersion: "1.0.0", root: { path: "r" }, hooks: { nope: [] } }, /hooks.nope: unknown hook/],
-    [{ ociVersion: "1.0.0", root: { path: "r" }, linux: { namespaces: [{ type: "pid" }, { type: "pid" }] } }, /namespace pid is listed twice/],
+    [{ ociVersion: "1.0.0", root: { path: "r" }, linux: { namespaces: [{ type: "pid" }, { type: "pid", path: "/proc/1/ns/pid" }] } }, /namespace pid is listed twice, new and joining \/proc\/1\/ns\/pid/],
   ];
   for (const [spec, message] of cases) assert.throws(() => validateSpec(spec), message);
+  // the same entry twice is taken as one
+  const twice = validateSpec({ ociVersion: "1.0.0", root: { path: "r" }, linux: { namespaces: [{ type: "pid" }, { type: "uts" }, { type: "pid" }] } });
+  assert.deepEqual(twice.linux!.namespaces, [{ type: "pid" }, { type: "uts" }]);
 });

@@ -1,9 +1,9 @@
 /** berth-runtime's lifecycle as runc's callers see it: statuses, exit codes, state JSON, errors. */
 import { test, describe, after } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, readdirSync, readFileSync, rmSync, rmdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, rmdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { cli, leaks, makeBundle, newRoot, rootSkip, rt, uniqueId, waitFor, waitForSync } from "./helpers.js";
 
 const root = newRoot();
@@ -83,6 +83,43 @@ describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
     }
     assert.deepEqual(leaks(), []);
     assert.deepEqual(readdirSync("/sys/fs/cgroup").filter((h) => existsSync(join("/sys/fs/cgroup", h, parent))), [], "no cgroup left");
+  });
+
+  test("a cgroup that already holds processes: a warning, and they are left alive (runc kills none of them either)", async () => {
+    const path = uniqueId("strangers");
+    // the stranger's cgroup, in every hierarchy berth-runtime will use (v1: pids and memory suffice to hold it; v2: the one tree)
+    const v2 = existsSync("/sys/fs/cgroup/cgroup.controllers");
+    const dirs = v2 ? [join("/sys/fs/cgroup", path)] : ["pids", "memory"].map((c) => join("/sys/fs/cgroup", c, path));
+    const stranger = spawn("sleep", ["60"], { stdio: "ignore" });
+    let died = "";
+    stranger.on("exit", (code, sig) => (died = sig ?? String(code)));
+    try {
+      for (const d of dirs) {
+        mkdirSync(d, { recursive: true });
+        writeFileSync(join(d, "cgroup.procs"), String(stranger.pid));
+      }
+      const runc = spawnSync("sh", ["-c", "command -v runc"], { encoding: "utf8" }).stdout.trim();
+      for (const runtime of [...(runc ? ["runc"] : []), "berth"]) {
+        const b = makeBundle(["/probe", "id"], (spec) => (spec.linux.cgroupsPath = `/${path}`));
+        const id = uniqueId();
+        const r = runtime === "runc" ? ((x) => ({ code: x.status, stderr: x.stderr }))(spawnSync(runc, ["--root", newRoot(), "run", "--bundle", b, id], { encoding: "utf8" })) : rt(root, ["run", "--bundle", b, id]);
+        assert.equal(r.code, 0, `${runtime}: ${r.stderr}`);
+        await new Promise((res) => setTimeout(res, 100));
+        assert.equal(died, "", `${runtime} killed a process that was in the cgroup before the container`);
+        if (runtime === "berth") {
+          assert.match(r.stderr, new RegExp(`container's cgroup is not empty: 1 process\\(es\\) found \\(/${path}\\)`));
+          assert.match(r.stderr, /is left in place: it holds 1 process\(es\) that are not the container's/);
+          assert.ok(dirs.every((d) => readFileSync(join(d, "cgroup.procs"), "utf8").trim() === String(stranger.pid)), "the cgroup and its process stay");
+        }
+        rmSync(b, { recursive: true });
+      }
+    } finally {
+      stranger.kill("SIGKILL");
+      await new Promise((res) => setTimeout(res, 100));
+      for (const h of readdirSync("/sys/fs/cgroup")) if (existsSync(join("/sys/fs/cgroup", h, path))) rmdirSync(join("/sys/fs/cgroup", h, path));
+      if (v2 && existsSync(join("/sys/fs/cgroup", path))) rmdirSync(join("/sys/fs/cgroup", path));
+    }
+    assert.deepEqual(leaks(), []);
   });
 
   test("create waits for start; state, list and ps report it; kill and delete clean up", () => {
@@ -251,6 +288,14 @@ describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
     const spec = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
     assert.deepEqual(spec.process.args, ["sh"]);
     assert.equal(spec.root.path, "rootfs");
+    // runc's template, field for field, where runc is installed
+    const runc = spawnSync("sh", ["-c", "command -v runc"], { encoding: "utf8" }).stdout.trim();
+    if (runc) {
+      const other = join(dir, "runc");
+      mkdirSync(other);
+      assert.equal(spawnSync(runc, ["spec"], { cwd: other }).status, 0);
+      assert.deepEqual(spec, JSON.parse(readFileSync(join(other, "config.json"), "utf8")));
+    }
     assert.equal(rt(root, ["spec", "--bundle", dir]).code, 1, "refuses to overwrite");
     const f = JSON.parse(rt(root, ["features"]).stdout);
     assert.ok(f.linux.namespaces.includes("time"));

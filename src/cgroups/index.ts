@@ -115,6 +115,14 @@ export class Cgroup {
   pids(): number[] {
     return this.driver.pids(this.path);
   }
+  /** The processes in the cgroup, none when it does not exist (yet). */
+  pidsIfExists(): number[] {
+    try {
+      return this.driver.pids(this.path);
+    } catch {
+      return [];
+    }
+  }
   freeze(frozen: boolean): void {
     this.driver.freeze(this.path, frozen);
   }

@@ -194,6 +194,9 @@ export class Runtime {
     const cgHandle = cgroups.openCgroup(cgPath);
     const frozen = cgHandle.frozenAt();
     if (frozen) throw precondition(`cgroup ${frozen} is frozen: a container started in it would not run until it is thawed`);
+    // processes already there are not the container's: said, as runc says it, and never killed by its delete
+    const strangers = cgHandle.pidsIfExists();
+    if (strangers.length) this.warn(`container's cgroup is not empty: ${strangers.length} process(es) found (${cgPath}); they are left alone`);
     this.store.claim(id);
     trace("runtime: claimed");
     const rec: ContainerRecord = {
@@ -317,12 +320,13 @@ export class Runtime {
     } catch (err) {
       if (pid || rec.pid) killQuietly(pid || rec.pid, 9);
       if (cg) {
-        await waitEmpty(cg);
-        try {
-          cg.remove();
-        } catch {
-          // reported by the original error
-        }
+        // its init (killed above) was the container's only process: what else is there is not ours
+        if (!(await waitEmpty(cg, false)).length)
+          try {
+            cg.remove();
+          } catch {
+            // reported by the original error
+          }
         cg.removeIfEmpty(madeParents);
       }
       this.store.remove(id);
@@ -525,20 +529,27 @@ export class Runtime {
     const status = this.store.status(rec);
     if (status !== "stopped" && !opts.force) throw precondition(`cannot delete container ${id} that is not stopped: ${status}`);
     const cg = rec.cgroupPath ? cgroups.openCgroup(rec.cgroupPath) : undefined;
+    // with a pid namespace of its own, the container's processes die with its init (the kernel
+    // kills the rest); without one they outlive it and are killed by their cgroup, as runc does.
+    // Either way what else is in the cgroup is not the container's, and is left alone.
+    const ownPidNs = (rec.spec.linux?.namespaces ?? []).some((n) => n.type === "pid" && !n.path);
     if (status !== "stopped") {
       if (cg) {
         if (status === "paused") cg.freeze(false);
-        for (const p of cg.pids()) killQuietly(p, 9);
+        if (!ownPidNs) for (const p of cg.pids()) killQuietly(p, 9);
       }
       killQuietly(rec.pid, 9);
       for (let i = 0; i < 1000 && this.store.status(rec) !== "stopped"; i++) await sleep(2);
     }
     trace("delete: stopped");
     if (cg) {
-      await waitEmpty(cg);
+      const left = await waitEmpty(cg, !ownPidNs);
       trace("delete: cgroup empty");
-      cg.remove();
-      trace("delete: cgroup removed");
+      if (left.length) this.warn(`cgroup ${rec.cgroupPath} is left in place: it holds ${left.length} process(es) that are not the container's`);
+      else {
+        cg.remove();
+        trace("delete: cgroup removed");
+      }
     }
     const state = { ...this.store.ociState(rec), status: "stopped" as Status };
     this.store.remove(id);
@@ -760,18 +771,24 @@ async function exitedWithin(run: { exited: Promise<unknown> }, ms: number): Prom
   clearTimeout(timer);
 }
 
-async function waitEmpty(cg: cgroups.Cgroup): Promise<void> {
-  for (let i = 0; i < 500; i++) {
-    let pids: number[];
+/**
+ * Waits for a container's cgroup to empty, killing what is in it when `kill` (its processes outlive
+ * the init without a pid namespace of their own); returns what is still there. Without `kill` the
+ * wait is short: a dead pid namespace's processes are gone by the time its init is reaped.
+ */
+async function waitEmpty(cg: cgroups.Cgroup, kill: boolean): Promise<number[]> {
+  let pids: number[] = [];
+  for (let i = 0; i < (kill ? 500 : 100); i++) {
     try {
       pids = cg.pids();
     } catch {
-      return;
+      return [];
     }
-    if (pids.length === 0) return;
-    for (const p of pids) killQuietly(p, 9);
+    if (pids.length === 0) return [];
+    if (kill) for (const p of pids) killQuietly(p, 9);
     await sleep(2);
   }
+  return pids;
 }
 
 function writePidFile(path: string, pid: number): void {

@@ -205,7 +205,8 @@ export function validateProcess(p: Record<string, Json>, field: string): Process
 function validateLinux(l: Record<string, Json>): void {
   if (l.namespaces !== undefined) {
     need(Array.isArray(l.namespaces), "linux.namespaces", "must be an array");
-    const seen = new Set<string>();
+    const seen = new Map<string, Json>();
+    const dups: number[] = [];
     (l.namespaces as Json[]).forEach((n, i) => {
       need(isObj(n), `linux.namespaces[${i}]`, "must be an object");
       const o = n as Record<string, Json>;
@@ -214,10 +215,15 @@ function validateLinux(l: Record<string, Json>): void {
         `linux.namespaces[${i}].type`,
         `unknown namespace type ${JSON.stringify(o.type)} (known: ${namespaceTypes.join(", ")})`,
       );
-      need(!seen.has(o.type as string), `linux.namespaces[${i}].type`, `namespace ${o.type} is listed twice`);
-      seen.add(o.type as string);
       if (o.path !== undefined) need(isStr(o.path) && (o.path as string).startsWith("/"), `linux.namespaces[${i}].path`, "must be an absolute path");
+      // the same entry twice is one (as runc takes it); two that disagree are an error
+      const before = seen.get(o.type as string) as Record<string, Json> | undefined;
+      if (before) {
+        need((before.path ?? "") === (o.path ?? ""), `linux.namespaces[${i}]`, `namespace ${o.type} is listed twice, ${before.path ? `joining ${before.path}` : "new"} and ${o.path ? `joining ${o.path}` : "new"}`);
+        dups.push(i);
+      } else seen.set(o.type as string, o);
     });
+    if (dups.length) l.namespaces = (l.namespaces as Json[]).filter((_, i) => !dups.includes(i));
   }
   if (l.uidMappings !== undefined) checkMappings(l.uidMappings, "linux.uidMappings");
   if (l.gidMappings !== undefined) checkMappings(l.gidMappings, "linux.gidMappings");
@@ -274,7 +280,7 @@ export function defaultSpec(opts: { rootless?: boolean } = {}): Spec {
     ],
     linux: {
       resources: { devices: [{ allow: false, access: "rwm" }] },
-      namespaces: [{ type: "pid" }, { type: "network" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }, { type: "cgroup" }],
+      namespaces: [{ type: "pid" }, { type: "network" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }],
       maskedPaths: [
         "/proc/acpi",
         "/proc/asound",
