@@ -150,6 +150,31 @@ test("v2 warns about what it cannot honour; v1 refuses unified keys", () => {
   rmSync(v2.root, { recursive: true });
 });
 
+test("v1 with BFQ (blkio.bfq.weight, no blkio.weight): the weights go to BFQ's files, as runc writes them", () => {
+  const v1 = fakeV1();
+  v1.driver.create("/c");
+  const blkio = join(v1.root, "blkio", "c");
+  writeFileSync(join(blkio, "blkio.bfq.weight"), "100");
+  writeFileSync(join(blkio, "blkio.bfq.weight_device"), "");
+  v1.driver.apply("/c", { blockIO: { weight: 300, weightDevice: [{ major: 8, minor: 0, weight: 200 }] } });
+  assert.equal(read(v1.root, "blkio/c/blkio.bfq.weight"), "300");
+  assert.equal(read(v1.root, "blkio/c/blkio.bfq.weight_device"), "8:0 200");
+  assert.equal(existsSync(join(blkio, "blkio.weight")), false);
+  rmSync(v1.root, { recursive: true });
+});
+
+test("hybrid (v1 controllers, an empty v2 tree): unified keys of a v1 controller are refused before anything is written", () => {
+  const v1 = fakeV1();
+  const unified = join(v1.root, "unified");
+  mkdirSync(unified);
+  writeFileSync(join(unified, "cgroup.controllers"), "");
+  const driver = new V1Driver([...v1.driver.hierarchies, { mount: unified, controllers: [], v2: true }], host);
+  driver.create("/c");
+  assert.throws(() => driver.apply("/c", { pids: { limit: 9 }, unified: { "memory.high": "1000000" } }), /invalid configuration: linux.resources.unified.memory.high: the memory controller is on cgroup v1 on this host/);
+  assert.equal(existsSync(join(v1.root, "pids/c/pids.max")), false, "nothing was written");
+  rmSync(v1.root, { recursive: true });
+});
+
 describe(`this host's cgroups (${layout()})`, { skip: rootSkip }, () => {
   const root = newRoot();
   after(() => rmSync(root, { recursive: true, force: true }));
@@ -183,6 +208,17 @@ describe(`this host's cgroups (${layout()})`, { skip: rootSkip }, () => {
     assert.equal(existsSync(cgfile(id, "memory", "")), false, "delete removes the cgroup in every controller");
     rmSync(b, { recursive: true });
     assert.deepEqual(leaks(), []);
+  });
+
+  const bfqOnly = layout() !== "v2" && existsSync("/sys/fs/cgroup/blkio/berth") && existsSync("/sys/fs/cgroup/blkio/berth/blkio.bfq.weight") && !existsSync("/sys/fs/cgroup/blkio/berth/blkio.weight");
+  test("blockIO.weight on a v1 host whose disks use BFQ (no blkio.weight): written to blkio.bfq.weight, the container starts", { skip: !bfqOnly && "needs v1 blkio with BFQ as the only weight (as this dev VM has)" }, () => {
+    const b = makeBundle(["/probe", "sleep", "30"], (s) => (s.linux.resources = { ...s.linux.resources, blockIO: { weight: 300 } }));
+    const id = uniqueId();
+    const r = rt(root, ["run", "-d", "--bundle", b, id]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(readFileSync(cgfile(id, "blkio", "blkio.bfq.weight"), "utf8").trim().split(/\s+/).pop(), "300");
+    assert.equal(rt(root, ["delete", "-f", id]).code, 0);
+    rmSync(b, { recursive: true });
   });
 
   test("the seeds' 30 MB limit kills the 1 MB-a-step allocator near 30 MB; berth reports the OOM kill", async () => {

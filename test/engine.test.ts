@@ -168,6 +168,32 @@ describe("containers", { skip: rootSkip }, () => {
     ok(b(["rm", "-f", "res"]));
   });
 
+  // a block device of this host (the disk under the root file system, say), for docker's per-device flags
+  const disk = fs.existsSync("/sys/block") ? fs.readdirSync("/sys/block").find((d) => !/^(loop|ram|zram|nbd|dm-|md)/.test(d) && fs.existsSync(`/dev/${d}`)) : undefined;
+  test("--device-read-bps, --device-write-iops and --blkio-weight: the container's blkio files; inspect shows them as docker does; bad ones are one clear line", { skip: !disk && "no block device here" }, () => {
+    const dev = `/dev/${disk}`;
+    const [major, minor] = fs.readFileSync(`/sys/block/${disk}/dev`, "utf8").trim().split(":");
+    const v2 = fs.existsSync("/sys/fs/cgroup/cgroup.controllers");
+    const out = ok(b(["run", "--rm", "--device-read-bps", `${dev}:1mb`, "--device-write-iops", `${dev}:100`, "--blkio-weight", "300", "busybox", "sh", "-c", v2 ? "cat /sys/fs/cgroup/io.max" : "cat /sys/fs/cgroup/blkio/blkio.throttle.read_bps_device /sys/fs/cgroup/blkio/blkio.throttle.write_iops_device; cat /sys/fs/cgroup/blkio/blkio.bfq.weight 2>/dev/null || cat /sys/fs/cgroup/blkio/blkio.weight"])).stdout;
+    if (v2) assert.match(out, new RegExp(`^${major}:${minor} rbps=1048576 wbps=max riops=max wiops=100$`, "m"));
+    else {
+      assert.match(out, new RegExp(`^${major}:${minor} 1048576\\n${major}:${minor} 100\\n`));
+      assert.match(out, /^(default )?300$/m, "the weight (BFQ's file where the disk scheduler is BFQ)");
+    }
+    const id = ok(b(["create", "--device-read-bps", `${dev}:2m`, "busybox", "true"])).stdout.trim();
+    assert.equal(ok(b(["inspect", "-f", "{{json .HostConfig.BlkioDeviceReadBps}}", id])).stdout.trim(), `[{"Path":"${dev}","Rate":2097152}]`);
+    ok(b(["rm", id]));
+    for (const [args, message] of [
+      [["--device-read-bps", dev], /invalid argument ".*" for "--device-read-bps" flag: bad format/],
+      [["--device-read-bps", "/dev/null:1mb"], /\/dev\/null is not a block device/],
+      [["--device-write-iops", "/nope:5"], /\/nope: no such device/],
+    ] as const) {
+      const r = b(["run", "--rm", ...args, "busybox", "true"]);
+      assert.equal(r.code, 125);
+      assert.match(r.stderr, message);
+    }
+  });
+
   test("a container's cgroups hold its processes only: the helper that joined them first has left; an exec joins them; --pids-limit 1 starts", async () => {
     const members = (id: string) => {
       // every hierarchy that has the container's cgroup (v1: one per controller set; v2: one)

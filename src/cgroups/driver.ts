@@ -133,6 +133,15 @@ function readPids(dir: string): number[] {
  * rmdir depth-first; a cgroup whose last task is exiting is briefly busy. Most cgroups have no
  * children: the directory is listed only when the first rmdir fails.
  */
+/** The controllers a v2 tree offers (none when it cannot be read: the hybrid's empty tree). */
+function readV2Controllers(mount: string): string[] {
+  try {
+    return readFileSync(join(mount, "cgroup.controllers"), "utf8").trim().split(/\s+/).filter(Boolean);
+  } catch {
+    return [];
+  }
+}
+
 function removeTree(dir: string): void {
   for (let i = 0, listed = false; ; i++) {
     try {
@@ -237,11 +246,20 @@ export class V1Driver implements CgroupDriver {
     if (unifiedKeys.length && !v2) throw invalid(`linux.resources.unified (${unifiedKeys.join(", ")}): needs cgroup v2, and this host has only v1`);
     for (const [key, value] of Object.entries(r.unified ?? {})) writes.push({ controller: "unified", file: key, value });
     // Check every controller first, so a missing one leaves nothing half-written.
+    const v2Controllers = v2 && unifiedKeys.length ? readV2Controllers(v2.mount) : [];
     for (const w of writes) {
       const onV2 = w.controller === "unified" || (w.controller === "hugetlb" && !this.dirOf(path, "hugetlb") && v2);
       if (!onV2 && !this.dirOf(path, w.controller))
         throw new BerthError("Unsupported", `cgroup: the ${w.controller} controller is not available on this host: cannot set ${w.file}`);
+      // the hybrid layout's v2 tree holds no controller the v1 trees have: refused before anything is written
+      const ctl = w.file.split(".")[0]!;
+      if (w.controller === "unified" && ctl !== "cgroup" && !v2Controllers.includes(ctl))
+        throw invalid(`invalid configuration: linux.resources.unified.${w.file}: the ${ctl} controller is on cgroup v1 on this host, not v2 (set it through linux.resources' v1 fields)`);
     }
+    // BFQ: the weight files are blkio.bfq.*; blkio.weight only exists with CFQ (runc looks for BFQ's first)
+    for (const w of writes)
+      if (w.controller === "blkio" && (w.file === "blkio.weight" || w.file === "blkio.weight_device") && existsSync(join(this.dirOf(path, "blkio")!, "blkio.bfq.weight")))
+        w.file = w.file.replace("blkio.", "blkio.bfq.");
     const memLimit = writes.find((w) => w.file === "memory.limit_in_bytes");
     const memsw = writes.find((w) => w.file === "memory.memsw.limit_in_bytes");
     for (const w of writes) {

@@ -173,11 +173,41 @@ export function resourcesFor(hc: HostConfig): LinuxResources {
   if (hc.CpusetMems) cpu.mems = hc.CpusetMems;
   if (Object.keys(cpu).length) r.cpu = cpu;
   if (hc.PidsLimit !== undefined && hc.PidsLimit !== 0) r.pids = { limit: hc.PidsLimit };
+  const blockIO: NonNullable<LinuxResources["blockIO"]> = {};
   if (hc.BlkioWeight) {
     if (hc.BlkioWeight < 10 || hc.BlkioWeight > 1000) throw invalid("Range of blkio weight is from 10 to 1000");
-    r.blockIO = { weight: hc.BlkioWeight };
+    blockIO.weight = hc.BlkioWeight;
   }
+  for (const d of hc.BlkioWeightDevice ?? []) {
+    if (d.Weight < 10 || d.Weight > 1000) throw invalid(`invalid weight for device ${d.Path}: ${d.Weight} (the range is 10 to 1000)`);
+    (blockIO.weightDevice ??= []).push({ ...blockDevice(d.Path), weight: d.Weight });
+  }
+  const throttles = [
+    ["BlkioDeviceReadBps", "throttleReadBpsDevice"],
+    ["BlkioDeviceWriteBps", "throttleWriteBpsDevice"],
+    ["BlkioDeviceReadIOps", "throttleReadIOPSDevice"],
+    ["BlkioDeviceWriteIOps", "throttleWriteIOPSDevice"],
+  ] as const;
+  for (const [field, key] of throttles)
+    for (const d of hc[field] ?? []) {
+      if (!Number.isInteger(d.Rate) || d.Rate < 0) throw invalid(`invalid rate for device ${d.Path}: ${d.Rate}`);
+      (blockIO[key] ??= []).push({ ...blockDevice(d.Path), rate: d.Rate });
+    }
+  if (Object.keys(blockIO).length) r.blockIO = blockIO;
   return r;
+}
+
+/** A block device's numbers, as dockerd finds them for the blkio flags. */
+function blockDevice(path: string): { major: number; minor: number } {
+  let st: fs.BigIntStats | undefined;
+  try {
+    st = fs.statSync(path, { bigint: true });
+  } catch {
+    throw invalid(`${path}: no such device`);
+  }
+  if (!st.isBlockDevice()) throw invalid(`${path} is not a block device`);
+  const rdev = st.rdev;
+  return { major: Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn)), minor: Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn)) };
 }
 
 function onlineCpus(): number[] {

@@ -98,6 +98,12 @@ export interface HostConfig {
   CpusetMems: string;
   PidsLimit?: number;
   BlkioWeight: number;
+  /** Per-device weights and throttles (docker's --blkio-weight-device, --device-read-bps …): a device path and a value. */
+  BlkioWeightDevice?: { Path: string; Weight: number }[] | null;
+  BlkioDeviceReadBps?: { Path: string; Rate: number }[] | null;
+  BlkioDeviceWriteBps?: { Path: string; Rate: number }[] | null;
+  BlkioDeviceReadIOps?: { Path: string; Rate: number }[] | null;
+  BlkioDeviceWriteIOps?: { Path: string; Rate: number }[] | null;
   ExtraHosts?: string[] | null;
   /** "80/tcp" -> where it is published on the host (HostPort "" picks a free port) */
   PortBindings?: Record<string, Array<{ HostIp: string; HostPort: string }>> | null;

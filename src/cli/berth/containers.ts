@@ -94,6 +94,11 @@ const runFlags: Flag[] = [
   { long: "oom-kill-disable", kind: "bool" },
   { long: "device", kind: "list" },
   { long: "device-cgroup-rule", kind: "list" },
+  { long: "blkio-weight-device", kind: "list" },
+  { long: "device-read-bps", kind: "list" },
+  { long: "device-write-bps", kind: "list" },
+  { long: "device-read-iops", kind: "list" },
+  { long: "device-write-iops", kind: "list" },
   { long: "shm-size", kind: "string" },
   { long: "read-only", kind: "bool" },
   { long: "cap-add", kind: "list" },
@@ -282,6 +287,22 @@ export function createRequest(flags: FlagValues, args: string[]): CreateRequest 
     return { PathOnHost: host!, PathInContainer: ctr && !/^[rwm]+$/.test(ctr) ? ctr : host!, CgroupPermissions: perms ?? (ctr && /^[rwm]+$/.test(ctr) ? ctr : "rwm") };
   });
   if (list(flags["device-cgroup-rule"]).length) hc.DeviceCgroupRules = list(flags["device-cgroup-rule"]);
+  // PATH:VALUE, as docker's: a weight, a rate in bytes (with docker's units) or in operations
+  const perDevice = (flag: string, value: (v: string) => number | undefined) =>
+    list(flags[flag]).map((spec) => {
+      const i = spec.lastIndexOf(":");
+      const v = i > 0 ? value(spec.slice(i + 1)) : undefined;
+      if (i <= 0 || !spec.startsWith("/") || v === undefined || !Number.isFinite(v)) throw invalid(`invalid argument "${spec}" for "--${flag}" flag: bad format for ${flag}: ${spec}`);
+      return { Path: spec.slice(0, i), value: v };
+    });
+  const count = (v: string) => (/^\d+$/.test(v) ? Number(v) : undefined);
+  const bytes = (v: string) => (/^\d+(\.\d+)?[bkmg]?b?$/i.test(v) ? parseSize(v) : undefined);
+  const weights = perDevice("blkio-weight-device", count).map((d) => ({ Path: d.Path, Weight: d.value }));
+  if (weights.length) hc.BlkioWeightDevice = weights;
+  for (const [flag, field, value] of [["device-read-bps", "BlkioDeviceReadBps", bytes], ["device-write-bps", "BlkioDeviceWriteBps", bytes], ["device-read-iops", "BlkioDeviceReadIOps", count], ["device-write-iops", "BlkioDeviceWriteIOps", count]] as const) {
+    const rates = perDevice(flag, value).map((d) => ({ Path: d.Path, Rate: d.value }));
+    if (rates.length) hc[field] = rates;
+  }
   if (str(flags["shm-size"]) !== undefined) hc.ShmSize = size(str(flags["shm-size"]), "shm-size", "run");
   hc.ReadonlyRootfs = !!flags["read-only"];
   hc.CapAdd = list(flags["cap-add"]).length ? list(flags["cap-add"]) : null;
