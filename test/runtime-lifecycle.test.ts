@@ -122,6 +122,61 @@ describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
     assert.deepEqual(leaks(), []);
   });
 
+  test("exec --ignore-paused into a paused container starts once it is resumed (runc's behaviour); exec --cgroup enters a sub-cgroup", async () => {
+    const b = makeBundle(["/probe", "sleep", "60"]);
+    const id = uniqueId();
+    assert.equal(rt(root, ["run", "-d", "--bundle", b, id]).code, 0);
+    try {
+      assert.equal(rt(root, ["pause", id]).code, 0);
+      const refused = rt(root, ["exec", id, "/probe", "hostname"]);
+      assert.equal(refused.code, 255);
+      assert.match(refused.stderr, /cannot exec in a paused container \(use --ignore-paused to override\)/);
+      const env = { ...process.env };
+      delete env.NODE_EXTRA_CA_CERTS;
+      const t0 = Date.now();
+      const child = spawn(process.execPath, [cli, "--root", root, "exec", "--ignore-paused", id, "/probe", "hostname"], { env, stdio: ["ignore", "pipe", "pipe"] });
+      let out = "";
+      child.stdout!.on("data", (d) => (out += d));
+      child.stderr!.on("data", (d) => (out += d));
+      const done = new Promise<number | null>((r) => child.on("exit", r));
+      await new Promise((r) => setTimeout(r, 800));
+      assert.equal(out, "", "nothing runs while the container is frozen");
+      assert.equal(rt(root, ["resume", id]).code, 0);
+      assert.equal(await done, 0, out);
+      assert.ok(Date.now() - t0 >= 800);
+      assert.match(out, /^berth-test$/m);
+      // --cgroup: a sub-cgroup made beforehand, in every hierarchy (plain) or one controller's (controller:path)
+      const v2 = existsSync("/sys/fs/cgroup/cgroup.controllers");
+      const dirs = v2 ? [`/sys/fs/cgroup/berth/${id}`] : readdirSync("/sys/fs/cgroup").map((h) => `/sys/fs/cgroup/${h}/berth/${id}`).filter((d) => existsSync(d));
+      for (const d of dirs) {
+        mkdirSync(join(d, "sub"));
+        // a new v1 cpuset cgroup takes no task until it has cpus and mems (as under runc)
+        for (const f of ["cpuset.cpus", "cpuset.mems"]) if (!v2 && existsSync(join(d, f))) writeFileSync(join(d, "sub", f), readFileSync(join(d, f)));
+      }
+      const inSub = rt(root, ["exec", "--cgroup", "sub", id, "/bin/cat", "/proc/self/cgroup"]);
+      assert.equal(inSub.code, 0, inSub.stderr);
+      const lines = inSub.stdout.trim().split("\n").filter((l) => !/:name=systemd:|^0::/.test(l) || v2);
+      assert.ok(lines.length > 0 && lines.every((l) => l.endsWith("/sub")), inSub.stdout);
+      if (!v2) {
+        mkdirSync(`/sys/fs/cgroup/memory/berth/${id}/only`);
+        const one = rt(root, ["exec", "--cgroup", "memory:only", id, "/bin/cat", "/proc/self/cgroup"]);
+        assert.equal(one.code, 0, one.stderr);
+        // paths as the container's cgroup namespace shows them (its root is the container's cgroup)
+        assert.match(one.stdout, /:memory:\/only$/m);
+        assert.match(one.stdout, /:pids:\/$/m, "other controllers stay in the container's cgroup");
+      }
+      for (const [arg, message] of [["../x", /cannot leave the container's cgroup/], ["nosuch", /there is no such sub-cgroup/]] as const) {
+        const r = rt(root, ["exec", "--cgroup", arg, id, "/probe", "hostname"]);
+        assert.equal(r.code, 255);
+        assert.match(r.stderr, message);
+      }
+    } finally {
+      rt(root, ["delete", "-f", id]);
+      rmSync(b, { recursive: true });
+    }
+    assert.deepEqual(leaks(), []);
+  });
+
   test("create waits for start; state, list and ps report it; kill and delete clean up", () => {
     const bundle = makeBundle(["/probe", "sleep", "60"]);
     const id = uniqueId();

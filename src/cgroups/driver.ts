@@ -8,7 +8,7 @@
  */
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from "node:fs";
 import { join } from "../common/path.js";
-import { BerthError, invalid } from "../common/errors.js";
+import { BerthError, invalid, notFound } from "../common/errors.js";
 import { mkdirsAsync } from "../common/sys.js";
 import { defaultDeviceRules, v1Writes, v2Writes, validateResources, type CgroupWrite, type DeviceRule, type HostLimits, type LinuxResources } from "./resources.js";
 import { deviceFilterProgram } from "./devicefilter.js";
@@ -44,6 +44,21 @@ export interface EntryOptions {
   /** Whether the pids limit leaves no room for the helper beside the process (the caller knows
    * how many the cgroup holds: a new container none, an exec's container its own) */
   pidsTight?: boolean;
+  /**
+   * exec --cgroup: an existing sub-cgroup of the container's to enter instead, for every hierarchy
+   * ("" key) or by v1 controller ("memory" → "sub"), as runc's `[controller:]path`.
+   */
+  sub?: Record<string, string>;
+}
+
+/** The sub-cgroup of `dir` an exec asked for, checked: inside the container's cgroup, and made already. */
+function subDir(dir: string, controllers: string[], sub: Record<string, string> | undefined): string {
+  const rel = sub ? (controllers.map((c) => sub[c]).find((x) => x !== undefined) ?? sub[""]) : undefined;
+  if (rel === undefined) return dir;
+  if (rel.split("/").includes("..")) throw invalid(`--cgroup ${rel}: a sub-cgroup cannot leave the container's cgroup`);
+  const out = join(dir, rel);
+  if (!existsSync(out)) throw notFound(`--cgroup ${rel}: there is no such sub-cgroup (${out})`);
+  return out;
 }
 
 /** This process's cgroup in each v1 hierarchy, by its controllers ("cpu,cpuacct"), from
@@ -224,8 +239,12 @@ export class V1Driver implements CgroupDriver {
   entry(path: string, opts: EntryOptions): CgroupEntry {
     const own = opts.helperJoins ? ownCgroups() : new Map<string, string>();
     const e: CgroupEntry = { joins: [], procs: [] };
+    for (const c of Object.keys(opts.sub ?? {}))
+      if (c && !this.hierarchies.some((h) => h.controllers.includes(c))) throw invalid(`--cgroup ${c}:…: no cgroup v1 hierarchy has the ${c} controller`);
     for (const h of this.hierarchies) {
-      const dir = join(h.mount, path);
+      // the hybrid's v2 tree (no controllers) takes the sub-cgroup where it was made there too
+      const mine = join(h.mount, path);
+      const dir = h.v2 && !existsSync(join(mine, opts.sub?.[""] ?? "")) ? mine : subDir(mine, h.v2 ? [] : h.controllers, opts.sub);
       const back = own.get([...h.controllers].sort().join(","));
       const noRoom = h.controllers.includes("pids") && opts.pidsTight;
       if (h.v2) e.cloneInto = dir;
@@ -396,8 +415,10 @@ export class V2Driver implements CgroupDriver {
     return [join(this.mount, path, "cgroup.procs")];
   }
 
-  entry(path: string): CgroupEntry {
-    return { cloneInto: join(this.mount, path), joins: [], procs: [join(this.mount, path, "cgroup.procs")] };
+  entry(path: string, opts: EntryOptions = { helperJoins: false }): CgroupEntry {
+    if (Object.keys(opts.sub ?? {}).some(Boolean)) throw invalid("--cgroup: on cgroup v2 a sub-cgroup is given without a controller");
+    const dir = subDir(join(this.mount, path), [], opts.sub);
+    return { cloneInto: dir, joins: [], procs: [join(dir, "cgroup.procs")] };
   }
 
   apply(path: string, r: LinuxResources): string[] {

@@ -211,9 +211,9 @@ function mapText(maps: { containerID: number; hostID: number; size: number }[]):
 }
 
 /** How the process enters its cgroup (cgroups.CgroupEntry) as plan records; only root's helper joins. */
-function cgroupEntryOps(cg: cgroups.Cgroup | undefined, pidsTight: boolean, known?: cgroups.CgroupEntry): PlanOp[] {
+function cgroupEntryOps(cg: cgroups.Cgroup | undefined, pidsTight: boolean, known?: cgroups.CgroupEntry, sub?: Record<string, string>): PlanOp[] {
   if (!cg) return [];
-  const e = known ?? cg.entry({ helperJoins: process.getuid?.() === 0, pidsTight });
+  const e = known ?? cg.entry({ helperJoins: process.getuid?.() === 0, pidsTight, ...(sub ? { sub } : {}) });
   const ops: PlanOp[] = [...e.joins.map((j): PlanOp => [Op.CGROUP_JOIN, j.dir, j.back]), ...e.procs.map((f): PlanOp => [Op.CGROUP_PROCS, f])];
   if (e.cloneInto) ops.push([Op.CLONE_INTO_CGROUP, e.cloneInto]);
   return ops;
@@ -439,6 +439,8 @@ export function execPlan(input: {
   process: Process;
   rootfs: string;
   cgroup?: cgroups.Cgroup;
+  /** exec --cgroup: the sub-cgroup to enter (see cgroups' EntryOptions.sub). */
+  cgroupSub?: Record<string, string>;
   /** The container's pids limit (its cgroup's). */
   pidsLimit?: number;
   consoleSocket?: string;
@@ -453,7 +455,7 @@ export function execPlan(input: {
   // Opened in the host before joining; the child chroots into it (pivot_root and no-pivot alike).
   ops.push([Op.ROOT_OF, String(input.pid)]);
   // a running container's processes already count against its pids limit
-  ops.push(...cgroupEntryOps(input.cgroup, (input.pidsLimit ?? 0) > 0));
+  ops.push(...cgroupEntryOps(input.cgroup, (input.pidsLimit ?? 0) > 0, undefined, input.cgroupSub));
   for (const t of joinOrder)
     if (input.namespaces.includes(t)) {
       const path = `/proc/${input.pid}/ns/${procNsName[t]}`;

@@ -78,6 +78,10 @@ export interface ExecOptions {
   onHelper?: (pid: number) => void;
   /** Foreground: forward this process's SIGINT, SIGTERM, SIGHUP and SIGQUIT to it (default; not in a server). */
   forwardSignals?: boolean;
+  /** Exec into a paused container too (runc's --ignore-paused): the process starts once it is resumed. */
+  ignorePaused?: boolean;
+  /** A sub-cgroup of the container's to enter ("" key: every hierarchy; or by v1 controller), as runc's --cgroup. */
+  cgroupSub?: Record<string, string>;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -640,7 +644,7 @@ export class Runtime {
     const rec = this.store.read(id);
     const status = this.store.status(rec);
     if (status === "stopped") throw precondition("cannot exec in a stopped container");
-    if (status === "paused") throw precondition("cannot exec in a paused container");
+    if (status === "paused" && !opts.ignorePaused) throw precondition("cannot exec in a paused container (use --ignore-paused to override)");
     if (status === "creating") throw precondition("cannot exec in a container that is being created");
     if (proc.terminal && opts.detach && !opts.consoleSocket) throw invalid("cannot allocate tty if runc will detach without setting console socket");
     const lsm = this.checkLabels(rec.spec, proc);
@@ -651,6 +655,7 @@ export class Runtime {
       process: proc,
       rootfs: rec.rootfs,
       cgroup: rec.cgroupPath ? cgroups.openCgroup(rec.cgroupPath) : undefined,
+      ...(opts.cgroupSub ? { cgroupSub: opts.cgroupSub } : {}),
       pidsLimit: rec.spec.linux?.resources?.pids?.limit,
       consoleSocket: opts.consoleSocket,
       foreground: !opts.detach,

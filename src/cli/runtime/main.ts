@@ -60,7 +60,7 @@ const commandFlags: Record<string, FlagDef[]> = {
     { names: ["no-new-privs"], kind: "bool" },
     { names: ["cap", "c"], kind: "list" },
     { names: ["preserve-fds"], kind: "int" },
-    { names: ["cgroup"], kind: "list", unsupported: "joining a sub-cgroup on exec is not supported yet" },
+    { names: ["cgroup"], kind: "list" },
     { names: ["ignore-paused"], kind: "bool" },
   ],
   spec: [{ names: ["bundle", "b"], kind: "string" }, { names: ["rootless"], kind: "bool" }],
@@ -364,6 +364,16 @@ async function main(argv: string[]): Promise<number> {
     }
     case "exec": {
       const id = needId(p, cmd);
+      /** runc's --cgroup values: `path` (every hierarchy) or `controller[,controller]:path`. */
+      const cgroupSubs = (values: string[]): Record<string, string> => {
+        const out: Record<string, string> = {};
+        for (const v of values) {
+          const i = v.indexOf(":");
+          if (i < 0) out[""] = v;
+          else for (const c of v.slice(0, i).split(",")) out[c] = v.slice(i + 1);
+        }
+        return out;
+      };
       const { validateProcess } = await import("../../runtime/spec.js");
       // as runc: exec's own failures exit 255, so a caller tells them from the process's exit code
       try {
@@ -373,6 +383,8 @@ async function main(argv: string[]): Promise<number> {
           pidFile: f["pid-file"] as string | undefined,
           detach: !!f.detach,
           preserveFds: (f["preserve-fds"] as number | undefined) ?? 0,
+          ignorePaused: !!f["ignore-paused"],
+          ...(((f.cgroup as string[] | undefined) ?? []).length ? { cgroupSub: cgroupSubs(f.cgroup as string[]) } : {}),
         });
         return r.exitCode ?? 0;
       } catch (err) {
