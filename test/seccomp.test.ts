@@ -4,7 +4,8 @@ import assert from "node:assert/strict";
 import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { compileSeccomp, seccompRecords, type Seccomp } from "../src/security/index.js";
-import { background, makeBundle, newRoot, project, rootSkip, rt, runIn, tempDir, uniqueId } from "./helpers.js";
+import { background, makeBundle, newRoot, project, rootSkip, rt, runIn, tempDir, uniqueId, type AnySpec } from "./helpers.js";
+import { spawnSync } from "node:child_process";
 
 test("profile errors name the entry", () => {
   const cases: [Seccomp, RegExp][] = [
@@ -94,6 +95,28 @@ describe("filters in force inside containers", { skip: rootSkip }, () => {
     assert.match(r.stderr, /Permission denied/, "errnoRet 13 is EACCES");
     const killed = runIn(["/probe", "pid"], (s) => (s.linux.seccomp = { defaultAction: "SCMP_ACT_ALLOW", syscalls: [{ names: ["getppid"], action: "SCMP_ACT_KILL_PROCESS" }] }));
     assert.equal(killed.code, 128 + 31, "SIGSYS");
+  });
+
+  test("two conditions on the same argument: each its own rule (either matches), as runc splits them; runc agrees", () => {
+    const script = "kill -0 $$; echo kill0=$?; kill -USR1 $$; echo usr1=$?; kill -USR2 $$; echo usr2=$?";
+    const edit = (s: AnySpec) => {
+      s.linux.seccomp = {
+        defaultAction: "SCMP_ACT_ALLOW",
+        syscalls: [{ names: ["kill"], action: "SCMP_ACT_ERRNO", errnoRet: 1, args: [{ index: 1, value: 10, op: "SCMP_CMP_EQ" }, { index: 1, value: 12, op: "SCMP_CMP_EQ" }] }],
+      };
+    };
+    const r = runIn(["/bin/sh", "-c", script], edit);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "kill0=0\nusr1=1\nusr2=1\n");
+    const runc = spawnSync("sh", ["-c", "command -v runc"], { encoding: "utf8" }).stdout.trim();
+    if (runc) {
+      const b = makeBundle(["/bin/sh", "-c", script], edit);
+      const root = newRoot();
+      const theirs = spawnSync(runc, ["--root", root, "run", "--bundle", b, uniqueId("runc")], { encoding: "utf8" });
+      rmSync(b, { recursive: true });
+      rmSync(root, { recursive: true, force: true });
+      assert.equal(theirs.stdout, r.stdout, `runc: ${theirs.stderr}`);
+    }
   });
 
   test("without no_new_privs the filter is loaded while the runtime still may, and holds for a non-root user", () => {

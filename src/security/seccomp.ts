@@ -135,11 +135,16 @@ export function seccompRecords(s: Seccomp): { records: SeccompRecord[]; flags: n
     });
     // A rule with the default action changes nothing (and libseccomp refuses it), as runc skips it.
     if (action === def) return;
+    // libseccomp takes one condition per argument in a rule: with two on the same argument each
+    // becomes a rule of its own (any of them matches), as runc splits them
+    const indexes = (sc.args ?? []).map((a) => a.index);
+    const split = indexes.some((x, k) => indexes.indexOf(x) !== k);
+    const ruleConds = split ? Array.from({ length: conds.length / 4 }, (_, k) => conds.slice(k * 4, k * 4 + 4)) : [conds];
     for (const name of sc.names) {
       if (typeof name !== "string" || !name) throw invalid(`${field}.names: must be non-empty strings`);
       // the agent would be stopped writing its own answer, or the container's runtime its output (runc refuses it too)
       if (name === "write" && sc.action === "SCMP_ACT_NOTIFY") throw invalid(`${field}: SCMP_ACT_NOTIFY cannot be used for write (the container could deadlock waiting on its agent)`);
-      records.push(["RULE", String(action), name, ...conds]);
+      for (const c of ruleConds) records.push(["RULE", String(action), name, ...c]);
     }
   });
   return { records, flags };
