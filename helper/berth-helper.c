@@ -404,6 +404,16 @@ static void do_mount(char **a) {
   }
 }
 
+/* rro, rnosuid, …: the attributes on the mount and every submount (runc's recursive options) */
+static void do_mount_setattr(char **a) {
+  char procpath[64];
+  int fd = reopen_target(a[0], procpath, sizeof procpath);
+  struct mount_attr attr = {.attr_set = (uint64_t)num(a[1]), .attr_clr = (uint64_t)num(a[2])};
+  if (mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0)
+    die(errno, errno == ENOSYS ? "recursive mount options on %s need Linux 5.12 (mount_setattr)" : "set recursive mount options on %s", a[0]);
+  close(fd);
+}
+
 static void do_mknod(char **a) {
   const char *path = a[0];
   char buf[PATH_MAX];
@@ -833,6 +843,7 @@ static void run_child(int release_fd) {
       TRY(root_fd, "open the rootfs %s", a[0]);
       break;
     case OP_MOUNT: do_mount(a); break;
+    case OP_MOUNT_SETATTR: do_mount_setattr(a); break;
     case OP_MKNOD: do_mknod(a); break;
     case OP_SYMLINK: do_symlink(a); break;
     case OP_PIVOT_ROOT: do_pivot_root(); close_idmap_fds(); break;

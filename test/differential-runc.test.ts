@@ -2,8 +2,9 @@
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { rmSync } from "node:fs";
-import { makeBundle, newRoot, nsOf, rootSkip, rt, uniqueId, type AnySpec } from "./helpers.js";
+import { mkdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { makeBundle, newRoot, nsOf, rootSkip, rt, tempDir, uniqueId, type AnySpec } from "./helpers.js";
 
 const runcPath = spawnSync("sh", ["-c", "command -v runc"], { encoding: "utf8" }).stdout.trim();
 const skip = rootSkip || (runcPath ? false : "runc is not installed (npm test installs it as root)");
@@ -91,6 +92,27 @@ describe("berth-runtime and runc agree", { skip }, () => {
     for (const cmd of ["umask", "cwd", "env"]) {
       const { runc, berth } = runBoth(["/probe", cmd], edit);
       assert.deepEqual(berth.split("\n").sort(), runc.split("\n").sort(), cmd);
+    }
+  });
+
+  test("recursive mount options: rro (and rnoexec) reach a bind's submounts, plain ro only the top", () => {
+    const src = tempDir("berth-rro-");
+    mkdirSync(join(src, "sub"));
+    assert.equal(spawnSync("mount", ["-t", "tmpfs", "berth-test-rro", join(src, "sub")]).status, 0);
+    try {
+      const script = "touch /mnt/a 2>/dev/null && echo top-rw || echo top-ro; touch /mnt/sub/b 2>/dev/null && echo sub-rw || echo sub-ro; grep ' /mnt' /proc/self/mountinfo | cut -d' ' -f5,6";
+      const seen: Record<string, string> = {};
+      for (const options of [["rbind", "ro"], ["rbind", "rro"], ["rbind", "rro", "rnoexec"]]) {
+        const { runc, berth } = runBoth(["/bin/sh", "-c", script], (s) => s.mounts.push({ destination: "/mnt", type: "bind", source: src, options }));
+        assert.equal(berth, runc, options.join(","));
+        seen[options.join(",")] = berth;
+      }
+      assert.match(seen["rbind,ro"]!, /^top-ro\nsub-rw\n/);
+      assert.match(seen["rbind,rro"]!, /^top-ro\nsub-ro\n\/mnt ro,relatime\n\/mnt\/sub ro,relatime\n$/);
+      assert.match(seen["rbind,rro,rnoexec"]!, /\/mnt\/sub ro,noexec,relatime/);
+    } finally {
+      spawnSync("umount", [join(src, "sub")]);
+      rmSync(src, { recursive: true, force: true });
     }
   });
 });

@@ -398,6 +398,27 @@ describe("containers", { skip: rootSkip }, () => {
     ok(b(["rm", id]));
   });
 
+  test("a read-only bind is read-only with its submounts (docker ≥ 25); bind-recursive=writable|disabled, bind-propagation; unknown --mount keys refused", () => {
+    const src = tempDir("berth-rbind-");
+    fs.mkdirSync(join(src, "sub"));
+    assert.equal(spawnSync("mount", ["-t", "tmpfs", "berth-test-rbind", join(src, "sub")]).status, 0);
+    try {
+      const probe = "touch /mnt/sub/x 2>/dev/null && echo sub-rw || echo sub-ro; grep -c ' /mnt' /proc/self/mountinfo";
+      const run = (mount: string[]) => ok(b(["run", "--rm", ...mount, "busybox", "sh", "-c", probe])).stdout;
+      assert.equal(run(["-v", `${src}:/mnt:ro`]), "sub-ro\n2\n");
+      assert.equal(run(["--mount", `type=bind,src=${src},dst=/mnt,readonly`]), "sub-ro\n2\n");
+      assert.equal(run(["--mount", `type=bind,src=${src},dst=/mnt,readonly,bind-recursive=writable`]), "sub-rw\n2\n");
+      assert.equal(run(["--mount", `type=bind,src=${src},dst=/mnt,bind-recursive=disabled`]), "sub-rw\n1\n", "without the submount, the directory under it is the source's own");
+      assert.equal(run(["--mount", `type=bind,src=${src},dst=/mnt,bind-propagation=rslave`]), "sub-rw\n2\n");
+      const bad = b(["run", "--rm", "--mount", `type=bind,src=${src},dst=/mnt,bogus=1`, "busybox", "true"]);
+      assert.equal(bad.code, 125);
+      assert.match(bad.stderr, /unexpected key 'bogus' in 'bogus=1'/);
+    } finally {
+      spawnSync("umount", [join(src, "sub")]);
+      fs.rmSync(src, { recursive: true, force: true });
+    }
+  });
+
   test("volumes: named volumes keep data across containers; in use cannot go; prune takes anonymous ones", () => {
     assert.equal(ok(b(["volume", "create", "--label", "team=a", "data"])).stdout, "data\n");
     ok(b(["run", "--rm", "-v", "data:/data", "busybox", "sh", "-c", "echo kept > /data/f"]));

@@ -8,6 +8,7 @@
 import { trace } from "../common/trace.js";
 import * as fs from "node:fs";
 import { connect, type Socket } from "node:net";
+import { release } from "node:os";
 import { join } from "../common/path.js";
 import { basename, dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -60,6 +61,16 @@ declare global {
 
 function procStart(pid: number): number | undefined {
   return processStartTime(pid)?.start;
+}
+
+/** Whether this kernel has mount_setattr (5.12), which makes a bind read-only with its submounts (asked at run time: the start-up snapshot is made elsewhere). */
+let recursiveReadOnlyKnown: boolean | undefined;
+function recursiveReadOnly(): boolean {
+  if (recursiveReadOnlyKnown === undefined) {
+    const [major, minor] = release().split(".").map(Number);
+    recursiveReadOnlyKnown = major! > 5 || (major === 5 && minor! >= 12);
+  }
+  return recursiveReadOnlyKnown;
 }
 
 export class Engine {
@@ -351,7 +362,7 @@ export class Engine {
       if (out.some((o) => o.Destination === m.Target)) throw invalid(`Duplicate mount point: ${m.Target}`);
       if (m.Type === "bind") {
         if (!m.Source || !fs.existsSync(m.Source)) throw invalid(`invalid mount config for type "bind": bind source path does not exist: ${m.Source ?? ""}`);
-        out.push({ Type: "bind", Source: m.Source, Destination: m.Target, Mode: m.ReadOnly ? "ro" : "", RW: !m.ReadOnly, Propagation: m.BindOptions?.Propagation ?? "rprivate" });
+        out.push({ Type: "bind", Source: m.Source, Destination: m.Target, Mode: m.ReadOnly ? "ro" : "", RW: !m.ReadOnly, Propagation: m.BindOptions?.Propagation ?? "rprivate", ...(m.ReadOnly && m.BindOptions?.ReadOnlyNonRecursive ? { NonRecursiveRO: true } : {}), ...(m.BindOptions?.NonRecursive ? { NonRecursive: true } : {}) });
       } else if (m.Type === "volume") {
         const v = this.volumes.create(m.Source, { anonymous: !m.Source });
         out.push({ Type: "volume", Name: v.Name, Source: v.Mountpoint, Destination: m.Target, Driver: "local", Mode: m.ReadOnly ? "ro" : "z", RW: !m.ReadOnly, Propagation: "", ...(m.Source ? {} : { Anonymous: true }) });
@@ -378,7 +389,8 @@ export class Engine {
     return (rec.Mounts ?? []).map((m) =>
       m.Type === "tmpfs"
         ? { destination: m.Destination, type: "tmpfs", source: "tmpfs", options: ["nosuid", "nodev", "noexec", ...m.Mode.split(",").filter(Boolean)] }
-        : { destination: m.Destination, type: "bind", source: m.Source, options: ["rbind", m.RW ? "rw" : "ro", m.Propagation || "rprivate"] },
+        : // read-only all the way down, as docker ≥ 25 makes read-only binds where the kernel can (5.12's mount_setattr)
+          { destination: m.Destination, type: "bind", source: m.Source, options: [m.NonRecursive ? "bind" : "rbind", m.RW ? "rw" : "ro", ...(!m.RW && !m.NonRecursiveRO && !m.NonRecursive && recursiveReadOnly() ? ["rro"] : []), m.Propagation || "rprivate"] },
     );
   }
 

@@ -44,7 +44,7 @@ export function containerInspect(v: ContainerView, images: ImageStore, root: str
       Name: images.snapshots.kind === "overlay" ? "overlay2" : "vfs",
       Data: images.snapshots.kind === "overlay" ? { UpperDir: images.snapshots.changes(rec.Id), WorkDir: images.snapshots.changes(rec.Id).replace(/upper$/, "work"), MergedDir: `${dir}/rootfs` } : { Dir: images.snapshots.changes(rec.Id) },
     },
-    Mounts: (rec.Mounts ?? []).filter((m) => m.Type !== "tmpfs").map(({ Anonymous: _a, ...m }) => m),
+    Mounts: (rec.Mounts ?? []).filter((m) => m.Type !== "tmpfs").map(({ Anonymous: _a, NonRecursiveRO: _n, NonRecursive: _r, ...m }) => m),
     Config: rec.Config,
     NetworkSettings: state.NetworkSettings ?? { Bridge: "", SandboxKey: "", Ports: Object.fromEntries(Object.keys(rec.Config.ExposedPorts ?? {}).map((k) => [k, null])), IPAddress: "", IPPrefixLen: 0, Gateway: "", MacAddress: "", Networks: requestedNetworks(rec) },
   };

@@ -52,6 +52,10 @@ export interface MountPoint {
   RW: boolean;
   Propagation: string;
   Anonymous?: boolean;
+  /** A read-only bind whose submounts stay writable (BindOptions.ReadOnlyNonRecursive); not shown by inspect. */
+  NonRecursiveRO?: boolean;
+  /** A bind without the source's submounts (BindOptions.NonRecursive); not shown by inspect. */
+  NonRecursive?: boolean;
 }
 
 export interface ContainerRecord {

@@ -40,7 +40,11 @@ export interface MountSpec {
   Source?: string;
   Target: string;
   ReadOnly?: boolean;
-  BindOptions?: { Propagation?: string };
+  /**
+   * NonRecursive: the source's submounts are not brought along (bind, not rbind); ReadOnlyNonRecursive:
+   * a read-only bind's submounts stay writable (docker ≥ 25 makes them read-only too).
+   */
+  BindOptions?: { Propagation?: string; NonRecursive?: boolean; ReadOnlyNonRecursive?: boolean };
   TmpfsOptions?: { SizeBytes?: number; Mode?: number };
 }
 

@@ -56,21 +56,40 @@ const propagationOptions: Record<string, number> = {
   private: MS.PRIVATE, rprivate: MS.PRIVATE | MS.REC, shared: MS.SHARED, rshared: MS.SHARED | MS.REC,
   slave: MS.SLAVE, rslave: MS.SLAVE | MS.REC, unbindable: MS.UNBINDABLE, runbindable: MS.UNBINDABLE | MS.REC,
 };
+/** mount_setattr's MOUNT_ATTR_* bits (linux/mount.h). */
+const ATTR = { RDONLY: 0x1, NOSUID: 0x2, NODEV: 0x4, NOEXEC: 0x8, ATIME: 0x70, RELATIME: 0, NOATIME: 0x10, STRICTATIME: 0x20, NODIRATIME: 0x80, NOSYMFOLLOW: 0x200000 } as const;
+/**
+ * runc's recursive options → [attributes to set, to clear] on the mount and all below it. An atime
+ * mode is set whole (the kernel takes the three atime bits together); clearing one means relatime.
+ */
+const recursiveOptions: Record<string, [number, number]> = {
+  rro: [ATTR.RDONLY, 0], rrw: [0, ATTR.RDONLY], rnosuid: [ATTR.NOSUID, 0], rsuid: [0, ATTR.NOSUID], rnodev: [ATTR.NODEV, 0], rdev: [0, ATTR.NODEV],
+  rnoexec: [ATTR.NOEXEC, 0], rexec: [0, ATTR.NOEXEC], rnodiratime: [ATTR.NODIRATIME, 0], rdiratime: [0, ATTR.NODIRATIME],
+  rrelatime: [ATTR.RELATIME, ATTR.ATIME], rnorelatime: [ATTR.RELATIME, ATTR.ATIME], rnoatime: [ATTR.NOATIME, ATTR.ATIME], ratime: [ATTR.RELATIME, ATTR.ATIME],
+  rstrictatime: [ATTR.STRICTATIME, ATTR.ATIME], rnostrictatime: [ATTR.RELATIME, ATTR.ATIME], rnosymfollow: [ATTR.NOSYMFOLLOW, 0], rsymfollow: [0, ATTR.NOSYMFOLLOW],
+};
+
 /** Options runc accepts that have no mount flag and are handled elsewhere or not at all. */
 const ignoredOptions = new Set(["tmpcopyup", "nocopyup", "z", "Z"]);
 
-export function parseMountOptions(options: string[] = []): { flags: number; propagation: number[]; data: string[] } {
+export function parseMountOptions(options: string[] = []): { flags: number; propagation: number[]; data: string[]; attrSet: number; attrClear: number } {
   let flags = 0;
+  let attrSet = 0,
+    attrClear = 0;
   const propagation: number[] = [];
   const data: string[] = [];
   for (const o of options) {
     const f = flagOptions[o];
+    const r = recursiveOptions[o];
     if (f) flags = (flags | f[0]) & ~f[1];
-    else if (propagationOptions[o] !== undefined) propagation.push(propagationOptions[o]!);
+    else if (r) {
+      attrSet = (attrSet & ~r[1]) | r[0];
+      attrClear = (attrClear & ~r[0]) | r[1];
+    } else if (propagationOptions[o] !== undefined) propagation.push(propagationOptions[o]!);
     else if (o === "idmap" || o === "ridmap") continue; // handled by mountOps with the mount's mappings
     else if (!ignoredOptions.has(o)) data.push(o);
   }
-  return { flags, propagation, data };
+  return { flags, propagation, data, attrSet, attrClear };
 }
 
 const defaultDevices = [
@@ -377,6 +396,14 @@ export function createPlan(input: CreatePlanInput): PlanOp[] {
 }
 
 function mountOps(m: Mount, input: CreatePlanInput): PlanOp[] {
+  const { attrSet, attrClear } = parseMountOptions(m.options);
+  const ops = mountOpsOnly(m, input);
+  // rro and the other recursive options: on the mount just made and every mount below it
+  if (attrSet || attrClear) ops.push([Op.MOUNT_SETATTR, m.destination, String(attrSet), String(attrClear)]);
+  return ops;
+}
+
+function mountOpsOnly(m: Mount, input: CreatePlanInput): PlanOp[] {
   const type = m.type ?? "";
   const { flags, propagation, data } = parseMountOptions(m.options);
   const dest = m.destination;

@@ -266,11 +266,19 @@ export function createRequest(flags: FlagValues, args: string[]): CreateRequest 
     if (!["bind", "volume", "tmpfs"].includes(type)) throw invalid(`invalid mount type: ${type}`);
     const target = kv.target ?? kv.destination ?? kv.dst;
     if (!target) throw invalid(`invalid argument "${m}" for "--mount" flag: target is required`);
+    const known = ["type", "source", "src", "target", "destination", "dst", "readonly", "ro", "consistency", "bind-propagation", "bind-recursive", "bind-nonrecursive", "volume-nocopy", "volume-label", "volume-driver", "volume-opt", "volume-subpath", "tmpfs-size", "tmpfs-mode"];
+    for (const k of Object.keys(kv)) if (!known.includes(k)) throw invalid(`invalid argument "${m}" for "--mount" flag: unexpected key '${k}' in '${m.split(",").find((p) => p.split("=")[0] === k)}'`);
+    const recursive = kv["bind-recursive"] ?? (kv["bind-nonrecursive"] === "true" ? "disabled" : "enabled");
+    if (!["enabled", "disabled", "writable", "readonly"].includes(recursive)) throw invalid(`invalid argument "${m}" for "--mount" flag: invalid value for bind-recursive: ${recursive} (enabled, disabled, writable, readonly)`);
+    const propagation = kv["bind-propagation"];
+    if (propagation !== undefined && !["private", "rprivate", "shared", "rshared", "slave", "rslave"].includes(propagation)) throw invalid(`invalid argument "${m}" for "--mount" flag: invalid propagation mode: ${propagation}`);
+    const bindOptions = type === "bind" && (propagation || recursive !== "enabled") ? { BindOptions: { ...(propagation ? { Propagation: propagation } : {}), ...(recursive === "disabled" ? { NonRecursive: true } : {}), ...(recursive === "writable" ? { ReadOnlyNonRecursive: true } : {}) } } : {};
     return {
       Type: type,
       Target: target,
       ...(kv.source ?? kv.src ? { Source: kv.source ?? kv.src } : {}),
       ReadOnly: kv.readonly === "true" || kv.ro === "true" || kv.readonly === "1",
+      ...bindOptions,
       ...(type === "tmpfs" ? { TmpfsOptions: { ...(kv["tmpfs-size"] ? { SizeBytes: parseSize(kv["tmpfs-size"]) } : {}), ...(kv["tmpfs-mode"] ? { Mode: parseInt(kv["tmpfs-mode"], 8) } : {}) } } : {}),
     };
   });
