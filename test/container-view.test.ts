@@ -380,6 +380,11 @@ describe("bad input leaves nothing behind", { skip: rootSkip }, () => {
       const missing = rt(root, ["exec", id, "/nope"]);
       assert.equal(missing.code, 255, missing.stderr);
       assert.equal(rt(root, ["exec", id, "/probe", "exit", "3"]).code, 3, "the process's own code passes through");
+      // a process.json without a user runs as root, as runc takes it
+      writeFileSync(join(b, "proc.json"), JSON.stringify({ args: ["/probe", "id"], cwd: "/" }));
+      const noUser = rt(root, ["exec", "-p", join(b, "proc.json"), id]);
+      assert.equal(noUser.code, 0, noUser.stderr);
+      assert.match(noUser.stdout, /^uid=0 gid=0 /);
     } finally {
       rt(root, ["delete", "-f", id]);
       rmSync(b, { recursive: true });

@@ -1,7 +1,7 @@
 /** Differential: the same bundle run by runc (Debian's) and by berth-runtime looks the same inside. */
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { makeBundle, newRoot, nsOf, rootSkip, rt, tempDir, uniqueId, type AnySpec } from "./helpers.js";
@@ -113,6 +113,55 @@ describe("berth-runtime and runc agree", { skip }, () => {
     } finally {
       spawnSync("umount", [join(src, "sub")]);
       rmSync(src, { recursive: true, force: true });
+    }
+  });
+
+  test("configs engines send that runc takes: device access \"rwa\", a hostname in a joined uts namespace, every namespace joined by path", async () => {
+    /** A process with namespaces of its own, for a bundle to join by path (each run gets its own: one that joins its mount namespace pivots it). */
+    const withHolder = async (fn: (ns: (t: string) => string, pid: string) => void) => {
+      const holder = spawn("unshare", ["--uts", "--ipc", "--net", "--mount", "--pid", "--fork", "--cgroup", "sleep", "60"], { stdio: "ignore" });
+      let pid = "";
+      try {
+        for (let i = 0; i < 100 && !pid; i++) {
+          await new Promise((r) => setTimeout(r, 20));
+          pid = spawnSync("pgrep", ["-P", String(holder.pid)], { encoding: "utf8" }).stdout.trim();
+        }
+        assert.ok(pid, "the holder's namespaces exist");
+        fn((t) => `/proc/${pid}/ns/${({ network: "net", mount: "mnt" } as Record<string, string>)[t] ?? t}`, pid);
+      } finally {
+        // the sleeper (pid 1 of its namespace) by its pid, then unshare
+        if (pid) process.kill(Number(pid), "SIGKILL");
+        holder.kill("SIGKILL");
+      }
+    };
+    const cases: [string, (ns: (t: string) => string) => (s: AnySpec) => void][] = [
+      ["device access rwa", () => (s) => (s.linux.resources = { ...(s.linux.resources ?? {}), devices: [{ allow: false, access: "rwm" }, { allow: true, type: "c", major: 1, minor: 3, access: "rwa" }] })],
+      ["hostname in a joined uts namespace", (ns) => (s) => {
+        s.hostname = "joined";
+        s.linux.namespaces = s.linux.namespaces.map((n: { type: string }) => (n.type === "uts" ? { type: "uts", path: ns("uts") } : n));
+      }],
+      ["every namespace joined by path", (ns) => (s) => {
+        delete s.hostname;
+        s.linux.namespaces = ["pid", "network", "ipc", "uts", "mount", "cgroup"].map((t) => ({ type: t, path: ns(t) }));
+      }],
+    ];
+    for (const [what, edit] of cases) {
+      const out: Record<string, string> = {};
+      for (const who of ["runc", "berth"])
+        await withHolder((ns, pid) => {
+          const b = makeBundle(["/bin/hostname"], edit(ns));
+          const root = newRoot();
+          try {
+            const r = who === "runc" ? ((x) => ({ code: x.status, stdout: x.stdout, stderr: x.stderr }))(spawnSync(runcPath, ["--root", root, "run", "--bundle", b, uniqueId("runc")], { encoding: "utf8" })) : rt(root, ["run", "--bundle", b, uniqueId()]);
+            assert.equal(r.code, 0, `${who}, ${what}: ${r.stderr}`);
+            out[who] = r.stdout;
+            if (what.startsWith("hostname")) assert.equal(spawnSync("nsenter", ["-t", pid, "-u", "hostname"], { encoding: "utf8" }).stdout.trim(), "joined", `${who} set the hostname in the joined namespace`);
+          } finally {
+            rmSync(b, { recursive: true, force: true });
+            rmSync(root, { recursive: true, force: true });
+          }
+        });
+      assert.equal(out.berth, out.runc, what);
     }
   });
 });

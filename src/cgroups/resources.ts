@@ -163,7 +163,8 @@ export function validateResources(r: LinuxResources, host: HostLimits): void {
   }
   (r.devices ?? []).forEach((d, i) => {
     if (d.type !== undefined && !["a", "b", "c"].includes(d.type)) throw invalid(`linux.resources.devices[${i}].type: must be a, b or c (got ${JSON.stringify(d.type)})`);
-    if (d.access !== undefined && !/^[rwm]*$/.test(d.access)) throw invalid(`linux.resources.devices[${i}].access: use letters r, w, m (got ${JSON.stringify(d.access)})`);
+    // letters other than r, w, m mean nothing to the kernel: dropped, as runc takes such rules ("rwa")
+    if (d.access !== undefined && typeof d.access !== "string") throw invalid(`linux.resources.devices[${i}].access: must be a string of r, w, m`);
   });
 }
 
@@ -171,7 +172,7 @@ const w = (controller: string, file: string, value: string | number): CgroupWrit
 const devRule = (d: DeviceRule) =>
   d.type === "a" || d.type === undefined
     ? "a"
-    : `${d.type} ${d.major === undefined || d.major === null || d.major < 0 ? "*" : d.major}:${d.minor === undefined || d.minor === null || d.minor < 0 ? "*" : d.minor} ${d.access || "rwm"}`;
+    : `${d.type} ${d.major === undefined || d.major === null || d.major < 0 ? "*" : d.major}:${d.minor === undefined || d.minor === null || d.minor < 0 ? "*" : d.minor} ${d.access === undefined || d.access === "" ? "rwm" : d.access.replace(/[^rwm]/g, "")}`;
 
 /** The devices every container may use (runc's allow list), applied after the spec's rules. */
 export const defaultDeviceRules: DeviceRule[] = [

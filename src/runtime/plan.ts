@@ -377,11 +377,12 @@ export function createPlan(input: CreatePlanInput): PlanOp[] {
   ops.push([Op.SETSID]);
   if (p.terminal) ops.push([Op.TERMINAL, String(p.user.uid)]);
   if (spec.hostname !== undefined && spec.hostname !== "") {
-    if (!newNs.has("uts")) throw invalid("config.json: hostname: setting the hostname needs a new uts namespace");
+    // a uts namespace of the container's own, made or joined (runc sets it in a joined one too)
+    if (!namespaces.some((n) => n.type === "uts")) throw invalid("config.json: hostname: unable to set the hostname without a private uts namespace");
     ops.push([Op.HOSTNAME, spec.hostname]);
   }
   if (spec.domainname) {
-    if (!newNs.has("uts")) throw invalid("config.json: domainname: setting the domainname needs a new uts namespace");
+    if (!namespaces.some((n) => n.type === "uts")) throw invalid("config.json: domainname: unable to set the domainname without a private uts namespace");
     ops.push([Op.DOMAINNAME, spec.domainname]);
   }
   for (const [k, v] of Object.entries(linux.sysctl ?? {})) ops.push([Op.SYSCTL, sysctlPath(k, namespaces), v]);

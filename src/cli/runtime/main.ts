@@ -165,6 +165,8 @@ function execProcess(p: Parsed, spec: { process?: Process } | undefined, validat
     } catch (err) {
       throw new BerthError("InvalidArgument", `--process ${f.process}: ${errorMessage(err)}`);
     }
+    // a process.json without a user runs as root (uid and gid 0), as runc takes it
+    if (json && typeof json === "object" && json.user === undefined) json.user = { uid: 0, gid: 0 };
     proc = validate(json, "process.json");
   } else {
     const base = spec?.process;
