@@ -404,6 +404,32 @@ static void do_mount(char **a) {
   }
 }
 
+/* The mount that holds path: the longest mount point in mountinfo that is path or a parent of it. */
+static void do_parent_private(const char *path) {
+  FILE *f = fopen("/proc/self/mountinfo", "re");
+  if (!f) die(errno, "read mountinfo");
+  char line[4096], best[PATH_MAX] = "/", mp[PATH_MAX];
+  size_t best_len = 1;
+  while (fgets(line, sizeof line, f)) {
+    /* id parent major:minor root mountpoint ... (spaces in paths are octal escapes) */
+    if (sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1) continue;
+    size_t n = strlen(mp);
+    if (n > best_len && !strncmp(path, mp, n) && (path[n] == '/' || path[n] == 0)) {
+      memcpy(best, mp, n + 1);
+      best_len = n;
+    }
+  }
+  fclose(f);
+  TRY(mount(NULL, best, NULL, MS_PRIVATE, NULL), "make %s (the mount holding the rootfs) private", best);
+}
+
+static void do_remount_ro(const char *path, unsigned long flags) {
+  char procpath[64];
+  int fd = reopen_target(path, procpath, sizeof procpath);
+  TRY(mount(NULL, procpath, NULL, MS_REMOUNT | MS_RDONLY | flags, NULL), "remount %s read-only", path);
+  close(fd);
+}
+
 /* rro, rnosuid, …: the attributes on the mount and every submount (runc's recursive options) */
 static void do_mount_setattr(char **a) {
   char procpath[64];
@@ -833,7 +859,7 @@ static void run_child(int release_fd) {
       break;
     case OP_UNSHARE: TRY(unshare((int)num(a[0])), "unshare namespaces %s", a[0]); break;
     case OP_PROPAGATION:
-      TRY(mount(NULL, "/", NULL, MS_REC | (unsigned long)num(a[0]), NULL), "set rootfs propagation");
+      TRY(mount(NULL, "/", NULL, (o->argc > 1 ? 0 : MS_REC) | (unsigned long)num(a[0]), NULL), "set rootfs propagation");
       break;
     case OP_ROOTFS_MOUNT: TRY(mount(a[1], a[0], a[1], 0, a[2]), "mount %s on the rootfs %s", a[1], a[0]); break;
     case OP_ROOTFS:
@@ -844,6 +870,8 @@ static void run_child(int release_fd) {
       break;
     case OP_MOUNT: do_mount(a); break;
     case OP_MOUNT_SETATTR: do_mount_setattr(a); break;
+    case OP_PARENT_PRIVATE: do_parent_private(a[0]); break;
+    case OP_REMOUNT_RO: do_remount_ro(a[0], (unsigned long)num(a[1])); break;
     case OP_MKNOD: do_mknod(a); break;
     case OP_SYMLINK: do_symlink(a); break;
     case OP_PIVOT_ROOT: do_pivot_root(); close_idmap_fds(); break;

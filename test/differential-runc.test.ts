@@ -2,7 +2,7 @@
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { mkdirSync, rmSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { makeBundle, newRoot, nsOf, rootSkip, rt, tempDir, uniqueId, type AnySpec } from "./helpers.js";
 
@@ -162,6 +162,49 @@ describe("berth-runtime and runc agree", { skip }, () => {
           }
         });
       assert.equal(out.berth, out.runc, what);
+    }
+  });
+
+  test("a read-only /dev tmpfs: devices and mount points made first, read-only at the end (as runc)", () => {
+    const script = "grep -E ' /dev(/pts|/shm)? ' /proc/self/mountinfo | cut -d' ' -f5,6; ls /dev/null /dev/pts/ptmx; touch /dev/x 2>&1 || true";
+    const { runc, berth } = runBoth(["/bin/sh", "-c", script], (s) => {
+      for (const m of s.mounts) if (m.destination === "/dev") m.options = [...(m.options ?? []), "ro"];
+    });
+    assert.equal(berth, runc);
+    assert.match(berth, /^\/dev ro,nosuid$/m);
+    assert.match(berth, /Read-only file system/);
+  });
+
+  test("rootfsPropagation shared and rshared: pivot_root works (the rootfs's parent made private), the new root shared after it", () => {
+    for (const [propagation, sub] of [["shared", "-"], ["rshared", "shared"]] as const) {
+      const b = makeBundle(["/bin/sh", "-c", "grep -E ' / | /proc ' /proc/self/mountinfo | cut -d' ' -f5,7"], (s) => (s.linux.rootfsPropagation = propagation));
+      const root = newRoot();
+      try {
+        const r = rt(root, ["run", "--bundle", b, uniqueId()]);
+        assert.equal(r.code, 0, `${propagation}: ${r.stderr}`);
+        assert.match(r.stdout, /^\/ shared:\d+$/m, propagation);
+        assert.match(r.stdout, new RegExp(`^/proc ${sub === "-" ? "-" : "shared:\\d+"}$`, "m"), `${propagation}: submounts`);
+      } finally {
+        rmSync(b, { recursive: true, force: true });
+        rmSync(root, { recursive: true, force: true });
+      }
+    }
+    assert.equal(readFileSync("/proc/self/mountinfo", "utf8").includes("/fixtures/"), false, "nothing propagated to the host");
+  });
+
+  test("a createContainer hook runs in the container's mount namespace with the rootfs as its cwd: its bind mount into ./etc shows inside", () => {
+    const dir = tempDir("berth-cchook-");
+    writeFileSync(join(dir, "content"), "from the hook\n");
+    writeFileSync(join(dir, "hook.sh"), `#!/bin/sh\npwd > ${dir}/cwd-$1\nmount --bind ${dir}/content ./etc/passwd\n`);
+    chmodSync(join(dir, "hook.sh"), 0o755);
+    try {
+      const { runc, berth } = runBoth(["/bin/cat", "/etc/passwd"], (s) => (s.hooks = { createContainer: [{ path: join(dir, "hook.sh"), args: ["hook.sh", "x"] }] }));
+      assert.equal(berth, runc);
+      assert.equal(berth, "from the hook\n");
+      assert.match(readFileSync(join(dir, "cwd-x"), "utf8"), /\/rootfs\n$/, "the hook's working directory is the rootfs");
+      assert.equal(readFileSync("/proc/self/mountinfo", "utf8").includes("/fixtures/"), false, "the hook's mount stayed in the container");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -353,10 +353,24 @@ export function createPlan(input: CreatePlanInput): PlanOp[] {
     if (!newNs.has("mount")) throw invalid(`config.json: annotation ${ROOTFS_OVERLAY_ANNOTATION} needs a new mount namespace`);
     ops.push([Op.ROOTFS_MOUNT, rootfs, "overlay", overlay]);
   }
+  // a shared parent makes pivot_root fail (EINVAL): runc makes it private, and applies the
+  // propagation to the new root once it is "/"
+  const shared = (prop & MS.SHARED) !== 0;
+  if (shared && !input.noPivot) ops.push([Op.PARENT_PRIVATE, rootfs]);
   ops.push([Op.ROOTFS, rootfs]);
   let devIsTmpfs = false;
+  let devReadOnly: number | undefined;
   for (const m of spec.mounts ?? []) {
-    if (m.destination === "/dev" && m.type !== "bind" && !(m.options ?? []).some((o) => o === "bind" || o === "rbind")) devIsTmpfs = true;
+    if (m.destination === "/dev" && m.type !== "bind" && !(m.options ?? []).some((o) => o === "bind" || o === "rbind")) {
+      devIsTmpfs = true;
+      // a read-only /dev is mounted writable, filled, then made read-only (as runc's finalizeRootfs)
+      const { flags } = parseMountOptions(m.options);
+      if (flags & MS.RDONLY) {
+        devReadOnly = flags & ~MS.RDONLY & ~MS.REMOUNT;
+        ops.push(...mountOps({ ...m, options: (m.options ?? []).filter((o) => o !== "ro") }, input));
+        continue;
+      }
+    }
     ops.push(...mountOps(m, input));
   }
   if (devIsTmpfs) {
@@ -372,8 +386,10 @@ export function createPlan(input: CreatePlanInput): PlanOp[] {
     for (const d of linux.devices ?? [])
       ops.push([Op.MKNOD, d.path, d.type === "u" ? "c" : d.type, String(d.major ?? 0), String(d.minor ?? 0), String(d.fileMode ?? 0o666), String(d.uid ?? 0), String(d.gid ?? 0)]);
   }
+  if (devReadOnly !== undefined) ops.push([Op.REMOUNT_RO, "/dev", String(devReadOnly)]);
   if (input.noPivot) for (const path of hostProcMounts(rootfs)) ops.push([Op.HIDE_MOUNT, path]);
   ops.push(input.noPivot ? [Op.CHROOT] : [Op.PIVOT_ROOT]);
+  if (shared) ops.push([Op.PROPAGATION, String(prop), "exact"]);
   ops.push([Op.SETSID]);
   if (p.terminal) ops.push([Op.TERMINAL, String(p.user.uid)]);
   if (spec.hostname !== undefined && spec.hostname !== "") {

@@ -696,7 +696,9 @@ export class Runtime {
 
   /** createContainer and startContainer hooks run inside the container's namespaces. */
   private async runHookInside(pid: number, namespaces: NamespaceType[], rootfs: string, name: HookName, h: Hook, state: OciState): Promise<void> {
-    const proc: Process = { user: { uid: 0, gid: 0 }, cwd: "/", args: [h.path, ...(h.args ?? []).slice(1)], env: h.env ?? [] };
+    // in the container's mount namespace before pivot_root, in the rootfs (as runc's): a hook that
+    // bind-mounts into ./lib there shows it in the container
+    const proc: Process = { user: { uid: 0, gid: 0 }, cwd: rootfs, args: [h.path, ...(h.args ?? []).slice(1)], env: h.env ?? [] };
     const ops = execPlan({ pid, namespaces, process: proc, rootfs, foreground: true });
     const run = runHelper(ops, { stdio: ["pipe", "inherit", "inherit"] });
     run.stdin?.on("error", () => {});
