@@ -938,6 +938,45 @@ static napi_value js_exit_now(napi_env env, napi_callback_info info) {
   _exit((int)code);
 }
 
+/* execv(path, argv, keep): this process becomes that program (environ as process.env left it;
+ * signals unblocked; the fds in keep no longer close-on-exec). Returns only on failure: -errno. */
+static napi_value js_execv(napi_env env, napi_callback_info info) {
+  struct args a;
+  char path[PATH_MAX], *p, *argv[SPAWN_MAX_ARGS + 1] = {0};
+  uint32_t argc = 0, i;
+  if (get_args(env, info, &a) || get_str(env, a.v[0], path, sizeof path, &p) || !p) return NULL;
+  if (napi_get_array_length(env, a.v[1], &argc) != napi_ok || argc == 0 || argc > SPAWN_MAX_ARGS) {
+    napi_throw_type_error(env, NULL, "execv(path, argv[1..127])");
+    return NULL;
+  }
+  int ok = 1;
+  for (i = 0; ok && i < argc; i++) {
+    napi_value v;
+    size_t len;
+    napi_get_element(env, a.v[1], i, &v);
+    if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok || !(argv[i] = malloc(len + 1))) ok = 0;
+    else napi_get_value_string_utf8(env, v, argv[i], len + 1, &len);
+  }
+  /* the fds to hand on (Node marks its stdio close-on-exec) */
+  uint32_t nkeep = 0;
+  if (ok && a.n > 2 && napi_get_array_length(env, a.v[2], &nkeep) == napi_ok)
+    for (i = 0; i < nkeep; i++) {
+      napi_value v;
+      int64_t fd;
+      if (napi_get_element(env, a.v[2], i, &v) == napi_ok && napi_get_value_int64(env, v, &fd) == napi_ok) fcntl((int)fd, F_SETFD, 0);
+    }
+  if (ok) {
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    execv(path, argv);
+  }
+  int e = ok ? errno : ENOMEM;
+  for (i = 0; i < argc; i++) free(argv[i]);
+  errno = e;
+  return result(env, -1);
+}
+
 /* strerror(errno) */
 static napi_value js_strerror(napi_env env, napi_callback_info info) {
   struct args a;
@@ -956,7 +995,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"flock", js_flock},       {"mount", js_mount}, {"mountAsync", js_mount_async},         {"umount2", js_umount2},   {"lsetxattr", js_lsetxattr},
       {"lgetxattr", js_lgetxattr}, {"llistxattr", js_llistxattr}, {"mknod", js_mknod}, {"setWindowSize", js_winsize},
       {"strerror", js_strerror}, {"umount2Async", js_umount2_async}, {"removeTree", js_remove_tree}, {"removeTreeAsync", js_remove_tree_async},
-      {"spawn", js_spawn}, {"spawnAsync", js_spawn_async}, {"mkdirsAsync", js_mkdirs_async}, {"exitNow", js_exit_now}, {"runAsync", js_run_async}, {"nftMapElem", js_nft_map_elem}, {"nftMapElemAsync", js_nft_map_elem_async}, {"portFree", js_port_free}, {"writeDetached", js_write_detached}, {"pollIn", js_poll_in},       {"waitpid", js_waitpid}, {"waitpidAsync", js_waitpid_async},     {"pipe", js_pipe}, {"openpty", js_openpty},
+      {"spawn", js_spawn}, {"spawnAsync", js_spawn_async}, {"mkdirsAsync", js_mkdirs_async}, {"exitNow", js_exit_now}, {"execv", js_execv}, {"runAsync", js_run_async}, {"nftMapElem", js_nft_map_elem}, {"nftMapElemAsync", js_nft_map_elem_async}, {"portFree", js_port_free}, {"writeDetached", js_write_detached}, {"pollIn", js_poll_in},       {"waitpid", js_waitpid}, {"waitpidAsync", js_waitpid_async},     {"pipe", js_pipe}, {"openpty", js_openpty},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

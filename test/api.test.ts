@@ -436,10 +436,20 @@ describe("the Docker API: berth system service", { skip }, () => {
     dok(docker(cli, ["rm", "-f", "survivor", "always"]));
   });
 
-  test("berth system service serves until stopped", async () => {
+  test("berth system service serves until stopped, as one process (the service takes the CLI's place)", async () => {
     const other = join(tempDir("berth-test-api-"), "cli.sock");
     const child = await startService(true, other);
     try {
+      // the pid started is the server itself, with no CLI process waiting beside it
+      assert.match(fs.readFileSync(`/proc/${child.pid}/cmdline`, "utf8"), /berth-api\.cjs/);
+      const parentOf = (p: string) => {
+        try {
+          return fs.readFileSync(`/proc/${p}/stat`, "utf8").split(") ")[1]?.split(" ")[1];
+        } catch {
+          return undefined; // gone meanwhile
+        }
+      };
+      assert.equal(fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p) && parentOf(p) === String(child.pid)).length, 0, "no child process");
       const r = spawnSync(clis[0]!, ["ps", "-a", "--format", "{{.Names}}"], { env: { PATH: process.env.PATH ?? "", DOCKER_HOST: `unix://${other}`, HOME: env.dockerConfig }, encoding: "utf8", timeout: 30_000 });
       assert.equal(r.status, 0, r.stderr);
     } finally {

@@ -8,6 +8,7 @@ import { BerthError } from "./errors.js";
 import { buildBinary } from "./paths.js";
 
 interface Addon {
+  execv(file: string, argv: string[], keep: number[]): number;
   flock(fd: number, op: number): number;
   mount(src: string | null, target: string, fstype: string | null, flags: number, data: string | null): number;
   mountAsync(src: string, target: string, fstype: string, flags: number, data: string): Promise<number>;
@@ -193,6 +194,12 @@ export function pipe(): [number, number] {
  */
 export function spawn(file: string, argv: string[], fds: number[]): number {
   return check("spawn", file, load().spawn(file, argv, fds));
+}
+
+/** execv: this process becomes the program (same pid, environment as process.env has it, the fds in keep open); returns only by throwing. */
+export function execv(file: string, argv: string[], keep: number[] = [0, 1, 2]): never {
+  check("execv", file, load().execv(file, argv, keep));
+  throw new BerthError("System", `execv ${file}: returned`);
 }
 
 /** mkdir (0755) of each path, in order, in one job on the thread pool; one that exists is fine. */

@@ -2,6 +2,7 @@
 import { builtin } from "../../common/builtin.js";
 import { BerthError } from "../../common/errors.js";
 import { buildBinary } from "../../common/paths.js";
+import { execv } from "../../common/sys.js";
 import { system } from "../../engine/index.js";
 import { list, parse, str, UsageError } from "../pflag.js";
 import { confirm, printInspect } from "./images.js";
@@ -271,7 +272,15 @@ export async function systemService(ctx: Context, argv: string[]): Promise<numbe
   if (flags["insecure-loopback"]) pass.push("--insecure-loopback");
   // socket activation: systemd's listening socket (fd 3) goes to the server
   const activated = !!process.env.LISTEN_FDS && Number(process.env.LISTEN_PID) === process.pid;
-  const child = spawn(process.execPath, [entry, ...pass, ...args], { stdio: activated ? ["inherit", "inherit", "inherit", 3] : "inherit", env: activated ? { ...process.env, BERTH_SOCKET_FD: "3" } : process.env });
+  if (activated) process.env.BERTH_SOCKET_FD = "3";
+  // the service takes this process's place (same pid, for systemd and whoever started it): one
+  // node process, not this CLI (~40 MB) waiting beside it; a plain Node process with the JIT
+  try {
+    execv(process.execPath, [process.execPath, entry, ...pass, ...args], activated ? [0, 1, 2, 3] : [0, 1, 2]);
+  } catch {
+    /* no berth-sys.node: the service as a child */
+  }
+  const child = spawn(process.execPath, [entry, ...pass, ...args], { stdio: activated ? ["inherit", "inherit", "inherit", 3] : "inherit", env: process.env });
   for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(sig, () => child.kill(sig));
   return new Promise((resolve) => child.on("exit", (code, sig) => resolve(code ?? 128 + (sig === "SIGKILL" ? 9 : 15))));
 }
