@@ -354,7 +354,16 @@ describe("the Docker API: berth system service", { skip }, () => {
       // the service keeps no credentials of its own: only the client's header lets it in
       assert.ok(!fs.existsSync(join(env.dockerConfig, "config.json")) || !fs.readFileSync(join(env.dockerConfig, "config.json"), "utf8").includes(reg.host), "the service saved nothing");
       dok(docker(cli, ["tag", "busybox", `${reg.host}/private/busybox:1`]));
-      dok(docker(cli, ["push", `${reg.host}/private/busybox:1`]));
+      const pushed = dok(docker(cli, ["push", `${reg.host}/private/busybox:1`])).stdout;
+      // GET /distribution/{name}/json: what the registry has, with the client's credentials, nothing pulled
+      const auth = Buffer.from(JSON.stringify({ username: "alice", password: "s3cret", serveraddress: reg.host })).toString("base64url");
+      const dist = await request("GET", `/v1.41/distribution/${reg.host}/private/busybox:1/json`, undefined, { "X-Registry-Auth": auth });
+      assert.equal(dist.status, 200, dist.body);
+      const info = JSON.parse(dist.body) as { Descriptor: { digest: string; mediaType: string; size: number }; Platforms: { architecture: string; os: string }[] };
+      assert.equal(info.Descriptor.digest, /digest: (sha256:[0-9a-f]{64})/.exec(pushed)![1]);
+      assert.deepEqual(info.Platforms.map((p) => `${p.os}/${p.architecture}`), [`linux/${process.arch === "x64" ? "amd64" : process.arch}`]);
+      const anonymous = await request("GET", `/distribution/${reg.host}/private/busybox:1/json`);
+      assert.notEqual(anonymous.status, 200, "without credentials the registry refuses");
       dok(docker(cli, ["rmi", `${reg.host}/private/busybox:1`]));
       dok(docker(cli, ["pull", `${reg.host}/private/busybox:1`]));
       assert.match(dok(docker(cli, ["images", "--format", "{{.Repository}}:{{.Tag}}"])).stdout, new RegExp(`^${reg.host.replace(/\./g, "\\.")}/private/busybox:1$`, "m"));

@@ -664,6 +664,12 @@ route("POST", "/images/prune", async ({ res, query, engine }) => {
 route("GET", "/images/search", () => {
   throw unsupported("image search is not available: berth has no registry index to search (offline)");
 });
+// the manifest a registry has for a name and its platforms, without pulling (docker-py's get_registry_data)
+route("GET", "/distribution/{name}/json", async (c) => {
+  const auth = registryAuth(c.req);
+  const info = await images.distribution(ref(c), auth ? { auth } : {});
+  sendJson(c.res, 200, { Descriptor: info.descriptor, Platforms: info.platforms });
+});
 route("GET", "/images/{name}/json", (c) => {
   const doc = images.inspect(c.engine, ref(c));
   if (!doc) throw notFound(`No such image: ${ref(c)}`);

@@ -15,6 +15,8 @@ import {
   parsePlatform,
   parseReference,
   pullImage,
+  remoteImageInfo,
+  type RemoteImageInfo,
   pushImage,
   RegistryClient,
   removeCredentials,
@@ -49,6 +51,11 @@ export async function pull(engine: Engine, name: string, opts: { platform?: stri
   });
   engine.events.emit("image", "pull", r.reference, { name: r.reference });
   return r;
+}
+
+/** What a registry has under a name, without pulling (GET /distribution/{name}/json). */
+export async function distribution(name: string, opts: { auth?: RegistryAuth } = {}): Promise<RemoteImageInfo> {
+  return remoteImageInfo(name, opts.auth ? { credentials: opts.auth } : {});
 }
 
 export async function push(engine: Engine, name: string, opts: { onProgress?: (e: ProgressEvent) => void; auth?: RegistryAuth } = {}): Promise<PushResult & { reference: string }> {

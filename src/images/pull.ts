@@ -67,6 +67,54 @@ async function limit<T>(n: number, jobs: Array<() => Promise<T>>): Promise<T[]> 
   return out;
 }
 
+/** The registries to ask for a reference, in order: Docker Hub's mirrors (daemon.json), then the registry itself. */
+function registryClients(ref: Reference, credentials: Credentials | undefined): RegistryClient[] {
+  const mirrors = ref.domain === DEFAULT_DOMAIN ? registrySettings().mirrors.map((m) => new URL(m)) : [];
+  return [...mirrors.map((u) => new RegistryClient(u.host, { insecure: u.protocol === "http:" || undefined })), new RegistryClient(ref.domain, { ...(credentials ? { credentials } : {}) })];
+}
+
+export interface RemoteImageInfo {
+  /** The manifest (or index) the reference names. */
+  descriptor: Descriptor;
+  /** The platforms it has images for (an index's entries, or a single manifest's config). */
+  platforms: Platform[];
+}
+
+/**
+ * What a registry holds under a reference, without pulling it (the API's /distribution/{name}/json):
+ * the top manifest's descriptor and its platforms.
+ */
+export async function remoteImageInfo(input: string, opts: { credentials?: Credentials } = {}): Promise<RemoteImageInfo> {
+  const ref = withDefaultTag(parseReference(input));
+  const what = familiar(formatReference(ref));
+  const clients = registryClients(ref, opts.credentials ?? credentialsFor(ref.domain));
+  let client = clients[clients.length - 1]!;
+  let top!: Awaited<ReturnType<RegistryClient["getManifest"]>>;
+  for (const [i, c] of clients.entries()) {
+    try {
+      top = await c.getManifest(ref.path, ref.digest ?? ref.tag!, what);
+      client = c;
+      break;
+    } catch (e) {
+      if (i === clients.length - 1) throw e;
+    }
+  }
+  const digest = sha256(top.body);
+  if (ref.digest && digest !== ref.digest) throw invalid(`manifest for ${what} does not match its digest: got ${digest}`);
+  const doc = parseJSON<{ mediaType?: string; manifests?: Descriptor[]; config?: Descriptor }>(top.body, `manifest for ${what}`);
+  const mediaType = doc.mediaType ?? top.mediaType;
+  const descriptor: Descriptor = { mediaType, digest, size: top.body.length };
+  if (doc.manifests && !doc.config) return { descriptor, platforms: doc.manifests.filter((m) => m.platform && m.platform.os !== "unknown").map((m) => m.platform!) };
+  if (!doc.config?.digest) throw invalid(`manifest for ${what} has no config`);
+  const body = await client.getSmallBlob(ref.path, doc.config.digest);
+  if (sha256(body) !== doc.config.digest) throw invalid(`the config of ${what} does not match its digest`);
+  const config = parseJSON<{ architecture?: string; os?: string; variant?: string; "os.version"?: string }>(body, `config of ${what}`);
+  return {
+    descriptor,
+    platforms: [{ architecture: config.architecture ?? "", os: config.os ?? "", ...(config.variant ? { variant: config.variant } : {}), ...(config["os.version"] ? { "os.version": config["os.version"] } : {}) }],
+  };
+}
+
 export async function pullImage(store: ImageStore, input: string, opts: PullOptions = {}): Promise<PullResult> {
   const ref = withDefaultTag(parseReference(input));
   const what = familiar(formatReference(ref));
@@ -75,8 +123,7 @@ export async function pullImage(store: ImageStore, input: string, opts: PullOpti
   const credentials = opts.credentials ?? credentialsFor(ref.domain);
   // Docker Hub's mirrors first (daemon.json), as dockerd: a mirror that fails or lacks the image
   // gives way to the next, and the last word is the registry's own
-  const mirrors = ref.domain === DEFAULT_DOMAIN ? registrySettings().mirrors.map((m) => new URL(m)) : [];
-  const clients = [...mirrors.map((u) => new RegistryClient(u.host, { insecure: u.protocol === "http:" || undefined })), new RegistryClient(ref.domain, { ...(credentials ? { credentials } : {}) })];
+  const clients = registryClients(ref, credentials);
   const lease = await store.writerLease();
   try {
     // 1. the manifest the reference names, verified

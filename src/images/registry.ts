@@ -318,6 +318,16 @@ export class RegistryClient {
     return { body, mediaType: type, ...(digest ? { digest } : {}) };
   }
 
+  /** A small blob (an image config) read into memory, up to limit bytes. */
+  async getSmallBlob(repo: string, digest: string, limit = 4 << 20): Promise<Buffer> {
+    const r = await this.request("GET", `/v2/${repo}/blobs/${digest}`, `repository:${repo}:pull`);
+    if (r.status !== 200) {
+      const { text, code } = await errorText(r);
+      throw new RegistryError(`blob ${digest} of ${repo}: ${text}`, r.status, code);
+    }
+    return readAll(r.body, limit);
+  }
+
   /**
    * Download a blob into an ingest, resuming from ingest.offset with range requests after an
    * interruption; onBytes reports progress.
