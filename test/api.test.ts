@@ -366,6 +366,13 @@ describe("the Docker API: berth system service", { skip }, () => {
       assert.notEqual(anonymous.status, 200, "without credentials the registry refuses");
       dok(docker(cli, ["rmi", `${reg.host}/private/busybox:1`]));
       dok(docker(cli, ["pull", `${reg.host}/private/busybox:1`]));
+      // docker pull --all-tags: no tag in the request, every tag the registry lists
+      dok(docker(cli, ["tag", "busybox", `${reg.host}/private/busybox:2`]));
+      dok(docker(cli, ["push", `${reg.host}/private/busybox:2`]));
+      dok(docker(cli, ["rmi", `${reg.host}/private/busybox:1`, `${reg.host}/private/busybox:2`]));
+      const all = dok(docker(cli, ["pull", "--all-tags", `${reg.host}/private/busybox`])).stdout;
+      assert.deepEqual(dok(docker(cli, ["images", "--format", "{{.Tag}}", `${reg.host}/private/busybox`])).stdout.trim().split("\n").sort(), ["1", "2"], `only the matching tags of the image busybox:latest also names (${all})`);
+      dok(docker(cli, ["rmi", `${reg.host}/private/busybox:2`]));
       assert.match(dok(docker(cli, ["images", "--format", "{{.Repository}}:{{.Tag}}"])).stdout, new RegExp(`^${reg.host.replace(/\./g, "\\.")}/private/busybox:1$`, "m"));
       dok(docker(cli, ["rmi", `${reg.host}/private/busybox:1`]));
       dok(docker(cli, ["logout", reg.host]));

@@ -53,6 +53,19 @@ describe("pull and push: plain HTTP registry on loopback", { skip }, () => {
     assert.equal(fs.readdirSync(join(env.root, "content/blobs/sha256")).length, before);
   });
 
+  test("pull --all-tags: every tag the registry lists (docker's output for each, then the repository); a tag with -a refused", () => {
+    for (const t of ["v2", "v3"]) skopeo("copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false", `docker://${reg.host}/umoci/busybox:v1`, `docker://${reg.host}/umoci/busybox:${t}`);
+    const fresh = berthEnv();
+    const r = ok(berth(fresh, ["pull", "--all-tags", `${reg.host}/umoci/busybox`]));
+    for (const t of ["v1", "v2", "v3"]) assert.match(r.stdout, new RegExp(`^${t}: Pulling from .*umoci/busybox$`, "m"));
+    assert.match(r.stdout, new RegExp(`\n${reg.host}/umoci/busybox\n$`), "the repository, last");
+    const tags = ok(berth(fresh, ["images", "--format", "{{.Tag}}", `${reg.host}/umoci/busybox`])).stdout.trim().split("\n").sort();
+    assert.deepEqual(tags, ["v1", "v2", "v3"]);
+    const bad = berth(fresh, ["pull", "-a", `${reg.host}/umoci/busybox:v1`]);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /tag can't be used with --all-tags\/-a/);
+  });
+
   test("pull by digest; tag; push to another repository mounts blobs; skopeo reads what berth pushed", () => {
     const remote = JSON.parse(skopeo("inspect", "--tls-verify=false", `docker://${reg.host}/umoci/busybox:v1`));
     ok(berth(env, ["pull", `${reg.host}/umoci/busybox@${remote.Digest}`]));

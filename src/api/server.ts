@@ -18,6 +18,7 @@ import {
   containers,
   familiar,
   shortId,
+  parseReference,
   defaultContainerConfig,
   defaultHostConfig,
   demuxAttach,
@@ -541,9 +542,17 @@ route("POST", "/exec/{id}/resize", (c) => {
 
 // images
 route("GET", "/images/json", ({ res, query, engine }) => {
-  // one entry per image (listImages gives one per tag)
-  const byId = new Map(images.listImages(engine, filtersOf(query), { all: query.get("all") === "1" || query.get("all") === "true" }).map((row) => [row.record.id, row.record]));
-  sendJson(res, 200, [...byId.values()].map((r) => imageSummary(engine, r)));
+  // one entry per image (listImages gives one per tag); with a reference filter an image lists only
+  // the tags that matched, as dockerd's (the docker CLI prints a line per RepoTag)
+  const filters = filtersOf(query);
+  const byReference = filters.some((f) => f.startsWith("reference="));
+  const byId = new Map<string, { record: ImageRecord; tags: string[] }>();
+  for (const row of images.listImages(engine, filters, { all: query.get("all") === "1" || query.get("all") === "true" })) {
+    const e = byId.get(row.record.id) ?? { record: row.record, tags: [] };
+    if (row.repoTag) e.tags.push(row.repoTag);
+    byId.set(row.record.id, e);
+  }
+  sendJson(res, 200, [...byId.values()].map(({ record, tags }) => ({ ...imageSummary(engine, record), ...(byReference ? { RepoTags: tags } : {}) })));
 });
 route("POST", "/images/create", async ({ req, res, query, engine }) => {
   const from = query.get("fromImage");
@@ -562,14 +571,24 @@ route("POST", "/images/create", async ({ req, res, query, engine }) => {
   res.flushHeaders();
   const msg = (m: unknown) => res.write(JSON.stringify(m) + "\r\n");
   try {
-    msg({ status: `Pulling from ${from}`, id: tag ?? "latest" });
-    const r = await images.pull(engine, name, {
-      ...(auth ? { auth } : {}),
-      ...(query.get("platform") ? { platform: query.get("platform")! } : {}),
-      onProgress: (e) => msg(progressMessage(e)),
-    });
-    msg({ status: `Digest: ${r.digest}` });
-    msg({ status: r.upToDate ? `Status: Image is up to date for ${name}` : `Status: Downloaded newer image for ${name}` });
+    // no tag at all (docker pull --all-tags): every tag the registry has, as dockerd pulls them
+    let all: string[] | undefined;
+    try {
+      const r = parseReference(from);
+      if (!tag && !r.tag && !r.digest) all = await images.tagsOf(from, auth ? { auth } : {});
+    } catch (e) {
+      if (!(e instanceof BerthError && e.kind === "InvalidArgument")) throw e;
+    }
+    for (const target of all ? all.map((t) => `${from}:${t}`) : [name]) {
+      msg({ status: `Pulling from ${from}`, id: all ? target.slice(from.length + 1) : (tag ?? "latest") });
+      const r = await images.pull(engine, target, {
+        ...(auth ? { auth } : {}),
+        ...(query.get("platform") ? { platform: query.get("platform")! } : {}),
+        onProgress: (e) => msg(progressMessage(e)),
+      });
+      msg({ status: `Digest: ${r.digest}` });
+      msg({ status: r.upToDate ? `Status: Image is up to date for ${target}` : `Status: Downloaded newer image for ${target}` });
+    }
   } catch (e) {
     msg({ errorDetail: { message: errorMessage(e) }, error: errorMessage(e) });
   }

@@ -16,6 +16,7 @@ import {
   parseReference,
   pullImage,
   remoteImageInfo,
+  remoteTags,
   type RemoteImageInfo,
   pushImage,
   RegistryClient,
@@ -51,6 +52,11 @@ export async function pull(engine: Engine, name: string, opts: { platform?: stri
   });
   engine.events.emit("image", "pull", r.reference, { name: r.reference });
   return r;
+}
+
+/** The tags of a repository (name without tag or digest), as its registry lists them. */
+export async function tagsOf(name: string, opts: { auth?: RegistryAuth } = {}): Promise<string[]> {
+  return remoteTags(name, opts.auth ? { credentials: opts.auth } : {});
 }
 
 /** What a registry has under a name, without pulling (GET /distribution/{name}/json). */

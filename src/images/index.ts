@@ -1,6 +1,6 @@
 /** Images: the content store, registry client, layers, snapshots and archives. */
 export { ImageStore, chainIds, shortId, defaultRoot, type ImageRecord, type StoreOptions } from "./store.js";
-export { pullImage, remoteImageInfo, type RemoteImageInfo, type PullOptions, type PullResult, type Progress, type ProgressEvent } from "./pull.js";
+export { pullImage, remoteImageInfo, remoteTags, type RemoteImageInfo, type PullOptions, type PullResult, type Progress, type ProgressEvent } from "./pull.js";
 export { pushImage, type PushResult } from "./push.js";
 export { saveImages, loadImages, importImage, applyChanges, type ArchiveFormat } from "./archive.js";
 export { inspectImage, imageHistory, type ImageInspect, type HistoryRow } from "./inspect.js";

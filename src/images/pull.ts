@@ -73,6 +73,22 @@ function registryClients(ref: Reference, credentials: Credentials | undefined): 
   return [...mirrors.map((u) => new RegistryClient(u.host, { insecure: u.protocol === "http:" || undefined })), new RegistryClient(ref.domain, { ...(credentials ? { credentials } : {}) })];
 }
 
+/** The tags a repository has (pull --all-tags), asked of the registry (Docker Hub's mirrors first). */
+export async function remoteTags(input: string, opts: { credentials?: Credentials } = {}): Promise<string[]> {
+  const ref = parseReference(input);
+  if (ref.tag || ref.digest) throw invalid("tag can't be used with --all-tags/-a");
+  const what = familiar(formatReference(ref));
+  const clients = registryClients(ref, opts.credentials ?? credentialsFor(ref.domain));
+  for (const [i, c] of clients.entries()) {
+    try {
+      return (await c.listTags(ref.path, what)).sort();
+    } catch (e) {
+      if (i === clients.length - 1) throw e;
+    }
+  }
+  return [];
+}
+
 export interface RemoteImageInfo {
   /** The manifest (or index) the reference names. */
   descriptor: Descriptor;

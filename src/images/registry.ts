@@ -318,6 +318,26 @@ export class RegistryClient {
     return { body, mediaType: type, ...(digest ? { digest } : {}) };
   }
 
+  /** The repository's tags (the distribution API's tags/list, every page). */
+  async listTags(repo: string, what: string): Promise<string[]> {
+    const tags: string[] = [];
+    let path: string | undefined = `/v2/${repo}/tags/list?n=1000`;
+    for (let pages = 0; path && pages < 1000; pages++) {
+      const r = await this.request("GET", path, `repository:${repo}:pull`);
+      if (r.status !== 200) {
+        const { text, code } = await errorText(r);
+        if (r.status === 404) throw new RegistryError(`repository ${what} not found: ${text}`, 404, code);
+        throw new RegistryError(`listing the tags of ${what}: ${text}`, r.status, code);
+      }
+      const body = JSON.parse((await readAll(r.body, 16 << 20)).toString("utf8")) as { tags?: string[] | null };
+      tags.push(...(body.tags ?? []));
+      // the next page, as the registry links it (RFC 5988): </v2/…/tags/list?n=…&last=…>; rel="next"
+      const link = /<([^>]+)>;\s*rel="?next"?/.exec(String(r.headers.link ?? ""));
+      path = link ? new URL(link[1]!, "http://registry").pathname + new URL(link[1]!, "http://registry").search : undefined;
+    }
+    return tags;
+  }
+
   /** A small blob (an image config) read into memory, up to limit bytes. */
   async getSmallBlob(repo: string, digest: string, limit = 4 << 20): Promise<Buffer> {
     const r = await this.request("GET", `/v2/${repo}/blobs/${digest}`, `repository:${repo}:pull`);

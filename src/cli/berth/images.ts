@@ -23,27 +23,33 @@ export async function pull(ctx: Context, argv: string[]): Promise<number> {
     "pull",
   );
   if (args.length !== 1) throw new UsageError(`"pull" requires exactly 1 argument.`, "pull");
-  if (flags["all-tags"]) throw invalid("--all-tags is not supported yet: pull each tag by name");
   const name = args[0]!;
   const ref = parseReference(name);
   const quiet = !!flags.quiet;
-  const view = new ProgressView(process.stdout);
-  if (!quiet) {
-    if (!ref.tag && !ref.digest) out("Using default tag: latest\n");
-    const full = withDefaultTag(ref);
-    out(`${full.digest ?? full.tag}: Pulling from ${familiarRepository(ref).includes("/") || ref.domain !== "docker.io" ? familiarRepository(ref) : `library/${familiarRepository(ref)}`}\n`);
+  const repo = familiarRepository(ref).includes("/") || ref.domain !== "docker.io" ? familiarRepository(ref) : `library/${familiarRepository(ref)}`;
+  // --all-tags: every tag the registry lists, one pull each (docker's output for each)
+  const tags = flags["all-tags"] ? await ops.tagsOf(name) : undefined;
+  if (tags && !tags.length) throw invalid(`${name}: the repository has no tags`);
+  if (!quiet && !tags && !ref.tag && !ref.digest) out("Using default tag: latest\n");
+  const targets = tags ? tags.map((t) => `${name}:${t}`) : [name];
+  let reference = "";
+  for (const target of targets) {
+    const full = withDefaultTag(parseReference(target));
+    const view = new ProgressView(process.stdout);
+    if (!quiet) out(`${full.digest ?? full.tag}: Pulling from ${repo}\n`);
+    const r = await ops.pull(ctx.engine(), target, {
+      ...(str(flags.platform) ? { platform: str(flags.platform)! } : {}),
+      ...(quiet ? {} : { onProgress: view.update }),
+    });
+    view.flush();
+    if (!quiet) {
+      out(`Digest: ${r.digest}\n`);
+      out(r.upToDate ? `Status: Image is up to date for ${familiar(r.reference)}\n` : `Status: Downloaded newer image for ${familiar(r.reference)}\n`);
+    }
+    reference = r.reference;
   }
-  const r = await ops.pull(ctx.engine(), name, {
-    ...(str(flags.platform) ? { platform: str(flags.platform)! } : {}),
-    ...(quiet ? {} : { onProgress: view.update }),
-  });
-  view.flush();
-  const shown = familiar(r.reference);
-  if (!quiet) {
-    out(`Digest: ${r.digest}\n`);
-    out(r.upToDate ? `Status: Image is up to date for ${shown}\n` : `Status: Downloaded newer image for ${shown}\n`);
-  }
-  out(`${r.reference}\n`);
+  // docker prints the repository after -a, the reference after a single pull
+  out(`${tags ? reference.replace(/:[^:/]+$/, "") : reference}\n`);
   return 0;
 }
 
