@@ -174,6 +174,39 @@ describe("filters in force inside containers", { skip: rootSkip }, () => {
     rmSync(dir, { recursive: true });
   });
 
+  test("SCMP_ACT_NOTIFY on exec: the exec'd process's filter is handed to the agent at the host's listenerPath", async () => {
+    const dir = tempDir();
+    const sock = join(dir, "agent.sock");
+    const first = background(join(project, "build/seccomp-agent"), [sock]);
+    await first.waitFor("listening");
+    const root = newRoot();
+    const b = makeBundle(["/probe", "sleep", "30"], (s) => {
+      s.mounts.push(tmpfs);
+      s.linux.seccomp = { defaultAction: "SCMP_ACT_ALLOW", listenerPath: sock, syscalls: [{ names: ["mkdir", "mkdirat"], action: "SCMP_ACT_NOTIFY" }] };
+    });
+    const id = uniqueId();
+    let second: ReturnType<typeof background> | undefined;
+    try {
+      assert.equal(rt(root, ["run", "-d", "--bundle", b, id]).code, 0);
+      await first.waitFor("state");
+      // a second agent on the same path (the first took its one connection) for the exec
+      second = background(join(project, "build/seccomp-agent"), [sock]);
+      await second.waitFor("listening");
+      const r = rt(root, ["exec", id, "/bin/sh", "-c", "mkdir /tmp/y; echo mkdir=$?"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, "mkdir=1\n", "the agent answered for the exec'd process");
+      await second.waitFor("syscall");
+      const state = JSON.parse(/^state (.*)$/m.exec(second.stdout)![1]!);
+      assert.equal(state.state.id, id);
+    } finally {
+      rt(root, ["delete", "-f", id]);
+      second?.child.kill(); // one the exec never reached still waits for its connection
+      rmSync(b, { recursive: true });
+      rmSync(root, { recursive: true });
+      rmSync(dir, { recursive: true });
+    }
+  });
+
   test("a bad profile fails create with the entry named, and nothing is left", () => {
     const root = newRoot();
     const b = makeBundle(["/probe", "id"], (s) => (s.linux.seccomp = { defaultAction: "SCMP_ACT_ALLOW", syscalls: [{ names: ["read"], action: "SCMP_ACT_FROB" }] }));

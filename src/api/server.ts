@@ -552,7 +552,18 @@ route("GET", "/images/json", ({ res, query, engine }) => {
     if (row.repoTag) e.tags.push(row.repoTag);
     byId.set(row.record.id, e);
   }
-  sendJson(res, 200, [...byId.values()].map(({ record, tags }) => ({ ...imageSummary(engine, record), ...(byReference ? { RepoTags: tags } : {}) })));
+  const repoOf = (t: string) => t.slice(0, t.lastIndexOf(":"));
+  sendJson(
+    res,
+    200,
+    [...byId.values()].map(({ record, tags }) => {
+      const summary = imageSummary(engine, record);
+      if (!byReference) return summary;
+      // RepoDigests too: the CLI prints a `<none>` line for a digest's repository that has no tag shown
+      const repos = new Set(tags.map(repoOf));
+      return { ...summary, RepoTags: tags, RepoDigests: record.repoDigests.filter((d) => repos.has(d.split("@")[0]!)) };
+    }),
+  );
 });
 route("POST", "/images/create", async ({ req, res, query, engine }) => {
   const from = query.get("fromImage");

@@ -496,6 +496,10 @@ export function execPlan(input: {
 }): PlanOp[] {
   const ops: PlanOp[] = [];
   if (input.consoleSocket) ops.push([Op.CONSOLE_SOCKET, input.consoleSocket]);
+  // the seccomp agent's socket is the host's: connected before the container's mount namespace is joined
+  const credentials = credentialOps(input.process, input.rootfs, input.preserveFds ?? 0, input.seccomp, false, input.listenerState, input.lsm);
+  const listener = credentials.findIndex((o) => o[0] === Op.SECCOMP_LISTENER);
+  if (listener >= 0) ops.push(...credentials.splice(listener, 1));
   // Opened in the host before joining; the child chroots into it (pivot_root and no-pivot alike).
   ops.push([Op.ROOT_OF, String(input.pid)]);
   // a running container's processes already count against its pids limit
@@ -509,7 +513,7 @@ export function execPlan(input: {
   if (input.foreground) ops.push([Op.FOREGROUND]);
   ops.push([Op.SETSID]);
   if (input.process.terminal) ops.push([Op.TERMINAL, String(input.process.user.uid)]);
-  ops.push(...credentialOps(input.process, input.rootfs, input.preserveFds ?? 0, input.seccomp, false, input.listenerState, input.lsm));
+  ops.push(...credentials);
   return ops;
 }
 
