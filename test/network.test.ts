@@ -202,6 +202,29 @@ describe("networking", { skip: rootSkip || nftMissing }, () => {
     ok(b(["network", "rm", "fixed"]));
   });
 
+  test("--ip-range hands out addresses from a part of the subnet, --aux-address ones are never handed out; inspect shows both", () => {
+    ok(b(["network", "create", "--subnet", "10.213.78.0/24", "--ip-range", "10.213.78.128/28", "--aux-address", "router=10.213.78.129", "ranged"]));
+    try {
+      const ipam = JSON.parse(ok(b(["network", "inspect", "-f", "{{json .IPAM.Config}}", "ranged"])).stdout);
+      assert.deepEqual(ipam, [{ Subnet: "10.213.78.0/24", Gateway: "10.213.78.1", IPRange: "10.213.78.128/28", AuxiliaryAddresses: { router: "10.213.78.129" } }]);
+      const first = ok(b(["run", "--rm", "--network", "ranged", "busybox", "sh", "-c", "ip -4 addr show eth0 | grep -o 'inet [0-9.]*'"])).stdout.trim();
+      assert.equal(first, "inet 10.213.78.128", "the range's first address");
+      ok(b(["run", "-d", "--name", "ranged-1", "--network", "ranged", "busybox", "sleep", "60"]));
+      const second = ok(b(["inspect", "-f", "{{.NetworkSettings.Networks.ranged.IPAddress}}", "ranged-1"])).stdout.trim();
+      const third = ok(b(["run", "--rm", "--network", "ranged", "busybox", "sh", "-c", "ip -4 addr show eth0 | grep -o 'inet [0-9.]*'"])).stdout.trim();
+      assert.equal(second, "10.213.78.128");
+      assert.equal(third, "inet 10.213.78.130", "the auxiliary address .129 is skipped");
+      // a static address anywhere in the subnet still works
+      assert.match(ok(b(["run", "--rm", "--network", "ranged", "--ip", "10.213.78.20", "busybox", "ip", "-4", "addr", "show", "eth0"])).stdout, /inet 10\.213\.78\.20\//);
+      const outside = b(["network", "create", "--subnet", "10.213.79.0/24", "--ip-range", "10.213.80.0/28", "badrange"]);
+      assert.equal(outside.code, 1);
+      assert.match(outside.stderr, /invalid ip range 10\.213\.80\.0\/28: it is not within the subnet 10\.213\.79\.0\/24/);
+    } finally {
+      b(["rm", "-f", "ranged-1"]);
+      ok(b(["network", "rm", "ranged"]));
+    }
+  });
+
   test("-P publishes exposed ports on free host ports; ranges and a host address; connect and disconnect a running container; --internal has no way out", async () => {
     // -P with --expose: a free host port, shown by port
     ok(b(["run", "-d", "--name", "pall", "-P", "--expose", "80", "-v", `${www}:/www`, "busybox", "httpd", "-f", "-p", "80", "-h", "/www"]));

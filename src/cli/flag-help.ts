@@ -25,6 +25,8 @@ export const flagHelp: Record<string, string> = {
   details: "Show extra details provided to logs",
   device: "Add a host device to the container",
   "device-cgroup-rule": "Add a rule to the cgroup allowed devices list",
+  "ip-range": "Allocate container ip from a sub-range",
+  "aux-address": "Auxiliary IPv4 or IPv6 addresses used by Network driver",
   "blkio-weight-device": "Block IO weight (relative device weight)",
   "device-read-bps": "Limit read rate (bytes per second) from a device",
   "device-write-bps": "Limit write rate (bytes per second) to a device",

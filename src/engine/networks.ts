@@ -55,7 +55,7 @@ export interface NetworkCreate {
   EnableIPv6?: boolean;
   Labels?: Record<string, string>;
   Options?: Record<string, string>;
-  IPAM?: { Driver?: string; Config?: { Subnet?: string; Gateway?: string; IPRange?: string }[] };
+  IPAM?: { Driver?: string; Config?: { Subnet?: string; Gateway?: string; IPRange?: string; AuxiliaryAddresses?: Record<string, string> }[] };
   CheckDuplicate?: boolean;
   Attachable?: boolean;
 }
@@ -76,13 +76,15 @@ export async function createNetwork(engine: Engine, req: NetworkCreate): Promise
   const v6 = (x: string) => x.includes(":");
   const cfg = req.IPAM?.Config ?? [];
   if (cfg.filter((c) => c.Subnet && !v6(c.Subnet)).length > 1 || cfg.filter((c) => c.Subnet && v6(c.Subnet)).length > 1) throw invalid("berth networks have one subnet per address family");
-  if (cfg.some((c) => c.IPRange)) throw unsupported("IPAM ip-range is not supported by berth yet");
+  if (cfg.some((c) => c.Subnet && v6(c.Subnet) && (c.IPRange || Object.keys(c.AuxiliaryAddresses ?? {}).length))) throw unsupported("IPAM ip-range and aux addresses are IPv4-only in berth");
   const c4 = cfg.find((c) => (c.Subnet && !v6(c.Subnet)) || (c.Gateway && !v6(c.Gateway)));
   const c6 = cfg.find((c) => (c.Subnet && v6(c.Subnet)) || (c.Gateway && v6(c.Gateway)));
   const n = await engine.network.store.create({
     Name: req.Name,
     ...(c4?.Subnet ? { Subnet: c4.Subnet } : {}),
     ...(c4?.Gateway ? { Gateway: c4.Gateway } : {}),
+    ...(c4?.IPRange ? { IPRange: c4.IPRange } : {}),
+    ...(c4?.AuxiliaryAddresses && Object.keys(c4.AuxiliaryAddresses).length ? { AuxiliaryAddresses: c4.AuxiliaryAddresses } : {}),
     ...(c6?.Subnet ? { Subnet6: c6.Subnet } : {}),
     ...(c6?.Gateway ? { Gateway6: c6.Gateway } : {}),
     Internal: !!req.Internal,

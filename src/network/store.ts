@@ -20,7 +20,8 @@ export interface NetworkRecord {
   Scope: "local";
   Driver: "bridge";
   EnableIPv6: boolean;
-  IPAM: { Driver: "default"; Options: Record<string, string>; Config: Array<{ Subnet: string; Gateway: string }> };
+  /** IPRange: where addresses are handed out from (a part of the subnet); AuxiliaryAddresses: never handed out */
+  IPAM: { Driver: "default"; Options: Record<string, string>; Config: Array<{ Subnet: string; Gateway: string; IPRange?: string; AuxiliaryAddresses?: Record<string, string> }> };
   Internal: boolean;
   Attachable: boolean;
   Ingress: boolean;
@@ -250,12 +251,17 @@ export class NetworkStore {
           if (!contains(subnet, ip) || ip === subnet.base || ip === subnet.base + subnetSize(subnet) - 1) throw invalid(`no configured subnet contains IP address ${r.ip} (network ${n.Name}: ${cfg.Subnet})`);
           if (ip === gateway || used.has(ip)) throw exists(`Address already in use: ${r.ip} on network ${n.Name}`);
         } else {
-          for (let c = subnet.base + 1; c < subnet.base + subnetSize(subnet) - 1; c++)
-            if (c !== gateway && !used.has(c)) {
+          // from the network's ip-range where it has one; never an auxiliary address
+          const pool = cfg.IPRange ? parseSubnet(cfg.IPRange) : subnet;
+          const aux = new Set(Object.values(cfg.AuxiliaryAddresses ?? {}).map(ipToNum));
+          const first = Math.max(pool.base, subnet.base + 1);
+          const end = Math.min(pool.base + subnetSize(pool), subnet.base + subnetSize(subnet) - 1);
+          for (let c = first; c < end; c++)
+            if (c !== gateway && !used.has(c) && !aux.has(c)) {
               ip = c;
               break;
             }
-          if (ip === undefined) throw precondition(`no available IPv4 addresses on network ${n.Name} (${cfg.Subnet})`);
+          if (ip === undefined) throw precondition(`no available IPv4 addresses on network ${n.Name} (${cfg.IPRange ?? cfg.Subnet})`);
         }
         const address = numToIp(ip);
         const v6 = n.EnableIPv6 ? allocate6(doc, n, r.ip6) : undefined;
@@ -386,6 +392,10 @@ export interface CreateOptions {
   Name: string;
   Subnet?: string;
   Gateway?: string;
+  /** IPv4: hand out addresses from this part of the subnet only (docker's --ip-range) */
+  IPRange?: string;
+  /** IPv4: addresses never handed out (docker's --aux-address name=ip) */
+  AuxiliaryAddresses?: Record<string, string>;
   /** with EnableIPv6: the IPv6 subnet (a random ULA /64 when not given) and its gateway */
   Subnet6?: string;
   Gateway6?: string;
@@ -417,7 +427,19 @@ function createIn(doc: Doc, opts: CreateOptions, defaultBridge: string): Network
     gateway = ipToNum(opts.Gateway);
     if (!contains(subnet, gateway) || gateway === subnet.base || gateway === subnet.base + subnetSize(subnet) - 1) throw invalid(`no matching subnet for gateway ${opts.Gateway} (subnet ${formatSubnet(subnet)})`);
   }
-  const config = [{ Subnet: formatSubnet(subnet), Gateway: numToIp(gateway) }];
+  const config: NetworkRecord["IPAM"]["Config"] = [{ Subnet: formatSubnet(subnet), Gateway: numToIp(gateway) }];
+  if (opts.IPRange) {
+    if (!opts.Subnet) throw invalid("--ip-range needs --subnet");
+    const range = parseSubnet(opts.IPRange);
+    if (range.base < subnet.base || range.base + subnetSize(range) > subnet.base + subnetSize(subnet)) throw invalid(`invalid ip range ${opts.IPRange}: it is not within the subnet ${formatSubnet(subnet)}`);
+    config[0]!.IPRange = formatSubnet(range);
+  }
+  for (const [name, ip] of Object.entries(opts.AuxiliaryAddresses ?? {})) {
+    if (!opts.Subnet) throw invalid("--aux-address needs --subnet");
+    const a = ipToNum(ip);
+    if (!contains(subnet, a)) throw invalid(`invalid auxiliary address ${name}=${ip}: it is not in the subnet ${formatSubnet(subnet)}`);
+    (config[0]!.AuxiliaryAddresses ??= {})[name] = numToIp(a);
+  }
   if (opts.EnableIPv6) {
     const s6 = opts.Subnet6 ? parseSubnet6(opts.Subnet6) : parseSubnet6(`fd${randomBytes(5).toString("hex").replace(/^(..)(....)(....)$/, "$1:$2:$3")}::/64`);
     if (s6.prefix > 120) throw invalid(`subnet ${opts.Subnet6} is too small for containers`);

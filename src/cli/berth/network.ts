@@ -19,6 +19,8 @@ export async function create(ctx: Context, argv: string[]): Promise<number> {
       { long: "driver", short: "d", kind: "string", default: "bridge" },
       { long: "subnet", kind: "list" },
       { long: "gateway", kind: "list" },
+      { long: "ip-range", kind: "list" },
+      { long: "aux-address", kind: "list" },
       { long: "internal", kind: "bool" },
       { long: "ipv6", kind: "bool" },
       { long: "label", kind: "list" },
@@ -33,10 +35,12 @@ export async function create(ctx: Context, argv: string[]): Promise<number> {
   const gateways = list(flags.gateway);
   // docker: --subnet and --gateway once per address family
   if (gateways.filter((x) => !v6(x)).length > 1 || gateways.filter(v6).length > 1) throw invalid("one --gateway per address family");
+  const ranges = list(flags["ip-range"]);
+  const aux = labels(list(flags["aux-address"]));
   const ipam = [false, true]
-    .map((six) => ({ Subnet: subnets.find((x) => v6(x) === six), Gateway: gateways.find((x) => v6(x) === six) }))
-    .filter((c) => c.Subnet || c.Gateway)
-    .map((c) => ({ ...(c.Subnet ? { Subnet: c.Subnet } : {}), ...(c.Gateway ? { Gateway: c.Gateway } : {}) }));
+    .map((six) => ({ Subnet: subnets.find((x) => v6(x) === six), Gateway: gateways.find((x) => v6(x) === six), IPRange: ranges.find((x) => v6(x) === six), Aux: Object.fromEntries(Object.entries(aux).filter(([, ip]) => v6(ip) === six)) }))
+    .filter((c) => c.Subnet || c.Gateway || c.IPRange)
+    .map((c) => ({ ...(c.Subnet ? { Subnet: c.Subnet } : {}), ...(c.Gateway ? { Gateway: c.Gateway } : {}), ...(c.IPRange ? { IPRange: c.IPRange } : {}), ...(Object.keys(c.Aux).length ? { AuxiliaryAddresses: c.Aux } : {}) }));
   if (subnets.filter((x) => !v6(x)).length > 1 || subnets.filter(v6).length > 1) throw invalid("berth networks have one subnet per address family");
   const id = await networks.createNetwork(ctx.engine(), {
     Name: args[0]!,
