@@ -73,20 +73,44 @@ function registryClients(ref: Reference, credentials: Credentials | undefined): 
   return [...mirrors.map((u) => new RegistryClient(u.host, { insecure: u.protocol === "http:" || undefined })), new RegistryClient(ref.domain, { ...(credentials ? { credentials } : {}) })];
 }
 
+/**
+ * The manifest a reference names, from the first of the registries that has it (a mirror that
+ * fails or lacks it gives way to the next, the last word being the registry's own), verified
+ * against a digest the reference or the registry names; and the client that answered.
+ */
+async function topManifest(ref: Reference, what: string, clients: RegistryClient[]): Promise<{ client: RegistryClient; top: Awaited<ReturnType<RegistryClient["getManifest"]>>; digest: string }> {
+  for (const [i, client] of clients.entries()) {
+    try {
+      const top = await client.getManifest(ref.path, ref.digest ?? ref.tag!, what);
+      const digest = sha256(top.body);
+      if (ref.digest && digest !== ref.digest) throw invalid(`manifest for ${what} does not match its digest: got ${digest}`);
+      if (!ref.digest && top.digest && top.digest !== digest) throw invalid(`manifest for ${what} does not match the digest the registry sent (${top.digest}): got ${digest}`);
+      return { client, top, digest };
+    } catch (e) {
+      if (i === clients.length - 1) throw e;
+    }
+  }
+  throw invalid(`no registry to ask for ${what}`);
+}
+
 /** The tags a repository has (pull --all-tags), asked of the registry (Docker Hub's mirrors first). */
 export async function remoteTags(input: string, opts: { credentials?: Credentials } = {}): Promise<string[]> {
   const ref = parseReference(input);
   if (ref.tag || ref.digest) throw invalid("tag can't be used with --all-tags/-a");
   const what = familiar(formatReference(ref));
   const clients = registryClients(ref, opts.credentials ?? credentialsFor(ref.domain));
-  for (const [i, c] of clients.entries()) {
-    try {
-      return (await c.listTags(ref.path, what)).sort();
-    } catch (e) {
-      if (i === clients.length - 1) throw e;
+  try {
+    for (const [i, c] of clients.entries()) {
+      try {
+        return (await c.listTags(ref.path, what)).sort();
+      } catch (e) {
+        if (i === clients.length - 1) throw e;
+      }
     }
+    return [];
+  } finally {
+    for (const c of clients) c.close();
   }
-  return [];
 }
 
 export interface RemoteImageInfo {
@@ -104,19 +128,14 @@ export async function remoteImageInfo(input: string, opts: { credentials?: Crede
   const ref = withDefaultTag(parseReference(input));
   const what = familiar(formatReference(ref));
   const clients = registryClients(ref, opts.credentials ?? credentialsFor(ref.domain));
-  let client = clients[clients.length - 1]!;
-  let top!: Awaited<ReturnType<RegistryClient["getManifest"]>>;
-  for (const [i, c] of clients.entries()) {
-    try {
-      top = await c.getManifest(ref.path, ref.digest ?? ref.tag!, what);
-      client = c;
-      break;
-    } catch (e) {
-      if (i === clients.length - 1) throw e;
-    }
+  try {
+    return await describeRemote(ref, what, await topManifest(ref, what, clients));
+  } finally {
+    for (const c of clients) c.close();
   }
-  const digest = sha256(top.body);
-  if (ref.digest && digest !== ref.digest) throw invalid(`manifest for ${what} does not match its digest: got ${digest}`);
+}
+
+async function describeRemote(ref: Reference, what: string, { client, top, digest }: Awaited<ReturnType<typeof topManifest>>): Promise<RemoteImageInfo> {
   const doc = parseJSON<{ mediaType?: string; manifests?: Descriptor[]; config?: Descriptor }>(top.body, `manifest for ${what}`);
   const mediaType = doc.mediaType ?? top.mediaType;
   const descriptor: Descriptor = { mediaType, digest, size: top.body.length };
@@ -137,26 +156,11 @@ export async function pullImage(store: ImageStore, input: string, opts: PullOpti
   const progress = opts.onProgress ?? (() => {});
   const want = opts.platform ?? hostPlatform();
   const credentials = opts.credentials ?? credentialsFor(ref.domain);
-  // Docker Hub's mirrors first (daemon.json), as dockerd: a mirror that fails or lacks the image
-  // gives way to the next, and the last word is the registry's own
   const clients = registryClients(ref, credentials);
   const lease = await store.writerLease();
   try {
-    // 1. the manifest the reference names, verified
-    let client = clients[clients.length - 1]!;
-    let top!: Awaited<ReturnType<RegistryClient["getManifest"]>>;
-    for (const [i, c] of clients.entries()) {
-      try {
-        top = await c.getManifest(ref.path, ref.digest ?? ref.tag!, what);
-        client = c;
-        break;
-      } catch (e) {
-        if (i === clients.length - 1) throw e;
-      }
-    }
-    const topDigest = sha256(top.body);
-    if (ref.digest && topDigest !== ref.digest) throw invalid(`manifest for ${what} does not match its digest: got ${topDigest}`);
-    if (!ref.digest && top.digest && top.digest !== topDigest) throw invalid(`manifest for ${what} does not match the digest the registry sent (${top.digest}): got ${topDigest}`);
+    // 1. the manifest the reference names, verified (Docker Hub's mirrors first, as dockerd)
+    const { client, top, digest: topDigest } = await topManifest(ref, what, clients);
     const topDoc = parseJSON<{ mediaType?: string; manifests?: Descriptor[]; config?: Descriptor; schemaVersion?: number }>(top.body, `manifest for ${what}`);
     const topType = topDoc.mediaType ?? top.mediaType;
     let manifestBody = top.body;
