@@ -244,6 +244,13 @@ describe("the Docker API: berth system service", { skip }, () => {
       assert.match(r.stdout, new RegExp(`^${ip.replace(/\./g, "\\.")}\\s+db$`, "m"));
       assert.match(r.stdout, /^linked$/m, "the alias reaches the linked container");
       assert.deepEqual(JSON.parse(dok(docker(cli, ["inspect", "-f", "{{json .HostConfig.Links}}", "api-client"])).stdout), ["/api-linked:/api-client/db"]);
+      // docker rm --link (DELETE /containers/{name}?link=1): the link goes, both containers stay
+      dok(docker(cli, ["rm", "--link", "/api-client/db"]));
+      assert.equal(dok(docker(cli, ["inspect", "-f", "{{json .HostConfig.Links}}", "api-client"])).stdout.trim(), "null");
+      assert.equal(dok(docker(cli, ["ps", "-a", "--filter", "name=api-", "--format", "{{.Names}}"])).stdout.trim().split("\n").sort().join(" "), "api-client api-linked");
+      const own = docker(cli, ["rm", "--link", "api-client"]);
+      assert.notEqual(own.code, 0);
+      assert.match(own.stderr, /cannot remove the default link name of the container/);
       dok(docker(cli, ["rm", "api-client"]));
       const missing = docker(cli, ["run", "--rm", "--link", "nosuch:db", "busybox", "true"]);
       assert.notEqual(missing.code, 0);

@@ -414,8 +414,14 @@ route("POST", "/containers/{id}/wait", async (c) => {
   }
 });
 route("DELETE", "/containers/{id}", async (c) => {
-  if (bool(c.query, "link")) throw unsupported("links are not supported");
-  await c.engine.remove(ref(c), { force: bool(c.query, "force"), volumes: bool(c.query, "v") });
+  if (bool(c.query, "link")) await c.engine.removeLink(ref(c));
+  else await c.engine.remove(ref(c), { force: bool(c.query, "force"), volumes: bool(c.query, "v") });
+  c.res.writeHead(204).end();
+});
+// a link's name holds slashes (docker rm --link /parent/alias)
+route("DELETE", "/containers/{name}", async (c) => {
+  if (!bool(c.query, "link")) throw notFound(`No such container: ${ref(c)}`);
+  await c.engine.removeLink(ref(c));
   c.res.writeHead(204).end();
 });
 route("GET", "/containers/{id}/logs", async (c) => {

@@ -1060,6 +1060,33 @@ export class Engine {
     this.emit({ ...v.rec, Name: `/${name}` }, "rename", { oldName: v.rec.Name });
   }
 
+  /**
+   * docker rm --link /parent/alias: the parent container's legacy link of that name goes (the
+   * linked container stays); the parent's /etc/hosts keeps the entry until it starts again, as dockerd's.
+   */
+  async removeLink(linkName: string): Promise<void> {
+    const clean = `/${linkName.replace(/^\/+/, "")}`;
+    const cut = clean.lastIndexOf("/");
+    if (cut <= 0) throw exists("Conflict, cannot remove the default link name of the container");
+    const parent = clean.slice(1, cut);
+    let v: Awaited<ReturnType<Engine["get"]>>;
+    try {
+      v = await this.get(parent);
+    } catch {
+      throw notFound(`Cannot get parent /${parent} for link name ${clean}`);
+    }
+    const lock = await this.containers.lock(v.rec.Id);
+    try {
+      const rec = this.containers.read(v.rec.Id)?.rec ?? v.rec;
+      const links = rec.HostConfig.Links ?? [];
+      const kept = links.filter((l) => l.split(":")[1] !== clean);
+      if (kept.length === links.length) throw notFound(`Could not find link ${clean} on container /${parent}`);
+      this.containers.writeConfig({ ...rec, HostConfig: { ...rec.HostConfig, Links: kept.length ? kept : null } });
+    } finally {
+      lock.release();
+    }
+  }
+
   /** docker update: new limits in the record, and in the cgroup when it runs. */
   async update(ref: string, hc: CreateRequest["HostConfig"]): Promise<void> {
     const v = await this.get(ref);

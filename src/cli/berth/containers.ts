@@ -512,7 +512,9 @@ export async function kill(ctx: Context, argv: string[]): Promise<number> {
 
 export async function rm(ctx: Context, argv: string[]): Promise<number> {
   const { flags, args } = parse(argv, [{ long: "force", short: "f", kind: "bool" }, { long: "volumes", short: "v", kind: "bool" }, { long: "link", short: "l", kind: "bool" }], "rm");
-  return eachContainer(ctx, args, "rm", async (a) => void (await ctx.engine().remove(a, { force: !!flags.force })));
+  // --link: the arguments are links (/parent/alias) to remove, not containers
+  if (flags.link) return eachContainer(ctx, args, "rm", async (a) => void (await ctx.engine().removeLink(a)));
+  return eachContainer(ctx, args, "rm", async (a) => void (await ctx.engine().remove(a, { force: !!flags.force, volumes: !!flags.volumes })));
 }
 
 export async function ps(ctx: Context, argv: string[]): Promise<number> {
