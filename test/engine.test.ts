@@ -419,6 +419,25 @@ describe("containers", { skip: rootSkip }, () => {
     }
   });
 
+  test("container prune --filter: label, label!, until; an unknown filter is refused", () => {
+    const made = ["keep", "drop", "plain"].map((n) => ok(b(["create", "--name", `prune-${n}`, "--label", "prunetest=1", ...(n === "plain" ? [] : ["--label", `tier=${n}`]), "busybox", "true"])).stdout.trim());
+    try {
+      const names = () => ok(b(["ps", "-a", "--filter", "name=prune-", "--format", "{{.Names}}"])).stdout.trim().split("\n").filter(Boolean).sort();
+      // every filter with label=prunetest: the suite's other stopped containers are not this test's to prune
+      assert.equal(ok(b(["container", "prune", "-f", "--filter", "label=prunetest", "--filter", "until=1h"])).stdout.includes("Deleted Containers"), false, "none was made an hour ago");
+      assert.deepEqual(names(), ["prune-drop", "prune-keep", "prune-plain"]);
+      assert.match(ok(b(["container", "prune", "-f", "--filter", "label=prunetest", "--filter", "label=tier=drop"])).stdout, new RegExp(made[1]!));
+      assert.deepEqual(names(), ["prune-keep", "prune-plain"]);
+      ok(b(["container", "prune", "-f", "--filter", "label=prunetest", "--filter", "label!=tier"]));
+      assert.deepEqual(names(), ["prune-keep"]);
+      const bad = b(["container", "prune", "-f", "--filter", "color=red"]);
+      assert.notEqual(bad.code, 0);
+      assert.match(bad.stderr, /invalid filter 'color'/);
+    } finally {
+      b(["rm", "-f", ...made]);
+    }
+  });
+
   test("volumes: named volumes keep data across containers; in use cannot go; prune takes anonymous ones", () => {
     assert.equal(ok(b(["volume", "create", "--label", "team=a", "data"])).stdout, "data\n");
     ok(b(["run", "--rm", "-v", "data:/data", "busybox", "sh", "-c", "echo kept > /data/f"]));

@@ -281,8 +281,7 @@ route("POST", "/containers/create", async ({ req, res, query, engine }) => {
   sendJson(res, 201, r);
 });
 route("POST", "/containers/prune", async ({ res, query, engine }) => {
-  if (filtersOf(query).length) throw unsupported("filters on container prune are not supported yet");
-  const { deleted, reclaimed } = await system.pruneContainers(engine);
+  const { deleted, reclaimed } = await system.pruneContainers(engine, filtersOf(query));
   sendJson(res, 200, { ContainersDeleted: deleted, SpaceReclaimed: reclaimed });
 });
 route("GET", "/containers/{id}/json", async (c) => {

@@ -5,6 +5,7 @@ import { treeBytes } from "../common/sys.js";
  */
 import { pruneCache } from "./build.js";
 import { repair } from "./repair.js";
+import { logTime } from "./containers.js";
 export { repair } from "./repair.js";
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -270,11 +271,38 @@ export async function diskUsage(engine: Engine): Promise<DiskUsage> {
 }
 
 /** Removes the stopped containers: their ids, and the bytes their writable layers held. */
-export async function pruneContainers(engine: Engine): Promise<{ deleted: string[]; reclaimed: number }> {
+/**
+ * docker's prune filters for containers: `until=TIME` (created before it), `label=K[=V]`,
+ * `label!=K[=V]`; any other key is an error, as dockerd's.
+ */
+function pruneFilter(filters: string[]): (v: ContainerView) => boolean {
+  const checks: ((v: ContainerView) => boolean)[] = [];
+  for (const f of filters) {
+    const eq = f.indexOf("=");
+    const key = f.slice(0, eq < 0 ? f.length : eq);
+    const value = eq < 0 ? "" : f.slice(eq + 1);
+    const labelTest = (v: ContainerView, spec: string) => {
+      const [k, val] = spec.split("=", 2) as [string, string | undefined];
+      const labels = v.rec.Config.Labels ?? {};
+      return k in labels && (val === undefined || labels[k] === val);
+    };
+    if (key === "until") {
+      const ns = logTime(value, "until");
+      if (ns === undefined) throw invalid(`invalid filter 'until=${value}'`);
+      checks.push((v) => BigInt(Date.parse(v.rec.Created)) * 1_000_000n < ns);
+    } else if (key === "label") checks.push((v) => labelTest(v, value));
+    else if (key === "label!") checks.push((v) => !labelTest(v, value));
+    else throw invalid(`invalid filter '${key}'`);
+  }
+  return (v) => checks.every((c) => c(v));
+}
+
+export async function pruneContainers(engine: Engine, filters: string[] = []): Promise<{ deleted: string[]; reclaimed: number }> {
   const deleted: string[] = [];
   let reclaimed = 0;
+  const keep = pruneFilter(filters);
   for (const v of await engine.list())
-    if (!v.state.Running && !v.state.Restarting) {
+    if (!v.state.Running && !v.state.Restarting && keep(v)) {
       reclaimed += containerSize(engine, v.rec.Id);
       deleted.push(await engine.remove(v.rec.Id));
     }

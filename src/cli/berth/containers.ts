@@ -759,7 +759,7 @@ export async function containerPrune(ctx: Context, argv: string[]): Promise<numb
     const { confirm } = await import("./images.js");
     if (!(await confirm("WARNING! This will remove all stopped containers.\nAre you sure you want to continue?"))) return 0;
   }
-  const { deleted: gone, reclaimed } = await system.pruneContainers(ctx.engine());
+  const { deleted: gone, reclaimed } = await system.pruneContainers(ctx.engine(), list(flags.filter));
   if (gone.length) out(`Deleted Containers:\n${gone.map((g) => g + "\n").join("")}\n`);
   out(`Total reclaimed space: ${humanSize(reclaimed)}\n`);
   return 0;
