@@ -202,6 +202,60 @@ describe("the Docker API: berth system service", { skip }, () => {
     }
   });
 
+  test("detach keys under a terminal: run -it with ctrl-p ctrl-q, exec -it with the config file's detachKeys; the container runs on", { skip: !fs.existsSync("/usr/bin/script") && "needs script (bsdutils)" }, async () => {
+    for (const cli of clis) {
+      const home = tempDir("berth-test-detach-");
+      fs.writeFileSync(join(home, "config.json"), JSON.stringify({ detachKeys: "ctrl-a,q" }));
+      try {
+        const e = { PATH: process.env.PATH ?? "", DOCKER_HOST: `unix://${sock}`, HOME: env.dockerConfig };
+        // the keys typed once the client is attached (its terminal raw: cooked, ctrl-q is flow control)
+        const typeWhenReady = async (command: string, ready: () => boolean, keys: string) => {
+          const child = spawn("script", ["-qec", command, "/dev/null"], { env: e, stdio: ["pipe", "pipe", "pipe"] });
+          let out = "";
+          child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+          child.stdin.on("error", () => {});
+          const exited = new Promise<number | null>((r) => child.on("close", r));
+          await waitFor(ready, "the client to be attached", 30_000, 100);
+          await new Promise((r) => setTimeout(r, 700));
+          child.stdin.write(keys);
+          const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+          const status = await exited;
+          clearTimeout(timer);
+          return { status, out };
+        };
+        const running = () => docker(cli, ["inspect", "-f", "{{.State.Running}}", "api-detach"]).stdout.trim() === "true";
+        const run = await typeWhenReady(`${cli} run -it --name api-detach busybox sh -c 'sleep 1000'`, running, "\x10\x11");
+        // the client detached (Debian's 20.10 CLI reports its own escape as an error, exit 1)
+        assert.ok(run.status === 0 || /read escape sequence/.test(run.out), `${cli}: ${run.status} ${run.out}`);
+        assert.equal(dok(docker(cli, ["inspect", "-f", "{{.State.Running}}", "api-detach"])).stdout.trim(), "true", `${cli}: the container runs on`);
+        const execs = () => /sleep 1000[\s\S]*sleep 1000/.test(docker(cli, ["top", "api-detach"]).stdout);
+        const exec = await typeWhenReady(`DOCKER_CONFIG=${home} ${cli} exec -it api-detach sh -c 'sleep 1000'`, execs, "\x01q");
+        assert.ok(exec.status === 0 || /read escape sequence/.test(exec.out), `${cli}: ${exec.status} ${exec.out}`);
+        assert.equal(dok(docker(cli, ["inspect", "-f", "{{.State.Running}}", "api-detach"])).stdout.trim(), "true");
+      } finally {
+        docker(cli, ["rm", "-f", "api-detach"]);
+        fs.rmSync(home, { recursive: true, force: true });
+      }
+    }
+    // a client without an escape proxy of its own (a raw hijacked attach): the server detaches it
+    const cli = clis[0]!;
+    dok(docker(cli, ["run", "-dit", "--name", "api-detach-raw", "busybox", "sh"]));
+    try {
+      const { connect } = await import("node:net");
+      const conn = connect(sock);
+      let got = "";
+      conn.on("data", (d) => (got += d.toString("latin1")));
+      const closed = new Promise((r) => conn.on("close", r));
+      conn.write("POST /containers/api-detach-raw/attach?stream=1&stdin=1&stdout=1&detachKeys=ctrl-x,y HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n");
+      await waitFor(() => got.includes("101"), "the attach to be upgraded", 10_000, 20);
+      conn.write("echo before\r\x18y");
+      await Promise.race([closed, new Promise((_, j) => setTimeout(() => j(new Error(`the server kept the connection after the detach keys: ${JSON.stringify(got)}`)), 10_000))]);
+      assert.equal(dok(docker(cli, ["inspect", "-f", "{{.State.Running}}", "api-detach-raw"])).stdout.trim(), "true", "the container runs on, its stdin open");
+    } finally {
+      docker(cli, ["rm", "-f", "api-detach-raw"]);
+    }
+  });
+
   test("dockerd's answers where clients expect them: not a swarm, log drivers by name, -e NAME from the caller", async () => {
     for (const cli of clis) {
       const leave = docker(cli, ["swarm", "leave", "--force"]);

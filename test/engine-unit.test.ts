@@ -5,7 +5,7 @@ import { gzipSync } from "node:zlib";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { tempDir } from "./helpers.js";
-import { parseBind, parseSize, resolveInRoot } from "../src/engine/index.js";
+import { detachBytes, detachWatcher, parseBind, parseSize, resolveInRoot } from "../src/engine/index.js";
 import { readInRoot, resolveUser } from "../src/engine/spec.js";
 
 test("paths resolve inside the root: absolute and ../ symlinks never leave it", () => {
@@ -126,4 +126,20 @@ test("logs --tail of a log larger than the memory it may take reads only its end
   for await (const _e of readLogs(log, 1, {})) n++;
   assert.equal(n, 128 * 1024 + 1);
   assert.ok(process.memoryUsage().rss - before < 96 << 20, `streaming a 128 MB log took ${(process.memoryUsage().rss - before) >> 20} MB`);
+});
+
+test("detach keys: what comes before them is passed on, the keys are not, a partial match held across chunks", () => {
+  const run = (keys: string, chunks: string[]) => {
+    const out: string[] = [];
+    let detached = false;
+    const feed = detachWatcher(detachBytes(keys), (b) => out.push(b.toString("latin1")), () => (detached = true));
+    for (const c of chunks) feed(Buffer.from(c, "latin1"));
+    return { out: out.join(""), detached };
+  };
+  assert.deepEqual(run("ctrl-p,ctrl-q", ["ls\r", "\x10\x11", "after"]), { out: "ls\r", detached: true });
+  assert.deepEqual(run("ctrl-p,ctrl-q", ["ab\x10", "\x11cd"]), { out: "ab", detached: true }, "split across chunks");
+  assert.deepEqual(run("ctrl-p,ctrl-q", ["a\x10b", "\x10", "c"]), { out: "a\x10b\x10c", detached: false }, "a held prefix that was data after all");
+  assert.deepEqual(run("ctrl-p,ctrl-q", ["\x10\x10\x11"]), { out: "\x10", detached: true });
+  assert.deepEqual(run("ctrl-a,x", ["1\x01y\x01x"]), { out: "1\x01y", detached: true });
+  assert.throws(() => detachBytes("ctrl-pp"), /invalid detach keys/);
 });

@@ -22,6 +22,8 @@ import {
   defaultContainerConfig,
   defaultHostConfig,
   demuxAttach,
+  detachBytes,
+  detachWatcher,
   images,
   networks,
   system,
@@ -505,14 +507,17 @@ interface ExecRecord {
   /** tty: the window size asked for, and how to change it once running */
   size?: { rows: number; cols: number };
   resize?: (rows: number, cols: number) => void;
+  /** what detaches from its terminal ("" for dockerd's ctrl-p,ctrl-q) */
+  detachKeys: string;
 }
 const execs = new Map<string, ExecRecord>();
 route("POST", "/containers/{id}/exec", async (c) => {
   const v = await c.engine.get(ref(c));
   if (!v.state.Running) throw new BerthError("FailedPrecondition", `Container ${v.rec.Id} is not running`);
   if (v.state.Paused) throw new BerthError("FailedPrecondition", `Container ${v.rec.Id} is paused, unpause the container before exec`);
-  const b = (await readJson<{ Cmd?: string[]; Tty?: boolean; AttachStdin?: boolean; User?: string; WorkingDir?: string; Env?: string[]; Privileged?: boolean; ConsoleSize?: [number, number] | null }>(c.req)) ?? {};
+  const b = (await readJson<{ Cmd?: string[]; Tty?: boolean; AttachStdin?: boolean; User?: string; WorkingDir?: string; Env?: string[]; Privileged?: boolean; ConsoleSize?: [number, number] | null; DetachKeys?: string }>(c.req)) ?? {};
   if (!Array.isArray(b.Cmd) || !b.Cmd.length) throw invalid("No exec command specified");
+  if (b.DetachKeys) detachBytes(b.DetachKeys); // a bad one is a 400 now, not at start
   const id = randomBytes(32).toString("hex");
   execs.set(id, {
     ID: id,
@@ -524,6 +529,7 @@ route("POST", "/containers/{id}/exec", async (c) => {
     running: false,
     exitCode: null,
     pid: 0,
+    detachKeys: b.DetachKeys ?? "",
     ...(b.ConsoleSize?.[0] && b.ConsoleSize[1] ? { size: { rows: b.ConsoleSize[0], cols: b.ConsoleSize[1] } } : {}),
   });
   sendJson(c.res, 201, { Id: id });
@@ -531,7 +537,7 @@ route("POST", "/containers/{id}/exec", async (c) => {
 route("GET", "/exec/{id}/json", (c) => {
   const e = execs.get(ref(c));
   if (!e) throw notFound(`No such exec instance: ${ref(c)}`);
-  sendJson(c.res, 200, { ID: e.ID, Running: e.running, ExitCode: e.exitCode, ProcessConfig: { tty: e.tty, entrypoint: e.argv[0], arguments: e.argv.slice(1), privileged: false, user: e.opts.user ?? "" }, OpenStdin: e.stdin, OpenStderr: true, OpenStdout: true, CanRemove: false, ContainerID: e.container, DetachKeys: "", Pid: e.pid });
+  sendJson(c.res, 200, { ID: e.ID, Running: e.running, ExitCode: e.exitCode, ProcessConfig: { tty: e.tty, entrypoint: e.argv[0], arguments: e.argv.slice(1), privileged: false, user: e.opts.user ?? "" }, OpenStdin: e.stdin, OpenStderr: true, OpenStdout: true, CanRemove: false, ContainerID: e.container, DetachKeys: e.detachKeys, Pid: e.pid });
 });
 route("POST", "/exec/{id}/resize", (c) => {
   const e = execs.get(ref(c));
@@ -855,9 +861,8 @@ async function attach(engine: Engine, id: string, q: Query, socket: Socket, head
   const wantIn = bool(q, "stdin"),
     wantOut = bool(q, "stdout"),
     wantErr = bool(q, "stderr");
-  if (bool(q, "logs")) {
-    // earlier output first (docker attach --logs)
-  }
+  // a terminal's input is watched for the detach keys (dockerd's default ctrl-p,ctrl-q or the client's)
+  const keys = tty ? detachBytes(q.get("detachKeys") || "ctrl-p,ctrl-q") : undefined;
   let mon: Socket;
   if (v.state.Running) {
     mon = await engine.attach(v.rec.Id);
@@ -889,10 +894,27 @@ async function attach(engine: Engine, id: string, q: Query, socket: Socket, head
     }
     mon = got;
   }
+  // logs=1: what the container wrote before, then what it writes (docker attach --logs, compose's attach)
+  if (bool(q, "logs") && (wantOut || wantErr)) {
+    const { entries } = await containers.containerLogs(engine, v.rec.Id, {});
+    for await (const e of entries) {
+      const text = Buffer.from(e.line);
+      if (e.stream === "stdout" && wantOut) socket.write(tty ? text : frame(1, text));
+      if (e.stream === "stderr" && wantErr) socket.write(tty ? text : frame(2, text));
+    }
+  }
+  let detached = false;
   if (wantIn && v.rec.Config.OpenStdin) {
-    if (head.length) mon.write(head);
-    socket.on("data", (d) => mon.write(d));
-    socket.on("end", () => mon.end());
+    const input = keys
+      ? detachWatcher(keys, (b: Buffer) => mon.write(b), () => {
+          // the client goes, the container runs on (its stdin stays open)
+          detached = true;
+          mon.destroy();
+        })
+      : (b: Buffer) => mon.write(b);
+    if (head.length) input(head);
+    socket.on("data", input);
+    socket.on("end", () => !detached && mon.end());
   }
   socket.on("error", () => mon.destroy());
   socket.on("close", () => mon.destroy());
@@ -937,11 +959,20 @@ async function execStart(engine: Engine, id: string, body: { Detach?: boolean; T
   // with a terminal the stream is raw (one stream, as the container's terminal writes it)
   hijack(socket, upgrade, e.tty ? "application/vnd.docker.raw-stream" : "application/vnd.docker.multiplexed-stream");
   if (s.stdin) {
-    if (head.length) s.stdin.write(head);
-    socket.on("data", (d) => s.stdin!.write(d));
-    socket.on("end", () => s.stdin!.end());
-    socket.on("error", () => s.stdin!.destroy());
+    const stdin = s.stdin;
+    // a terminal's input is watched for the detach keys: the client leaves, the process runs on
+    const input = e.tty
+      ? detachWatcher(detachBytes(e.detachKeys || "ctrl-p,ctrl-q"), (b: Buffer) => stdin.write(b), () => {
+          detachedExec = true;
+          socket.end();
+        })
+      : (b: Buffer) => stdin.write(b);
+    if (head.length) input(head);
+    socket.on("data", input);
+    socket.on("end", () => !detachedExec && stdin.end());
+    socket.on("error", () => !detachedExec && stdin.destroy());
   }
+  let detachedExec = false;
   const pump = (r: NodeJS.ReadableStream, n: 1 | 2) =>
     new Promise<void>((res) => {
       r.on("data", (b: Buffer) => socket.write(e.tty ? b : frame(n, b)));

@@ -3,6 +3,7 @@
  * stderr, 3 the container's exit code, berth's own), 3 bytes of padding and a big-endian u32
  * length — docker's stdcopy framing, with one kind more.
  */
+import { invalid } from "../common/errors.js";
 import type { Socket } from "node:net";
 
 export interface AttachSinks {
@@ -31,4 +32,45 @@ export function demuxAttach(sock: Socket, sinks: AttachSinks): Promise<number | 
     sock.on("close", () => resolve(code));
     sock.on("error", () => resolve(code));
   });
+}
+
+/** docker's detach keys: "ctrl-p,ctrl-q" → the bytes that detach. */
+export function detachBytes(spec: string): number[] {
+  return spec.split(",").map((k) => {
+    const m = /^ctrl-([a-z@\[\\\]^_])$/.exec(k);
+    if (m) return m[1]!.charCodeAt(0) & 0x1f;
+    if (k.length === 1) return k.charCodeAt(0);
+    throw invalid(`invalid detach keys (${spec})`);
+  });
+}
+
+/**
+ * A terminal's input, watched for the detach keys (as dockerd's escape proxy): what comes before
+ * them is passed on, the keys themselves are not, and onDetach runs once they are whole. Bytes of
+ * a partial match are held until the next byte decides.
+ */
+export function detachWatcher(keys: number[], pass: (b: Buffer) => void, onDetach: () => void): (d: Buffer) => void {
+  let held: number[] = [];
+  let done = false;
+  return (d: Buffer) => {
+    if (done) return;
+    const out: number[] = [];
+    for (const byte of d) {
+      if (byte === keys[held.length]) {
+        held.push(byte);
+        if (held.length === keys.length) {
+          if (out.length) pass(Buffer.from(out));
+          done = true;
+          onDetach();
+          return;
+        }
+        continue;
+      }
+      // the held prefix was data after all
+      out.push(...held);
+      held = byte === keys[0] ? [byte] : [];
+      if (!held.length) out.push(byte);
+    }
+    if (out.length) pass(Buffer.from(out));
+  };
 }

@@ -5,7 +5,7 @@ export { defaultContainerConfig, defaultHostConfig, type ContainerConfig, type H
 export { readLogs, type LogEntry } from "./logs.js";
 export { resolveInRoot } from "./spec.js";
 export { archiveHostPath, extractToHost, type PathStat } from "./copy.js";
-export { demuxAttach, type AttachSinks } from "./attach.js";
+export { demuxAttach, detachBytes, detachWatcher, type AttachSinks } from "./attach.js";
 // operations for the front ends (the CLI and the API), grouped by what they act on
 export * as images from "./images.js";
 export * as system from "./system.js";

@@ -11,6 +11,8 @@ import {
   defaultContainerConfig,
   defaultHostConfig,
   demuxAttach,
+  detachBytes,
+  detachWatcher,
   extractToHost,
   images,
   parsePublish,
@@ -773,16 +775,6 @@ export async function internalExited(ctx: Context, argv: string[]): Promise<numb
   return 0;
 }
 
-/** docker's --detach-keys: "ctrl-p,ctrl-q" → the bytes that detach. */
-function detachBytes(spec: string): number[] {
-  return spec.split(",").map((k) => {
-    const m = /^ctrl-([a-z@\[\\\]^_])$/.exec(k);
-    if (m) return m[1]!.charCodeAt(0) & 0x1f;
-    if (k.length === 1) return k.charCodeAt(0);
-    throw invalid(`invalid detach keys (${spec})`);
-  });
-}
-
 export async function attach(ctx: Context, argv: string[]): Promise<number> {
   const { flags, args } = parse(argv, [{ long: "no-stdin", kind: "bool" }, { long: "sig-proxy", kind: "bool", default: true }, { long: "detach-keys", kind: "string", default: "ctrl-p,ctrl-q" }], "attach");
   if (args.length !== 1) throw new UsageError(`"attach" requires exactly 1 argument.`, "attach");
@@ -796,18 +788,13 @@ export async function attach(ctx: Context, argv: string[]): Promise<number> {
   if (raw) process.stdin.setRawMode(true);
   let detached = false;
   if (useStdin) {
-    let matched = 0;
-    process.stdin.on("data", (d: Buffer) => {
-      for (const byte of d) {
-        matched = byte === keys[matched] ? matched + 1 : byte === keys[0] ? 1 : 0;
-        if (matched === keys.length) {
-          detached = true;
-          sock.destroy();
-          return;
-        }
-      }
-      sock.write(d);
-    });
+    process.stdin.on(
+      "data",
+      detachWatcher(keys, (b) => sock.write(b), () => {
+        detached = true;
+        sock.destroy();
+      }),
+    );
   }
   const forward = (sig: NodeJS.Signals) => engine.kill(v.rec.Id, sig).catch(() => {});
   if (flags["sig-proxy"] !== false && !v.rec.Config.Tty) for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, forward);
