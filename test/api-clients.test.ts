@@ -137,6 +137,26 @@ describe("API clients: dockerode and docker-compose", { skip: rootSkip }, () => 
     assert.equal(b(["ps", "-aq"]).stdout, "", "stop removes the containers");
   });
 
+  const dockerPy = spawnSync("/usr/bin/python3", ["-c", "import docker"]).status === 0;
+  test("docker-py: exec_run with tty, stream, demux and detach in their combinations; run, logs, remove", { skip: !dockerPy && "needs Debian's python3-docker (npm test installs it as root)" }, () => {
+    const r = spawnSync("/usr/bin/python3", [join(project, "test/fixtures/docker-py-exec.py"), sock], { encoding: "utf8", timeout: 120_000 });
+    assert.equal(r.status, 0, r.stderr);
+    const got = JSON.parse(r.stdout) as Record<string, unknown>;
+    // stdout and stderr are two pipes: the order of their lines in one stream is not fixed (nor with dockerd)
+    const lines = (x: unknown) => String(x).split("\n").filter(Boolean).sort();
+    assert.equal((got.plain as [number, string])[0], 3);
+    assert.deepEqual(lines((got.plain as [number, string])[1]), ["err", "out"]);
+    assert.deepEqual(got.demux, [3, ["out\n", "err\n"]]);
+    assert.equal((got.tty as [number, string])[0], 3);
+    assert.deepEqual(lines((got.tty as [number, string])[1].replace(/\r/g, "")), ["err", "out"], "one terminal, both streams on it");
+    assert.deepEqual(lines(got.stream), ["err", "out"]);
+    assert.deepEqual(got.stream_demux, ["out\n", "err\n"]);
+    assert.deepEqual(got.detach, [null, ""], "exec -d answers at once");
+    assert.equal(got.detached_ran, "detached\n");
+    assert.equal(got.status, "running");
+    assert.equal(got.logs, "hello py\n");
+  });
+
   test("docker-compose: a healthy service another depends on, one reaching the others by name, a named volume and a published port; up, ps, logs, exec, scale, down -v", { skip: !compose && "needs Debian's docker-compose (npm test installs it as root)" }, async () => {
     const dir = tempDir("berth-test-compose-");
     const port = 18000 + (process.pid % 1000);

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 npm run --silent build
 sh scripts/make-fixtures.sh >/dev/null
 sh scripts/make-default-image.sh >/dev/null
-pkgs="runc crun procps containerd docker.io docker-compose podman uidmap bsdutils docker-registry skopeo umoci apache2-utils openssl zstd debootstrap containernetworking-plugins iptables openssh-client"
+pkgs="runc crun procps containerd docker.io docker-compose podman uidmap bsdutils docker-registry skopeo umoci apache2-utils openssl zstd debootstrap containernetworking-plugins iptables openssh-client python3-docker"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
