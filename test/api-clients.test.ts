@@ -1,6 +1,6 @@
 /**
  * Real API clients other than the docker CLI, unchanged, against `berth system service` on a socket
- * and store of the test's own: dockerode (npm) and docker-compose 1.29 (Debian).
+ * and store of the test's own: dockerode and testcontainers (npm), docker-py and docker-compose 1.29 (Debian).
  */
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";

@@ -8,19 +8,11 @@ import { BerthError, invalid } from "../common/errors.js";
 import { familiar } from "../images/index.js";
 import { humanDuration } from "../common/units.js";
 import type { ContainerView, Engine } from "./engine.js";
-import { readLogs, type LogEntry } from "./logs.js";
+import { logTime, readLogs, type LogEntry } from "./logs.js";
+
+export { logTime };
 import { containerSummary } from "./inspect.js";
 
-/** A time as docker's --since/--until (and the API's since/until) take it: unix seconds, a duration ago (10m), or a date; in ns. */
-export function logTime(s: string | undefined, what = "since"): bigint | undefined {
-  if (s === undefined || s === "" || s === "0") return undefined;
-  if (/^\d+(\.\d+)?$/.test(s)) return BigInt(Math.floor(Number(s) * 1e9));
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(s);
-  if (m) return (BigInt(Date.now()) - BigInt(Math.round(Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as "s"]))) * 1_000_000n;
-  const t = Date.parse(s);
-  if (Number.isNaN(t)) throw invalid(`invalid value for "${what}": ${s}`);
-  return BigInt(t) * 1_000_000n;
-}
 
 /** A container's log entries (json-file), from `since` to `until`, the last `tail`, followed while it runs. */
 export async function containerLogs(engine: Engine, ref: string, opts: { follow?: boolean; tail?: string; since?: string; until?: string } = {}): Promise<{ view: ContainerView; entries: AsyncIterable<LogEntry> }> {

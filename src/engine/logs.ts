@@ -1,6 +1,7 @@
 /** Reading docker's json-file logs (rotated files oldest first), with --since/--until/--tail/-f. */
 import * as fs from "node:fs";
 import { builtin } from "../common/builtin.js";
+import { invalid } from "../common/errors.js";
 import { setTimeout as sleep } from "node:timers/promises";
 
 export interface LogEntry {
@@ -203,4 +204,15 @@ export async function* readLogs(path: string, maxFiles: number, opts: LogOptions
     }
     await sleep(100);
   }
+}
+
+/** A time as docker's --since/--until (and the API's since/until) take it: unix seconds, a duration ago (10m), or a date; in ns. */
+export function logTime(s: string | undefined, what = "since"): bigint | undefined {
+  if (s === undefined || s === "" || s === "0") return undefined;
+  if (/^\d+(\.\d+)?$/.test(s)) return BigInt(Math.floor(Number(s) * 1e9));
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(s);
+  if (m) return (BigInt(Date.now()) - BigInt(Math.round(Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as "s"]))) * 1_000_000n;
+  const t = Date.parse(s);
+  if (Number.isNaN(t)) throw invalid(`invalid value for "${what}": ${s}`);
+  return BigInt(t) * 1_000_000n;
 }

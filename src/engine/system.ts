@@ -5,7 +5,7 @@ import { treeBytes } from "../common/sys.js";
  */
 import { pruneCache } from "./build.js";
 import { repair } from "./repair.js";
-import { logTime } from "./containers.js";
+import { logTime } from "./logs.js";
 export { repair } from "./repair.js";
 import * as fs from "node:fs";
 import * as os from "node:os";
