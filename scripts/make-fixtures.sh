@@ -21,7 +21,8 @@ printf 'root:x:0:\ndaemon:x:1:\ntty:x:5:\nnogroup:x:65534:\n' > "$r/etc/group"
 echo berth > "$r/etc/hostname"
 node -e '
 const { defaultSpec } = await import("./dist/src/runtime/spec.js");
-const s = defaultSpec();
+// the tests'"'"' containers have a cgroup namespace, as the engine'"'"'s do (runc'"'"'s template only on cgroup v2 hosts)
+const s = defaultSpec({ cgroupNamespace: true });
 s.process.terminal = false;
 s.process.args = ["/probe", "id"];
 s.hostname = "berth-test";

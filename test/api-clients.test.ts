@@ -155,6 +155,8 @@ describe("API clients: dockerode and docker-compose", { skip: rootSkip }, () => 
     assert.equal(got.detached_ran, "detached\n");
     assert.equal(got.status, "running");
     assert.equal(got.logs, "hello py\n");
+    assert.ok((got.list_tags as string[]).includes("busybox:latest"), `image names as dockerd writes them: ${JSON.stringify(got.list_tags)}`);
+    assert.deepEqual(got.inspect_tags, ["busybox:latest"]);
   });
 
   test("docker-compose: a healthy service another depends on, one reaching the others by name, a named volume and a published port; up, ps, logs, exec, scale, down -v", { skip: !compose && "needs Debian's docker-compose (npm test installs it as root)" }, async () => {

@@ -127,7 +127,8 @@ async function sendStream(res: http.ServerResponse, headers: http.OutgoingHttpHe
 
 /** An image as GET /images/json and /system/df list it. */
 function imageSummary(engine: Engine, r: ImageRecord): Record<string, unknown> {
-  return { Id: r.id, ParentId: "", RepoTags: r.repoTags, RepoDigests: r.repoDigests, Created: Math.floor(Date.parse(r.created ?? r.added) / 1000), Size: r.size, SharedSize: -1, VirtualSize: r.size, Labels: engine.images.config(r).config?.Labels ?? {}, Containers: engine.imageUsers(r.id).length };
+  // names as dockerd writes them (busybox:latest, not docker.io/library/busybox:latest)
+  return { Id: r.id, ParentId: "", RepoTags: r.repoTags.map(familiar), RepoDigests: r.repoDigests.map(familiar), Created: Math.floor(Date.parse(r.created ?? r.added) / 1000), Size: r.size, SharedSize: -1, VirtualSize: r.size, Labels: engine.images.config(r).config?.Labels ?? {}, Containers: engine.imageUsers(r.id).length };
 }
 
 /** A docker stdcopy frame: stream 1 stdout, 2 stderr. */
@@ -572,7 +573,7 @@ route("GET", "/images/json", ({ res, query, engine }) => {
       if (!byReference) return summary;
       // RepoDigests too: the CLI prints a `<none>` line for a digest's repository that has no tag shown
       const repos = new Set(tags.map(repoOf));
-      return { ...summary, RepoTags: tags, RepoDigests: record.repoDigests.filter((d) => repos.has(d.split("@")[0]!)) };
+      return { ...summary, RepoTags: tags.map(familiar), RepoDigests: record.repoDigests.filter((d) => repos.has(d.split("@")[0]!)).map(familiar) };
     }),
   );
 });

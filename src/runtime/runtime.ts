@@ -199,7 +199,7 @@ export class Runtime {
     const frozen = cgHandle.frozenAt();
     if (frozen) throw precondition(`cgroup ${frozen} is frozen: a container started in it would not run until it is thawed`);
     // processes already there are not the container's: said, as runc says it, and never killed by its delete
-    const strangers = cgHandle.pidsIfExists();
+    const strangers = cgHandle.pidsIfExists().map((pid) => ({ pid, start: processStartTime(pid)?.start ?? 0 }));
     if (strangers.length) this.warn(`container's cgroup is not empty: ${strangers.length} process(es) found (${cgPath}); they are left alone`);
     this.store.claim(id);
     trace("runtime: claimed");
@@ -216,6 +216,7 @@ export class Runtime {
       pidStartTime: 0,
       namespaces: (spec.linux?.namespaces ?? []).map((n) => n.type),
       spec,
+      ...(strangers.length ? { strangers } : {}),
     };
     let cg: cgroups.Cgroup | undefined;
     let madeParents: string[] = []; // a cgroupsPath's parents this create makes, removed again if it fails
@@ -324,8 +325,8 @@ export class Runtime {
     } catch (err) {
       if (pid || rec.pid) killQuietly(pid || rec.pid, 9);
       if (cg) {
-        // its init (killed above) was the container's only process: what else is there is not ours
-        if (!(await waitEmpty(cg, false)).length)
+        // the container's processes (the helper's too) go; what was there before it stays
+        if (!(await emptyCgroup(cg, strangerTest(rec.strangers))).length)
           try {
             cg.remove();
           } catch {
@@ -533,21 +534,20 @@ export class Runtime {
     const status = this.store.status(rec);
     if (status !== "stopped" && !opts.force) throw precondition(`cannot delete container ${id} that is not stopped: ${status}`);
     const cg = rec.cgroupPath ? cgroups.openCgroup(rec.cgroupPath) : undefined;
-    // with a pid namespace of its own, the container's processes die with its init (the kernel
-    // kills the rest); without one they outlive it and are killed by their cgroup, as runc does.
-    // Either way what else is in the cgroup is not the container's, and is left alone.
-    const ownPidNs = (rec.spec.linux?.namespaces ?? []).some((n) => n.type === "pid" && !n.path);
+    // everything in the container's cgroup is killed (its leftovers outlive the init without a pid
+    // namespace of its own, as under runc), except what was there before the container
+    const stranger = strangerTest(rec.strangers);
     if (status !== "stopped") {
       if (cg) {
         if (status === "paused") cg.freeze(false);
-        if (!ownPidNs) for (const p of cg.pids()) killQuietly(p, 9);
+        for (const p of cg.pids()) if (!stranger(p)) killQuietly(p, 9);
       }
       killQuietly(rec.pid, 9);
       for (let i = 0; i < 1000 && this.store.status(rec) !== "stopped"; i++) await sleep(2);
     }
     trace("delete: stopped");
     if (cg) {
-      const left = await waitEmpty(cg, !ownPidNs);
+      const left = await emptyCgroup(cg, stranger);
       trace("delete: cgroup empty");
       if (left.length) this.warn(`cgroup ${rec.cgroupPath} is left in place: it holds ${left.length} process(es) that are not the container's`);
       else {
@@ -778,24 +778,29 @@ async function exitedWithin(run: { exited: Promise<unknown> }, ms: number): Prom
   clearTimeout(timer);
 }
 
-/**
- * Waits for a container's cgroup to empty, killing what is in it when `kill` (its processes outlive
- * the init without a pid namespace of their own); returns what is still there. Without `kill` the
- * wait is short: a dead pid namespace's processes are gone by the time its init is reaped.
- */
-async function waitEmpty(cg: cgroups.Cgroup, kill: boolean): Promise<number[]> {
-  let pids: number[] = [];
-  for (let i = 0; i < (kill ? 500 : 100); i++) {
+/** Whether a pid is one of the processes that were in the cgroup before the container (same start time: not a reused pid). */
+function strangerTest(strangers: { pid: number; start: number }[] | undefined): (pid: number) => boolean {
+  if (!strangers?.length) return () => false;
+  return (pid) => strangers.some((s) => s.pid === pid && (processStartTime(pid)?.start ?? 0) === s.start);
+}
+
+/** Kills what is in a container's cgroup but the strangers, until only they are left; returns them. */
+async function emptyCgroup(cg: cgroups.Cgroup, stranger: (pid: number) => boolean): Promise<number[]> {
+  let left: number[] = [];
+  for (let i = 0; i < 500; i++) {
+    let pids: number[];
     try {
       pids = cg.pids();
     } catch {
       return [];
     }
-    if (pids.length === 0) return [];
-    if (kill) for (const p of pids) killQuietly(p, 9);
+    const ours = pids.filter((p) => !stranger(p));
+    left = pids.filter(stranger);
+    if (!ours.length) return left;
+    for (const p of ours) killQuietly(p, 9);
     await sleep(2);
   }
-  return pids;
+  return left;
 }
 
 function writePidFile(path: string, pid: number): void {

@@ -2,6 +2,7 @@
  * The OCI runtime spec (1.x) as TypeScript types, a validator whose errors name the field, and
  * runc's default spec (what `berth-runtime spec` writes).
  */
+import { existsSync } from "node:fs";
 import { invalid } from "../common/errors.js";
 import type { LinuxResources } from "../cgroups/index.js";
 
@@ -252,8 +253,11 @@ function validateLinux(l: Record<string, Json>): void {
   if (l.resources !== undefined) need(isObj(l.resources), "linux.resources", "must be an object");
 }
 
-/** runc's `spec` output, so bundles made by either runtime look the same. */
-export function defaultSpec(opts: { rootless?: boolean } = {}): Spec {
+/**
+ * runc's `spec` output, so bundles made by either runtime look the same: on a host with only cgroup
+ * v2 (cgroup2 mounted at /sys/fs/cgroup) runc's template has a cgroup namespace too.
+ */
+export function defaultSpec(opts: { rootless?: boolean; cgroupNamespace?: boolean } = {}): Spec {
   const caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
   const spec: Spec = {
     ociVersion: "1.0.2-dev",
@@ -296,6 +300,7 @@ export function defaultSpec(opts: { rootless?: boolean } = {}): Spec {
       readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
     },
   };
+  if (opts.cgroupNamespace ?? existsSync("/sys/fs/cgroup/cgroup.controllers")) spec.linux!.namespaces!.push({ type: "cgroup" });
   if (opts.rootless) {
     spec.linux!.namespaces!.push({ type: "user" });
     spec.linux!.uidMappings = [{ containerID: 0, hostID: process.getuid?.() ?? 0, size: 1 }];

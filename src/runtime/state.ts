@@ -30,6 +30,8 @@ export interface ContainerRecord {
   /** Start time of the init process (jiffies, /proc/<pid>/stat field 22) to notice pid reuse. */
   pidStartTime: number;
   cgroupPath?: string;
+  /** Processes that were in the cgroup before the container (pid and start time): never the container's to kill. */
+  strangers?: { pid: number; start: number }[];
   /** Namespaces the init lives in that differ from the host's: exec joins these. */
   namespaces: NamespaceType[];
   spec: Spec;
