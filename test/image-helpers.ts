@@ -4,6 +4,7 @@ import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } fr
 import { join } from "node:path";
 import { fixtureConfig, fixtureRootfs, project, rt, tempDir, type Result } from "./helpers.js";
 import { ImageStore } from "../src/images/index.js";
+import { networkNames } from "../src/network/index.js";
 
 export const berthBundle = join(project, "dist/berth.cjs");
 const snapshotBlob = join(project, "dist/berth.blob");
@@ -25,8 +26,25 @@ export interface BerthEnv {
 
 export function berthEnv(): BerthEnv {
   const base = tempDir("berth-img-");
-  return { root: join(base, "root"), configDir: join(base, "etc"), dockerConfig: join(base, "docker") };
+  const env = { root: join(base, "root"), configDir: join(base, "etc"), dockerConfig: join(base, "docker") };
+  storeRoots.push(env.root);
+  return env;
 }
+
+/**
+ * Every store a test made leaves no bridge or nftables table behind when the test process ends,
+ * whether or not the test removed them itself (its store directory goes then, and with it the
+ * only record of what it made): the names are those berth derives from the store's root.
+ */
+const storeRoots: string[] = [];
+process.on("exit", () => {
+  if (process.getuid?.() !== 0) return;
+  for (const root of storeRoots) {
+    const { bridge, table } = networkNames(root);
+    if (existsSync(`/sys/class/net/${bridge}`)) spawnSync("ip", ["link", "del", bridge]);
+    spawnSync("nft", ["delete", "table", "ip", table], { stdio: "ignore" });
+  }
+});
 
 export function berth(env: BerthEnv, args: string[], opts: { input?: string | Buffer; timeout?: number; extraEnv?: Record<string, string> } = {}): Result {
   const e: Record<string, string> = { ...(process.env as Record<string, string>), BERTH_ROOT: env.root, BERTH_CONFIG_DIR: env.configDir, DOCKER_CONFIG: env.dockerConfig, ...opts.extraEnv };

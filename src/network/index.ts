@@ -25,6 +25,12 @@ export { readConflist, type CniConflist, type CniResult } from "./cni.js";
 
 const MTU = 1500;
 
+/** A store's default bridge and nftables table: berth's own names for the default store, names of its root's hash for others. */
+export function networkNames(root: string): { bridge: string; table: string } {
+  const tag = root === "/var/lib/berth" ? "" : createHash("sha256").update(root).digest("hex").slice(0, 6);
+  return { bridge: tag ? `berth${tag}` : DEFAULT_BRIDGE, table: tag ? `berth_${tag}` : "berth" };
+}
+
 export class Networking {
   readonly store: NetworkStore;
   /** this store's nftables table */
@@ -41,9 +47,9 @@ export class Networking {
     readonly root: string,
     runDir: string,
   ) {
-    const tag = root === "/var/lib/berth" ? "" : createHash("sha256").update(root).digest("hex").slice(0, 6);
-    this.store = new NetworkStore(root, tag ? `berth${tag}` : DEFAULT_BRIDGE);
-    this.table = tag ? `berth_${tag}` : "berth";
+    const names = networkNames(root);
+    this.store = new NetworkStore(root, names.bridge);
+    this.table = names.table;
     fs.mkdirSync(runDir, { recursive: true });
     this.runDir = runDir;
     this.marker = join(runDir, `rules-${this.table}`);
