@@ -856,6 +856,26 @@ function hijack(socket: Socket, upgrade: boolean, contentType: string): void {
   );
 }
 
+/**
+ * A hijacked client's input (what came with the request first) into a container's stdin. With
+ * keys (a terminal) the detach keys are watched for: they are not passed on, and onDetach runs
+ * instead of the stdin's end. Returns whether the client detached.
+ */
+function clientInput(socket: Socket, head: Buffer, keys: number[] | undefined, sink: NodeJS.WritableStream, onDetach: () => void): () => boolean {
+  let detached = false;
+  const write = (b: Buffer) => void sink.write(b);
+  const input = keys
+    ? detachWatcher(keys, write, () => {
+        detached = true;
+        onDetach();
+      })
+    : write;
+  if (head.length) input(head);
+  socket.on("data", input);
+  socket.on("end", () => !detached && sink.end());
+  return () => detached;
+}
+
 async function attach(engine: Engine, id: string, q: Query, socket: Socket, head: Buffer, upgrade: boolean): Promise<void> {
   const v = await engine.get(id);
   const tty = v.rec.Config.Tty;
@@ -904,19 +924,8 @@ async function attach(engine: Engine, id: string, q: Query, socket: Socket, head
       if (e.stream === "stderr" && wantErr) socket.write(tty ? text : frame(2, text));
     }
   }
-  let detached = false;
-  if (wantIn && v.rec.Config.OpenStdin) {
-    const input = keys
-      ? detachWatcher(keys, (b: Buffer) => mon.write(b), () => {
-          // the client goes, the container runs on (its stdin stays open)
-          detached = true;
-          mon.destroy();
-        })
-      : (b: Buffer) => mon.write(b);
-    if (head.length) input(head);
-    socket.on("data", input);
-    socket.on("end", () => !detached && mon.end());
-  }
+  // detached: the client goes, the container runs on (its stdin stays open)
+  if (wantIn && v.rec.Config.OpenStdin) clientInput(socket, head, keys, mon, () => mon.destroy());
   socket.on("error", () => mon.destroy());
   socket.on("close", () => mon.destroy());
   await demuxAttach(mon, {
@@ -961,19 +970,10 @@ async function execStart(engine: Engine, id: string, body: { Detach?: boolean; T
   hijack(socket, upgrade, e.tty ? "application/vnd.docker.raw-stream" : "application/vnd.docker.multiplexed-stream");
   if (s.stdin) {
     const stdin = s.stdin;
-    // a terminal's input is watched for the detach keys: the client leaves, the process runs on
-    const input = e.tty
-      ? detachWatcher(detachBytes(e.detachKeys || "ctrl-p,ctrl-q"), (b: Buffer) => stdin.write(b), () => {
-          detachedExec = true;
-          socket.end();
-        })
-      : (b: Buffer) => stdin.write(b);
-    if (head.length) input(head);
-    socket.on("data", input);
-    socket.on("end", () => !detachedExec && stdin.end());
-    socket.on("error", () => !detachedExec && stdin.destroy());
+    // detached: the client leaves, the process runs on
+    const detached = clientInput(socket, head, e.tty ? detachBytes(e.detachKeys || "ctrl-p,ctrl-q") : undefined, stdin, () => socket.end());
+    socket.on("error", () => !detached() && stdin.destroy());
   }
-  let detachedExec = false;
   const pump = (r: NodeJS.ReadableStream, n: 1 | 2) =>
     new Promise<void>((res) => {
       r.on("data", (b: Buffer) => socket.write(e.tty ? b : frame(n, b)));

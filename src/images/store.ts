@@ -121,15 +121,17 @@ export class ImageStore {
   /** Applies what the journal gained since it was last read (whole lines only: one being appended waits). */
   private readJournal(c: NonNullable<ImageStore["cache"]>): void {
     if (!c.meta.journal) return;
+    // most reads find it unchanged (or not made yet): a stat, no open
+    const path = join(this.root, c.meta.journal);
+    const size = fs.statSync(path, { throwIfNoEntry: false })?.size ?? 0;
+    if (size <= c.journalAt) return;
     let fd: number;
     try {
-      fd = fs.openSync(join(this.root, c.meta.journal), "r");
+      fd = fs.openSync(path, "r");
     } catch {
-      return; // nothing appended yet
+      return; // folded and removed meanwhile: the next read of the metadata file has it
     }
     try {
-      const size = fs.fstatSync(fd).size;
-      if (size <= c.journalAt) return;
       const buf = Buffer.alloc(size - c.journalAt);
       const n = fs.readSync(fd, buf, 0, buf.length, c.journalAt);
       const end = buf.lastIndexOf(10, n - 1);

@@ -413,16 +413,16 @@ export function createPlan(input: CreatePlanInput): PlanOp[] {
 }
 
 function mountOps(m: Mount, input: CreatePlanInput): PlanOp[] {
-  const { attrSet, attrClear } = parseMountOptions(m.options);
-  const ops = mountOpsOnly(m, input);
+  const parsed = parseMountOptions(m.options);
+  const { attrSet, attrClear } = parsed;
+  const ops = mountOpsOnly(m, input, parsed);
   // rro and the other recursive options: on the mount just made and every mount below it
   if (attrSet || attrClear) ops.push([Op.MOUNT_SETATTR, m.destination, String(attrSet), String(attrClear)]);
   return ops;
 }
 
-function mountOpsOnly(m: Mount, input: CreatePlanInput): PlanOp[] {
+function mountOpsOnly(m: Mount, input: CreatePlanInput, { flags, propagation, data }: ReturnType<typeof parseMountOptions>): PlanOp[] {
   const type = m.type ?? "";
-  const { flags, propagation, data } = parseMountOptions(m.options);
   const dest = m.destination;
   if (dest.split("/").includes("..")) throw invalid(`config.json: mounts: destination ${dest} contains ".."`);
   const isBind = type === "bind" || (flags & MS.BIND) !== 0;
