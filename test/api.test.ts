@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { leaks, project, rootSkip, tempDir, waitFor } from "./helpers.js";
 import { berth, berthCommand, berthEnv, importBusybox, ok, removeNetworking, type BerthEnv } from "./image-helpers.js";
 import { registrySkip, startRegistry } from "./registry.js";
+import { WebSocket } from "ws";
 
 /**
  * A command under a terminal (script(1)): its input written, script's own input kept open until it
@@ -491,6 +492,38 @@ describe("the Docker API: berth system service", { skip }, () => {
     const all = await Promise.all(Array.from({ length: 50 }, (_, i) => request("GET", i === 7 ? "/containers/json?filters=%7Bbad" : "/containers/json")));
     assert.deepEqual([...new Set(all.map((r) => r.status))].sort(), [200, 400]);
     assert.equal((await request("GET", "/_ping")).status, 200);
+  });
+
+  test("attach over a websocket (GET /attach/ws): stdin in, stdout and stderr out as messages; before 1.42 text frames and all streams, logs=1 without stream", async () => {
+    const cli = clis[0]!;
+    const id = dok(docker(cli, ["run", "-d", "-i", "busybox", "sh", "-c", "echo started; read line; echo got $line; echo oops >&2; sleep 0.5"])).stdout.trim();
+    await waitFor(() => docker(cli, ["logs", id]).stdout.includes("started"), "the container's first line");
+    type Got = { messages: { text: string; binary: boolean }[]; closed: number };
+    const open = (path: string, input?: string) =>
+      new Promise<Got>((resolve, reject) => {
+        const ws = new WebSocket(`ws+unix://${sock}:${path}`);
+        const got: Got = { messages: [], closed: 0 };
+        ws.on("open", () => input !== undefined && ws.send(input));
+        ws.on("message", (m: Buffer, binary: boolean) => got.messages.push({ text: m.toString(), binary }));
+        ws.on("close", (code) => resolve({ ...got, closed: code }));
+        ws.on("unexpected-response", (_req, res) => reject(new Error(`status ${res.statusCode}`)));
+        ws.on("error", reject);
+      });
+    // 1.50: what was asked for, binary frames; the container's output after its stdin line
+    const modern = await open(`/v1.50/containers/${id}/attach/ws?stream=1&stdin=1&stdout=1&stderr=1`, "hello\n");
+    assert.equal(modern.closed, 1000);
+    assert.equal(modern.messages.map((m) => m.text).join(""), "got hello\noops\n");
+    assert.ok(modern.messages.every((m) => m.binary), "binary frames from 1.42 on");
+    // logs=1 without stream: what the container wrote, then the socket closes
+    const logs = await open(`/v1.50/containers/${id}/attach/ws?logs=1&stdout=1`);
+    assert.equal(logs.messages.map((m) => m.text).join(""), "started\ngot hello\n");
+    // 1.41: every stream whatever was asked, as text frames
+    const old = await open(`/v1.41/containers/${id}/attach/ws?logs=1`);
+    assert.equal(old.messages.map((m) => m.text).join(""), "started\ngot hello\noops\n");
+    assert.ok(old.messages.every((m) => !m.binary), "text frames before 1.42");
+    await assert.rejects(open(`/containers/nosuchcontainer/attach/ws?stream=1`), /status 404/);
+    assert.equal((await request("GET", `/containers/${id}/attach/ws`)).status, 400);
+    dok(docker(cli, ["rm", "-f", id]));
   });
 
   test("the service killed with -9: containers keep running, a new service serves them, their logs included; restart policies apply at start", async () => {

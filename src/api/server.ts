@@ -298,6 +298,11 @@ route("GET", "/containers/{id}/top", async (c) => {
   if (!v.state.Running) throw new BerthError("FailedPrecondition", `Container ${v.rec.Id} is not running`);
   sendJson(c.res, 200, await containers.top(c.engine, v, c.query.get("ps_args") ?? "-ef"));
 });
+// the websocket attach is served on the upgrade; a plain GET is not a websocket handshake
+route("GET", "/containers/{id}/attach/ws", async (c) => {
+  await c.engine.get(ref(c));
+  throw new HttpError(400, "websocket attach needs a websocket handshake (Upgrade: websocket)");
+});
 route("GET", "/containers/{id}/changes", async (c) => sendJson(c.res, 200, await system.changes(c.engine, ref(c))));
 route("GET", "/containers/{id}/export", async (c) => {
   await c.engine.exportContainer(ref(c), (tar) => sendStream(c.res, { "Content-Type": "application/x-tar" }, tar));
@@ -857,11 +862,43 @@ function hijack(socket: Socket, upgrade: boolean, contentType: string): void {
 }
 
 /**
- * A hijacked client's input (what came with the request first) into a container's stdin. With
- * keys (a terminal) the detach keys are watched for: they are not passed on, and onDetach runs
- * instead of the stdin's end. Returns whether the client detached.
+ * One attached client, whatever carries it (a hijacked connection, a websocket): where the
+ * container's output goes, where the client's input comes from, and its end.
  */
-function clientInput(socket: Socket, head: Buffer, keys: number[] | undefined, sink: NodeJS.WritableStream, onDetach: () => void): () => boolean {
+interface AttachClient {
+  /** What the container writes: 1 stdout, 2 stderr. */
+  write(stream: 1 | 2, b: Buffer): void;
+  onInput(data: (b: Buffer) => void, end: () => void): void;
+  onGone(fn: () => void): void;
+  gone(): boolean;
+  end(): void;
+}
+
+/** A hijacked connection as an attach client: stdcopy frames unless the stream is a terminal's. */
+function socketClient(socket: Socket, head: Buffer, raw: boolean): AttachClient {
+  return {
+    write: (n, b) => void socket.write(raw ? b : frame(n, b)),
+    onInput: (data, end) => {
+      // what came with the request is the input's first bytes
+      if (head.length) data(head);
+      socket.on("data", data);
+      socket.on("end", end);
+    },
+    onGone: (fn) => {
+      socket.on("error", fn);
+      socket.on("close", fn);
+    },
+    gone: () => socket.destroyed,
+    end: () => void socket.end(),
+  };
+}
+
+/**
+ * A client's input into a container's stdin. With keys (a terminal) the detach keys are watched
+ * for: they are not passed on, and onDetach runs instead of the stdin's end. Returns whether the
+ * client detached.
+ */
+function clientInput(client: AttachClient, keys: number[] | undefined, sink: NodeJS.WritableStream, onDetach: () => void): () => boolean {
   let detached = false;
   const write = (b: Buffer) => void sink.write(b);
   const input = keys
@@ -870,69 +907,135 @@ function clientInput(socket: Socket, head: Buffer, keys: number[] | undefined, s
         onDetach();
       })
     : write;
-  if (head.length) input(head);
-  socket.on("data", input);
-  socket.on("end", () => !detached && sink.end());
+  client.onInput(input, () => !detached && sink.end());
   return () => detached;
+}
+
+/**
+ * The monitor's attach stream of a container that is not running yet: joined when it starts
+ * (between create and start when this server starts it, so no early output is lost). Undefined
+ * when the client went first or the container was started elsewhere and already ended.
+ */
+async function monitorAtStart(engine: Engine, id: string, client: AttachClient): Promise<Socket | undefined> {
+  const got = await new Promise<Socket | Error | undefined>((resolve) => {
+    const list = pendingAttach.get(id) ?? [];
+    list.push(resolve);
+    pendingAttach.set(id, list);
+    // started by someone else (the CLI), or the client gave up: stop waiting
+    const poll = setInterval(async () => {
+      const cur = await engine.get(id).catch(() => undefined);
+      if (client.gone() || !cur || cur.state.Running) {
+        clearInterval(poll);
+        const l = pendingAttach.get(id);
+        if (l?.includes(resolve)) {
+          l.splice(l.indexOf(resolve), 1);
+          resolve(cur?.state.Running && !client.gone() ? await engine.attach(id).catch((e: Error) => e) : undefined);
+        }
+      }
+    }, 200);
+    client.onGone(() => clearInterval(poll));
+  });
+  return got instanceof Error ? undefined : got;
+}
+
+interface AttachWants {
+  stdin: boolean;
+  stdout: boolean;
+  stderr: boolean;
+  logs: boolean;
+  stream: boolean;
+  detachKeys: string;
+}
+
+function attachWants(q: Query): AttachWants {
+  return {
+    stdin: bool(q, "stdin"),
+    stdout: bool(q, "stdout"),
+    stderr: bool(q, "stderr"),
+    logs: bool(q, "logs"),
+    stream: bool(q, "stream"),
+    detachKeys: q.get("detachKeys") || "ctrl-p,ctrl-q",
+  };
+}
+
+/**
+ * Serves one attached client: logs=1 first (what the container wrote before), then, with
+ * stream=1, what it writes until it ends or the client goes; the client's input goes to stdin.
+ * `opened` is the response that opens the stream (the 101), sent once the container is known.
+ */
+async function serveAttach(engine: Engine, id: string, want: AttachWants, client: AttachClient, opened: () => void): Promise<void> {
+  const v = await engine.get(id);
+  const tty = v.rec.Config.Tty;
+  // a terminal's input is watched for the detach keys (dockerd's default ctrl-p,ctrl-q or the client's)
+  const keys = tty ? detachBytes(want.detachKeys) : undefined;
+  let mon: Socket | undefined;
+  if (want.stream && v.state.Running) mon = await engine.attach(v.rec.Id);
+  opened();
+  if (want.stream && !mon) {
+    // not started yet: the stream is open now, the monitor is joined when the container starts
+    mon = await monitorAtStart(engine, v.rec.Id, client);
+    if (!mon) return client.end();
+  }
+  // logs=1: what the container wrote before, then what it writes (docker attach --logs, compose's attach)
+  if (want.logs && (want.stdout || want.stderr)) {
+    const { entries } = await containers.containerLogs(engine, v.rec.Id, {});
+    for await (const e of entries) {
+      if (e.stream === "stdout" && want.stdout) client.write(1, Buffer.from(e.line));
+      if (e.stream === "stderr" && want.stderr) client.write(2, Buffer.from(e.line));
+    }
+  }
+  if (!mon) return client.end();
+  const monitor = mon;
+  // detached: the client goes, the container runs on (its stdin stays open)
+  if (want.stdin && v.rec.Config.OpenStdin) clientInput(client, keys, monitor, () => monitor.destroy());
+  client.onGone(() => monitor.destroy());
+  await demuxAttach(monitor, {
+    stdout: (b) => want.stdout && client.write(1, b),
+    stderr: (b) => want.stderr && client.write(2, b),
+  });
+  client.end();
 }
 
 async function attach(engine: Engine, id: string, q: Query, socket: Socket, head: Buffer, upgrade: boolean): Promise<void> {
   const v = await engine.get(id);
   const tty = v.rec.Config.Tty;
-  const wantIn = bool(q, "stdin"),
-    wantOut = bool(q, "stdout"),
-    wantErr = bool(q, "stderr");
-  // a terminal's input is watched for the detach keys (dockerd's default ctrl-p,ctrl-q or the client's)
-  const keys = tty ? detachBytes(q.get("detachKeys") || "ctrl-p,ctrl-q") : undefined;
-  let mon: Socket;
-  if (v.state.Running) {
-    mon = await engine.attach(v.rec.Id);
-    hijack(socket, upgrade, tty ? "application/vnd.docker.raw-stream" : "application/vnd.docker.multiplexed-stream");
-  } else {
-    // not started yet: the stream opens now, the monitor is joined when the container starts
-    hijack(socket, upgrade, tty ? "application/vnd.docker.raw-stream" : "application/vnd.docker.multiplexed-stream");
-    const got = await new Promise<Socket | Error | undefined>((resolve) => {
-      const list = pendingAttach.get(v.rec.Id) ?? [];
-      list.push(resolve);
-      pendingAttach.set(v.rec.Id, list);
-      // started by someone else (the CLI), or the client gave up: stop waiting
-      const poll = setInterval(async () => {
-        const cur = await engine.get(v.rec.Id).catch(() => undefined);
-        if (socket.destroyed || !cur || cur.state.Running) {
-          clearInterval(poll);
-          const l = pendingAttach.get(v.rec.Id);
-          if (l?.includes(resolve)) {
-            l.splice(l.indexOf(resolve), 1);
-            resolve(cur?.state.Running && !socket.destroyed ? await engine.attach(v.rec.Id).catch((e: Error) => e) : undefined);
-          }
-        }
-      }, 200);
-      socket.once("close", () => clearInterval(poll));
-    });
-    if (!got || got instanceof Error) {
-      socket.end();
-      return;
-    }
-    mon = got;
-  }
-  // logs=1: what the container wrote before, then what it writes (docker attach --logs, compose's attach)
-  if (bool(q, "logs") && (wantOut || wantErr)) {
-    const { entries } = await containers.containerLogs(engine, v.rec.Id, {});
-    for await (const e of entries) {
-      const text = Buffer.from(e.line);
-      if (e.stream === "stdout" && wantOut) socket.write(tty ? text : frame(1, text));
-      if (e.stream === "stderr" && wantErr) socket.write(tty ? text : frame(2, text));
-    }
-  }
-  // detached: the client goes, the container runs on (its stdin stays open)
-  if (wantIn && v.rec.Config.OpenStdin) clientInput(socket, head, keys, mon, () => mon.destroy());
-  socket.on("error", () => mon.destroy());
-  socket.on("close", () => mon.destroy());
-  await demuxAttach(mon, {
-    stdout: (b) => wantOut && socket.write(tty ? b : frame(1, b)),
-    stderr: (b) => wantErr && socket.write(tty ? b : frame(2, b)),
-  });
-  socket.end();
+  const client = socketClient(socket, head, tty);
+  await serveAttach(engine, v.rec.Id, attachWants(q), client, () =>
+    hijack(socket, upgrade, tty ? "application/vnd.docker.raw-stream" : "application/vnd.docker.multiplexed-stream"),
+  );
+}
+
+/**
+ * GET /containers/{id}/attach/ws: attach over a websocket (RFC 6455), as dockerd's: never
+ * multiplexed (stdout and stderr both come as messages), stdin from the client's messages. Before
+ * API 1.42 dockerd attached all three streams whatever was asked and sent text frames; from 1.42
+ * the stdin/stdout/stderr parameters count and frames are binary.
+ */
+async function attachWebsocket(engine: Engine, id: string, q: Query, version: string | undefined, req: http.IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+  const v = await engine.get(id);
+  const modern = !version || versionAtLeast(version, "1.42");
+  const want = attachWants(q);
+  if (!modern) want.stdin = want.stdout = want.stderr = true;
+  const { WebSocketServer } = await import("ws");
+  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: MAX_JSON });
+  const ws = await new Promise<import("ws").WebSocket>((resolve) => wss.handleUpgrade(req, socket, head, resolve));
+  let closed = false;
+  ws.on("close", () => (closed = true));
+  ws.on("error", () => (closed = true));
+  const client: AttachClient = {
+    write: (_n, b) => ws.readyState === ws.OPEN && ws.send(b, { binary: modern }),
+    onInput: (data, end) => {
+      ws.on("message", (m: Buffer | ArrayBuffer | Buffer[]) => data(Array.isArray(m) ? Buffer.concat(m) : Buffer.from(m as Buffer)));
+      ws.on("close", end);
+    },
+    onGone: (fn) => {
+      ws.on("close", fn);
+      ws.on("error", fn);
+    },
+    gone: () => closed,
+    end: () => ws.close(1000),
+  };
+  await serveAttach(engine, v.rec.Id, want, client, () => {});
 }
 
 async function execStart(engine: Engine, id: string, body: { Detach?: boolean; Tty?: boolean }, socket: Socket, head: Buffer, upgrade: boolean): Promise<void> {
@@ -968,15 +1071,16 @@ async function execStart(engine: Engine, id: string, body: { Detach?: boolean; T
   }
   // with a terminal the stream is raw (one stream, as the container's terminal writes it)
   hijack(socket, upgrade, e.tty ? "application/vnd.docker.raw-stream" : "application/vnd.docker.multiplexed-stream");
+  const client = socketClient(socket, head, e.tty);
   if (s.stdin) {
     const stdin = s.stdin;
     // detached: the client leaves, the process runs on
-    const detached = clientInput(socket, head, e.tty ? detachBytes(e.detachKeys || "ctrl-p,ctrl-q") : undefined, stdin, () => socket.end());
+    const detached = clientInput(client, e.tty ? detachBytes(e.detachKeys || "ctrl-p,ctrl-q") : undefined, stdin, () => socket.end());
     socket.on("error", () => !detached() && stdin.destroy());
   }
   const pump = (r: NodeJS.ReadableStream, n: 1 | 2) =>
     new Promise<void>((res) => {
-      r.on("data", (b: Buffer) => socket.write(e.tty ? b : frame(n, b)));
+      r.on("data", (b: Buffer) => client.write(n, b));
       r.on("end", res);
       r.on("error", () => res());
     });
@@ -990,6 +1094,20 @@ export interface ServeOptions {
   /** Seconds without a request or connection after which the server exits; 0: never. */
   idleSeconds?: number;
   log?: (line: string) => void;
+}
+
+/** An error answered on a connection taken from the HTTP server (before its stream opened). */
+function rawError(socket: Socket, e: unknown): void {
+  const status = e instanceof HttpError ? e.status : e instanceof BerthError ? (statusOf[e.kind] ?? 500) : 500;
+  const text = JSON.stringify({ message: errorMessage(e) });
+  if (socket.writable) socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
+}
+
+/** Whether API version a (1.NN) is at least b. */
+function versionAtLeast(a: string, b: string): boolean {
+  const [am, an] = a.split(".").map(Number) as [number, number];
+  const [bm, bn] = b.split(".").map(Number) as [number, number];
+  return am !== bm ? am > bm : an >= bn;
 }
 
 /** Splits /v1.NN/path into the version and the path; refuses versions outside 1.24..1.50. */
@@ -1060,14 +1178,29 @@ export function createServer(engine: Engine, opts: ServeOptions = {}): http.Serv
       }
     } catch (e) {
       log?.(`${req.method} ${req.url}: ${errorMessage(e)}`);
-      const status = e instanceof HttpError ? e.status : e instanceof BerthError ? (statusOf[e.kind] ?? 500) : 500;
-      const text = JSON.stringify({ message: errorMessage(e) });
-      if (socket.writable) socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
+      rawError(socket, e);
+    }
+    return true;
+  };
+  const websocket = async (req: http.IncomingMessage, socket: Socket, head: Buffer): Promise<boolean> => {
+    if (req.method !== "GET" || String(req.headers.upgrade).toLowerCase() !== "websocket") return false;
+    const url = new URL(req.url ?? "/", "http://berth");
+    try {
+      const { path, version } = versioned(url.pathname);
+      const m = /^\/containers\/([^/]+)\/attach\/ws$/.exec(path);
+      if (!m) return false;
+      await attachWebsocket(engine, decodeURIComponent(m[1]!), url.searchParams, version, req, socket, head);
+    } catch (e) {
+      log?.(`${req.method} ${req.url}: ${errorMessage(e)}`);
+      // before the handshake: an HTTP error; after it the websocket is closed
+      rawError(socket, e);
     }
     return true;
   };
   server.on("upgrade", (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
-    void takeOver(req, socket, head, true).then((taken) => {
+    void websocket(req, socket, head).then(async (served) => {
+      if (served) return;
+      const taken = await takeOver(req, socket, head, true);
       if (!taken) socket.end("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
     });
   });
