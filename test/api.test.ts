@@ -479,6 +479,34 @@ describe("the Docker API: berth system service", { skip }, () => {
     const wrongCmd = await request("POST", "/containers/create", JSON.stringify({ Image: "busybox", Cmd: "not a list" }));
     assert.equal(wrongCmd.status, 400);
     assert.match(JSON.parse(wrongCmd.body).message, /Cmd must be array/);
+    // every JSON body is checked against its schema, not only create's
+    const cli = clis[0]!;
+    const target = dok(docker(cli, ["run", "-d", "-e", "KEEP=1", "busybox", "sleep", "1000"])).stdout.trim();
+    for (const [path, body, field] of [
+      ["/networks/create", { Name: "badnet", Internal: "yes" }, /invalid request body: Internal must be boolean/],
+      ["/volumes/create", { Name: "badvol", Labels: ["a"] }, /invalid request body: Labels must be object/],
+      [`/containers/${target}/exec`, { Cmd: "id" }, /invalid request body: Cmd must be array/],
+      [`/containers/${target}/update`, { Memory: "1g" }, /invalid request body: Memory must be integer/],
+      [`/networks/bridge/connect`, { Container: 7 }, /invalid request body: Container must be string/],
+      ["/auth", { username: ["me"] }, /invalid request body: username must be string/],
+      [`/commit?container=${target}`, { Env: "A=1" }, /invalid request body: Env must be array/],
+    ] as const) {
+      const r = await request("POST", path, JSON.stringify(body));
+      assert.equal(r.status, 400, `${path}: ${r.body}`);
+      assert.match(JSON.parse(r.body).message, field);
+    }
+    // nothing was made by the refused requests
+    assert.equal((await request("GET", "/networks/badnet")).status, 404);
+    assert.equal((await request("GET", "/volumes/badvol")).status, 404);
+    // a commit's body config: what it sets is the image's, the rest the container's (dockerd's merge)
+    const committed = await request("POST", `/commit?container=${target}&repo=committed&tag=1`, JSON.stringify({ Cmd: ["echo", "from the body"], Env: null, Labels: {} }));
+    assert.equal(committed.status, 201, committed.body);
+    const img = JSON.parse((await request("GET", "/images/committed:1/json")).body);
+    assert.deepEqual(img.Config.Cmd, ["echo", "from the body"]);
+    assert.ok(img.Config.Env.includes("KEEP=1"), `Env from the container: ${img.Config.Env}`);
+    assert.equal(dok(docker(cli, ["run", "--rm", "committed:1"])).stdout.trim(), "from the body");
+    dok(docker(cli, ["rm", "-f", target]));
+    dok(docker(cli, ["rmi", "committed:1"]));
     const notObject = await request("POST", "/containers/create", "[1,2]");
     assert.equal(notObject.status, 400);
     const missing = await request("GET", "/containers/nosuchcontainer/json");

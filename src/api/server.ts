@@ -9,7 +9,7 @@ import { randomBytes } from "node:crypto";
 import * as http from "node:http";
 import * as os from "node:os";
 import AjvModule from "ajv";
-import createSchema from "./create-schema.json" with { type: "json" };
+import bodySchemas from "./body-schemas.json" with { type: "json" };
 import type { Socket } from "node:net";
 import { BerthError, errorMessage, invalid, notFound, unsupported } from "../common/errors.js";
 import {
@@ -87,14 +87,21 @@ async function readBody(req: http.IncomingMessage, limit = MAX_JSON): Promise<Bu
   return Buffer.concat(parts);
 }
 
-async function readJson<T>(req: http.IncomingMessage): Promise<T | undefined> {
-  const body = await readBody(req);
+/** A JSON body (undefined when empty), checked against the API's schema of the named body. */
+async function readJson<T>(req: http.IncomingMessage, name?: BodyName): Promise<T | undefined> {
+  return parseJson<T>(await readBody(req), name);
+}
+
+function parseJson<T>(body: Buffer, name?: BodyName): T | undefined {
   if (!body.length) return undefined;
+  let value: T;
   try {
-    return JSON.parse(body.toString("utf8")) as T;
+    value = JSON.parse(body.toString("utf8")) as T;
   } catch (e) {
     throw invalid(`invalid JSON in the request body: ${(e as Error).message}`);
   }
+  if (name) checkBody(name, value);
+  return value;
 }
 
 const bool = (q: Query, k: string, dflt = false) => {
@@ -142,20 +149,23 @@ function frame(stream: 1 | 2, body: Buffer): Buffer {
 // ---- request shapes
 
 /**
- * POST /containers/create's body checked against the API description (scripts/gen-api-schema.mjs
- * made the schema from v1.50's ContainerConfig, HostConfig and NetworkingConfig): a wrong type is a
- * 400 naming the field, before the engine sees the request.
+ * Request bodies checked against the API description (scripts/gen-api-schema.mjs made the schemas
+ * from v1.50's path parameters and definitions): a wrong type is a 400 naming the field, before
+ * the engine sees the request. Each body's validator is compiled when first needed.
  */
-let validateCreate: ((body: unknown) => boolean) & { errors?: { instancePath: string; message?: string }[] | null };
-function checkCreateBody(body: unknown): void {
-  if (!validateCreate) {
-    const Ajv = ((AjvModule as unknown as { default?: unknown }).default ?? AjvModule) as new (o: object) => { compile(s: object): typeof validateCreate };
-    validateCreate = new Ajv({ strict: false, allErrors: false }).compile(createSchema);
+type BodyName = "ContainerCreate" | "ContainerUpdate" | "ExecCreate" | "ExecStart" | "Auth" | "Commit" | "VolumeCreate" | "NetworkCreate" | "NetworkConnect" | "NetworkDisconnect";
+type Validator = ((body: unknown) => boolean) & { errors?: { instancePath: string; message?: string }[] | null };
+let schemas: { getSchema(ref: string): Validator | undefined } | undefined;
+function checkBody(name: BodyName, body: unknown, what = "request body"): void {
+  if (!schemas) {
+    const Ajv = ((AjvModule as unknown as { default?: unknown }).default ?? AjvModule) as new (o: object) => { addSchema(s: object): typeof schemas };
+    schemas = new Ajv({ strict: false, allErrors: false }).addSchema(bodySchemas);
   }
-  if (validateCreate(body)) return;
-  const e = validateCreate.errors?.[0];
+  const validate = schemas!.getSchema(`docker-api#/$defs/${name}Body`)!;
+  if (validate(body)) return;
+  const e = validate.errors?.[0];
   const field = (e?.instancePath ?? "").replace(/^\//, "").replace(/\//g, ".") || "the body";
-  throw invalid(`invalid container configuration: ${field} ${(e?.message ?? "is invalid").replace(/,null/g, "")}`);
+  throw invalid(`invalid ${what}: ${field} ${(e?.message ?? "is invalid").replace(/,null/g, "")}`);
 }
 
 const configKeys: (keyof ContainerConfig)[] = ["Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr", "ExposedPorts", "Tty", "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck", "Image", "Volumes", "WorkingDir", "Entrypoint", "OnBuild", "Labels", "StopSignal", "StopTimeout"];
@@ -163,7 +173,7 @@ const configKeys: (keyof ContainerConfig)[] = ["Hostname", "Domainname", "User",
 /** POST /containers/create's body as the engine's request; clients send zero values for what they leave unset. */
 function createRequest(body: Record<string, unknown>, name: string | null, platform: string | null): CreateRequest {
   if (typeof body !== "object" || body === null || Array.isArray(body)) throw invalid("the request body must be a JSON object");
-  checkCreateBody(body);
+  checkBody("ContainerCreate", body, "container configuration");
   if (typeof body.Image !== "string" || !body.Image) throw invalid("Config.Image: an image is required");
   const config: ContainerConfig = defaultContainerConfig(body.Image);
   for (const k of configKeys) if (body[k] !== undefined && body[k] !== null) (config as unknown as Record<string, unknown>)[k] = body[k];
@@ -399,7 +409,7 @@ route("POST", "/containers/{id}/resize", async (c) => {
 });
 route("POST", "/containers/{id}/update", async (c) => {
   const v = await c.engine.get(ref(c));
-  const body = (await readJson<Partial<HostConfig>>(c.req)) ?? {};
+  const body = (await readJson<Partial<HostConfig>>(c.req, "ContainerUpdate")) ?? {};
   const hc = { ...v.rec.HostConfig };
   for (const [k, val] of Object.entries(body)) if (val !== null && val !== undefined) (hc as unknown as Record<string, unknown>)[k] = val;
   await c.engine.update(v.rec.Id, hc);
@@ -521,7 +531,7 @@ route("POST", "/containers/{id}/exec", async (c) => {
   const v = await c.engine.get(ref(c));
   if (!v.state.Running) throw new BerthError("FailedPrecondition", `Container ${v.rec.Id} is not running`);
   if (v.state.Paused) throw new BerthError("FailedPrecondition", `Container ${v.rec.Id} is paused, unpause the container before exec`);
-  const b = (await readJson<{ Cmd?: string[]; Tty?: boolean; AttachStdin?: boolean; User?: string; WorkingDir?: string; Env?: string[]; Privileged?: boolean; ConsoleSize?: [number, number] | null; DetachKeys?: string }>(c.req)) ?? {};
+  const b = (await readJson<{ Cmd?: string[]; Tty?: boolean; AttachStdin?: boolean; User?: string; WorkingDir?: string; Env?: string[]; Privileged?: boolean; ConsoleSize?: [number, number] | null; DetachKeys?: string }>(c.req, "ExecCreate")) ?? {};
   if (!Array.isArray(b.Cmd) || !b.Cmd.length) throw invalid("No exec command specified");
   if (b.DetachKeys) detachBytes(b.DetachKeys); // a bad one is a 400 now, not at start
   const id = randomBytes(32).toString("hex");
@@ -755,11 +765,17 @@ route("DELETE", "/images/{name}", async (c) => {
   const r = await images.remove(c.engine, ref(c), { force: bool(c.query, "force") });
   sendJson(c.res, 200, [...r.untagged.map((u) => ({ Untagged: u })), ...r.deleted.map((d) => ({ Deleted: d }))]);
 });
+/** The image config fields a commit's body may set. */
+const commitKeys = new Set(["Env", "Cmd", "Entrypoint", "WorkingDir", "User", "Labels", "ExposedPorts", "StopSignal", "Volumes", "Healthcheck", "OnBuild"]);
 route("POST", "/commit", async (c) => {
   const q = c.query;
   const container = q.get("container");
   if (!container) throw invalid("container is required");
+  // the body's config: what it sets is the image's, the rest comes from the container (dockerd's merge)
+  const body = (await readJson<Record<string, unknown>>(c.req, "Commit")) ?? {};
+  const set = Object.entries(body).filter(([k, v]) => commitKeys.has(k) && v !== null && v !== "" && !(Array.isArray(v) && !v.length) && !(typeof v === "object" && !Object.keys(v as object).length));
   const rec = await c.engine.commit(container, {
+    ...(set.length ? { config: Object.fromEntries(set) } : {}),
     ...(q.get("repo") ? { reference: `${q.get("repo")}${q.get("tag") ? ":" + q.get("tag") : ""}` } : {}),
     changes: q.getAll("changes"),
     ...(q.get("comment") ? { message: q.get("comment")! } : {}),
@@ -770,7 +786,7 @@ route("POST", "/commit", async (c) => {
 });
 
 route("POST", "/auth", async ({ req, res }) => {
-  const b = (await readJson<{ username?: string; password?: string; serveraddress?: string }>(req)) ?? {};
+  const b = (await readJson<{ username?: string; password?: string; serveraddress?: string }>(req, "Auth")) ?? {};
   if (!b.username) throw invalid("a username is required");
   try {
     await images.checkLogin(b.serveraddress || undefined, b.username, b.password ?? "");
@@ -784,7 +800,7 @@ route("POST", "/auth", async ({ req, res }) => {
 // volumes
 route("GET", "/volumes", ({ res, query, engine }) => sendJson(res, 200, { Volumes: system.listVolumes(engine, filtersOf(query)).map(({ Anonymous: _a, ...v }) => v), Warnings: [] }));
 route("POST", "/volumes/create", async ({ req, res, engine }) => {
-  const b = (await readJson<{ Name?: string; Driver?: string; DriverOpts?: Record<string, string>; Labels?: Record<string, string> }>(req)) ?? {};
+  const b = (await readJson<{ Name?: string; Driver?: string; DriverOpts?: Record<string, string>; Labels?: Record<string, string> }>(req, "VolumeCreate")) ?? {};
   const v = system.createVolume(engine, b.Name || undefined, { ...(b.Driver ? { driver: b.Driver } : {}), labels: b.Labels ?? {}, options: b.DriverOpts ?? {} });
   sendJson(res, 201, system.inspectVolume(engine, v.Name));
 });
@@ -803,7 +819,7 @@ route("DELETE", "/volumes/{name}", (c) => {
 route("GET", "/networks", ({ res, query, engine }) => sendJson(res, 200, networks.listNetworks(engine, filtersOf(query))));
 route("GET", "/networks/{id}", (c) => sendJson(c.res, 200, networks.inspectNetwork(c.engine, ref(c))));
 route("POST", "/networks/create", async ({ req, res, engine }) => {
-  const b = (await readJson<Parameters<typeof networks.createNetwork>[1]>(req)) ?? ({} as Parameters<typeof networks.createNetwork>[1]);
+  const b = (await readJson<Parameters<typeof networks.createNetwork>[1]>(req, "NetworkCreate")) ?? ({} as Parameters<typeof networks.createNetwork>[1]);
   if (!b.Name) throw invalid("a network needs a Name");
   sendJson(res, 201, { Id: await networks.createNetwork(engine, b), Warning: "" });
 });
@@ -813,13 +829,13 @@ route("DELETE", "/networks/{id}", async (c) => {
 });
 route("POST", "/networks/{id}/connect", async (c) => {
   type Connect = { Container: string; EndpointConfig?: { Aliases?: string[]; IPAMConfig?: { IPv4Address?: string } } };
-  const b = (await readJson<Connect>(c.req)) ?? ({} as Connect);
+  const b = (await readJson<Connect>(c.req, "NetworkConnect")) ?? ({} as Connect);
   if (!b.Container) throw invalid("Container is required");
   await c.engine.connectNetwork(b.Container, ref(c), { ...(b.EndpointConfig?.Aliases ? { aliases: b.EndpointConfig.Aliases } : {}), ...(b.EndpointConfig?.IPAMConfig?.IPv4Address ? { ip: b.EndpointConfig.IPAMConfig.IPv4Address } : {}) });
   c.res.writeHead(200).end();
 });
 route("POST", "/networks/{id}/disconnect", async (c) => {
-  const b = (await readJson<{ Container: string }>(c.req)) ?? ({} as { Container: string });
+  const b = (await readJson<{ Container: string }>(c.req, "NetworkDisconnect")) ?? ({} as { Container: string });
   if (!b.Container) throw invalid("Container is required");
   await c.engine.disconnectNetwork(b.Container, ref(c));
   c.res.writeHead(200).end();
@@ -1168,12 +1184,7 @@ export function createServer(engine: Engine, opts: ServeOptions = {}): http.Serv
       } else raw = await readBody(req);
       if (h.kind === "attach") await attach(engine, h.id, url.searchParams, socket, head, upgrade);
       else {
-        let body: { Detach?: boolean; Tty?: boolean } = {};
-        try {
-          if (raw.length) body = JSON.parse(raw.toString("utf8"));
-        } catch (e) {
-          throw invalid(`invalid JSON in the request body: ${(e as Error).message}`);
-        }
+        const body = parseJson<{ Detach?: boolean; Tty?: boolean }>(raw, "ExecStart") ?? {};
         await execStart(engine, h.id, body, socket, head, upgrade);
       }
     } catch (e) {

@@ -1291,7 +1291,11 @@ export class Engine {
     return { id: v.rec.Id, proc };
   }
 
-  async commit(ref: string, opts: { reference?: string; changes?: string[]; message?: string; author?: string; pause?: boolean } = {}): Promise<ImageRecord> {
+  /**
+   * The container's file changes as a new image. Its config is the container's, with what
+   * opts.config sets taking precedence (docker commit's request body), then the Dockerfile-style changes.
+   */
+  async commit(ref: string, opts: { reference?: string; changes?: string[]; message?: string; author?: string; pause?: boolean; config?: Record<string, unknown> } = {}): Promise<ImageRecord> {
     const v = await this.get(ref);
     const parent = this.images.find(v.rec.Image);
     const pause = opts.pause !== false && v.state.Running && !v.state.Paused;
@@ -1300,7 +1304,7 @@ export class Engine {
       commitSnapshot(this.images, {
         snapshot: v.rec.Id,
         ...(parent ? { parent } : {}),
-        config: { Env: c.Env, Cmd: c.Cmd ?? undefined, Entrypoint: c.Entrypoint ?? undefined, WorkingDir: c.WorkingDir, User: c.User, Labels: c.Labels, ...(c.ExposedPorts ? { ExposedPorts: c.ExposedPorts } : {}), ...(c.StopSignal ? { StopSignal: c.StopSignal } : {}) },
+        config: { Env: c.Env, Cmd: c.Cmd ?? undefined, Entrypoint: c.Entrypoint ?? undefined, WorkingDir: c.WorkingDir, User: c.User, Labels: c.Labels, ...(c.ExposedPorts ? { ExposedPorts: c.ExposedPorts } : {}), ...(c.StopSignal ? { StopSignal: c.StopSignal } : {}), ...opts.config },
         createdBy: [v.rec.Path, ...v.rec.Args].join(" "),
         ...(opts.changes ? { changes: opts.changes } : {}),
         ...(opts.message ? { message: opts.message } : {}),
