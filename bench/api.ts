@@ -47,7 +47,8 @@ async function main(): Promise<void> {
     spawnSync("sh", [join(project, "scripts/make-default-image.sh")], { env });
     const saved = spawnSync(process.execPath, [join(project, "dist/berth.cjs"), "save", "busybox:latest"], { env, maxBuffer: 1 << 28 }).stdout;
     const berthSock = join(base, "berth.sock");
-    const berthd = spawn(process.execPath, [join(project, "dist/berth-api.cjs"), "--root", berthRoot, `unix://${berthSock}`], { env, stdio: "ignore" });
+    // the server as `berth system service` starts it (its malloc setting included)
+    const berthd = spawn(process.execPath, [join(project, "dist/berth-api.cjs"), "--root", berthRoot, `unix://${berthSock}`], { env: { ...env, MALLOC_ARENA_MAX: "1" }, stdio: "ignore" });
     daemons.push(berthd);
     dockerd = await privateDockerd(base, "berthbench0", "10.213.199.1/24");
     const dockerSock = dockerd.sock;

@@ -8,8 +8,7 @@
 import { randomBytes } from "node:crypto";
 import * as http from "node:http";
 import * as os from "node:os";
-import AjvModule from "ajv";
-import bodySchemas from "./body-schemas.json" with { type: "json" };
+import { bodyFault, type BodyName } from "./body-check.js";
 import type { Socket } from "node:net";
 import { BerthError, errorMessage, invalid, notFound, unsupported } from "../common/errors.js";
 import {
@@ -148,24 +147,12 @@ function frame(stream: 1 | 2, body: Buffer): Buffer {
 
 // ---- request shapes
 
-/**
- * Request bodies checked against the API description (scripts/gen-api-schema.mjs made the schemas
- * from v1.50's path parameters and definitions): a wrong type is a 400 naming the field, before
- * the engine sees the request. Each body's validator is compiled when first needed.
- */
-type BodyName = "ContainerCreate" | "ContainerUpdate" | "ExecCreate" | "ExecStart" | "Auth" | "Commit" | "VolumeCreate" | "NetworkCreate" | "NetworkConnect" | "NetworkDisconnect";
-type Validator = ((body: unknown) => boolean) & { errors?: { instancePath: string; message?: string }[] | null };
-let schemas: { getSchema(ref: string): Validator | undefined } | undefined;
+/** A body that does not fit the API's schema: a 400 naming the field, before the engine sees it. */
 function checkBody(name: BodyName, body: unknown, what = "request body"): void {
-  if (!schemas) {
-    const Ajv = ((AjvModule as unknown as { default?: unknown }).default ?? AjvModule) as new (o: object) => { addSchema(s: object): typeof schemas };
-    schemas = new Ajv({ strict: false, allErrors: false }).addSchema(bodySchemas);
-  }
-  const validate = schemas!.getSchema(`docker-api#/$defs/${name}Body`)!;
-  if (validate(body)) return;
-  const e = validate.errors?.[0];
-  const field = (e?.instancePath ?? "").replace(/^\//, "").replace(/\//g, ".") || "the body";
-  throw invalid(`invalid ${what}: ${field} ${(e?.message ?? "is invalid").replace(/,null/g, "")}`);
+  const fault = bodyFault(name, body);
+  if (!fault) return;
+  const field = fault.path.replace(/^\//, "").replace(/\//g, ".") || "the body";
+  throw invalid(`invalid ${what}: ${field} ${fault.message}`);
 }
 
 const configKeys: (keyof ContainerConfig)[] = ["Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr", "ExposedPorts", "Tty", "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck", "Image", "Volumes", "WorkingDir", "Entrypoint", "OnBuild", "Labels", "StopSignal", "StopTimeout"];

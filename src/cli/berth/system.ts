@@ -273,6 +273,9 @@ export async function systemService(ctx: Context, argv: string[]): Promise<numbe
   // socket activation: systemd's listening socket (fd 3) goes to the server
   const activated = !!process.env.LISTEN_FDS && Number(process.env.LISTEN_PID) === process.pid;
   if (activated) process.env.BERTH_SOCKET_FD = "3";
+  // one malloc arena: glibc's one per thread (libuv's pool, V8's compiler threads) kept ~4 MB the
+  // long-running server had freed (bench/api.ts: RSS after 10,000 requests); its threads rarely contend
+  process.env.MALLOC_ARENA_MAX ??= "1";
   // the service takes this process's place (same pid, for systemd and whoever started it): one
   // node process, not this CLI (~40 MB) waiting beside it; a plain Node process with the JIT
   try {
