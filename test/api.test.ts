@@ -257,14 +257,22 @@ describe("the Docker API: berth system service", { skip }, () => {
     }
   });
 
-  test("dockerd's answers where clients expect them: not a swarm, log drivers by name, -e NAME from the caller", async () => {
+  test("dockerd's answers where clients expect them: not a swarm, no plugins, log drivers by name, -e NAME from the caller", async () => {
     for (const cli of clis) {
       const leave = docker(cli, ["swarm", "leave", "--force"]);
       assert.notEqual(leave.code, 0);
       assert.match(leave.stderr, /This node is not part of a swarm/, cli);
       const services = docker(cli, ["service", "ls"]);
       assert.match(services.stderr, /This node is not a swarm manager/, cli);
+      // no managed plugins: none listed, none by name, none installed
+      assert.deepEqual(dok(docker(cli, ["plugin", "ls", "-q"])).stdout, "", cli);
+      const inspect = docker(cli, ["plugin", "inspect", "nosuch"]);
+      assert.notEqual(inspect.code, 0);
+      assert.match(inspect.stderr, /No such plugin: nosuch|plugin "nosuch(:latest)?" not found/, cli);
     }
+    const install = await request("POST", "/plugins/pull?remote=vieux/sshfs", "[]");
+    assert.equal(install.status, 501);
+    assert.match(JSON.parse(install.body).message, /does not install managed plugins/);
     assert.equal((await request("POST", "/v1.41/swarm/leave?force=1")).status, 503);
     assert.equal((await request("GET", "/v1.41/nodes")).status, 503);
     assert.match((await request("GET", "/info")).body, /"LocalNodeState":"inactive"/);

@@ -206,6 +206,17 @@ for (const verb of ["init", "join", "update", "unlock"])
   route("POST", `/swarm/${verb}`, () => {
     throw new HttpError(verb === "init" || verb === "join" ? 501 : 503, verb === "init" || verb === "join" ? "berth does not run swarm mode" : NOT_A_MANAGER);
   });
+// Managed plugins: berth has none and installs none. Listing answers as a dockerd without any
+// (`docker plugin ls` shows none); one by name is dockerd's 404; installing is a 501
+route("GET", "/plugins", ({ res }) => sendJson(res, 200, []));
+for (const [method, path] of [["GET", "/plugins/{name}/json"], ["DELETE", "/plugins/{name}"], ["POST", "/plugins/{name}/enable"], ["POST", "/plugins/{name}/disable"], ["POST", "/plugins/{name}/set"], ["POST", "/plugins/{name}/push"], ["POST", "/plugins/{name}/upgrade"]] as const)
+  route(method, path, (c) => {
+    throw notFound(`plugin "${ref(c)}" not found`);
+  });
+for (const [method, path] of [["GET", "/plugins/privileges"], ["POST", "/plugins/pull"], ["POST", "/plugins/create"]] as const)
+  route(method, path, () => {
+    throw unsupported("berth does not install managed plugins (docker plugin install): log drivers, volume and network drivers are berth's own");
+  });
 route("GET", "/swarm/unlockkey", () => {
   throw new HttpError(503, NOT_A_MANAGER);
 });
