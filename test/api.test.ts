@@ -395,7 +395,7 @@ describe("the Docker API: berth system service", { skip }, () => {
     }
   });
 
-  test("volumes and networks through the API", () => {
+  test("volumes and networks through the API: names refused as dockerd, connect with an address, alias, link and link-local address, other tools' CNI networks only when asked", () => {
     const cli = clis[0]!;
     dok(docker(cli, ["volume", "create", "api-vol"]));
     assert.match(dok(docker(cli, ["volume", "ls", "--format", "{{.Name}}"])).stdout, /^api-vol$/m);
@@ -407,9 +407,38 @@ describe("the Docker API: berth system service", { skip }, () => {
     dok(docker(cli, ["run", "-d", "--name", "api-srv", "--network", "api-net", "busybox", "sleep", "1000"]));
     const r = docker(cli, ["run", "--rm", "--network", "api-net", "busybox", "ping", "-c", "1", "-W", "3", "api-srv"]);
     assert.equal(r.code, 0, r.stderr + r.stdout);
-    dok(docker(cli, ["rm", "-f", "api-srv"]));
+    // dockerd's refusals: a name taken (CheckDuplicate), a name with a space
+    assert.match(docker(cli, ["network", "create", "api-net"]).stderr, /network with name api-net already exists/);
+    assert.match(docker(cli, ["network", "create", "api net"]).stderr, /invalid network name "api net"/);
+    // connect with an address, an alias, a link and a link-local address: seen inside at once
+    const subnet = JSON.parse(dok(docker(cli, ["network", "inspect", "-f", "{{json .IPAM.Config}}", "api-net"])).stdout)[0].Subnet as string;
+    const fixed = subnet.replace(/\.0\/\d+$/, ".77");
+    dok(docker(cli, ["run", "-d", "--name", "api-other", "busybox", "sleep", "1000"]));
+    dok(docker(cli, ["network", "connect", "--ip", fixed, "--alias", "other-alias", "--link", "api-srv:srv-link", "--link-local-ip", "169.254.9.9", "api-net", "api-other"]));
+    const addrs = dok(docker(cli, ["exec", "api-other", "ip", "-4", "addr", "show", "eth1"])).stdout;
+    assert.match(addrs, new RegExp(`inet ${fixed.replace(/\./g, "\\.")}/`));
+    assert.match(addrs, /inet 169\.254\.9\.9\/16/);
+    const linked = docker(cli, ["exec", "api-other", "ping", "-c", "1", "-W", "3", "srv-link"]);
+    assert.equal(linked.code, 0, `the link's alias resolves from the connected container: ${linked.stderr}${linked.stdout}`);
+    assert.equal(docker(cli, ["exec", "api-srv", "ping", "-c", "1", "-W", "3", "other-alias"]).code, 0, "the alias resolves on the network");
+    const ep = JSON.parse(dok(docker(cli, ["inspect", "-f", "{{json .NetworkSettings.Networks}}", "api-other"])).stdout)["api-net"];
+    assert.deepEqual([ep.IPAMConfig.IPv4Address, ep.IPAMConfig.LinkLocalIPs, ep.Links], [fixed, ["169.254.9.9"], ["api-srv:srv-link"]]);
+    // and again after a restart (kept with the container's networks)
+    dok(docker(cli, ["restart", "-t", "1", "api-other"]));
+    assert.equal(docker(cli, ["exec", "api-other", "ping", "-c", "1", "-W", "3", "srv-link"]).code, 0, "the link after a restart");
+    assert.match(dok(docker(cli, ["exec", "api-other", "ip", "-4", "addr", "show", "eth1"])).stdout, /inet 169\.254\.9\.9\/16/);
+    // --link-local-ip at run; a bad one refused before anything is made
+    assert.match(dok(docker(cli, ["run", "--rm", "--network", "api-net", "--link-local-ip", "169.254.7.7", "busybox", "ip", "-4", "addr", "show", "eth0"])).stdout, /inet 169\.254\.7\.7\/16/);
+    assert.match(docker(cli, ["run", "--rm", "--network", "api-net", "--link-local-ip", "nope", "busybox", "true"]).stderr, /invalid link-local IP address: nope/);
+    dok(docker(cli, ["rm", "-f", "api-srv", "api-other"]));
     dok(docker(cli, ["network", "rm", "api-net"]));
     assert.doesNotMatch(dok(docker(cli, ["network", "ls"])).stdout, /api-net/);
+    // other tools' CNI networks (podman's, in /etc/cni/net.d) only when asked for
+    const foreign = fs.existsSync("/etc/cni/net.d") ? fs.readdirSync("/etc/cni/net.d").filter((f) => f.endsWith(".conflist")).map((f) => JSON.parse(fs.readFileSync(join("/etc/cni/net.d", f), "utf8")).name as string) : [];
+    const listed = dok(docker(cli, ["network", "ls", "--format", "{{.Name}}"])).stdout.split("\n");
+    for (const name of foreign) assert.ok(!listed.includes(name), `${name} (another tool's CNI network) is not listed by default`);
+    const asked = dok(docker(cli, ["network", "ls", "--filter", "driver=cni", "--format", "{{.Name}}"])).stdout.split("\n");
+    for (const name of foreign) assert.ok(asked.includes(name), `${name} is listed with --filter driver=cni`);
   });
 
   test("docker login (POST /auth), push and pull with the client's credentials (X-Registry-Auth) against an htpasswd registry", { skip: registrySkip }, async () => {

@@ -826,10 +826,18 @@ route("DELETE", "/networks/{id}", async (c) => {
   c.res.writeHead(204).end();
 });
 route("POST", "/networks/{id}/connect", async (c) => {
-  type Connect = { Container: string; EndpointConfig?: { Aliases?: string[]; IPAMConfig?: { IPv4Address?: string } } };
+  type Connect = { Container: string; EndpointConfig?: { Aliases?: string[] | null; Links?: string[] | null; IPAMConfig?: { IPv4Address?: string; IPv6Address?: string; LinkLocalIPs?: string[] | null } | null } | null };
   const b = (await readJson<Connect>(c.req, "NetworkConnect")) ?? ({} as Connect);
   if (!b.Container) throw invalid("Container is required");
-  await c.engine.connectNetwork(b.Container, ref(c), { ...(b.EndpointConfig?.Aliases ? { aliases: b.EndpointConfig.Aliases } : {}), ...(b.EndpointConfig?.IPAMConfig?.IPv4Address ? { ip: b.EndpointConfig.IPAMConfig.IPv4Address } : {}) });
+  const ep = b.EndpointConfig ?? {};
+  const ipam = ep.IPAMConfig ?? {};
+  await c.engine.connectNetwork(b.Container, ref(c), {
+    ...(ep.Aliases ? { aliases: ep.Aliases } : {}),
+    ...(ep.Links?.length ? { links: ep.Links } : {}),
+    ...(ipam.IPv4Address ? { ip: ipam.IPv4Address } : {}),
+    ...(ipam.IPv6Address ? { ip6: ipam.IPv6Address } : {}),
+    ...(ipam.LinkLocalIPs?.length ? { linkLocal: ipam.LinkLocalIPs } : {}),
+  });
   c.res.writeHead(200).end();
 });
 route("POST", "/networks/{id}/disconnect", async (c) => {

@@ -7,7 +7,7 @@
  */
 import { trace } from "../common/trace.js";
 import * as fs from "node:fs";
-import { connect, type Socket } from "node:net";
+import { connect, isIP, type Socket } from "node:net";
 import { release } from "node:os";
 import { join } from "../common/path.js";
 import { basename, dirname } from "node:path";
@@ -61,6 +61,11 @@ declare global {
 
 function procStart(pid: number): number | undefined {
   return processStartTime(pid)?.start;
+}
+
+/** docker's --link-local-ip: addresses, each IPv4 or IPv6 (checked before anything is made). */
+function checkLinkLocal(ips: string[] | null | undefined): void {
+  for (const ip of ips ?? []) if (!isIP(ip)) throw invalid(`invalid link-local IP address: ${ip}`);
 }
 
 /** Whether this kernel has mount_setattr (5.12), which makes a bind read-only with its submounts (asked at run time: the start-up snapshot is made elsewhere). */
@@ -214,8 +219,10 @@ export class Engine {
     if (mode.kind === "bridge" && mode.network !== "bridge" && !this.network.cniNetwork(mode.network)) this.network.store.get(mode.network); // docker: network X not found
     if (mode.kind !== "bridge" && (Object.keys(req.HostConfig.PortBindings ?? {}).length || req.HostConfig.PublishAllPorts) && mode.kind !== "host")
       throw invalid(`conflicting options: port publishing and the ${mode.kind} network mode`);
-    for (const [name, ep] of Object.entries(req.NetworkingConfig?.EndpointsConfig ?? {}))
+    for (const [name, ep] of Object.entries(req.NetworkingConfig?.EndpointsConfig ?? {})) {
       if (ep.IPAMConfig?.IPv4Address && (mode.kind !== "bridge" || mode.network === "bridge" || name === "bridge")) throw invalid("user specified IP address is supported on user defined networks only");
+      checkLinkLocal(ep.IPAMConfig?.LinkLocalIPs);
+    }
     if (mode.kind === "bridge") portRequests({ Config: req.Config, HostConfig: req.HostConfig } as ContainerRecord); // the bindings parse
     const image = await this.imageFor(req, onProgress);
     trace("create: image found");
@@ -498,7 +505,7 @@ export class Engine {
         const names = [mode.network, ...Object.keys(eps).filter((k) => k !== primary && k !== mode.network)];
         const requests = names.map((network, i) => {
           const ep = i === 0 ? eps[primary] : eps[network];
-          return { network, ...(ep?.IPAMConfig?.IPv4Address ? { ip: ep.IPAMConfig.IPv4Address } : {}), ...(ep?.IPAMConfig?.IPv6Address ? { ip6: ep.IPAMConfig.IPv6Address } : {}), ...(ep?.MacAddress ? { mac: ep.MacAddress } : {}), aliases: ep?.Aliases ?? [], names: [rec.Name.slice(1), id.slice(0, 12)] };
+          return { network, ...(ep?.IPAMConfig?.IPv4Address ? { ip: ep.IPAMConfig.IPv4Address } : {}), ...(ep?.IPAMConfig?.IPv6Address ? { ip6: ep.IPAMConfig.IPv6Address } : {}), ...(ep?.MacAddress ? { mac: ep.MacAddress } : {}), ...(ep?.IPAMConfig?.LinkLocalIPs?.length ? { linkLocal: ep.IPAMConfig.LinkLocalIPs } : {}), aliases: ep?.Aliases ?? [], names: [rec.Name.slice(1), id.slice(0, 12)] };
         });
         const a = await this.network.allocate(id, requests, portRequests(rec), (c) => this.isActive(c));
         ({ endpoints, ports, stale, rules } = a);
@@ -512,7 +519,20 @@ export class Engine {
       const dns = dnsEndpoint ? [dnsEndpoint.Gateway] : undefined;
       const files: Array<[string, string]> = [["hostname", `${rec.Config.Hostname}\n`]];
       if (mode.kind !== "container") {
-        const linked = this.linkedHosts(hc.Links ?? [], rec, endpoints.map((e) => e.Network));
+        // legacy links: the container's own (--link) and those it was connected with on a network
+        // (a network's link whose target is gone or stopped just does not resolve, as dockerd's embedded DNS)
+        const nets = endpoints.map((e) => e.Network);
+        const endpointLinks = Object.values(rec.NetworkingConfig?.EndpointsConfig ?? {}).flatMap((ep) => ep.Links ?? []);
+        const linked = [
+          ...this.linkedHosts(hc.Links ?? [], rec, nets),
+          ...endpointLinks.flatMap((l) => {
+            try {
+              return this.linkedHosts([l], rec, nets);
+            } catch {
+              return [];
+            }
+          }),
+        ];
         files.push(["hosts", hostsFile(rec.Config.Hostname, endpoints.flatMap((e) => [e.IPAddress, ...(e.GlobalIPv6Address ? [e.GlobalIPv6Address] : [])]), [...(hc.ExtraHosts ?? []), ...linked], endpoints[0]?.Gateway)]);
         files.push(["resolv.conf", resolvConf(hc, mode.kind !== "host", dns)]);
       }
@@ -980,7 +1000,8 @@ export class Engine {
    * docker network connect: a running container gets the endpoint at once (a new interface in
    * its namespace); a stopped one on its next start.
    */
-  async connectNetwork(ref: string, network: string, opts: { aliases?: string[]; ip?: string } = {}): Promise<void> {
+  async connectNetwork(ref: string, network: string, opts: { aliases?: string[]; ip?: string; ip6?: string; linkLocal?: string[]; links?: string[] } = {}): Promise<void> {
+    checkLinkLocal(opts.linkLocal);
     const v = await this.get(ref);
     const id = v.rec.Id;
     const net = this.network.store.get(network);
@@ -993,17 +1014,31 @@ export class Engine {
       const eps = { ...(cur.rec.NetworkingConfig?.EndpointsConfig ?? {}) };
       if (eps[net.Name] || (cur.state.NetworkSettings?.Networks ?? {})[net.Name] || (net.Name === "bridge" && netMode(cur.rec.HostConfig).kind === "bridge" && (cur.rec.HostConfig.NetworkMode === "default" || cur.rec.HostConfig.NetworkMode === "bridge")))
         throw exists(`endpoint with name ${cur.rec.Name.slice(1)} already exists in network ${net.Name}`);
-      eps[net.Name] = { Aliases: opts.aliases ?? [], ...(opts.ip ? { IPAMConfig: { IPv4Address: opts.ip } } : {}) };
+      const ipam = { ...(opts.ip ? { IPv4Address: opts.ip } : {}), ...(opts.ip6 ? { IPv6Address: opts.ip6 } : {}), ...(opts.linkLocal?.length ? { LinkLocalIPs: opts.linkLocal } : {}) };
+      // links are kept as the API gives them (NAME:ALIAS); their targets must exist now, as for --link
+      for (const l of opts.links ?? []) {
+        const target = l.split(":")[0]!.replace(/^\//, "");
+        try {
+          this.containers.resolve(target);
+        } catch {
+          throw invalid(`could not get container for ${target}`);
+        }
+      }
+      eps[net.Name] = { Aliases: opts.aliases ?? [], ...(Object.keys(ipam).length ? { IPAMConfig: ipam } : {}), ...(opts.links?.length ? { Links: opts.links } : {}) };
       if (cur.state.Running) {
-        const a = await this.network.allocate(id, [{ network: net.Name, ...(opts.ip ? { ip: opts.ip } : {}), aliases: opts.aliases ?? [], names: [cur.rec.Name.slice(1), id.slice(0, 12)] }], [], (c) => this.isActive(c));
+        const a = await this.network.allocate(id, [{ network: net.Name, ...(opts.ip ? { ip: opts.ip } : {}), ...(opts.ip6 ? { ip6: opts.ip6 } : {}), ...(opts.linkLocal?.length ? { linkLocal: opts.linkLocal } : {}), aliases: opts.aliases ?? [], names: [cur.rec.Name.slice(1), id.slice(0, 12)] }], [], (c) => this.isActive(c));
+        let linked: string[] = [];
         try {
           await this.network.plumb(`/proc/${cur.state.Pid}/ns/net`, a.endpoints);
+          linked = this.linkedHosts(opts.links ?? [], cur.rec, a.endpoints.map((e) => e.Network));
         } catch (e) {
           await this.network.release(id, net.Id, { links: true });
           throw e;
         }
+        // the running container sees its new links at once: its /etc/hosts grows in place (a bind mount of the file)
+        if (linked.length) fs.appendFileSync(this.containers.path(id, "hosts"), linked.map((h) => `${h.slice(h.lastIndexOf(":") + 1)}\t${h.slice(0, h.lastIndexOf(":"))}\n`).join(""));
         const held = this.network.store.held(id);
-        this.containers.writeState(id, { ...cur.state, NetworkSettings: networkSettings(cur.state.Pid, held.endpoints, held.ports, this.network.store.read().networks, cur.rec) });
+        this.containers.writeState(id, { ...cur.state, NetworkSettings: networkSettings(cur.state.Pid, held.endpoints, held.ports, this.network.store.read().networks, { ...cur.rec, NetworkingConfig: { EndpointsConfig: eps } }) });
       }
       const hc = cur.rec.HostConfig.NetworkMode === "none" ? { ...cur.rec.HostConfig, NetworkMode: net.Name } : cur.rec.HostConfig;
       this.containers.writeConfig({ ...cur.rec, HostConfig: hc, NetworkingConfig: { EndpointsConfig: eps } });

@@ -95,6 +95,9 @@ export function networkSettings(pid: number, endpoints: Endpoint[], ports: PortB
       MacAddress: e.MacAddress,
       Aliases: e.Aliases.length ? e.Aliases : null,
       DNSNames: [rec.Name.slice(1), rec.Id.slice(0, 12), ...e.Aliases],
+      // what was asked for, as dockerd echoes it
+      IPAMConfig: rec.NetworkingConfig?.EndpointsConfig?.[n.Name]?.IPAMConfig ?? null,
+      Links: rec.NetworkingConfig?.EndpointsConfig?.[n.Name]?.Links ?? null,
     };
     if (n.Name === "bridge") Object.assign(settings, { IPAddress: e.IPAddress, IPPrefixLen: e.IPPrefixLen, Gateway: e.Gateway, MacAddress: e.MacAddress });
   }

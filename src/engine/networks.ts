@@ -9,16 +9,24 @@ export type Listed = NetworkRecord | { Name: string; Id: string; Driver: string;
 
 const idOf = (name: string) => createHash("sha256").update(`berth network ${name}`).digest("hex");
 
-/** The networks: berth's bridges, CNI networks, and docker's pre-defined host and none. */
-function all(engine: Engine): Listed[] {
+/**
+ * The networks: berth's bridges, CNI networks, and docker's pre-defined host and none. The CNI
+ * networks of other tools (/etc/cni/net.d: podman's, say) only with othersCni: a docker user does
+ * not expect them in `network ls`; named, they are used and inspected all the same.
+ */
+function all(engine: Engine, othersCni = true): Listed[] {
   const fixed = (name: string, driver: string) => ({ Name: name, Id: idOf(name), Driver: driver, Scope: "local", Created: new Date(0).toISOString(), Labels: {}, Internal: false, EnableIPv6: false });
-  const cni = engine.network.cniNetworks().map((c) => ({ ...fixed(c.list.name, "cni"), ConfigFile: c.file, Plugins: c.list.plugins }));
+  const own = `${engine.network.cniDir}/`;
+  const cni = engine.network
+    .cniNetworks()
+    .filter((c) => othersCni || c.file.startsWith(own))
+    .map((c) => ({ ...fixed(c.list.name, "cni"), ConfigFile: c.file, Plugins: c.list.plugins }));
   return [...engine.network.store.list(), ...cni, fixed("host", "host"), fixed("none", "null")];
 }
 
-/** docker's network filters (`name`, `id`, `driver`, `label`), each `key=value`. */
+/** docker's network filters (`name`, `id`, `driver`, `label`), each `key=value`; `driver=cni` lists other tools' CNI networks too. */
 export function listNetworks(engine: Engine, filters: string[] = []): Listed[] {
-  let nets = all(engine);
+  let nets = all(engine, filters.includes("driver=cni"));
   for (const f of filters) {
     const [k, v = ""] = [f.slice(0, f.indexOf("=")), f.slice(f.indexOf("=") + 1)];
     if (k === "name") nets = nets.filter((n) => n.Name.includes(v));

@@ -185,8 +185,10 @@ export interface CreateRequest {
 
 export interface EndpointSettings {
   Aliases?: string[] | null;
-  IPAMConfig?: { IPv4Address?: string; IPv6Address?: string } | null;
+  IPAMConfig?: { IPv4Address?: string; IPv6Address?: string; LinkLocalIPs?: string[] | null } | null;
   MacAddress?: string;
+  /** Legacy links on this network (`network connect --link NAME:ALIAS`): the alias resolves from this container only. */
+  Links?: string[] | null;
 }
 
 /** inspect's NetworkSettings: what the container got when it started. */
@@ -198,5 +200,5 @@ export interface NetworkSettings {
   IPPrefixLen: number;
   Gateway: string;
   MacAddress: string;
-  Networks: Record<string, { NetworkID: string; EndpointID: string; Gateway: string; IPAddress: string; IPPrefixLen: number; IPv6Gateway?: string; GlobalIPv6Address?: string; GlobalIPv6PrefixLen?: number; MacAddress: string; Aliases: string[] | null; DNSNames: string[] | null }>;
+  Networks: Record<string, { NetworkID: string; EndpointID: string; Gateway: string; IPAddress: string; IPPrefixLen: number; IPv6Gateway?: string; GlobalIPv6Address?: string; GlobalIPv6PrefixLen?: number; MacAddress: string; Aliases: string[] | null; DNSNames: string[] | null; IPAMConfig?: EndpointSettings["IPAMConfig"]; Links?: string[] | null }>;
 }

@@ -114,6 +114,7 @@ export class Networking {
     for (const [i, e] of endpoints.entries()) {
       args.push("addr", e.ContainerIf, `${e.IPAddress}/${e.IPPrefixLen}`);
       if (e.GlobalIPv6Address) args.push("addr", e.ContainerIf, `${e.GlobalIPv6Address}/${e.GlobalIPv6PrefixLen}`);
+      for (const ip of e.LinkLocalIPs ?? []) args.push("addr", e.ContainerIf, `${ip}/${ip.includes(":") ? 64 : 16}`);
       args.push("up", e.ContainerIf);
       if (i === 0 && !nets.get(e.Network)!.Internal) args.push("route", "default", e.Gateway);
       if (e.IPv6Gateway && !endpoints.slice(0, i).some((x) => x.IPv6Gateway) && !nets.get(e.Network)!.Internal) args.push("route", "default", e.IPv6Gateway);

@@ -45,6 +45,8 @@ export interface Endpoint {
   IPv6Gateway?: string;
   /** names the DNS server answers for (the container's name, short id, aliases) */
   DNSNames: string[];
+  /** link-local addresses on the interface (169.254.0.0/16, fe80::/64), as asked */
+  LinkLocalIPs?: string[];
   /** the host side of the veth pair */
   HostIf: string;
   /** the interface in the container (eth0, eth1, ...) */
@@ -99,6 +101,8 @@ export interface EndpointRequest {
   ip6?: string;
   mac?: string;
   aliases?: string[];
+  /** link-local addresses the interface gets besides its own (docker's --link-local-ip) */
+  linkLocal?: string[];
   /** what the network's DNS answers for besides the aliases: the container's name and short id */
   names?: string[];
 }
@@ -276,6 +280,7 @@ export class NetworkStore {
           Aliases: r.aliases ?? [],
           ...(v6 ? { GlobalIPv6Address: v6.address, GlobalIPv6PrefixLen: v6.prefix, IPv6Gateway: v6.gateway } : {}),
           DNSNames: [...(r.names ?? []), ...(r.aliases ?? [])],
+          ...(r.linkLocal?.length ? { LinkLocalIPs: r.linkLocal } : {}),
           HostIf: `bv${container.slice(0, 10)}${held + i}`,
           ContainerIf: `eth${held + i}`,
         };

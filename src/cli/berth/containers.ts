@@ -135,6 +135,7 @@ const runFlags: Flag[] = [
   { long: "net-alias", kind: "list", hidden: true },
   { long: "ip", kind: "string" },
   { long: "ip6", kind: "string" },
+  { long: "link-local-ip", kind: "list" },
   { long: "mac-address", kind: "string" },
   { long: "dns", kind: "list" },
   { long: "dns-search", kind: "list" },
@@ -221,11 +222,13 @@ export function createRequest(flags: FlagValues, args: string[]): CreateRequest 
   const ip = str(flags.ip);
   const ip6 = str(flags.ip6);
   const mac = str(flags["mac-address"]);
-  if (aliases.length || ip || ip6 || mac) {
+  const linkLocal = list(flags["link-local-ip"]);
+  if (aliases.length || ip || ip6 || mac || linkLocal.length) {
     if (aliases.length && (!mode || mode === "bridge" || mode === "default")) throw invalid("network-scoped aliases are only supported for user-defined networks");
     const net = mode && !["host", "none"].includes(mode) && !mode.startsWith("container:") ? mode : "bridge";
     if (mac && !/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/.test(mac)) throw invalid(`invalid MAC address: ${mac}`);
-    networking = { EndpointsConfig: { [net]: { Aliases: aliases, ...(ip || ip6 ? { IPAMConfig: { ...(ip ? { IPv4Address: ip } : {}), ...(ip6 ? { IPv6Address: ip6 } : {}) } } : {}), ...(mac ? { MacAddress: mac } : {}) } } };
+    const ipam = { ...(ip ? { IPv4Address: ip } : {}), ...(ip6 ? { IPv6Address: ip6 } : {}), ...(linkLocal.length ? { LinkLocalIPs: linkLocal } : {}) };
+    networking = { EndpointsConfig: { [net]: { Aliases: aliases, ...(Object.keys(ipam).length ? { IPAMConfig: ipam } : {}), ...(mac ? { MacAddress: mac } : {}) } } };
   }
   c.Tty = !!flags.tty;
   if (c.Tty && process.stdout.isTTY) hc.ConsoleSize = [process.stdout.rows || 24, process.stdout.columns || 80];

@@ -119,9 +119,15 @@ export async function prune(ctx: Context, argv: string[]): Promise<number> {
 }
 
 export async function connect(ctx: Context, argv: string[]): Promise<number> {
-  const { flags, args } = parse(argv, [{ long: "alias", kind: "list" }, { long: "ip", kind: "string" }], "network connect");
+  const { flags, args } = parse(argv, [{ long: "alias", kind: "list" }, { long: "ip", kind: "string" }, { long: "ip6", kind: "string" }, { long: "link", kind: "list" }, { long: "link-local-ip", kind: "list" }], "network connect");
   if (args.length !== 2) throw new UsageError(`"network connect" requires exactly 2 arguments.`, "network connect");
-  await ctx.engine().connectNetwork(args[1]!, args[0]!, { aliases: list(flags.alias), ...(str(flags.ip) ? { ip: str(flags.ip)! } : {}) });
+  await ctx.engine().connectNetwork(args[1]!, args[0]!, {
+    aliases: list(flags.alias),
+    ...(str(flags.ip) ? { ip: str(flags.ip)! } : {}),
+    ...(str(flags.ip6) ? { ip6: str(flags.ip6)! } : {}),
+    ...(list(flags.link).length ? { links: list(flags.link) } : {}),
+    ...(list(flags["link-local-ip"]).length ? { linkLocal: list(flags["link-local-ip"]) } : {}),
+  });
   return 0;
 }
 
