@@ -502,6 +502,46 @@ describe("the Docker API: berth system service", { skip }, () => {
     }
   });
 
+  test("docker build's other options through the API: labels, --add-host, --network none, a Dockerfile outside the context, --cache-from after a prune, builder prune; docker commit --change", () => {
+    const dir = tempDir("berth-api-build2-");
+    const ctx = join(dir, "ctx");
+    fs.mkdirSync(ctx);
+    fs.writeFileSync(join(ctx, "f"), "from the context\n");
+    // the Dockerfile outside the context: the CLI adds it to the context under a random name
+    fs.writeFileSync(join(dir, "Outside.Dockerfile"), 'FROM busybox\nCOPY f /f\nRUN grep foo /etc/hosts > /hosts; ip -o link | wc -l > /links\nCMD ["cat", "/f", "/hosts", "/links"]\n');
+    for (const cli of clis) {
+      const tag = `apibuild2:${cli.includes("local") ? "28" : "20"}`;
+      const args = ["build", "-t", tag, "--label", "team=berth", "--add-host", "foo:10.1.2.3", "--network", "none", "-f", join(dir, "Outside.Dockerfile"), ctx];
+      dok(docker(cli, args, { timeout: 120_000 }), `${cli} build`);
+      // the extra host was in the step's /etc/hosts, and the step had no network but loopback
+      assert.equal(dok(docker(cli, ["run", "--rm", tag])).stdout, "from the context\n10.1.2.3\tfoo\n1\n", cli);
+      assert.equal(dok(docker(cli, ["inspect", "-f", "{{index .Config.Labels \"team\"}}", tag])).stdout.trim(), "berth");
+      // the build cache pruned (docker builder prune), the image saved and loaded back: its steps
+      // come back as cache only through --cache-from
+      const saved = join(dir, "saved.tar");
+      dok(docker(cli, ["save", "-o", saved, tag]));
+      dok(docker(cli, ["rmi", tag]));
+      const pruned = dok(docker(cli, ["builder", "prune", "-f"]));
+      assert.match(pruned.stdout, /Total reclaimed space/);
+      dok(docker(cli, ["load", "-i", saved]));
+      const plain = dok(docker(cli, [...args.slice(0, 1), "-t", `${tag}-plain`, ...args.slice(3)], { timeout: 120_000 }));
+      assert.doesNotMatch(plain.stdout, /Using cache/, "no cache without --cache-from");
+      dok(docker(cli, ["builder", "prune", "-f"]));
+      const reused = dok(docker(cli, [...args.slice(0, 1), "--cache-from", tag, "-t", `${tag}-again`, ...args.slice(3)], { timeout: 120_000 }));
+      assert.match(reused.stdout, /Using cache/, "steps reused from the --cache-from image");
+      dok(docker(cli, ["rmi", tag, `${tag}-plain`, `${tag}-again`]));
+    }
+    // docker commit --change: Dockerfile instructions applied to the committed image
+    const cli = clis[0]!;
+    const id = dok(docker(cli, ["run", "-d", "busybox", "sh", "-c", "echo made > /made; sleep 1000"])).stdout.trim();
+    dok(docker(cli, ["commit", "--change", 'CMD ["cat", "/made"]', "--change", "ENV COMMITTED=1", "--change", "LABEL via=change", id, "committed:change"]));
+    assert.equal(dok(docker(cli, ["run", "--rm", "committed:change"])).stdout, "made\n");
+    assert.equal(dok(docker(cli, ["run", "--rm", "committed:change", "sh", "-c", "echo $COMMITTED"])).stdout, "1\n");
+    assert.equal(dok(docker(cli, ["inspect", "-f", "{{index .Config.Labels \"via\"}}", "committed:change"])).stdout.trim(), "change");
+    dok(docker(cli, ["rm", "-f", id]));
+    dok(docker(cli, ["rmi", "committed:change"]));
+  });
+
   test("bad input: a clear error with dockerd's status, and the server stays up", async () => {
     const bad = await request("POST", "/containers/create", "{nope");
     assert.equal(bad.status, 400);

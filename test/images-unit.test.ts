@@ -7,7 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import { join } from "node:path";
-import { ImageStore, type ImageRecord } from "../src/images/index.js";
+import { ImageStore, TarReader, encodeHeader, type ImageRecord } from "../src/images/index.js";
 import { tempDir } from "./helpers.js";
 
 const record = (n: number, extra: Partial<ImageRecord> = {}) => ({
@@ -53,4 +53,22 @@ test("old stores whose step images named their parent by the whole record read a
   fs.mkdirSync(root, { recursive: true });
   fs.writeFileSync(join(root, "images.json"), JSON.stringify({ version: 1, images: { [parent.id]: parent, [child.id]: child } }));
   assert.equal(new ImageStore({ root, snapshotter: "copy" }).get(record(2).id).parent, record(1).id);
+});
+
+test("tar: an archive that ends right after its last entry's data reads whole (the docker CLI's out-of-context Dockerfile); one cut inside the data is refused", () => {
+  const read = (archive: Buffer) => {
+    const files: Record<string, string> = {};
+    let name = "";
+    const r = new TarReader({ entry: (h) => ((name = h.name), (files[name] = "")), data: (c) => (files[name] += c.toString()), end: () => {} });
+    // fed in small pieces, as a request body arrives
+    for (let i = 0; i < archive.length; i += 100) r.write(archive.subarray(i, i + 100));
+    r.finish();
+    return files;
+  };
+  const entry = (name: string, text: string) => [encodeHeader({ name, type: "file", size: text.length, mode: 0o644 }), Buffer.from(text), Buffer.alloc((512 - (text.length % 512)) % 512)];
+  const whole = Buffer.concat([...entry("f", "hi\n"), ...entry(".dockerfile.abc", "FROM busybox\n"), Buffer.alloc(1024)]);
+  assert.deepEqual(read(whole), { f: "hi\n", ".dockerfile.abc": "FROM busybox\n" });
+  const unpadded = whole.subarray(0, 512 + 512 + 512 + "FROM busybox\n".length);
+  assert.deepEqual(read(unpadded), { f: "hi\n", ".dockerfile.abc": "FROM busybox\n" });
+  assert.throws(() => read(whole.subarray(0, 512 + 512 + 512 + 5)), /truncated tar archive: the last entry's data is cut short/);
 });

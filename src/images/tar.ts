@@ -136,7 +136,9 @@ export class TarReader {
   }
 
   finish(): void {
-    if (this.state === "data" && (this.remaining > 0 || this.padding > 0)) throw invalid("truncated tar archive: the last entry's data is cut short");
+    // an archive that ends right after its last entry's data (no padding, no end blocks) is whole:
+    // the docker CLI sends such a build context when the Dockerfile is outside it
+    if (this.state === "data" && this.remaining > 0) throw invalid("truncated tar archive: the last entry's data is cut short");
     if (this.state === "meta" || this.pendingLen > 0) throw invalid("truncated tar archive: a header is cut short");
   }
 
