@@ -395,6 +395,36 @@ describe("the Docker API: berth system service", { skip }, () => {
     }
   });
 
+  test("registries.conf (podman's format): docker pull of a registry's image is served by its mirror (a path inside another registry); a blocked registry is refused", { skip: registrySkip }, async () => {
+    const reg = await startRegistry();
+    const cli = clis[0]!;
+    try {
+      // the mirror keeps registry.test's repositories under /cache
+      dok(docker(cli, ["tag", "busybox", `${reg.host}/cache/team/busybox:1`]));
+      dok(docker(cli, ["push", `${reg.host}/cache/team/busybox:1`]));
+      dok(docker(cli, ["rmi", `${reg.host}/cache/team/busybox:1`]));
+      fs.mkdirSync(env.configDir, { recursive: true });
+      // registry.test itself lives at a closed local port: only the mirror can serve (and no name is looked up)
+      fs.writeFileSync(
+        join(env.configDir, "registries.conf"),
+        `[[registry]]\nprefix = "registry.test"\nlocation = "127.0.0.1:9"\n[[registry.mirror]]\nlocation = "127.0.0.1:9/down"\n[[registry.mirror]]\nlocation = "${reg.host}/cache"\ninsecure = true\n\n[[registry]]\nprefix = "blocked.test"\nblocked = true\n`,
+      );
+      const pulled = dok(docker(cli, ["pull", "registry.test/team/busybox:1"]));
+      assert.match(pulled.stdout, /Downloaded newer image for registry.test\/team\/busybox:1/);
+      assert.equal(dok(docker(cli, ["run", "--rm", "registry.test/team/busybox:1", "echo", "mirrored"])).stdout, "mirrored\n");
+      dok(docker(cli, ["rmi", "registry.test/team/busybox:1"]));
+      const env2 = { BERTH_RUNTIME_ROOT: runtimeRoot, BERTH_HUB_REGISTRY: "127.0.0.1:9" };
+      ok(berth(env, ["pull", "registry.test/team/busybox:1"], { extraEnv: env2 }));
+      ok(berth(env, ["rmi", "registry.test/team/busybox:1"], { extraEnv: env2 }));
+      const blocked = docker(cli, ["pull", "blocked.test/team/busybox:1"]);
+      assert.notEqual(blocked.code, 0);
+      assert.match(blocked.stderr, /registry blocked.test is blocked in .*registries.conf/);
+    } finally {
+      fs.rmSync(join(env.configDir, "registries.conf"), { force: true });
+      await reg.stop();
+    }
+  });
+
   test("volumes and networks through the API: names refused as dockerd, connect with an address, alias, link and link-local address, other tools' CNI networks only when asked", () => {
     const cli = clis[0]!;
     dok(docker(cli, ["volume", "create", "api-vol"]));

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { ImageStore, TarReader, encodeHeader, type ImageRecord } from "../src/images/index.js";
+import { parseRegistriesConf, pullEndpoints } from "../src/images/registries-conf.js";
 import { tempDir } from "./helpers.js";
 
 const record = (n: number, extra: Partial<ImageRecord> = {}) => ({
@@ -71,4 +72,44 @@ test("tar: an archive that ends right after its last entry's data reads whole (t
   const unpadded = whole.subarray(0, 512 + 512 + 512 + "FROM busybox\n".length);
   assert.deepEqual(read(unpadded), { f: "hi\n", ".dockerfile.abc": "FROM busybox\n" });
   assert.throws(() => read(whole.subarray(0, 512 + 512 + 512 + 5)), /truncated tar archive: the last entry's data is cut short/);
+});
+
+test("registries.conf (podman's format): the longest prefix decides; mirrors first (pull-from-mirror), then the location; blocked and bad files refused", () => {
+  const dir = tempDir("berth-regconf-");
+  const conf = (text: string) => fs.writeFileSync(join(dir, "registries.conf"), text);
+  conf(`
+unqualified-search-registries = ["docker.io"]
+
+[[registry]]
+location = "docker.io"
+[[registry.mirror]]
+location = "mirror.local:5000/hub"
+insecure = true
+[[registry.mirror]]
+location = "digests.local"
+pull-from-mirror = "digest-only"
+
+[[registry]]
+prefix = "example.com/team"
+location = "127.0.0.1:5000/moved"
+
+[[registry]]
+prefix = "blocked.example"
+blocked = true
+`);
+  assert.deepEqual(pullEndpoints(dir, "docker.io", "library/busybox", false), [
+    { host: "mirror.local:5000", path: "hub/library/busybox", insecure: true },
+    { host: "docker.io", path: "library/busybox", insecure: false },
+  ]);
+  assert.deepEqual(
+    pullEndpoints(dir, "docker.io", "library/busybox", true)?.map((e) => e.host),
+    ["mirror.local:5000", "digests.local", "docker.io"],
+  );
+  assert.deepEqual(pullEndpoints(dir, "example.com", "team/app", false), [{ host: "127.0.0.1:5000", path: "moved/app", insecure: false }]);
+  assert.equal(pullEndpoints(dir, "example.com", "teamster/app", false), undefined, "a prefix matches whole path components");
+  assert.equal(pullEndpoints(dir, "quay.io", "x/y", false), undefined);
+  assert.throws(() => pullEndpoints(dir, "blocked.example", "x", false), /registry blocked.example is blocked in .*registries.conf/);
+  assert.throws(() => parseRegistriesConf('[[registry]]\nprefix = "*.example.com"\n'), /wildcard prefixes/);
+  assert.throws(() => parseRegistriesConf('[[registry]]\nlocation = "x"\ninsecure = "yes"\n'), /insecure must be true or false/);
+  assert.throws(() => parseRegistriesConf("[[registry]\n"), /registries.conf: /);
 });

@@ -5,7 +5,8 @@
  * downloaded nor unpacked again.
  */
 import { BerthError, invalid } from "../common/errors.js";
-import { credentialsFor, registrySettings, type Credentials } from "./auth.js";
+import { configDir, credentialsFor, registrySettings, type Credentials } from "./auth.js";
+import { pullEndpoints } from "./registries-conf.js";
 import { sha256 } from "./content.js";
 import { DEFAULT_DOMAIN, formatReference, familiar, parseReference, repositoryName, withDefaultTag, type Reference } from "./reference.js";
 import { RegistryClient, RegistryError } from "./registry.js";
@@ -67,10 +68,29 @@ async function limit<T>(n: number, jobs: Array<() => Promise<T>>): Promise<T[]> 
   return out;
 }
 
-/** The registries to ask for a reference, in order: Docker Hub's mirrors (daemon.json), then the registry itself. */
-function registryClients(ref: Reference, credentials: Credentials | undefined): RegistryClient[] {
-  const mirrors = ref.domain === DEFAULT_DOMAIN ? registrySettings().mirrors.map((m) => new URL(m)) : [];
-  return [...mirrors.map((u) => new RegistryClient(u.host, { insecure: u.protocol === "http:" || undefined })), new RegistryClient(ref.domain, { ...(credentials ? { credentials } : {}) })];
+/** Where to ask for a repository: a registry client and the repository's path there. */
+interface Source {
+  client: RegistryClient;
+  path: string;
+}
+
+/**
+ * The registries to ask for a reference, in order: Docker Hub's mirrors (daemon.json), then the
+ * mirrors registries.conf gives it, then the registry itself (at the location registries.conf
+ * gives it). A mirror's own credentials are the saved ones for its host.
+ */
+function registrySources(ref: Reference, credentials: Credentials | undefined): Source[] {
+  const hub = ref.domain === DEFAULT_DOMAIN ? registrySettings().mirrors.map((m) => new URL(m)) : [];
+  const hubMirrors = hub.map((u) => ({ client: new RegistryClient(u.host, { insecure: u.protocol === "http:" || undefined }), path: ref.path }));
+  const conf = pullEndpoints(configDir(), ref.domain, ref.path, !!ref.digest);
+  if (!conf) return [...hubMirrors, { client: new RegistryClient(ref.domain, { ...(credentials ? { credentials } : {}) }), path: ref.path }];
+  return [
+    ...hubMirrors,
+    ...conf.map((e) => {
+      const creds = e.host === ref.domain ? credentials : credentialsFor(e.host);
+      return { client: new RegistryClient(e.host, { ...(e.insecure ? { insecure: true } : {}), ...(creds ? { credentials: creds } : {}) }), path: e.path };
+    }),
+  ];
 }
 
 /**
@@ -78,16 +98,16 @@ function registryClients(ref: Reference, credentials: Credentials | undefined): 
  * fails or lacks it gives way to the next, the last word being the registry's own), verified
  * against a digest the reference or the registry names; and the client that answered.
  */
-async function topManifest(ref: Reference, what: string, clients: RegistryClient[]): Promise<{ client: RegistryClient; top: Awaited<ReturnType<RegistryClient["getManifest"]>>; digest: string }> {
-  for (const [i, client] of clients.entries()) {
+async function topManifest(ref: Reference, what: string, sources: Source[]): Promise<{ client: RegistryClient; path: string; top: Awaited<ReturnType<RegistryClient["getManifest"]>>; digest: string }> {
+  for (const [i, { client, path }] of sources.entries()) {
     try {
-      const top = await client.getManifest(ref.path, ref.digest ?? ref.tag!, what);
+      const top = await client.getManifest(path, ref.digest ?? ref.tag!, what);
       const digest = sha256(top.body);
       if (ref.digest && digest !== ref.digest) throw invalid(`manifest for ${what} does not match its digest: got ${digest}`);
       if (!ref.digest && top.digest && top.digest !== digest) throw invalid(`manifest for ${what} does not match the digest the registry sent (${top.digest}): got ${digest}`);
-      return { client, top, digest };
+      return { client, path, top, digest };
     } catch (e) {
-      if (i === clients.length - 1) throw e;
+      if (i === sources.length - 1) throw e;
     }
   }
   throw invalid(`no registry to ask for ${what}`);
@@ -98,18 +118,18 @@ export async function remoteTags(input: string, opts: { credentials?: Credential
   const ref = parseReference(input);
   if (ref.tag || ref.digest) throw invalid("tag can't be used with --all-tags/-a");
   const what = familiar(formatReference(ref));
-  const clients = registryClients(ref, opts.credentials ?? credentialsFor(ref.domain));
+  const sources = registrySources(ref, opts.credentials ?? credentialsFor(ref.domain));
   try {
-    for (const [i, c] of clients.entries()) {
+    for (const [i, { client, path }] of sources.entries()) {
       try {
-        return (await c.listTags(ref.path, what)).sort();
+        return (await client.listTags(path, what)).sort();
       } catch (e) {
-        if (i === clients.length - 1) throw e;
+        if (i === sources.length - 1) throw e;
       }
     }
     return [];
   } finally {
-    for (const c of clients) c.close();
+    for (const s of sources) s.client.close();
   }
 }
 
@@ -127,21 +147,21 @@ export interface RemoteImageInfo {
 export async function remoteImageInfo(input: string, opts: { credentials?: Credentials } = {}): Promise<RemoteImageInfo> {
   const ref = withDefaultTag(parseReference(input));
   const what = familiar(formatReference(ref));
-  const clients = registryClients(ref, opts.credentials ?? credentialsFor(ref.domain));
+  const sources = registrySources(ref, opts.credentials ?? credentialsFor(ref.domain));
   try {
-    return await describeRemote(ref, what, await topManifest(ref, what, clients));
+    return await describeRemote(what, await topManifest(ref, what, sources));
   } finally {
-    for (const c of clients) c.close();
+    for (const s of sources) s.client.close();
   }
 }
 
-async function describeRemote(ref: Reference, what: string, { client, top, digest }: Awaited<ReturnType<typeof topManifest>>): Promise<RemoteImageInfo> {
+async function describeRemote(what: string, { client, path, top, digest }: Awaited<ReturnType<typeof topManifest>>): Promise<RemoteImageInfo> {
   const doc = parseJSON<{ mediaType?: string; manifests?: Descriptor[]; config?: Descriptor }>(top.body, `manifest for ${what}`);
   const mediaType = doc.mediaType ?? top.mediaType;
   const descriptor: Descriptor = { mediaType, digest, size: top.body.length };
   if (doc.manifests && !doc.config) return { descriptor, platforms: doc.manifests.filter((m) => m.platform && m.platform.os !== "unknown").map((m) => m.platform!) };
   if (!doc.config?.digest) throw invalid(`manifest for ${what} has no config`);
-  const body = await client.getSmallBlob(ref.path, doc.config.digest);
+  const body = await client.getSmallBlob(path, doc.config.digest);
   if (sha256(body) !== doc.config.digest) throw invalid(`the config of ${what} does not match its digest`);
   const config = parseJSON<{ architecture?: string; os?: string; variant?: string; "os.version"?: string }>(body, `config of ${what}`);
   return {
@@ -156,11 +176,11 @@ export async function pullImage(store: ImageStore, input: string, opts: PullOpti
   const progress = opts.onProgress ?? (() => {});
   const want = opts.platform ?? hostPlatform();
   const credentials = opts.credentials ?? credentialsFor(ref.domain);
-  const clients = registryClients(ref, credentials);
+  const sources = registrySources(ref, credentials);
   const lease = await store.writerLease();
   try {
     // 1. the manifest the reference names, verified (Docker Hub's mirrors first, as dockerd)
-    const { client, top, digest: topDigest } = await topManifest(ref, what, clients);
+    const { client, path, top, digest: topDigest } = await topManifest(ref, what, sources);
     const topDoc = parseJSON<{ mediaType?: string; manifests?: Descriptor[]; config?: Descriptor; schemaVersion?: number }>(top.body, `manifest for ${what}`);
     const topType = topDoc.mediaType ?? top.mediaType;
     let manifestBody = top.body;
@@ -176,7 +196,7 @@ export async function pullImage(store: ImageStore, input: string, opts: PullOpti
         const have = idx.manifests.map((m) => (m.platform ? formatPlatform(m.platform) : "unknown")).filter((p) => p !== "unknown/unknown");
         throw new RegistryError(`no matching manifest for ${formatPlatform(want)} in the manifest list entries of ${what} (it has: ${have.join(", ") || "none"})`, 404);
       }
-      const m = await client.getManifest(ref.path, chosen.digest, what);
+      const m = await client.getManifest(path, chosen.digest, what);
       manifestDigest = sha256(m.body);
       if (manifestDigest !== chosen.digest) throw invalid(`manifest ${chosen.digest} of ${what} does not match its digest: got ${manifestDigest}`);
       manifestBody = m.body;
@@ -197,7 +217,7 @@ export async function pullImage(store: ImageStore, input: string, opts: PullOpti
       const ing = await store.content.openIngest(manifest.config.digest, manifest.config.size);
       if (ing)
         try {
-          await client.fetchBlob(ref.path, manifest.config.digest, ing);
+          await client.fetchBlob(path, manifest.config.digest, ing);
           await ing.commit();
         } finally {
           ing.close();
@@ -228,7 +248,7 @@ export async function pullImage(store: ImageStore, input: string, opts: PullOpti
             let done = ing.offset;
             if (done) progress({ id, status: `Resuming download at ${done} bytes` });
             try {
-              await client.fetchBlob(ref.path, desc.digest, ing, (n) => progress({ id, status: "Downloading", current: (done += n), total: desc.size }), desc.urls ?? []);
+              await client.fetchBlob(path, desc.digest, ing, (n) => progress({ id, status: "Downloading", current: (done += n), total: desc.size }), desc.urls ?? []);
               progress({ id, status: "Verifying Checksum" });
               await ing.commit();
             } catch (e) {
@@ -282,7 +302,7 @@ export async function pullImage(store: ImageStore, input: string, opts: PullOpti
     return { image, digest: topDigest, upToDate, reference: formatReference(ref) };
   } finally {
     lease.release();
-    for (const c of clients) c.close();
+    for (const s of sources) s.client.close();
   }
 }
 
