@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as http from "node:http";
+import * as net from "node:net";
 import { join } from "node:path";
 import { leaks, project, rootSkip, tempDir, waitFor } from "./helpers.js";
 import { berth, berthCommand, berthEnv, importBusybox, ok, removeNetworking, type BerthEnv } from "./image-helpers.js";
@@ -627,6 +628,41 @@ describe("the Docker API: berth system service", { skip }, () => {
     const all = await Promise.all(Array.from({ length: 50 }, (_, i) => request("GET", i === 7 ? "/containers/json?filters=%7Bbad" : "/containers/json")));
     assert.deepEqual([...new Set(all.map((r) => r.status))].sort(), [200, 400]);
     assert.equal((await request("GET", "/_ping")).status, 200);
+  });
+
+  test("a client that stops reading (attach, logs -f): back-pressure holds the container's stream, not the server's memory", async () => {
+    const cli = clis[0]!;
+    const rss = () => Number(/^VmRSS:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${service!.pid}/status`, "utf8"))![1]) / 1024;
+    const line = "0123456789".repeat(10);
+    // a stalled client: it sends the request, reads the first bytes, then reads no more
+    const stalled = (request: string) =>
+      new Promise<net.Socket>((resolve, reject) => {
+        const s = net.connect(sock, () => s.write(request));
+        s.once("data", () => {
+          s.pause();
+          resolve(s);
+        });
+        s.once("error", reject);
+      });
+    const chatty = dok(docker(cli, ["run", "-d", "--log-driver", "none", "busybox", "yes", line])).stdout.trim();
+    const logged = dok(docker(cli, ["run", "-d", "--log-opt", "max-size=4m", "--log-opt", "max-file=2", "busybox", "yes", line])).stdout.trim();
+    try {
+      const before = rss();
+      const clients = [
+        await stalled(`POST /v1.41/containers/${chatty}/attach?stream=1&stdout=1&stderr=1 HTTP/1.1\r\nHost: berth\r\nUpgrade: tcp\r\nConnection: Upgrade\r\n\r\n`),
+        await stalled(`GET /v1.41/containers/${logged}/logs?follow=1&stdout=1&stderr=1 HTTP/1.1\r\nHost: berth\r\n\r\n`),
+      ];
+      // both containers write as fast as they can meanwhile (hundreds of MB a second without back-pressure)
+      await new Promise((r) => setTimeout(r, 3000));
+      const grown = rss() - before;
+      assert.ok(grown < 48, `the server grew by ${grown.toFixed(1)} MB behind two stalled clients`);
+      for (const c of clients) c.destroy();
+      // the server goes on serving, and the containers run on
+      assert.equal((await request("GET", "/_ping")).status, 200);
+      assert.equal(dok(docker(cli, ["inspect", "-f", "{{.State.Running}}", chatty])).stdout.trim(), "true");
+    } finally {
+      dok(docker(cli, ["rm", "-f", chatty, logged]));
+    }
   });
 
   test("attach over a websocket (GET /attach/ws): stdin in, stdout and stderr out as messages; before 1.42 text frames and all streams, logs=1 without stream", async () => {

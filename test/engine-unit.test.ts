@@ -143,3 +143,21 @@ test("detach keys: what comes before them is passed on, the keys are not, a part
   assert.deepEqual(run("ctrl-a,x", ["1\x01y\x01x"]), { out: "1\x01y", detached: true });
   assert.throws(() => detachBytes("ctrl-pp"), /invalid detach keys/);
 });
+
+test("a log follow ends when its reader goes away (the signal), though the container runs on and writes nothing", async () => {
+  const { readLogs } = await import("../src/engine/logs.js");
+  const dir = tempDir("berth-follow-");
+  const log = join(dir, "c-json.log");
+  fs.writeFileSync(log, JSON.stringify({ log: "first\n", stream: "stdout", time: new Date().toISOString() }) + "\n");
+  const ac = new AbortController();
+  const seen: string[] = [];
+  const reading = (async () => {
+    for await (const e of readLogs(log, 1, { follow: true, running: async () => true, signal: ac.signal })) seen.push(e.line);
+    return "ended";
+  })();
+  await new Promise((r) => setTimeout(r, 300));
+  assert.deepEqual(seen, ["first\n"]);
+  ac.abort();
+  const outcome = await Promise.race([reading, new Promise((r) => setTimeout(() => r("still following"), 2000))]);
+  assert.equal(outcome, "ended");
+});

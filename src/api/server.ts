@@ -124,10 +124,38 @@ function filtersOf(q: Query): string[] {
   return out;
 }
 
+/**
+ * Writes a chunk of a streamed response; when the client's buffer is full, waits until it drains
+ * (back-pressure) — or until the client is gone: false, and the stream's producer should stop.
+ */
+function send(res: http.ServerResponse, chunk: string | Buffer): boolean | Promise<boolean> {
+  if (res.destroyed) return false;
+  if (res.write(chunk)) return true;
+  return new Promise((resolve) => {
+    const done = (ok: boolean) => {
+      res.off("drain", drained);
+      res.off("close", closed);
+      resolve(ok);
+    };
+    const drained = () => done(true);
+    const closed = () => done(false);
+    res.once("drain", drained);
+    res.once("close", closed);
+  });
+}
+
+/** An AbortSignal that fires when the client goes away: ends the follows (logs, events) it reads. */
+function clientGone(res: http.ServerResponse): AbortSignal {
+  const ac = new AbortController();
+  res.once("close", () => ac.abort());
+  return ac.signal;
+}
+
 /** Sends a stream (a tar) as the response body, waiting on the client as it reads (back-pressure). */
 async function sendStream(res: http.ServerResponse, headers: http.OutgoingHttpHeaders, body: AsyncIterable<Buffer>): Promise<void> {
   res.writeHead(200, headers);
-  for await (const chunk of body) if (!res.write(chunk)) await new Promise((r) => res.once("drain", r));
+  // a client gone: the loop's end closes the producer (the tar being made)
+  for await (const chunk of body) if (!(await send(res, chunk))) break;
   res.end();
 }
 
@@ -266,16 +294,11 @@ route("GET", "/system/df", async ({ res, engine }) => {
     BuildCache: [],
   });
 });
-route("GET", "/events", async ({ req, res, query, engine }) => {
-  const source = system.events(engine, { ...(query.get("since") ? { since: query.get("since")! } : {}), ...(query.get("until") ? { until: query.get("until")! } : {}), filters: filtersOf(query) });
+route("GET", "/events", async ({ res, query, engine }) => {
+  const source = system.events(engine, { ...(query.get("since") ? { since: query.get("since")! } : {}), ...(query.get("until") ? { until: query.get("until")! } : {}), filters: filtersOf(query), signal: clientGone(res) });
   res.writeHead(200, { "Content-Type": "application/json" });
   res.flushHeaders();
-  let closed = false;
-  req.socket.once("close", () => (closed = true));
-  for await (const e of source) {
-    if (closed) break;
-    if (!res.write(JSON.stringify({ ...e, status: e.Action, id: e.Actor.ID, from: e.Actor.Attributes.image }) + "\n")) await new Promise((r) => res.once("drain", r));
-  }
+  for await (const e of source) if (!(await send(res, JSON.stringify({ ...e, status: e.Action, id: e.Actor.ID, from: e.Actor.Attributes.image }) + "\n"))) break;
   res.end();
 });
 
@@ -447,17 +470,15 @@ route("GET", "/containers/{id}/logs", async (c) => {
     ...(q.get("tail") ? { tail: q.get("tail")! } : {}),
     ...(q.get("since") ? { since: q.get("since")! } : {}),
     ...(q.get("until") ? { until: q.get("until")! } : {}),
+    signal: clientGone(c.res),
   });
   const tty = view.rec.Config.Tty;
   c.res.writeHead(200, { "Content-Type": tty ? "application/vnd.docker.raw-stream" : "application/vnd.docker.multiplexed-stream" });
   c.res.flushHeaders();
-  let gone = false;
-  c.req.socket.once("close", () => (gone = true));
   for await (const e of entries) {
-    if (gone) break;
     if (e.stream === "stdout" ? !bool(q, "stdout") : !bool(q, "stderr")) continue;
     const text = Buffer.from(bool(q, "timestamps") ? `${e.time} ${e.line}` : e.line);
-    if (!c.res.write(tty ? text : frame(e.stream === "stdout" ? 1 : 2, text))) await new Promise((r) => c.res.once("drain", r));
+    if (!(await send(c.res, tty ? text : frame(e.stream === "stdout" ? 1 : 2, text)))) break;
   }
   c.res.end();
 });
@@ -478,7 +499,7 @@ route("GET", "/containers/{id}/stats", async (c) => {
     return;
   }
   while (!gone) {
-    if (!c.res.write(JSON.stringify(prev) + "\n")) await new Promise((r) => c.res.once("drain", r));
+    if (!(await send(c.res, JSON.stringify(prev) + "\n"))) break;
     await new Promise((r) => setTimeout(r, 1000));
     const cur = await c.engine.get(v.rec.Id).catch(() => undefined);
     if (!cur) break;
@@ -888,8 +909,9 @@ function hijack(socket: Socket, upgrade: boolean, contentType: string): void {
  * container's output goes, where the client's input comes from, and its end.
  */
 interface AttachClient {
-  /** What the container writes: 1 stdout, 2 stderr. */
-  write(stream: 1 | 2, b: Buffer): void;
+  /** What the container writes: 1 stdout, 2 stderr. False: the client's buffer is full, wait for onDrain. */
+  write(stream: 1 | 2, b: Buffer): boolean;
+  onDrain(fn: () => void): void;
   onInput(data: (b: Buffer) => void, end: () => void): void;
   onGone(fn: () => void): void;
   gone(): boolean;
@@ -899,7 +921,8 @@ interface AttachClient {
 /** A hijacked connection as an attach client: stdcopy frames unless the stream is a terminal's. */
 function socketClient(socket: Socket, head: Buffer, raw: boolean): AttachClient {
   return {
-    write: (n, b) => void socket.write(raw ? b : frame(n, b)),
+    write: (n, b) => socket.write(raw ? b : frame(n, b)),
+    onDrain: (fn) => void socket.once("drain", fn),
     onInput: (data, end) => {
       // what came with the request is the input's first bytes
       if (head.length) data(head);
@@ -1011,9 +1034,17 @@ async function serveAttach(engine: Engine, id: string, want: AttachWants, client
   // detached: the client goes, the container runs on (its stdin stays open)
   if (want.stdin && v.rec.Config.OpenStdin) clientInput(client, keys, monitor, () => monitor.destroy());
   client.onGone(() => monitor.destroy());
+  // back-pressure: a client that reads slowly (or not at all) holds the monitor's stream, not this
+  // server's memory
+  const pass = (n: 1 | 2, b: Buffer) => {
+    if (!client.write(n, b) && !monitor.isPaused()) {
+      monitor.pause();
+      client.onDrain(() => monitor.resume());
+    }
+  };
   await demuxAttach(monitor, {
-    stdout: (b) => want.stdout && client.write(1, b),
-    stderr: (b) => want.stderr && client.write(2, b),
+    stdout: (b) => want.stdout && pass(1, b),
+    stderr: (b) => want.stderr && pass(2, b),
   });
   client.end();
 }
@@ -1044,8 +1075,20 @@ async function attachWebsocket(engine: Engine, id: string, q: Query, version: st
   let closed = false;
   ws.on("close", () => (closed = true));
   ws.on("error", () => (closed = true));
+  // what was sent and not yet written to the socket: over 1 MiB the stream waits (back-pressure)
+  let pending = 0;
+  const drains: (() => void)[] = [];
   const client: AttachClient = {
-    write: (_n, b) => ws.readyState === ws.OPEN && ws.send(b, { binary: modern }),
+    write: (_n, b) => {
+      if (ws.readyState !== ws.OPEN) return true;
+      pending += b.length;
+      ws.send(b, { binary: modern }, () => {
+        pending -= b.length;
+        if (pending < 1 << 20) for (const fn of drains.splice(0)) fn();
+      });
+      return pending < 1 << 20;
+    },
+    onDrain: (fn) => void drains.push(fn),
     onInput: (data, end) => {
       ws.on("message", (m: Buffer | ArrayBuffer | Buffer[]) => data(Array.isArray(m) ? Buffer.concat(m) : Buffer.from(m as Buffer)));
       ws.on("close", end);
@@ -1102,7 +1145,12 @@ async function execStart(engine: Engine, id: string, body: { Detach?: boolean; T
   }
   const pump = (r: NodeJS.ReadableStream, n: 1 | 2) =>
     new Promise<void>((res) => {
-      r.on("data", (b: Buffer) => client.write(n, b));
+      r.on("data", (b: Buffer) => {
+        if (!client.write(n, b)) {
+          r.pause();
+          client.onDrain(() => r.resume());
+        }
+      });
       r.on("end", res);
       r.on("error", () => res());
     });

@@ -15,7 +15,7 @@ import { containerSummary } from "./inspect.js";
 
 
 /** A container's log entries (json-file), from `since` to `until`, the last `tail`, followed while it runs. */
-export async function containerLogs(engine: Engine, ref: string, opts: { follow?: boolean; tail?: string; since?: string; until?: string } = {}): Promise<{ view: ContainerView; entries: AsyncIterable<LogEntry> }> {
+export async function containerLogs(engine: Engine, ref: string, opts: { follow?: boolean; tail?: string; since?: string; until?: string; signal?: AbortSignal } = {}): Promise<{ view: ContainerView; entries: AsyncIterable<LogEntry> }> {
   const v = await engine.get(ref);
   if (v.rec.HostConfig.LogConfig.Type === "none") throw invalid("configured logging driver does not support reading");
   const tail = opts.tail ?? "all";
@@ -29,6 +29,7 @@ export async function containerLogs(engine: Engine, ref: string, opts: { follow?
     ...(sinceNs !== undefined ? { sinceNs } : {}),
     ...(untilNs !== undefined ? { untilNs } : {}),
     running: async () => !!(await engine.get(v.rec.Id).catch(() => undefined))?.state.Running,
+    ...(opts.signal ? { signal: opts.signal } : {}),
   });
   return { view: v, entries };
 }

@@ -52,7 +52,8 @@ export class EventLog {
     }
   }
 
-  async *read(opts: { sinceNs?: bigint; untilNs?: bigint; follow?: boolean }): AsyncGenerator<BerthEvent> {
+  /** Events from sinceNs to untilNs; with follow, what comes after, until untilNs or the signal's abort (the reader went away). */
+  async *read(opts: { sinceNs?: bigint; untilNs?: bigint; follow?: boolean; signal?: AbortSignal }): AsyncGenerator<BerthEvent> {
     // the rotated file first, then the current one (followed across rotations)
     let rotated = "";
     try {
@@ -93,7 +94,7 @@ export class EventLog {
         }
         continue;
       }
-      if (!opts.follow) return;
+      if (!opts.follow || opts.signal?.aborted) return;
       if (opts.untilNs !== undefined && BigInt(Date.now()) * 1_000_000n > opts.untilNs) return;
       await sleep(100);
     }

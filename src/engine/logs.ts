@@ -32,6 +32,8 @@ export interface LogOptions {
   untilNs?: bigint;
   /** While following: is the container still running? */
   running?: () => Promise<boolean>;
+  /** Ends a follow (the reader went away): checked each time the follow looks for more. */
+  signal?: AbortSignal;
 }
 
 /** Bytes read at a time: logs are streamed, never read whole (a noisy container's log may be larger than memory). */
@@ -183,7 +185,7 @@ export async function* readLogs(path: string, maxFiles: number, opts: LogOptions
   }
   if (!opts.follow) return;
   let followIno = ino;
-  for (;;) {
+  while (!opts.signal?.aborted) {
     const st = fs.statSync(path, { throwIfNoEntry: false });
     if (st && (st.ino !== followIno || st.size < offset)) {
       offset = 0; // rotated: the new file starts afresh

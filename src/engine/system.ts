@@ -363,11 +363,11 @@ export function eventFilter(filters: string[]): (e: BerthEvent) => boolean {
 }
 
 /** The engine's events from `since` to `until` (followed while `until` is not given), filtered. */
-export function events(engine: Engine, opts: { since?: string; until?: string; filters?: string[] } = {}): AsyncIterable<BerthEvent> {
+export function events(engine: Engine, opts: { since?: string; until?: string; filters?: string[]; signal?: AbortSignal } = {}): AsyncIterable<BerthEvent> {
   const keep = eventFilter(opts.filters ?? []);
   const sinceNs = eventTime(opts.since),
     untilNs = eventTime(opts.until);
-  const source = engine.events.read({ ...(sinceNs !== undefined ? { sinceNs } : {}), ...(untilNs !== undefined ? { untilNs } : {}), follow: untilNs === undefined });
+  const source = engine.events.read({ ...(sinceNs !== undefined ? { sinceNs } : {}), ...(untilNs !== undefined ? { untilNs } : {}), follow: untilNs === undefined, ...(opts.signal ? { signal: opts.signal } : {}) });
   return (async function* () {
     for await (const e of source) if (keep(e)) yield e;
   })();
