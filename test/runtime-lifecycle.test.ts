@@ -25,7 +25,8 @@ describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
       const v2 = readdirSync("/sys/fs/cgroup").includes("cgroup.controllers");
       const pidsMax = v2 ? `/sys/fs/cgroup/berth/${id}/pids.max` : `/sys/fs/cgroup/pids/berth/${id}/pids.max`;
       if (existsSync(pidsMax)) assert.equal(readFileSync(pidsMax, "utf8").trim(), "9");
-      assert.equal(rt(root, ["kill", id, "KILL"]).code, 0);
+      const killed = rt(root, ["kill", id, "KILL"]);
+      assert.equal(killed.code, 0, killed.stderr);
       waitForSync(() => JSON.parse(rt(root, ["state", id]).stdout).status === "stopped", "the container to stop");
       const dead = rt(root, ["kill", id, "0"]);
       assert.equal(dead.code, 1);
@@ -83,6 +84,62 @@ describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
     }
     assert.deepEqual(leaks(), []);
     assert.deepEqual(readdirSync("/sys/fs/cgroup").filter((h) => existsSync(join("/sys/fs/cgroup", h, parent))), [], "no cgroup left");
+  });
+
+  test("a relative cgroupsPath is under the runtime's own cgroup, per v1 hierarchy (memory elsewhere than the rest), as runc's; its later commands find it from anywhere", () => {
+    // the runtimes run from a shell the test puts in cgroups of its own: BASE everywhere, BASE/mem in memory
+    const base = uniqueId("reltest");
+    const rel = uniqueId("rel"); // where a runtime cannot rebase (an empty v1 cpuset, the hybrid's v2 tree), it lands at the root
+    const v2 = existsSync("/sys/fs/cgroup/cgroup.controllers");
+    const trees = v2 ? ["/sys/fs/cgroup"] : readdirSync("/sys/fs/cgroup", { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => join("/sys/fs/cgroup", d.name));
+    const own = (tree: string) => (!v2 && tree.endsWith("/memory") ? `/${base}/mem` : `/${base}`);
+    for (const t of trees) mkdirSync(join(t, own(t)), { recursive: true });
+    const enter = trees.map((t) => `echo $$ > ${join(t, own(t), "cgroup.procs")}`).join("; ");
+    const inCgroups = (cmd: string[]) => spawnSync("sh", ["-c", `${enter}; exec "$@"`, "sh", ...cmd], { encoding: "utf8", env: { ...process.env, NODE_EXTRA_CA_CERTS: "" } });
+    const runc = spawnSync("sh", ["-c", "command -v runc"], { encoding: "utf8" }).stdout.trim();
+    const seen = new Map<string, string[]>();
+    try {
+      for (const runtime of [...(runc ? ["runc"] : []), "berth"]) {
+        // no cgroup namespace: the container sees its cgroups' host paths
+        const b = makeBundle(["/probe", "cat", "/proc/self/cgroup"], (spec) => {
+          spec.linux.cgroupsPath = `${rel}/ctr`;
+          spec.linux.namespaces = spec.linux.namespaces.filter((n: { type: string }) => n.type !== "cgroup");
+        });
+        const id = uniqueId();
+        const rroot = runtime === "runc" ? newRoot() : root;
+        const r = runtime === "runc" ? inCgroups([runc, "--root", rroot, "run", "--bundle", b, id]) : inCgroups([process.execPath, cli, "--root", root, "run", "--bundle", b, id]);
+        assert.equal(r.status, 0, `${runtime}: ${r.stderr}`);
+        const lines = r.stdout.trim().split("\n").map((l) => l.replace(/^\d+:/, "")).sort();
+        seen.set(runtime, lines);
+        const mem = lines.find((l) => /(^|,)memory(,|:)/.test(l));
+        if (!v2) assert.match(mem ?? "", new RegExp(`:/${base}/mem/${rel}/ctr$`), `${runtime}: memory under the runtime's own memory cgroup`);
+        assert.ok(lines.some((l) => /^[a-z]/.test(l) && l.endsWith(`:/${base}/${rel}/ctr`)), `${runtime}: ${lines.join(" ")}`);
+        rmSync(b, { recursive: true });
+      }
+      if (runc) assert.deepEqual(seen.get("berth"), seen.get("runc"), "berth-runtime puts it where runc does");
+      // a container created from the base, then stopped and deleted by a runtime outside it: the record says where
+      const b = makeBundle(["/probe", "sleep", "60"], (spec) => (spec.linux.cgroupsPath = `${rel}/held`));
+      const id = uniqueId();
+      // (its output to a file: a detached container's stdout and stderr must outlive the caller's pipes, as under runc)
+      const out = join(b, "out");
+      const made = spawnSync("sh", ["-c", `${enter}; exec "$@" >${out} 2>&1`, "sh", process.execPath, cli, "--root", root, "run", "-d", "--bundle", b, id], { env: { ...process.env, NODE_EXTRA_CA_CERTS: "" } });
+      assert.equal(made.status, 0, readFileSync(out, "utf8"));
+      const memTree = v2 ? "/sys/fs/cgroup" : "/sys/fs/cgroup/memory";
+      const held = join(memTree, own(memTree), rel, "held");
+      assert.ok(existsSync(held), `${held} made`);
+      const killed = rt(root, ["kill", id, "KILL"]);
+      assert.equal(killed.code, 0, killed.stderr);
+      waitForSync(() => JSON.parse(rt(root, ["state", id]).stdout).status === "stopped", "the container to stop");
+      assert.equal(rt(root, ["delete", id]).code, 0);
+      assert.ok(!existsSync(held), "delete, run from the test's own cgroups, removed it");
+      rmSync(b, { recursive: true });
+    } finally {
+      // the test's trees, deepest first (the shells are gone, so they are empty)
+      for (const t of trees)
+        for (const d of [`${base}/${rel}/held`, `${base}/${rel}/ctr`, `${base}/${rel}`, `${base}/mem/${rel}/held`, `${base}/mem/${rel}/ctr`, `${base}/mem/${rel}`, `${base}/mem`, base, `${rel}/held`, `${rel}/ctr`, rel])
+          if (existsSync(join(t, d))) rmdirSync(join(t, d));
+    }
+    assert.deepEqual(leaks(), []);
   });
 
   test("a cgroup that already holds processes: a warning, and they are left alive (runc kills none of them either)", async () => {

@@ -15,7 +15,10 @@ import { deviceFilterProgram } from "./devicefilter.js";
 import { readStats, type Stats } from "./stats.js";
 
 export interface Hierarchy {
+  /** Where the cgroups the driver's paths name are: the hierarchy's mount, or (rebased) a cgroup under it. */
   mount: string;
+  /** The hierarchy's mount itself, when `mount` is a cgroup under it (a driver rebased on the caller's own cgroups). */
+  root?: string;
   /** Controllers it carries (v1: e.g. ["cpu","cpuacct"], ["name=systemd"]); v2: those in cgroup.controllers. */
   controllers: string[];
   v2: boolean;
@@ -65,7 +68,12 @@ function subDir(dir: string, controllers: string[], sub: Record<string, string> 
  * /proc/self/cgroup; read once (berth does not move itself: should something else, a helper's
  * return to the old cgroup fails and it leaves the container's when it exits). */
 let ownCache: Map<string, string> | undefined;
-function ownCgroups(): Map<string, string> {
+/** The key of a hierarchy in /proc/self/cgroup: its controllers (v1), "" for the unified tree. */
+export function hierarchyKey(h: Hierarchy): string {
+  return h.v2 ? "" : [...h.controllers].sort().join(",");
+}
+
+export function ownCgroups(): Map<string, string> {
   if (ownCache) return ownCache;
   const own = (ownCache = new Map<string, string>());
   try {
@@ -107,6 +115,8 @@ export interface CgroupDriver {
   deviceFilter(path: string, rules: DeviceRule[] | undefined): { dir: string; program: string } | undefined;
   /** Host directories to show inside the container at /sys/fs/cgroup. */
   mountSources(path: string): { name: string; dir: string; v2: boolean }[];
+  /** The same driver with its paths relative to the given cgroups (by hierarchy key): runc's relative cgroupsPath. */
+  rebased(base: Record<string, string>): CgroupDriver;
 }
 
 /** "/a/b/c" → ["/a/b/c", "/a/b", "/a"]. */
@@ -245,11 +255,11 @@ export class V1Driver implements CgroupDriver {
       // the hybrid's v2 tree (no controllers) takes the sub-cgroup where it was made there too
       const mine = join(h.mount, path);
       const dir = h.v2 && !existsSync(join(mine, opts.sub?.[""] ?? "")) ? mine : subDir(mine, h.v2 ? [] : h.controllers, opts.sub);
-      const back = own.get([...h.controllers].sort().join(","));
+      const back = own.get(hierarchyKey(h));
       const noRoom = h.controllers.includes("pids") && opts.pidsTight;
       if (h.v2) e.cloneInto = dir;
       else if (back !== undefined && !noRoom) {
-        e.joins.push({ dir, back: join(h.mount, back, "tasks") });
+        e.joins.push({ dir, back: join(h.root ?? h.mount, back, "tasks") });
         continue;
       }
       e.procs.push(join(dir, "cgroup.procs"));
@@ -360,6 +370,14 @@ export class V1Driver implements CgroupDriver {
 
   mountSources(path: string): { name: string; dir: string; v2: boolean }[] {
     return this.hierarchies.map((h) => ({ name: h.v2 ? "unified" : h.controllers.map((c) => c.replace(/^name=/, "")).join(","), dir: join(h.mount, path), v2: h.v2 }));
+  }
+
+  rebased(base: Record<string, string>): V1Driver {
+    // the hybrid's v2 tree is not rebased: runc puts a relative path at its root there
+    return new V1Driver(
+      this.hierarchies.map((h) => ({ ...h, root: h.root ?? h.mount, mount: join(h.root ?? h.mount, h.v2 ? "/" : (base[hierarchyKey(h)] ?? "/")) })),
+      this.host,
+    );
   }
 }
 
@@ -486,5 +504,9 @@ export class V2Driver implements CgroupDriver {
 
   mountSources(path: string): { name: string; dir: string; v2: boolean }[] {
     return [{ name: "", dir: join(this.mount, path), v2: true }];
+  }
+
+  rebased(base: Record<string, string>): V2Driver {
+    return new V2Driver(join(this.mount, base[""] ?? "/"), this.host);
   }
 }

@@ -7,7 +7,7 @@ import { existsSync, readFileSync, rmdirSync } from "node:fs";
 import { join } from "../common/path.js";
 import { BerthError, invalid } from "../common/errors.js";
 import { writeDetached } from "../common/sys.js";
-import { V1Driver, V2Driver, type CgroupDriver, type CgroupEntry, type EntryOptions, type Hierarchy } from "./driver.js";
+import { V1Driver, V2Driver, ownCgroups, type CgroupDriver, type CgroupEntry, type EntryOptions, type Hierarchy } from "./driver.js";
 import type { HostLimits, LinuxResources } from "./resources.js";
 import type { Stats } from "./stats.js";
 
@@ -79,7 +79,10 @@ export function hostDriver(): CgroupDriver {
   return cachedDriver;
 }
 
-/** runc's semantics: absolute paths as given; relative ones under berth's parent; default /berth/<id>. */
+/**
+ * runc's semantics: an absolute cgroupsPath as given; a relative one stays relative (no leading
+ * slash), to be opened under the runtime's own cgroups (ownCgroupBase); none: /berth/<id>.
+ */
 export function cgroupPathFor(id: string, cgroupsPath?: string): string {
   if (!cgroupsPath) return `/berth/${id}`;
   if (cgroupsPath.includes(":") && !cgroupsPath.startsWith("/"))
@@ -87,7 +90,19 @@ export function cgroupPathFor(id: string, cgroupsPath?: string): string {
   if (cgroupsPath.split("/").includes("..")) throw invalid(`linux.cgroupsPath ${JSON.stringify(cgroupsPath)} escapes the cgroup root`);
   const clean = join("/", cgroupsPath);
   if (clean === "/") throw invalid("linux.cgroupsPath: the root cgroup cannot hold a container");
-  return cgroupsPath.startsWith("/") ? clean : join("/berth", clean);
+  return cgroupsPath.startsWith("/") ? clean : clean.slice(1);
+}
+
+/**
+ * Where a relative cgroupsPath goes, as runc puts it: under the caller's own cgroup in each
+ * hierarchy (on v1 each controller's own: they differ where a process was moved in one only); on
+ * v2 the unified one, less a trailing /init.scope (systemd's own leaf). Keyed as hierarchyKey.
+ * Recorded at create: later commands may run in other cgroups.
+ */
+export function ownCgroupBase(): Record<string, string> {
+  const base: Record<string, string> = {};
+  for (const [key, path] of ownCgroups()) base[key] = key === "" ? path.replace(/\/init\.scope$/, "") || "/" : path;
+  return base;
 }
 
 /** A container's cgroup on this host's hierarchies. */
@@ -186,7 +201,12 @@ export function removeEmptyParent(): void {
     }
 }
 
-export function openCgroup(path: string): Cgroup {
+/** A cgroup by path; a relative path under base (ownCgroupBase at its create). */
+export function openCgroup(path: string, base?: Record<string, string>): Cgroup {
+  if (!path.startsWith("/")) {
+    if (!base) throw invalid(`cgroup path ${path} is relative, and nothing says what to`);
+    return new Cgroup(path, hostDriver().rebased(base));
+  }
   return new Cgroup(path);
 }
 

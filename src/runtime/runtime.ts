@@ -195,7 +195,9 @@ export class Runtime {
     const lsm = this.checkLabels(spec);
     // A process joining a frozen cgroup sleeps until someone thaws it: refuse before anything is made.
     const cgPath = cgroups.cgroupPathFor(id, spec.linux?.cgroupsPath);
-    const cgHandle = cgroups.openCgroup(cgPath);
+    // a relative cgroupsPath: under this runtime's own cgroups, as runc (recorded: later commands may run elsewhere)
+    const cgBase = cgPath.startsWith("/") ? undefined : cgroups.ownCgroupBase();
+    const cgHandle = cgroups.openCgroup(cgPath, cgBase);
     const frozen = cgHandle.frozenAt();
     if (frozen) throw precondition(`cgroup ${frozen} is frozen: a container started in it would not run until it is thawed`);
     // processes already there are not the container's: said, as runc says it, and never killed by its delete
@@ -227,6 +229,7 @@ export class Runtime {
       cg = cgHandle;
       if (spec.linux?.cgroupsPath) madeParents = cg.missingParents();
       rec.cgroupPath = path;
+      if (cgBase) rec.cgroupBase = cgBase;
       this.store.write(rec);
       trace("runtime: record written");
       const r = spec.linux?.resources;
@@ -425,7 +428,7 @@ export class Runtime {
     const { code, waitStatus } = await fg.exited;
     unforward();
     const rec = this.store.read(id);
-    if (rec.cgroupPath && cgroups.openCgroup(rec.cgroupPath).oomKills() > 0) this.warn(`container ${id} was killed by the OOM killer (memory limit of its cgroup reached)`);
+    if (rec.cgroupPath && cgroups.openCgroup(rec.cgroupPath, rec.cgroupBase).oomKills() > 0) this.warn(`container ${id} was killed by the OOM killer (memory limit of its cgroup reached)`);
     if (!opts.keep) await this.delete(id, { force: true }).catch((e) => this.warn(errorMessage(e)));
     if (waitStatus === undefined) return code;
     return (waitStatus & 0x7f) === 0 ? (waitStatus >> 8) & 0xff : 128 + (waitStatus & 0x7f);
@@ -439,6 +442,7 @@ export class Runtime {
     if (process.getuid?.() !== 0) return;
     try {
       const path = cgroups.cgroupPathFor(id, cgroupsPath);
+      if (!path.startsWith("/")) return; // relative: create works out where, under its own cgroups
       // on the thread pool: the directories (v1: ten hierarchies, ~1 ms) are made while the
       // caller goes on; create awaits them
       this.preparedCgroups.set(
@@ -502,7 +506,7 @@ export class Runtime {
     const rec = this.store.read(id);
     const status = this.store.status(rec);
     if (opts.all && rec.cgroupPath) {
-      const cg = cgroups.openCgroup(rec.cgroupPath);
+      const cg = cgroups.openCgroup(rec.cgroupPath, rec.cgroupBase);
       const pids = cg.pids();
       if (status === "paused") cg.freeze(false);
       for (const p of pids) killQuietly(p, sig);
@@ -533,7 +537,7 @@ export class Runtime {
     }
     const status = this.store.status(rec);
     if (status !== "stopped" && !opts.force) throw precondition(`cannot delete container ${id} that is not stopped: ${status}`);
-    const cg = rec.cgroupPath ? cgroups.openCgroup(rec.cgroupPath) : undefined;
+    const cg = rec.cgroupPath ? cgroups.openCgroup(rec.cgroupPath, rec.cgroupBase) : undefined;
     // everything in the container's cgroup is killed (its leftovers outlive the init without a pid
     // namespace of its own, as under runc), except what was there before the container
     const stranger = strangerTest(rec.strangers);
@@ -569,7 +573,7 @@ export class Runtime {
   pids(id: string): number[] {
     const rec = this.store.read(id);
     if (!rec.cgroupPath) return this.store.status(rec) === "stopped" ? [] : [rec.pid];
-    return cgroups.openCgroup(rec.cgroupPath).pids().sort((a, b) => a - b);
+    return cgroups.openCgroup(rec.cgroupPath, rec.cgroupBase).pids().sort((a, b) => a - b);
   }
 
   /** Changes the resources of a live container (runc update); the record keeps the merged set. */
@@ -578,7 +582,7 @@ export class Runtime {
     const status = this.store.status(rec);
     if (status === "stopped") throw precondition("container not running");
     if (!rec.cgroupPath) throw precondition(`container ${id} has no cgroup`);
-    const warnings = cgroups.openCgroup(rec.cgroupPath).apply(resources, { devices: false });
+    const warnings = cgroups.openCgroup(rec.cgroupPath, rec.cgroupBase).apply(resources, { devices: false });
     const linux = (rec.spec.linux ??= {});
     const merged = (linux.resources ??= {}) as Record<string, unknown>;
     for (const [k, v] of Object.entries(resources)) {
@@ -594,7 +598,7 @@ export class Runtime {
     const rec = this.store.read(id);
     if (this.store.status(rec) === "stopped") throw precondition("container not running");
     if (!rec.cgroupPath) throw precondition(`container ${id} has no cgroup`);
-    return cgroups.openCgroup(rec.cgroupPath).stats();
+    return cgroups.openCgroup(rec.cgroupPath, rec.cgroupBase).stats();
   }
 
   /**
@@ -604,7 +608,7 @@ export class Runtime {
   async events(id: string, onEvent: (e: { type: "stats" | "oom"; id: string; data?: cgroups.Stats }) => void, opts: { intervalMs?: number; signal?: AbortSignal } = {}): Promise<void> {
     const rec = this.store.read(id);
     if (!rec.cgroupPath) throw precondition(`container ${id} has no cgroup`);
-    const cg = cgroups.openCgroup(rec.cgroupPath);
+    const cg = cgroups.openCgroup(rec.cgroupPath, rec.cgroupBase);
     let ooms = cg.oomKills();
     let next = Date.now();
     while (!opts.signal?.aborted) {
@@ -624,7 +628,7 @@ export class Runtime {
     const rec = this.store.read(id);
     const status = this.store.status(rec);
     if (status !== "running" && status !== "created") throw precondition("container not running or created: " + status);
-    cgroups.openCgroup(rec.cgroupPath!).freeze(true);
+    cgroups.openCgroup(rec.cgroupPath!, rec.cgroupBase).freeze(true);
   }
 
   /** Whether the container's cgroup is frozen (by anyone: berth-runtime pause, or a committer). */
@@ -635,7 +639,7 @@ export class Runtime {
   resume(id: string): void {
     const rec = this.store.read(id);
     if (this.store.status(rec) !== "paused") throw precondition("container not paused");
-    cgroups.openCgroup(rec.cgroupPath!).freeze(false);
+    cgroups.openCgroup(rec.cgroupPath!, rec.cgroupBase).freeze(false);
   }
 
   /** Runs a process inside the container. Detached: returns its pid; otherwise waits and returns the exit code. */
@@ -654,7 +658,7 @@ export class Runtime {
       namespaces: rec.namespaces,
       process: proc,
       rootfs: rec.rootfs,
-      cgroup: rec.cgroupPath ? cgroups.openCgroup(rec.cgroupPath) : undefined,
+      cgroup: rec.cgroupPath ? cgroups.openCgroup(rec.cgroupPath, rec.cgroupBase) : undefined,
       ...(opts.cgroupSub ? { cgroupSub: opts.cgroupSub } : {}),
       pidsLimit: rec.spec.linux?.resources?.pids?.limit,
       consoleSocket: opts.consoleSocket,

@@ -30,6 +30,8 @@ export interface ContainerRecord {
   /** Start time of the init process (jiffies, /proc/<pid>/stat field 22) to notice pid reuse. */
   pidStartTime: number;
   cgroupPath?: string;
+  /** A relative cgroupPath's base: the creating runtime's own cgroups, by hierarchy (runc's relative cgroupsPath). */
+  cgroupBase?: Record<string, string>;
   /** Processes that were in the cgroup before the container (pid and start time): never the container's to kill. */
   strangers?: { pid: number; start: number }[];
   /** Namespaces the init lives in that differ from the host's: exec joins these. */
@@ -119,7 +121,7 @@ export class StateStore {
     if (rec.phase === "creating") return processAlive(rec) ? "creating" : "stopped";
     if (!processAlive(rec)) return "stopped";
     if (existsSync(this.fifo(rec.id))) return "created";
-    if (rec.cgroupPath && cgroups.openCgroup(rec.cgroupPath).isFrozen()) return "paused";
+    if (rec.cgroupPath && cgroups.openCgroup(rec.cgroupPath, rec.cgroupBase).isFrozen()) return "paused";
     return "running";
   }
 
@@ -137,7 +139,7 @@ export class StateStore {
     };
     if (rec.annotations && Object.keys(rec.annotations).length) s.annotations = rec.annotations;
     try {
-      if (rec.cgroupPath && cgroups.openCgroup(rec.cgroupPath).oomKills() > 0) s.oomKilled = true;
+      if (rec.cgroupPath && cgroups.openCgroup(rec.cgroupPath, rec.cgroupBase).oomKills() > 0) s.oomKilled = true;
     } catch {
       // no cgroup (left already): nothing to report
     }
