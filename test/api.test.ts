@@ -295,6 +295,40 @@ describe("the Docker API: berth system service", { skip }, () => {
     ok(b(["rm", "-f", "api-env"]));
   });
 
+  test("container details as dockerd: --mac-address, --tmpfs with options, docker update of resources and restart policy, Env NAME without a value, Isolation default", async () => {
+    const cli = clis[0]!;
+    const net = "api-details";
+    dok(docker(cli, ["network", "create", net]));
+    try {
+      const mac = "02:42:ac:11:99:01";
+      const shown = dok(docker(cli, ["run", "--rm", "--network", net, "--mac-address", mac, "--tmpfs", "/scratch:size=1m,mode=1770", "busybox", "sh", "-c", "cat /sys/class/net/eth0/address; stat -c %a /scratch; grep ' /scratch ' /proc/mounts"])).stdout.split("\n");
+      assert.equal(shown[0], mac);
+      assert.equal(shown[1], "1770");
+      assert.match(shown[2] ?? "", /tmpfs \/scratch tmpfs .*size=1024k/);
+      const id = dok(docker(cli, ["run", "-d", "--restart", "always", "--cpus", "0.5", "busybox", "sleep", "1000"])).stdout.trim();
+      const settings = () => dok(docker(cli, ["inspect", "-f", "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}", id])).stdout.trim();
+      // what the update does not name stays (the CLI sends zeros and an unnamed restart policy for it)
+      dok(docker(cli, ["update", "--memory", "64m", "--memory-swap", "128m", id]));
+      assert.equal(settings(), `${64 << 20} 500000000 always:0`);
+      dok(docker(cli, ["update", "--restart", "on-failure:3", id]));
+      assert.equal(settings(), `${64 << 20} 500000000 on-failure:3`);
+      // the new limit is the cgroup's
+      const limit = dok(docker(cli, ["exec", id, "sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"])).stdout.trim();
+      assert.equal(limit, String(64 << 20));
+      dok(docker(cli, ["rm", "-f", id]));
+      // the API's Env: NAME alone is kept as is (only the CLI fills in its own value); Isolation "default" is taken
+      const made = await request("POST", "/containers/create", JSON.stringify({ Image: "busybox", Cmd: ["true"], Env: ["JUSTNAME", "A=1"], HostConfig: { Isolation: "default" } }));
+      assert.equal(made.status, 201, made.body);
+      const cid = JSON.parse(made.body).Id;
+      assert.deepEqual(JSON.parse(dok(docker(cli, ["inspect", "-f", "{{json .Config.Env}}", cid])).stdout).filter((e: string) => !e.startsWith("PATH=")), ["JUSTNAME", "A=1"]);
+      dok(docker(cli, ["rm", cid]));
+      const hyperv = await request("POST", "/containers/create", JSON.stringify({ Image: "busybox", HostConfig: { Isolation: "hyperv" } }));
+      assert.equal(hyperv.status, 400);
+    } finally {
+      docker(cli, ["network", "rm", net]);
+    }
+  });
+
   test("legacy links: --link NAME:ALIAS puts the linked container's address in /etc/hosts, and it answers there", () => {
     const cli = clis[0]!;
     const www = tempDir("berth-test-www-");

@@ -432,7 +432,15 @@ route("POST", "/containers/{id}/update", async (c) => {
   const v = await c.engine.get(ref(c));
   const body = (await readJson<Partial<HostConfig>>(c.req, "ContainerUpdate")) ?? {};
   const hc = { ...v.rec.HostConfig };
-  for (const [k, val] of Object.entries(body)) if (val !== null && val !== undefined) (hc as unknown as Record<string, unknown>)[k] = val;
+  // what the body sets, as dockerd reads it: clients send every field, zero where the user gave
+  // nothing (docker update --memory sends CpuShares 0 and a RestartPolicy named ""), and zero
+  // changes nothing — except PidsLimit, which is sent only when given (0: no limit)
+  for (const [k, val] of Object.entries(body)) {
+    if (val === null || val === undefined || val === "" || (Array.isArray(val) && !val.length)) continue;
+    if (val === 0 && k !== "PidsLimit") continue;
+    if (k === "RestartPolicy" && !(val as { Name?: string }).Name) continue;
+    (hc as unknown as Record<string, unknown>)[k] = val;
+  }
   await c.engine.update(v.rec.Id, hc);
   sendJson(c.res, 200, { Warnings: [] });
 });
