@@ -1083,6 +1083,14 @@ async function attachWebsocket(engine: Engine, id: string, q: Query, version: st
   let closed = false;
   ws.on("close", () => (closed = true));
   ws.on("error", () => (closed = true));
+  // the client may type before the container's stream is joined: its first messages are kept
+  const early: Buffer[] = [];
+  let input: ((b: Buffer) => void) | undefined;
+  ws.on("message", (m: Buffer | ArrayBuffer | Buffer[]) => {
+    const b = Array.isArray(m) ? Buffer.concat(m) : Buffer.from(m as Buffer);
+    if (input) input(b);
+    else early.push(b);
+  });
   // what was sent and not yet written to the socket: over 1 MiB the stream waits (back-pressure)
   let pending = 0;
   const drains: (() => void)[] = [];
@@ -1098,7 +1106,8 @@ async function attachWebsocket(engine: Engine, id: string, q: Query, version: st
     },
     onDrain: (fn) => void drains.push(fn),
     onInput: (data, end) => {
-      ws.on("message", (m: Buffer | ArrayBuffer | Buffer[]) => data(Array.isArray(m) ? Buffer.concat(m) : Buffer.from(m as Buffer)));
+      for (const b of early.splice(0)) data(b);
+      input = data;
       ws.on("close", end);
     },
     onGone: (fn) => {
@@ -1116,13 +1125,20 @@ async function execStart(engine: Engine, id: string, body: { Detach?: boolean; T
   if (!e) throw notFound(`No such exec instance: ${id}`);
   if (e.running || e.exitCode !== null) throw new BerthError("FailedPrecondition", `Exec ${id} has already started`);
   e.running = true;
+  // attached: the stream opens before the process starts, as dockerd's does, so nothing the
+  // process writes arrives with the 101 (clients that read the answer through a buffer, like
+  // docker-py, would take those bytes with its headers and lose them); a failure to start is then
+  // told in the stream, as dockerd tells it
+  if (!body.Detach) hijack(socket, upgrade, e.tty ? "application/vnd.docker.raw-stream" : "application/vnd.docker.multiplexed-stream");
   let s: Awaited<ReturnType<Engine["execStreams"]>>;
   try {
     s = await engine.execStreams(e.container, e.argv, { ...e.opts, stdin: e.stdin && !body.Detach, tty: e.tty, ...(e.size ? { size: e.size } : {}) });
   } catch (err) {
     e.running = false;
     e.exitCode = 126;
-    throw err;
+    if (body.Detach) throw err;
+    socket.end(`${errorMessage(err)}\r\n`);
+    return;
   }
   e.pid = s.pid;
   if (s.resize) e.resize = s.resize;
@@ -1143,7 +1159,6 @@ async function execStart(engine: Engine, id: string, body: { Detach?: boolean; T
     return;
   }
   // with a terminal the stream is raw (one stream, as the container's terminal writes it)
-  hijack(socket, upgrade, e.tty ? "application/vnd.docker.raw-stream" : "application/vnd.docker.multiplexed-stream");
   const client = socketClient(socket, head, e.tty);
   if (s.stdin) {
     const stdin = s.stdin;
