@@ -211,6 +211,16 @@ function createRequest(body: Record<string, unknown>, name: string | null, platf
   if (platform) req.platform = platform;
   const net = body.NetworkingConfig as CreateRequest["NetworkingConfig"] | undefined;
   if (net?.EndpointsConfig) req.NetworkingConfig = net;
+  // clients before API 1.44 (docker 20.10's --mac-address) send the address in the container's
+  // config: it is the primary network's endpoint's, unless that names its own
+  if (typeof body.MacAddress === "string" && body.MacAddress) {
+    if (["host", "none"].includes(hc.NetworkMode) || hc.NetworkMode.startsWith("container:")) throw invalid(`conflicting options: mac-address and the network mode (${hc.NetworkMode})`);
+    if (!/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/.test(body.MacAddress)) throw invalid(`invalid MAC address: ${body.MacAddress}`);
+    const primary = hc.NetworkMode === "default" ? "bridge" : hc.NetworkMode;
+    const eps = { ...(req.NetworkingConfig?.EndpointsConfig ?? {}) };
+    eps[primary] = { ...eps[primary], MacAddress: eps[primary]?.MacAddress || body.MacAddress };
+    req.NetworkingConfig = { EndpointsConfig: eps };
+  }
   return req;
 }
 
