@@ -96,12 +96,12 @@ export function cgroupPathFor(id: string, cgroupsPath?: string): string {
 /**
  * Where a relative cgroupsPath goes, as runc puts it: under the caller's own cgroup in each
  * hierarchy (on v1 each controller's own: they differ where a process was moved in one only); on
- * v2 the unified one, less a trailing /init.scope (systemd's own leaf). Keyed as hierarchyKey.
- * Recorded at create: later commands may run in other cgroups.
+ * v2 under the parent of the caller's own (which holds processes already, so no child of it may
+ * take controllers). Keyed as hierarchyKey. Recorded at create: later commands may run elsewhere.
  */
 export function ownCgroupBase(): Record<string, string> {
   const base: Record<string, string> = {};
-  for (const [key, path] of ownCgroups()) base[key] = key === "" ? path.replace(/\/init\.scope$/, "") || "/" : path;
+  for (const [key, path] of ownCgroups()) base[key] = key === "" ? path.replace(/\/[^/]*$/, "") || "/" : path;
   return base;
 }
 
