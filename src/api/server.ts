@@ -936,8 +936,13 @@ interface AttachClient {
   end(): void;
 }
 
-/** A hijacked connection as an attach client: stdcopy frames unless the stream is a terminal's. */
+/**
+ * A hijacked connection as an attach client: stdcopy frames unless the stream is a terminal's.
+ * Its input is held (paused) until onInput takes it: what the client sends while the process is
+ * being started or the container waited for is kept, not dropped by a flowing socket.
+ */
 function socketClient(socket: Socket, head: Buffer, raw: boolean): AttachClient {
+  socket.pause();
   return {
     write: (n, b) => socket.write(raw ? b : frame(n, b)),
     onDrain: (fn) => void socket.once("drain", fn),
@@ -946,6 +951,7 @@ function socketClient(socket: Socket, head: Buffer, raw: boolean): AttachClient 
       if (head.length) data(head);
       socket.on("data", data);
       socket.on("end", end);
+      socket.resume();
     },
     onGone: (fn) => {
       socket.on("error", fn);
@@ -1051,6 +1057,7 @@ async function serveAttach(engine: Engine, id: string, want: AttachWants, client
   const monitor = mon;
   // detached: the client goes, the container runs on (its stdin stays open)
   if (want.stdin && v.rec.Config.OpenStdin) clientInput(client, keys, monitor, () => monitor.destroy());
+  else client.onInput(() => {}, () => {}); // input not asked for: read and dropped, so the client's close is seen
   client.onGone(() => monitor.destroy());
   // back-pressure: a client that reads slowly (or not at all) holds the monitor's stream, not this
   // server's memory
@@ -1140,6 +1147,8 @@ async function execStart(engine: Engine, id: string, body: { Detach?: boolean; T
   // docker-py, would take those bytes with its headers and lose them); a failure to start is then
   // told in the stream, as dockerd tells it
   if (!body.Detach) hijack(socket, upgrade, e.tty ? "application/vnd.docker.raw-stream" : "application/vnd.docker.multiplexed-stream");
+  // (with a terminal the stream is raw: one stream, as the container's terminal writes it)
+  const client = body.Detach ? undefined : socketClient(socket, head, e.tty);
   let s: Awaited<ReturnType<Engine["execStreams"]>>;
   try {
     s = await engine.execStreams(e.container, e.argv, { ...e.opts, stdin: e.stdin && !body.Detach, tty: e.tty, ...(e.size ? { size: e.size } : {}) });
@@ -1168,14 +1177,13 @@ async function execStart(engine: Engine, id: string, body: { Detach?: boolean; T
     socket.end("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
     return;
   }
-  // with a terminal the stream is raw (one stream, as the container's terminal writes it)
-  const client = socketClient(socket, head, e.tty);
+  if (!client) return;
   if (s.stdin) {
     const stdin = s.stdin;
     // detached: the client leaves, the process runs on
     const detached = clientInput(client, e.tty ? detachBytes(e.detachKeys || "ctrl-p,ctrl-q") : undefined, stdin, () => socket.end());
     socket.on("error", () => !detached() && stdin.destroy());
-  }
+  } else client.onInput(() => {}, () => {});
   const pump = (r: NodeJS.ReadableStream, n: 1 | 2) =>
     new Promise<void>((res) => {
       r.on("data", (b: Buffer) => {
