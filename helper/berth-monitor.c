@@ -36,6 +36,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include "protocol.h"
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -77,7 +78,7 @@ struct stream {
 };
 /* the container's stdout and stderr pipes, and with -t the pty master (its output is stdout) */
 #define NSTREAMS 3
-static struct stream streams[NSTREAMS] = {{-1, "stdout", 1, {0}, 0}, {-1, "stderr", 2, {0}, 0}, {-1, "stdout", 1, {0}, 0}};
+static struct stream streams[NSTREAMS] = {{-1, "stdout", FRAME_STDOUT, {0}, 0}, {-1, "stderr", FRAME_STDERR, {0}, 0}, {-1, "stdout", FRAME_STDOUT, {0}, 0}};
 static int console_listen = -1;
 /* -H MS -C ARG...: run the health command every MS milliseconds while the container runs */
 static long health_ms;
@@ -326,7 +327,7 @@ static void stream_flush(int which)
 static int read_pid(void)
 {
 	char p[PATH_MAX], buf[32];
-	path_in_dir(p, sizeof p, "pid");
+	path_in_dir(p, sizeof p, MFILE_PID);
 	int fd = open(p, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return 0;
@@ -345,9 +346,9 @@ static void write_exit(int status)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 	int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
-	int n = snprintf(buf, sizeof buf, "code %d\nsignal %d\nfinished %lld%09ld\n", code, sig, (long long)ts.tv_sec, ts.tv_nsec);
-	path_in_dir(p, sizeof p, "exit");
-	path_in_dir(tmp, sizeof tmp, "exit.tmp");
+	int n = snprintf(buf, sizeof buf, EXITKEY_CODE " %d\n" EXITKEY_SIGNAL " %d\n" EXITKEY_FINISHED " %lld%09ld\n", code, sig, (long long)ts.tv_sec, ts.tv_nsec);
+	path_in_dir(p, sizeof p, MFILE_EXIT);
+	path_in_dir(tmp, sizeof tmp, MFILE_EXIT_TMP);
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return;
@@ -364,7 +365,7 @@ static void attach_listen(void)
 	/* bound relative to DIR (the monitor's cwd): a store path may not fit in sun_path's 108 bytes;
 	 * clients connect through /proc/self/fd/<dirfd>/attach.sock */
 	struct sockaddr_un a = {.sun_family = AF_UNIX};
-	const char *p = "attach.sock";
+	const char *p = MFILE_ATTACH_SOCK;
 	if (chdir(dir) < 0)
 		die("chdir");
 	strcpy(a.sun_path, p);
@@ -401,17 +402,17 @@ static void console_accept(void)
 	close(c);
 	close(console_listen);
 	console_listen = -1;
-	unlink("console.sock");
+	unlink(MFILE_CONSOLE_SOCK);
 }
 
 /* berth withdrew the start before the container existed: no exit record, no exit command */
 static void quiet_exit(void)
 {
 	char path[PATH_MAX];
-	path_in_dir(path, sizeof path, "attach.sock");
+	path_in_dir(path, sizeof path, MFILE_ATTACH_SOCK);
 	unlink(path);
 	if (console_listen >= 0) {
-		path_in_dir(path, sizeof path, "console.sock");
+		path_in_dir(path, sizeof path, MFILE_CONSOLE_SOCK);
 		unlink(path);
 	}
 	exit(0);
@@ -422,24 +423,24 @@ int main(int argc, char **argv)
 	int keep_stdin = 0, tty = 0, opt, nexit = 0;
 	char *exit_cmd[MAX_EXIT_ARGS + 1] = {0};
 	int daemonize = 0;
-	while ((opt = getopt(argc, argv, "+d:l:s:n:zitox:H:C:w:D")) != -1) {
+	while ((opt = getopt(argc, argv, MONITOR_OPTSTRING)) != -1) {
 		switch (opt) {
-		case 'D': daemonize = 1; break;
-		case 'd': dir = optarg; break;
-		case 'l': log_path = optarg; break;
-		case 's': log_max_size = atoll(optarg); break;
-		case 'n': log_max_files = atoi(optarg) > 0 ? atoi(optarg) : 1; break;
-		case 'z': log_compress = 1; break;
-		case 'i': keep_stdin = 1; break;
-		case 't': tty = 1; break;
-		case 'o': stdin_once = 1; break;
-		case 'H': health_ms = atol(optarg); break;
-		case 'w': waiter = (int)syscall(SYS_pidfd_open, atoi(optarg), 0); break; /* held from now: no pid reuse */
-		case 'C':
+		case MOPT_DAEMONIZE: daemonize = 1; break;
+		case MOPT_DIR: dir = optarg; break;
+		case MOPT_LOG: log_path = optarg; break;
+		case MOPT_LOG_MAX_SIZE: log_max_size = atoll(optarg); break;
+		case MOPT_LOG_MAX_FILES: log_max_files = atoi(optarg) > 0 ? atoi(optarg) : 1; break;
+		case MOPT_LOG_COMPRESS: log_compress = 1; break;
+		case MOPT_KEEP_STDIN: keep_stdin = 1; break;
+		case MOPT_TTY: tty = 1; break;
+		case MOPT_STDIN_ONCE: stdin_once = 1; break;
+		case MOPT_HEALTH_MS: health_ms = atol(optarg); break;
+		case MOPT_WAITER: waiter = (int)syscall(SYS_pidfd_open, atoi(optarg), 0); break; /* held from now: no pid reuse */
+		case MOPT_HEALTH_ARG:
 			if (nhealth < MAX_EXIT_ARGS)
 				health_cmd[nhealth++] = optarg;
 			break;
-		case 'x':
+		case MOPT_EXIT_ARG:
 			if (nexit < MAX_EXIT_ARGS)
 				exit_cmd[nexit++] = optarg;
 			break;
@@ -461,10 +462,10 @@ int main(int argc, char **argv)
 		die("subreaper");
 	{
 		char p[PATH_MAX], b[32];
-		path_in_dir(p, sizeof p, "monitor.pid");
+		path_in_dir(p, sizeof p, MFILE_MONITOR_PID);
 		int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 		if (fd < 0)
-			die("monitor.pid");
+			die(MFILE_MONITOR_PID);
 		write_all(fd, b, (size_t)snprintf(b, sizeof b, "%d\n", (int)getpid()));
 		close(fd);
 	}
@@ -472,7 +473,7 @@ int main(int argc, char **argv)
 	attach_listen();
 	if (tty) {
 		struct sockaddr_un a = {.sun_family = AF_UNIX};
-		strcpy(a.sun_path, "console.sock");
+		strcpy(a.sun_path, MFILE_CONSOLE_SOCK);
 		unlink(a.sun_path);
 		console_listen = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 		if (console_listen < 0 || bind(console_listen, (struct sockaddr *)&a, sizeof a) < 0 || listen(console_listen, 1) < 0)
@@ -689,19 +690,19 @@ int main(int argc, char **argv)
 	{
 		char code[16];
 		int n = snprintf(code, sizeof code, "%d", WIFEXITED(init_status) ? WEXITSTATUS(init_status) : 128 + WTERMSIG(init_status));
-		to_clients(3, code, (size_t)n);
+		to_clients(FRAME_EXIT, code, (size_t)n);
 	}
 	for (int i = 0; i < nclients; i++)
 		close(clients[i]);
 	char sock[PATH_MAX];
-	path_in_dir(sock, sizeof sock, "attach.sock");
+	path_in_dir(sock, sizeof sock, MFILE_ATTACH_SOCK);
 	unlink(sock);
 	if (waiter >= 0) {
 		struct pollfd w = {.fd = waiter, .events = POLLIN};
 		while (poll(&w, 1, -1) < 0 && errno == EINTR)
 			;
 		char done[PATH_MAX];
-		path_in_dir(done, sizeof done, "exit");
+		path_in_dir(done, sizeof done, MFILE_EXIT);
 		if (access(done, F_OK) < 0)
 			return 0; /* recorded by the attached process */
 	}

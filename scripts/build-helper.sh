@@ -7,6 +7,8 @@ node scripts/gen-protocol.mjs
 mkdir -p build
 CC=${CC:-cc}
 CFLAGS="-O2 -Wall -Wextra -Werror -D_FORTIFY_SOURCE=2 -fstack-protector-strong"
+# The kernel ABI values TypeScript takes from protocol.table, checked against this system's headers.
+$CC -Wall -Wextra -Werror -fsyntax-only helper/kernel-abi-check.c
 $CC $CFLAGS -o build/berth-helper helper/berth-helper.c
 # The seccomp compiler links libseccomp; the helper (on every container start) does not.
 $CC $CFLAGS -o build/berth-seccomp helper/berth-seccomp.c -lseccomp

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { project } from "./helpers.js";
-import { Op, Msg } from "../src/runtime/protocol.js";
+import { Op, Msg, MonitorOpt, MonitorFile, ExitKey, Frame } from "../src/runtime/protocol.js";
 import { encodePlan, parseMountOptions, createPlan } from "../src/runtime/plan.js";
 import { validateSpec, defaultSpec } from "../src/runtime/spec.js";
 import { capabilityMask } from "../src/security/index.js";
@@ -18,6 +18,27 @@ test("C header and TypeScript agree with the table", () => {
     const ts = (kind === "op" ? Op : Msg) as Record<string, number>;
     assert.equal(ts[name!], Number(code), `${kind} ${name}`);
   }
+});
+
+test("the monitor's options, files, exit keys and frames come from the table, in C and TypeScript", () => {
+  const table = readFileSync(join(project, "helper/protocol.table"), "utf8");
+  const header = readFileSync(join(project, "helper/protocol.h"), "utf8");
+  const opts = [...table.matchAll(/^mopt\s+(\w+)\s+(\w)\s+(\S+)/gm)];
+  assert.ok(opts.length >= 10);
+  for (const [, name, letter] of opts) {
+    assert.match(header, new RegExp(`#define MOPT_${name} '${letter}' `));
+    assert.equal((MonitorOpt as Record<string, string>)[name!], `-${letter}`);
+  }
+  // getopt's string: every letter, a colon after those that take a value
+  const optstring = /#define MONITOR_OPTSTRING "\+([^"]+)"/.exec(header)?.[1];
+  assert.equal(optstring, opts.map(([, , l, args]) => l + (args === "-" ? "" : ":")).join(""));
+  for (const [, name, file] of table.matchAll(/^mfile\s+(\w+)\s+(\S+)/gm)) assert.equal((MonitorFile as Record<string, string>)[name!], file);
+  for (const [, name, key] of table.matchAll(/^exitkey\s+(\w+)\s+(\S+)/gm)) assert.equal((ExitKey as Record<string, string>)[name!], key);
+  for (const [, name, kind] of table.matchAll(/^frame\s+(\w+)\s+(\d+)/gm)) assert.equal((Frame as Record<string, number>)[name!], Number(kind));
+  // no hand-kept copy left in the monitor: its option letters and file names are the header's
+  const monitor = readFileSync(join(project, "helper/berth-monitor.c"), "utf8").replace(/\/\*[\s\S]*?\*\//g, "");
+  assert.doesNotMatch(monitor, /case '[a-zA-Z]':/);
+  for (const file of Object.values(MonitorFile)) assert.ok(!monitor.includes(`"${file}"`), `berth-monitor.c spells "${file}" itself`);
 });
 
 test("plan records: code, length, NUL-terminated strings, END last", () => {

@@ -5,22 +5,19 @@
  * { u32 access_type (access << 16 | type); u32 major; u32 minor }.
  */
 import type { DeviceRule } from "./resources.js";
+import { K } from "../common/kernel-abi.js";
 
-const DEV_BLOCK = 1;
-const DEV_CHAR = 2;
-const ACC_MKNOD = 1;
-const ACC_READ = 2;
-const ACC_WRITE = 4;
+const { BPF_DEVCG_DEV_BLOCK: DEV_BLOCK, BPF_DEVCG_DEV_CHAR: DEV_CHAR, BPF_DEVCG_ACC_MKNOD: ACC_MKNOD, BPF_DEVCG_ACC_READ: ACC_READ, BPF_DEVCG_ACC_WRITE: ACC_WRITE } = K;
 
-// opcodes (linux/bpf.h)
-const LDX_W = 0x61; // dst = *(u32 *)(src + off)
-const AND_K = 0x57; // dst &= imm (64-bit)
-const RSH_K = 0x77; // dst >>= imm
-const MOV_X = 0xbf; // dst = src
-const MOV_K = 0xb7; // dst = imm
-const JNE_K = 0x55; // if dst != imm goto +off
-const JEQ_K = 0x15; // if dst == imm goto +off
-const EXIT = 0x95;
+// opcodes
+const LDX_W = K.BPF_LDX_MEM_W; // dst = *(u32 *)(src + off)
+const AND_K = K.BPF_ALU64_AND_K; // dst &= imm (64-bit)
+const RSH_K = K.BPF_ALU64_RSH_K; // dst >>= imm
+const MOV_X = K.BPF_ALU64_MOV_X; // dst = src
+const MOV_K = K.BPF_ALU64_MOV_K; // dst = imm
+const JNE_K = K.BPF_JMP_JNE_K; // if dst != imm goto +off
+const JEQ_K = K.BPF_JMP_JEQ_K; // if dst == imm goto +off
+const EXIT = K.BPF_JMP_EXIT;
 
 type Insn = [code: number, dst: number, src: number, off: number, imm: number];
 

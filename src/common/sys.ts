@@ -3,9 +3,11 @@
  * size), through berth's own Node-API addon (helper/berth-sys.c, built by scripts/build-helper.sh).
  * Each call returns its result or -errno; the typed errors are made here. Loaded on first use.
  */
-import { lstatSync, readdirSync, unlinkSync } from "node:fs";
+import { constants as fsConstants, lstatSync, readdirSync, unlinkSync } from "node:fs";
+import { constants } from "node:os";
 import { BerthError } from "./errors.js";
 import { buildBinary } from "./paths.js";
+import { K } from "./kernel-abi.js";
 
 interface Addon {
   execv(file: string, argv: string[], keep: number[]): number;
@@ -54,7 +56,8 @@ function load(): Addon {
   return addon;
 }
 
-export const ERRNO = { EPERM: 1, ENOENT: 2, EINTR: 4, EAGAIN: 11, EBUSY: 16, EINVAL: 22, ENODATA: 61, ENOTSUP: 95 } as const;
+/** errno values as this platform defines them (Node's table, not a copy of the C headers). */
+export const ERRNO = constants.errno as typeof constants.errno & { ENODATA: number; ENOTSUP: number };
 
 /** A failed system call: the call, the path, the errno and the kernel's words. */
 export class SyscallError extends BerthError {
@@ -73,10 +76,7 @@ function check(call: string, target: string, rc: number): number {
   return rc;
 }
 
-export const LOCK_SH = 1;
-export const LOCK_EX = 2;
-export const LOCK_NB = 4;
-export const LOCK_UN = 8;
+export const { LOCK_SH, LOCK_EX, LOCK_NB, LOCK_UN } = K;
 
 /** flock(2) without blocking: true if taken, false if another process holds it. */
 export function tryFlock(fd: number, op: number): boolean {
@@ -95,7 +95,7 @@ export async function mountAsync(source: string, target: string, fstype: string,
   check("mount", target, await load().mountAsync(source, target, fstype, flags, data));
 }
 
-export const MNT_DETACH = 2;
+export const { MNT_DETACH } = K;
 export function umount(target: string, flags = 0): void {
   check("umount", target, load().umount2(target, flags));
 }
@@ -135,9 +135,7 @@ export function llistxattr(path: string): string[] {
     .filter((s) => s.length > 0);
 }
 
-export const S_IFCHR = 0o020000;
-export const S_IFBLK = 0o060000;
-export const S_IFIFO = 0o010000;
+export const { S_IFCHR, S_IFBLK, S_IFIFO } = fsConstants;
 export function mknod(path: string, mode: number, major = 0, minor = 0): void {
   check("mknod", path, load().mknod(path, mode, major, minor));
 }

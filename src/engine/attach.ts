@@ -5,6 +5,7 @@
  */
 import { invalid } from "../common/errors.js";
 import type { Socket } from "node:net";
+import { Frame } from "../runtime/index.js";
 
 export interface AttachSinks {
   stdout(chunk: Buffer): void;
@@ -23,9 +24,9 @@ export function demuxAttach(sock: Socket, sinks: AttachSinks): Promise<number | 
         if (buf.length < 8 + len) break;
         const kind = buf[0],
           body = buf.subarray(8, 8 + len);
-        if (kind === 1) sinks.stdout(body);
-        else if (kind === 2) sinks.stderr(body);
-        else if (kind === 3) code = Number(body.toString());
+        if (kind === Frame.STDOUT) sinks.stdout(body);
+        else if (kind === Frame.STDERR) sinks.stderr(body);
+        else if (kind === Frame.EXIT) code = Number(body.toString());
         buf = buf.subarray(8 + len);
       }
     });

@@ -15,11 +15,11 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { BerthError, exists, invalid, notFound, precondition, unsupported } from "../common/errors.js";
 import { buildBinary, defaultRuntimeRoot, isRootless } from "../common/paths.js";
 import { builtin } from "../common/builtin.js";
-import { openpty, pipe, removeFile, removeTree, setWindowSize, SyscallError } from "../common/sys.js";
+import { ERRNO, openpty, pipe, removeFile, removeTree, setWindowSize, SyscallError } from "../common/sys.js";
 import { FileLock, ImageStore, daemonLogOpts, pullImage, commitSnapshot, type ImageRecord, type Progress, parsePlatform, unmount as unmountPath, unmountAsync, type ContainerConfig as ImageContainerConfig } from "../images/index.js";
 import { withLock, writeFileAtomic } from "../common/lock.js";
 import { processStartTime } from "../common/proc.js";
-import { Runtime, parseSignal, launchHelper, ROOTFS_OVERLAY_ANNOTATION, type LaunchedHelper } from "../runtime/index.js";
+import { Runtime, parseSignal, launchHelper, ROOTFS_OVERLAY_ANNOTATION, MonitorOpt as M, MonitorFile, ExitKey, type LaunchedHelper } from "../runtime/index.js";
 import { pidAlive } from "../images/content.js";
 import { buildSpec, capabilitiesFor, containerCgroup, layeredReader, parseDeviceCgroupRule, resolveUser, resourcesFor, rootlessIdMappings, rootlessSpec, type RootReader } from "./spec.js";
 import { pastaPortsFor, startPasta, stopPasta } from "./pasta.js";
@@ -146,7 +146,7 @@ export class Engine {
     if (this.monitorAlive(v.state)) {
       // the container has ended and its monitor is now the exit command: wait for it to record
       // the exit, so a command right after the end sees the container stopped
-      if (v.state.Running && fs.existsSync(this.containers.path(id, "exit")))
+      if (v.state.Running && fs.existsSync(this.containers.path(id, MonitorFile.EXIT)))
         for (let i = 0; i < 100; i++) {
           await sleep(20);
           const cur = this.containers.read(id);
@@ -159,12 +159,12 @@ export class Engine {
     try {
       const cur = this.containers.read(id);
       if (!cur || !(cur.state.Running || cur.state.Restarting || cur.state.MonitorPid) || this.monitorAlive(cur.state)) return;
-      if (fs.existsSync(this.containers.path(id, "exit"))) {
+      if (fs.existsSync(this.containers.path(id, MonitorFile.EXIT))) {
         // an --rm container's exit comes back unrecorded: recorded here (it is removed by rm)
         const ended = await this.exitedLocked(id, { restart: false });
         if (ended) {
           this.containers.writeState(id, ended.view.state);
-          removeFile(this.containers.path(id, "exit"));
+          removeFile(this.containers.path(id, MonitorFile.EXIT));
         }
         return;
       }
@@ -332,11 +332,11 @@ export class Engine {
     const maxSize = hc.LogConfig.Config["max-size"] ?? "0";
     // rotated files compressed: docker's compress option (the local driver's default)
     const compress = (hc.LogConfig.Config.compress ?? (hc.LogConfig.Type === "local" ? "true" : "false")) === "true";
-    const log = hc.LogConfig.Type !== "none" ? ["-l", rec.LogPath, "-s", String(maxSize === "-1" ? 0 : parseSize(maxSize)), "-n", String(Number(hc.LogConfig.Config["max-file"] ?? "1") || 1), ...(compress ? ["-z"] : [])] : [];
+    const log = hc.LogConfig.Type !== "none" ? [M.LOG, rec.LogPath, M.LOG_MAX_SIZE, String(maxSize === "-1" ? 0 : parseSize(maxSize)), M.LOG_MAX_FILES, String(Number(hc.LogConfig.Config["max-file"] ?? "1") || 1), ...(compress ? [M.LOG_COMPRESS] : [])] : [];
     const hcTest = rec.Config.Healthcheck?.Test;
-    const health = hcTest?.length && hcTest[0] !== "NONE" ? ["-H", String(Math.max(100, (rec.Config.Healthcheck?.Interval ?? 30e9) / 1e6)), ...exitCommand(id, this.root).slice(0, -2).concat(["internal-health", id]).flatMap((a) => ["-C", a])] : [];
+    const health = hcTest?.length && hcTest[0] !== "NONE" ? [M.HEALTH_MS, String(Math.max(100, (rec.Config.Healthcheck?.Interval ?? 30e9) / 1e6)), ...exitCommand(id, this.root).slice(0, -2).concat(["internal-health", id]).flatMap((a) => [M.HEALTH_ARG, a])] : [];
     const launcher = launchHelper(
-      [buildBinary("berth-monitor"), "-d", this.containers.path(id), ...log, ...(rec.Config.OpenStdin ? ["-i"] : []), ...(rec.Config.StdinOnce ? ["-o"] : []), ...(rec.Config.Tty ? ["-t"] : []), ...health, ...(handlesExit ? ["-w", String(process.pid)] : []), "-D", ...exitCommand(id, this.root).flatMap((a) => ["-x", a]), "--"],
+      [buildBinary("berth-monitor"), M.DIR, this.containers.path(id), ...log, ...(rec.Config.OpenStdin ? [M.KEEP_STDIN] : []), ...(rec.Config.StdinOnce ? [M.STDIN_ONCE] : []), ...(rec.Config.Tty ? [M.TTY] : []), ...health, ...(handlesExit ? [M.WAITER, String(process.pid)] : []), M.DAEMONIZE, ...exitCommand(id, this.root).flatMap((a) => [M.EXIT_ARG, a]), "--"],
       ["ignore", "ignore", "ignore"],
     );
     trace("start: monitor launched");
@@ -451,7 +451,7 @@ export class Engine {
     this.prepared.delete(id);
     if (!pre) {
       // leftovers of an earlier run
-      for (const f of ["exit", "pid", "monitor.pid"])
+      for (const f of [MonitorFile.EXIT, MonitorFile.PID, MonitorFile.MONITOR_PID])
         try {
           fs.unlinkSync(join(dir, f));
         } catch {
@@ -590,9 +590,9 @@ export class Engine {
       const beforeSetup = (p: number) => startPasta(p, pastaPorts, join(dir, "pasta.pid"));
       await mounting;
       trace("start: rootfs mounted");
-      await this.runtime.create(id, { bundle: join(dir, "bundle"), spec, pidFile: join(dir, "pid"), stdio: ["ignore", "ignore", "ignore"], launcher, ...(tty ? { consoleSocket: "console.sock" } : {}), ...(endpoints.length || (beforeStart && !tty) ? { onPid } : {}), ...(mode.kind === "pasta" ? { beforeSetup } : {}) });
-      const monitorPid = Number(fs.readFileSync(join(dir, "monitor.pid"), "utf8"));
-      const pid = Number(fs.readFileSync(join(dir, "pid"), "utf8"));
+      await this.runtime.create(id, { bundle: join(dir, "bundle"), spec, pidFile: join(dir, MonitorFile.PID), stdio: ["ignore", "ignore", "ignore"], launcher, ...(tty ? { consoleSocket: MonitorFile.CONSOLE_SOCK } : {}), ...(endpoints.length || (beforeStart && !tty) ? { onPid } : {}), ...(mode.kind === "pasta" ? { beforeSetup } : {}) });
+      const monitorPid = Number(fs.readFileSync(join(dir, MonitorFile.MONITOR_PID), "utf8"));
+      const pid = Number(fs.readFileSync(join(dir, MonitorFile.PID), "utf8"));
       trace("start: runtime created");
       let cniSettings: NetworkSettings | undefined;
       if (cni) {
@@ -654,7 +654,7 @@ export class Engine {
     try {
       this.images.snapshots.remove(id);
     } catch (e) {
-      if (!isRootless() || !(e instanceof SyscallError) || (e.errno !== 13 && e.errno !== 1)) throw e;
+      if (!isRootless() || !(e instanceof SyscallError) || (e.errno !== ERRNO.EACCES && e.errno !== ERRNO.EPERM)) throw e;
       const maps = rootlessIdMappings();
       if (!maps.ranged) throw e;
       await this.runtime.removeInUserNamespace(e.target, maps.uid, maps.gid);
@@ -793,7 +793,7 @@ export class Engine {
           await this.removeLocked(ended.view, {}, true);
         } catch {
           this.containers.writeState(id, ended.view.state);
-          removeFile(this.containers.path(id, "exit"));
+          removeFile(this.containers.path(id, MonitorFile.EXIT));
         }
       }
     } finally {
@@ -819,20 +819,20 @@ export class Engine {
     {
       const v = this.containers.read(id);
       if (!v) return undefined;
-      const text = fs.existsSync(this.containers.path(id, "exit")) ? fs.readFileSync(this.containers.path(id, "exit"), "utf8") : "";
+      const text = fs.existsSync(this.containers.path(id, MonitorFile.EXIT)) ? fs.readFileSync(this.containers.path(id, MonitorFile.EXIT), "utf8") : "";
       if (!text && !v.state.Running) return undefined;
       if (!v.state.Running && !v.state.MonitorPid) return undefined; // settled already
       // a new monitor (a restart) is running: this exit is not news
       if (v.state.MonitorPid && v.state.MonitorPid !== process.pid && this.monitorAlive(v.state) && !text) return undefined;
       const field = (k: string) => Number(new RegExp(`^${k} (\\d+)$`, "m").exec(text)?.[1] ?? "0");
-      const code = text ? field("code") : 255;
+      const code = text ? field(ExitKey.CODE) : 255;
       let oom = false;
       try {
         oom = !!this.runtime.state(id).oomKilled;
       } catch {
         /* gone */
       }
-      const finishedNs = text ? BigInt(/^finished (\d+)$/m.exec(text)?.[1] ?? "0") : BigInt(Date.now()) * 1_000_000n;
+      const finishedNs = text ? BigInt(new RegExp(`^${ExitKey.FINISHED} (\\d+)$`, "m").exec(text)?.[1] ?? "0") : BigInt(Date.now()) * 1_000_000n;
       trace("exited: exit read");
       const p = v.rec.HostConfig.RestartPolicy;
       restart =
@@ -867,7 +867,7 @@ export class Engine {
       if (remove) return { view: { rec: v.rec, state } };
       this.containers.writeState(id, state);
       // recorded: a monitor waiting on an attached `run` (-w) sees it handled
-      removeFile(this.containers.path(id, "exit"));
+      removeFile(this.containers.path(id, MonitorFile.EXIT));
       if (restart) {
         // docker's back-off: 100 ms doubling, at most a minute
         await sleep(Math.min(100 * 2 ** state.RestartCount, 60_000));
@@ -924,7 +924,7 @@ export class Engine {
   private async waitExit(id: string, ms: number): Promise<boolean> {
     const end = Date.now() + ms;
     for (let wait = 5; Date.now() < end; wait = Math.min(wait * 2, 100)) {
-      if (fs.existsSync(this.containers.path(id, "exit"))) return true;
+      if (fs.existsSync(this.containers.path(id, MonitorFile.EXIT))) return true;
       const s = this.containers.read(id)?.state;
       if (!s || (!s.Running && !s.MonitorPid)) return true;
       if (s.MonitorPid && !pidAlive(s.MonitorPid)) return true;
@@ -1143,7 +1143,7 @@ export class Engine {
     if (!v?.rec.Config.Tty) return;
     // the init's pid from the monitor's file: this works between create and start too, so the
     // size is right before the command first asks for it
-    const pid = Number(fs.readFileSync(this.containers.path(id, "pid"), "utf8"));
+    const pid = Number(fs.readFileSync(this.containers.path(id, MonitorFile.PID), "utf8"));
     const fd = fs.openSync(`/proc/${pid}/fd/0`, fs.constants.O_RDWR | fs.constants.O_NOCTTY);
     try {
       setWindowSize(fd, rows, cols);
@@ -1220,7 +1220,7 @@ export class Engine {
     // through a directory fd: the socket's full path may be longer than a socket address allows
     const dirFd = fs.openSync(this.containers.path(id), fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
     return new Promise<Socket>((resolve, reject) => {
-      const s = connect(`/proc/self/fd/${dirFd}/attach.sock`);
+      const s = connect(`/proc/self/fd/${dirFd}/${MonitorFile.ATTACH_SOCK}`);
       s.once("connect", () => resolve(s));
       s.once("error", (e) => reject(new BerthError("System", `cannot attach to ${id.slice(0, 12)}: ${e.message}`)));
     }).finally(() => fs.closeSync(dirFd));

@@ -14,7 +14,7 @@ import { spawnSync } from "node:child_process";
 import { join } from "../common/path.js";
 import { randomBytes } from "node:crypto";
 import { BerthError, notFound } from "../common/errors.js";
-import { mount as sysMount, mountAsync as sysMountAsync, removeTree, removeTreeAsync, umount, umountAsync, MNT_DETACH, SyscallError } from "../common/sys.js";
+import { mount as sysMount, mountAsync as sysMountAsync, removeTree, removeTreeAsync, umount, umountAsync, MNT_DETACH, ERRNO, SyscallError } from "../common/sys.js";
 import { extractLayer, type ExtractResult } from "./layer.js";
 import { pidAlive } from "./content.js";
 import { writeFileAtomic } from "../common/lock.js";
@@ -308,7 +308,7 @@ export class OverlaySnapshotter extends BaseSnapshotter implements Snapshotter {
       await sysMountAsync("overlay", target, "overlay", 0, options);
       if (opts.volatile) volatileSupported = true;
     } catch (e) {
-      if (!opts.volatile || volatileSupported || !(e instanceof SyscallError) || e.errno !== 22) throw e;
+      if (!opts.volatile || volatileSupported || !(e instanceof SyscallError) || e.errno !== ERRNO.EINVAL) throw e;
       volatileSupported = false;
       await sysMountAsync("overlay", target, "overlay", 0, options.replace(/,volatile$/, ""));
     }
@@ -331,7 +331,7 @@ export class OverlaySnapshotter extends BaseSnapshotter implements Snapshotter {
         if (opts.volatile) volatileSupported = true;
       } catch (e) {
         // kernels before 5.10 know no volatile: the plain mount then
-        if (!opts.volatile || volatileSupported || !(e instanceof SyscallError) || e.errno !== 22) throw e;
+        if (!opts.volatile || volatileSupported || !(e instanceof SyscallError) || e.errno !== ERRNO.EINVAL) throw e;
         volatileSupported = false;
         sysMount("overlay", target, "overlay", 0, options.replace(/,volatile$/, ""));
       }

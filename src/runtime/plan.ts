@@ -11,18 +11,19 @@ import { capabilityMask, type CompiledSeccomp } from "../security/index.js";
 import * as cgroups from "../cgroups/index.js";
 import { Op } from "./protocol.js";
 import type { Mount, NamespaceType, Process, Spec } from "./spec.js";
+import { K } from "../common/kernel-abi.js";
 
 export type PlanOp = [code: number, ...args: string[]];
 
 export const cloneFlag: Record<NamespaceType, number> = {
-  mount: 0x00020000,
-  uts: 0x04000000,
-  ipc: 0x08000000,
-  user: 0x10000000,
-  pid: 0x20000000,
-  network: 0x40000000,
-  cgroup: 0x02000000,
-  time: 0x00000080,
+  mount: K.CLONE_NEWNS,
+  uts: K.CLONE_NEWUTS,
+  ipc: K.CLONE_NEWIPC,
+  user: K.CLONE_NEWUSER,
+  pid: K.CLONE_NEWPID,
+  network: K.CLONE_NEWNET,
+  cgroup: K.CLONE_NEWCGROUP,
+  time: K.CLONE_NEWTIME,
 };
 /** Order in which existing namespaces are joined: user first, as nsenter does; mount last. */
 const joinOrder: NamespaceType[] = ["user", "cgroup", "ipc", "uts", "network", "pid", "time", "mount"];
@@ -38,9 +39,9 @@ export const procNsName: Record<NamespaceType, string> = {
 };
 
 const MS = {
-  RDONLY: 1, NOSUID: 2, NODEV: 4, NOEXEC: 8, SYNCHRONOUS: 16, REMOUNT: 32, MANDLOCK: 64, DIRSYNC: 128,
-  NOATIME: 1024, NODIRATIME: 2048, BIND: 4096, MOVE: 8192, REC: 16384, SILENT: 32768,
-  UNBINDABLE: 1 << 17, PRIVATE: 1 << 18, SLAVE: 1 << 19, SHARED: 1 << 20, RELATIME: 1 << 21, STRICTATIME: 1 << 24,
+  RDONLY: K.MS_RDONLY, NOSUID: K.MS_NOSUID, NODEV: K.MS_NODEV, NOEXEC: K.MS_NOEXEC, SYNCHRONOUS: K.MS_SYNCHRONOUS, REMOUNT: K.MS_REMOUNT, MANDLOCK: K.MS_MANDLOCK, DIRSYNC: K.MS_DIRSYNC,
+  NOATIME: K.MS_NOATIME, NODIRATIME: K.MS_NODIRATIME, BIND: K.MS_BIND, MOVE: K.MS_MOVE, REC: K.MS_REC, SILENT: K.MS_SILENT,
+  UNBINDABLE: K.MS_UNBINDABLE, PRIVATE: K.MS_PRIVATE, SLAVE: K.MS_SLAVE, SHARED: K.MS_SHARED, RELATIME: K.MS_RELATIME, STRICTATIME: K.MS_STRICTATIME,
 } as const;
 
 /** mount(8) option → [flags to set, flags to clear]. */
@@ -57,7 +58,7 @@ const propagationOptions: Record<string, number> = {
   slave: MS.SLAVE, rslave: MS.SLAVE | MS.REC, unbindable: MS.UNBINDABLE, runbindable: MS.UNBINDABLE | MS.REC,
 };
 /** mount_setattr's MOUNT_ATTR_* bits (linux/mount.h). */
-const ATTR = { RDONLY: 0x1, NOSUID: 0x2, NODEV: 0x4, NOEXEC: 0x8, ATIME: 0x70, RELATIME: 0, NOATIME: 0x10, STRICTATIME: 0x20, NODIRATIME: 0x80, NOSYMFOLLOW: 0x200000 } as const;
+const ATTR = { RDONLY: K.MOUNT_ATTR_RDONLY, NOSUID: K.MOUNT_ATTR_NOSUID, NODEV: K.MOUNT_ATTR_NODEV, NOEXEC: K.MOUNT_ATTR_NOEXEC, ATIME: K.MOUNT_ATTR_ATIME, RELATIME: K.MOUNT_ATTR_RELATIME, NOATIME: K.MOUNT_ATTR_NOATIME, STRICTATIME: K.MOUNT_ATTR_STRICTATIME, NODIRATIME: K.MOUNT_ATTR_NODIRATIME, NOSYMFOLLOW: K.MOUNT_ATTR_NOSYMFOLLOW } as const;
 /**
  * runc's recursive options → [attributes to set, to clear] on the mount and all below it. An atime
  * mode is set whole (the kernel takes the three atime bits together); clearing one means relatime.
@@ -101,11 +102,7 @@ const defaultDevices = [
   { path: "/dev/tty", major: 5, minor: 0 },
 ];
 
-const rlimitNumbers: Record<string, number> = {
-  RLIMIT_CPU: 0, RLIMIT_FSIZE: 1, RLIMIT_DATA: 2, RLIMIT_STACK: 3, RLIMIT_CORE: 4, RLIMIT_RSS: 5, RLIMIT_NPROC: 6,
-  RLIMIT_NOFILE: 7, RLIMIT_MEMLOCK: 8, RLIMIT_AS: 9, RLIMIT_LOCKS: 10, RLIMIT_SIGPENDING: 11, RLIMIT_MSGQUEUE: 12,
-  RLIMIT_NICE: 13, RLIMIT_RTPRIO: 14, RLIMIT_RTTIME: 15,
-};
+const rlimitNumbers: Record<string, number> = Object.fromEntries(Object.entries(K).filter(([k]) => k.startsWith("RLIMIT_")));
 
 const u64 = (n: number) => (n < 0 || n >= 2 ** 64 - 1 ? "unlimited" : BigInt(n).toString());
 

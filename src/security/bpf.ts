@@ -1,3 +1,4 @@
+import { K } from "../common/kernel-abi.js";
 /**
  * A classic-BPF interpreter for seccomp programs: what verdict a filter gives a syscall. Used to
  * compare profiles syscall by syscall (test/seccomp-default.test.ts) without loading them.
@@ -9,7 +10,7 @@ export interface SeccompData {
 }
 
 /** AUDIT_ARCH_* values that seccomp_data.arch carries. */
-export const auditArch = { x86_64: 0xc000003e, x86: 0x40000003, aarch64: 0xc00000b7, arm: 0x40000028 } as const;
+export const auditArch = { x86_64: K.AUDIT_ARCH_X86_64, x86: K.AUDIT_ARCH_I386, aarch64: K.AUDIT_ARCH_AARCH64, arm: K.AUDIT_ARCH_ARM } as const;
 /** On x86_64, x32 syscalls are the x86_64 arch with this bit set in the number. */
 export const x32SyscallBit = 0x40000000;
 

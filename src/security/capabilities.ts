@@ -2,17 +2,13 @@
  * Linux capabilities by name, as the kernel ABI numbers them (linux/capability.h), and the masks
  * the helper applies. Names the kernel does not know are reported, not silently kept.
  */
-const names = [
-  "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
-  "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
-  "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
-  "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
-  "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
-  "CHECKPOINT_RESTORE",
-] as const;
+import { K } from "../common/kernel-abi.js";
 
-export const capabilityNumbers: ReadonlyMap<string, number> = new Map(names.map((n, i) => [`CAP_${n}`, i]));
-export const allCapabilities: readonly string[] = names.map((n) => `CAP_${n}`);
+/** CAP_* name → number, in the kernel's order (protocol.table's values, checked against the headers). */
+const numbered = (Object.entries(K) as [string, number][]).filter(([k]) => k.startsWith("CAP_")).sort((a, b) => a[1] - b[1]);
+
+export const capabilityNumbers: ReadonlyMap<string, number> = new Map(numbered);
+export const allCapabilities: readonly string[] = numbered.map(([n]) => n);
 
 /** Docker's default set (14 capabilities). */
 export const dockerDefaultCapabilities: readonly string[] = [

@@ -10,6 +10,8 @@ import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "no
 import { join } from "../common/path.js";
 import { BerthError, invalid } from "../common/errors.js";
 import { buildBinary } from "../common/paths.js";
+import { constants } from "node:os";
+import { K } from "../common/kernel-abi.js";
 
 export interface SeccompArg {
   index: number;
@@ -46,28 +48,28 @@ export interface Seccomp {
   syscalls?: SeccompSyscall[];
 }
 
-const EPERM = 1;
+const EPERM = constants.errno.EPERM;
 
 /** Kernel SECCOMP_RET_* values (linux/seccomp.h). */
 export function actionValue(action: string, errnoRet: number | undefined, field: string): number {
   switch (action) {
     case "SCMP_ACT_KILL":
     case "SCMP_ACT_KILL_THREAD":
-      return 0x00000000;
+      return K.SECCOMP_RET_KILL_THREAD;
     case "SCMP_ACT_KILL_PROCESS":
-      return 0x80000000;
+      return K.SECCOMP_RET_KILL_PROCESS;
     case "SCMP_ACT_TRAP":
-      return 0x00030000;
+      return K.SECCOMP_RET_TRAP;
     case "SCMP_ACT_ERRNO":
-      return 0x00050000 | ((errnoRet ?? EPERM) & 0xffff);
+      return (K.SECCOMP_RET_ERRNO | ((errnoRet ?? EPERM) & 0xffff)) >>> 0;
     case "SCMP_ACT_TRACE":
-      return 0x7ff00000 | ((errnoRet ?? EPERM) & 0xffff);
+      return (K.SECCOMP_RET_TRACE | ((errnoRet ?? EPERM) & 0xffff)) >>> 0;
     case "SCMP_ACT_LOG":
-      return 0x7ffc0000;
+      return K.SECCOMP_RET_LOG;
     case "SCMP_ACT_ALLOW":
-      return 0x7fff0000;
+      return K.SECCOMP_RET_ALLOW;
     case "SCMP_ACT_NOTIFY":
-      return 0x7fc00000;
+      return K.SECCOMP_RET_USER_NOTIF;
     default:
       throw invalid(`${field}: unknown action ${JSON.stringify(action)}`);
   }
