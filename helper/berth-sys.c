@@ -868,20 +868,27 @@ static napi_value js_port_free(napi_env env, napi_callback_info info) {
 }
 
 /* writeDetached(path, data): opens PATH for writing now and writes DATA on a detached thread of
- * its own, not waited for (errors go unreported). For a write that blocks in the kernel (a cgroup
- * move waiting for an RCU grace period) without taking one of libuv's pool threads, or making
- * the pool (4 threads) on the critical path of a start. Returns 0 or -errno from the open. */
+ * its own. For a write that blocks in the kernel (a cgroup move waiting for an RCU grace period)
+ * without taking one of libuv's pool threads, or making the pool (4 threads) on the critical path
+ * of a start. Returns the read end of a pipe on which the thread reports its result (a native
+ * int: 0 or -errno) before closing it, or -errno from the open. The thread makes no call into
+ * Node, so the process may exit while it runs. */
 struct detached_write {
   int fd;
+  int report;
   size_t len;
   char data[];
 };
 
 static void *detached_write_main(void *p) {
   struct detached_write *w = p;
-  if (write(w->fd, w->data, w->len) < 0) {
-  }
+  ssize_t n = write(w->fd, w->data, w->len);
+  int rc = n < 0 ? -errno : (size_t)n == w->len ? 0 : -EIO;
   close(w->fd);
+  if (write(w->report, &rc, sizeof rc) < 0) {
+    /* the reader is gone: nobody to tell */
+  }
+  close(w->report);
   free(w);
   return NULL;
 }
@@ -896,25 +903,30 @@ static napi_value js_write_detached(napi_env env, napi_callback_info info) {
   if (!w) return num(env, -ENOMEM);
   memcpy(w->data, data, len);
   w->len = len;
-  w->fd = open(path, O_WRONLY | O_CLOEXEC);
-  if (w->fd < 0) {
+  int report[2];
+  if (pipe2(report, O_CLOEXEC) < 0) {
     int e = errno;
     free(w);
     return num(env, -e);
   }
-  pthread_t t;
-  pthread_attr_t at;
-  pthread_attr_init(&at);
-  pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-  pthread_attr_setstacksize(&at, 64 * 1024);
-  int rc = pthread_create(&t, &at, detached_write_main, w);
-  pthread_attr_destroy(&at);
-  if (rc != 0) {
+  w->report = report[1];
+  w->fd = open(path, O_WRONLY | O_CLOEXEC);
+  int rc = w->fd < 0 ? errno : 0;
+  if (rc == 0) {
+    pthread_t t;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&at, 64 * 1024);
+    rc = pthread_create(&t, &at, detached_write_main, w);
+    pthread_attr_destroy(&at);
+    if (rc == 0) return num(env, report[0]);
     close(w->fd);
-    free(w);
-    return num(env, -rc);
   }
-  return num(env, 0);
+  close(report[0]);
+  close(report[1]);
+  free(w);
+  return num(env, -rc);
 }
 
 /* pollIn(fd, timeoutMs): waits until fd is readable (or its writers are gone): 1, 0 on timeout,

@@ -11,7 +11,7 @@ import { createGzip } from "node:zlib";
 import { Readable } from "node:stream";
 import { rootSkip, tempDir, leaks, fixtureRootfs } from "./helpers.js";
 import { CopySnapshotter, OverlaySnapshotter, extractLayer, encodeHeader, ImageStore, chainIds, type Snapshotter } from "../src/images/index.js";
-import { lgetxattr, lsetxattr } from "../src/common/sys.js";
+import { lgetxattr, lsetxattr, writeDetached, SyscallError } from "../src/common/sys.js";
 import { sha256 } from "../src/images/content.js";
 
 type Entry = { name: string; type?: "file" | "directory" | "symlink" | "hardlink"; data?: string; linkname?: string; mode?: number };
@@ -321,3 +321,20 @@ describe("crash safety", { skip: rootSkip }, () => {
 });
 
 export { fixtureRootfs };
+
+test("writeDetached reports the write's outcome: done, the open's errno, the write's errno", async () => {
+  const dir = tempDir("berth-wd-");
+  const keep = setInterval(() => {}, 1000); // the report does not hold the process open by itself
+  try {
+    const f = join(dir, "f");
+    fs.writeFileSync(f, "");
+    await writeDetached(f, "written");
+    assert.equal(fs.readFileSync(f, "utf8"), "written");
+    await assert.rejects(writeDetached(join(dir, "missing", "f"), "x"), (e: unknown) => e instanceof SyscallError && e.errno === 2 && /open/.test(e.message));
+    // a write the kernel refuses after the open succeeded: a FIFO with no reader is refused at open, so use /dev/full
+    await assert.rejects(writeDetached("/dev/full", "x"), (e: unknown) => e instanceof SyscallError && e.errno === 28 && /^write /.test(e.message));
+  } finally {
+    clearInterval(keep);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

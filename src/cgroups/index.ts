@@ -7,6 +7,7 @@ import { existsSync, readFileSync, rmdirSync } from "node:fs";
 import { join } from "../common/path.js";
 import { BerthError, invalid } from "../common/errors.js";
 import { writeDetached } from "../common/sys.js";
+import { trace } from "../common/trace.js";
 import { V1Driver, V2Driver, ownCgroups, type CgroupDriver, type CgroupEntry, type EntryOptions, type Hierarchy } from "./driver.js";
 import type { HostLimits, LinuxResources } from "./resources.js";
 import type { Stats } from "./stats.js";
@@ -239,8 +240,9 @@ export function primeAttach(): void {
     if (!line) return;
     const own = line.slice(line.indexOf(":", line.indexOf(":") + 1) + 1);
     // a thread of its own: the wait starts now, and no pool thread is held (or pool made) for it
-    writeDetached(join(h.mount, own, "cgroup.procs"), String(process.pid));
-  } catch {
-    /* only a head start */
+    // a failure costs only the head start: the container's own move still works (or says why)
+    writeDetached(join(h.mount, own, "cgroup.procs"), String(process.pid)).catch((e: Error) => trace(`prime attach: ${e.message}`));
+  } catch (e) {
+    trace(`prime attach: ${(e as Error).message}`); // only a head start, as above
   }
 }

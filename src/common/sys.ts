@@ -4,10 +4,11 @@
  * Each call returns its result or -errno; the typed errors are made here. Loaded on first use.
  */
 import { constants as fsConstants, lstatSync, readdirSync, unlinkSync } from "node:fs";
-import { constants } from "node:os";
+import { constants, endianness } from "node:os";
 import { BerthError } from "./errors.js";
 import { buildBinary } from "./paths.js";
 import { K } from "./kernel-abi.js";
+import { builtin } from "./builtin.js";
 
 interface Addon {
   execv(file: string, argv: string[], keep: number[]): number;
@@ -235,12 +236,33 @@ export function pollIn(fd: number, timeoutMs: number): boolean {
 }
 
 /**
- * Opens `path` now and writes `data` on a detached thread of its own, not waited for: for a write
- * that blocks in the kernel, without holding one of libuv's pool threads (or making the pool).
- * Throws when the open fails; the write's own failure goes unreported.
+ * Opens `path` now and writes `data` on a detached thread of its own: for a write that blocks in
+ * the kernel, without holding one of libuv's pool threads (or making the pool). Settles when the
+ * write is done (a SyscallError for the open's or the write's failure); it does not keep the
+ * process alive, and the process may exit before it settles.
  */
-export function writeDetached(path: string, data: string): void {
-  check("open", path, load().writeDetached(path, data));
+export function writeDetached(path: string, data: string): Promise<void> {
+  let fd: number;
+  try {
+    fd = check("open", path, load().writeDetached(path, data));
+  } catch (e) {
+    return Promise.reject(e);
+  }
+  // the thread's report arrives on a pipe, read through the event loop (no pool thread waits on it)
+  const { Socket } = builtin<typeof import("node:net")>("node:net");
+  const report = new Socket({ fd, readable: true, writable: false });
+  report.unref();
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    report.on("data", (d: Buffer) => chunks.push(d));
+    report.on("error", reject);
+    report.on("close", () => {
+      const b = Buffer.concat(chunks);
+      const rc = b.length >= 4 ? (endianness() === "LE" ? b.readInt32LE(0) : b.readInt32BE(0)) : -ERRNO.EIO;
+      if (rc < 0) reject(new SyscallError("write", -rc, path));
+      else resolve();
+    });
+  });
 }
 
 /**
