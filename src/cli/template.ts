@@ -1,8 +1,10 @@
 /**
- * The subset of Go's text/template that docker's --format users write: fields (`.State.Pid`,
- * map keys), `$`, pipelines, parentheses, `if`/`else if`/`else`, `range` (with `$i, $v :=`), `with`,
- * trim markers, and docker's functions: json, index, join, split, upper, lower, title, printf,
- * println, len, truncate, pad, eq/ne/lt/gt/le/ge, and/or/not.
+ * Go's text/template as docker's --format users write it: fields (`.State.Pid`, map keys), `$`,
+ * variables (`:=`, `=`), pipelines, parentheses, `if`/`else if`/`else`, `range` (with `$i, $v :=`,
+ * over an integer, `break`/`continue`), `with`, `define`/`template`/`block`, trim markers and
+ * comments, and docker's functions: json, index, join, split, upper, lower, title, printf, print,
+ * println, len, truncate, pad, eq/ne/lt/gt/le/ge, and/or/not. test/cores-unit.test.ts holds the
+ * cases of Go's exec tests that apply.
  */
 import { invalid } from "../common/errors.js";
 
@@ -11,9 +13,12 @@ type Node =
   | { t: "out"; p: Pipe }
   | { t: "if"; branches: Array<{ cond: Pipe; body: Node[] }>; else: Node[] }
   | { t: "range"; p: Pipe; vars: string[]; body: Node[]; else: Node[] }
-  | { t: "with"; p: Pipe; body: Node[]; else: Node[] };
+  | { t: "with"; p: Pipe; body: Node[]; else: Node[] }
+  | { t: "template"; name: string; p?: Pipe }
+  | { t: "break" }
+  | { t: "continue" };
 type Arg = { t: "field"; base: "dot" | "root" | string; path: string[] } | { t: "lit"; v: unknown } | { t: "call"; name: string; args: Arg[] } | { t: "paren"; p: Pipe };
-type Pipe = { decl?: string[]; cmds: Arg[][] };
+type Pipe = { decl?: string[]; assign?: string; cmds: Arg[][] };
 
 function tokenize(src: string): string[] {
   const out: string[] = [];
@@ -61,6 +66,9 @@ function parsePipe(toks: string[], pos: { i: number }, stop?: string): Pipe {
   if (vars.length && toks[pos.i] === ":=") {
     pos.i++;
     pipe.decl = vars;
+  } else if (vars.length === 1 && toks[pos.i] === "=") {
+    pos.i++;
+    pipe.assign = vars[0]!;
   } else pos.i = save;
   let cmd: Arg[] = [];
   while (pos.i < toks.length && toks[pos.i] !== stop) {
@@ -77,7 +85,7 @@ function parsePipe(toks: string[], pos: { i: number }, stop?: string): Pipe {
   return pipe;
 }
 
-function parseTemplate(src: string): Node[] {
+function parseTemplate(src: string, defined: Map<string, Node[]>): Node[] {
   // split into text and actions, honouring trim markers
   const parts: Array<{ text?: string; action?: string }> = [];
   let i = 0;
@@ -106,6 +114,7 @@ function parseTemplate(src: string): Node[] {
     i = end;
   }
   const pos = { i: 0 };
+  let inRange = false;
   const block = (terminators: string[]): { nodes: Node[]; term: string } => {
     const nodes: Node[] = [];
     while (pos.i < parts.length) {
@@ -137,10 +146,27 @@ function parseTemplate(src: string): Node[] {
         nodes.push(node);
       } else if (kw === "range" || kw === "with") {
         const p = pipeOf(a.slice(kw.length));
+        const outer = inRange;
+        if (kw === "range") inRange = true;
         const r = block(["else", "end"]);
+        inRange = outer; // the else branch runs outside the loop
         const els = r.term === "end" ? [] : block(["end"]).nodes;
         if (kw === "range") nodes.push({ t: "range", p, vars: p.decl ?? [], body: r.nodes, else: els });
         else nodes.push({ t: "with", p, body: r.nodes, else: els });
+      } else if (kw === "define" || kw === "block") {
+        const rest = tokenize(a.slice(kw.length));
+        const name = rest[0]?.startsWith('"') || rest[0]?.startsWith("`") ? String((parseArg(rest, { i: 0 }) as { v: unknown }).v) : undefined;
+        if (name === undefined) throw invalid(`template: ${kw} needs a template name in quotes`);
+        defined.set(name, block(["end"]).nodes);
+        if (kw === "block") nodes.push({ t: "template", name, ...(rest.length > 1 ? { p: parsePipe(rest, { i: 1 }) } : {}) });
+      } else if (kw === "template") {
+        const rest = tokenize(a.slice(kw.length));
+        const name = rest[0]?.startsWith('"') || rest[0]?.startsWith("`") ? String((parseArg(rest, { i: 0 }) as { v: unknown }).v) : undefined;
+        if (name === undefined) throw invalid("template: template needs a template name in quotes");
+        nodes.push({ t: "template", name, ...(rest.length > 1 ? { p: parsePipe(rest, { i: 1 }) } : {}) });
+      } else if ((kw === "break" || kw === "continue") && a === kw) {
+        if (!inRange) throw invalid(`template: {{${kw}}} outside {{range}}`);
+        nodes.push({ t: kw });
       } else if (kw === "end" || kw === "else") throw invalid(`template: unexpected {{${kw}}}`);
       else nodes.push({ t: "out", p: parsePipe(tokenize(a), { i: 0 }) });
     }
@@ -221,7 +247,12 @@ const funcs: Record<string, (...a: any[]) => unknown> = {
   __field: (v, path: string[]) => path.reduce((o: any, k) => (o == null ? undefined : o[k]), v),
 };
 
-type Scope = { dot: unknown; root: unknown; vars: Map<string, unknown> };
+type Scope = { dot: unknown; root: unknown; vars: Map<string, unknown>; defined: Map<string, Node[]> };
+
+/** {{break}} and {{continue}} unwind to their range. */
+class LoopControl {
+  constructor(readonly kind: "break" | "continue") {}
+}
 
 function field(v: unknown, path: string[], where: string): unknown {
   let o: any = v;
@@ -264,13 +295,17 @@ function evalPipe(p: Pipe, s: Scope): unknown {
     if (head!.t === "call") {
       const f = funcs[head!.name];
       if (!f) throw invalid(`template: function "${head!.name}" not defined`);
-      val = f(...rest.map((x) => evalArg(x, s, [])), ...piped);
+      val = f(...head!.args.map((x) => evalArg(x, s, [])), ...rest.map((x) => evalArg(x, s, [])), ...piped);
     } else {
       if (rest.length) throw invalid("template: can't give argument to non-function");
       val = evalArg(head!, s, piped);
     }
   });
   if (p.decl?.length === 1) s.vars.set(p.decl[0]!, val);
+  if (p.assign) {
+    if (!s.vars.has(p.assign)) throw invalid(`template: undefined variable ${p.assign}`);
+    s.vars.set(p.assign, val);
+  }
   return val;
 }
 
@@ -282,7 +317,7 @@ function run(nodes: Node[], s: Scope, out: string[]): void {
         break;
       case "out": {
         const v = evalPipe(n.p, s);
-        if (!n.p.decl) out.push(typeof v === "string" ? v : goString(v));
+        if (!n.p.decl && !n.p.assign) out.push(typeof v === "string" ? v : goString(v));
         break;
       }
       case "if": {
@@ -306,12 +341,33 @@ function run(nodes: Node[], s: Scope, out: string[]): void {
               ? Array.from({ length: v }, (_x, i) => [i, i])
               : [];
         if (!items.length) run(n.else, s, out);
-        for (const [k, x] of items) {
-          const vars = new Map(s.vars);
-          if (n.vars.length === 1) vars.set(n.vars[0]!, x);
-          if (n.vars.length === 2) vars.set(n.vars[0]!, k).set(n.vars[1]!, x);
-          run(n.body, { dot: x, root: s.root, vars }, out);
+        // the loop's variables live in the loop; an assignment to an outer one ($x = …) is seen after it
+        const saved = n.vars.map((v) => [v, s.vars.has(v), s.vars.get(v)] as const);
+        try {
+          for (const [k, x] of items) {
+            if (n.vars.length === 1) s.vars.set(n.vars[0]!, x);
+            if (n.vars.length === 2) s.vars.set(n.vars[0]!, k).set(n.vars[1]!, x);
+            try {
+              run(n.body, { ...s, dot: x }, out);
+            } catch (e) {
+              if (!(e instanceof LoopControl)) throw e;
+              if (e.kind === "break") break;
+            }
+          }
+        } finally {
+          for (const [v, had, old] of saved) had ? s.vars.set(v, old) : s.vars.delete(v);
         }
+        break;
+      }
+      case "break":
+      case "continue":
+        throw new LoopControl(n.t);
+      case "template": {
+        const t = s.defined.get(n.name);
+        if (!t) throw invalid(`template: no such template "${n.name}"`);
+        const dot = n.p ? evalPipe(n.p, s) : undefined;
+        // a template sees only its dot (and $ is that dot), as in Go
+        run(t, { dot, root: dot, vars: new Map(), defined: s.defined }, out);
         break;
       }
     }
@@ -320,16 +376,17 @@ function run(nodes: Node[], s: Scope, out: string[]): void {
 
 export class Template {
   private readonly nodes: Node[];
+  private readonly defined = new Map<string, Node[]>();
   constructor(readonly source: string) {
     try {
-      this.nodes = parseTemplate(source);
+      this.nodes = parseTemplate(source, this.defined);
     } catch (e) {
       throw invalid(`template parsing error: ${(e as Error).message.replace(/^template: /, "")}`);
     }
   }
   execute(data: unknown): string {
     const out: string[] = [];
-    run(this.nodes, { dot: data, root: data, vars: new Map() }, out);
+    run(this.nodes, { dot: data, root: data, vars: new Map(), defined: this.defined }, out);
     return out.join("");
   }
 }

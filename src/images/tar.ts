@@ -51,15 +51,29 @@ function cstr(b: Buffer, off: number, len: number): string {
   return b.toString("utf8", off, end);
 }
 
+const fieldNames: Record<number, string> = { 100: "mode", 108: "uid", 116: "gid", 124: "size", 136: "mtime", 148: "checksum", 329: "devmajor", 337: "devminor" };
+
+/** A numeric header field: octal text, or base-256; a malformed or negative one is refused. */
 function num(b: Buffer, off: number, len: number): number {
+  const bad = (what: string) => invalid(`invalid tar header: the ${fieldNames[off] ?? "numeric"} field is ${what}`);
   if (b[off]! & 0x80) {
-    // base-256 (GNU/star): big-endian two's complement, first byte's top bit set
-    let v = b[off]! & 0x7f;
+    // base-256 (GNU/star): big-endian two's complement, first byte's top bit set; 0xff… is negative
+    if (b[off]! & 0x40) throw bad("negative");
+    let v = b[off]! & 0x3f;
     for (let i = 1; i < len; i++) v = v * 256 + b[off + i]!;
+    if (!Number.isSafeInteger(v)) throw bad("too large");
     return v;
   }
   const s = cstr(b, off, len).trim();
-  return s ? parseInt(s, 8) : 0;
+  if (!s) return 0;
+  if (!/^[0-7]+$/.test(s)) throw bad(`not an octal number (${JSON.stringify(s)})`);
+  return parseInt(s, 8);
+}
+
+/** A PAX record's number (size, uid, gid: whole; times: decimal fractions). */
+function paxNumber(v: string, key: string, fraction = false): number {
+  if (!(fraction ? /^-?\d+(\.\d+)?$/ : /^\d+$/).test(v) || !Number.isFinite(Number(v))) throw invalid(`invalid tar header: PAX record ${key}=${JSON.stringify(v)} is not a number`);
+  return Number(v);
 }
 
 function parsePax(buf: Buffer): Map<string, Buffer> {
@@ -81,7 +95,11 @@ function parsePax(buf: Buffer): Map<string, Buffer> {
 function checksumOk(b: Buffer): boolean {
   let sum = 0;
   for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 32 : b[i]!;
-  return sum === num(b, 148, 8);
+  try {
+    return sum === num(b, 148, 8);
+  } catch {
+    return false; // a checksum field that is no number: not a tar header (said as a mismatch)
+  }
 }
 
 /** Push parser: feed chunks with write(), call finish() at end of input. */
@@ -181,16 +199,16 @@ export class TarReader {
     if (type === "file" && name.endsWith("/") && flag !== "0") type = "directory";
     const xattrs = new Map<string, Buffer>();
     for (const [k, v] of pax) if (k.startsWith("SCHILY.xattr.")) xattrs.set(k.slice(13), v);
-    const realSize = pax.has("size") ? Number(text("size")) : size;
+    const realSize = pax.has("size") ? paxNumber(text("size")!, "size") : size;
     const h: TarHeader = {
       name,
       type,
       mode: num(b, 100, 8) & 0o7777,
-      uid: pax.has("uid") ? Number(text("uid")) : num(b, 108, 8),
-      gid: pax.has("gid") ? Number(text("gid")) : num(b, 116, 8),
+      uid: pax.has("uid") ? paxNumber(text("uid")!, "uid") : num(b, 108, 8),
+      gid: pax.has("gid") ? paxNumber(text("gid")!, "gid") : num(b, 116, 8),
       size: type === "file" ? realSize : 0,
-      mtime: pax.has("mtime") ? Number(text("mtime")) : num(b, 136, 12),
-      ...(pax.has("atime") ? { atime: Number(text("atime")) } : {}),
+      mtime: pax.has("mtime") ? paxNumber(text("mtime")!, "mtime", true) : num(b, 136, 12),
+      ...(pax.has("atime") ? { atime: paxNumber(text("atime")!, "atime", true) } : {}),
       linkname,
       uname: pax.has("uname") ? text("uname")! : cstr(b, 265, 32),
       gname: pax.has("gname") ? text("gname")! : cstr(b, 297, 32),

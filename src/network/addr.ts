@@ -31,6 +31,19 @@ export const formatSubnet = (s: Subnet) => `${numToIp(s.base)}/${s.prefix}`;
 export const contains = (s: Subnet, ip: number) => ip >= s.base && ip < s.base + subnetSize(s);
 export const overlaps = (a: Subnet, b: Subnet) => a.base < b.base + subnetSize(b) && b.base < a.base + subnetSize(a);
 
+/**
+ * IPAM: the lowest address of the subnet that is free — inside its ip-range where it has one,
+ * never the network or broadcast address, the gateway, an auxiliary address or one in use.
+ */
+export function freeAddress(o: { subnet: Subnet; gateway: number; used: ReadonlySet<number>; aux?: readonly number[]; range?: Subnet }): number | undefined {
+  const pool = o.range ?? o.subnet;
+  const aux = new Set(o.aux ?? []);
+  const first = Math.max(pool.base, o.subnet.base + 1);
+  const end = Math.min(pool.base + subnetSize(pool), o.subnet.base + subnetSize(o.subnet) - 1);
+  for (let c = first; c < end; c++) if (c !== o.gateway && !o.used.has(c) && !aux.has(c)) return c;
+  return undefined;
+}
+
 /** The host's IPv4 routes (from /proc/net/route), but for those of `own` interfaces: a subnet for berth must not overlap one. */
 export function hostRoutes(own: Set<string>): Subnet[] {
   const out: Subnet[] = [];

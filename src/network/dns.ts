@@ -13,13 +13,14 @@ import type { NetworkStore } from "./store.js";
 
 const TTL = 600;
 
-interface Question {
+export interface Question {
   name: string;
   type: number;
   end: number;
 }
 
-function readQuestion(msg: Buffer): Question | undefined {
+/** The first question of a query; undefined for a message that is not one berth can answer. */
+export function readQuestion(msg: Buffer): Question | undefined {
   if (msg.length < 12 || msg.readUInt16BE(4) !== 1) return undefined;
   const labels: string[] = [];
   let i = 12;

@@ -11,7 +11,7 @@ import { BerthError, exists, invalid, notFound, precondition } from "../common/e
 import { FileLock, writeFileAtomic } from "../common/lock.js";
 import { portFree } from "../common/sys.js";
 import { processStartTime } from "../common/proc.js";
-import { bigToIp6, contains, contains6, formatSubnet, formatSubnet6, hostRoutes, ip6ToBig, ipToNum, macFor, numToIp, overlaps, overlaps6, parseSubnet, parseSubnet6, subnet6Size, subnetSize, type Subnet } from "./addr.js";
+import { bigToIp6, contains, contains6, freeAddress, formatSubnet, formatSubnet6, hostRoutes, ip6ToBig, ipToNum, macFor, numToIp, overlaps, overlaps6, parseSubnet, parseSubnet6, subnet6Size, subnetSize, type Subnet } from "./addr.js";
 
 export interface NetworkRecord {
   Name: string;
@@ -255,16 +255,7 @@ export class NetworkStore {
           if (!contains(subnet, ip) || ip === subnet.base || ip === subnet.base + subnetSize(subnet) - 1) throw invalid(`no configured subnet contains IP address ${r.ip} (network ${n.Name}: ${cfg.Subnet})`);
           if (ip === gateway || used.has(ip)) throw exists(`Address already in use: ${r.ip} on network ${n.Name}`);
         } else {
-          // from the network's ip-range where it has one; never an auxiliary address
-          const pool = cfg.IPRange ? parseSubnet(cfg.IPRange) : subnet;
-          const aux = new Set(Object.values(cfg.AuxiliaryAddresses ?? {}).map(ipToNum));
-          const first = Math.max(pool.base, subnet.base + 1);
-          const end = Math.min(pool.base + subnetSize(pool), subnet.base + subnetSize(subnet) - 1);
-          for (let c = first; c < end; c++)
-            if (c !== gateway && !used.has(c) && !aux.has(c)) {
-              ip = c;
-              break;
-            }
+          ip = freeAddress({ subnet, gateway, used, aux: Object.values(cfg.AuxiliaryAddresses ?? {}).map(ipToNum), ...(cfg.IPRange ? { range: parseSubnet(cfg.IPRange) } : {}) });
           if (ip === undefined) throw precondition(`no available IPv4 addresses on network ${n.Name} (${cfg.IPRange ?? cfg.Subnet})`);
         }
         const address = numToIp(ip);
