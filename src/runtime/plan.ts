@@ -112,7 +112,7 @@ export interface HostLsm {
   selinux: boolean;
 }
 
-function credentialOps(p: Process, rootfs: string | undefined, preserveFds: number, seccomp?: CompiledSeccomp, setgroupsDenied = false, listenerState?: string, lsm?: HostLsm, startHooks: PlanOp[] = []): PlanOp[] {
+function credentialOps(p: Process, home: string, preserveFds: number, seccomp?: CompiledSeccomp, setgroupsDenied = false, listenerState?: string, lsm?: HostLsm, startHooks: PlanOp[] = []): PlanOp[] {
   const ops: PlanOp[] = [];
   // labels for the exec, set while still privileged (as runc, before the user and capabilities change)
   if (p.apparmorProfile && lsm?.apparmor) ops.push([Op.LSM_EXEC, "apparmor/exec", `exec ${p.apparmorProfile}`]);
@@ -152,7 +152,7 @@ function credentialOps(p: Process, rootfs: string | undefined, preserveFds: numb
   if (preserveFds > 0) ops.push([Op.PRESERVE_FDS, String(preserveFds)]);
   const env = p.env ?? [];
   for (const e of env) ops.push([Op.ENV, e]);
-  if (!env.some((e) => e.startsWith("HOME="))) ops.push([Op.ENV, `HOME=${homeOf(rootfs, p.user.uid)}`]);
+  if (!env.some((e) => e.startsWith("HOME="))) ops.push([Op.ENV, `HOME=${home}`]);
   ops.push(...startHooks);
   ops.push([Op.EXEC, p.args![0]!, ...p.args!]);
   return ops;
@@ -198,6 +198,79 @@ export interface CreatePlanInput {
   hookState?: string;
 }
 
+/**
+ * What a container's plan needs to know about the host and its rootfs. planHost gathers it (the
+ * only part that reads them); createPlan given one is a pure function of its arguments, so plans
+ * are golden-tested (test/plan-golden.test.ts) without root or a host like the one they describe.
+ */
+export interface PlanHost {
+  /** The runtime's own ids: root writes id maps itself, others map only their own ids or use newuidmap. */
+  uid: number;
+  gid: number;
+  /** HOME for the process's uid, from the container's /etc/passwd ("/" when it has none, as runc). */
+  home: string;
+  /** The kind of each bind source that exists: a directory or a file. */
+  bindSources: Record<string, "d" | "f">;
+  /** newuidmap and newgidmap (Debian's uidmap), where installed. */
+  idMapPrograms: { newuidmap?: string; newgidmap?: string };
+  /** Whether the host has /proc/kcore (linked as /dev/core, as runc). */
+  kcore: boolean;
+  /** The host's full proc and sysfs mounts outside the rootfs (--no-pivot hides them). */
+  hostProcMounts: string[];
+  /** Joined network namespaces that are the host's own (no net.* sysctls there). */
+  hostNetworkPaths: string[];
+  /** The container's cgroup: how the process enters it, its v2 device filter, what a cgroup mount shows. */
+  cgroup?: { entry: cgroups.CgroupEntry; deviceFilter?: { dir: string; program: string }; mountSources: { name: string; dir: string; v2: boolean }[] };
+}
+
+const bindSource = (m: Mount, bundle: string): string | undefined => {
+  const isBind = m.type === "bind" || (m.options ?? []).some((o) => o === "bind" || o === "rbind");
+  if (!isBind) return undefined;
+  const source = m.source ?? "";
+  return isAbsolute(source) ? source : resolve(bundle, source);
+};
+
+/** Reads what createPlan needs of the host (see PlanHost). */
+export function planHost(input: CreatePlanInput): PlanHost {
+  const { spec, rootfs } = input;
+  const linux = spec.linux ?? {};
+  const uid = process.getuid?.() ?? 0;
+  const bindSources: Record<string, "d" | "f"> = {};
+  for (const m of spec.mounts ?? []) {
+    const src = bindSource(m, input.bundle);
+    if (src === undefined) continue;
+    const st = statSync(src, { throwIfNoEntry: false });
+    if (st) bindSources[src] = st.isDirectory() ? "d" : "f";
+  }
+  const newUserNs = (linux.namespaces ?? []).some((n) => n.type === "user" && !n.path);
+  const cg = input.cgroup;
+  return {
+    uid,
+    gid: process.getgid?.() ?? 0,
+    home: homeOf(rootfs, spec.process?.user.uid ?? 0),
+    bindSources,
+    idMapPrograms: newUserNs && uid !== 0 ? { ...optional("newuidmap", findIdMapProgram("newuidmap")), ...optional("newgidmap", findIdMapProgram("newgidmap")) } : {},
+    kcore: existsSync("/proc/kcore"),
+    hostProcMounts: input.noPivot ? hostProcMounts(rootfs) : [],
+    // looked at only for net.* sysctls (an unreadable namespace is an error there)
+    hostNetworkPaths: Object.keys(linux.sysctl ?? {}).some((k) => k.startsWith("net.") || k.startsWith("net/"))
+      ? (linux.namespaces ?? []).filter((n) => n.type === "network" && n.path && sameNamespace(n.path, "/proc/self/ns/net")).map((n) => n.path!)
+      : [],
+    ...(cg
+      ? {
+          cgroup: {
+            // a new container's pids limit of 1 leaves no room for the helper beside its init
+            entry: input.cgroupEntry ?? cg.entry({ helperJoins: uid === 0, pidsTight: linux.resources?.pids?.limit === 1 }),
+            ...optional("deviceFilter", cg.deviceFilter(linux.resources?.devices)),
+            mountSources: (spec.mounts ?? []).some((m) => m.type === "cgroup" || m.type === "cgroup2") ? cg.mountSources() : [],
+          },
+        }
+      : {}),
+  };
+}
+
+const optional = <K extends string, V>(key: K, v: V | undefined): Partial<Record<K, V>> => (v === undefined ? {} : ({ [key]: v } as Record<K, V>));
+
 /** newuidmap/newgidmap from Debian's uidmap package: setuid helpers that apply /etc/subuid and /etc/subgid. */
 /**
  * `rm -rf PATH` as root of a new user namespace with these maps (rootless: what the container's
@@ -207,8 +280,8 @@ export function removalPlan(path: string, uidMappings: IdMap[], gidMappings: IdM
   const triples = (maps: IdMap[]) => maps.flatMap((m) => [String(m.containerID), String(m.hostID), String(m.size)]);
   return [
     [Op.CLONE, String(cloneFlag.user)],
-    [Op.ID_MAP_CMD, idMapProgram("newuidmap"), ...triples(uidMappings)],
-    [Op.ID_MAP_CMD, idMapProgram("newgidmap"), ...triples(gidMappings)],
+    [Op.ID_MAP_CMD, idMapProgram("newuidmap", findIdMapProgram("newuidmap")), ...triples(uidMappings)],
+    [Op.ID_MAP_CMD, idMapProgram("newgidmap", findIdMapProgram("newgidmap")), ...triples(gidMappings)],
     [Op.FOREGROUND],
     [Op.ENV, "PATH=/usr/bin:/bin"],
     [Op.EXEC, "/bin/rm", "rm", "-rf", "--", path],
@@ -217,8 +290,13 @@ export function removalPlan(path: string, uidMappings: IdMap[], gidMappings: IdM
 
 type IdMap = { containerID: number; hostID: number; size: number };
 
-function idMapProgram(name: string): string {
+function findIdMapProgram(name: string): string | undefined {
   for (const dir of ["/usr/bin", "/bin", "/usr/sbin"]) if (existsSync(`${dir}/${name}`)) return `${dir}/${name}`;
+  return undefined;
+}
+
+function idMapProgram(name: "newuidmap" | "newgidmap", found: string | undefined): string {
+  if (found) return found;
   throw unsupported(`rootless: ${name} is not installed (apt-get install uidmap), and mapping more than your own id needs it`);
 }
 
@@ -227,9 +305,8 @@ function mapText(maps: { containerID: number; hostID: number; size: number }[]):
 }
 
 /** How the process enters its cgroup (cgroups.CgroupEntry) as plan records; only root's helper joins. */
-function cgroupEntryOps(cg: cgroups.Cgroup | undefined, pidsTight: boolean, known?: cgroups.CgroupEntry, sub?: Record<string, string>): PlanOp[] {
-  if (!cg) return [];
-  const e = known ?? cg.entry({ helperJoins: process.getuid?.() === 0, pidsTight, ...(sub ? { sub } : {}) });
+function cgroupEntryOps(e: cgroups.CgroupEntry | undefined): PlanOp[] {
+  if (!e) return [];
   const ops: PlanOp[] = [...e.joins.map((j): PlanOp => [Op.CGROUP_JOIN, j.dir, j.back]), ...e.procs.map((f): PlanOp => [Op.CGROUP_PROCS, f])];
   if (e.cloneInto) ops.push([Op.CLONE_INTO_CGROUP, e.cloneInto]);
   return ops;
@@ -262,7 +339,7 @@ const ipcSysctls = new Set(["kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "
  * and only when the container has that namespace of its own (as runc's validator). Anything else
  * (kernel.core_pattern, vm.*, a net.* key in the host's network namespace) would change the host.
  */
-export function sysctlPath(key: string, namespaces: { type: NamespaceType; path?: string }[]): string {
+export function sysctlPath(key: string, namespaces: { type: NamespaceType; path?: string }[], hostNetworkPaths: readonly string[]): string {
   const bad = (why: string) => invalid(`config.json: linux.sysctl: ${JSON.stringify(key.slice(0, 100))} ${why}`);
   // runc accepts both spellings: kernel.msgmax and kernel/msgmax
   const name = key.replace(/\//g, ".");
@@ -272,7 +349,7 @@ export function sysctlPath(key: string, namespaces: { type: NamespaceType; path?
     if (!has("ipc")) throw bad("is not allowed in the host's IPC namespace (add an ipc namespace)");
   } else if (name.startsWith("net.")) {
     const net = namespaces.find((n) => n.type === "network");
-    if (!net || (net.path && sameNamespace(net.path, "/proc/self/ns/net"))) throw bad("is not allowed in the host's network namespace (add a network namespace)");
+    if (!net || (net.path && hostNetworkPaths.includes(net.path))) throw bad("is not allowed in the host's network namespace (add a network namespace)");
   } else if (name === "kernel.hostname" || name === "kernel.domainname") {
     if (!has("uts")) throw bad("is not allowed in the host's UTS namespace (add a uts namespace)");
   } else throw bad("is not namespaced: setting it would change the host (only kernel.msg*, kernel.sem, kernel.shm*, fs.mqueue.*, net.* and kernel.hostname/domainname are)");
@@ -290,7 +367,7 @@ function sameNamespace(a: string, b: string): boolean {
   }
 }
 
-export function createPlan(input: CreatePlanInput): PlanOp[] {
+export function createPlan(input: CreatePlanInput, host: PlanHost = planHost(input)): PlanOp[] {
   const { spec, rootfs } = input;
   const linux = spec.linux ?? {};
   const p = spec.process!;
@@ -302,10 +379,9 @@ export function createPlan(input: CreatePlanInput): PlanOp[] {
   if (input.fifo) ops.push([Op.MKFIFO, input.fifo, "622"], [Op.EXEC_FIFO, input.fifo]);
   if (input.consoleSocket) ops.push([Op.CONSOLE_SOCKET, input.consoleSocket]);
   // Host paths are opened before any namespace is joined.
-  const filter = input.cgroup?.deviceFilter(input.spec.linux?.resources?.devices);
+  const filter = host.cgroup?.deviceFilter;
   if (filter) ops.push([Op.DEVICE_FILTER, filter.dir, filter.program]);
-  // a new container's pids limit of 1 leaves no room for the helper beside its init
-  ops.push(...cgroupEntryOps(input.cgroup, input.spec.linux?.resources?.pids?.limit === 1, input.cgroupEntry));
+  ops.push(...cgroupEntryOps(host.cgroup?.entry));
   for (const t of joinOrder)
     for (const n of joined) if (n.type === t) ops.push([Op.SETNS, n.path!, String(cloneFlag[t])]);
   if (newNs.has("time")) {
@@ -321,8 +397,7 @@ export function createPlan(input: CreatePlanInput): PlanOp[] {
   if (newNs.has("user")) {
     if (!linux.uidMappings?.length || !linux.gidMappings?.length)
       throw invalid("config.json: linux.uidMappings and linux.gidMappings are required with a new user namespace");
-    const uid = process.getuid?.() ?? 0;
-    const gid = process.getgid?.() ?? 0;
+    const { uid, gid } = host;
     const ownOnly = (maps: { hostID: number; size: number }[], id: number) => maps.length === 1 && maps[0]!.hostID === id && maps[0]!.size === 1;
     if (uid === 0) ops.push([Op.UID_MAP, mapText(linux.uidMappings)], [Op.GID_MAP, mapText(linux.gidMappings)]);
     else if (ownOnly(linux.uidMappings, uid) && ownOnly(linux.gidMappings, gid)) {
@@ -331,7 +406,7 @@ export function createPlan(input: CreatePlanInput): PlanOp[] {
       setgroupsDenied = true;
     } else {
       const triples = (maps: { containerID: number; hostID: number; size: number }[]) => maps.flatMap((m) => [String(m.containerID), String(m.hostID), String(m.size)]);
-      ops.push([Op.ID_MAP_CMD, idMapProgram("newuidmap"), ...triples(linux.uidMappings)], [Op.ID_MAP_CMD, idMapProgram("newgidmap"), ...triples(linux.gidMappings)]);
+      ops.push([Op.ID_MAP_CMD, idMapProgram("newuidmap", host.idMapPrograms.newuidmap), ...triples(linux.uidMappings)], [Op.ID_MAP_CMD, idMapProgram("newgidmap", host.idMapPrograms.newgidmap), ...triples(linux.gidMappings)]);
     }
   }
   if (input.hookSync) ops.push([Op.HOOK_SYNC]);
@@ -364,11 +439,11 @@ export function createPlan(input: CreatePlanInput): PlanOp[] {
       const { flags } = parseMountOptions(m.options);
       if (flags & MS.RDONLY) {
         devReadOnly = flags & ~MS.RDONLY & ~MS.REMOUNT;
-        ops.push(...mountOps({ ...m, options: (m.options ?? []).filter((o) => o !== "ro") }, input));
+        ops.push(...mountOps({ ...m, options: (m.options ?? []).filter((o) => o !== "ro") }, input, host));
         continue;
       }
     }
-    ops.push(...mountOps(m, input));
+    ops.push(...mountOps(m, input, host));
   }
   if (devIsTmpfs) {
     const devices = [...defaultDevices.filter((d) => !(linux.devices ?? []).some((x) => x.path === d.path))];
@@ -376,7 +451,7 @@ export function createPlan(input: CreatePlanInput): PlanOp[] {
     for (const d of linux.devices ?? [])
       ops.push([Op.MKNOD, d.path, d.type === "u" ? "c" : d.type, String(d.major ?? 0), String(d.minor ?? 0), String(d.fileMode ?? 0o666), String(d.uid ?? 0), String(d.gid ?? 0)]);
     const links: [string, string][] = [["/proc/self/fd", "/dev/fd"], ["/proc/self/fd/0", "/dev/stdin"], ["/proc/self/fd/1", "/dev/stdout"], ["/proc/self/fd/2", "/dev/stderr"]];
-    if (existsSync("/proc/kcore")) links.push(["/proc/kcore", "/dev/core"]);
+    if (host.kcore) links.push(["/proc/kcore", "/dev/core"]);
     if ((spec.mounts ?? []).some((m) => m.destination === "/dev/pts")) links.push(["pts/ptmx", "/dev/ptmx"]);
     for (const [target, link] of links) ops.push([Op.SYMLINK, target, link]);
   } else {
@@ -384,7 +459,7 @@ export function createPlan(input: CreatePlanInput): PlanOp[] {
       ops.push([Op.MKNOD, d.path, d.type === "u" ? "c" : d.type, String(d.major ?? 0), String(d.minor ?? 0), String(d.fileMode ?? 0o666), String(d.uid ?? 0), String(d.gid ?? 0)]);
   }
   if (devReadOnly !== undefined) ops.push([Op.REMOUNT_RO, "/dev", String(devReadOnly)]);
-  if (input.noPivot) for (const path of hostProcMounts(rootfs)) ops.push([Op.HIDE_MOUNT, path]);
+  if (input.noPivot) for (const path of host.hostProcMounts) ops.push([Op.HIDE_MOUNT, path]);
   ops.push(input.noPivot ? [Op.CHROOT] : [Op.PIVOT_ROOT]);
   if (shared) ops.push([Op.PROPAGATION, String(prop), "exact"]);
   ops.push([Op.SETSID]);
@@ -398,27 +473,27 @@ export function createPlan(input: CreatePlanInput): PlanOp[] {
     if (!namespaces.some((n) => n.type === "uts")) throw invalid("config.json: domainname: unable to set the domainname without a private uts namespace");
     ops.push([Op.DOMAINNAME, spec.domainname]);
   }
-  for (const [k, v] of Object.entries(linux.sysctl ?? {})) ops.push([Op.SYSCTL, sysctlPath(k, namespaces), v]);
+  for (const [k, v] of Object.entries(linux.sysctl ?? {})) ops.push([Op.SYSCTL, sysctlPath(k, namespaces, host.hostNetworkPaths), v]);
   for (const path of linux.readonlyPaths ?? []) ops.push([Op.READONLY_PATH, path]);
   for (const path of linux.maskedPaths ?? []) ops.push([Op.MASK_PATH, path]);
   if (spec.root?.readonly) ops.push([Op.REMOUNT_ROOT_RO]);
   // startContainer hooks run from the container's process (after seccomp, before execve); the
   // state they read names the process by its pid there, as runc's
   const startHooks = (spec.hooks?.startContainer ?? []).map((h): PlanOp => [Op.START_HOOK, h.path, String(h.timeout ?? 0), input.hookState ?? "{}", String(h.args?.length ?? 0), ...(h.args ?? []), ...(h.env ?? [])]);
-  ops.push(...credentialOps(p, rootfs, input.preserveFds ?? 0, input.seccomp, setgroupsDenied, input.listenerState, input.lsm, startHooks));
+  ops.push(...credentialOps(p, host.home, input.preserveFds ?? 0, input.seccomp, setgroupsDenied, input.listenerState, input.lsm, startHooks));
   return ops;
 }
 
-function mountOps(m: Mount, input: CreatePlanInput): PlanOp[] {
+function mountOps(m: Mount, input: CreatePlanInput, host: PlanHost): PlanOp[] {
   const parsed = parseMountOptions(m.options);
   const { attrSet, attrClear } = parsed;
-  const ops = mountOpsOnly(m, input, parsed);
+  const ops = mountOpsOnly(m, input, host, parsed);
   // rro and the other recursive options: on the mount just made and every mount below it
   if (attrSet || attrClear) ops.push([Op.MOUNT_SETATTR, m.destination, String(attrSet), String(attrClear)]);
   return ops;
 }
 
-function mountOpsOnly(m: Mount, input: CreatePlanInput, { flags, propagation, data }: ReturnType<typeof parseMountOptions>): PlanOp[] {
+function mountOpsOnly(m: Mount, input: CreatePlanInput, host: PlanHost, { flags, propagation, data }: ReturnType<typeof parseMountOptions>): PlanOp[] {
   const type = m.type ?? "";
   const dest = m.destination;
   if (dest.split("/").includes("..")) throw invalid(`config.json: mounts: destination ${dest} contains ".."`);
@@ -427,12 +502,8 @@ function mountOpsOnly(m: Mount, input: CreatePlanInput, { flags, propagation, da
   if (isBind) {
     const source = m.source ?? "";
     const src = isAbsolute(source) ? source : resolve(input.bundle, source);
-    let kind = "d";
-    try {
-      kind = statSync(src).isDirectory() ? "d" : "f";
-    } catch {
-      throw invalid(`config.json: mounts: bind source ${src} for ${dest} does not exist`);
-    }
+    const kind = host.bindSources[src];
+    if (!kind) throw invalid(`config.json: mounts: bind source ${src} for ${dest} does not exist`);
     const opts = m.options ?? [];
     if (m.uidMappings || m.gidMappings || opts.includes("idmap") || opts.includes("ridmap")) {
       // An idmapped bind mount (runtime-spec 1.1): a user namespace lends its mapping to the mount.
@@ -447,16 +518,16 @@ function mountOpsOnly(m: Mount, input: CreatePlanInput, { flags, propagation, da
     }
     return [[Op.MOUNT, src, dest, "", String(flags | MS.BIND), String(prop), data.join(","), kind]];
   }
-  if (type === "cgroup" || type === "cgroup2") return cgroupMountOps(dest, flags, input);
+  if (type === "cgroup" || type === "cgroup2") return cgroupMountOps(dest, flags, input, host);
   return [[Op.MOUNT, m.source ?? type, dest, type, String(flags), String(prop), data.join(","), "d"]];
 }
 
 /** v2: a cgroup2 mount (the container's own view through its cgroup namespace). v1: runc's layout,
  * a tmpfs holding a bind of the container's cgroup from each hierarchy. */
-function cgroupMountOps(dest: string, flags: number, input: CreatePlanInput): PlanOp[] {
-  const cg = input.cgroup;
+function cgroupMountOps(dest: string, flags: number, input: CreatePlanInput, host: PlanHost): PlanOp[] {
+  const cg = host.cgroup;
   const newCgroupNs = (input.spec.linux?.namespaces ?? []).some((n) => n.type === "cgroup" && !n.path);
-  const sources = cg?.mountSources() ?? [];
+  const sources = cg?.mountSources ?? [];
   if (!cg || (sources.length === 1 && sources[0]!.v2)) {
     // v2: a cgroup namespace shows the container's own cgroup as the root of a fresh cgroup2 mount.
     if (newCgroupNs || !cg) return [[Op.MOUNT, "cgroup", dest, "cgroup2", String(flags), "0", "", "d"]];
@@ -494,13 +565,13 @@ export function execPlan(input: {
   const ops: PlanOp[] = [];
   if (input.consoleSocket) ops.push([Op.CONSOLE_SOCKET, input.consoleSocket]);
   // the seccomp agent's socket is the host's: connected before the container's mount namespace is joined
-  const credentials = credentialOps(input.process, input.rootfs, input.preserveFds ?? 0, input.seccomp, false, input.listenerState, input.lsm);
+  const credentials = credentialOps(input.process, homeOf(input.rootfs, input.process.user.uid), input.preserveFds ?? 0, input.seccomp, false, input.listenerState, input.lsm);
   const listener = credentials.findIndex((o) => o[0] === Op.SECCOMP_LISTENER);
   if (listener >= 0) ops.push(...credentials.splice(listener, 1));
   // Opened in the host before joining; the child chroots into it (pivot_root and no-pivot alike).
   ops.push([Op.ROOT_OF, String(input.pid)]);
   // a running container's processes already count against its pids limit
-  ops.push(...cgroupEntryOps(input.cgroup, (input.pidsLimit ?? 0) > 0, undefined, input.cgroupSub));
+  ops.push(...cgroupEntryOps(input.cgroup?.entry({ helperJoins: process.getuid?.() === 0, pidsTight: (input.pidsLimit ?? 0) > 0, ...(input.cgroupSub ? { sub: input.cgroupSub } : {}) })));
   for (const t of joinOrder)
     if (input.namespaces.includes(t)) {
       const path = `/proc/${input.pid}/ns/${procNsName[t]}`;
