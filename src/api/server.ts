@@ -117,6 +117,7 @@ function filtersOf(q: Query): string[] {
   try {
     f = JSON.parse(raw);
   } catch {
+    // a filter that is not JSON is the client's error, said as dockerd says it
     throw invalid(`invalid filters: ${raw.slice(0, 200)}`);
   }
   const out: string[] = [];
@@ -382,7 +383,7 @@ route("POST", "/containers/{id}/start", async (c) => {
     exitWatch?.destroy();
     for (const w of waiting) w(e as Error);
     // dockerd removes an --rm container whose start failed (the client waits for its removal)
-    if (v.rec.HostConfig.AutoRemove) await c.engine.remove(v.rec.Id, { force: true }).catch(() => {});
+    if (v.rec.HostConfig.AutoRemove) await c.engine.remove(v.rec.Id, { force: true }).catch(() => {}); // the start's error is what the client is told; a failed removal leaves a container `rm` still sees
     // clients read the cause from the words (docker run exits 127 for "no such file or directory",
     // 126 for "permission denied"): strerror's capitals as Go writes them
     if (e instanceof BerthError) throw new BerthError(e.kind, e.message.replace(/No such file or directory|Permission denied|Is a directory/g, (m) => m.toLowerCase()));
@@ -392,7 +393,7 @@ route("POST", "/containers/{id}/start", async (c) => {
     const id = v.rec.Id;
     void demuxAttach(exitWatch, { stdout: () => {}, stderr: () => {} }).then((code) =>
       // no code: the monitor is gone; the next look at the container settles it
-      code === undefined ? undefined : c.engine.exited(id, { unpublishInBackground: true }).catch(() => {}),
+      code === undefined ? undefined : c.engine.exited(id, { unpublishInBackground: true }).catch(() => {}), // the exit is recorded by the next look at the container if this one fails
     );
   }
   c.res.writeHead(204).end();
@@ -677,6 +678,7 @@ route("POST", "/build", async ({ req, res, query, engine }) => {
     try {
       return JSON.parse(v) as T;
     } catch {
+      // any parse error is the client's: named as the parameter
       throw invalid(`${name}: not valid JSON`);
     }
   };
@@ -895,6 +897,7 @@ function registryAuth(req: http.IncomingMessage): images.RegistryAuth | undefine
   try {
     doc = JSON.parse(Buffer.from(h.replace(/-/g, "+").replace(/_/g, "/"), "base64").toString("utf8"));
   } catch {
+    // any decoding error is the client's: said as dockerd says it
     throw invalid("X-Registry-Auth is not base64-encoded JSON");
   }
   if (doc.identitytoken) throw unsupported("identity tokens in X-Registry-Auth are not supported: give a username and password");

@@ -298,7 +298,7 @@ export class Builder {
       for (const d of this.deps(s)) visit(d);
     };
     visit(target);
-    for (const s of needed) void this.stageResult(s).catch(() => {});
+    for (const s of needed) void this.stageResult(s).catch(() => {}); // started early for parallelism; each stage's error surfaces where it is awaited
     const state = await this.stageResult(target);
     for (const k of Object.keys(this.buildArgs))
       if (!this.usedArgs.has(k) && !PROXY_ARGS.includes(k) && !(k in platformArgs())) this.emit({ kind: "warning", text: `One or more build-args [${k}] were not consumed` });
@@ -1029,6 +1029,7 @@ export class Builder {
         } else if (st.isFile() && st.size === 0) fs.unlinkSync(p);
         else continue;
       } catch {
+        // gone or changed meanwhile: left as it is, only empties are pruned
         continue;
       }
       for (let d = rel.split("/").slice(0, -1); d.length; d.pop()) parents.add(d.join("/"));

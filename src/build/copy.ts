@@ -53,6 +53,7 @@ function walk(tree: SourceTree, rel: string, out: string[]): void {
   try {
     names = fs.readdirSync(abs).sort();
   } catch {
+    // not a directory (or gone): nothing to list, the caller reports missing sources
     return;
   }
   for (const n of names) {
@@ -267,6 +268,7 @@ export async function isArchive(file: string): Promise<boolean> {
     }
     return seen.length >= 512 && seen.subarray(257, 262).toString("latin1") === "ustar";
   } catch {
+    // unreadable: not a tar archive, so ADD copies it as a file
     return false;
   }
 }
@@ -333,6 +335,7 @@ export function isDirInRoot(root: string, path: string): boolean {
       fs.closeSync(fd);
     }
   } catch {
+    // missing or unreadable: not a directory
     return false;
   } finally {
     fs.closeSync(rootFd);
@@ -376,11 +379,13 @@ export function resolveOwner(root: string, spec: string): CopyOwner {
       try {
         return fs.readFileSync(fdPath(fd), "utf8").split("\n").map((l) => l.split(":"));
       } catch {
+        // an unreadable passwd/group file names nobody: the name is reported unknown
         return [];
       } finally {
         fs.closeSync(fd);
       }
     } catch {
+      // no passwd/group file in the image: the name is reported unknown
       return [];
     } finally {
       fs.closeSync(rootFd);

@@ -145,6 +145,7 @@ function readPids(dir: string): number[] {
     try {
       text = readFileSync(join(d, "cgroup.procs"), "utf8");
     } catch {
+      // the cgroup went away during the walk: it holds no processes
       return;
     }
     for (const l of text.split("\n")) if (l) out.add(Number(l));
@@ -163,6 +164,7 @@ function readV2Controllers(mount: string): string[] {
   try {
     return readFileSync(join(mount, "cgroup.controllers"), "utf8").trim().split(/\s+/).filter(Boolean);
   } catch {
+    // an unreadable tree offers no controllers (the hybrid's empty v2 tree)
     return [];
   }
 }
@@ -300,6 +302,7 @@ export class V1Driver implements CgroupDriver {
           writeValue(dir, w);
           writeValue(dir, memsw);
         } catch {
+          // the kernel refused this order (memsw below the new limit): the other order is right then
           writeValue(dir, memsw);
           writeValue(dir, w);
         }
@@ -347,6 +350,7 @@ export class V1Driver implements CgroupDriver {
     try {
       return !!dir && readFileSync(join(dir, "freezer.state"), "utf8").trim() === "FROZEN";
     } catch {
+      // no freezer file: the cgroup is gone or has no freezer, so it is not frozen
       return false;
     }
   }
@@ -395,6 +399,7 @@ export class V2Driver implements CgroupDriver {
     try {
       return readFileSync(join(dir, "cgroup.controllers"), "utf8").trim().split(/\s+/).filter(Boolean);
     } catch {
+      // a cgroup without the file (gone, or the root's): none available
       return [];
     }
   }
@@ -415,6 +420,7 @@ export class V2Driver implements CgroupDriver {
             try {
               writeFileSync(join(cur, "cgroup.subtree_control"), `+${c}`);
             } catch {
+              // the kernel refuses some controllers at some levels: the rest still apply, and a missing one is reported when used
               void err;
             }
           }
@@ -481,6 +487,7 @@ export class V2Driver implements CgroupDriver {
     try {
       return readFileSync(join(this.mount, path, "cgroup.freeze"), "utf8").trim() === "1";
     } catch {
+      // no freeze file: the cgroup is gone, so it is not frozen
       return false;
     }
   }

@@ -63,6 +63,7 @@ function hostLimits(): HostLimits {
     try {
       return readFileSync(p, "utf8").trim();
     } catch {
+      // a host without this file: the fallback is the kernel's default
       return fallback;
     }
   };
@@ -136,6 +137,7 @@ export class Cgroup {
     try {
       return this.driver.pids(this.path);
     } catch {
+      // not made (yet), or removed: no processes
       return [];
     }
   }

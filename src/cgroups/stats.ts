@@ -29,6 +29,7 @@ function num(dir: string | undefined, file: string): number {
     if (t === "max") return Number(UNLIMITED);
     return Number(t.split(/\s+/)[0]);
   } catch {
+    // a controller file this kernel lacks: docker reports 0 too
     return 0;
   }
 }

@@ -48,3 +48,13 @@ export function errorMessage(err: unknown): string {
   }
   return String(err);
 }
+
+/** The kernel's words in a failed fs call ("no such file or directory", "permission denied"), as Go's errors print them. */
+export function fsCause(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  if (!e?.code) return errorMessage(err);
+  return e.message.replace(/^E[A-Z0-9]+: /, "").replace(/, \w+ '.*'$/s, "");
+}
+
+/** Whether a failed fs call failed because the path does not exist. */
+export const isNotFound = (err: unknown): boolean => (err as NodeJS.ErrnoException)?.code === "ENOENT" || (err as NodeJS.ErrnoException)?.code === "ENOTDIR";

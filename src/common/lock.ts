@@ -99,6 +99,7 @@ export function lockHeld(path: string): boolean {
   try {
     fd = fs.openSync(path, fs.constants.O_RDWR);
   } catch {
+    // no lock file (or unreadable): nobody holds it
     return false;
   }
   try {

@@ -8,6 +8,7 @@ export function processStartTime(pid: number): { start: number; zombie: boolean 
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     return { start: Number(fields[19]), zombie: fields[0] === "Z" || fields[0] === "X" };
   } catch {
+    // the process is gone (or its stat unreadable): no start time
     return undefined;
   }
 }

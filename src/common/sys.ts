@@ -301,6 +301,7 @@ export function exitNow(code: number): never {
   try {
     addon = load();
   } catch {
+    // the addon cannot load: exit without its fast path, with the same code
     process.exit(code);
   }
   process.exitCode = code;

@@ -48,7 +48,7 @@ function executor(engine: Engine): BuildExecutor {
       if (step.shmSize) hc.ShmSize = step.shmSize;
       const config = { ...defaultContainerConfig(step.image.id), Cmd: step.argv, Entrypoint: [], Env: step.env, User: step.user, WorkingDir: step.workdir };
       const { Id: id } = await engine.create({ Config: config, HostConfig: hc, pull: "never" }, undefined, { startNext: { handlesExit: true }, buildStep: true });
-      const remove = async () => void (await engine.remove(id, { force: true, volumes: true }).catch(() => {}));
+      const remove = async () => void (await engine.remove(id, { force: true, volumes: true }).catch(() => {})); // removal after a step: a container left behind is swept by gc and `system repair`
       try {
         let sock: import("node:net").Socket | undefined;
         await engine.start(id, { beforeStart: async () => void (sock = await engine.attach(id)), handlesExit: true });

@@ -144,6 +144,7 @@ export function statsDocument(s: import("./system.js").StatsSample, prev: Record
       const f = (require_fs().readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "").trim().split(/\s+/).slice(1, 8).map(Number);
       return Math.round((f.reduce((a, b) => a + b, 0) * 1e9) / 100); // clock ticks (USER_HZ 100) to ns
     } catch {
+      // no /proc/stat: no CPU total to report, as docker's stats then
       return 0;
     }
   })();

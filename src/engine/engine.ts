@@ -529,6 +529,7 @@ export class Engine {
             try {
               return this.linkedHosts([l], rec, nets);
             } catch {
+              // a network's link whose target is gone or stopped does not resolve, as dockerd's DNS
               return [];
             }
           }),
@@ -704,6 +705,7 @@ export class Engine {
       try {
         v = this.containers.read(this.containers.resolve(name));
       } catch {
+        // resolve fails only for an unknown or ambiguous name: docker's words for both
         throw notFound(`could not get container for ${name}`);
       }
       if (!v?.state.Running) throw precondition(`Cannot link to a non running container: /${name} AS ${rec.Name}/${alias}`);
@@ -722,7 +724,7 @@ export class Engine {
    */
   async discardLeftover(id: string, dir: string): Promise<void> {
     const rootfs = join(dir, "rootfs");
-    if (isMountpoint(rootfs)) await unmountAsync(rootfs).catch(() => {});
+    if (isMountpoint(rootfs)) await unmountAsync(rootfs).catch(() => {}); // not mounted any more: nothing to unmount; a busy mount is reported by the removal below
     try {
       // (with no runtime record, it still removes the cgroup at the container's path)
       await this.runtime.delete(id, { force: true });
@@ -731,8 +733,8 @@ export class Engine {
     }
     if (fs.existsSync(join(this.root, "network"))) {
       const held = this.network.store.held(id);
-      if (held.endpoints.length || held.ports.length) await this.network.release(id).catch(() => {});
-      if (this.network.cniState(id)) await this.network.cniDetach(id).catch(() => {});
+      if (held.endpoints.length || held.ports.length) await this.network.release(id).catch(() => {}); // best effort for a leftover: `system repair` releases what stays held
+      if (this.network.cniState(id)) await this.network.cniDetach(id).catch(() => {}); // best effort for a leftover: the plugins' state file stays for `system repair`
     }
     if (this.images.snapshots.hasActive(id)) this.images.snapshots.remove(id);
     removeTree(dir, { detachMounts: true });
@@ -744,12 +746,12 @@ export class Engine {
     // on worker threads), the runtime's record and cgroup, and the rootfs's unmount (on a worker
     // thread: overlayfs syncs its upper layer)
     const rootfs = this.containers.path(id, "rootfs");
-    const unmount = isMountpoint(rootfs) ? unmountAsync(rootfs).catch(() => {}) : Promise.resolve();
+    const unmount = isMountpoint(rootfs) ? unmountAsync(rootfs).catch(() => {}) : Promise.resolve(); // not mounted any more: nothing to unmount; a busy mount is reported by the snapshot's removal
     // a container about to be removed (--rm): its snapshot's files go as soon as it is unmounted,
     // beside the runtime's deletion (removeLocked takes this removal over)
     if (opts.removeSnapshot && !isRootless()) {
       const removal = unmount.then(() => this.images.snapshots.removeAsync(id));
-      removal.catch(() => {});
+      removal.catch(() => {}); // awaited by removeLocked, which reports its error
       this.snapshotRemovals.set(id, removal);
     }
     if (isRootless()) stopPasta(this.containers.path(id, "pasta.pid")); // only rootless containers have one
@@ -757,8 +759,8 @@ export class Engine {
       if (!this.networking && !fs.existsSync(join(this.root, "network"))) return;
       const held = this.network.store.held(id);
       // (unpublishInBackground: its ports' elements are deleted by a process of their own)
-      if (held.endpoints.length || held.ports.length) await (opts.unpublishInBackground ? this.network.releaseInBackground(id) : this.network.release(id)).catch(() => {});
-      if (this.network.cniState(id)) await this.network.cniDetach(id).catch(() => {});
+      if (held.endpoints.length || held.ports.length) await (opts.unpublishInBackground ? this.network.releaseInBackground(id) : this.network.release(id)).catch(() => {}); // the container ended: what stays held is reclaimed by the next allocation (reclaim) or `system repair`
+      if (this.network.cniState(id)) await this.network.cniDetach(id).catch(() => {}); // the container ended: the plugins' state file stays for `system repair`
     })();
     try {
       await this.runtime.delete(id, { force: true });
@@ -792,6 +794,7 @@ export class Engine {
         try {
           await this.removeLocked(ended.view, {}, true);
         } catch {
+          // --rm's removal failed: the container stays, exited, for `rm` (docker keeps it too)
           this.containers.writeState(id, ended.view.state);
           removeFile(this.containers.path(id, MonitorFile.EXIT));
         }
@@ -1021,6 +1024,7 @@ export class Engine {
         try {
           this.containers.resolve(target);
         } catch {
+          // resolve fails only for an unknown or ambiguous name: docker's words for both
           throw invalid(`could not get container for ${target}`);
         }
       }
@@ -1108,6 +1112,7 @@ export class Engine {
     try {
       v = await this.get(parent);
     } catch {
+      // get fails only for an unknown or ambiguous name: docker's words for both
       throw notFound(`Cannot get parent /${parent} for link name ${clean}`);
     }
     const lock = await this.containers.lock(v.rec.Id);
@@ -1458,6 +1463,7 @@ export function isMountpoint(path: string): boolean {
     if (a.dev !== b.dev) return true;
     return fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n").some((l) => l.split(" ")[4] === path);
   } catch {
+    // gone or unreadable: not a mount point
     return false;
   }
 }

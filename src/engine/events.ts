@@ -106,6 +106,7 @@ function parseEvent(line: string): BerthEvent | undefined {
   try {
     return line ? (JSON.parse(line) as BerthEvent) : undefined;
   } catch {
+    // a torn last line (a writer killed mid-write): skipped
     return undefined;
   }
 }

@@ -110,6 +110,7 @@ function safeFamiliar(name: string): string {
   try {
     return familiar(name);
   } catch {
+    // a name that is no reference (an ID): shown as it is
     return name;
   }
 }

@@ -106,6 +106,7 @@ function tailStart(files: LogFile[], n: number): { index: number; offset: number
     try {
       fd = fs.openSync(path, "r");
     } catch {
+      // a rotated file removed meanwhile: the others are read
       continue;
     }
     try {

@@ -55,6 +55,7 @@ export function stopPasta(pidFile: string): void {
   try {
     pid = Number(fs.readFileSync(pidFile, "utf8").trim());
   } catch {
+    // no pid file: pasta never started or is gone already
     return;
   }
   try {

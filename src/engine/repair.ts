@@ -35,7 +35,7 @@ export async function repair(engine: Engine, opts: { dryRun?: boolean } = {}): P
     const v = engine.containers.read(id);
     if (!v || !engine.orphanBuildStep(v.rec)) continue;
     out.push(`container ${id.slice(0, 12)} (a step of a build that was killed)`);
-    if (!dry) await engine.remove(id, { force: true }).catch(() => {});
+    if (!dry) await engine.remove(id, { force: true }).catch(() => {}); // repair goes on with the rest; what stays is listed again next time
   }
   // stopped containers: a rootfs still mounted, addresses and ports still held
   for (const id of engine.containers.ids()) {
@@ -43,7 +43,7 @@ export async function repair(engine: Engine, opts: { dryRun?: boolean } = {}): P
     const rootfs = engine.containers.path(id, "rootfs");
     if (isMountpoint(rootfs)) {
       out.push(`mount of container ${id.slice(0, 12)}'s rootfs`);
-      if (!dry) await unmountAsync(rootfs).catch(() => {});
+      if (!dry) await unmountAsync(rootfs).catch(() => {}); // repair goes on with the rest; what stays is listed again next time
     }
   }
   if (fs.existsSync(join(engine.root, "network"))) {
@@ -52,7 +52,7 @@ export async function repair(engine: Engine, opts: { dryRun?: boolean } = {}): P
     for (const c of holders) {
       if (isReleaser(c) || engine.isActive(c)) continue;
       out.push(`network addresses and ports held by ${c.slice(0, 12)} (not running)`);
-      if (!dry) await engine.network.release(c).catch(() => {});
+      if (!dry) await engine.network.release(c).catch(() => {}); // repair goes on with the rest; what stays is listed again next time
     }
   }
   out.push(...engine.volumes.leftovers(dry));

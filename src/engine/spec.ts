@@ -5,7 +5,7 @@
  */
 import { availableParallelism } from "node:os";
 import * as fs from "node:fs";
-import { invalid, notFound, unsupported } from "../common/errors.js";
+import { fsCause, invalid, isNotFound, notFound, unsupported } from "../common/errors.js";
 import { parseCpuList, type LinuxResources } from "../cgroups/index.js";
 import { allCapabilities, defaultSeccomp, dockerDefaultCapabilities, dockerMaskedPaths, dockerReadonlyPaths, type Seccomp } from "../security/index.js";
 import type { Mount, Spec } from "../runtime/index.js";
@@ -202,8 +202,8 @@ function blockDevice(path: string): { major: number; minor: number } {
   let st: fs.BigIntStats | undefined;
   try {
     st = fs.statSync(path, { bigint: true });
-  } catch {
-    throw invalid(`${path}: no such device`);
+  } catch (e) {
+    throw invalid(isNotFound(e) ? `${path}: no such device` : `${path}: ${fsCause(e)}`);
   }
   if (!st.isBlockDevice()) throw invalid(`${path} is not a block device`);
   const rdev = st.rdev;
@@ -214,6 +214,7 @@ function onlineCpus(): number[] {
   try {
     return parseCpuList(fs.readFileSync("/sys/devices/system/cpu/online", "utf8").trim(), "cpu/online");
   } catch {
+    // no cpu/online (a restricted /sys): assume one CPU
     return [0];
   }
 }
@@ -295,8 +296,8 @@ export function buildSpec(input: SpecInput): Spec {
     let st: fs.Stats;
     try {
       st = fs.statSync(d.PathOnHost);
-    } catch {
-      throw notFound(`error gathering device information while adding custom device "${d.PathOnHost}": no such file or directory`);
+    } catch (e) {
+      throw (isNotFound(e) ? notFound : invalid)(`error gathering device information while adding custom device "${d.PathOnHost}": ${fsCause(e)}`);
     }
     if (!st.isCharacterDevice() && !st.isBlockDevice()) throw invalid(`${d.PathOnHost} is not a device node`);
     const major = Number((BigInt(st.rdev) >> 8n) & 0xfffn),
@@ -368,6 +369,7 @@ export function rootlessIdMappings(): { uid: IdMap[]; gid: IdMap[]; ranged: bool
     try {
       return fs.readFileSync("/etc/passwd", "utf8").split("\n").find((l) => l.split(":")[2] === String(uid))?.split(":")[0] ?? "";
     } catch {
+      // no /etc/passwd: the user has no name
       return "";
     }
   })();

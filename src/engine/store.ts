@@ -82,6 +82,7 @@ function safeReaddir(dir: string): string[] {
   try {
     return fs.readdirSync(dir);
   } catch {
+    // no directory yet: nothing in it
     return [];
   }
 }
@@ -176,6 +177,7 @@ export class ContainerStore {
     try {
       return fs.readFileSync(join(this.names, name), "utf8") || undefined;
     } catch {
+      // no such name file: the name is free
       return undefined;
     }
   }
@@ -250,10 +252,12 @@ export class ContainerStore {
       try {
         state = JSON.parse(fs.readFileSync(this.path(id, "state.json"), "utf8")) as ContainerState;
       } catch {
+        // a state file torn by a crash: the container is shown dead, for `rm`
         state = { ...initialState(), Status: "dead", Dead: true, Error: "state lost" };
       }
       return { rec, state };
     } catch {
+      // no (or a torn) record: removed meanwhile, or a create killed half-way (repair's business)
       return undefined;
     }
   }
@@ -262,6 +266,7 @@ export class ContainerStore {
     try {
       return fs.readdirSync(this.dir).filter((n) => /^[a-f0-9]{64}$/.test(n) && fs.existsSync(this.path(n, "config.json")));
     } catch {
+      // no containers directory yet: none
       return [];
     }
   }
@@ -306,6 +311,7 @@ export class ContainerStore {
       fs.renameSync(this.path(id), tmp);
       return tmp;
     } catch {
+      // already moved away by a concurrent removal
       return undefined;
     }
   }

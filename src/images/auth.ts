@@ -155,6 +155,7 @@ export function registryCAs(host: string): Buffer[] {
     try {
       names = fs.readdirSync(d);
     } catch {
+      // a credentials directory that does not exist: nothing in it
       continue;
     }
     for (const n of names) if (n.endsWith(".crt")) out.push(fs.readFileSync(join(d, n)));

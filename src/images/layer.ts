@@ -391,7 +391,7 @@ async function* zstdThroughCommand(command: string, input: AsyncIterable<Buffer>
     }
   })();
   child.stdin!.on("error", () => {}); // zstd stopped reading: its exit status says why
-  feed.catch(() => {});
+  feed.catch(() => {}); // the feed's failure shows as zstd's exit status, reported below
   let complete = false;
   try {
     for await (const chunk of child.stdout!) yield chunk as Buffer;

@@ -283,7 +283,7 @@ export async function pullImage(store: ImageStore, input: string, opts: PullOpti
     // the copy snapshotter needs layer i-1 committed before i starts: chain the promises
     const run = jobs.map((job, i) => () => {
       const p = job();
-      committed[i] = p.catch(() => {});
+      committed[i] = p.catch(() => {}); // only the order is awaited here; the job's own error is reported by the pool
       return p;
     });
     await limit(copyMode ? 1 : (opts.concurrency ?? 4), run);

@@ -104,6 +104,7 @@ abstract class BaseSnapshotter {
     try {
       return JSON.parse(fs.readFileSync(this.metaPath(chainId), "utf8")) as LayerSnapshot;
     } catch {
+      // no (or a torn) metadata file: the layer is not there
       return undefined;
     }
   }
@@ -259,6 +260,7 @@ export class OverlaySnapshotter extends BaseSnapshotter implements Snapshotter {
     try {
       fs.renameSync(dir, tmp);
     } catch {
+      // already moved away by a concurrent removal
       return;
     }
     if (short) fs.rmSync(join(this.linksDir, short), { force: true });
@@ -386,6 +388,7 @@ export class CopySnapshotter extends BaseSnapshotter implements Snapshotter {
     try {
       fs.renameSync(join(this.layersDir, hexOf(chainId)), tmp);
     } catch {
+      // already moved away by a concurrent removal
       return;
     }
     fs.rmSync(tmp, { recursive: true, force: true });
@@ -456,6 +459,7 @@ export function openSnapshotter(root: string, kind?: "overlay" | "copy"): Snapsh
     try {
       chosen = fs.readFileSync(marker, "utf8").trim() as "overlay" | "copy";
     } catch {
+      // no marker yet: this store chooses now
       chosen = overlayInKernel() ? "overlay" : "copy";
       fs.mkdirSync(root, { recursive: true });
       writeFileAtomic(marker, `${chosen}\n`);
@@ -469,6 +473,7 @@ function overlayInKernel(): boolean {
   try {
     return /\toverlay$/m.test(fs.readFileSync("/proc/filesystems", "utf8"));
   } catch {
+    // no /proc/filesystems: no overlay to use
     return false;
   }
 }

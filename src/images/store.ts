@@ -100,6 +100,7 @@ export class ImageStore {
     try {
       st = fs.statSync(this.metaPath);
     } catch {
+      // no metadata file yet: an empty store
       return { version: 1, images: {} };
     }
     let c = this.cache;
@@ -391,6 +392,7 @@ export class ImageStore {
           const p = fs.readFileSync(join(this.snapshots.root, "active", k, "parent"), "utf8");
           return p ? [p] : [];
         } catch {
+          // no parent file: a snapshot on no image
           return [];
         }
       });

@@ -56,6 +56,7 @@ export function conflists(ownDir: string): Array<{ file: string; list: CniConfli
     try {
       names = fs.readdirSync(dir).filter((n) => n.endsWith(".conflist")).sort();
     } catch {
+      // a configured CNI directory that does not exist: no networks there
       continue;
     }
     for (const n of names) {
@@ -117,7 +118,7 @@ export async function cniAdd(list: CniConflist, args: { containerId: string; net
       done.push(i);
     }
   } catch (e) {
-    for (const i of done.reverse()) await invoke("DEL", list, list.plugins[i]!, { ...args, ...(prev ? { prevResult: prev } : {}) }).catch(() => {});
+    for (const i of done.reverse()) await invoke("DEL", list, list.plugins[i]!, { ...args, ...(prev ? { prevResult: prev } : {}) }).catch(() => {}); // undoing what was added: the ADD's error is the one reported
     throw e;
   }
   return prev ?? {};

@@ -82,6 +82,7 @@ function upstreams(): string[] {
       .map((l) => /^\s*nameserver\s+([\d.]+)\s*$/.exec(l)?.[1])
       .filter((x): x is string => !!x);
   } catch {
+    // no resolv.conf: no upstream servers, names outside berth's fail
     return [];
   }
 }

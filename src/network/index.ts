@@ -156,6 +156,7 @@ export class Networking {
       try {
         return fs.readFileSync(ready, "utf8").split("\n").includes(gateway);
       } catch {
+        // no ready file yet: not serving
         return false;
       }
     };
@@ -212,7 +213,7 @@ export class Networking {
     if (!held.ports.length || held.ports.length > 20) return this.release(container);
     const pid = spawnProcess(buildBinary("berth-net"), ["berth-net", ...this.elemOps("del", held.ports)], [-1, -1, -1]);
     const start = processStart(pid); // before it is reaped: a pid whose start is 0 is taken as ended
-    void waitChildAsync(pid).catch(() => {});
+    void waitChildAsync(pid).catch(() => {}); // reaped only so it is no zombie; its outcome is checked through the store
     await this.store.releasePortsTo(container, releaserHolder(pid, start));
   }
 
@@ -268,6 +269,7 @@ export class Networking {
     try {
       return JSON.parse(fs.readFileSync(join(this.cniStateDir, `${container}.json`), "utf8"));
     } catch {
+      // no (or a torn) state file: not on a CNI network
       return undefined;
     }
   }
@@ -291,6 +293,7 @@ export class Networking {
     try {
       list = readConflist(st.file);
     } catch {
+      // the conflist was edited or removed since: the DEL goes by its name (or with no plugins)
       list = findConflist(this.cniDir, st.network)?.list ?? { cniVersion: "1.0.0", name: st.network, plugins: [] };
     }
     try {
@@ -305,7 +308,7 @@ export class Networking {
     const doc = this.store.read();
     const links = doc.networks.map(bridgeName).filter((l) => fs.existsSync(`/sys/class/net/${l}`));
     if (links.length) await run(buildBinary("berth-net"), links.flatMap((l) => ["del", l]));
-    await removeRuleset(this.table).catch(() => {});
+    await removeRuleset(this.table).catch(() => {}); // no ruleset (already removed): nothing to do
     fs.rmSync(this.marker, { force: true });
   }
 }

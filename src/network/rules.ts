@@ -115,6 +115,7 @@ export function rulesCurrent(marker: string, generation: number): boolean {
   try {
     return fs.readFileSync(marker, "utf8") === String(generation);
   } catch {
+    // no marker yet: the rules are not current
     return false;
   }
 }

@@ -146,6 +146,7 @@ export class NetworkStore {
     try {
       return JSON.parse(fs.readFileSync(this.file, "utf8")) as Doc;
     } catch {
+      // no store file yet: no networks
       return { networks: [], endpoints: [], ports: [], generation: 0 };
     }
   }

@@ -104,7 +104,7 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
     resolveReady = res;
     rejectReady = rej;
   });
-  ready.catch(() => {});
+  ready.catch(() => {}); // awaited by the caller; this keeps an early failure from being unhandled
   const fail = (e: Error) => {
     if (!settled) {
       settled = true;
@@ -293,14 +293,16 @@ function spawnLauncher(launcher: string[], base: StdioEntry[], n: number): Launc
       if (planOpen)
         try {
           writeSync(planWrite, b);
-        } catch {}
+        } catch {
+          /* EPIPE: the helper is gone, and its report pipe says why */
+        }
     },
     endPlan: () => {
       if (planOpen) closeSync(planWrite);
       planOpen = false;
     },
     reap: () => {
-      if (!reaped) started.then((pid) => sys.waitChildAsync(pid)).catch(() => {});
+      if (!reaped) started.then((pid) => sys.waitChildAsync(pid)).catch(() => {}); // reaped only so it is no zombie; its failure was reported through its pipe
       reaped = true;
     },
   };

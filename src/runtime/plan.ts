@@ -363,6 +363,7 @@ function sameNamespace(a: string, b: string): boolean {
       y = statSync(b);
     return x.dev === y.dev && x.ino === y.ino;
   } catch {
+    // any error: the namespace cannot be read, as said
     throw invalid(`config.json: linux.namespaces: cannot read the network namespace ${a}`);
   }
 }

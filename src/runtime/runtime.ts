@@ -13,7 +13,7 @@ import { constants as osc, userInfo } from "node:os";
 import { dirname, resolve } from "node:path";
 import { join } from "../common/path.js";
 import { privateTmpDir } from "../common/paths.js";
-import { BerthError, errorMessage, invalid, notFound, precondition, unsupported } from "../common/errors.js";
+import { BerthError, errorMessage, fsCause, invalid, isNotFound, notFound, precondition, unsupported } from "../common/errors.js";
 import * as cgroups from "../cgroups/index.js";
 import { compileSeccomp, type CompiledSeccomp, type Seccomp } from "../security/index.js";
 import { runHelper, type HelperOptions, type LaunchedHelper } from "./helper.js";
@@ -107,6 +107,7 @@ function nsInode(path: string): string | undefined {
   try {
     return String(statSync(path).ino);
   } catch {
+    // gone: no namespace to compare
     return undefined;
   }
 }
@@ -146,10 +147,11 @@ export class Runtime {
     let rootfs: string;
     try {
       rootfs = realpathSync(rootPath);
-      if (!statSync(rootfs).isDirectory()) throw new Error("not a directory");
-    } catch {
-      throw notFound(`rootfs ${rootPath} does not exist or is not a directory (config.json root.path)`);
+    } catch (e) {
+      if (isNotFound(e)) throw notFound(`rootfs ${rootPath} does not exist (config.json root.path)`);
+      throw invalid(`rootfs ${rootPath}: ${fsCause(e)} (config.json root.path)`);
     }
+    if (!statSync(rootfs).isDirectory()) throw notFound(`rootfs ${rootPath} is not a directory (config.json root.path)`);
     return { spec, bundle: dir, rootfs };
   }
 
@@ -159,7 +161,7 @@ export class Runtime {
    */
   async removeInUserNamespace(path: string, uidMappings: IdMapping[], gidMappings: IdMapping[]): Promise<void> {
     const run = runHelper(removalPlan(path, uidMappings, gidMappings), { stdio: ["ignore", "ignore", "ignore"] });
-    await run.ready.catch(() => {});
+    await run.ready.catch(() => {}); // the helper's own failure shows in its exit status, reported below
     const r = await run.exited;
     if (r.code !== 0 || (r.waitStatus ?? 0) !== 0) throw new BerthError("System", `cannot remove ${path} in a user namespace (exit ${r.code}, status ${r.waitStatus})`);
   }
@@ -418,7 +420,7 @@ export class Runtime {
       await this.start(id);
     } catch (err) {
       unforward();
-      await this.delete(id, { force: true }).catch(() => {});
+      await this.delete(id, { force: true }).catch(() => {}); // the start's error is what the caller is told; a record left behind is `delete`d later
       throw err;
     }
     if (opts.detach || !fg) {
@@ -796,6 +798,7 @@ async function emptyCgroup(cg: cgroups.Cgroup, stranger: (pid: number) => boolea
     try {
       pids = cg.pids();
     } catch {
+      // the cgroup is gone: no processes
       return [];
     }
     const ours = pids.filter((p) => !stranger(p));

@@ -6,7 +6,7 @@
  */
 import { mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync, existsSync } from "node:fs";
 import { join } from "../common/path.js";
-import { exists, invalid, notFound } from "../common/errors.js";
+import { exists, invalid, isNotFound, notFound } from "../common/errors.js";
 import { removeTree } from "../common/sys.js";
 import * as cgroups from "../cgroups/index.js";
 import { processStartTime } from "../common/proc.js";
@@ -95,8 +95,9 @@ export class StateStore {
     let text: string;
     try {
       text = readFileSync(join(this.dir(id), "state.json"), "utf8");
-    } catch {
-      throw notFound(`container ${id} does not exist`);
+    } catch (e) {
+      if (isNotFound(e)) throw notFound(`container ${id} does not exist`);
+      throw e;
     }
     return JSON.parse(text) as ContainerRecord;
   }
@@ -109,6 +110,7 @@ export class StateStore {
     try {
       return readdirSync(this.root).filter((n) => idPattern.test(n) && existsSync(join(this.root, n, "state.json")));
     } catch {
+      // no state directory yet: no containers
       return [];
     }
   }

@@ -38,6 +38,7 @@ export class VolumeStore {
     try {
       return JSON.parse(fs.readFileSync(this.meta(name), "utf8")) as Volume;
     } catch {
+      // no (or a torn) metadata file: a volume made by another tool is adopted; none is not found
       if (fs.existsSync(join(this.dir, name, "_data"))) return this.record(name, {}, false);
       throw notFound(`get ${name}: no such volume`);
     }
@@ -69,6 +70,7 @@ export class VolumeStore {
     try {
       names = fs.readdirSync(this.dir);
     } catch {
+      // no volumes directory yet: none
       return [];
     }
     return names.filter((n) => nameRe.test(n) && this.has(n)).map((n) => this.get(n));
@@ -92,6 +94,7 @@ export class VolumeStore {
     try {
       names = fs.readdirSync(this.dir);
     } catch {
+      // no volumes directory yet: none
       return [];
     }
     for (const n of names) {

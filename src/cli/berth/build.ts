@@ -119,6 +119,7 @@ export async function build(ctx: Context, argv: string[]): Promise<number> {
       const r = parseReference(t);
       if (r.digest) throw new Error("digest");
     } catch {
+      // any reference error (or a digest) is docker's one message for -t
       throw invalid(`invalid argument "${t}" for "-t, --tag" flag: invalid reference format`);
     }
   }

@@ -3,7 +3,7 @@ import { trace } from "../../common/trace.js";
 import * as fs from "node:fs";
 import { spawnSync } from "node:child_process";
 import { basename, dirname } from "node:path";
-import { BerthError, invalid } from "../../common/errors.js";
+import { BerthError, fsCause, invalid } from "../../common/errors.js";
 import {
   archiveHostPath,
   containerInspect,
@@ -168,6 +168,7 @@ function size(v: string | undefined, flag: string, command: string, short?: stri
   try {
     n = parseSize(v);
   } catch {
+    // any size error is docker's one message for the flag
     throw new UsageError(`invalid argument "${v}" for "${short ? `-${short}, ` : ""}--${flag}" flag: invalid size: '${v}'`, command);
   }
   // a cgroup limit is an int64
@@ -186,8 +187,8 @@ function envFiles(files: string[]): string[] {
     let text: string;
     try {
       text = fs.readFileSync(f, "utf8");
-    } catch {
-      throw invalid(`open ${f}: no such file or directory`);
+    } catch (e) {
+      throw invalid(`open ${f}: ${fsCause(e)}`);
     }
     for (const line of text.split("\n")) {
       const l = line.trim();
@@ -408,7 +409,7 @@ export async function run(ctx: Context, argv: string[]): Promise<number> {
   // is that bad input leaves no partial state: `create` + `start` keep it, for a look at it)
   if (flags.detach) {
     await wrap(engine.start(id)).catch(async (e) => {
-      await engine.remove(id, { force: true }).catch(() => {});
+      await engine.remove(id, { force: true }).catch(() => {}); // the start's error is what the user is told; a failed removal leaves a container `rm` still sees
       throw e;
     });
     out(`${id}\n`);
@@ -419,21 +420,21 @@ export async function run(ctx: Context, argv: string[]): Promise<number> {
     engine.start(id, {
       beforeStart: async () => {
         sock = await engine.attach(id);
-        if (flags.tty && process.stdout.isTTY) await engine.resize(id, process.stdout.rows, process.stdout.columns).catch(() => {});
+        if (flags.tty && process.stdout.isTTY) await engine.resize(id, process.stdout.rows, process.stdout.columns).catch(() => {}); // the terminal's size is set again on the next resize
       },
       handlesExit: true,
     }),
   ).catch(async (e) => {
-    await engine.remove(id, { force: true }).catch(() => {});
+    await engine.remove(id, { force: true }).catch(() => {}); // the start's error is what the user is told; a failed removal leaves a container `rm` still sees
     throw e;
   });
   const s = sock!;
   const raw = !!flags.tty && !!flags.interactive && process.stdin.isTTY;
   if (raw) process.stdin.setRawMode(true);
-  const onResize = () => void engine.resize(id, process.stdout.rows, process.stdout.columns).catch(() => {});
+  const onResize = () => void engine.resize(id, process.stdout.rows, process.stdout.columns).catch(() => {}); // the container ended meanwhile: nothing to resize
   if (flags.tty && process.stdout.isTTY) process.stdout.on("resize", onResize);
   if (flags.interactive) process.stdin.pipe(s);
-  const forward = (sig: NodeJS.Signals) => engine.kill(id, sig).catch(() => {});
+  const forward = (sig: NodeJS.Signals) => engine.kill(id, sig).catch(() => {}); // the container ended meanwhile: nothing to signal
   const signals: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"];
   if (flags["sig-proxy"] !== false) for (const sig of signals) process.on(sig, forward);
   trace("run: started, relaying");
@@ -799,7 +800,7 @@ export async function attach(ctx: Context, argv: string[]): Promise<number> {
       }),
     );
   }
-  const forward = (sig: NodeJS.Signals) => engine.kill(v.rec.Id, sig).catch(() => {});
+  const forward = (sig: NodeJS.Signals) => engine.kill(v.rec.Id, sig).catch(() => {}); // the container ended meanwhile: nothing to signal
   if (flags["sig-proxy"] !== false && !v.rec.Config.Tty) for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, forward);
   const code = await relay(sock);
   if (raw) process.stdin.setRawMode(false);
@@ -875,6 +876,7 @@ const isSymlink = (p: string) => {
   try {
     return fs.lstatSync(p).isSymbolicLink();
   } catch {
+    // missing: not a symlink
     return false;
   }
 };

@@ -17,6 +17,7 @@ const read = (p: string): string | undefined => {
   try {
     return fs.readFileSync(p, "utf8");
   } catch {
+    // doctor reports what it cannot read as absent
     return undefined;
   }
 };
@@ -76,6 +77,7 @@ export function diagnose(root: string): Check[] {
     if ((fs.statSync("/dev/net/tun").mode & 0o006) === 0o006 || process.getuid?.() !== 0) add("ok", "/dev/net/tun open to users (rootless networking)");
     else add("warn", "/dev/net/tun is not open to other users: rootless containers cannot get a network", "chmod 0666 /dev/net/tun (as Debian's udev rule does)");
   } catch {
+    // missing or not open to us: exactly what the line reports
     add(process.getuid?.() === 0 ? "warn" : "fail", "/dev/net/tun is missing or not open to you: rootless containers cannot get a network", "modprobe tun; chmod 0666 /dev/net/tun (as Debian's udev rule does)");
   }
   const nft = onPath("nft"),
