@@ -14,7 +14,7 @@ import { answer, readQuestion } from "../src/network/dns.js";
 import { TarReader, encodeHeader, padding, END_OF_ARCHIVE, type TarHeader } from "../src/images/tar.js";
 import { actionValue, seccompRecords } from "../src/security/seccomp.js";
 import { defaultSpec, validateSpec } from "../src/runtime/spec.js";
-import { BerthError } from "../src/common/errors.js";
+import { BerthError, ErrorCode, fsCause, isNotFound, withHint } from "../src/common/errors.js";
 
 // ---- Go's text/template (docker --format)
 
@@ -411,4 +411,19 @@ test("the spec validator names the field at fault, as the user wrote it", () => 
     assert.throws(() => validateSpec(spec), (e: unknown) => e instanceof BerthError && re.test(e.message), name);
   }
   assert.doesNotThrow(() => validateSpec(structuredClone(defaultSpec()) as never));
+});
+
+// ---- errors: kinds, codes, hints
+
+test("errors carry a kind, a code (the kind's unless named) and a hint; transports without a hint line append it", () => {
+  const e = new BerthError("FailedPrecondition", "container not running");
+  assert.equal(e.code, "BERTH_FAILED_PRECONDITION");
+  assert.equal(e.hint, undefined);
+  assert.equal(withHint(e), "container not running");
+  const built = new BerthError("System", "cannot load build/berth-sys.node (gone)", { code: ErrorCode.NOT_BUILT, hint: "run ./install.sh" });
+  assert.equal(built.code, "BERTH_NOT_BUILT");
+  assert.equal(withHint(built), "cannot load build/berth-sys.node (gone) (run ./install.sh)");
+  assert.equal(new UsageError("unknown flag: --x", "run").code, ErrorCode.USAGE);
+  assert.equal(fsCause(Object.assign(new Error("EACCES: permission denied, open '/x'"), { code: "EACCES" })), "permission denied");
+  assert.equal(isNotFound(Object.assign(new Error("ENOENT: no such file or directory, stat '/x'"), { code: "ENOENT" })), true);
 });

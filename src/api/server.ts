@@ -10,7 +10,7 @@ import * as http from "node:http";
 import * as os from "node:os";
 import { bodyFault, type BodyName } from "./body-check.js";
 import type { Socket } from "node:net";
-import { BerthError, errorMessage, invalid, notFound, unsupported } from "../common/errors.js";
+import { BerthError, errorMessage, invalid, notFound, unsupported, withHint } from "../common/errors.js";
 import {
   build,
   containerInspect,
@@ -72,7 +72,8 @@ function sendError(res: http.ServerResponse, e: unknown): void {
     res.destroy();
     return;
   }
-  sendJson(res, status, { message: errorMessage(e) });
+  // the API has no hint line: a hint follows the message, in parentheses
+  sendJson(res, status, { message: withHint(e) });
 }
 
 async function readBody(req: http.IncomingMessage, limit = MAX_JSON): Promise<Buffer> {
@@ -1213,7 +1214,7 @@ export interface ServeOptions {
 /** An error answered on a connection taken from the HTTP server (before its stream opened). */
 function rawError(socket: Socket, e: unknown): void {
   const status = e instanceof HttpError ? e.status : e instanceof BerthError ? (statusOf[e.kind] ?? 500) : 500;
-  const text = JSON.stringify({ message: errorMessage(e) });
+  const text = JSON.stringify({ message: withHint(e) });
   if (socket.writable) socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
 }
 

@@ -3,7 +3,7 @@
  * combined short booleans (`-aq`), `--bool=false`, flags anywhere among the arguments unless the
  * command takes a command line of its own (run, exec: flags stop at the first argument), and `--`.
  */
-import { BerthError } from "../common/errors.js";
+import { BerthError, ErrorCode } from "../common/errors.js";
 
 export interface Flag {
   long: string;
@@ -24,7 +24,7 @@ export class UsageError extends BerthError {
     message: string,
     readonly command: string,
   ) {
-    super("InvalidArgument", message);
+    super("InvalidArgument", message, { code: ErrorCode.USAGE });
     this.name = "UsageError";
   }
 }

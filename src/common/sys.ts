@@ -5,7 +5,7 @@
  */
 import { constants as fsConstants, lstatSync, readdirSync, unlinkSync } from "node:fs";
 import { constants, endianness } from "node:os";
-import { BerthError } from "./errors.js";
+import { BerthError, ErrorCode } from "./errors.js";
 import { buildBinary } from "./paths.js";
 import { K } from "./kernel-abi.js";
 import { builtin } from "./builtin.js";
@@ -52,7 +52,7 @@ function load(): Addon {
     process.dlopen(m, path);
     addon = m.exports;
   } catch (e) {
-    throw new BerthError("System", `cannot load ${path} (${(e as Error).message.split("\n")[0]}): run ./install.sh (or npm run build) to build it`);
+    throw new BerthError("System", `cannot load ${path} (${(e as Error).message.split("\n")[0]})`, { code: ErrorCode.NOT_BUILT, hint: "run ./install.sh (or npm run build) to build it" });
   }
   return addon;
 }

@@ -20,9 +20,10 @@ export class RegistryError extends BerthError {
   constructor(
     message: string,
     readonly status?: number,
-    readonly code?: string,
+    /** The registry's own error code (MANIFEST_UNKNOWN, DENIED …). */
+    readonly registryCode?: string,
   ) {
-    super(status === 404 ? "NotFound" : status === 401 || status === 403 ? "FailedPrecondition" : "System", message);
+    super(status === 404 ? "NotFound" : status === 401 || status === 403 ? "FailedPrecondition" : "System", message, registryCode ? { code: `BERTH_REGISTRY_${registryCode}` } : {});
     this.name = "RegistryError";
   }
 }

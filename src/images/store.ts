@@ -12,7 +12,7 @@
 import * as fs from "node:fs";
 import { randomBytes } from "node:crypto";
 import { join } from "../common/path.js";
-import { BerthError, invalid, notFound, precondition } from "../common/errors.js";
+import { BerthError, ErrorCode, invalid, noSpaceHint, notFound, precondition } from "../common/errors.js";
 import { defaultStoreRoot } from "../common/paths.js";
 import { ContentStore, pidAlive, sha256 } from "./content.js";
 import { MNT_DETACH, removeFile, removeTree, umount } from "../common/sys.js";
@@ -206,7 +206,9 @@ export class ImageStore {
         }
       } catch (e) {
         this.cache = undefined;
-        if ((e as NodeJS.ErrnoException).code === "ENOSPC") throw new BerthError("System", `no space left on device (writing ${meta.journal}): free space on that file system (\`berth system prune\` removes what berth does not need)`, { cause: e });
+        // one line, as every full disk reads (errorMessage): what to do is part of it
+        if ((e as NodeJS.ErrnoException).code === "ENOSPC")
+          throw new BerthError("System", `no space left on device (writing ${meta.journal}): ${noSpaceHint}`, { cause: e, code: ErrorCode.NO_SPACE });
         throw e;
       }
       this.readJournal(c);

@@ -3,7 +3,7 @@ import { trace } from "../../common/trace.js";
 import * as fs from "node:fs";
 import { spawnSync } from "node:child_process";
 import { basename, dirname } from "node:path";
-import { BerthError, fsCause, invalid } from "../../common/errors.js";
+import { BerthError, ErrorCode, fsCause, invalid } from "../../common/errors.js";
 import {
   archiveHostPath,
   containerInspect,
@@ -35,7 +35,7 @@ const out = (s: string) => process.stdout.write(s);
 /** An error in `run`/`create`/`exec` that is berth's own: docker exits 125 for these. */
 export class RunError extends BerthError {
   constructor(readonly cause: BerthError) {
-    super(cause.kind, cause.message);
+    super(cause.kind, cause.message, { code: ErrorCode.RUN_FAILED, ...(cause.hint ? { hint: cause.hint } : {}) });
     this.name = "RunError";
   }
 }
@@ -377,13 +377,13 @@ async function createFrom(ctx: Context, flags: FlagValues, args: string[], start
   return r.Id;
 }
 
-/** The command cannot run: docker's 127 (not found) and 126 (not executable), else berth's 125. */
+/** The container's command cannot run: not found (docker's 127) or not executable (126). */
 export class CommandError extends BerthError {
   constructor(
     readonly cause: BerthError,
-    readonly exitCode: number,
+    code: typeof ErrorCode.COMMAND_NOT_FOUND | typeof ErrorCode.COMMAND_NOT_EXECUTABLE,
   ) {
-    super(cause.kind, cause.message);
+    super(cause.kind, cause.message, { code });
     this.name = "CommandError";
   }
 }
@@ -391,8 +391,8 @@ export class CommandError extends BerthError {
 function wrap<T>(p: Promise<T>): Promise<T> {
   return p.catch((e) => {
     if (!(e instanceof BerthError) || e instanceof UsageError) throw e;
-    if (/executable file not found|exec: .*no such file or directory/i.test(e.message)) throw new CommandError(e, 127);
-    if (/exec: .*permission denied|exec format error/i.test(e.message)) throw new CommandError(e, 126);
+    if (/executable file not found|exec: .*no such file or directory/i.test(e.message)) throw new CommandError(e, ErrorCode.COMMAND_NOT_FOUND);
+    if (/exec: .*permission denied|exec format error/i.test(e.message)) throw new CommandError(e, ErrorCode.COMMAND_NOT_EXECUTABLE);
     throw new RunError(e);
   });
 }

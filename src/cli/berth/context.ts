@@ -32,6 +32,8 @@ export class Context {
   error(e: unknown): void {
     const msg = errorMessage(e);
     process.stderr.write(`Error: ${msg}\n`);
+    // what to do, on a line of its own (pnpm's way): the first line stays docker's
+    if (e instanceof BerthError && e.hint) process.stderr.write(`hint: ${e.hint}\n`);
     if (this.opts.debug && e instanceof Error && !(e instanceof BerthError)) process.stderr.write(`${e.stack}\n`);
   }
 }

@@ -3,7 +3,7 @@
  * command pays only for what it runs. Errors print as one line; exit codes follow docker's: 125
  * for usage errors (and, with containers, for berth's own failures in run), 1 for a failed command.
  */
-import { BerthError, errorMessage } from "../../common/errors.js";
+import { BerthError, ErrorCode, errorMessage } from "../../common/errors.js";
 import { flagHelp } from "../flag-help.js";
 import { formatFlags, parse, probeFlags, UsageError } from "../pflag.js";
 import { Context } from "./context.js";
@@ -246,19 +246,28 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof UsageError) {
       process.stderr.write(`berth: ${e.message}\nSee 'berth ${e.command || cmdName}${e.command || cmdName ? " " : ""}--help'.\n`.replace("berth --help", "berth --help"));
-      return 125;
+      return exitStatus[e.code]!;
     }
     if (e instanceof BerthError) {
       ctx.error(e);
-      // docker: run, create and exec exit 125 when the failure is the engine's, not the command's
-      if (e.name === "CommandError") return (e as BerthError & { exitCode: number }).exitCode;
-      return e.name === "RunError" ? 125 : 1;
+      return exitStatus[e.code] ?? 1;
     }
     process.stderr.write(`Error: ${errorMessage(e)}\n`);
     if (ctx.opts.debug && e instanceof Error) process.stderr.write(`${e.stack}\n`);
     return 1;
   }
 }
+
+/**
+ * Exit statuses by error code, as docker's: run, create and exec exit 125 when the failure is the
+ * engine's, 126/127 when the container's command cannot run; anything else 1.
+ */
+const exitStatus: Record<string, number> = {
+  [ErrorCode.USAGE]: 125,
+  [ErrorCode.RUN_FAILED]: 125,
+  [ErrorCode.COMMAND_NOT_FOUND]: 127,
+  [ErrorCode.COMMAND_NOT_EXECUTABLE]: 126,
+};
 
 /** The command's whole life: run argv, exit with the code once stdout has drained (keep-alive
  * sockets and an open stdin must not hold the process), or print the error and exit 1. */
