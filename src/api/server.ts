@@ -365,7 +365,7 @@ route("POST", "/containers/{id}/start", async (c) => {
   const waiting = pendingAttach.get(v.rec.Id) ?? [];
   pendingAttach.delete(v.rec.Id);
   // an attached run (docker run): this server records the exit itself, through a connection of its
-  // own to the monitor, as berth's CLI does — no exit command to start (~40 ms of every docker run).
+  // own to the monitor, as berth's CLI does — no exit command to start (a node process saved on every docker run).
   // Should the server die first, the monitor sees it (-w) and runs the exit command after all.
   let exitWatch: Socket | undefined;
   try {

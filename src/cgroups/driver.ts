@@ -33,7 +33,7 @@ export interface Hierarchy {
  *   tasks), which the kernel does without its global cgroup lock, then moves back (to `back`,
  *   its own tasks file); the child is born in the cgroup;
  * - procs: the child's pid written to cgroup.procs after clone, a move under that lock, whose
- *   first taking after a quiet spell waits an RCU grace period (~5-20 ms on this host).
+ *   first taking after a quiet spell waits an RCU grace period.
  */
 export interface CgroupEntry {
   cloneInto?: string;

@@ -192,7 +192,7 @@ export class Cgroup {
 
 /**
  * Removes berth's parent cgroup `berth` wherever it holds no container. Containers leave it in
- * place (re-making it cost every run ~1-2 ms on v1); what wants nothing left behind (tests,
+ * place (re-making it cost every run on v1); what wants nothing left behind (tests,
  * install's training, the bench) calls this when done.
  */
 export function removeEmptyParent(): void {
@@ -215,8 +215,8 @@ export function openCgroup(path: string, base?: Record<string, string>): Cgroup 
 
 /**
  * After a quiet spell, the first move of a process between cgroups waits for an RCU grace period
- * (the kernel's cgroup threadgroup lock switching to writer mode: ~12 ms on this host, paid by
- * runc and crun alike); for some 20 ms after a move, further moves are cheap. A no-op move of
+ * (the kernel's cgroup threadgroup lock switching to writer mode: an RCU grace period, paid by
+ * runc and crun alike); for a while after a move, further moves are cheap. A no-op move of
  * this process into the cgroup it is already in, started in a worker thread as a container's
  * creation begins, pays that wait while berth prepares the rest, so the helper's move of the
  * container's init finds the lock ready. Nothing changes membership; failures are ignored (it is

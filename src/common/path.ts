@@ -1,6 +1,6 @@
 /**
  * path.join, equal in result, without its cost in a fresh process: node's normalize walks the
- * whole string a character at a time (~10 µs for a store path in V8's interpreter, and a
+ * whole string a character at a time (a store path's worth in V8's interpreter, and a
  * `berth run` joins ~150 of them). Parts joined as path.join joins them (empty ones skipped, one
  * "/" between) that are already normal — no empty, "." or ".." segment, no trailing slash — are
  * returned as they are; anything else goes to path.join.

@@ -47,7 +47,7 @@ function load(): Addon {
   if (addon) return addon;
   const path = buildBinary("berth-sys.node");
   try {
-    // process.dlopen, not require: the module loader's first use costs ~2 ms of every command
+    // process.dlopen, not require: the module loader's first use costs every command its set-up
     const m = { exports: {} as Addon };
     process.dlopen(m, path);
     addon = m.exports;
@@ -157,7 +157,7 @@ export function removeTree(path: string, opts: { detachMounts?: boolean } = {}):
 
 /**
  * Removes a file (not a directory); one that is not there is fine. Node's rmSync loads its rimraf
- * on first use (~0.7 ms of a start, three times over).
+ * on first use (a cost paid on every start otherwise).
  */
 export function removeFile(path: string): void {
   try {
@@ -276,7 +276,7 @@ export function portFree(proto: "tcp" | "udp", ip: string, port: number): number
   throw new SyscallError("bind", -rc, `${ip}:${port}/${proto}`);
 }
 
-/** nftMapElem on a worker thread: deleting an element waits ~10 ms in the kernel (an RCU grace period). */
+/** nftMapElem on a worker thread: deleting an element waits for an RCU grace period in the kernel. */
 export async function nftMapElemAsync(add: boolean, table: string, map: string, key: Buffer, data?: Buffer): Promise<void> {
   check(add ? "add map element" : "delete map element", `${table} ${map}`, await load().nftMapElemAsync(add, table, map, key, data));
 }
@@ -293,7 +293,7 @@ export async function runToEnd(argv: string[]): Promise<{ code: number; stderr: 
 
 /**
  * Ends the process at once with `code` (_exit), after running its 'exit' listeners as Node would:
- * Node's own exit tears down its platform threads and heap first, ~5 ms of every command. Falls
+ * Node's own exit tears down its platform threads and heap first, on every command. Falls
  * back to process.exit when the addon cannot load. Output must have been flushed.
  */
 export function exitNow(code: number): never {

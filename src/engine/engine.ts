@@ -19,13 +19,13 @@ import { ERRNO, openpty, pipe, removeFile, removeTree, setWindowSize, SyscallErr
 import { FileLock, ImageStore, daemonLogOpts, pullImage, commitSnapshot, type ImageRecord, type Progress, parsePlatform, unmount as unmountPath, unmountAsync, type ContainerConfig as ImageContainerConfig } from "../images/index.js";
 import { withLock, writeFileAtomic } from "../common/lock.js";
 import { processStartTime } from "../common/proc.js";
-import { Runtime, parseSignal, launchHelper, ROOTFS_OVERLAY_ANNOTATION, MonitorOpt as M, MonitorFile, ExitKey, type LaunchedHelper } from "../runtime/index.js";
+import { Runtime, parseSignal, launchHelper, ROOTFS_OVERLAY_ANNOTATION, MonitorOpt as M, MonitorFile, ExitKey, type LaunchedHelper, type Mount, type Spec } from "../runtime/index.js";
 import { pidAlive } from "../images/content.js";
 import { buildSpec, capabilitiesFor, containerCgroup, layeredReader, parseDeviceCgroupRule, resolveUser, resourcesFor, rootlessIdMappings, rootlessSpec, type RootReader } from "./spec.js";
 import { pastaPortsFor, startPasta, stopPasta } from "./pasta.js";
 import { Networking, type Endpoint, type PortBinding } from "../network/index.js";
 import { seccompFromProfile, type Seccomp } from "../security/index.js";
-import { hostsFile, netMode, networkSettings, portRequests, resolvConf } from "./net.js";
+import { hostsFile, netMode, networkSettings, portRequests, resolvConf, type NetMode } from "./net.js";
 import { ContainerStore, initialState, zeroTime, type ContainerRecord, type ContainerState, type MountPoint } from "./store.js";
 import { VolumeStore } from "../volumes/index.js";
 import { EventLog } from "./events.js";
@@ -43,6 +43,31 @@ export interface ContainerView {
   rec: ContainerRecord;
   state: ContainerState;
 }
+
+/** A container's network as its start works it out (see allocateNetwork). */
+interface StartNetwork {
+  mode: NetMode;
+  cni?: { file: string; list: { name: string } };
+  pastaPorts: PortBinding[];
+  endpoints: Endpoint[];
+  ports: PortBinding[];
+  /** ports still published by a container that ended, replaced by these */
+  stale: PortBinding[];
+  /** the bridge's rules being written (true once they changed) */
+  rules: Promise<boolean>;
+  /** berth's DNS server on the container's user networks */
+  dns?: string[];
+}
+
+/** A container the runtime created, and what runs beside its setup (see launch). */
+interface Launched {
+  pid: number;
+  monitorPid: number;
+  plumbing?: Promise<void>;
+  attaching?: Promise<void>;
+}
+
+type SpecMount = Mount;
 
 /** The command a monitor runs when its container ends: this berth, told which container. */
 function exitCommand(id: string, root: string): string[] {
@@ -321,7 +346,7 @@ export class Engine {
 
   /**
    * The container's monitor (with its helper, waiting for its plan), then its cgroup: on v1 making
-   * it starts the kernel's wait for its cgroup lock (an RCU grace period, ~12 ms here), which
+   * it starts the kernel's wait for its cgroup lock (an RCU grace period: docs/engine.md), which
    * every fork meets until it ends, so after the monitor's spawn; it is over when the container's
    * init moves in.
    */
@@ -436,207 +461,34 @@ export class Engine {
     }
   }
 
+  /**
+   * A start, phase by phase. Three things run in the background while the next phases go on: the
+   * rootfs's mount (awaited before launch), the network's rules (awaited when it is connected) and,
+   * once the container's process exists, the veth's move into its namespace and the caller's
+   * attach (awaited before release). On failure whatever was made is undone and the error recorded.
+   */
   private async startLocked(rec: ContainerRecord, state: ContainerState, beforeStart?: (id: string) => Promise<void>, handlesExit = false): Promise<void> {
     const id = rec.Id;
     const dir = this.containers.path(id);
     const rootfs = join(dir, "rootfs");
-    const hc = rec.HostConfig;
-    const tty = rec.Config.Tty;
-    // prepared by create (berth run): a container that never ran, its monitor already started
-    let pre = this.prepared.get(id);
-    if (pre && pre.handlesExit !== handlesExit) {
-      await this.dropPrepared(id);
-      pre = undefined;
-    }
-    this.prepared.delete(id);
-    if (!pre) {
-      // leftovers of an earlier run
-      for (const f of [MonitorFile.EXIT, MonitorFile.PID, MonitorFile.MONITOR_PID])
-        try {
-          fs.unlinkSync(join(dir, f));
-        } catch {
-          /* none */
-        }
-      if (this.runtime.has(id))
-        try {
-          await this.runtime.delete(id, { force: true });
-        } catch {
-          /* none */
-        }
-      trace("start: leftovers cleared");
-      pre = this.prepareLaunch(rec, handlesExit);
-    }
-    const launcher = pre.launcher;
-    const rootless = isRootless();
+    const { launcher } = await this.takeLaunch(rec, handlesExit);
     let mounting: Promise<void> | undefined;
     try {
-      fs.mkdirSync(rootfs, { recursive: true });
-      // rootless: the overlay is mounted inside the container's user namespace, by the runtime
-      // --rm and build steps: a volatile overlay (its unmount syncs nothing: ~10 ms), as podman
-      // mounts --rm containers and as BuildKit's steps are never synced either; on the thread pool, while the spec is built (the user is looked up in the layers meanwhile)
-      if (!rootless && !isMountpoint(rootfs)) {
-        mounting = this.images.snapshots.mountAsync(id, rootfs, { volatile: hc.AutoRemove || !!rec.Builder });
-        mounting.catch(() => {}); // awaited before the runtime's create
-      }
-      trace("start: rootfs mounting");
+      mounting = this.mountRootfs(rec, rootfs);
       const user = resolveUser(mounting ? layeredReader(this.images.snapshots.dirs(id)) : this.rootReader(id), rec.Config.User);
       trace("start: user resolved");
-      const mounts = this.specMounts(rec);
-      // the network: addresses and ports now (the rules are written meanwhile), the veth once the
-      // container's namespace exists
-      let mode = netMode(hc);
-      if (rootless && mode.kind === "bridge") {
-        // no bridge without root: pasta (user-mode networking, as podman) is the default network
-        if (mode.network !== "bridge") throw unsupported(`rootless berth cannot join bridge network ${mode.network} (bridges need root): use --network pasta (the default) or none`);
-        mode = { kind: "pasta" };
-      }
-      if (mode.kind === "pasta" && !rootless) throw unsupported("--network pasta is rootless berth's network; as root, containers use bridge networks");
-      const cni = mode.kind === "bridge" && mode.network !== "bridge" ? this.network.cniNetwork(mode.network) : undefined;
-      if (cni) mode = { kind: "cni", network: cni.list.name };
-      const pastaPorts = mode.kind === "pasta" ? pastaPortsFor(portRequests(rec)) : [];
-      let endpoints: Endpoint[] = [];
-      let ports: PortBinding[] = [];
-      let stale: PortBinding[] = [];
-      let rules: Promise<boolean> = Promise.resolve(false);
-      if (mode.kind === "bridge") {
-        // the primary network first (its gateway is the default route), then those connected since
-        const eps = rec.NetworkingConfig?.EndpointsConfig ?? {};
-        const primary = eps[mode.network] ? mode.network : (Object.keys(eps).find((k) => k === "bridge" || k === "default") ?? mode.network);
-        const names = [mode.network, ...Object.keys(eps).filter((k) => k !== primary && k !== mode.network)];
-        const requests = names.map((network, i) => {
-          const ep = i === 0 ? eps[primary] : eps[network];
-          return { network, ...(ep?.IPAMConfig?.IPv4Address ? { ip: ep.IPAMConfig.IPv4Address } : {}), ...(ep?.IPAMConfig?.IPv6Address ? { ip6: ep.IPAMConfig.IPv6Address } : {}), ...(ep?.MacAddress ? { mac: ep.MacAddress } : {}), ...(ep?.IPAMConfig?.LinkLocalIPs?.length ? { linkLocal: ep.IPAMConfig.LinkLocalIPs } : {}), aliases: ep?.Aliases ?? [], names: [rec.Name.slice(1), id.slice(0, 12)] };
-        });
-        const a = await this.network.allocate(id, requests, portRequests(rec), (c) => this.isActive(c));
-        ({ endpoints, ports, stale, rules } = a);
-        rules.catch(() => {}); // awaited in plumb; this keeps an early failure from being unhandled
-        trace("start: network allocated");
-      }
-      // user networks have berth's DNS (on their gateway): names of the other containers resolve
-      // (any user network the container is on: docker's containers on one use its embedded DNS)
-      const userNets = endpoints.length ? new Set(this.network.store.read().networks.filter((n) => n.Options["com.docker.network.bridge.default_bridge"] !== "true").map((n) => n.Id)) : new Set<string>();
-      const dnsEndpoint = endpoints.find((e) => userNets.has(e.Network));
-      const dns = dnsEndpoint ? [dnsEndpoint.Gateway] : undefined;
-      const files: Array<[string, string]> = [["hostname", `${rec.Config.Hostname}\n`]];
-      if (mode.kind !== "container") {
-        // legacy links: the container's own (--link) and those it was connected with on a network
-        // (a network's link whose target is gone or stopped just does not resolve, as dockerd's embedded DNS)
-        const nets = endpoints.map((e) => e.Network);
-        const endpointLinks = Object.values(rec.NetworkingConfig?.EndpointsConfig ?? {}).flatMap((ep) => ep.Links ?? []);
-        const linked = [
-          ...this.linkedHosts(hc.Links ?? [], rec, nets),
-          ...endpointLinks.flatMap((l) => {
-            try {
-              return this.linkedHosts([l], rec, nets);
-            } catch {
-              // a network's link whose target is gone or stopped does not resolve, as dockerd's DNS
-              return [];
-            }
-          }),
-        ];
-        files.push(["hosts", hostsFile(rec.Config.Hostname, endpoints.flatMap((e) => [e.IPAddress, ...(e.GlobalIPv6Address ? [e.GlobalIPv6Address] : [])]), [...(hc.ExtraHosts ?? []), ...linked], endpoints[0]?.Gateway)]);
-        files.push(["resolv.conf", resolvConf(hc, mode.kind !== "host", dns)]);
-      }
-      for (const [name, text] of files) {
-        fs.writeFileSync(join(dir, name), text);
-        mounts.push({ destination: `/etc/${name}`, type: "bind", source: join(dir, name), options: ["rbind", "rprivate", hc.ReadonlyRootfs ? "ro" : "rw"] });
-      }
-      const sec = hc.SecurityOpt ?? [];
-      let seccomp: "unconfined" | Seccomp | undefined;
-      for (const o of sec) {
-        const [k, val] = o.includes("=") ? [o.slice(0, o.indexOf("=")), o.slice(o.indexOf("=") + 1)] : o.split(":");
-        if (k === "seccomp" && val === "unconfined") seccomp = "unconfined";
-        else if (k === "seccomp" && val) seccomp = seccompFromProfile(val, { capabilities: capabilitiesFor(hc) }); // the profile's JSON, as docker sends it
-      }
-      let spec = buildSpec({
-        rec,
-        rootfs,
-        user,
-        mounts,
-        joinNamespaces: Object.fromEntries(
-          [
-            ["pid", this.nsPath(hc.PidMode, "pid")],
-            ["ipc", this.nsPath(hc.IpcMode, "ipc")],
-            ["uts", this.nsPath(hc.UTSMode, "uts")],
-            ["network", hc.NetworkMode === "host" ? "host" : this.nsPath(hc.NetworkMode.startsWith("container:") ? hc.NetworkMode : "", "net")],
-          ].filter(([, p]) => p !== undefined),
-        ) as Record<string, string>,
-        ...(seccomp ? { seccomp } : {}),
-        noNewPrivileges: sec.some((o) => /^no-new-privileges(:true|=true)?$/.test(o)),
-        ...(hc.Init ? { initPath: buildBinary("berth-init") } : {}),
-      });
-      if (rootless) spec = rootlessSpec(spec, this.images.snapshots.rootlessRoot(id, rootfs), ROOTFS_OVERLAY_ANNOTATION);
-      // the runtime's bundle: a directory of its own holding config.json (handed over too, not read back)
-      fs.mkdirSync(join(dir, "bundle"), { recursive: true });
-      writeFileAtomic(join(dir, "bundle", "config.json"), JSON.stringify(spec), false);
-      // the console socket is relative: the helper starts in the monitor's directory (paths there
-      // can be longer than a socket address allows)
-      trace("start: spec written");
-      // the veth goes into the container's namespace while its mounts are being made
-      let plumbing: Promise<void> | undefined;
-      // and the caller attaches meanwhile (its socket is there once the monitor's helper runs);
-      // with a terminal only after create: the caller sizes the terminal, which the console must exist for
-      let attaching: Promise<void> | undefined;
-      const onPid = (p: number) => {
-        if (endpoints.length) {
-          plumbing = this.network.plumb(`/proc/${p}/ns/net`, endpoints, { add: ports, stale, rules });
-          plumbing.catch(() => {}); // awaited below
-        }
-        if (beforeStart && !tty) {
-          attaching = beforeStart(id);
-          attaching.catch(() => {}); // awaited below
-        }
-      };
-      // pasta joins the namespaces as this user: before the container's init becomes another user
-      const beforeSetup = (p: number) => startPasta(p, pastaPorts, join(dir, "pasta.pid"));
+      const net = await this.allocateNetwork(rec);
+      const mounts = [...this.specMounts(rec), ...this.writeContainerFiles(rec, dir, net)];
+      const spec = this.writeSpec(rec, dir, rootfs, user, mounts);
       await mounting;
       trace("start: rootfs mounted");
-      await this.runtime.create(id, { bundle: join(dir, "bundle"), spec, pidFile: join(dir, MonitorFile.PID), stdio: ["ignore", "ignore", "ignore"], launcher, ...(tty ? { consoleSocket: MonitorFile.CONSOLE_SOCK } : {}), ...(endpoints.length || (beforeStart && !tty) ? { onPid } : {}), ...(mode.kind === "pasta" ? { beforeSetup } : {}) });
-      const monitorPid = Number(fs.readFileSync(join(dir, MonitorFile.MONITOR_PID), "utf8"));
-      const pid = Number(fs.readFileSync(join(dir, MonitorFile.PID), "utf8"));
-      trace("start: runtime created");
-      let cniSettings: NetworkSettings | undefined;
-      if (cni) {
-        // a CNI network: its plugins configure the namespace; the address goes into /etc/hosts now
-        const result = await this.network.cniAttach(id, cni.list.name, `/proc/${pid}/ns/net`, portRequests(rec));
-        const ips = (result.ips ?? []).filter((i) => !i.address.includes(":"));
-        const addr = ips[0]?.address.split("/") ?? [];
-        fs.writeFileSync(join(dir, "hosts"), hostsFile(rec.Config.Hostname, addr[0] ? [addr[0]] : [], hc.ExtraHosts ?? [], ips[0]?.gateway));
-        cniSettings = networkSettings(pid, [], [], [], rec);
-        cniSettings.Networks[cni.list.name] = { NetworkID: cni.list.name, EndpointID: "", Gateway: ips[0]?.gateway ?? "", IPAddress: addr[0] ?? "", IPPrefixLen: Number(addr[1] ?? 0), MacAddress: result.interfaces?.find((i) => i.sandbox)?.mac ?? "", Aliases: null, DNSNames: null };
-        for (const p of portRequests(rec)) (cniSettings.Ports[`${p.containerPort}/${p.proto}`] ??= []).push({ HostIp: p.hostIp, HostPort: String(p.hostPort) });
-        trace("start: CNI plugins done");
-      }
-      if (endpoints.length) {
-        await (plumbing ?? this.network.plumb(`/proc/${pid}/ns/net`, endpoints, { add: ports, stale, rules }));
-        if (dns) await this.network.ensureDns([...berthCommand(this.root), "internal-dns"], dns[0]!);
-        trace("start: network plumbed");
-      }
-      await (attaching ?? beforeStart?.(id));
+      const launched = await this.launch(rec, dir, spec, launcher, net, beforeStart);
+      const cniSettings = await this.joinNetwork(rec, dir, launched, net);
+      await (launched.attaching ?? beforeStart?.(id));
       trace("start: attached");
       await this.runtime.start(id);
       trace("start: runtime started");
-      this.containers.writeState(id, {
-        ...state,
-        Status: "running",
-        Running: true,
-        Paused: false,
-        Restarting: false,
-        OOMKilled: false,
-        Dead: false,
-        Pid: pid,
-        ExitCode: 0,
-        Error: "",
-        StartedAt: new Date().toISOString(),
-        FinishedAt: state.FinishedAt,
-        MonitorPid: monitorPid,
-        MonitorStart: procStart(monitorPid),
-        StoppedByUser: false,
-        RestartRequested: false,
-        ...(rec.Config.Healthcheck?.Test?.length && rec.Config.Healthcheck.Test[0] !== "NONE" ? { Health: { Status: "starting", FailingStreak: 0, Log: [] } } : { Health: undefined }),
-        NetworkSettings: cniSettings ?? networkSettings(pid, endpoints, mode.kind === "pasta" ? pastaPorts : ports, endpoints.length ? this.network.store.read().networks : [], rec),
-      });
-      this.emit(rec, state.Restarting ? "restart" : "start");
+      this.recordStarted(rec, state, launched, net, cniSettings);
     } catch (e) {
       launcher.abort(); // a no-op once the runtime took it
       await mounting?.catch(() => {}); // settled, so the teardown sees (and unmounts) its mount
@@ -645,6 +497,232 @@ export class Engine {
       this.containers.writeState(id, { ...state, Error: (e as Error).message });
       throw e;
     }
+  }
+
+  /** The launch create prepared (berth run: the monitor already started), or a new one after an earlier run's leftovers are cleared. */
+  private async takeLaunch(rec: ContainerRecord, handlesExit: boolean): Promise<{ launcher: LaunchedHelper }> {
+    const id = rec.Id;
+    let pre = this.prepared.get(id);
+    if (pre && pre.handlesExit !== handlesExit) {
+      await this.dropPrepared(id);
+      pre = undefined;
+    }
+    this.prepared.delete(id);
+    if (pre) return pre;
+    const dir = this.containers.path(id);
+    for (const f of [MonitorFile.EXIT, MonitorFile.PID, MonitorFile.MONITOR_PID])
+      try {
+        fs.unlinkSync(join(dir, f));
+      } catch {
+        /* none */
+      }
+    if (this.runtime.has(id))
+      try {
+        await this.runtime.delete(id, { force: true });
+      } catch {
+        /* none */
+      }
+    trace("start: leftovers cleared");
+    return this.prepareLaunch(rec, handlesExit);
+  }
+
+  /**
+   * Starts the rootfs's overlay mount on the thread pool (undefined when there is nothing to mount
+   * here). Rootless, the runtime mounts it inside the container's user namespace. --rm containers
+   * and build steps get a volatile overlay (its unmount syncs nothing), as podman mounts --rm
+   * containers and as BuildKit's steps are never synced either.
+   */
+  private mountRootfs(rec: ContainerRecord, rootfs: string): Promise<void> | undefined {
+    fs.mkdirSync(rootfs, { recursive: true });
+    if (isRootless() || isMountpoint(rootfs)) return undefined;
+    const mounting = this.images.snapshots.mountAsync(rec.Id, rootfs, { volatile: rec.HostConfig.AutoRemove || !!rec.Builder });
+    mounting.catch(() => {}); // awaited before the runtime's create
+    trace("start: rootfs mounting");
+    return mounting;
+  }
+
+  /**
+   * The container's network, worked out before it exists: its mode (rootless bridge → pasta, a
+   * CNI network), pasta's ports, a bridge's addresses and ports (the rules are written meanwhile:
+   * `rules`), and the DNS server of its user networks.
+   */
+  private async allocateNetwork(rec: ContainerRecord): Promise<StartNetwork> {
+    const id = rec.Id;
+    const rootless = isRootless();
+    let mode = netMode(rec.HostConfig);
+    if (rootless && mode.kind === "bridge") {
+      // no bridge without root: pasta (user-mode networking, as podman) is the default network
+      if (mode.network !== "bridge") throw unsupported(`rootless berth cannot join bridge network ${mode.network} (bridges need root): use --network pasta (the default) or none`);
+      mode = { kind: "pasta" };
+    }
+    if (mode.kind === "pasta" && !rootless) throw unsupported("--network pasta is rootless berth's network; as root, containers use bridge networks");
+    const cni = mode.kind === "bridge" && mode.network !== "bridge" ? this.network.cniNetwork(mode.network) : undefined;
+    if (cni) mode = { kind: "cni", network: cni.list.name };
+    const net: StartNetwork = { mode, cni, pastaPorts: mode.kind === "pasta" ? pastaPortsFor(portRequests(rec)) : [], endpoints: [], ports: [], stale: [], rules: Promise.resolve(false) };
+    if (mode.kind === "bridge") {
+      // the primary network first (its gateway is the default route), then those connected since
+      const eps = rec.NetworkingConfig?.EndpointsConfig ?? {};
+      const primary = eps[mode.network] ? mode.network : (Object.keys(eps).find((k) => k === "bridge" || k === "default") ?? mode.network);
+      const names = [mode.network, ...Object.keys(eps).filter((k) => k !== primary && k !== mode.network)];
+      const requests = names.map((network, i) => {
+        const ep = i === 0 ? eps[primary] : eps[network];
+        return { network, ...(ep?.IPAMConfig?.IPv4Address ? { ip: ep.IPAMConfig.IPv4Address } : {}), ...(ep?.IPAMConfig?.IPv6Address ? { ip6: ep.IPAMConfig.IPv6Address } : {}), ...(ep?.MacAddress ? { mac: ep.MacAddress } : {}), ...(ep?.IPAMConfig?.LinkLocalIPs?.length ? { linkLocal: ep.IPAMConfig.LinkLocalIPs } : {}), aliases: ep?.Aliases ?? [], names: [rec.Name.slice(1), id.slice(0, 12)] };
+      });
+      const a = await this.network.allocate(id, requests, portRequests(rec), (c) => this.isActive(c));
+      Object.assign(net, { endpoints: a.endpoints, ports: a.ports, stale: a.stale, rules: a.rules });
+      net.rules.catch(() => {}); // awaited in plumb; this keeps an early failure from being unhandled
+      trace("start: network allocated");
+    }
+    // user networks have berth's DNS (on their gateway): names of the other containers resolve
+    // (any user network the container is on: docker's containers on one use its embedded DNS)
+    const userNets = net.endpoints.length ? new Set(this.network.store.read().networks.filter((n) => n.Options["com.docker.network.bridge.default_bridge"] !== "true").map((n) => n.Id)) : new Set<string>();
+    const dnsEndpoint = net.endpoints.find((e) => userNets.has(e.Network));
+    if (dnsEndpoint) net.dns = [dnsEndpoint.Gateway];
+    return net;
+  }
+
+  /** The files berth writes for the container (hostname, hosts, resolv.conf), as the bind mounts that show them. */
+  private writeContainerFiles(rec: ContainerRecord, dir: string, net: StartNetwork): SpecMount[] {
+    const hc = rec.HostConfig;
+    const files: Array<[string, string]> = [["hostname", `${rec.Config.Hostname}\n`]];
+    if (net.mode.kind !== "container") {
+      // legacy links: the container's own (--link) and those it was connected with on a network
+      // (a network's link whose target is gone or stopped just does not resolve, as dockerd's embedded DNS)
+      const nets = net.endpoints.map((e) => e.Network);
+      const endpointLinks = Object.values(rec.NetworkingConfig?.EndpointsConfig ?? {}).flatMap((ep) => ep.Links ?? []);
+      const linked = [
+        ...this.linkedHosts(hc.Links ?? [], rec, nets),
+        ...endpointLinks.flatMap((l) => {
+          try {
+            return this.linkedHosts([l], rec, nets);
+          } catch {
+            // a network's link whose target is gone or stopped does not resolve, as dockerd's DNS
+            return [];
+          }
+        }),
+      ];
+      files.push(["hosts", hostsFile(rec.Config.Hostname, net.endpoints.flatMap((e) => [e.IPAddress, ...(e.GlobalIPv6Address ? [e.GlobalIPv6Address] : [])]), [...(hc.ExtraHosts ?? []), ...linked], net.endpoints[0]?.Gateway)]);
+      files.push(["resolv.conf", resolvConf(hc, net.mode.kind !== "host", net.dns)]);
+    }
+    return files.map(([name, text]) => {
+      fs.writeFileSync(join(dir, name), text);
+      return { destination: `/etc/${name}`, type: "bind", source: join(dir, name), options: ["rbind", "rprivate", hc.ReadonlyRootfs ? "ro" : "rw"] };
+    });
+  }
+
+  /** The container's OCI spec, written into its bundle (and handed over too, not read back). */
+  private writeSpec(rec: ContainerRecord, dir: string, rootfs: string, user: ReturnType<typeof resolveUser>, mounts: SpecMount[]): Spec {
+    const hc = rec.HostConfig;
+    const sec = hc.SecurityOpt ?? [];
+    let seccomp: "unconfined" | Seccomp | undefined;
+    for (const o of sec) {
+      const [k, val] = o.includes("=") ? [o.slice(0, o.indexOf("=")), o.slice(o.indexOf("=") + 1)] : o.split(":");
+      if (k === "seccomp" && val === "unconfined") seccomp = "unconfined";
+      else if (k === "seccomp" && val) seccomp = seccompFromProfile(val, { capabilities: capabilitiesFor(hc) }); // the profile's JSON, as docker sends it
+    }
+    let spec = buildSpec({
+      rec,
+      rootfs,
+      user,
+      mounts,
+      joinNamespaces: Object.fromEntries(
+        [
+          ["pid", this.nsPath(hc.PidMode, "pid")],
+          ["ipc", this.nsPath(hc.IpcMode, "ipc")],
+          ["uts", this.nsPath(hc.UTSMode, "uts")],
+          ["network", hc.NetworkMode === "host" ? "host" : this.nsPath(hc.NetworkMode.startsWith("container:") ? hc.NetworkMode : "", "net")],
+        ].filter(([, p]) => p !== undefined),
+      ) as Record<string, string>,
+      ...(seccomp ? { seccomp } : {}),
+      noNewPrivileges: sec.some((o) => /^no-new-privileges(:true|=true)?$/.test(o)),
+      ...(hc.Init ? { initPath: buildBinary("berth-init") } : {}),
+    });
+    if (isRootless()) spec = rootlessSpec(spec, this.images.snapshots.rootlessRoot(rec.Id, rootfs), ROOTFS_OVERLAY_ANNOTATION);
+    fs.mkdirSync(join(dir, "bundle"), { recursive: true });
+    writeFileAtomic(join(dir, "bundle", "config.json"), JSON.stringify(spec), false);
+    trace("start: spec written");
+    return spec;
+  }
+
+  /**
+   * The runtime's create under the monitor's helper. Once the container's process exists (onPid),
+   * its veth goes into its namespace and the caller attaches while its mounts are made; with a
+   * terminal the caller attaches only after create (it sizes the terminal, which must exist).
+   * pasta joins the namespaces as this user, before the container's init becomes another user.
+   */
+  private async launch(rec: ContainerRecord, dir: string, spec: Spec, launcher: LaunchedHelper, net: StartNetwork, beforeStart?: (id: string) => Promise<void>): Promise<Launched> {
+    const id = rec.Id;
+    const tty = rec.Config.Tty;
+    let plumbing: Promise<void> | undefined;
+    let attaching: Promise<void> | undefined;
+    const onPid = (p: number) => {
+      if (net.endpoints.length) {
+        plumbing = this.network.plumb(`/proc/${p}/ns/net`, net.endpoints, { add: net.ports, stale: net.stale, rules: net.rules });
+        plumbing.catch(() => {}); // awaited in joinNetwork
+      }
+      if (beforeStart && !tty) {
+        attaching = beforeStart(id);
+        attaching.catch(() => {}); // awaited before the release
+      }
+    };
+    const beforeSetup = (p: number) => startPasta(p, net.pastaPorts, join(dir, "pasta.pid"));
+    // the console socket is relative: the helper starts in the monitor's directory (paths there
+    // can be longer than a socket address allows)
+    await this.runtime.create(id, { bundle: join(dir, "bundle"), spec, pidFile: join(dir, MonitorFile.PID), stdio: ["ignore", "ignore", "ignore"], launcher, ...(tty ? { consoleSocket: MonitorFile.CONSOLE_SOCK } : {}), ...(net.endpoints.length || (beforeStart && !tty) ? { onPid } : {}), ...(net.mode.kind === "pasta" ? { beforeSetup } : {}) });
+    const monitorPid = Number(fs.readFileSync(join(dir, MonitorFile.MONITOR_PID), "utf8"));
+    const pid = Number(fs.readFileSync(join(dir, MonitorFile.PID), "utf8"));
+    trace("start: runtime created");
+    return { pid, monitorPid, plumbing, attaching };
+  }
+
+  /** The container's network joined to its namespace: CNI's plugins (their settings returned), or the bridge's veth, rules and DNS. */
+  private async joinNetwork(rec: ContainerRecord, dir: string, launched: Launched, net: StartNetwork): Promise<NetworkSettings | undefined> {
+    const { pid } = launched;
+    let cniSettings: NetworkSettings | undefined;
+    if (net.cni) {
+      // a CNI network: its plugins configure the namespace; the address goes into /etc/hosts now
+      const hc = rec.HostConfig;
+      const result = await this.network.cniAttach(rec.Id, net.cni.list.name, `/proc/${pid}/ns/net`, portRequests(rec));
+      const ips = (result.ips ?? []).filter((i) => !i.address.includes(":"));
+      const addr = ips[0]?.address.split("/") ?? [];
+      fs.writeFileSync(join(dir, "hosts"), hostsFile(rec.Config.Hostname, addr[0] ? [addr[0]] : [], hc.ExtraHosts ?? [], ips[0]?.gateway));
+      cniSettings = networkSettings(pid, [], [], [], rec);
+      cniSettings.Networks[net.cni.list.name] = { NetworkID: net.cni.list.name, EndpointID: "", Gateway: ips[0]?.gateway ?? "", IPAddress: addr[0] ?? "", IPPrefixLen: Number(addr[1] ?? 0), MacAddress: result.interfaces?.find((i) => i.sandbox)?.mac ?? "", Aliases: null, DNSNames: null };
+      for (const p of portRequests(rec)) (cniSettings.Ports[`${p.containerPort}/${p.proto}`] ??= []).push({ HostIp: p.hostIp, HostPort: String(p.hostPort) });
+      trace("start: CNI plugins done");
+    }
+    if (net.endpoints.length) {
+      await (launched.plumbing ?? this.network.plumb(`/proc/${pid}/ns/net`, net.endpoints, { add: net.ports, stale: net.stale, rules: net.rules }));
+      if (net.dns) await this.network.ensureDns([...berthCommand(this.root), "internal-dns"], net.dns[0]!);
+      trace("start: network plumbed");
+    }
+    return cniSettings;
+  }
+
+  /** The started container's state: running, its pids, its network as inspect shows it; and the event. */
+  private recordStarted(rec: ContainerRecord, state: ContainerState, launched: Launched, net: StartNetwork, cniSettings: NetworkSettings | undefined): void {
+    const { pid, monitorPid } = launched;
+    this.containers.writeState(rec.Id, {
+      ...state,
+      Status: "running",
+      Running: true,
+      Paused: false,
+      Restarting: false,
+      OOMKilled: false,
+      Dead: false,
+      Pid: pid,
+      ExitCode: 0,
+      Error: "",
+      StartedAt: new Date().toISOString(),
+      FinishedAt: state.FinishedAt,
+      MonitorPid: monitorPid,
+      MonitorStart: procStart(monitorPid),
+      StoppedByUser: false,
+      RestartRequested: false,
+      ...(rec.Config.Healthcheck?.Test?.length && rec.Config.Healthcheck.Test[0] !== "NONE" ? { Health: { Status: "starting", FailingStreak: 0, Log: [] } } : { Health: undefined }),
+      NetworkSettings: cniSettings ?? networkSettings(pid, net.endpoints, net.mode.kind === "pasta" ? net.pastaPorts : net.ports, net.endpoints.length ? this.network.store.read().networks : [], rec),
+    });
+    this.emit(rec, state.Restarting ? "restart" : "start");
   }
 
   /**
@@ -769,7 +847,7 @@ export class Engine {
     }
     trace("teardown: runtime state deleted");
     if (opts.releaseLater) {
-      // unpublishing a port waits ~10 ms in the kernel: the caller goes on, and settles it before it returns
+      // unpublishing a port waits for an RCU grace period in the kernel: the caller goes on, and settles it before it returns
       this.releasing.add(network);
       void network.finally(() => this.releasing.delete(network));
       await unmount;
@@ -781,7 +859,7 @@ export class Engine {
    * The container ended (called by its monitor's exit command, or by whoever noticed first):
    * record how, then apply --restart and --rm. opts.unpublishInBackground (an attached run, whose
    * user waits for it): published ports' elements are deleted by a process of their own, the
-   * ports held until it has ended (Networking.releaseInBackground), instead of waiting ~10 ms on
+   * ports held until it has ended (Networking.releaseInBackground), instead of waiting for an RCU grace period on
    * the kernel here.
    */
   async exited(id: string, opts: { restart?: boolean; unpublishInBackground?: boolean } = {}): Promise<void> {

@@ -62,7 +62,7 @@ export function stopPasta(pidFile: string): void {
     // a recycled pid is left alone: it must be a pasta that wrote this very file
     if (pid > 0 && fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes(pidFile)) {
       process.kill(pid, "SIGTERM");
-      // gone (or a zombie for init to reap) before the container counts as removed: ~1 ms
+      // gone (or a zombie for init to reap) before the container counts as removed: a short wait
       const cell = new Int32Array(new SharedArrayBuffer(4));
       for (let i = 0; i < 200; i++) {
         const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");

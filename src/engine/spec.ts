@@ -21,7 +21,7 @@ export function resolveInRoot(root: string, path: string, followLast = false): s
   let parts = path.split("/").filter(Boolean);
   const done: string[] = [];
   // joined by hand: the parts are single names, and path.join walks the whole string char by char
-  // (~10 µs for a rootfs path in a fresh process, several per lookup)
+  // (a fresh process's regex work, several per lookup)
   const base = root.endsWith("/") ? root.slice(0, -1) : root;
   const under = (names: string[]) => (names.length ? `${base}/${names.join("/")}` : root);
   for (let hops = 0; parts.length; ) {

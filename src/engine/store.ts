@@ -231,7 +231,7 @@ export class ContainerStore {
   write(rec: ContainerRecord, state: ContainerState): void {
     fs.mkdirSync(this.path(rec.Id), { recursive: true, mode: 0o700 });
     // --rm and a build's step: a record meant to go when the container ends is not worth an fsync
-    // (~1.3 ms a run; a power loss leaves it for repair)
+    // (an fsync per run; a power loss leaves it for repair)
     writeFileAtomic(this.path(rec.Id, "config.json"), JSON.stringify(rec), !rec.HostConfig.AutoRemove && !rec.Builder);
     writeFileAtomic(this.path(rec.Id, "state.json"), JSON.stringify(state), false);
   }

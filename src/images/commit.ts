@@ -78,7 +78,7 @@ async function* treeDiff(lower: string | undefined, upper: string): AsyncGenerat
   yield END_OF_ARCHIVE;
 }
 
-/** Layers up to this size (a build step's few files) are gzipped in one call: no stream set-up (~1 ms a step). */
+/** Layers up to this size (a build step's few files) are gzipped in one call: no stream set-up per step. */
 const SMALL_LAYER = 4 << 20;
 
 /** A layer tar gzipped into the content store while both digests are computed: the blob and its diff ID. */

@@ -100,7 +100,7 @@ async function errorText(r: Response): Promise<{ text: string; code?: string }> 
 
 /**
  * The certificates of NODE_EXTRA_CA_CERTS, which berth's launcher keeps from node's start (reading
- * them costs every command ~40-70 ms) and hands over as BERTH_EXTRA_CA_CERTS: loaded here, when a
+ * them costs every command tens of milliseconds: docs/runtime.md) and hands over as BERTH_EXTRA_CA_CERTS: loaded here, when a
  * registry is contacted. Where node was started with the variable, it has them already.
  */
 function extraCAs(): string[] {

@@ -45,7 +45,7 @@ export interface Snapshotter {
   /** Mount the writable snapshot at target. */
   /**
    * opts.volatile (a container removed when it ends, as podman does for --rm): overlayfs skips
-   * every sync of the upper layer (its unmount synced it: ~10 ms here); such a snapshot cannot be
+   * every sync of the upper layer (its unmount synced it: the cost of a --rm, docs/engine.md); such a snapshot cannot be
    * mounted again, which one that is removed after its single run never is.
    */
   mount(key: string, target: string, opts?: { volatile?: boolean }): void;
@@ -296,7 +296,7 @@ export class OverlaySnapshotter extends BaseSnapshotter implements Snapshotter {
   }
 
   /**
-   * mount, the overlay mounted on the thread pool (~1 ms in the kernel, overlapping the caller's
+   * mount, the overlay mounted on the thread pool (its time in the kernel overlapping the caller's
    * work): with absolute paths, as a thread cannot change directory for itself alone — unless
    * they make the options longer than a page (a long chain of layers), which mount makes in place
    * with relative ones.

@@ -181,7 +181,7 @@ export class Networking {
    * `links` (a disconnect from a running container) they are deleted here.
    */
   async release(container: string, networkRef?: string, opts: { links?: boolean } = {}): Promise<void> {
-    // ports go over netlink from this process, on worker threads (each delete waits ~10 ms in the
+    // ports go over netlink from this process, on worker threads (each delete waits for an RCU grace period in the
     // kernel); when all go, their elements are gone before the store frees them, so a port handed
     // out again never meets its old element
     const key = (p: PortBinding) => `${p.Proto}/${p.HostIp}/${p.HostPort}`;
@@ -202,7 +202,7 @@ export class Networking {
 
   /**
    * release, for a container that has ended, without waiting on the kernel: deleting a map element
-   * waits for an RCU grace period (~10 ms, longer than the rest of a `run --rm`'s teardown), so a
+   * waits for an RCU grace period (longer than the rest of a `run --rm`'s teardown), so a
    * process of its own (berth-net, in a session of its own) deletes the published ports' elements,
    * and the store keeps those ports taken, and their addresses unused, until it has ended. Its
    * endpoints are given back at once (their veths went with the namespace).

@@ -284,7 +284,7 @@ export class NetworkStore {
       if (ports.length && !ip) throw invalid("published ports need a network with addresses (not --network none or host)");
       for (const p of ports) {
         const clashes = (b: PortBinding, port: number) => b.Proto === p.proto && b.HostPort === port && (b.HostIp === p.hostIp || b.HostIp === "0.0.0.0" || p.hostIp === "0.0.0.0");
-        // a port still being unpublished (its container just ended): wait for that (~10 ms), then take it
+        // a port still being unpublished (its container just ended): wait for that (an RCU grace period), then take it
         for (const b of p.hostPort ? doc.ports.filter((x) => isReleaser(x.Container) && clashes(x, p.hostPort!)) : []) {
           for (let i = 0; i < 5000 && releaserAlive(b.Container); i++) await new Promise((r) => setTimeout(r, 1));
           if (releaserAlive(b.Container)) continue; // still held: reported as allocated below

@@ -255,7 +255,7 @@ function spawnHelper(base: unknown[], n: number): HelperIo {
 
 /**
  * The helper under a launcher that forks its long-lived part away and exits (berth-monitor -D):
- * started with posix_spawn (Node's spawn forks, copying this process's page tables: ~3 ms of a
+ * started with posix_spawn (Node's spawn forks, copying this process's page tables: milliseconds of a
  * `berth run`), the plan written straight into its pipe, the launcher reaped once the container
  * is ready or failed.
  */
@@ -271,7 +271,7 @@ function spawnLauncher(launcher: string[], base: StdioEntry[], n: number): Launc
   const [reportRead, reportWrite] = sys.pipe();
   fds.push(planRead, reportWrite);
   const planFd = 3 + n;
-  // on the thread pool: the launcher's exec (~1.5 ms) overlaps what the caller does next; the fds
+  // on the thread pool: the launcher's exec overlaps what the caller does next; the fds
   // are duplicated by the call, so ours close now
   const started = sys.spawnAsync(launcher[0]!, [...launcher, helperPath(), String(planFd), String(planFd + 1)], fds).catch((e: Error) => {
     throw new BerthError("System", `cannot run ${launcher[0]}: ${e.message}`);

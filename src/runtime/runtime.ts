@@ -445,7 +445,7 @@ export class Runtime {
     try {
       const path = cgroups.cgroupPathFor(id, cgroupsPath);
       if (!path.startsWith("/")) return; // relative: create works out where, under its own cgroups
-      // on the thread pool: the directories (v1: ten hierarchies, ~1 ms) are made while the
+      // on the thread pool: the directories (v1: ten hierarchies) are made while the
       // caller goes on; create awaits them
       this.preparedCgroups.set(
         path,

@@ -178,7 +178,7 @@ export interface CompiledSeccomp {
 
 /**
  * Compiles (or takes from the cache) the program for a profile. The cache is looked up by the
- * profile's own text first: a profile seen before skips validating and flattening it (~1 ms of a
+ * profile's own text first: a profile seen before skips validating and flattening it (a cost of a
  * container start, in V8's interpreter), then by its rule list (profiles that differ only in form).
  */
 export function compileSeccomp(s: Seccomp, cacheDir: string): CompiledSeccomp {

@@ -444,7 +444,7 @@ export async function run(ctx: Context, argv: string[]): Promise<number> {
   process.stdout.off("resize", onResize);
   for (const sig of signals) process.off(sig, forward);
   if (flags.interactive) {
-    // (without -i stdin is never touched: making the stream alone costs ~2 ms)
+    // (without -i stdin is never touched: making the stream alone has a cost)
     process.stdin.unpipe(s);
     process.stdin.destroy();
   }

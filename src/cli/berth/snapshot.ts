@@ -1,7 +1,7 @@
 /**
  * The entry of berth's V8 start-up snapshot (scripts/build-snapshot.sh): the command modules are
  * loaded and initialised when the snapshot is made, so a start deserialises them instead of
- * compiling and running them (~10-20 ms of `berth run`). Nothing here may read the environment,
+ * compiling and running them on every `berth run`. Nothing here may read the environment,
  * the clock or the file system at load time: that would be frozen into the snapshot.
  * The installed `berth` uses the snapshot only with the very node binary that made it.
  */
