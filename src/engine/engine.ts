@@ -22,10 +22,9 @@ import { processStartTime } from "../common/proc.js";
 import { Runtime, parseSignal, launchHelper, ROOTFS_OVERLAY_ANNOTATION, MonitorOpt as M, MonitorFile, ExitKey, type LaunchedHelper, type Mount, type Spec } from "../runtime/index.js";
 import { pidAlive } from "../images/content.js";
 import { buildSpec, capabilitiesFor, containerCgroup, layeredReader, parseDeviceCgroupRule, resolveUser, resourcesFor, rootlessIdMappings, rootlessSpec, type RootReader } from "./spec.js";
-import { pastaPortsFor, startPasta, stopPasta } from "./pasta.js";
-import { Networking, type Endpoint, type PortBinding } from "../network/index.js";
+import { Networking, attach as attachNetwork, hostsFile, resolvConf, stopPasta, type Attachment, type EndpointRequest } from "../network/index.js";
 import { seccompFromProfile, type Seccomp } from "../security/index.js";
-import { hostsFile, netMode, networkSettings, portRequests, resolvConf, type NetMode } from "./net.js";
+import { netMode, networkSettings, portRequests } from "./net.js";
 import { ContainerStore, initialState, zeroTime, type ContainerRecord, type ContainerState, type MountPoint } from "./store.js";
 import { VolumeStore } from "../volumes/index.js";
 import { EventLog } from "./events.js";
@@ -44,26 +43,10 @@ export interface ContainerView {
   state: ContainerState;
 }
 
-/** A container's network as its start works it out (see allocateNetwork). */
-interface StartNetwork {
-  mode: NetMode;
-  cni?: { file: string; list: { name: string } };
-  pastaPorts: PortBinding[];
-  endpoints: Endpoint[];
-  ports: PortBinding[];
-  /** ports still published by a container that ended, replaced by these */
-  stale: PortBinding[];
-  /** the bridge's rules being written (true once they changed) */
-  rules: Promise<boolean>;
-  /** berth's DNS server on the container's user networks */
-  dns?: string[];
-}
-
 /** A container the runtime created, and what runs beside its setup (see launch). */
 interface Launched {
   pid: number;
   monitorPid: number;
-  plumbing?: Promise<void>;
   attaching?: Promise<void>;
 }
 
@@ -542,47 +525,29 @@ export class Engine {
   }
 
   /**
-   * The container's network, worked out before it exists: its mode (rootless bridge → pasta, a
-   * CNI network), pasta's ports, a bridge's addresses and ports (the rules are written meanwhile:
-   * `rules`), and the DNS server of its user networks.
+   * The container's network, worked out before it exists (src/network/attach.ts): for bridge
+   * networks the primary first (its gateway is the default route), then those connected since.
    */
-  private async allocateNetwork(rec: ContainerRecord): Promise<StartNetwork> {
+  private async allocateNetwork(rec: ContainerRecord): Promise<Attachment> {
     const id = rec.Id;
-    const rootless = isRootless();
-    let mode = netMode(rec.HostConfig);
-    if (rootless && mode.kind === "bridge") {
-      // no bridge without root: pasta (user-mode networking, as podman) is the default network
-      if (mode.network !== "bridge") throw unsupported(`rootless berth cannot join bridge network ${mode.network} (bridges need root): use --network pasta (the default) or none`);
-      mode = { kind: "pasta" };
-    }
-    if (mode.kind === "pasta" && !rootless) throw unsupported("--network pasta is rootless berth's network; as root, containers use bridge networks");
-    const cni = mode.kind === "bridge" && mode.network !== "bridge" ? this.network.cniNetwork(mode.network) : undefined;
-    if (cni) mode = { kind: "cni", network: cni.list.name };
-    const net: StartNetwork = { mode, cni, pastaPorts: mode.kind === "pasta" ? pastaPortsFor(portRequests(rec)) : [], endpoints: [], ports: [], stale: [], rules: Promise.resolve(false) };
+    const mode = netMode(rec.HostConfig);
+    const eps = rec.NetworkingConfig?.EndpointsConfig ?? {};
+    let endpoints: EndpointRequest[] = [];
     if (mode.kind === "bridge") {
-      // the primary network first (its gateway is the default route), then those connected since
-      const eps = rec.NetworkingConfig?.EndpointsConfig ?? {};
       const primary = eps[mode.network] ? mode.network : (Object.keys(eps).find((k) => k === "bridge" || k === "default") ?? mode.network);
       const names = [mode.network, ...Object.keys(eps).filter((k) => k !== primary && k !== mode.network)];
-      const requests = names.map((network, i) => {
+      endpoints = names.map((network, i) => {
         const ep = i === 0 ? eps[primary] : eps[network];
         return { network, ...(ep?.IPAMConfig?.IPv4Address ? { ip: ep.IPAMConfig.IPv4Address } : {}), ...(ep?.IPAMConfig?.IPv6Address ? { ip6: ep.IPAMConfig.IPv6Address } : {}), ...(ep?.MacAddress ? { mac: ep.MacAddress } : {}), ...(ep?.IPAMConfig?.LinkLocalIPs?.length ? { linkLocal: ep.IPAMConfig.LinkLocalIPs } : {}), aliases: ep?.Aliases ?? [], names: [rec.Name.slice(1), id.slice(0, 12)] };
       });
-      const a = await this.network.allocate(id, requests, portRequests(rec), (c) => this.isActive(c));
-      Object.assign(net, { endpoints: a.endpoints, ports: a.ports, stale: a.stale, rules: a.rules });
-      net.rules.catch(() => {}); // awaited in plumb; this keeps an early failure from being unhandled
-      trace("start: network allocated");
     }
-    // user networks have berth's DNS (on their gateway): names of the other containers resolve
-    // (any user network the container is on: docker's containers on one use its embedded DNS)
-    const userNets = net.endpoints.length ? new Set(this.network.store.read().networks.filter((n) => n.Options["com.docker.network.bridge.default_bridge"] !== "true").map((n) => n.Id)) : new Set<string>();
-    const dnsEndpoint = net.endpoints.find((e) => userNets.has(e.Network));
-    if (dnsEndpoint) net.dns = [dnsEndpoint.Gateway];
+    const net = await attachNetwork(this.network, { container: id, mode, rootless: isRootless(), endpoints, ports: portRequests(rec), active: (c) => this.isActive(c), pastaPidFile: this.containers.path(id, "pasta.pid") });
+    trace("start: network allocated");
     return net;
   }
 
   /** The files berth writes for the container (hostname, hosts, resolv.conf), as the bind mounts that show them. */
-  private writeContainerFiles(rec: ContainerRecord, dir: string, net: StartNetwork): SpecMount[] {
+  private writeContainerFiles(rec: ContainerRecord, dir: string, net: Attachment): SpecMount[] {
     const hc = rec.HostConfig;
     const files: Array<[string, string]> = [["hostname", `${rec.Config.Hostname}\n`]];
     if (net.mode.kind !== "container") {
@@ -650,57 +615,45 @@ export class Engine {
    * terminal the caller attaches only after create (it sizes the terminal, which must exist).
    * pasta joins the namespaces as this user, before the container's init becomes another user.
    */
-  private async launch(rec: ContainerRecord, dir: string, spec: Spec, launcher: LaunchedHelper, net: StartNetwork, beforeStart?: (id: string) => Promise<void>): Promise<Launched> {
+  private async launch(rec: ContainerRecord, dir: string, spec: Spec, launcher: LaunchedHelper, net: Attachment, beforeStart?: (id: string) => Promise<void>): Promise<Launched> {
     const id = rec.Id;
     const tty = rec.Config.Tty;
-    let plumbing: Promise<void> | undefined;
     let attaching: Promise<void> | undefined;
     const onPid = (p: number) => {
-      if (net.endpoints.length) {
-        plumbing = this.network.plumb(`/proc/${p}/ns/net`, net.endpoints, { add: net.ports, stale: net.stale, rules: net.rules });
-        plumbing.catch(() => {}); // awaited in joinNetwork
-      }
+      net.onPid?.(p);
       if (beforeStart && !tty) {
         attaching = beforeStart(id);
         attaching.catch(() => {}); // awaited before the release
       }
     };
-    const beforeSetup = (p: number) => startPasta(p, net.pastaPorts, join(dir, "pasta.pid"));
+    const beforeSetup = net.beforeSetup;
     // the console socket is relative: the helper starts in the monitor's directory (paths there
     // can be longer than a socket address allows)
-    await this.runtime.create(id, { bundle: join(dir, "bundle"), spec, pidFile: join(dir, MonitorFile.PID), stdio: ["ignore", "ignore", "ignore"], launcher, ...(tty ? { consoleSocket: MonitorFile.CONSOLE_SOCK } : {}), ...(net.endpoints.length || (beforeStart && !tty) ? { onPid } : {}), ...(net.mode.kind === "pasta" ? { beforeSetup } : {}) });
+    await this.runtime.create(id, { bundle: join(dir, "bundle"), spec, pidFile: join(dir, MonitorFile.PID), stdio: ["ignore", "ignore", "ignore"], launcher, ...(tty ? { consoleSocket: MonitorFile.CONSOLE_SOCK } : {}), ...(net.onPid || (beforeStart && !tty) ? { onPid } : {}), ...(beforeSetup ? { beforeSetup } : {}) });
     const monitorPid = Number(fs.readFileSync(join(dir, MonitorFile.MONITOR_PID), "utf8"));
     const pid = Number(fs.readFileSync(join(dir, MonitorFile.PID), "utf8"));
     trace("start: runtime created");
-    return { pid, monitorPid, plumbing, attaching };
+    return { pid, monitorPid, attaching };
   }
 
-  /** The container's network joined to its namespace: CNI's plugins (their settings returned), or the bridge's veth, rules and DNS. */
-  private async joinNetwork(rec: ContainerRecord, dir: string, launched: Launched, net: StartNetwork): Promise<NetworkSettings | undefined> {
+  /** The container's network joined to its namespace; for a CNI network, its address goes into /etc/hosts and inspect's settings are returned. */
+  private async joinNetwork(rec: ContainerRecord, dir: string, launched: Launched, net: Attachment): Promise<NetworkSettings | undefined> {
     const { pid } = launched;
-    let cniSettings: NetworkSettings | undefined;
-    if (net.cni) {
-      // a CNI network: its plugins configure the namespace; the address goes into /etc/hosts now
-      const hc = rec.HostConfig;
-      const result = await this.network.cniAttach(rec.Id, net.cni.list.name, `/proc/${pid}/ns/net`, portRequests(rec));
-      const ips = (result.ips ?? []).filter((i) => !i.address.includes(":"));
-      const addr = ips[0]?.address.split("/") ?? [];
-      fs.writeFileSync(join(dir, "hosts"), hostsFile(rec.Config.Hostname, addr[0] ? [addr[0]] : [], hc.ExtraHosts ?? [], ips[0]?.gateway));
-      cniSettings = networkSettings(pid, [], [], [], rec);
-      cniSettings.Networks[net.cni.list.name] = { NetworkID: net.cni.list.name, EndpointID: "", Gateway: ips[0]?.gateway ?? "", IPAddress: addr[0] ?? "", IPPrefixLen: Number(addr[1] ?? 0), MacAddress: result.interfaces?.find((i) => i.sandbox)?.mac ?? "", Aliases: null, DNSNames: null };
-      for (const p of portRequests(rec)) (cniSettings.Ports[`${p.containerPort}/${p.proto}`] ??= []).push({ HostIp: p.hostIp, HostPort: String(p.hostPort) });
-      trace("start: CNI plugins done");
-    }
-    if (net.endpoints.length) {
-      await (launched.plumbing ?? this.network.plumb(`/proc/${pid}/ns/net`, net.endpoints, { add: net.ports, stale: net.stale, rules: net.rules }));
-      if (net.dns) await this.network.ensureDns([...berthCommand(this.root), "internal-dns"], net.dns[0]!);
-      trace("start: network plumbed");
-    }
-    return cniSettings;
+    const result = await net.join(pid, [...berthCommand(this.root), "internal-dns"]);
+    trace("start: network joined");
+    if (!net.cni || !result) return undefined;
+    const hc = rec.HostConfig;
+    const ips = (result.ips ?? []).filter((i) => !i.address.includes(":"));
+    const addr = ips[0]?.address.split("/") ?? [];
+    fs.writeFileSync(join(dir, "hosts"), hostsFile(rec.Config.Hostname, addr[0] ? [addr[0]] : [], hc.ExtraHosts ?? [], ips[0]?.gateway));
+    const settings = networkSettings(pid, [], [], [], rec);
+    settings.Networks[net.cni.list.name] = { NetworkID: net.cni.list.name, EndpointID: "", Gateway: ips[0]?.gateway ?? "", IPAddress: addr[0] ?? "", IPPrefixLen: Number(addr[1] ?? 0), MacAddress: result.interfaces?.find((i) => i.sandbox)?.mac ?? "", Aliases: null, DNSNames: null };
+    for (const p of portRequests(rec)) (settings.Ports[`${p.containerPort}/${p.proto}`] ??= []).push({ HostIp: p.hostIp, HostPort: String(p.hostPort) });
+    return settings;
   }
 
   /** The started container's state: running, its pids, its network as inspect shows it; and the event. */
-  private recordStarted(rec: ContainerRecord, state: ContainerState, launched: Launched, net: StartNetwork, cniSettings: NetworkSettings | undefined): void {
+  private recordStarted(rec: ContainerRecord, state: ContainerState, launched: Launched, net: Attachment, cniSettings: NetworkSettings | undefined): void {
     const { pid, monitorPid } = launched;
     this.containers.writeState(rec.Id, {
       ...state,
@@ -720,7 +673,7 @@ export class Engine {
       StoppedByUser: false,
       RestartRequested: false,
       ...(rec.Config.Healthcheck?.Test?.length && rec.Config.Healthcheck.Test[0] !== "NONE" ? { Health: { Status: "starting", FailingStreak: 0, Log: [] } } : { Health: undefined }),
-      NetworkSettings: cniSettings ?? networkSettings(pid, net.endpoints, net.mode.kind === "pasta" ? net.pastaPorts : net.ports, net.endpoints.length ? this.network.store.read().networks : [], rec),
+      NetworkSettings: cniSettings ?? networkSettings(pid, net.endpoints, net.ports, net.endpoints.length ? this.network.store.read().networks : [], rec),
     });
     this.emit(rec, state.Restarting ? "restart" : "start");
   }

@@ -1,14 +1,14 @@
 /**
- * How a container's network settings (docker's NetworkMode, PortBindings, ExtraHosts, Dns...)
- * become requests to the network layer and files in the container: /etc/hosts, /etc/resolv.conf.
+ * docker's network settings of a container (NetworkMode, PortBindings …) as requests to the network
+ * layer (src/network/attach.ts), and its answer as docker's NetworkSettings.
  */
-import * as fs from "node:fs";
 import { invalid } from "../common/errors.js";
-import type { Endpoint, NetworkRecord, PortBinding, PortRequest } from "../network/index.js";
+import type { Endpoint, NetMode, NetworkRecord, PortBinding, PortRequest } from "../network/index.js";
+
+export type { NetMode };
 import type { ContainerRecord } from "./store.js";
 import type { HostConfig, NetworkSettings } from "./types.js";
 
-export type NetMode = { kind: "bridge"; network: string } | { kind: "cni"; network: string } | { kind: "pasta" } | { kind: "none" } | { kind: "host" } | { kind: "container"; ref: string };
 
 export function netMode(hc: HostConfig): NetMode {
   const m = hc.NetworkMode || "default";
@@ -33,46 +33,6 @@ export function portRequests(rec: ContainerRecord): PortRequest[] {
       out.push({ proto, hostIp: b.HostIp || "0.0.0.0", hostPort: Number(b.HostPort || 0), containerPort: Number(port) });
   }
   return out;
-}
-
-/** /etc/hosts as docker writes it: loopback, the container's addresses under its hostname, --add-host. */
-export function hostsFile(hostname: string, addresses: string[], extraHosts: string[], gateway?: string): string {
-  const lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback", "fe00::0\tip6-localnet", "ff00::0\tip6-mcastprefix", "ff02::1\tip6-allnodes", "ff02::2\tip6-allrouters"];
-  for (const h of extraHosts) {
-    const i = h.indexOf(":");
-    if (i <= 0) throw invalid(`bad format for add-host: "${h}" (expected host:ip)`);
-    let ip = h.slice(i + 1);
-    if (ip === "host-gateway") {
-      if (!gateway) throw invalid(`--add-host ${h}: host-gateway needs a bridge network`);
-      ip = gateway;
-    }
-    lines.push(`${ip}\t${h.slice(0, i)}`);
-  }
-  if (addresses.length) for (const a of addresses) lines.push(`${a}\t${hostname}`);
-  else lines.push(`127.0.1.1\t${hostname}`);
-  return lines.join("\n") + "\n";
-}
-
-/**
- * /etc/resolv.conf: --dns/--dns-search/--dns-option over the host's file. A nameserver on the
- * host's loopback cannot be reached from a network namespace of its own, so such entries are left
- * out there (docker does the same).
- */
-export function resolvConf(hc: HostConfig, ownNetns: boolean, nameservers?: string[]): string {
-  let host = "";
-  try {
-    host = fs.readFileSync("/etc/resolv.conf", "utf8");
-  } catch {
-    /* none */
-  }
-  const lines = host.split("\n").map((l) => l.trim());
-  let ns = lines.filter((l) => /^nameserver\s/.test(l)).map((l) => l.split(/\s+/)[1]!);
-  if (ownNetns) ns = ns.filter((a) => !/^127\./.test(a) && a !== "::1");
-  if (nameservers?.length) ns = nameservers;
-  if (hc.Dns?.length) ns = hc.Dns;
-  const search = hc.DnsSearch?.length ? hc.DnsSearch : lines.filter((l) => /^search\s/.test(l)).flatMap((l) => l.split(/\s+/).slice(1));
-  const options = hc.DnsOptions?.length ? hc.DnsOptions : lines.filter((l) => /^options\s/.test(l)).flatMap((l) => l.split(/\s+/).slice(1));
-  return [...(search.length ? [`search ${search.join(" ")}`] : []), ...ns.map((a) => `nameserver ${a}`), ...(options.length ? [`options ${options.join(" ")}`] : [])].join("\n") + "\n";
 }
 
 export function networkSettings(pid: number, endpoints: Endpoint[], ports: PortBinding[], nets: NetworkRecord[], rec: ContainerRecord): NetworkSettings {

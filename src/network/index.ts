@@ -22,6 +22,8 @@ export { NetworkStore, bridgeName, DEFAULT_NETWORK, isReleaser, processStart, re
 export { parsePublish, type PublishSpec } from "./ports.js";
 export { ruleset } from "./rules.js";
 export { readConflist, type CniConflist, type CniResult } from "./cni.js";
+export { attach, hostsFile, resolvConf, type AttachRequest, type Attachment, type DnsSettings, type NetMode } from "./attach.js";
+export { stopPasta } from "./pasta.js";
 
 const MTU = 1500;
 

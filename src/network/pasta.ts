@@ -8,7 +8,7 @@
 import * as fs from "node:fs";
 import { BerthError } from "../common/errors.js";
 import { portFree, runToEnd } from "../common/sys.js";
-import type { PortBinding, PortRequest } from "../network/index.js";
+import type { PortBinding, PortRequest } from "./store.js";
 
 function pastaBinary(): string {
   for (const dir of (process.env.PATH || "/usr/local/bin:/usr/bin:/bin").split(":")) {
