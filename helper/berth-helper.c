@@ -105,6 +105,9 @@ static int root_of_fd = -1; /* /proc/<pid>/root for exec */
 static int term_pair[2] = {-1, -1};
 static int idmap_fds[16];
 static int nidmap_fds;
+/* BIND_SOURCE: bind sources' mount trees cloned in the host, attached by MOUNT in the child. */
+static int bind_fds[64];
+static int nbind_fds;
 static int cgroup_fds[16];
 static const char *cgroup_paths[16];
 static int ncgroup_fds;
@@ -377,6 +380,16 @@ static void refuse_symlink_target(const char *target, const char *fstype) {
   close(dir);
 }
 
+/* A bind from a tree BIND_SOURCE cloned in the host: the source was reached with the runtime's
+ * own credentials, so a mapped root that cannot enter its parents still gets it. */
+static void tree_bind(const char *target, int on, const char *index) {
+  int idx = atoi(index);
+  if (idx < 0 || idx >= nbind_fds) die(EINVAL, "bind mount %s: no source tree %d", target, idx);
+  TRY(move_mount(bind_fds[idx], "", on, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH), "attach the bind source on %s", target);
+  close(bind_fds[idx]);
+  bind_fds[idx] = -1;
+}
+
 static void do_mount(char **a) {
   const char *src = a[0], *target = a[1], *fstype = a[2], *data = a[5], *mk = a[6];
   unsigned long flags = (unsigned long)num(a[3]), prop = (unsigned long)num(a[4]);
@@ -389,6 +402,9 @@ static void do_mount(char **a) {
   snprintf(procpath, sizeof procpath, "/proc/self/fd/%d", fd);
   if ((flags & MS_BIND) && a[7] && a[7][0]) {
     idmapped_bind(src, target, fd, a[7], a[8]);
+    remount_bind(target, flags);
+  } else if ((flags & MS_BIND) && a[7] && a[8] && a[9] && a[9][0]) {
+    tree_bind(target, fd, a[9]);
     remount_bind(target, flags);
   } else if (flags & MS_BIND) {
     TRY(mount(src, procpath, NULL, MS_BIND | (flags & MS_REC), NULL), "bind %s on %s", src, target);
@@ -815,9 +831,17 @@ static int new_userns;
 static int cwd_done; /* the early CWD record reached the cwd */
 static int helper_root; /* the helper runs as root (not rootless) */
 
+static void close_bind_fds(void) {
+  for (int i = 0; i < nbind_fds; i++)
+    if (bind_fds[i] >= 0) close(bind_fds[i]);
+  nbind_fds = 0;
+}
+
+/* After the root is pivoted, no fd of the host's mounts stays open in the container. */
 static void close_idmap_fds(void) {
   for (int i = 0; i < nidmap_fds; i++) close(idmap_fds[i]);
   nidmap_fds = 0;
+  close_bind_fds();
 }
 
 static void run_child(int release_fd) {
@@ -1101,6 +1125,16 @@ static void write_id_map(pid_t pid, const char *file, const char *map) {
 
 static void write_id_map(pid_t pid, const char *file, const char *map);
 
+/* A bind source's mount tree, cloned with the runtime's credentials before the child enters its
+ * user namespace (its mapped root may not be able to reach it). */
+static void open_bind_source(const char *path, const char *recursive) {
+  if (nbind_fds >= (int)(sizeof bind_fds / sizeof *bind_fds)) die(E2BIG, "too many bind mounts");
+  unsigned rec = recursive && recursive[0] == 'r' ? AT_RECURSIVE : 0;
+  int tree = open_tree(AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | rec);
+  TRY(tree, "open_tree %s (a bind source)", path);
+  bind_fds[nbind_fds++] = tree;
+}
+
 /* A user namespace that exists only to lend its mapping to idmapped mounts: a child unshares it and
  * waits; we write its maps, keep an fd to the namespace, and let the child go. */
 static void make_idmap_userns(const char *uid_map, const char *gid_map) {
@@ -1219,6 +1253,7 @@ int main(int argc, char **argv) {
     }
     case OP_DEVICE_FILTER: attach_device_filter(a[0], a[1]); break;
     case OP_IDMAP_USERNS: make_idmap_userns(a[0], a[1]); break;
+    case OP_BIND_SOURCE: open_bind_source(a[0], a[1]); break;
     case OP_UNSHARE_TIME:
       TRY(unshare(CLONE_NEWTIME), "unshare the time namespace");
       if (a[0][0]) TRY(write_file("/proc/self/timens_offsets", a[0]), "write time offsets");
@@ -1327,6 +1362,7 @@ int main(int argc, char **argv) {
   if (term_pair[1] >= 0) close(term_pair[1]);
   if (console_fd >= 0) close(console_fd);
   if (fifo_fd >= 0) close(fifo_fd);
+  close_bind_fds(); /* the child holds its own copies */
 
   for (int i = 0; i < nops; i++)
     if (ops[i].code == OP_ID_MAP_CMD) run_id_map_cmd(pid, ops[i].argv, ops[i].argc);

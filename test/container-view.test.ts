@@ -1,7 +1,7 @@
 /** What the process inside sees, checked from inside with the probe: config.json → the container. */
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, rmSync, symlinkSync, writeFileSync, readFileSync, existsSync, cpSync } from "node:fs";
+import { chmodSync, mkdirSync, rmSync, symlinkSync, writeFileSync, readFileSync, existsSync, cpSync } from "node:fs";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
 import { layout } from "../src/cgroups/index.js";
@@ -198,6 +198,38 @@ describe("the container's view", { skip: rootSkip }, () => {
       }),
     );
     assert.match(out, /^\s*0\s+100000\s+65536$/m);
+  });
+
+  test("a user namespace binds sources its mapped root cannot reach (a directory only root enters), read-only where asked, as runc", { skip: unreachable ? `the container's mapped root cannot reach the rootfs (${unreachable} is not searchable by others)` : false }, () => {
+    const guarded = tempDir("berth-guarded-");
+    chmodSync(guarded, 0o700); // root only: uid 100000 cannot enter
+    mkdirSync(join(guarded, "data"));
+    writeFileSync(join(guarded, "data", "secret"), "only-root-reaches-this\n");
+    writeFileSync(join(guarded, "file"), "a-file\n");
+    const edit = (s: AnySpec) => {
+      s.linux.namespaces.push({ type: "user" });
+      s.linux.uidMappings = [{ containerID: 0, hostID: 100000, size: 65536 }];
+      s.linux.gidMappings = [{ containerID: 0, hostID: 100000, size: 65536 }];
+      s.mounts = s.mounts.filter((m: { type: string }) => m.type !== "cgroup" && m.type !== "sysfs");
+      // (mount points where the mapped root may make them: the fixture's /tmp)
+      s.mounts.push({ destination: "/tmp/data", type: "bind", source: join(guarded, "data"), options: ["rbind", "ro"] }, { destination: "/tmp/file", type: "bind", source: join(guarded, "file"), options: ["bind"] });
+    };
+    try {
+      const out = ok(runIn(["/bin/sh", "-c", "cat /tmp/data/secret /tmp/file; echo x > /tmp/data/new && echo WROTE || echo READONLY"], edit));
+      assert.match(out, /only-root-reaches-this/);
+      assert.match(out, /a-file/);
+      assert.match(out, /READONLY/);
+      // runc (the oracle) binds them too
+      const runc = ["/usr/sbin/runc", "/usr/bin/runc"].find((p) => existsSync(p));
+      if (runc) {
+        const bundle = makeBundle(["/bin/cat", "/tmp/data/secret"], edit);
+        const r = spawnSync(runc, ["--root", tempDir("berth-runc-"), "run", "--bundle", bundle, uniqueId()], { encoding: "utf8" });
+        rmSync(bundle, { recursive: true, force: true });
+        assert.match(r.stdout, /only-root-reaches-this/, `runc: ${r.stderr}`);
+      }
+    } finally {
+      rmSync(guarded, { recursive: true, force: true });
+    }
   });
 
   test("joining an existing namespace by path", () => {

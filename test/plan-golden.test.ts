@@ -131,6 +131,19 @@ const cases: Record<string, [CreatePlanInput, PlanHost]> = {
     ),
     rootless,
   ],
+  // root's container in a user namespace: bind sources cloned by the runtime first (mount fds)
+  "userns-root-binds": [
+    input(
+      spec((s) => {
+        s.process!.terminal = false;
+        s.linux!.namespaces!.push({ type: "user" });
+        s.linux!.uidMappings = [{ containerID: 0, hostID: 100000, size: 65536 }];
+        s.linux!.gidMappings = [{ containerID: 0, hostID: 100000, size: 65536 }];
+        s.mounts!.push({ destination: "/data", type: "bind", source: "/srv/data", options: ["rbind", "ro"] }, { destination: "/etc/app.conf", type: "bind", source: "/etc/berth-test.conf", options: ["bind"] });
+      }),
+    ),
+    rootV2,
+  ],
   // hooks, an idmapped bind, a time namespace, shared propagation, a foreground run
   "hooks-idmap-time-shared": [
     input(

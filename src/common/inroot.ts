@@ -11,11 +11,12 @@
  */
 import * as fs from "node:fs";
 import { BerthError, invalid } from "./errors.js";
+import { K } from "./kernel-abi.js";
 
 /** open(2)'s O_PATH (Linux): a handle for walking and fstat, not for reading. */
-export const O_PATH = 0o10000000;
+export const { O_PATH } = K;
 const { O_NOFOLLOW, O_DIRECTORY } = fs.constants;
-const O_CLOEXEC = 0o2000000;
+const { O_CLOEXEC } = K;
 
 /** The path through which the kernel reaches what fd refers to (and `name` below it, not followed when last). */
 export const fdPath = (fd: number, name?: string): string => (name === undefined ? `/proc/self/fd/${fd}` : `/proc/self/fd/${fd}/${name}`);

@@ -391,6 +391,19 @@ export function createPlan(input: CreatePlanInput, host: PlanHost = planHost(inp
       .join("");
     ops.push([Op.UNSHARE_TIME, offsets]);
   }
+  // a container in a new user namespace binds what its mapped root may not reach (a source under a
+  // directory only root enters): the runtime clones each source's mount tree first, as itself, and
+  // the child attaches the clone (runc's mount fds). Rootless, the user reaches its own sources.
+  const trees = new Map<Mount, number>();
+  if (newNs.has("user") && host.uid === 0)
+    for (const m of spec.mounts ?? []) {
+      const src = bindSource(m, input.bundle);
+      const opts = m.options ?? [];
+      if (src === undefined || m.uidMappings || m.gidMappings || opts.includes("idmap") || opts.includes("ridmap")) continue;
+      if (!host.bindSources[src]) continue; // refused with its name when the mount is planned
+      trees.set(m, trees.size);
+      ops.push([Op.BIND_SOURCE, src, opts.includes("rbind") ? "r" : ""]);
+    }
   let flags = 0;
   for (const t of newNs) if (t !== "time" && t !== "cgroup") flags |= cloneFlag[t];
   ops.push([Op.CLONE, String(flags)]);
@@ -440,11 +453,11 @@ export function createPlan(input: CreatePlanInput, host: PlanHost = planHost(inp
       const { flags } = parseMountOptions(m.options);
       if (flags & MS.RDONLY) {
         devReadOnly = flags & ~MS.RDONLY & ~MS.REMOUNT;
-        ops.push(...mountOps({ ...m, options: (m.options ?? []).filter((o) => o !== "ro") }, input, host));
+        ops.push(...mountOps({ ...m, options: (m.options ?? []).filter((o) => o !== "ro") }, input, host, trees.get(m)));
         continue;
       }
     }
-    ops.push(...mountOps(m, input, host));
+    ops.push(...mountOps(m, input, host, trees.get(m)));
   }
   if (devIsTmpfs) {
     const devices = [...defaultDevices.filter((d) => !(linux.devices ?? []).some((x) => x.path === d.path))];
@@ -485,16 +498,16 @@ export function createPlan(input: CreatePlanInput, host: PlanHost = planHost(inp
   return ops;
 }
 
-function mountOps(m: Mount, input: CreatePlanInput, host: PlanHost): PlanOp[] {
+function mountOps(m: Mount, input: CreatePlanInput, host: PlanHost, tree?: number): PlanOp[] {
   const parsed = parseMountOptions(m.options);
   const { attrSet, attrClear } = parsed;
-  const ops = mountOpsOnly(m, input, host, parsed);
+  const ops = mountOpsOnly(m, input, host, parsed, tree);
   // rro and the other recursive options: on the mount just made and every mount below it
   if (attrSet || attrClear) ops.push([Op.MOUNT_SETATTR, m.destination, String(attrSet), String(attrClear)]);
   return ops;
 }
 
-function mountOpsOnly(m: Mount, input: CreatePlanInput, host: PlanHost, { flags, propagation, data }: ReturnType<typeof parseMountOptions>): PlanOp[] {
+function mountOpsOnly(m: Mount, input: CreatePlanInput, host: PlanHost, { flags, propagation, data }: ReturnType<typeof parseMountOptions>, tree?: number): PlanOp[] {
   const type = m.type ?? "";
   const dest = m.destination;
   if (dest.split("/").includes("..")) throw invalid(`config.json: mounts: destination ${dest} contains ".."`);
@@ -517,6 +530,7 @@ function mountOpsOnly(m: Mount, input: CreatePlanInput, host: PlanHost, { flags,
         [Op.MOUNT, src, dest, "", String(flags | MS.BIND), String(prop), data.join(","), kind, String(index), recursive ? "r" : ""],
       ];
     }
+    if (tree !== undefined) return [[Op.MOUNT, src, dest, "", String(flags | MS.BIND), String(prop), data.join(","), kind, "", "", String(tree)]];
     return [[Op.MOUNT, src, dest, "", String(flags | MS.BIND), String(prop), data.join(","), kind]];
   }
   if (type === "cgroup" || type === "cgroup2") return cgroupMountOps(dest, flags, input, host);

@@ -75,22 +75,11 @@ export function actionValue(action: string, errnoRet: number | undefined, field:
   }
 }
 
-const compareOps: Record<string, number> = {
-  SCMP_CMP_NE: 1,
-  SCMP_CMP_LT: 2,
-  SCMP_CMP_LE: 3,
-  SCMP_CMP_EQ: 4,
-  SCMP_CMP_GE: 5,
-  SCMP_CMP_GT: 6,
-  SCMP_CMP_MASKED_EQ: 7,
-};
+/** libseccomp's comparison operators (its enum scmp_compare), by the spec's names. */
+const compareOps: Record<string, number> = Object.fromEntries(Object.entries(K).filter(([k]) => k.startsWith("SCMP_CMP_")));
 
-const flagValues: Record<string, number> = {
-  SECCOMP_FILTER_FLAG_TSYNC: 1,
-  SECCOMP_FILTER_FLAG_LOG: 2,
-  SECCOMP_FILTER_FLAG_SPEC_ALLOW: 4,
-  SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV: 32,
-};
+/** seccomp(2)'s filter flags the spec may name. */
+const flagValues: Record<string, number> = Object.fromEntries(Object.entries(K).filter(([k]) => k.startsWith("SECCOMP_FILTER_FLAG_")));
 
 const archNames = new Set([
   "x86", "x86_64", "x32", "arm", "aarch64", "mips", "mips64", "mips64n32", "mipsel", "mipsel64", "mipsel64n32",
