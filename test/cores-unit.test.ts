@@ -8,6 +8,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Template } from "../src/cli/template.js";
 import { parse, UsageError, type Flag } from "../src/cli/pflag.js";
+import { parseFlags, type FlagDef as RuntimeFlagDef } from "../src/cli/args.js";
 import { parseReference, formatReference, familiar } from "../src/images/reference.js";
 import { bigToIp6, freeAddress, ip6ToBig, ipToNum, macFor, numToIp, overlaps, parseSubnet, parseSubnet6 } from "../src/network/addr.js";
 import { answer, readQuestion } from "../src/network/dns.js";
@@ -426,4 +427,33 @@ test("errors carry a kind, a code (the kind's unless named) and a hint; transpor
   assert.equal(new UsageError("unknown flag: --x", "run").code, ErrorCode.USAGE);
   assert.equal(fsCause(Object.assign(new Error("EACCES: permission denied, open '/x'"), { code: "EACCES" })), "permission denied");
   assert.equal(isNotFound(Object.assign(new Error("ENOENT: no such file or directory, stat '/x'"), { code: "ENOENT" })), true);
+});
+
+// ---- berth-runtime's flags (urfave/cli's rules, as runc's callers use them)
+
+test("berth-runtime's flags parse as runc's: single-dash long names, aliases, repeats, the first argument ends them", () => {
+  const defs: RuntimeFlagDef[] = [
+    { names: ["bundle", "b"], kind: "string" },
+    { names: ["detach", "d"], kind: "bool" },
+    { names: ["preserve-fds"], kind: "int" },
+    { names: ["cap", "c"], kind: "list" },
+    { names: ["criu"], kind: "string", unsupported: "no CRIU here" },
+  ];
+  const cases: [string[], boolean, Record<string, unknown>, string[]][] = [
+    [["-bundle", "/b", "id"], false, { bundle: "/b" }, ["id"]],
+    [["--bundle=/b", "-d", "id"], false, { bundle: "/b", detach: true }, ["id"]],
+    [["-b", "/b", "--preserve-fds", "2", "id", "--detach"], false, { bundle: "/b", "preserve-fds": 2 }, ["id", "--detach"]],
+    [["id", "--detach"], true, { detach: true }, ["id"]],
+    [["--cap", "CAP_KILL", "-c", "CAP_CHOWN", "id", "sh"], false, { cap: ["CAP_KILL", "CAP_CHOWN"] }, ["id", "sh"]],
+    [["--detach=false", "--", "-x"], false, { detach: false }, ["-x"]],
+  ];
+  for (const [argv, interspersed, flags, args] of cases) assert.deepEqual(parseFlags(argv, defs, { interspersed }), { flags, args }, argv.join(" "));
+  const bad: [string[], RegExp][] = [
+    [["--nope"], /flag provided but not defined: -nope/],
+    [["--bundle"], /flag needs an argument: -bundle/],
+    [["--preserve-fds", "x"], /invalid value "x" for flag -preserve-fds/],
+    [["--detach=maybe"], /invalid boolean value "maybe"/],
+    [["--criu", "/x"], /--criu is not supported by berth-runtime: no CRIU here/],
+  ];
+  for (const [argv, re] of bad) assert.throws(() => parseFlags(argv, defs), (e: unknown) => e instanceof BerthError && re.test(e.message), argv.join(" "));
 });
