@@ -339,6 +339,19 @@ static int read_pid(void)
 	return atoi(buf);
 }
 
+/* The exit record's space, taken while the disk has room: the record is written over it. */
+static void reserve_exit(void)
+{
+	char tmp[PATH_MAX], blank[128];
+	memset(blank, ' ', sizeof blank);
+	path_in_dir(tmp, sizeof tmp, MFILE_EXIT_TMP);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return;
+	write_all(fd, blank, sizeof blank);
+	close(fd);
+}
+
 static void write_exit(int status)
 {
 	char p[PATH_MAX], tmp[PATH_MAX], buf[128];
@@ -349,10 +362,17 @@ static void write_exit(int status)
 	int n = snprintf(buf, sizeof buf, EXITKEY_CODE " %d\n" EXITKEY_SIGNAL " %d\n" EXITKEY_FINISHED " %lld%09ld\n", code, sig, (long long)ts.tv_sec, ts.tv_nsec);
 	path_in_dir(p, sizeof p, MFILE_EXIT);
 	path_in_dir(tmp, sizeof tmp, MFILE_EXIT_TMP);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	/* written over the space reserve_exit() took at the start (no O_TRUNC): a container that filled
+	 * the disk still has its exit recorded */
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return;
-	write_all(fd, buf, (size_t)n);
+	if (pwrite(fd, buf, (size_t)n, 0) != (ssize_t)n) {
+		/* not even the reserved block: the record is cut short, and said to be missing below */
+	}
+	if (ftruncate(fd, n) < 0) {
+		/* a longer reserve left behind reads as trailing spaces: the keys are still found */
+	}
 	/* durable when nobody else records the exit; an attached berth (-w) records it itself, at once */
 	if (waiter < 0)
 		fsync(fd);
@@ -469,6 +489,7 @@ int main(int argc, char **argv)
 		write_all(fd, b, (size_t)snprintf(b, sizeof b, "%d\n", (int)getpid()));
 		close(fd);
 	}
+	reserve_exit();
 	log_open();
 	attach_listen();
 	if (tty) {

@@ -94,5 +94,12 @@ export function fsCause(err: unknown): string {
   return e.message.replace(/^E[A-Z0-9]+: /, "").replace(/, \w+ '.*'$/s, "");
 }
 
+/** A failed fs call's error with the path it wrote (Node names none when a write after the open fails). */
+export function withPath(err: unknown, path: string): unknown {
+  const e = err as NodeJS.ErrnoException;
+  if (e?.code && !e.path) e.path = path;
+  return err;
+}
+
 /** Whether a failed fs call failed because the path does not exist. */
 export const isNotFound = (err: unknown): boolean => (err as NodeJS.ErrnoException)?.code === "ENOENT" || (err as NodeJS.ErrnoException)?.code === "ENOTDIR";

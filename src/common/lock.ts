@@ -55,7 +55,7 @@ export async function withLock<T>(path: string, mode: "shared" | "exclusive", fn
  * durable: fsync before the rename, so the new content survives a power loss too (the image
  * metadata); state that a reboot makes stale anyway (a container's state) skips it.
  */
-export function writeFileAtomic(path: string, data: string | Buffer, durable = true): void {
+export function writeFileAtomic(path: string, data: string | Buffer, durable = true, opts: { inPlaceWhenFull?: boolean } = {}): void {
   const tmp = `${path}.tmp-${process.pid}`;
   try {
     const fd = fs.openSync(tmp, "w", 0o644);
@@ -73,11 +73,32 @@ export function writeFileAtomic(path: string, data: string | Buffer, durable = t
     } catch {
       /* never made */
     }
+    if ((e as NodeJS.ErrnoException).code === "ENOSPC" && opts.inPlaceWhenFull && overwriteInPlace(path, typeof data === "string" ? Buffer.from(data) : data)) return;
     if ((e as NodeJS.ErrnoException).code === "ENOSPC") throw new BerthError("System", `no space left on device (writing ${path}): free space on that file system (\`berth system prune\` removes what berth does not need)`, { cause: e });
     throw e;
   }
   // the rename itself survives a power loss only once its directory is on disk
   if (durable) fsyncDir(dirname(path));
+}
+
+/**
+ * A full disk has no block for a new file, but the old one's blocks are there: the content is
+ * written over them when it fits (not atomic: a crash during this write leaves a torn file, which
+ * readers of such state must treat as lost). False when it does not fit or the file is not there.
+ */
+function overwriteInPlace(path: string, data: Buffer): boolean {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(path, fs.constants.O_WRONLY);
+    if (fs.fstatSync(fd).blocks * 512 < data.length) return false;
+    fs.writeSync(fd, data, 0, data.length, 0);
+    fs.ftruncateSync(fd, data.length);
+    return true;
+  } catch {
+    return false; // the file is gone, or even this write failed: the caller reports the full disk
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
 }
 
 /** fsync a directory (its entries: a rename or a new file in it). */

@@ -60,6 +60,12 @@ function load(): Addon {
 /** errno values as this platform defines them (Node's table, not a copy of the C headers). */
 export const ERRNO = constants.errno as typeof constants.errno & { ENODATA: number; ENOTSUP: number };
 
+/** The C library's words for an errno, as Go writes them ("permission denied"). */
+export function strerror(errno: number): string {
+  const text = load().strerror(errno);
+  return text.charAt(0).toLowerCase() + text.slice(1);
+}
+
 /** A failed system call: the call, the path, the errno and the kernel's words. */
 export class SyscallError extends BerthError {
   constructor(

@@ -1,7 +1,7 @@
 /**
- * `berth build` and POST /build: the builder (src/build) over this engine. RUN steps are
- * containers made and run by the engine as `berth run` makes them (the same networks, DNS, user
- * lookup and limits), attached for their output and removed once their changes are committed.
+ * `berth build` and POST /build: the builder (src/build) over this engine. RUN steps run in the
+ * runtime's containers as BuildKit runs them, without the engine's records (src/engine/buildstep.ts:
+ * the same spec, networks, DNS, user lookup and limits as `berth run`).
  */
 import * as fs from "node:fs";
 import { join } from "../common/path.js";
@@ -10,9 +10,9 @@ import { invalid } from "../common/errors.js";
 import { Builder, StepFailed, type BuildEvent, type BuildExecutor, type BuildOptions, type BuildResult, type RunStep } from "../build/index.js";
 import { extractLayer, pullImage, type ImageRecord } from "../images/index.js";
 import { removeTree, treeBytes } from "../common/sys.js";
-import { demuxAttach } from "./attach.js";
-import { parseUlimit, type Engine } from "./engine.js";
-import { defaultContainerConfig, defaultHostConfig, type MountSpec } from "./types.js";
+import type { Engine } from "./engine.js";
+import { defaultContainerConfig, defaultHostConfig } from "./types.js";
+import { runStep } from "./buildstep.js";
 
 export { StepFailed, type BuildEvent, type BuildResult };
 export { parseSshFlags } from "../build/index.js";
@@ -35,31 +35,7 @@ function executor(engine: Engine): BuildExecutor {
       }
       return (await pullImage(engine.images, ref)).image;
     },
-    async run(step: RunStep) {
-      const mounts: MountSpec[] = step.mounts.map((m) =>
-        m.type === "tmpfs" ? { Type: "tmpfs", Target: m.target } : { Type: "bind", Source: m.source!, Target: m.target, ReadOnly: !!m.readonly },
-      );
-      const hc = defaultHostConfig();
-      hc.NetworkMode = step.network === "default" ? "default" : step.network;
-      hc.LogConfig = { Type: "none", Config: {} };
-      hc.Mounts = mounts;
-      if (step.extraHosts.length) hc.ExtraHosts = step.extraHosts;
-      if (step.ulimits?.length) hc.Ulimits = step.ulimits.map(parseUlimit);
-      if (step.shmSize) hc.ShmSize = step.shmSize;
-      const config = { ...defaultContainerConfig(step.image.id), Cmd: step.argv, Entrypoint: [], Env: step.env, User: step.user, WorkingDir: step.workdir };
-      const { Id: id } = await engine.create({ Config: config, HostConfig: hc, pull: "never" }, undefined, { startNext: { handlesExit: true }, buildStep: true });
-      const remove = async () => void (await engine.remove(id, { force: true, volumes: true }).catch(() => {})); // removal after a step: a container left behind is swept by gc and `system repair`
-      try {
-        let sock: import("node:net").Socket | undefined;
-        await engine.start(id, { beforeStart: async () => void (sock = await engine.attach(id)), handlesExit: true });
-        const code = sock ? await demuxAttach(sock, { stdout: step.output, stderr: step.output }) : undefined;
-        await engine.exited(id);
-        return { exitCode: code ?? (await engine.wait(id)), snapshot: id, remove };
-      } catch (e) {
-        await remove();
-        throw e;
-      }
-    },
+    run: (step: RunStep) => runStep(engine, step),
   };
 }
 

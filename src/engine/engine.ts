@@ -28,6 +28,7 @@ import { netMode, networkSettings, portRequests } from "./net.js";
 import { ContainerStore, initialState, zeroTime, type ContainerRecord, type ContainerState, type MountPoint } from "./store.js";
 import { VolumeStore } from "../volumes/index.js";
 import { EventLog } from "./events.js";
+import { stepBuilder } from "./step-id.js";
 import { copyIn, copyOut, exportRootfs, statInRoot, type PathStat } from "./copy.js";
 import type { CreateRequest, MountSpec, NetworkSettings, Ulimit } from "./types.js";
 
@@ -58,7 +59,7 @@ function exitCommand(id: string, root: string): string[] {
 }
 
 /** This berth as a command line (for the monitor's exit command, the DNS server). */
-function berthCommand(root: string): string[] {
+export function berthCommand(root: string): string[] {
   const entry = process.env.BERTH_ENTRY ?? (globalThis.berthEntry as string | undefined) ?? join(buildBinary("berth-monitor"), "../../dist/berth.cjs");
   return [process.execPath, entry, "--root", root];
 }
@@ -78,7 +79,7 @@ function checkLinkLocal(ips: string[] | null | undefined): void {
 
 /** Whether this kernel has mount_setattr (5.12), which makes a bind read-only with its submounts (asked at run time: the start-up snapshot is made elsewhere). */
 let recursiveReadOnlyKnown: boolean | undefined;
-function recursiveReadOnly(): boolean {
+export function recursiveReadOnly(): boolean {
   if (recursiveReadOnlyKnown === undefined) {
     const [major, minor] = release().split(".").map(Number);
     recursiveReadOnlyKnown = major! > 5 || (major === 5 && minor! >= 12);
@@ -711,6 +712,9 @@ export class Engine {
 
   /** Whether a container runs (its monitor alive), or some command holds its lock now. */
   isActive(id: string): boolean {
+    // a build's step has no record: it is active while its builder lives
+    const builder = stepBuilder(id);
+    if (builder !== undefined) return pidAlive(builder);
     const v = this.containers.read(id);
     if (!v) return false;
     if ((v.state.Running || v.state.Restarting) && this.monitorAlive(v.state)) return true;

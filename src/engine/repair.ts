@@ -9,6 +9,7 @@ import { removeFile } from "../common/sys.js";
 import { unmountAsync } from "../images/index.js";
 import { isReleaser } from "../network/index.js";
 import { isMountpoint, type Engine } from "./engine.js";
+import { sweepSteps } from "./buildstep.js";
 
 export async function repair(engine: Engine, opts: { dryRun?: boolean } = {}): Promise<string[]> {
   const dry = !!opts.dryRun;
@@ -37,6 +38,8 @@ export async function repair(engine: Engine, opts: { dryRun?: boolean } = {}): P
     out.push(`container ${id.slice(0, 12)} (a step of a build that was killed)`);
     if (!dry) await engine.remove(id, { force: true }).catch(() => {}); // repair goes on with the rest; what stays is listed again next time
   }
+  // the runtime's containers of killed builds' steps (their snapshots went with the store's sweep above)
+  out.push(...(await sweepSteps(engine, { dryRun: dry })));
   // stopped containers: a rootfs still mounted, addresses and ports still held
   for (const id of engine.containers.ids()) {
     if (engine.isActive(id)) continue;

@@ -9,7 +9,7 @@
 import * as fs from "node:fs";
 import { join } from "../common/path.js";
 import { randomBytes } from "node:crypto";
-import { exists, invalid, notFound } from "../common/errors.js";
+import { exists, invalid, notFound, withPath } from "../common/errors.js";
 import { removeFile, removeTree, removeTreeAsync } from "../common/sys.js";
 import { FileLock, writeFileAtomic } from "../images/index.js";
 import { lockHeld } from "../common/lock.js";
@@ -160,7 +160,13 @@ export class ContainerStore {
    */
   private reserve(name: string, id: string): boolean {
     const tmp = join(this.names, `.${name}.${process.pid}`);
-    fs.writeFileSync(tmp, id);
+    try {
+      fs.writeFileSync(tmp, id);
+    } catch (e) {
+      // a write that failed after the open (a full disk) names no path: it is this file
+      removeFile(tmp);
+      throw withPath(e, tmp);
+    }
     try {
       fs.linkSync(tmp, join(this.names, name));
       return true;
@@ -242,7 +248,8 @@ export class ContainerStore {
 
   writeState(id: string, state: ContainerState): void {
     // a reboot makes running state stale anyway (reconcile settles it): no fsync on this hot path
-    writeFileAtomic(this.path(id, "state.json"), JSON.stringify(state), false);
+    // on a full disk written over the old state's block: a container's end is recorded even there
+    writeFileAtomic(this.path(id, "state.json"), JSON.stringify(state), false, { inPlaceWhenFull: true });
   }
 
   read(id: string): { rec: ContainerRecord; state: ContainerState } | undefined {

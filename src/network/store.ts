@@ -5,7 +5,7 @@
  * containers that no longer run (a crash, a reboot) are reclaimed by the next allocation.
  */
 import * as fs from "node:fs";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { join } from "../common/path.js";
 import { BerthError, exists, invalid, notFound, precondition } from "../common/errors.js";
 import { FileLock, writeFileAtomic } from "../common/lock.js";
@@ -128,6 +128,9 @@ function* candidateSubnets(): Generator<string> {
 export function bridgeName(n: NetworkRecord): string {
   return n.Options["com.docker.network.bridge.name"] ?? `berth-${n.Id.slice(0, 9)}`;
 }
+
+/** Ten characters of the container that name its host-side veth: its id's, or a hash of a name that is no hex id (a build's step). */
+const hostIfTag = (container: string): string => (/^[0-9a-f]{10}/.test(container) ? container.slice(0, 10) : createHash("sha256").update(container).digest("hex").slice(0, 10));
 
 export class NetworkStore {
   readonly dir: string;
@@ -273,7 +276,7 @@ export class NetworkStore {
           ...(v6 ? { GlobalIPv6Address: v6.address, GlobalIPv6PrefixLen: v6.prefix, IPv6Gateway: v6.gateway } : {}),
           DNSNames: [...(r.names ?? []), ...(r.aliases ?? [])],
           ...(r.linkLocal?.length ? { LinkLocalIPs: r.linkLocal } : {}),
-          HostIf: `bv${container.slice(0, 10)}${held + i}`,
+          HostIf: `bv${hostIfTag(container)}${held + i}`,
           ContainerIf: `eth${held + i}`,
         };
         endpoints.push(e);

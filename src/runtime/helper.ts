@@ -7,7 +7,6 @@ import { spawn, type ChildProcess, type StdioOptions } from "node:child_process"
 import { closeSync, writeSync } from "node:fs";
 import { Socket } from "node:net";
 import * as sys from "../common/sys.js";
-import { getSystemErrorName } from "node:util";
 import type { Readable, Writable } from "node:stream";
 import { BerthError, HelperError } from "../common/errors.js";
 import { buildBinary } from "../common/paths.js";
@@ -43,6 +42,12 @@ export interface HelperOptions {
    * caller waits forever (e.g. on a process asleep in a cgroup frozen meanwhile).
    */
   setupTimeoutMs?: number;
+  /**
+   * Start the helper with posix_spawn instead of Node's spawn (which forks this process, copying
+   * its page tables) and await its exit on the thread pool. Its pid (helperPid) is then known only
+   * once it started. Not with piped stdio.
+   */
+  direct?: boolean;
 }
 
 /** BERTH_HELPER_TIMEOUT (seconds) overrides it. */
@@ -91,7 +96,9 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
   trace("runtime: spawning");
   const plan = encodePlan(ops);
   trace("runtime: plan encoded");
-  const io = Array.isArray(launcher) ? spawnLauncher(launcher, base as StdioEntry[], n) : launcher ? launcher.io : spawnHelper(base, n);
+  const direct = !launcher && !!opts.direct && !(base as StdioEntry[]).includes("pipe");
+  const io = Array.isArray(launcher) ? spawnLauncher(launcher, base as StdioEntry[], n) : launcher ? launcher.io : direct ? spawnLauncher([], base as StdioEntry[], n) : spawnHelper(base, n);
+  let directPid: number | undefined;
   io.writePlan(plan);
   trace("runtime: plan sent");
 
@@ -124,6 +131,7 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
         // the child is gone already
       }
       if (io.kind === "helper") io.child.kill("SIGKILL");
+      else if (direct && directPid) process.kill(directPid, 9);
       else io.endPlan();
     }, limit);
     deadline.unref?.();
@@ -182,6 +190,24 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
   });
   reportStream.on("error", () => {});
   const exited = new Promise<{ code: number; waitStatus?: number }>((res) => {
+    if (io.kind === "launcher" && direct) {
+      // the helper itself, posix_spawned: its exit is awaited on the thread pool
+      io.started.then(
+        async (pid) => {
+          directPid = pid;
+          const code = await sys.waitChildAsync(pid);
+          reportStream.destroy();
+          io.endPlan();
+          if (!settled) fail(new BerthError("System", `berth-helper exited (${code}) before the container was ready`));
+          res({ code, waitStatus });
+        },
+        (e: Error) => {
+          fail(new BerthError("System", `cannot run berth-helper: ${e.message}`));
+          res({ code: 127 });
+        },
+      );
+      return;
+    }
     if (io.kind === "launcher") {
       // the launcher stays as the container's parent: our part ends when the container is ready
       // (the waiting init keeps the report pipe open until start, so its close cannot be awaited)
@@ -218,6 +244,14 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
       res({ code: 127 });
     });
   });
+  if (direct)
+    return {
+      ready,
+      exited,
+      get helperPid() {
+        return directPid;
+      },
+    };
   return { ready, exited, ...(io.kind === "helper" ? { helperPid: io.pid, stdin: io.child.stdin ?? undefined } : {}) };
 }
 
@@ -273,8 +307,10 @@ function spawnLauncher(launcher: string[], base: StdioEntry[], n: number): Launc
   const planFd = 3 + n;
   // on the thread pool: the launcher's exec overlaps what the caller does next; the fds
   // are duplicated by the call, so ours close now
-  const started = sys.spawnAsync(launcher[0]!, [...launcher, helperPath(), String(planFd), String(planFd + 1)], fds).catch((e: Error) => {
-    throw new BerthError("System", `cannot run ${launcher[0]}: ${e.message}`);
+  // no launcher: the helper itself
+  const argv = [...launcher, helperPath(), String(planFd), String(planFd + 1)];
+  const started = sys.spawnAsync(argv[0]!, argv, fds).catch((e: Error) => {
+    throw new BerthError("System", `cannot run ${argv[0]}: ${e.message}`);
   });
   started.catch(() => {}); // reported by runHelper (or by nobody, for an aborted launch)
   trace("runtime: launcher spawned");
@@ -310,15 +346,5 @@ function spawnLauncher(launcher: string[], base: StdioEntry[], n: number): Launc
 
 function helperMessage(msg: string, errno: number): string {
   if (!errno || msg.includes("executable file not found") || msg.startsWith("exec: ")) return msg;
-  const name = errnoNames[errno];
-  return `${msg}: ${name ?? getSystemErrorName(-errno)}`;
+  return `${msg}: ${sys.strerror(errno)}`;
 }
-
-const errnoNames: Record<number, string> = {
-  1: "operation not permitted", 2: "no such file or directory", 3: "no such process", 5: "input/output error",
-  9: "bad file descriptor", 12: "cannot allocate memory", 13: "permission denied", 16: "device or resource busy",
-  17: "file exists", 18: "invalid cross-device link", 20: "not a directory", 21: "is a directory", 22: "invalid argument",
-  24: "too many open files", 28: "no space left on device", 30: "read-only file system", 36: "file name too long",
-  38: "function not implemented", 40: "too many levels of symbolic links", 95: "operation not supported",
-  111: "connection refused", 6: "no such device or address", 19: "no such device",
-};

@@ -64,6 +64,8 @@ export interface CreateOptions {
    * user (rootless networking) happens here. The container's setup goes on when it settles.
    */
   beforeSetup?: (pid: number) => Promise<void>;
+  /** Start the helper with posix_spawn, not Node's fork-based spawn (see HelperOptions.direct). */
+  direct?: boolean;
 }
 
 export interface ExecOptions {
@@ -283,6 +285,7 @@ export class Runtime {
       const run = runHelper(ops, {
         stdio: opts.stdio,
         preserveFds: opts.preserveFds,
+        ...(opts.direct ? { direct: true } : {}),
         ...(opts.launcher ? { launcher: opts.launcher } : {}),
         ...(opts.onPid ? { onPid: opts.onPid } : {}),
         onHookPoint: async (childPid) => {
@@ -396,7 +399,7 @@ export class Runtime {
 
   /** create + start; without detach, waits and returns the exit code (128+n for signal n). */
   async run(id: string, opts: CreateOptions & { detach?: boolean; keep?: boolean }): Promise<number> {
-    const { spec, bundle, rootfs } = this.loadBundle(opts.bundle);
+    const { spec, bundle, rootfs } = this.loadBundle(opts.bundle, opts.spec);
     if (spec.process?.terminal && !opts.consoleSocket && opts.detach)
       throw invalid("cannot allocate tty if runc will detach without setting console socket");
     await this.createFromSpec(id, spec, bundle, rootfs, opts, !opts.detach);
