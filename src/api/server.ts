@@ -941,6 +941,17 @@ interface AttachClient {
 }
 
 /**
+ * Back-pressure: a chunk for a client that reads slowly (or not at all) pauses its producer (the
+ * monitor's stream, an exec's output) until the client drains, so it holds the producer, not this
+ * server's memory.
+ */
+function passOn(client: { write(n: 1 | 2, b: Buffer): boolean; onDrain(fn: () => void): void }, producer: NodeJS.ReadableStream, n: 1 | 2, b: Buffer): void {
+  if (client.write(n, b) || producer.isPaused()) return;
+  producer.pause();
+  client.onDrain(() => producer.resume());
+}
+
+/**
  * A hijacked connection as an attach client: stdcopy frames unless the stream is a terminal's.
  * Its input is held (paused) until onInput takes it: what the client sends while the process is
  * being started or the container waited for is kept, not dropped by a flowing socket.
@@ -1065,12 +1076,7 @@ async function serveAttach(engine: Engine, id: string, want: AttachWants, client
   client.onGone(() => monitor.destroy());
   // back-pressure: a client that reads slowly (or not at all) holds the monitor's stream, not this
   // server's memory
-  const pass = (n: 1 | 2, b: Buffer) => {
-    if (!client.write(n, b) && !monitor.isPaused()) {
-      monitor.pause();
-      client.onDrain(() => monitor.resume());
-    }
-  };
+  const pass = (n: 1 | 2, b: Buffer) => passOn(client, monitor, n, b);
   await demuxAttach(monitor, {
     stdout: (b) => want.stdout && pass(1, b),
     stderr: (b) => want.stderr && pass(2, b),
@@ -1190,12 +1196,7 @@ async function execStart(engine: Engine, id: string, body: { Detach?: boolean; T
   } else client.onInput(() => {}, () => {});
   const pump = (r: NodeJS.ReadableStream, n: 1 | 2) =>
     new Promise<void>((res) => {
-      r.on("data", (b: Buffer) => {
-        if (!client.write(n, b)) {
-          r.pause();
-          client.onDrain(() => r.resume());
-        }
-      });
+      r.on("data", (b: Buffer) => passOn(client, r, n, b));
       r.on("end", res);
       r.on("error", () => res());
     });

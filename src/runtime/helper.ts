@@ -6,6 +6,7 @@
 import { spawn, type ChildProcess, type StdioOptions } from "node:child_process";
 import { closeSync, writeSync } from "node:fs";
 import { Socket } from "node:net";
+import { constants } from "node:os";
 import * as sys from "../common/sys.js";
 import type { Readable, Writable } from "node:stream";
 import { BerthError, HelperError } from "../common/errors.js";
@@ -198,7 +199,9 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
           const code = await sys.waitChildAsync(pid);
           reportStream.destroy();
           io.endPlan();
-          if (!settled) fail(new BerthError("System", `berth-helper exited (${code}) before the container was ready`));
+          // said as Node's spawn says it: a signal by name (SIGKILL: the OOM killer, for one)
+          const how = code > 128 ? (Object.entries(constants.signals).find(([, n]) => n === code - 128)?.[0] ?? code) : code;
+          if (!settled) fail(new BerthError("System", `berth-helper exited (${how}) before the container was ready`));
           res({ code, waitStatus });
         },
         (e: Error) => {

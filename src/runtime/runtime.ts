@@ -285,7 +285,9 @@ export class Runtime {
       const run = runHelper(ops, {
         stdio: opts.stdio,
         preserveFds: opts.preserveFds,
-        ...(opts.direct ? { direct: true } : {}),
+        // posix_spawned (no fork of this process) unless the helper relays a terminal to our stdio,
+        // which needs it in our session
+        ...(opts.direct || !spec.process?.terminal || opts.consoleSocket ? { direct: true } : {}),
         ...(opts.launcher ? { launcher: opts.launcher } : {}),
         ...(opts.onPid ? { onPid: opts.onPid } : {}),
         onHookPoint: async (childPid) => {
