@@ -96,7 +96,7 @@ export async function runStep(engine: Engine, step: RunStep): Promise<{ exitCode
         net.onPid?.(pid);
         await net.join(pid, [...berthCommand(engine.root), "internal-dns"]);
       } : undefined;
-      exitCode = await engine.runtime.run(key, { bundle: files, spec, stdio: ["ignore", writeEnd, writeEnd], direct: true, ...(joinNet ? { beforeSetup: joinNet } : {}) });
+      exitCode = await engine.runtime.run(key, { bundle: files, spec, stdio: ["ignore", writeEnd, writeEnd], direct: true, forwardSignals: false, ...(joinNet ? { beforeSetup: joinNet } : {}) });
       trace("step: ran");
     } finally {
       fs.closeSync(writeEnd); // the container's copies are gone with it: the reader sees the end

@@ -400,7 +400,7 @@ export class Runtime {
   }
 
   /** create + start; without detach, waits and returns the exit code (128+n for signal n). */
-  async run(id: string, opts: CreateOptions & { detach?: boolean; keep?: boolean }): Promise<number> {
+  async run(id: string, opts: CreateOptions & { detach?: boolean; keep?: boolean; forwardSignals?: boolean }): Promise<number> {
     const { spec, bundle, rootfs } = this.loadBundle(opts.bundle, opts.spec);
     if (spec.process?.terminal && !opts.consoleSocket && opts.detach)
       throw invalid("cannot allocate tty if runc will detach without setting console socket");
@@ -417,7 +417,8 @@ export class Runtime {
       }
     };
     const signals: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"];
-    if (fg && !opts.detach) for (const s of signals) process.on(s, forward);
+    // (an engine running a build step in its own process keeps its signals: forwardSignals false)
+    if (fg && !opts.detach && opts.forwardSignals !== false) for (const s of signals) process.on(s, forward);
     const unforward = () => {
       for (const s of signals) process.off(s, forward);
     };
