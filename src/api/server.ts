@@ -697,6 +697,7 @@ route("POST", "/build", async ({ req, res, query, engine }) => {
       engine,
       {
         context: { tar: req as AsyncIterable<Buffer> },
+        forwardSignals: false, // the service's signals are its own
         dockerfileName: query.get("dockerfile") || "Dockerfile",
         tags: query.getAll("t"),
         buildArgs,

@@ -24,9 +24,14 @@ export interface BuildRequest extends Omit<BuildOptions, "context" | "onEvent" |
   context: { dir: string } | { tar: AsyncIterable<Buffer> } | { none: true };
   /** Where the result's files go besides the store (--output). */
   output?: { type: "local"; dest: string } | { type: "tar"; dest: string | NodeJS.WritableStream };
+  /**
+   * Signals this process gets go on to the running step (the CLI: ctrl-C ends the step, and the
+   * build fails as docker's). A server keeps its own signals: false.
+   */
+  forwardSignals?: boolean;
 }
 
-function executor(engine: Engine): BuildExecutor {
+function executor(engine: Engine, forwardSignals: boolean): BuildExecutor {
   return {
     async image(ref: string, pull: boolean): Promise<ImageRecord> {
       if (!pull) {
@@ -35,7 +40,7 @@ function executor(engine: Engine): BuildExecutor {
       }
       return (await pullImage(engine.images, ref)).image;
     },
-    run: (step: RunStep) => runStep(engine, step),
+    run: (step: RunStep) => runStep(engine, step, { forwardSignals }),
   };
 }
 
@@ -53,7 +58,7 @@ export async function build(engine: Engine, req: BuildRequest, onEvent?: (e: Bui
     if ("tar" in req.context) await extractLayer(req.context.tar, tmp, "into", undefined, { keepOwners: false });
   }
   try {
-    const { output, context: _c, ...rest } = req;
+    const { output, context: _c, forwardSignals: _f, ...rest } = req;
     const name = req.dockerfileName ?? "Dockerfile";
     let dockerfile = req.dockerfile;
     if (dockerfile === undefined) {
@@ -68,7 +73,7 @@ export async function build(engine: Engine, req: BuildRequest, onEvent?: (e: Bui
           ignore = fs.readFileSync(f, "utf8");
           break;
         }
-    const builder = new Builder(engine.images, executor(engine), { ...rest, dockerfile, dockerfileName: name.split("/").pop()!, ...(ignore !== undefined ? { ignore } : {}), context: dir, ...(onEvent ? { onEvent } : {}) });
+    const builder = new Builder(engine.images, executor(engine, req.forwardSignals ?? true), { ...rest, dockerfile, dockerfileName: name.split("/").pop()!, ...(ignore !== undefined ? { ignore } : {}), context: dir, ...(onEvent ? { onEvent } : {}) });
     const result = await builder.build();
     engine.events.emit("image", "build", result.image.id, { name: result.image.repoTags[0] ?? result.image.id });
     if (output) await exportImage(engine, result.image, output);

@@ -25,7 +25,7 @@ import type { ContainerRecord } from "./store.js";
 import { defaultContainerConfig, defaultHostConfig } from "./types.js";
 import { orphanStep } from "./step-id.js";
 
-export async function runStep(engine: Engine, step: RunStep): Promise<{ exitCode: number; snapshot: string; remove(): Promise<void> }> {
+export async function runStep(engine: Engine, step: RunStep, opts: { forwardSignals: boolean } = { forwardSignals: true }): Promise<{ exitCode: number; snapshot: string; remove(): Promise<void> }> {
   const images = engine.images;
   const key = `build-${process.pid}-${randomBytes(8).toString("hex")}`;
   const rootfs = join(engine.root, "tmp", key); // where the store's sweep looks for a killed build's mounts
@@ -96,7 +96,7 @@ export async function runStep(engine: Engine, step: RunStep): Promise<{ exitCode
         net.onPid?.(pid);
         await net.join(pid, [...berthCommand(engine.root), "internal-dns"]);
       } : undefined;
-      exitCode = await engine.runtime.run(key, { bundle: files, spec, stdio: ["ignore", writeEnd, writeEnd], direct: true, forwardSignals: false, ...(joinNet ? { beforeSetup: joinNet } : {}) });
+      exitCode = await engine.runtime.run(key, { bundle: files, spec, stdio: ["ignore", writeEnd, writeEnd], direct: true, forwardSignals: opts.forwardSignals, ...(joinNet ? { beforeSetup: joinNet } : {}) });
       trace("step: ran");
     } finally {
       fs.closeSync(writeEnd); // the container's copies are gone with it: the reader sees the end
