@@ -44,6 +44,7 @@ export async function runStep(engine: Engine, step: RunStep, opts: { forwardSign
   const rec = { Id: key, Name: `/${key}`, Path: step.argv[0]!, Args: step.argv.slice(1), Image: step.image.id, Config: config, HostConfig: hc } as unknown as ContainerRecord;
   const mode = netMode(hc);
   const held = { snapshot: false, network: false, runtime: false };
+  let mounting: Promise<void> | undefined;
   const undo = async () => {
     if (held.runtime && engine.runtime.has(key)) await engine.runtime.delete(key, { force: true }).catch(() => {}); // the container's own cleanup failed: repair's sweep takes it
     if (isMountpoint(rootfs)) await unmountAsync(rootfs).catch(() => {}); // left for the store's sweep of build-PID-… mounts
@@ -56,7 +57,7 @@ export async function runStep(engine: Engine, step: RunStep, opts: { forwardSign
     held.snapshot = true;
     fs.mkdirSync(rootfs, { recursive: true });
     fs.mkdirSync(files, { recursive: true, mode: 0o700 });
-    const mounting = images.snapshots.mountAsync(key, rootfs, { volatile: true }); // committed at once: nothing to sync
+    mounting = images.snapshots.mountAsync(key, rootfs, { volatile: true }); // committed at once: nothing to sync
     mounting.catch(() => {}); // awaited below
     const user = resolveUser(layeredReader(images.snapshots.dirs(key)), config.User);
     held.network = mode.kind === "bridge";
@@ -114,9 +115,10 @@ export async function runStep(engine: Engine, step: RunStep, opts: { forwardSign
       remove: async () => images.snapshots.removeAsync(key),
     };
   } catch (e) {
+    await mounting?.catch(() => {}); // settled first, so the undo sees (and unmounts) its mount
     await undo();
     if (held.snapshot) await images.snapshots.removeAsync(key).catch(() => {}); // left for the store's sweep of build-PID-… snapshots
-    fs.rmSync(rootfs, { recursive: true, force: true });
+    if (!isMountpoint(rootfs)) fs.rmSync(rootfs, { recursive: true, force: true }); // (a mount left for the sweep is not emptied through)
     throw e;
   }
 }
