@@ -412,6 +412,8 @@ describe("berth build", { skip: rootSkip }, () => {
       ["no FROM", { Dockerfile: "RUN true\n" }, /must come after FROM|no FROM/],
       ["several sources, no slash", { "a": "1", "b": "2", Dockerfile: "FROM busybox\nCOPY a b /dest\n" }, /must be a directory and end with a \//],
       ["unterminated heredoc", { Dockerfile: "FROM busybox\nRUN <<EOF\necho\n" }, /unterminated heredoc EOF/],
+      // a RUN that fails before its process exists: its mount, snapshot and files go too (assertClean)
+      ["an unknown user for a RUN", { Dockerfile: "FROM busybox\nUSER nosuchuser\nRUN true\n" }, /nosuchuser/],
     ];
     for (const [what, files, re] of cases) {
       const r = b(["build", context(files)]);
