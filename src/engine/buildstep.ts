@@ -19,7 +19,7 @@ import { attach as attachNetwork, hostsFile, resolvConf, type EndpointRequest } 
 import type { Mount } from "../runtime/index.js";
 import type { RunStep } from "../build/index.js";
 import { berthCommand, isMountpoint, parseUlimit, recursiveReadOnly, type Engine } from "./engine.js";
-import { netMode } from "./net.js";
+import { etcMounts, netMode } from "./net.js";
 import { buildSpec, layeredReader, resolveUser } from "./spec.js";
 import type { ContainerRecord } from "./store.js";
 import { defaultContainerConfig, defaultHostConfig } from "./types.js";
@@ -74,10 +74,7 @@ export async function runStep(engine: Engine, step: RunStep, opts: { forwardSign
         ? { destination: m.target, type: "tmpfs", source: "tmpfs", options: ["nosuid", "nodev", "noexec"] }
         : { destination: m.target, type: "bind", source: m.source!, options: ["rbind", m.readonly ? "ro" : "rw", ...(m.readonly && recursiveReadOnly() ? ["rro"] : []), "rprivate"] },
     );
-    for (const [name, text] of etc) {
-      fs.writeFileSync(join(files, name), text);
-      mounts.push({ destination: `/etc/${name}`, type: "bind", source: join(files, name), options: ["rbind", "rprivate", "rw"] });
-    }
+    mounts.push(...etcMounts(files, etc, false));
     const spec = buildSpec({ rec, rootfs, user, mounts, joinNamespaces: mode.kind === "host" ? { network: "host" } : {}, noNewPrivileges: false });
     writeFileAtomic(join(files, "config.json"), JSON.stringify(spec), false);
     await mounting;

@@ -24,7 +24,7 @@ import { pidAlive } from "../images/content.js";
 import { buildSpec, capabilitiesFor, containerCgroup, layeredReader, parseDeviceCgroupRule, resolveUser, resourcesFor, rootlessIdMappings, rootlessSpec, type RootReader } from "./spec.js";
 import { Networking, attach as attachNetwork, hostsFile, resolvConf, stopPasta, type Attachment, type EndpointRequest } from "../network/index.js";
 import { seccompFromProfile, type Seccomp } from "../security/index.js";
-import { netMode, networkSettings, portRequests } from "./net.js";
+import { etcMounts, netMode, networkSettings, portRequests } from "./net.js";
 import { ContainerStore, initialState, zeroTime, type ContainerRecord, type ContainerState, type MountPoint } from "./store.js";
 import { VolumeStore } from "../volumes/index.js";
 import { EventLog } from "./events.js";
@@ -51,7 +51,6 @@ interface Launched {
   attaching?: Promise<void>;
 }
 
-type SpecMount = Mount;
 
 /** The command a monitor runs when its container ends: this berth, told which container. */
 function exitCommand(id: string, root: string): string[] {
@@ -548,7 +547,7 @@ export class Engine {
   }
 
   /** The files berth writes for the container (hostname, hosts, resolv.conf), as the bind mounts that show them. */
-  private writeContainerFiles(rec: ContainerRecord, dir: string, net: Attachment): SpecMount[] {
+  private writeContainerFiles(rec: ContainerRecord, dir: string, net: Attachment): Mount[] {
     const hc = rec.HostConfig;
     const files: Array<[string, string]> = [["hostname", `${rec.Config.Hostname}\n`]];
     if (net.mode.kind !== "container") {
@@ -570,14 +569,11 @@ export class Engine {
       files.push(["hosts", hostsFile(rec.Config.Hostname, net.endpoints.flatMap((e) => [e.IPAddress, ...(e.GlobalIPv6Address ? [e.GlobalIPv6Address] : [])]), [...(hc.ExtraHosts ?? []), ...linked], net.endpoints[0]?.Gateway)]);
       files.push(["resolv.conf", resolvConf(hc, net.mode.kind !== "host", net.dns)]);
     }
-    return files.map(([name, text]) => {
-      fs.writeFileSync(join(dir, name), text);
-      return { destination: `/etc/${name}`, type: "bind", source: join(dir, name), options: ["rbind", "rprivate", hc.ReadonlyRootfs ? "ro" : "rw"] };
-    });
+    return etcMounts(dir, files, hc.ReadonlyRootfs);
   }
 
   /** The container's OCI spec, written into its bundle (and handed over too, not read back). */
-  private writeSpec(rec: ContainerRecord, dir: string, rootfs: string, user: ReturnType<typeof resolveUser>, mounts: SpecMount[]): Spec {
+  private writeSpec(rec: ContainerRecord, dir: string, rootfs: string, user: ReturnType<typeof resolveUser>, mounts: Mount[]): Spec {
     const hc = rec.HostConfig;
     const sec = hc.SecurityOpt ?? [];
     let seccomp: "unconfined" | Seccomp | undefined;

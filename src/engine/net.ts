@@ -2,10 +2,12 @@
  * docker's network settings of a container (NetworkMode, PortBindings …) as requests to the network
  * layer (src/network/attach.ts), and its answer as docker's NetworkSettings.
  */
+import * as fs from "node:fs";
+import { join } from "../common/path.js";
 import { invalid } from "../common/errors.js";
+import type { Mount } from "../runtime/index.js";
 import type { Endpoint, NetMode, NetworkRecord, PortBinding, PortRequest } from "../network/index.js";
 
-export type { NetMode };
 import type { ContainerRecord } from "./store.js";
 import type { HostConfig, NetworkSettings } from "./types.js";
 
@@ -64,4 +66,12 @@ export function networkSettings(pid: number, endpoints: Endpoint[], ports: PortB
   const mode = rec.HostConfig.NetworkMode;
   if (mode === "host" || mode === "none") settings.Networks[mode] = { NetworkID: "", EndpointID: "", Gateway: "", IPAddress: "", IPPrefixLen: 0, MacAddress: "", Aliases: null, DNSNames: null };
   return settings;
+}
+
+/** The files berth writes for a container (hostname, hosts, resolv.conf) into dir, as the bind mounts over its /etc ones. */
+export function etcMounts(dir: string, files: Array<[name: string, text: string]>, readonly: boolean): Mount[] {
+  return files.map(([name, text]) => {
+    fs.writeFileSync(join(dir, name), text);
+    return { destination: `/etc/${name}`, type: "bind", source: join(dir, name), options: ["rbind", "rprivate", readonly ? "ro" : "rw"] };
+  });
 }
