@@ -1,13 +1,13 @@
 /**
  * docker's network settings of a container (NetworkMode, PortBindings …) as requests to the network
- * layer (src/network/attach.ts), and its answer as docker's NetworkSettings.
+ * layer (src/network/attach.ts), its answer as docker's NetworkSettings, and the /etc files berth
+ * writes for a container.
  */
 import * as fs from "node:fs";
 import { join } from "../common/path.js";
 import { invalid } from "../common/errors.js";
 import type { Mount } from "../runtime/index.js";
 import type { Endpoint, NetMode, NetworkRecord, PortBinding, PortRequest } from "../network/index.js";
-
 import type { ContainerRecord } from "./store.js";
 import type { HostConfig, NetworkSettings } from "./types.js";
 
