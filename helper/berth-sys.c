@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/ioctl.h>
 #include <termios.h>
 #include <sys/mount.h>
@@ -999,6 +1001,101 @@ static napi_value js_strerror(napi_env env, napi_callback_info info) {
   return r;
 }
 
+/* listenUnix(path): a unix stream socket bound to path and listening (close-on-exec), or -errno */
+static napi_value js_listen_unix(napi_env env, napi_callback_info info) {
+  struct args a;
+  char buf[PATH_BYTES], *p;
+  if (get_args(env, info, &a) || get_str(env, a.v[0], buf, sizeof buf, &p) || !p) return NULL;
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  if (strlen(p) >= sizeof sa.sun_path) return num(env, -ENAMETOOLONG);
+  memcpy(sa.sun_path, p, strlen(p));
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return result(env, -1);
+  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 128) < 0) {
+    int e = errno;
+    close(fd);
+    return num(env, -e);
+  }
+  return num(env, fd);
+}
+
+/* acceptPeer(fd): blocks until a connection comes: [its fd (close-on-exec), peer pid, peer uid], or -errno */
+static napi_value js_accept_peer(napi_env env, napi_callback_info info) {
+  struct args a;
+  int64_t fd;
+  if (get_args(env, info, &a) || get_i64(env, a.v[0], &fd)) return NULL;
+  int c;
+  do c = accept4((int)fd, NULL, NULL, SOCK_CLOEXEC); while (c < 0 && errno == EINTR);
+  if (c < 0) return result(env, -1);
+  struct ucred cr;
+  socklen_t len = sizeof cr;
+  if (getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0) {
+    int e = errno;
+    close(c);
+    return num(env, -e);
+  }
+  napi_value arr;
+  napi_create_array_with_length(env, 3, &arr);
+  napi_set_element(env, arr, 0, num(env, c));
+  napi_set_element(env, arr, 1, num(env, cr.pid));
+  napi_set_element(env, arr, 2, num(env, cr.uid));
+  return arr;
+}
+
+#define RECV_MAX_FDS 8
+/* recvFds(fd, buf): one recvmsg into buf, taking the fds passed with it (close-on-exec, at most 8):
+ * [bytes, fd...], or -errno (-EMSGSIZE when more fds came than fit: those that came are closed). */
+static napi_value js_recv_fds(napi_env env, napi_callback_info info) {
+  struct args a;
+  int64_t fd;
+  void *data;
+  size_t size;
+  if (get_args(env, info, &a) || get_i64(env, a.v[0], &fd) || get_buf(env, a.v[1], &data, &size)) return NULL;
+  union {
+    char buf[CMSG_SPACE(RECV_MAX_FDS * sizeof(int))];
+    struct cmsghdr align;
+  } ctl;
+  struct iovec iov = {.iov_base = data, .iov_len = size};
+  struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+  ssize_t n;
+  do n = recvmsg((int)fd, &m, MSG_CMSG_CLOEXEC); while (n < 0 && errno == EINTR);
+  if (n < 0) return result(env, -1);
+  int fds[RECV_MAX_FDS];
+  size_t count = 0;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < k && count < RECV_MAX_FDS; i++) memcpy(&fds[count++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+    }
+  if (m.msg_flags & MSG_CTRUNC) {
+    for (size_t i = 0; i < count; i++) close(fds[i]);
+    return num(env, -EMSGSIZE);
+  }
+  napi_value arr;
+  napi_create_array_with_length(env, count + 1, &arr);
+  napi_set_element(env, arr, 0, num(env, n));
+  for (size_t i = 0; i < count; i++) napi_set_element(env, arr, i + 1, num(env, fds[i]));
+  return arr;
+}
+
+/* dup2(from, to): to (open across exec), or -errno */
+static napi_value js_dup2(napi_env env, napi_callback_info info) {
+  struct args a;
+  int64_t from, to;
+  if (get_args(env, info, &a) || get_i64(env, a.v[0], &from) || get_i64(env, a.v[1], &to)) return NULL;
+  int r;
+  do r = dup2((int)from, (int)to); while (r < 0 && errno == EINTR);
+  return result(env, r);
+}
+
+/* dup(fd): a new fd for the same file (close-on-exec), or -errno */
+static napi_value js_dup(napi_env env, napi_callback_info info) {
+  struct args a;
+  int64_t fd;
+  if (get_args(env, info, &a) || get_i64(env, a.v[0], &fd)) return NULL;
+  return result(env, fcntl((int)fd, F_DUPFD_CLOEXEC, 3));
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   static const struct {
     const char *name;
@@ -1008,6 +1105,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"lgetxattr", js_lgetxattr}, {"llistxattr", js_llistxattr}, {"mknod", js_mknod}, {"setWindowSize", js_winsize},
       {"strerror", js_strerror}, {"umount2Async", js_umount2_async}, {"removeTree", js_remove_tree}, {"removeTreeAsync", js_remove_tree_async},
       {"spawn", js_spawn}, {"spawnAsync", js_spawn_async}, {"mkdirsAsync", js_mkdirs_async}, {"exitNow", js_exit_now}, {"execv", js_execv}, {"runAsync", js_run_async}, {"nftMapElem", js_nft_map_elem}, {"nftMapElemAsync", js_nft_map_elem_async}, {"portFree", js_port_free}, {"writeDetached", js_write_detached}, {"pollIn", js_poll_in},       {"waitpid", js_waitpid}, {"waitpidAsync", js_waitpid_async},     {"pipe", js_pipe}, {"openpty", js_openpty},
+      {"listenUnix", js_listen_unix}, {"acceptPeer", js_accept_peer}, {"recvFds", js_recv_fds}, {"dup2", js_dup2}, {"dup", js_dup},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

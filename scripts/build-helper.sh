@@ -10,6 +10,8 @@ CFLAGS="-O2 -Wall -Wextra -Werror -D_FORTIFY_SOURCE=2 -fstack-protector-strong"
 # The kernel ABI values TypeScript takes from protocol.table, checked against this system's headers.
 $CC -Wall -Wextra -Werror -fsyntax-only helper/kernel-abi-check.c
 $CC $CFLAGS -o build/berth-helper helper/berth-helper.c
+# The installed `berth` (scripts/install-launchers.sh builds it with its launcher's path): checked here.
+$CC $CFLAGS -DBERTH_LAUNCHER='"/bin/false"' -fsyntax-only helper/berth-client.c
 # The seccomp compiler links libseccomp; the helper (on every container start) does not.
 $CC $CFLAGS -o build/berth-seccomp helper/berth-seccomp.c -lseccomp
 # The per-container monitor (berth's conmon): stays as the container's parent, writes its logs.

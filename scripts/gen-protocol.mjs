@@ -13,6 +13,7 @@ const patterns = {
   mfile: /^(mfile)\s+(\w+)\s+([\w.]+)\s+()--\s+(.*)$/,
   exitkey: /^(exitkey)\s+(\w+)\s+(\w+)\s+()--\s+(.*)$/,
   frame: /^(frame)\s+(\w+)\s+(\d+)\s+()--\s+(.*)$/,
+  warm: /^(warm)\s+(\w+)\s+(\d+)\s+()--\s+(.*)$/,
 };
 const lines = readFileSync(join(root, "helper/protocol.table"), "utf8")
   .split("\n")
@@ -40,7 +41,7 @@ const codes = [...of("op"), ...of("msg")];
 for (const r of codes) r.code = Number(r.value);
 
 // codes (op and msg share one space), letters, file names and keys are each unique
-for (const [what, list] of [["constant", constants.map((c) => ({ value: c.name }))], ["code", codes], ["option letter", of("mopt")], ["file", of("mfile")], ["exit key", of("exitkey")], ["frame", of("frame")]]) {
+for (const [what, list] of [["constant", constants.map((c) => ({ value: c.name }))], ["code", codes], ["option letter", of("mopt")], ["file", of("mfile")], ["exit key", of("exitkey")], ["frame", of("frame")], ["warm record", of("warm")]]) {
   const seen = new Set();
   for (const r of list) {
     if (seen.has(r.value)) throw new Error(`protocol.table: duplicate ${what} ${r.value}`);
@@ -60,6 +61,7 @@ h.push(`#define MONITOR_OPTSTRING "+${of("mopt").map((r) => r.value + (r.args ==
 for (const r of of("mfile")) h.push(`#define MFILE_${r.name} "${r.value}" /* ${cdoc(r)} */`);
 for (const r of of("exitkey")) h.push(`#define EXITKEY_${r.name} "${r.value}" /* ${cdoc(r)} */`);
 for (const r of of("frame")) h.push(`#define FRAME_${r.name} ${r.value} /* ${cdoc(r)} */`);
+for (const r of of("warm")) h.push(`#define WARM_${r.name} ${r.value} /* ${cdoc(r)} */`);
 h.push("", "#endif", "");
 writeFileSync(join(root, "helper/protocol.h"), h.join("\n"));
 
@@ -84,6 +86,8 @@ ts.push("", "/** The keys of the monitor's exit record. */");
 tsConst("ExitKey", of("exitkey"), (r) => JSON.stringify(r.value));
 ts.push("", "/** The kinds of the monitor's attach frames. */");
 tsConst("Frame", of("frame"), (r) => r.value);
+ts.push("", "/** The exchange between berth-client and a warm process. */");
+tsConst("Warm", of("warm"), (r) => r.value);
 ts.push("");
 writeFileSync(join(root, "src/runtime/protocol.ts"), ts.join("\n"));
 

@@ -23,7 +23,9 @@ LAUNCHER
 chmod 755 "$tmp"
 mv -f "$tmp" "$dir/berth-runtime"
 printf 'globalThis.berthBuildDir = "%s";\nrequire("%s")("%s");\n' "$here/build" "$here/scripts/launcher.cjs" "$here/dist/berth.cjs" > dist/berth-launch.cjs
-tmp=$(mktemp "$dir/.berth.XXXXXX")
+# DIR/.berth-launcher starts node; DIR/berth (helper/berth-client.c) hands the command to a warm
+# process of `berth system warm` when one serves this user, and execs the launcher otherwise.
+tmp=$(mktemp "$dir/.berth-launcher.XXXXXX")
 cat > "$tmp" <<LAUNCHER
 #!/bin/sh
 if [ -n "\${NODE_EXTRA_CA_CERTS:-}" ]; then BERTH_EXTRA_CA_CERTS=\$NODE_EXTRA_CA_CERTS; export BERTH_EXTRA_CA_CERTS; unset NODE_EXTRA_CA_CERTS; fi
@@ -34,5 +36,9 @@ if [ -r "\$s" ] && [ -e "\$s.node" ] && ! [ "\$n" -nt "\$s.node" ] && ! [ "\$s.n
 fi
 exec "\$n" $here/dist/berth-launch.cjs "\$@"
 LAUNCHER
+chmod 755 "$tmp"
+mv -f "$tmp" "$dir/.berth-launcher"
+tmp=$(mktemp "$dir/.berth.XXXXXX")
+${CC:-cc} -O2 -Wall -Wextra -Werror -DBERTH_LAUNCHER="\"$dir/.berth-launcher\"" -Ihelper -o "$tmp" helper/berth-client.c
 chmod 755 "$tmp"
 mv -f "$tmp" "$dir/berth"

@@ -28,7 +28,13 @@ warmup.exports();
 // main, with the arguments after node's own (`node --snapshot-blob BLOB FLAGS -- ARGS`), told where
 // its binaries are (this checkout's build/, known now).
 const buildDir = path.join(process.cwd(), "build");
+// A warm process of `berth system warm` starts the same way and waits for its command on the
+// pool's socket (the fd in BERTH_WARM_SPARE_FD) instead.
 require("node:v8").startupSnapshot.setDeserializeMainFunction(() => {
   globalThis.berthBuildDir ??= buildDir;
-  globalThis.berthRun(process.argv.slice(1));
+  const spare = process.env.BERTH_WARM_SPARE_FD;
+  if (spare) {
+    delete process.env.BERTH_WARM_SPARE_FD;
+    globalThis.berthWarmSpare(Number(spare));
+  } else globalThis.berthRun(process.argv.slice(1));
 });

@@ -1,7 +1,8 @@
 /**
- * The installed `berth` command (scripts/install-launchers.sh): from the V8 start-up snapshot when
- * the node binary is the one that made it, from the bundle when node has changed since (a snapshot
- * made by another node would not load). Both must run a container.
+ * The installed `berth` command (scripts/install-launchers.sh): the client (helper/berth-client.c),
+ * which, with no warm process to hand the command to, execs the launcher: from the V8 start-up
+ * snapshot when the node binary is the one that made it, from the bundle when node has changed
+ * since (a snapshot made by another node would not load). test/warm.test.ts covers the warm path.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -20,8 +21,10 @@ test("the launcher uses the snapshot with the node that made it, and the bundle 
   chmodSync(fakeNode, 0o755);
   const r0 = spawnSync("sh", [join(project, "scripts/install-launchers.sh"), fakeNode, bin], { encoding: "utf8" });
   assert.equal(r0.status, 0, r0.stderr);
-  assert.match(readFileSync(join(bin, "berth"), "utf8"), /^#!\/bin\/sh\n/);
-  const env: NodeJS.ProcessEnv = { ...process.env, BERTH_ROOT: tempDir("berth-launch-root-"), BERTH_RUNTIME_ROOT: tempDir("berth-launch-rt-") };
+  assert.equal(readFileSync(join(bin, "berth")).subarray(0, 4).toString("latin1"), "\x7fELF", "berth is the client");
+  assert.match(readFileSync(join(bin, ".berth-launcher"), "utf8"), /^#!\/bin\/sh\n/);
+  // no pool at that socket: the client runs the launcher
+  const env: NodeJS.ProcessEnv = { ...process.env, BERTH_ROOT: tempDir("berth-launch-root-"), BERTH_RUNTIME_ROOT: tempDir("berth-launch-rt-"), BERTH_WARM_SOCKET: join(bin, "no-pool.sock") };
   delete env.NODE_EXTRA_CA_CERTS;
   const run = () => spawnSync(join(bin, "berth"), ["version"], { encoding: "utf8", env });
   // node's mtime as recorded with the snapshot: the snapshot
@@ -51,7 +54,7 @@ test("NODE_EXTRA_CA_CERTS is kept from node's start by both launchers (berth han
   const r0 = spawnSync("sh", [join(project, "scripts/install-launchers.sh"), process.execPath, bin], { encoding: "utf8" });
   assert.equal(r0.status, 0, r0.stderr);
   // node reads the file at its start and warns when it cannot: no warning, no reading
-  const env = { ...process.env, NODE_EXTRA_CA_CERTS: "/nonexistent/berth-test-ca.pem" };
+  const env = { ...process.env, NODE_EXTRA_CA_CERTS: "/nonexistent/berth-test-ca.pem", BERTH_WARM: "0" };
   const direct = spawnSync(process.execPath, ["-e", "0"], { encoding: "utf8", env });
   assert.match(direct.stderr, /Ignoring extra certs/, "node itself reads the variable at start");
   for (const cmd of ["berth", "berth-runtime"]) {

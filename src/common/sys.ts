@@ -39,6 +39,11 @@ interface Addon {
   runAsync(argv: string[]): Promise<[number, string]>;
   exitNow(code: number): never;
   nftMapElemAsync(add: boolean, table: string, map: string, key: Buffer, data?: Buffer): Promise<number>;
+  listenUnix(path: string): number;
+  acceptPeer(fd: number): [number, number, number] | number;
+  recvFds(fd: number, buf: Buffer): number[] | number;
+  dup2(from: number, to: number): number;
+  dup(fd: number): number;
 }
 
 let addon: Addon | undefined;
@@ -55,6 +60,11 @@ function load(): Addon {
     throw new BerthError("System", `cannot load ${path} (${(e as Error).message.split("\n")[0]})`, { code: ErrorCode.NOT_BUILT, hint: "run ./install.sh (or npm run build) to build it" });
   }
   return addon;
+}
+
+declare global {
+  /** Set in a warm process of `berth system warm` (src/cli/berth/warm.ts): reports the exit status. */
+  var berthExitReport: ((code: number) => void) | undefined;
 }
 
 /** errno values as this platform defines them (Node's table, not a copy of the C headers). */
@@ -201,6 +211,35 @@ export function spawn(file: string, argv: string[], fds: number[]): number {
   return check("spawn", file, load().spawn(file, argv, fds));
 }
 
+/** A unix stream socket bound to path and listening; its fd (close-on-exec). */
+export function listenUnix(path: string): number {
+  return check("listen", path, load().listenUnix(path));
+}
+
+/** Blocks until a connection comes on the listening fd: its fd (close-on-exec) and the peer's pid and uid. */
+export function acceptPeer(fd: number): { fd: number; pid: number; uid: number } {
+  const r = load().acceptPeer(fd);
+  if (typeof r === "number") throw new SyscallError("accept", -r, "");
+  return { fd: r[0], pid: r[1], uid: r[2] };
+}
+
+/** One recvmsg into buf: the bytes read and the fds passed with them (close-on-exec). */
+export function recvFds(fd: number, buf: Buffer): { bytes: number; fds: number[] } {
+  const r = load().recvFds(fd, buf);
+  if (typeof r === "number") throw new SyscallError("recvmsg", -r, "");
+  return { bytes: r[0]!, fds: r.slice(1) };
+}
+
+/** dup2: `to` now refers to what `from` does (open across exec). */
+export function dup2(from: number, to: number): void {
+  check("dup2", String(to), load().dup2(from, to));
+}
+
+/** dup: another fd (close-on-exec) for what fd refers to. */
+export function dup(fd: number): number {
+  return check("dup", String(fd), load().dup(fd));
+}
+
 /** execv: this process becomes the program (same pid, environment as process.env has it, the fds in keep open); returns only by throwing. */
 export function execv(file: string, argv: string[], keep: number[] = [0, 1, 2]): never {
   check("execv", file, load().execv(file, argv, keep));
@@ -312,6 +351,8 @@ export function exitNow(code: number): never {
   }
   process.exitCode = code;
   process.emit("exit", code);
+  // a warm process tells its client now, not after the kernel has torn down its heap (~8 ms)
+  globalThis.berthExitReport?.(code);
   addon.exitNow(code);
   process.exit(code);
 }

@@ -92,6 +92,7 @@ const groups: Record<string, Record<string, string | { usage: string; run: () =>
     prune: { usage: "system prune [OPTIONS]", run: async () => (await system()).systemPrune },
     repair: { usage: "system repair [OPTIONS]", run: async () => (await system()).systemRepair },
     service: { usage: "system service [OPTIONS] [URI]", run: async () => (await system()).systemService },
+    warm: { usage: "system warm [OPTIONS]", run: async () => (await import("./warm.js")).systemWarm },
   },
   volume: {
     create: { usage: "volume create [OPTIONS] [VOLUME]", run: async () => (await system()).volumeCreate },
@@ -154,6 +155,7 @@ declare global {
 
 /** How this berth started: from the snapshot (trained or not), or from the bundle. */
 function startup(): string {
+  if (globalThis.berthStart === "warm") return "warm process (berth system warm)";
   const s = globalThis.berthSnapshot;
   if (s) return s.trained ? "snapshot (trained)" : "snapshot (untrained: ./install.sh trains it)";
   return "bundle (no start-up snapshot for this node: ./install.sh makes one)";

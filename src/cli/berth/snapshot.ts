@@ -11,12 +11,17 @@ import "./containers.js";
 import "./system.js";
 import "./network.js";
 import "../../network/index.js";
+import { warmSpare } from "./warm.js";
 
 declare global {
   var berthRun: (args?: string[]) => void;
+  var berthWarmSpare: (listenFd: number) => void;
 }
 
 globalThis.berthRun = (args = process.argv.slice(2)) => {
   trace("main: entered");
   void runMain(args);
 };
+
+/** A warm process of `berth system warm` (scripts/warm-spare.cjs) waits for its command here. */
+globalThis.berthWarmSpare = (listenFd) => warmSpare(listenFd, (argv) => globalThis.berthRun(argv));

@@ -1,0 +1,163 @@
+/*
+ * berth-client: the installed `berth` command. When `berth system warm` runs for this user, it hands
+ * the command to one of its warm processes (Node started, berth loaded and compiled), which runs it
+ * with this process's arguments, environment, umask, stdio and working directory (the fds are
+ * passed, not reopened); it forwards the signals it gets there and exits as the command did.
+ * Otherwise, or when the warm process declines, it execs the ordinary launcher (BERTH_LAUNCHER).
+ * Mechanism only: it never reads the arguments; helper/protocol.table describes the exchange.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include "protocol.h"
+
+#ifndef BERTH_LAUNCHER
+#error "build with -DBERTH_LAUNCHER='\"/path/to/the/launcher\"'"
+#endif
+
+extern char **environ;
+
+static volatile sig_atomic_t warm_pid;
+static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+#define NFORWARDED (sizeof forwarded / sizeof forwarded[0])
+
+static void forward(int sig) {
+  if (warm_pid > 0) kill(warm_pid, sig);
+}
+
+static _Noreturn void launch(char **argv) {
+  execv(BERTH_LAUNCHER, argv);
+  fprintf(stderr, "berth: cannot run %s: %s\n", BERTH_LAUNCHER, strerror(errno));
+  _exit(127);
+}
+
+/* The warm pool's socket: BERTH_WARM_SOCKET, else root's /run/berth/warm.sock, else the user's
+ * $XDG_RUNTIME_DIR/berth/warm.sock; NULL when there is none to try. */
+static const char *socket_path(char *buf, size_t size) {
+  const char *s = getenv("BERTH_WARM_SOCKET"), *off = getenv("BERTH_WARM");
+  if (off && strcmp(off, "0") == 0) return NULL;
+  if (s && *s) return s;
+  if (geteuid() == 0) return "/run/berth/warm.sock";
+  const char *x = getenv("XDG_RUNTIME_DIR");
+  if (!x || !*x || (size_t)snprintf(buf, size, "%s/berth/warm.sock", x) >= size) return NULL;
+  return buf;
+}
+
+static int write_all(int fd, const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return -1;
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+/* Sends the request; 0, or -1 when it could not be sent (nothing was taken). */
+static int send_request(int s, int argc, char **argv) {
+  size_t len = 0;
+  for (int i = 1; i < argc; i++) len += strlen(argv[i]) + 1;
+  for (char **e = environ; *e; e++) len += strlen(*e) + 1;
+  char *payload = malloc(len ? len : 1), *p = payload;
+  if (!payload) return -1;
+  for (int i = 1; i < argc; i++) p = stpcpy(p, argv[i]) + 1;
+  for (char **e = environ; *e; e++) p = stpcpy(p, *e) + 1;
+  mode_t mask = umask(0);
+  umask(mask);
+  uint32_t header[4] = {WARM_REQUEST, (uint32_t)mask, (uint32_t)(argc - 1), (uint32_t)len};
+  int cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  int fds[4] = {0, 1, 2, cwd};
+  union {
+    char buf[CMSG_SPACE(sizeof fds)];
+    struct cmsghdr align;
+  } ctl;
+  struct iovec iov = {.iov_base = header, .iov_len = sizeof header};
+  struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+  struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof fds);
+  memcpy(CMSG_DATA(c), fds, sizeof fds);
+  ssize_t n = -1;
+  if (cwd >= 0) do n = sendmsg(s, &m, MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
+  int rc = n == (ssize_t)sizeof header && write_all(s, payload, len) == 0 ? 0 : -1;
+  if (cwd >= 0) close(cwd);
+  free(payload);
+  return rc;
+}
+
+/* One record, or -1 at the end of the stream. */
+static int read_record(int s, int32_t rec[2]) {
+  size_t got = 0;
+  while (got < 8) {
+    ssize_t r = read(s, (char *)rec + got, 8 - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return -1;
+    got += (size_t)r;
+  }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  char buf[sizeof(((struct sockaddr_un *)0)->sun_path)];
+  const char *path = socket_path(buf, sizeof buf);
+  if (!path || strlen(path) >= sizeof buf) launch(argv);
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  memcpy(sa.sun_path, path, strlen(path));
+  int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (s < 0 || connect(s, (struct sockaddr *)&sa, sizeof sa) < 0) launch(argv);
+  /* signals that come before the warm process is known wait, blocked, and are forwarded then */
+  sigset_t set, old;
+  sigemptyset(&set);
+  for (size_t i = 0; i < NFORWARDED; i++) sigaddset(&set, forwarded[i]);
+  sigprocmask(SIG_BLOCK, &set, &old);
+  if (send_request(s, argc, argv) < 0) {
+    close(s);
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    launch(argv);
+  }
+  int32_t rec[2];
+  while (read_record(s, rec) == 0) {
+    switch (rec[0]) {
+    case WARM_PID: {
+      warm_pid = rec[1];
+      struct sigaction sa_fwd = {.sa_handler = forward, .sa_flags = SA_RESTART};
+      sigemptyset(&sa_fwd.sa_mask);
+      for (size_t i = 0; i < NFORWARDED; i++) sigaction(forwarded[i], &sa_fwd, NULL);
+      sigprocmask(SIG_SETMASK, &old, NULL);
+      break;
+    }
+    case WARM_EXIT:
+      return rec[1];
+    case WARM_SIGNAL:
+      /* end as the command ended, so a shell sees the same status */
+      signal(rec[1], SIG_DFL);
+      sigprocmask(SIG_SETMASK, &old, NULL);
+      raise(rec[1]);
+      return 128 + rec[1];
+    case WARM_FALLBACK:
+      if (warm_pid > 0) break;
+      close(s);
+      sigprocmask(SIG_SETMASK, &old, NULL);
+      launch(argv);
+    }
+  }
+  if (warm_pid == 0) {
+    /* the stream ended before a warm process took the command: nothing ran */
+    close(s);
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    launch(argv);
+  }
+  fprintf(stderr, "berth: the warm process %d ended without an exit status (berth system warm stopped?)\n", (int)warm_pid);
+  return 255;
+}

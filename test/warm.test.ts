@@ -1,0 +1,95 @@
+/**
+ * `berth system warm` and the installed client (helper/berth-client.c): a command handed to a warm
+ * process behaves as the same command started cold — its arguments, environment, working
+ * directory, umask, stdin/stdout/stderr, exit status and signals are the client's — and where the
+ * warm process cannot run it as the client would (another mount namespace), the client starts it
+ * the ordinary way. The pool stops cleanly and leaves no process or socket.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { project, rootSkip, tempDir, waitFor } from "./helpers.js";
+import { berthEnv } from "./image-helpers.js";
+
+const noImage = existsSync(join(project, "build/default-image")) || existsSync(join(project, "build/fixtures/busybox/rootfs")) ? false : "no busybox fixture (test/setup.sh)";
+
+test("commands run by a warm process behave as cold ones; a foreign mount namespace falls back; the pool stops clean", { skip: rootSkip || noImage, timeout: 180_000 }, async () => {
+  const bin = tempDir("berth-warm-bin-");
+  const installed = spawnSync("sh", [join(project, "scripts/install-launchers.sh"), process.execPath, bin], { encoding: "utf8" });
+  assert.equal(installed.status, 0, installed.stderr);
+  const store = berthEnv();
+  const socket = join(tempDir("berth-warm-sock-"), "warm.sock");
+  const base: NodeJS.ProcessEnv = { ...process.env, BERTH_ROOT: store.root, BERTH_CONFIG_DIR: store.configDir, DOCKER_CONFIG: store.dockerConfig, BERTH_WARM_SOCKET: socket };
+  delete base.NODE_EXTRA_CA_CERTS;
+  const berth = join(bin, "berth");
+  const run = (args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string; cwd?: string; pre?: string[] } = {}) => {
+    const [cmd, argv] = opts.pre ? [opts.pre[0]!, [...opts.pre.slice(1), berth, ...args]] : [berth, args];
+    const r = spawnSync(cmd, argv, { env: opts.env ?? base, input: opts.input ?? "", cwd: opts.cwd, encoding: "utf8", timeout: 60_000 });
+    return { code: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+  };
+  // the busybox image in this store, started cold (no pool yet: the socket is not there)
+  const made = spawnSync("sh", [join(project, "scripts/make-default-image.sh")], { env: base, encoding: "utf8" });
+  assert.equal(made.status, 0, made.stderr);
+  assert.match(run(["version"]).stdout, /Start-up: +(snapshot|bundle)/);
+
+  // the pool runs with another store in its environment: each command must use its client's
+  const pool = spawn(berth, ["system", "warm", "--socket", socket], { env: { ...base, BERTH_ROOT: join(tempDir("berth-warm-other-"), "root"), BERTH_WARM: "0" }, stdio: ["ignore", "ignore", "pipe"] });
+  let poolErr = "";
+  pool.stderr!.on("data", (d) => (poolErr += d));
+  const spares: string[] = [];
+  const exited = new Promise<number | null>((resolve) => pool.on("exit", (code) => resolve(code)));
+  try {
+    await waitFor(() => existsSync(socket), "the pool's socket");
+    const v = run(["version"]);
+    assert.equal(v.code, 0, v.stderr);
+    assert.match(v.stdout, /Start-up: +warm process/, "served by a warm process");
+
+    // exit status, stdout and stderr kept apart, stdin
+    const r = run(["run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert.deepEqual([r.code, r.stdout, r.stderr], [3, "out\n", "err\n"]);
+    const cat = run(["run", "-i", "--rm", "busybox", "cat"], { input: "hello through the pool\n" });
+    assert.equal(cat.stdout, "hello through the pool\n", cat.stderr);
+
+    // the working directory, the environment (the store) and the umask are the client's
+    const ctx = tempDir("berth-warm-ctx-");
+    mkdirSync(join(ctx, "sub"));
+    writeFileSync(join(ctx, "sub", "Dockerfile"), "FROM busybox\nCOPY hello /hello\nCMD [\"cat\", \"/hello\"]\n");
+    writeFileSync(join(ctx, "sub", "hello"), "built warm\n");
+    const b = run(["build", "-q", "-t", "warmtest", "sub"], { cwd: ctx });
+    assert.equal(b.code, 0, b.stderr);
+    assert.equal(run(["run", "--rm", "warmtest"]).stdout, "built warm\n");
+    assert.match(run(["images", "--format", "{{.Repository}}"]).stdout, /^warmtest$/m, "the image is in the client's store");
+    const umask = spawnSync("sh", ["-c", `umask 027; "${berth}" save -o out.tar warmtest && stat -c %a out.tar`], { env: base, cwd: ctx, encoding: "utf8" });
+    assert.equal(umask.stdout.trim(), "640", `a file the command makes gets the client's umask: ${umask.stderr}`);
+    const usage = run(["nope"]);
+    const cold = run(["nope"], { env: { ...base, BERTH_WARM: "0" } });
+    assert.deepEqual([usage.code, usage.stdout, usage.stderr], [cold.code, cold.stdout, cold.stderr], "a usage error: the same status and words");
+
+    // signals the client gets reach the command (here: docker's sig-proxy to the container)
+    const sig = spawn(berth, ["run", "--rm", "busybox", "sh", "-c", 'trap "echo got TERM; exit 5" TERM; echo ready; while :; do sleep 0.1; done'], { env: base, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    sig.stdout!.on("data", (d) => (out += d));
+    await waitFor(() => out.includes("ready"), "the container to start", 30_000);
+    sig.kill("SIGTERM");
+    const [code] = await new Promise<[number | null]>((resolve) => sig.on("exit", (c) => resolve([c])));
+    assert.match(out, /got TERM/);
+    assert.equal(code, 5);
+
+    // another mount namespace: the client's paths are not the pool's, so it starts the ordinary way
+    const other = run(["version"], { pre: ["unshare", "-m"] });
+    assert.equal(other.code, 0, other.stderr);
+    assert.match(other.stdout, /Start-up: +(snapshot|bundle)/);
+    assert.equal(run(["rmi", "warmtest"]).code, 0);
+  } finally {
+    spares.push(...spawnSync("pgrep", ["-P", String(pool.pid)], { encoding: "utf8" }).stdout.split("\n").filter(Boolean));
+    pool.kill("SIGTERM");
+  }
+  assert.equal(await exited, 0, poolErr);
+  assert.ok(!existsSync(socket), "the pool removed its socket");
+  assert.ok(spares.length >= 2, `the pool's warm processes: ${spares.join(" ")}`);
+  assert.deepEqual(spares.filter((pid) => existsSync(`/proc/${pid}`)), [], "no warm process left");
+  // without the pool the client starts the command itself
+  assert.match(run(["version"]).stdout, /Start-up: +(snapshot|bundle)/);
+});
