@@ -86,10 +86,14 @@ ts.push("", "/** The keys of the monitor's exit record. */");
 tsConst("ExitKey", of("exitkey"), (r) => JSON.stringify(r.value));
 ts.push("", "/** The kinds of the monitor's attach frames. */");
 tsConst("Frame", of("frame"), (r) => r.value);
-ts.push("", "/** The exchange between berth-client and a warm process. */");
-tsConst("Warm", of("warm"), (r) => r.value);
 ts.push("");
 writeFileSync(join(root, "src/runtime/protocol.ts"), ts.join("\n"));
+// the client's exchange with a warm process: the CLI's, so in common/ (the CLI imports no runtime module)
+ts.length = 0;
+ts.push(`// ${banner}`, "", "/** The exchange between berth-client (helper/berth-client.c) and a warm process of `berth system warm`. */");
+tsConst("Warm", of("warm"), (r) => r.value);
+ts.push("");
+writeFileSync(join(root, "src/common/warm-protocol.ts"), ts.join("\n"));
 
 // the kernel ABI values: TypeScript reads them from here, the C compiler checks them against the headers
 const abi = [`// ${banner}`, "", "/** Kernel ABI values, each checked against the system's C headers when the helper is built. */", "export const K = {"];

@@ -9,7 +9,7 @@
 import { builtin } from "../../common/builtin.js";
 import { BerthError, ErrorCode } from "../../common/errors.js";
 import { acceptPeer, dup, dup2, listenUnix, pollIn, recvFds } from "../../common/sys.js";
-import { Warm } from "../../runtime/protocol.js";
+import { Warm } from "../../common/warm-protocol.js";
 import { parse, UsageError } from "../pflag.js";
 import type { Context } from "./context.js";
 
