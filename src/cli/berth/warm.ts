@@ -164,8 +164,8 @@ export async function systemWarm(_ctx: Context, argv: string[]): Promise<number>
   const { flags, args } = parse(
     argv,
     [
-      { long: "spares", kind: "int", default: 2 },
-      { long: "socket", kind: "string" },
+      { long: "spares", kind: "int", default: 2, help: "Warm processes kept waiting (1-64)" },
+      { long: "socket", kind: "string", help: "Socket to serve (default /run/berth/warm.sock, or $XDG_RUNTIME_DIR/berth/warm.sock, or $BERTH_WARM_SOCKET)" },
     ],
     "system warm",
   );
@@ -180,7 +180,9 @@ export async function systemWarm(_ctx: Context, argv: string[]): Promise<number>
   const { dirname, join } = builtin<typeof import("node:path")>("node:path");
   const command = spareCommand(fs, join(dirname(globalThis.berthBuildDir ?? ""), "dist"));
 
-  fs.mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  // 0755 as /run/berth is for its other sockets; this one is 0600 from its creation, and a warm
+  // process serves only its own uid
+  fs.mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
   if (fs.existsSync(path)) {
     const live = await new Promise<boolean>((resolve) => {
       const s = net.connect(path, () => (s.destroy(), resolve(true)));
@@ -189,8 +191,13 @@ export async function systemWarm(_ctx: Context, argv: string[]): Promise<number>
     if (live) throw new BerthError("AlreadyExists", `warm processes already serve ${path}`, { hint: "stop that berth system warm first, or pass --socket" });
     fs.unlinkSync(path); // a stale socket of a pool that died
   }
-  const listenFd = listenUnix(path);
-  fs.chmodSync(path, 0o600);
+  const mask = process.umask(0o177);
+  let listenFd: number;
+  try {
+    listenFd = listenUnix(path);
+  } finally {
+    process.umask(mask);
+  }
 
   const env = { ...process.env };
   delete env.NODE_EXTRA_CA_CERTS; // read by node at start: each command's own environment decides
