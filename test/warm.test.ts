@@ -45,6 +45,7 @@ test("commands run by a warm process behave as cold ones; a foreign mount namesp
     const v = run(["version"]);
     assert.equal(v.code, 0, v.stderr);
     assert.match(v.stdout, /Start-up: +warm process/, "served by a warm process");
+    assert.match(run(["doctor"]).stdout, /ok +warm processes \(berth system warm on /);
 
     // exit status, stdout and stderr kept apart, stdin
     const r = run(["run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3"]);

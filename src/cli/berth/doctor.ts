@@ -5,6 +5,7 @@ import { join } from "../../common/path.js";
 import { release } from "node:os";
 import { buildBinary } from "../../common/paths.js";
 import type { Context } from "./context.js";
+import { warmSocketPath } from "./warm.js";
 
 type Level = "ok" | "warn" | "fail";
 interface Check {
@@ -111,6 +112,11 @@ export function diagnose(root: string): Check[] {
   } catch (e) {
     add("fail", `store ${root}: ${(e as Error).message}`, "run berth as root, or set BERTH_ROOT to a writable directory");
   }
+  const warmSocket = warmSocketPath();
+  if (globalThis.berthStart === "warm") add("ok", `warm processes (berth system warm on ${warmSocket}): commands start no Node`);
+  else if (process.env.BERTH_WARM === "0") add("ok", "warm processes turned off for this command (BERTH_WARM=0)");
+  else if (warmSocket && fs.existsSync(warmSocket)) add("warn", `${warmSocket} is there, but this command was not handed to a warm process (see the pool's log for why)`);
+  else add("ok", "no warm processes: each command starts Node (berth system warm takes that start away)");
   try {
     const probe = join(root, "tmp");
     fs.mkdirSync(probe, { recursive: true });
