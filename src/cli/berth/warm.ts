@@ -80,8 +80,9 @@ export function warmSpare(listenFd: number, run: (argv: string[]) => void): void
       got = recvFds(peer.fd, header);
       const reason = declineReason(fs, peer.pid, peer.uid, header, got.bytes, got.fds);
       if (reason) {
-        // the pool's log (this process's stderr until it takes a command) says why
-        process.stderr.write(`berth system warm: pid ${peer.pid} runs its command itself: ${reason}\n`);
+        // the pool's log (this process's fd 2 until it takes a command) says why; not through
+        // process.stderr, whose kind (file, pipe, terminal) would stay the pool's after the take
+        fs.writeSync(2, `berth system warm: pid ${peer.pid} runs its command itself: ${reason}\n`);
         fs.writeSync(peer.fd, record(Warm.FALLBACK, 0));
         throw new Error(reason);
       }
