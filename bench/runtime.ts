@@ -3,13 +3,15 @@
  *   - `run` (one command: create, start, wait, delete)
  *   - the create / start / delete cycle as engines drive it (three commands)
  *   - berth's in-process library path (Runtime.run from a live Node process: no Node start-up)
+ *   - berth-runtime as installed with `berth system warm --runtime` running (its own socket)
+ *   - each command of the cycle alone, for the CLIs
  * Medians over N runs, ratios to runc, in one run. NODE_EXTRA_CA_CERTS is unset for every child
  * (it adds ~70 ms to each node start on the dev machines and is not set on users' machines).
  *
  * Usage: node dist/bench/runtime.js [iterations=30]
  */
-import { spawnSync } from "node:child_process";
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -41,9 +43,9 @@ function time(fn: () => void): number {
 // stderr goes to a file: a created container inherits the runtime's stdio, and a pipe would keep
 // spawnSync waiting until the container exits.
 const errFile = join(bundle, "stderr");
-function must(cmd: string, args: string[]): void {
+function must(cmd: string, args: string[], e: NodeJS.ProcessEnv = env): void {
   const fd = openSync(errFile, "w");
-  const r = spawnSync(cmd, args, { env, stdio: ["ignore", "ignore", fd] });
+  const r = spawnSync(cmd, args, { env: e, stdio: ["ignore", "ignore", fd] });
   closeSync(fd);
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")}: exit ${r.status}: ${readFileSync(errFile, "utf8")}`);
 }
@@ -52,26 +54,58 @@ interface Row {
   name: string;
   run: number;
   cycle: number;
+  /** each command of the cycle alone (CLIs only) */
+  steps?: { create: number; start: number; delete: number };
 }
 
-function benchCli(name: string, argv0: string, pre: string[]): Row {
+function benchCli(name: string, argv0: string, pre: string[], e: NodeJS.ProcessEnv = env): Row {
   const root = mkdtempSync(join(tmpdir(), "berth-bench-root-"));
   const runs: number[] = [];
   const cycles: number[] = [];
+  const steps = { create: [] as number[], start: [] as number[], delete: [] as number[] };
   // one warm-up each, not counted
-  must(argv0, [...pre, "--root", root, "run", "--bundle", bundle, "warm"]);
+  must(argv0, [...pre, "--root", root, "run", "--bundle", bundle, "warm"], e);
   for (let i = 0; i < iterations; i++) {
-    runs.push(time(() => must(argv0, [...pre, "--root", root, "run", "--bundle", bundle, `r${i}`])));
-    cycles.push(
-      time(() => {
-        must(argv0, [...pre, "--root", root, "create", "--bundle", bundle, `c${i}`]);
-        must(argv0, [...pre, "--root", root, "start", `c${i}`]);
-        must(argv0, [...pre, "--root", root, "delete", "--force", `c${i}`]);
-      }),
-    );
+    runs.push(time(() => must(argv0, [...pre, "--root", root, "run", "--bundle", bundle, `r${i}`], e)));
+    const c = time(() => must(argv0, [...pre, "--root", root, "create", "--bundle", bundle, `c${i}`], e));
+    const s = time(() => must(argv0, [...pre, "--root", root, "start", `c${i}`], e));
+    const d = time(() => must(argv0, [...pre, "--root", root, "delete", "--force", `c${i}`], e));
+    cycles.push(c + s + d);
+    steps.create.push(c);
+    steps.start.push(s);
+    steps.delete.push(d);
   }
   rmSync(root, { recursive: true, force: true });
-  return { name, run: median(runs), cycle: median(cycles) };
+  return { name, run: median(runs), cycle: median(cycles), steps: { create: median(steps.create), start: median(steps.start), delete: median(steps.delete) } };
+}
+
+/**
+ * berth-runtime as installed (the client, helper/berth-client.c) with `berth system warm --runtime`
+ * running on a socket of the bench's own: start, delete and the other commands that start no
+ * container process run in a warm process; create and run are the client's own (engines need the
+ * container to be the runtime's descendant), so they start Node as without the pool.
+ */
+async function benchWarmCli(): Promise<Row | undefined> {
+  const dir = mkdtempSync(join(tmpdir(), "berth-bench-warm-"));
+  const r = spawnSync("sh", [join(project, "scripts/install-launchers.sh"), process.execPath, dir], { encoding: "utf8" });
+  if (r.status !== 0) {
+    console.log(`(no warm row: install-launchers failed: ${r.stderr.trim()})`);
+    return undefined;
+  }
+  const socket = join(dir, "runtime-warm.sock");
+  const warmEnv = { ...env, BERTH_RUNTIME_WARM_SOCKET: socket };
+  const pool = spawn(join(dir, "berth"), ["system", "warm", "--runtime", "--socket", socket], { env: { ...env, BERTH_WARM: "0" }, stdio: ["ignore", "ignore", "inherit"] });
+  try {
+    for (let i = 0; i < 100 && !existsSync(socket); i++) await new Promise((res) => setTimeout(res, 50));
+    await new Promise((res) => setTimeout(res, 1000)); // the warm processes' own start
+    return benchCli("berth-runtime (warm pool)", join(dir, "berth-runtime"), [], warmEnv);
+  } finally {
+    await new Promise<void>((res) => {
+      pool.once("exit", () => res());
+      pool.kill("SIGTERM");
+    });
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 async function benchLibrary(name = "berth (library, in-process)", bundleDir = bundle): Promise<Row> {
@@ -101,6 +135,8 @@ const rows: Row[] = [];
 const installed = which("berth-runtime");
 if (installed) rows.push(benchCli("berth-runtime (installed)", installed, []));
 else rows.push(benchCli("berth-runtime (dist)", process.execPath, [join(project, "dist/src/cli/runtime/main.js")]));
+const warmRow = await benchWarmCli();
+if (warmRow) rows.push(warmRow);
 rows.push(await benchLibrary());
 // The same with a full resources block: what cgroup setup costs beyond creating the cgroup.
 const limited = mkdtempSync(join(tmpdir(), "berth-bench-"));
@@ -151,6 +187,9 @@ for (const r of rows) {
     `${r.name.padEnd(30)} ${r.run.toFixed(1).padStart(8)}  ${ratio(r.run, runc?.run).padStart(7)}   ${r.cycle.toFixed(1).padStart(24)}  ${ratio(r.cycle, runc?.cycle).padStart(7)}`,
   );
 }
+console.log("each command of the cycle (ms)      create    start   delete");
+for (const r of rows.filter((x) => x.steps))
+  console.log(`${r.name.padEnd(34)} ${r.steps!.create.toFixed(1).padStart(7)}  ${r.steps!.start.toFixed(1).padStart(7)}  ${r.steps!.delete.toFixed(1).padStart(7)}`);
 const full = rows.find((r) => r.name === "berth (library, full resources)")!;
 const plain = rows.find((r) => r.name === "berth (library, in-process)")!;
 console.log(`cgroup resources block: +${(full.run - plain.run).toFixed(2)} ms per run on this host's cgroups (target ≤ 2 ms on v1, ≤ 1 ms on v2)`);

@@ -1,5 +1,6 @@
 /*
- * berth-client: the installed `berth` command. When `berth system warm` runs for this user, it hands
+ * berth-client: the installed `berth` (and `berth-runtime`) command. When `berth system warm` runs
+ * for this user (`--runtime`: for berth-runtime), it hands
  * the command to one of its warm processes (Node started, berth loaded and compiled), which runs it
  * with this process's arguments, environment, umask, stdio and working directory (the fds are
  * passed, not reopened); it forwards the signals it gets there and exits as the command did.
@@ -23,6 +24,13 @@
 #ifndef BERTH_LAUNCHER
 #error "build with -DBERTH_LAUNCHER='\"/path/to/the/launcher\"'"
 #endif
+/* the program it fronts: berth, or berth-runtime (-DWARM_PROGRAM='"berth-runtime"' -DWARM_SOCKET_ENV=…) */
+#ifndef WARM_PROGRAM
+#define WARM_PROGRAM "berth"
+#endif
+#ifndef WARM_SOCKET_ENV
+#define WARM_SOCKET_ENV "BERTH_WARM_SOCKET"
+#endif
 
 extern char **environ;
 
@@ -40,15 +48,15 @@ static _Noreturn void launch(char **argv) {
   _exit(127);
 }
 
-/* The warm pool's socket: BERTH_WARM_SOCKET, else root's /run/berth/warm.sock, else the user's
- * $XDG_RUNTIME_DIR/berth/warm.sock; NULL when there is none to try. */
+/* The warm pool's socket: $WARM_SOCKET_ENV, else root's /run/PROGRAM/warm.sock, else the user's
+ * $XDG_RUNTIME_DIR/PROGRAM/warm.sock; NULL when there is none to try (or BERTH_WARM=0). */
 static const char *socket_path(char *buf, size_t size) {
-  const char *s = getenv("BERTH_WARM_SOCKET"), *off = getenv("BERTH_WARM");
+  const char *s = getenv(WARM_SOCKET_ENV), *off = getenv("BERTH_WARM");
   if (off && strcmp(off, "0") == 0) return NULL;
   if (s && *s) return s;
-  if (geteuid() == 0) return "/run/berth/warm.sock";
+  if (geteuid() == 0) return "/run/" WARM_PROGRAM "/warm.sock";
   const char *x = getenv("XDG_RUNTIME_DIR");
-  if (!x || !*x || (size_t)snprintf(buf, size, "%s/berth/warm.sock", x) >= size) return NULL;
+  if (!x || !*x || (size_t)snprintf(buf, size, "%s/" WARM_PROGRAM "/warm.sock", x) >= size) return NULL;
   return buf;
 }
 

@@ -14,12 +14,17 @@ dir=${2:-/usr/local/bin}
 # neither command needs TLS on its way: the launchers keep it from node's start; berth's registry
 # client loads the file (BERTH_EXTRA_CA_CERTS) when it connects, berth-runtime never needs it.
 printf 'globalThis.berthBuildDir = "%s";\nrequire("%s")("%s");\n' "$here/build" "$here/scripts/launcher.cjs" "$here/dist/berth-runtime.cjs" > dist/berth-runtime-launch.cjs
-tmp=$(mktemp "$dir/.berth-runtime.XXXXXX")
+tmp=$(mktemp "$dir/.berth-runtime-launcher.XXXXXX")
 cat > "$tmp" <<LAUNCHER
 #!/bin/sh
 unset NODE_EXTRA_CA_CERTS
 exec $node $here/dist/berth-runtime-launch.cjs "\$@"
 LAUNCHER
+chmod 755 "$tmp"
+mv -f "$tmp" "$dir/.berth-runtime-launcher"
+# DIR/berth-runtime: the client too, for `berth system warm --runtime` (helper/berth-client.c)
+tmp=$(mktemp "$dir/.berth-runtime.XXXXXX")
+${CC:-cc} -O2 -Wall -Wextra -Werror -DBERTH_LAUNCHER="\"$dir/.berth-runtime-launcher\"" -DWARM_PROGRAM='"berth-runtime"' -DWARM_SOCKET_ENV='"BERTH_RUNTIME_WARM_SOCKET"' -Ihelper -o "$tmp" helper/berth-client.c
 chmod 755 "$tmp"
 mv -f "$tmp" "$dir/berth-runtime"
 printf 'globalThis.berthBuildDir = "%s";\nrequire("%s")("%s");\n' "$here/build" "$here/scripts/launcher.cjs" "$here/dist/berth.cjs" > dist/berth-launch.cjs

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { project, rootSkip, tempDir, waitFor } from "./helpers.js";
+import { makeBundle, project, rootSkip, tempDir, waitFor } from "./helpers.js";
 import { berthEnv } from "./image-helpers.js";
 
 const noImage = existsSync(join(project, "build/default-image")) || existsSync(join(project, "build/fixtures/busybox/rootfs")) ? false : "no busybox fixture (test/setup.sh)";
@@ -50,6 +50,8 @@ test("commands run by a warm process behave as cold ones; a foreign mount namesp
     // exit status, stdout and stderr kept apart, stdin
     const r = run(["run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3"]);
     assert.deepEqual([r.code, r.stdout, r.stderr], [3, "out\n", "err\n"]);
+    // warm processes wait at nice 19; the command (and so its container) runs at the normal priority
+    assert.equal(run(["run", "--rm", "busybox", "sh", "-c", "cut -d' ' -f19 /proc/self/stat"]).stdout, "0\n");
     const cat = run(["run", "-i", "--rm", "busybox", "cat"], { input: "hello through the pool\n" });
     assert.equal(cat.stdout, "hello through the pool\n", cat.stderr);
 
@@ -93,4 +95,56 @@ test("commands run by a warm process behave as cold ones; a foreign mount namesp
   assert.deepEqual(spares.filter((pid) => existsSync(`/proc/${pid}`)), [], "no warm process left");
   // without the pool the client starts the command itself
   assert.match(run(["version"]).stdout, /Start-up: +(snapshot|bundle)/);
+});
+
+test("berth-runtime with a warm pool: start, state, kill and delete run warm, create and run stay the caller's own processes", { skip: rootSkip || noImage, timeout: 120_000 }, async () => {
+  const bin = tempDir("berth-warm-rt-bin-");
+  const installed = spawnSync("sh", [join(project, "scripts/install-launchers.sh"), process.execPath, bin], { encoding: "utf8" });
+  assert.equal(installed.status, 0, installed.stderr);
+  const socket = join(tempDir("berth-warm-rt-sock-"), "warm.sock");
+  const env: NodeJS.ProcessEnv = { ...process.env, BERTH_RUNTIME_WARM_SOCKET: socket };
+  delete env.NODE_EXTRA_CA_CERTS;
+  const root = tempDir("berth-warm-rt-root-");
+  const bundle = makeBundle(["/bin/sleep", "30"]);
+  const rt = (args: string[], e = env) => spawnSync(join(bin, "berth-runtime"), ["--root", root, ...args], { env: e, encoding: "utf8", timeout: 30_000 });
+  const pool = spawn(join(bin, "berth"), ["system", "warm", "--runtime", "--socket", socket], { env: { ...env, BERTH_WARM: "0" }, stdio: ["ignore", "ignore", "pipe"] });
+  let poolErr = "";
+  pool.stderr!.on("data", (d) => (poolErr += d));
+  const exited = new Promise<number | null>((resolve) => pool.on("exit", (code) => resolve(code)));
+  const spares = () => new Set(spawnSync("pgrep", ["-P", String(pool.pid)], { encoding: "utf8" }).stdout.split("\n").filter(Boolean));
+  const served = async (what: string, fn: () => void, warm: boolean) => {
+    await waitFor(() => spares().size === 2, "two warm processes");
+    await new Promise((r) => setTimeout(r, 300)); // both waiting, not starting
+    const before = spares();
+    fn();
+    const taken = () => [...before].some((p) => !spares().has(p));
+    if (warm) await waitFor(taken, `${what}: run by a warm process (one of ${[...before].join(", ")} ends)`, 5000);
+    else {
+      await new Promise((r) => setTimeout(r, 500));
+      assert.ok(!taken(), `${what}: run by the client itself (the warm processes still wait)`);
+    }
+  };
+  try {
+    await waitFor(() => existsSync(socket), "the pool's socket");
+    // create: the container's init must be the caller's descendant (engines' subreapers inherit it)
+    await served("create", () => assert.equal(rt(["create", "--bundle", bundle, "w1"]).status, 0), false);
+    const pid = JSON.parse(rt(["state", "w1"], { ...env, BERTH_WARM: "0" }).stdout).pid as number;
+    await served("start", () => assert.equal(rt(["start", "w1"]).status, 0), true);
+    let state: { status: string; pid: number } | undefined;
+    await served("state", () => (state = JSON.parse(rt(["state", "w1"]).stdout)), true);
+    assert.deepEqual([state!.status, state!.pid], ["running", pid]);
+    // the same answers as a cold runtime, error and status included
+    const missing = rt(["state", "nope"]);
+    const coldMissing = rt(["state", "nope"], { ...env, BERTH_WARM: "0" });
+    assert.deepEqual([missing.status, missing.stdout, missing.stderr], [coldMissing.status, coldMissing.stdout, coldMissing.stderr]);
+    await served("kill", () => assert.equal(rt(["kill", "w1", "KILL"]).status, 0), true);
+    await waitFor(() => JSON.parse(rt(["state", "w1"], { ...env, BERTH_WARM: "0" }).stdout).status === "stopped", "the container to stop");
+    await served("delete", () => assert.equal(rt(["delete", "w1"]).status, 0), true);
+    assert.equal(rt(["state", "w1"]).status, 1, "deleted");
+    await served("run", () => assert.equal(rt(["run", "--bundle", makeBundle(["/bin/sh", "-c", "exit 7"]), "w2"]).status, 7), false);
+  } finally {
+    pool.kill("SIGTERM");
+  }
+  assert.equal(await exited, 0, poolErr);
+  assert.ok(!existsSync(socket));
 });

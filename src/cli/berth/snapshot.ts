@@ -11,7 +11,7 @@ import "./containers.js";
 import "./system.js";
 import "./network.js";
 import "../../network/index.js";
-import { warmSpare } from "./warm.js";
+import { warmSpare } from "../warm-spare.js";
 
 declare global {
   var berthRun: (args?: string[]) => void;
@@ -24,4 +24,4 @@ globalThis.berthRun = (args = process.argv.slice(2)) => {
 };
 
 /** A warm process of `berth system warm` (scripts/warm-spare.cjs) waits for its command here. */
-globalThis.berthWarmSpare = (listenFd) => warmSpare(listenFd, (argv) => globalThis.berthRun(argv));
+globalThis.berthWarmSpare = (listenFd) => warmSpare(listenFd, (argv: string[]) => globalThis.berthRun(argv));

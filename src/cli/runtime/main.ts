@@ -8,6 +8,8 @@ import { appendFileSync, readFileSync, writeFileSync, existsSync } from "node:fs
 import { spawnSync } from "node:child_process";
 import { BerthError, errorMessage } from "../../common/errors.js";
 import { parseFlags, type FlagDef, type Parsed } from "../args.js";
+import { warmSpare } from "../warm-spare.js";
+import { exitNow } from "../../common/sys.js";
 import type { Process } from "../../runtime/spec.js";
 import type { CreateOptions } from "../../runtime/runtime.js";
 import type { LinuxResources } from "../../cgroups/resources.js";
@@ -422,13 +424,38 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err) => {
+function runMain(argv: string[], end: (code: number) => void = (code) => (process.exitCode = code)): void {
+  main(argv).then(end, (err) => {
     log("error", err instanceof BerthError ? err.message : errorMessage(err));
     if (process.env.BERTH_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
-    process.exitCode = 1;
-  },
-);
+    end(1);
+  });
+}
+
+/** A warm process ends as soon as its command is done (its output flushed), not when its event
+ * loop has drained: the pool's channel and the handed-over connection would hold it. */
+const endWarm = (code: number) => void process.stdout.write("", () => process.stderr.write("", () => exitNow(code)));
+
+/**
+ * What a warm process may run for its client: not the commands that start a container's process
+ * (create, run, exec) or CRIU. Engines rely on those processes being the runtime's descendants —
+ * containerd's shim and conmon are subreapers that inherit the container's init when the runtime
+ * exits — and a warm process is not its caller's child: those the client runs itself.
+ */
+function takesWarm(argv: string[]): boolean {
+  try {
+    const cmd = parseFlags(argv, globalFlags, { interspersed: false }).args[0];
+    return !["create", "run", "exec", "checkpoint", "restore"].includes(cmd ?? "");
+  } catch {
+    return true; // the usage error is the same wherever it is said
+  }
+}
+
+declare global {
+  /** Set by scripts/warm-spare.cjs: this process is a warm one of `berth system warm --runtime`. */
+  var berthRuntimeWarmFd: number | undefined;
+}
+
+// a warm process loads the runtime before it waits (a cold command loads it only when it needs it)
+if (globalThis.berthRuntimeWarmFd !== undefined) void import("../../runtime/runtime.js").then(() => warmSpare(globalThis.berthRuntimeWarmFd!, (argv) => runMain(argv, endWarm), takesWarm));
+else runMain(process.argv.slice(2));
