@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -33,6 +34,8 @@
 #endif
 
 extern char **environ;
+
+#define READY_WAIT_MS 50
 
 static volatile sig_atomic_t warm_pid;
 static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
@@ -124,6 +127,16 @@ int main(int argc, char **argv) {
   memcpy(sa.sun_path, path, strlen(path));
   int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (s < 0 || connect(s, (struct sockaddr *)&sa, sizeof sa) < 0) launch(argv);
+  /* a warm process that has accepted says READY at once; when every one is busy or still starting,
+   * starting the ordinary way is sooner. Nothing was sent yet: a late accept finds only the end. */
+  struct pollfd p = {.fd = s, .events = POLLIN};
+  int32_t ready[2];
+  int n;
+  do n = poll(&p, 1, READY_WAIT_MS); while (n < 0 && errno == EINTR);
+  if (n != 1 || read_record(s, ready) < 0 || ready[0] != WARM_READY) {
+    close(s);
+    launch(argv);
+  }
   /* signals that come before the warm process is known wait, blocked, and are forwarded then */
   sigset_t set, old;
   sigemptyset(&set);

@@ -8,7 +8,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { makeBundle, project, rootSkip, tempDir, waitFor } from "./helpers.js";
 import { berthEnv } from "./image-helpers.js";
@@ -42,9 +42,8 @@ test("commands run by a warm process behave as cold ones; a foreign mount namesp
   const exited = new Promise<number | null>((resolve) => pool.on("exit", (code) => resolve(code)));
   try {
     await waitFor(() => existsSync(socket), "the pool's socket");
-    const v = run(["version"]);
-    assert.equal(v.code, 0, v.stderr);
-    assert.match(v.stdout, /Start-up: +warm process/, "served by a warm process");
+    // until a warm process is up, a client starts the command itself (after waiting 50 ms for READY)
+    await waitFor(() => /Start-up: +warm process/.test(run(["version"]).stdout), "a command served by a warm process", 20_000, 200);
     assert.match(run(["doctor"]).stdout, /ok +warm processes \(berth system warm on /);
 
     // exit status, stdout and stderr kept apart, stdin
@@ -112,9 +111,17 @@ test("berth-runtime with a warm pool: start, state, kill and delete run warm, cr
   pool.stderr!.on("data", (d) => (poolErr += d));
   const exited = new Promise<number | null>((resolve) => pool.on("exit", (code) => resolve(code)));
   const spares = () => new Set(spawnSync("pgrep", ["-P", String(pool.pid)], { encoding: "utf8" }).stdout.split("\n").filter(Boolean));
+  // a warm process waiting for a client sits in poll(2) on the pool's socket, or in accept(2) (it
+  // woke with another for a connection that one took)
+  const waiting = (pid: string) => {
+    try {
+      return /^(poll_schedule_timeout|__skb_wait_for_more_packets)/.test(readFileSync(`/proc/${pid}/wchan`, "utf8"));
+    } catch {
+      return false;
+    }
+  };
   const served = async (what: string, fn: () => void, warm: boolean) => {
-    await waitFor(() => spares().size === 2, "two warm processes");
-    await new Promise((r) => setTimeout(r, 300)); // both waiting, not starting
+    await waitFor(() => spares().size === 2 && [...spares()].every(waiting), "two warm processes waiting", 20_000);
     const before = spares();
     fn();
     const taken = () => [...before].some((p) => !spares().has(p));

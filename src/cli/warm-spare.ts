@@ -62,8 +62,18 @@ export function warmSpare(listenFd: number, run: (argv: string[]) => void, takes
     // a pool that died (even by SIGKILL) leaves no warm process behind keeping its socket alive
     while (!pollIn(listenFd, 1000)) if (process.ppid !== pool) process.exit(0);
     const peer = acceptPeer(listenFd);
+    // root's pool starts its warm processes at nice 19 (src/cli/berth/warm.ts); from here on this
+    // one answers a client, and its command runs at the normal priority, every thread of it
+    if (process.geteuid?.() === 0 && os.getPriority() !== 0)
+      for (const tid of fs.readdirSync("/proc/self/task"))
+        try {
+          os.setPriority(Number(tid), 0);
+        } catch {
+          /* a thread that ended meanwhile */
+        }
     let got: { bytes: number; fds: number[] } = { bytes: 0, fds: [] };
     try {
+      fs.writeSync(peer.fd, record(Warm.READY, 0));
       got = recvFds(peer.fd, header);
       const reason = declineReason(fs, peer.pid, peer.uid, header, got.bytes, got.fds);
       if (reason) {
@@ -89,15 +99,6 @@ export function warmSpare(listenFd: number, run: (argv: string[]) => void, takes
     }
   }
   fs.closeSync(listenFd); // a command's long-lived children must not keep the pool's socket listening
-  // root's pool starts its warm processes at nice 19 (src/cli/berth/warm.ts): the command runs at
-  // the normal priority, every thread of it
-  if (process.geteuid?.() === 0 && os.getPriority() !== 0)
-    for (const tid of fs.readdirSync("/proc/self/task"))
-      try {
-        os.setPriority(Number(tid), 0);
-      } catch {
-        /* a thread that ended meanwhile */
-      }
   fs.writeSync(conn, record(Warm.PID, process.pid));
   const [stdin, stdout, stderr, cwd] = fds as [number, number, number, number];
   [stdin, stdout, stderr].forEach((fd, i) => dup2(fd, i));
