@@ -35,7 +35,7 @@
 
 extern char **environ;
 
-#define READY_WAIT_MS 50
+#define READY_WAIT_MS 10
 
 static volatile sig_atomic_t warm_pid;
 static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};

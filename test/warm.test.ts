@@ -42,7 +42,7 @@ test("commands run by a warm process behave as cold ones; a foreign mount namesp
   const exited = new Promise<number | null>((resolve) => pool.on("exit", (code) => resolve(code)));
   try {
     await waitFor(() => existsSync(socket), "the pool's socket");
-    // until a warm process is up, a client starts the command itself (after waiting 50 ms for READY)
+    // until a warm process is up, a client starts the command itself (after waiting 10 ms for READY)
     await waitFor(() => /Start-up: +warm process/.test(run(["version"]).stdout), "a command served by a warm process", 20_000, 200);
     assert.match(run(["doctor"]).stdout, /ok +warm processes \(berth system warm on /);
 
