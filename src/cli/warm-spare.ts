@@ -51,7 +51,7 @@ function readExactly(fs: Fs, fd: number, length: number): Buffer {
  * directory, umask and environment, hands the connection to the pool (which reports the exit),
  * and runs the command. Nothing of the client's is touched before the PID record is sent.
  */
-export function warmSpare(listenFd: number, run: (argv: string[]) => void, takes: (argv: string[]) => boolean = () => true): void {
+export function warmSpare(listenFd: number, run: (argv: string[]) => void, takes: (argv: string[]) => boolean = () => true, program = "berth"): void {
   const fs = builtin<Fs>("node:fs");
   const net = builtin<typeof import("node:net")>("node:net");
   const os = builtin<typeof import("node:os")>("node:os");
@@ -74,6 +74,8 @@ export function warmSpare(listenFd: number, run: (argv: string[]) => void, takes
     let got: { bytes: number; fds: number[] } = { bytes: 0, fds: [] };
     try {
       fs.writeSync(peer.fd, record(Warm.READY, 0));
+      // a client sends its request at once; one that does not cannot hold this process
+      if (!pollIn(peer.fd, 2000)) throw new Error("no request");
       got = recvFds(peer.fd, header);
       const reason = declineReason(fs, peer.pid, peer.uid, header, got.bytes, got.fds);
       if (reason) {
@@ -116,7 +118,7 @@ export function warmSpare(listenFd: number, run: (argv: string[]) => void, takes
     process.env.BERTH_EXTRA_CA_CERTS = process.env.NODE_EXTRA_CA_CERTS;
     delete process.env.NODE_EXTRA_CA_CERTS;
   }
-  process.argv.splice(1, Infinity, "berth", ...argv);
+  process.argv.splice(1, Infinity, program, ...argv);
   globalThis.berthStart = "warm";
   // the status goes to the client as soon as the command is done (exitNow); the pool keeps the
   // connection too and reports how this process ended when it ends otherwise (a signal, process.exit)

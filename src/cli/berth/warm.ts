@@ -4,7 +4,8 @@
  * to one of them — arguments, environment, umask, and its stdio and working directory as passed
  * fds — so a command costs no Node start (what BuildKit's and dockerd's clients get from a daemon).
  * Each warm process runs one command, exactly as the CLI would, then exits; the pool starts another.
- * The exchange is in helper/protocol.table (`warm` rows).
+ * With --runtime the same for berth-runtime (its commands that start no container process).
+ * The exchange is in helper/protocol.table (`warm` rows); the warm side is src/cli/warm-spare.ts.
  */
 import { builtin } from "../../common/builtin.js";
 import { BerthError, ErrorCode } from "../../common/errors.js";
@@ -27,8 +28,9 @@ export function warmSocketPath(env: NodeJS.ProcessEnv = process.env, program: "b
 }
 
 /**
- * How a warm process starts: from berth's start-up snapshot as the installed launcher does (the
- * same trained bytecode, the same V8 flags) when this node made it, else from the bundle.
+ * How a warm process starts: berth's from its start-up snapshot as the installed launcher does (the
+ * same trained bytecode, the same V8 flags) when this node made it, else from the bundle;
+ * berth-runtime's from its bundle (scripts/warm-spare.cjs).
  */
 function spareCommand(fs: Fs, dist: string, runtime: boolean): { args: string[]; env: Record<string, string> } {
   const blob = `${dist}/berth.blob`;
@@ -49,7 +51,8 @@ function spareCommand(fs: Fs, dist: string, runtime: boolean): { args: string[];
 
 /**
  * berth system warm: keeps SPARES warm processes waiting on the socket berth-client tries first
- * (root: /run/berth/warm.sock; others: $XDG_RUNTIME_DIR/berth/warm.sock; BERTH_WARM_SOCKET wins),
+ * (root: /run/berth/warm.sock; others: $XDG_RUNTIME_DIR/berth/warm.sock; BERTH_WARM_SOCKET wins;
+ * --runtime: berth-runtime in place of berth, BERTH_RUNTIME_WARM_SOCKET),
  * and reports each command's exit to its client. Runs in the foreground until SIGINT/SIGTERM, then
  * stops taking commands and waits for those running.
  */

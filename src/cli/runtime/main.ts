@@ -457,5 +457,5 @@ declare global {
 }
 
 // a warm process loads the runtime before it waits (a cold command loads it only when it needs it)
-if (globalThis.berthRuntimeWarmFd !== undefined) void import("../../runtime/runtime.js").then(() => warmSpare(globalThis.berthRuntimeWarmFd!, (argv) => runMain(argv, endWarm), takesWarm));
+if (globalThis.berthRuntimeWarmFd !== undefined) void import("../../runtime/runtime.js").then(() => warmSpare(globalThis.berthRuntimeWarmFd!, (argv) => runMain(argv, endWarm), takesWarm, "berth-runtime"));
 else runMain(process.argv.slice(2));
