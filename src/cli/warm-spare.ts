@@ -58,19 +58,20 @@ export function warmSpare(listenFd: number, run: (argv: string[]) => void, takes
   const header = Buffer.alloc(16);
   let conn: number, fds: number[], argv: string[], env: string[];
   const pool = process.ppid;
+  // root's pool starts its warm processes at nice 19 (src/cli/berth/warm.ts): started, this one
+  // waits at the normal priority (it answers a client at once, even on a busy machine) and its
+  // command runs so, every thread of it
+  if (process.geteuid?.() === 0 && os.getPriority() !== 0)
+    for (const tid of fs.readdirSync("/proc/self/task"))
+      try {
+        os.setPriority(Number(tid), 0);
+      } catch {
+        /* a thread that ended meanwhile */
+      }
   for (;;) {
     // a pool that died (even by SIGKILL) leaves no warm process behind keeping its socket alive
     while (!pollIn(listenFd, 1000)) if (process.ppid !== pool) process.exit(0);
     const peer = acceptPeer(listenFd);
-    // root's pool starts its warm processes at nice 19 (src/cli/berth/warm.ts); from here on this
-    // one answers a client, and its command runs at the normal priority, every thread of it
-    if (process.geteuid?.() === 0 && os.getPriority() !== 0)
-      for (const tid of fs.readdirSync("/proc/self/task"))
-        try {
-          os.setPriority(Number(tid), 0);
-        } catch {
-          /* a thread that ended meanwhile */
-        }
     let got: { bytes: number; fds: number[] } = { bytes: 0, fds: [] };
     try {
       fs.writeSync(peer.fd, record(Warm.READY, 0));
