@@ -41,22 +41,23 @@ export function berthLauncher(dir: string): string[] {
 }
 
 /**
- * berth as installed with `berth system warm` running: the installed client (helper/berth-client.c,
- * built into `dir` by scripts/install-launchers.sh) hands each command to a warm process of a pool
- * started here on its own socket, with the given environment. stop() ends the pool.
+ * berth (or berth-runtime, with runtime) as installed with `berth system warm` running: the
+ * installed client (helper/berth-client.c, built into `dir` by scripts/install-launchers.sh) hands
+ * each command to a warm process of a pool started here on its own socket, with the given
+ * environment. stop() ends the pool.
  */
-export async function berthWarm(dir: string, e: NodeJS.ProcessEnv): Promise<{ cmd: string; env: NodeJS.ProcessEnv; stop(): Promise<void> }> {
+export async function berthWarm(dir: string, e: NodeJS.ProcessEnv, opts: { runtime?: boolean } = {}): Promise<{ cmd: string; env: NodeJS.ProcessEnv; stop(): Promise<void> }> {
   const bin = join(dir, "warm-bin");
   spawnSync("mkdir", ["-p", bin]);
   const r = spawnSync("sh", [join(project, "scripts/install-launchers.sh"), process.execPath, bin], { encoding: "utf8" });
   if (r.status !== 0) throw new Error(`install-launchers: ${r.stderr}`);
-  const socket = join(dir, "warm.sock");
-  const warmEnv = { ...e, BERTH_WARM_SOCKET: socket };
-  const pool = spawn(join(bin, "berth"), ["system", "warm", "--socket", socket], { env: { ...warmEnv, BERTH_WARM: "0" }, stdio: ["ignore", "ignore", "inherit"] });
+  const socket = join(dir, opts.runtime ? "runtime-warm.sock" : "warm.sock");
+  const warmEnv = { ...e, [opts.runtime ? "BERTH_RUNTIME_WARM_SOCKET" : "BERTH_WARM_SOCKET"]: socket };
+  const pool = spawn(join(bin, "berth"), ["system", "warm", ...(opts.runtime ? ["--runtime"] : []), "--socket", socket], { env: { ...e, BERTH_WARM: "0" }, stdio: ["ignore", "ignore", "inherit"] });
   for (let i = 0; i < 100 && !existsSync(socket); i++) await new Promise((res) => setTimeout(res, 50));
   await new Promise((res) => setTimeout(res, 1000)); // the warm processes' own start
   return {
-    cmd: join(bin, "berth"),
+    cmd: join(bin, opts.runtime ? "berth-runtime" : "berth"),
     env: warmEnv,
     stop: () =>
       new Promise((res) => {

@@ -10,12 +10,13 @@
  *
  * Usage: node dist/bench/runtime.js [iterations=30]
  */
-import { spawn, spawnSync } from "node:child_process";
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Runtime } from "../src/runtime/index.js";
+import { berthWarm } from "./common.js";
 
 const project = join(dirname(fileURLToPath(import.meta.url)), "../..");
 const iterations = Number(process.argv[2] ?? 30);
@@ -85,25 +86,13 @@ function benchCli(name: string, argv0: string, pre: string[], e: NodeJS.ProcessE
  * container process run in a warm process; create and run are the client's own (engines need the
  * container to be the runtime's descendant), so they start Node as without the pool.
  */
-async function benchWarmCli(): Promise<Row | undefined> {
+async function benchWarmCli(): Promise<Row> {
   const dir = mkdtempSync(join(tmpdir(), "berth-bench-warm-"));
-  const r = spawnSync("sh", [join(project, "scripts/install-launchers.sh"), process.execPath, dir], { encoding: "utf8" });
-  if (r.status !== 0) {
-    console.log(`(no warm row: install-launchers failed: ${r.stderr.trim()})`);
-    return undefined;
-  }
-  const socket = join(dir, "runtime-warm.sock");
-  const warmEnv = { ...env, BERTH_RUNTIME_WARM_SOCKET: socket };
-  const pool = spawn(join(dir, "berth"), ["system", "warm", "--runtime", "--socket", socket], { env: { ...env, BERTH_WARM: "0" }, stdio: ["ignore", "ignore", "inherit"] });
+  const warm = await berthWarm(dir, env, { runtime: true });
   try {
-    for (let i = 0; i < 100 && !existsSync(socket); i++) await new Promise((res) => setTimeout(res, 50));
-    await new Promise((res) => setTimeout(res, 1000)); // the warm processes' own start
-    return benchCli("berth-runtime (warm pool)", join(dir, "berth-runtime"), [], warmEnv);
+    return benchCli("berth-runtime (warm pool)", warm.cmd, [], warm.env);
   } finally {
-    await new Promise<void>((res) => {
-      pool.once("exit", () => res());
-      pool.kill("SIGTERM");
-    });
+    await warm.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -135,8 +124,7 @@ const rows: Row[] = [];
 const installed = which("berth-runtime");
 if (installed) rows.push(benchCli("berth-runtime (installed)", installed, []));
 else rows.push(benchCli("berth-runtime (dist)", process.execPath, [join(project, "dist/src/cli/runtime/main.js")]));
-const warmRow = await benchWarmCli();
-if (warmRow) rows.push(warmRow);
+rows.push(await benchWarmCli());
 rows.push(await benchLibrary());
 // The same with a full resources block: what cgroup setup costs beyond creating the cgroup.
 const limited = mkdtempSync(join(tmpdir(), "berth-bench-"));

@@ -121,8 +121,8 @@ export function warmSpare(listenFd: number, run: (argv: string[]) => void, takes
   }
   process.argv.splice(1, Infinity, program, ...argv);
   globalThis.berthStart = "warm";
-  // the status goes to the client as soon as the command is done (exitNow); the pool keeps the
-  // connection too and reports how this process ended when it ends otherwise (a signal, process.exit)
+  // the status goes to the client as soon as the command is done (both CLIs end through exitNow);
+  // the pool keeps the connection too and reports any other ending (a signal, process.exit)
   const report = dup(conn);
   let reported = false;
   globalThis.berthExitReport = (code) => {
@@ -134,9 +134,6 @@ export function warmSpare(listenFd: number, run: (argv: string[]) => void, takes
       /* the client is gone */
     }
   };
-  // a command that ends by running out of work (berth-runtime) rather than through exitNow: the
-  // report is the last 'exit' listener, after the command's own
-  process.once("beforeExit", () => process.on("exit", (code) => globalThis.berthExitReport?.(code)));
   process.send?.("taken", new net.Socket({ fd: conn }));
   // the channel to the pool must not keep this process alive once its command is done
   process.channel?.unref();

@@ -126,6 +126,7 @@ export async function systemWarm(_ctx: Context, argv: string[]): Promise<number>
       if (msg !== "taken" || !(handle instanceof net.Socket)) return;
       idle.delete(child);
       busy.set(child, handle);
+      quickDeaths = 0; // warm processes work: only deaths in a row stop the pool
       // the client went away (killed) while its command runs: end the command, as its death would have
       handle.on("close", () => {
         if (busy.get(child) === handle && child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");

@@ -8,8 +8,6 @@ import { appendFileSync, readFileSync, writeFileSync, existsSync } from "node:fs
 import { spawnSync } from "node:child_process";
 import { BerthError, errorMessage } from "../../common/errors.js";
 import { parseFlags, type FlagDef, type Parsed } from "../args.js";
-import { warmSpare } from "../warm-spare.js";
-import { exitNow } from "../../common/sys.js";
 import type { Process } from "../../runtime/spec.js";
 import type { CreateOptions } from "../../runtime/runtime.js";
 import type { LinuxResources } from "../../cgroups/resources.js";
@@ -432,9 +430,6 @@ function runMain(argv: string[], end: (code: number) => void = (code) => (proces
   });
 }
 
-/** A warm process ends as soon as its command is done (its output flushed), not when its event
- * loop has drained: the pool's channel and the handed-over connection would hold it. */
-const endWarm = (code: number) => void process.stdout.write("", () => process.stderr.write("", () => exitNow(code)));
 
 /**
  * What a warm process may run for its client: not the commands that start a container's process
@@ -456,6 +451,12 @@ declare global {
   var berthRuntimeWarmFd: number | undefined;
 }
 
-// a warm process loads the runtime before it waits (a cold command loads it only when it needs it)
-if (globalThis.berthRuntimeWarmFd !== undefined) void import("../../runtime/runtime.js").then(() => warmSpare(globalThis.berthRuntimeWarmFd!, (argv) => runMain(argv, endWarm), takesWarm, "berth-runtime"));
+// A warm process loads the runtime (and its own part) before it waits; a cold command loads none
+// of it at start. It ends as soon as its command is done, output flushed (exitNow reports the
+// status to the client), not when its event loop has drained.
+if (globalThis.berthRuntimeWarmFd !== undefined)
+  void Promise.all([import("../warm-spare.js"), import("../../common/sys.js"), import("../../runtime/runtime.js")]).then(([{ warmSpare }, { exitNow }]) => {
+    const end = (code: number) => void process.stdout.write("", () => process.stderr.write("", () => exitNow(code)));
+    warmSpare(globalThis.berthRuntimeWarmFd!, (argv) => runMain(argv, end), takesWarm, "berth-runtime");
+  });
 else runMain(process.argv.slice(2));
