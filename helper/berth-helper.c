@@ -1065,6 +1065,7 @@ static int foreground(pid_t child, int master) {
   for (;;) {
     int status;
     if (waitpid(child, &status, WNOHANG) == child) {
+      trace_step("child exited");
       if (master >= 0) {
         fcntl(master, F_SETFL, O_NONBLOCK);
         char buf[8192];
@@ -1194,6 +1195,12 @@ static void reexec_from_sealed_copy(char **argv) {
     return;
   }
   int self = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+  /* started from a sealed copy already (the runtime keeps one and execs it): nothing to do */
+  int seals = self < 0 ? -1 : fcntl(self, F_GET_SEALS);
+  if (seals >= 0 && (seals & F_SEAL_WRITE) && (seals & F_SEAL_SEAL)) {
+    close(self);
+    return;
+  }
   int mem = memfd_create("berth-helper", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (self < 0 || mem < 0) return; /* no memfd: run from the file, still non-dumpable */
   char buf[65536];

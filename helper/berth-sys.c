@@ -17,6 +17,7 @@
 #include <sys/un.h>
 #include <sys/ioctl.h>
 #include <termios.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -1096,6 +1097,31 @@ static napi_value js_dup(napi_env env, napi_callback_info info) {
   return result(env, fcntl((int)fd, F_DUPFD_CLOEXEC, 3));
 }
 
+/* sealedCopy(path): a memfd holding the program at path, sealed against every change (close-on-exec),
+ * or -errno. The runtime execs its helper from it through /proc/PID/fd/N, so a container process can
+ * never reach the helper's file on disk through /proc/self/exe (CVE-2019-5736), without the helper
+ * copying itself at every start. */
+static napi_value js_sealed_copy(napi_env env, napi_callback_info info) {
+  struct args a;
+  char path[PATH_BYTES], *p;
+  if (get_args(env, info, &a) || get_str(env, a.v[0], path, sizeof path, &p) || !p) return NULL;
+  int src = open(path, O_RDONLY | O_CLOEXEC);
+  if (src < 0) return result(env, -1);
+  int mem = memfd_create("berth-helper", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  int rc = mem;
+  char buf[65536];
+  ssize_t n = 0;
+  while (rc >= 0 && (n = read(src, buf, sizeof buf)) > 0)
+    if (write(mem, buf, (size_t)n) != n) rc = -1;
+  if (n < 0) rc = -1;
+  if (rc >= 0 && fcntl(mem, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0) rc = -1;
+  int e = errno;
+  close(src);
+  if (rc < 0 && mem >= 0) close(mem);
+  errno = e;
+  return result(env, rc < 0 ? -1 : mem);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   static const struct {
     const char *name;
@@ -1105,7 +1131,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"lgetxattr", js_lgetxattr}, {"llistxattr", js_llistxattr}, {"mknod", js_mknod}, {"setWindowSize", js_winsize},
       {"strerror", js_strerror}, {"umount2Async", js_umount2_async}, {"removeTree", js_remove_tree}, {"removeTreeAsync", js_remove_tree_async},
       {"spawn", js_spawn}, {"spawnAsync", js_spawn_async}, {"mkdirsAsync", js_mkdirs_async}, {"exitNow", js_exit_now}, {"execv", js_execv}, {"runAsync", js_run_async}, {"nftMapElem", js_nft_map_elem}, {"nftMapElemAsync", js_nft_map_elem_async}, {"portFree", js_port_free}, {"writeDetached", js_write_detached}, {"pollIn", js_poll_in},       {"waitpid", js_waitpid}, {"waitpidAsync", js_waitpid_async},     {"pipe", js_pipe}, {"openpty", js_openpty},
-      {"listenUnix", js_listen_unix}, {"acceptPeer", js_accept_peer}, {"recvFds", js_recv_fds}, {"dup2", js_dup2}, {"dup", js_dup},
+      {"listenUnix", js_listen_unix}, {"acceptPeer", js_accept_peer}, {"recvFds", js_recv_fds}, {"dup2", js_dup2}, {"dup", js_dup}, {"sealedCopy", js_sealed_copy},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

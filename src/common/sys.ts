@@ -44,6 +44,7 @@ interface Addon {
   recvFds(fd: number, buf: Buffer): number[] | number;
   dup2(from: number, to: number): number;
   dup(fd: number): number;
+  sealedCopy(path: string): number;
 }
 
 let addon: Addon | undefined;
@@ -238,6 +239,11 @@ export function dup2(from: number, to: number): void {
 /** dup: another fd (close-on-exec) for what fd refers to. */
 export function dup(fd: number): number {
   return check("dup", String(fd), load().dup(fd));
+}
+
+/** A sealed memfd (close-on-exec) holding the program at path: exec'd through /proc/PID/fd/N. */
+export function sealedCopy(path: string): number {
+  return check("copy", path, load().sealedCopy(path));
 }
 
 /** execv: this process becomes the program (same pid, environment as process.env has it, the fds in keep open); returns only by throwing. */

@@ -194,7 +194,7 @@ export class Runtime {
     return lsm;
   }
 
-  private async createFromSpec(id: string, spec: Spec, bundle: string, rootfs: string, opts: CreateOptions, foreground: boolean) {
+  private async createFromSpec(id: string, spec: Spec, bundle: string, rootfs: string, opts: CreateOptions, foreground: boolean, atOnce = false) {
     trace("runtime: bundle loaded");
     const lsm = this.checkLabels(spec);
     // A process joining a frozen cgroup sleeps until someone thaws it: refuse before anything is made.
@@ -267,7 +267,7 @@ export class Runtime {
         spec,
         bundle,
         rootfs,
-        fifo: this.store.fifo(id),
+        ...(atOnce ? {} : { fifo: this.store.fifo(id) }),
         consoleSocket: opts.consoleSocket,
         noPivot: opts.noPivot,
         preserveFds: opts.preserveFds,
@@ -404,7 +404,11 @@ export class Runtime {
     const { spec, bundle, rootfs } = this.loadBundle(opts.bundle, opts.spec);
     if (spec.process?.terminal && !opts.consoleSocket && opts.detach)
       throw invalid("cannot allocate tty if runc will detach without setting console socket");
-    await this.createFromSpec(id, spec, bundle, rootfs, opts, !opts.detach);
+    // In the foreground with nothing to do between create and start (no poststart hook, no pid
+    // file to write first), the process runs as soon as it is set up: no exec fifo and no start
+    // round trip (~1.5 ms); no one can see it "created" in between anyway.
+    const atOnce = !opts.detach && !opts.pidFile && !spec.hooks?.poststart?.length;
+    await this.createFromSpec(id, spec, bundle, rootfs, opts, !opts.detach, atOnce);
     const fg = this.foregroundRun;
     this.foregroundRun = undefined;
     // forward signals from before the start: the container may run (and be signalled) before
@@ -423,7 +427,7 @@ export class Runtime {
       for (const s of signals) process.off(s, forward);
     };
     try {
-      await this.start(id);
+      if (!atOnce) await this.start(id);
     } catch (err) {
       unforward();
       await this.delete(id, { force: true }).catch(() => {}); // the start's error is what the caller is told; a record left behind is `delete`d later
