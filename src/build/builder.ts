@@ -275,7 +275,9 @@ export class Builder {
       return await this.buildTarget();
     } finally {
       this.ssh?.close();
+      trace("build: built");
       await Promise.all(this.removals);
+      trace("build: steps' snapshots removed");
     }
   }
 

@@ -53,13 +53,17 @@ export async function runStep(engine: Engine, step: RunStep, opts: { forwardSign
   };
   try {
     await images.ensureUnpacked(step.image);
+    trace("step: unpacked");
     images.snapshots.prepare(key, images.topLayer(step.image));
+    trace("step: snapshot prepared");
     held.snapshot = true;
     fs.mkdirSync(rootfs, { recursive: true });
     fs.mkdirSync(files, { recursive: true, mode: 0o700 });
     mounting = images.snapshots.mountAsync(key, rootfs, { volatile: true }); // committed at once: nothing to sync
     mounting.catch(() => {}); // awaited below
+    trace("step: mount started");
     const user = resolveUser(layeredReader(images.snapshots.dirs(key)), config.User);
+    trace("step: user resolved");
     held.network = mode.kind === "bridge";
     const endpoints: EndpointRequest[] = mode.kind === "bridge" ? [{ network: mode.network, aliases: [], names: [] }] : [];
     const net = await attachNetwork(engine.network, { container: key, mode, rootless: isRootless(), endpoints, ports: [], active: (c) => engine.isActive(c), pastaPidFile: join(files, "pasta.pid") });

@@ -7,6 +7,7 @@ import { list, parse, str, UsageError } from "../pflag.js";
 import { humanSize, table } from "./output.js";
 import type { Context } from "./context.js";
 import { PlainProgress, TtyProgress, type BuildProgress } from "./build-progress.js";
+import { trace } from "../../common/trace.js";
 
 const out = (s: string) => process.stdout.write(s);
 
@@ -221,6 +222,7 @@ export async function build(ctx: Context, argv: string[]): Promise<number> {
   const iid = str(flags.iidfile);
   if (iid) fs.writeFileSync(iid, id);
   if (quiet) out(`${id}\n`);
+  trace("build: done");
   return 0;
 }
 
