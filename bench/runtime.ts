@@ -5,6 +5,7 @@
  *   - berth's in-process library path (Runtime.run from a live Node process: no Node start-up)
  *   - berth-runtime as installed with `berth system warm --runtime` running (its own socket)
  *   - each command of the cycle alone, for the CLIs
+ * Every CLI command starts 200 ms after the one before (see pause below).
  * Medians over N runs, ratios to runc, in one run. NODE_EXTRA_CA_CERTS is unset for every child
  * (it adds ~70 ms to each node start on the dev machines and is not set on users' machines).
  *
@@ -59,6 +60,12 @@ interface Row {
   steps?: { create: number; start: number; delete: number };
 }
 
+// Each command starts 200 ms after the one before, for every runtime: an engine's calls come so
+// (create and start of one container, its delete when it exits, interleaved with its own work), and
+// a warm pool replaces the process a command used meanwhile. In a tight loop of commands the pool
+// falls behind (each replacement is a Node start on 2 cores) and commands start cold.
+const pause = () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 200);
+
 function benchCli(name: string, argv0: string, pre: string[], e: NodeJS.ProcessEnv = env): Row {
   const root = mkdtempSync(join(tmpdir(), "berth-bench-root-"));
   const runs: number[] = [];
@@ -67,9 +74,13 @@ function benchCli(name: string, argv0: string, pre: string[], e: NodeJS.ProcessE
   // one warm-up each, not counted
   must(argv0, [...pre, "--root", root, "run", "--bundle", bundle, "warm"], e);
   for (let i = 0; i < iterations; i++) {
+    pause();
     runs.push(time(() => must(argv0, [...pre, "--root", root, "run", "--bundle", bundle, `r${i}`], e)));
+    pause();
     const c = time(() => must(argv0, [...pre, "--root", root, "create", "--bundle", bundle, `c${i}`], e));
+    pause();
     const s = time(() => must(argv0, [...pre, "--root", root, "start", `c${i}`], e));
+    pause();
     const d = time(() => must(argv0, [...pre, "--root", root, "delete", "--force", `c${i}`], e));
     cycles.push(c + s + d);
     steps.create.push(c);
@@ -82,9 +93,9 @@ function benchCli(name: string, argv0: string, pre: string[], e: NodeJS.ProcessE
 
 /**
  * berth-runtime as installed (the client, helper/berth-client.c) with `berth system warm --runtime`
- * running on a socket of the bench's own: start, delete and the other commands that start no
- * container process run in a warm process; create and run are the client's own (engines need the
- * container to be the runtime's descendant), so they start Node as without the pool.
+ * running on a socket of the bench's own: every command of the cycle runs in a warm process; for
+ * create and run the client then becomes the container's helper (the container is the caller's
+ * descendant, as engines need).
  */
 async function benchWarmCli(): Promise<Row> {
   const dir = mkdtempSync(join(tmpdir(), "berth-bench-warm-"));

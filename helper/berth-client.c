@@ -107,16 +107,65 @@ static int send_request(int s, int argc, char **argv) {
   return rc;
 }
 
-/* One record, or -1 at the end of the stream. */
+/* fds that came with a record (EXEC's three), close-on-exec */
+#define MAX_RECEIVED 4
+static int received[MAX_RECEIVED];
+static int nreceived;
+
+/* One record, or -1 at the end of the stream; fds sent with it land in received[]. */
 static int read_record(int s, int32_t rec[2]) {
   size_t got = 0;
   while (got < 8) {
-    ssize_t r = read(s, (char *)rec + got, 8 - got);
+    union {
+      char buf[CMSG_SPACE(MAX_RECEIVED * sizeof(int))];
+      struct cmsghdr align;
+    } ctl;
+    struct iovec iov = {.iov_base = (char *)rec + got, .iov_len = 8 - got};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+    ssize_t r = recvmsg(s, &m, MSG_CMSG_CLOEXEC);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) return -1;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+        for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+          int fd;
+          memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+          if (nreceived < MAX_RECEIVED) received[nreceived++] = fd;
+          else close(fd);
+        }
     got += (size_t)r;
   }
   return 0;
+}
+
+/* EXEC: become the helper the warm process prepared (fds: the helper, its plan and report pipes),
+ * with the plan pipe at plan_fd and the report pipe after it, so the container is this process's
+ * child as under runc. The connection stays open across the exec: the pool takes its end as this
+ * command's end. Fds 3..plan_fd-1 are the caller's (--preserve-fds) and stay where they are. */
+static _Noreturn void exec_helper(int s, int plan_fd, const sigset_t *old) {
+  if (nreceived != 3 || plan_fd < 3 || plan_fd > 1000) {
+    fprintf(stderr, WARM_PROGRAM ": the warm process sent an unusable EXEC (%d fds, plan fd %d)\n", nreceived, plan_fd);
+    _exit(255);
+  }
+  /* everything of ours above the targets first, so no dup2 below overwrites what it still needs */
+  int keep = fcntl(s, F_DUPFD, plan_fd + 2);
+  int moved[3];
+  for (int i = 0; i < 3; i++) moved[i] = fcntl(received[i], F_DUPFD_CLOEXEC, plan_fd + 2);
+  if (keep < 0 || moved[0] < 0 || moved[1] < 0 || moved[2] < 0 || dup2(moved[1], plan_fd) < 0 || dup2(moved[2], plan_fd + 1) < 0) {
+    fprintf(stderr, WARM_PROGRAM ": cannot place the helper's pipes: %s\n", strerror(errno));
+    _exit(255);
+  }
+  char a1[16], a2[16];
+  snprintf(a1, sizeof a1, "%d", plan_fd);
+  snprintf(a2, sizeof a2, "%d", plan_fd + 1);
+  char *args[] = {"berth-helper", a1, a2, NULL};
+  /* signals at their defaults again, then unblocked: one that came meanwhile ends this process, as
+   * it would have ended the command */
+  for (size_t i = 0; i < NFORWARDED; i++) signal(forwarded[i], SIG_DFL);
+  sigprocmask(SIG_SETMASK, old, NULL);
+  fexecve(moved[0], args, environ);
+  fprintf(stderr, WARM_PROGRAM ": cannot run berth-helper: %s\n", strerror(errno));
+  _exit(255);
 }
 
 int main(int argc, char **argv) {
@@ -166,6 +215,8 @@ int main(int argc, char **argv) {
       sigprocmask(SIG_SETMASK, &old, NULL);
       raise(rec[1]);
       return 128 + rec[1];
+    case WARM_EXEC:
+      exec_helper(s, rec[1], &old);
     case WARM_FALLBACK:
       if (warm_pid > 0) break;
       close(s);

@@ -91,6 +91,10 @@ struct op {
 static struct op *ops;
 static int nops;
 static int report_fd = -1;
+static int plan_fd = -1;
+/* LAST_WORD: the helper is its caller's own process; it exits with the status the runtime sends */
+static int last_word;
+static int in_child;
 static int status_fd = -1; /* child -> parent: 'R' ready, 'E' error */
 static const char *stage = "plan";
 static int ready_sent;
@@ -165,6 +169,31 @@ static void report_error(int err, const char *fmt, ...) {
   send_record(MSG_ERROR, 3, strs);
 }
 
+/* The helper's end: its status, or under LAST_WORD (the helper is the caller's own process, a warm
+ * berth-runtime's) the command's, once the runtime has finished (its state written, its errors said). */
+static _Noreturn void finish(int code) {
+  if (!last_word || in_child) _exit(code);
+  for (;;) {
+    uint32_t hdr[2];
+    char payload[64];
+    ssize_t r = 0;
+    size_t got = 0;
+    while (got < 8 && ((r = read(plan_fd, (char *)hdr + got, 8 - got)) > 0 || (r < 0 && errno == EINTR)))
+      if (r > 0) got += (size_t)r;
+    if (got < 8) _exit(255); /* the runtime is gone without a word */
+    uint32_t left = hdr[1], n = 0;
+    while (left > 0) {
+      r = read(plan_fd, payload + n, left < sizeof payload - 1 - n ? left : sizeof payload - 1 - n);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) _exit(255);
+      left -= (uint32_t)r;
+      if (n + (uint32_t)r < sizeof payload - 1) n += (uint32_t)r;
+    }
+    payload[n] = 0;
+    if (hdr[0] == MSG_LAST_WORD) _exit((int)strtol(payload, NULL, 10));
+  }
+}
+
 /* Fail from the parent: report and exit. */
 static void die(int err, const char *fmt, ...) {
   char msg[2048];
@@ -177,7 +206,7 @@ static void die(int err, const char *fmt, ...) {
   if (ready_sent) dprintf(2, "berth: %s: %s: %s\n", stage, msg, strerror(err));
   if (status_fd >= 0 && write(status_fd, "E", 1) < 0) {
   }
-  _exit(1);
+  finish(1);
 }
 
 #define TRY(expr, ...)              \
@@ -1229,7 +1258,7 @@ int main(int argc, char **argv) {
   trace_step("started");
   reexec_from_sealed_copy(argv);
   trace_step("sealed");
-  int plan_fd = atoi(argv[1]);
+  plan_fd = atoi(argv[1]);
   report_fd = atoi(argv[2]);
   fcntl(plan_fd, F_SETFD, FD_CLOEXEC);
   fcntl(report_fd, F_SETFD, FD_CLOEXEC);
@@ -1270,6 +1299,7 @@ int main(int argc, char **argv) {
     case OP_SETGROUPS_DENY: setgroups_deny = 1; break;
     case OP_GID_MAP: gid_map = a[0]; break;
     case OP_HOOK_SYNC: hook_sync = 1; break;
+    case OP_LAST_WORD: last_word = 1; break;
     case OP_FOREGROUND: fg = 1; break;
     case OP_TERMINAL: terminal = 1; break;
     case OP_CONSOLE_SOCKET: connect_console(a[0]); break;
@@ -1357,6 +1387,7 @@ int main(int argc, char **argv) {
     pid = (pid_t)syscall(SYS_clone, clone_flags | SIGCHLD, NULL, NULL, NULL, NULL);
   TRY(pid, "clone a child with namespace flags %#lx", clone_flags);
   if (pid == 0) {
+    in_child = 1;
     new_userns = (clone_flags & CLONE_NEWUSER) != 0;
     close(release[1]);
     close(status[0]);
@@ -1405,10 +1436,15 @@ int main(int argc, char **argv) {
   if (hook_sync) {
     const char *name[1] = {"createRuntime"};
     send_record(MSG_HOOK_POINT, 1, name);
-    uint32_t hdr[2];
+    uint32_t hdr[2] = {0, 0};
     if (read_full(plan_fd, hdr, 8) < 0 || hdr[0] != MSG_CONTINUE) {
       kill(pid, SIGKILL);
-      _exit(1);
+      if (last_word && hdr[0] == MSG_LAST_WORD) { /* its status follows */
+        char payload[16] = {0};
+        if (hdr[1] < sizeof payload && read_full(plan_fd, payload, hdr[1]) == 0) _exit((int)strtol(payload, NULL, 10));
+        _exit(255);
+      }
+      finish(1);
     }
   }
   if (write(release[1], pidstr, strlen(pidstr)) != (ssize_t)strlen(pidstr)) die(errno, "release the child");
@@ -1433,10 +1469,9 @@ int main(int argc, char **argv) {
     waitpid(pid, &st, 0);
     stage = "child";
     if (r != 1) report_error(0, "container process exited during setup (status %d)", st);
-    return 1;
+    finish(1);
   }
   int master = -1;
   if (term_pair[0] >= 0) master = recv_fd(term_pair[0]);
-  if (!fg) return 0;
-  return foreground(pid, master);
+  finish(fg ? foreground(pid, master) : 0);
 }

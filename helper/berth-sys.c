@@ -1079,6 +1079,46 @@ static napi_value js_recv_fds(napi_env env, napi_callback_info info) {
   return arr;
 }
 
+/* sendFds(fd, buf, fds): one sendmsg of buf with fds attached (SCM_RIGHTS); the bytes sent, or -errno */
+static napi_value js_send_fds(napi_env env, napi_callback_info info) {
+  struct args a;
+  int64_t fd;
+  void *data;
+  size_t size;
+  uint32_t count = 0;
+  if (get_args(env, info, &a) || get_i64(env, a.v[0], &fd) || get_buf(env, a.v[1], &data, &size)) return NULL;
+  if (napi_get_array_length(env, a.v[2], &count) != napi_ok || count == 0 || count > RECV_MAX_FDS) {
+    napi_throw_type_error(env, NULL, "sendFds(fd, buf, fds[1..])");
+    return NULL;
+  }
+  int fds[RECV_MAX_FDS];
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value v;
+    int64_t f;
+    napi_get_element(env, a.v[2], i, &v);
+    if (napi_get_value_int64(env, v, &f) != napi_ok) {
+      napi_throw_type_error(env, NULL, "sendFds: fds must be numbers");
+      return NULL;
+    }
+    fds[i] = (int)f;
+  }
+  union {
+    char buf[CMSG_SPACE(RECV_MAX_FDS * sizeof(int))];
+    struct cmsghdr align;
+  } ctl;
+  memset(&ctl, 0, sizeof ctl);
+  struct iovec iov = {.iov_base = data, .iov_len = size};
+  struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = CMSG_SPACE(count * sizeof(int))};
+  struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(count * sizeof(int));
+  memcpy(CMSG_DATA(c), fds, count * sizeof(int));
+  ssize_t n;
+  do n = sendmsg((int)fd, &m, MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
+  return result(env, n);
+}
+
 /* dup2(from, to): to (open across exec), or -errno */
 static napi_value js_dup2(napi_env env, napi_callback_info info) {
   struct args a;
@@ -1131,7 +1171,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"lgetxattr", js_lgetxattr}, {"llistxattr", js_llistxattr}, {"mknod", js_mknod}, {"setWindowSize", js_winsize},
       {"strerror", js_strerror}, {"umount2Async", js_umount2_async}, {"removeTree", js_remove_tree}, {"removeTreeAsync", js_remove_tree_async},
       {"spawn", js_spawn}, {"spawnAsync", js_spawn_async}, {"mkdirsAsync", js_mkdirs_async}, {"exitNow", js_exit_now}, {"execv", js_execv}, {"runAsync", js_run_async}, {"nftMapElem", js_nft_map_elem}, {"nftMapElemAsync", js_nft_map_elem_async}, {"portFree", js_port_free}, {"writeDetached", js_write_detached}, {"pollIn", js_poll_in},       {"waitpid", js_waitpid}, {"waitpidAsync", js_waitpid_async},     {"pipe", js_pipe}, {"openpty", js_openpty},
-      {"listenUnix", js_listen_unix}, {"acceptPeer", js_accept_peer}, {"recvFds", js_recv_fds}, {"dup2", js_dup2}, {"dup", js_dup}, {"sealedCopy", js_sealed_copy},
+      {"listenUnix", js_listen_unix}, {"acceptPeer", js_accept_peer}, {"recvFds", js_recv_fds}, {"dup2", js_dup2}, {"dup", js_dup}, {"sealedCopy", js_sealed_copy}, {"sendFds", js_send_fds},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

@@ -96,17 +96,19 @@ test("commands run by a warm process behave as cold ones; a foreign mount namesp
   assert.match(run(["version"]).stdout, /Start-up: +(snapshot|bundle)/);
 });
 
-test("berth-runtime with a warm pool: start, state, kill and delete run warm, create and run stay the caller's own processes", { skip: rootSkip || noImage, timeout: 120_000 }, async () => {
+test("berth-runtime with a warm pool: every command of the cycle runs warm; for create and run the client becomes the helper, so the container is the caller's descendant", { skip: rootSkip || noImage, timeout: 120_000 }, async () => {
   const bin = tempDir("berth-warm-rt-bin-");
   const installed = spawnSync("sh", [join(project, "scripts/install-launchers.sh"), process.execPath, bin], { encoding: "utf8" });
   assert.equal(installed.status, 0, installed.stderr);
   const socket = join(tempDir("berth-warm-rt-sock-"), "warm.sock");
   const env: NodeJS.ProcessEnv = { ...process.env, BERTH_RUNTIME_WARM_SOCKET: socket };
   delete env.NODE_EXTRA_CA_CERTS;
+  const cold = { ...env, BERTH_WARM: "0" };
   const root = tempDir("berth-warm-rt-root-");
   const bundle = makeBundle(["/bin/sleep", "30"]);
-  const rt = (args: string[], e = env) => spawnSync(join(bin, "berth-runtime"), ["--root", root, ...args], { env: e, encoding: "utf8", timeout: 30_000 });
-  const pool = spawn(join(bin, "berth"), ["system", "warm", "--runtime", "--socket", socket], { env: { ...env, BERTH_WARM: "0" }, stdio: ["ignore", "ignore", "pipe"] });
+  const client = join(bin, "berth-runtime");
+  const rt = (args: string[], e = env) => spawnSync(client, ["--root", root, ...args], { env: e, encoding: "utf8", timeout: 30_000 });
+  const pool = spawn(join(bin, "berth"), ["system", "warm", "--runtime", "--socket", socket], { env: cold, stdio: ["ignore", "ignore", "pipe"] });
   let poolErr = "";
   pool.stderr!.on("data", (d) => (poolErr += d));
   const exited = new Promise<number | null>((resolve) => pool.on("exit", (code) => resolve(code)));
@@ -120,35 +122,72 @@ test("berth-runtime with a warm pool: start, state, kill and delete run warm, cr
       return false;
     }
   };
-  const served = async (what: string, fn: () => void, warm: boolean) => {
+  const served = async (what: string, fn: () => void | Promise<void>) => {
     await waitFor(() => spares().size === 2 && [...spares()].every(waiting), "two warm processes waiting", 20_000);
     const before = spares();
-    fn();
-    const taken = () => [...before].some((p) => !spares().has(p));
-    if (warm) await waitFor(taken, `${what}: run by a warm process (one of ${[...before].join(", ")} ends)`, 5000);
-    else {
-      await new Promise((r) => setTimeout(r, 500));
-      assert.ok(!taken(), `${what}: run by the client itself (the warm processes still wait)`);
-    }
+    await fn();
+    await waitFor(() => [...before].some((p) => !spares().has(p)), `${what}: run by a warm process (one of ${[...before].join(", ")} ends)`, 5000);
   };
+  const status = (pid: number, key: string) => /^(\S+):\s+(.*)$/m.exec(readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith(`${key}:`)) ?? "")?.[2];
   try {
     await waitFor(() => existsSync(socket), "the pool's socket");
-    // create: the container's init must be the caller's descendant (engines' subreapers inherit it)
-    await served("create", () => assert.equal(rt(["create", "--bundle", bundle, "w1"]).status, 0), false);
-    const pid = JSON.parse(rt(["state", "w1"], { ...env, BERTH_WARM: "0" }).stdout).pid as number;
-    await served("start", () => assert.equal(rt(["start", "w1"]).status, 0), true);
+    // create: run by a warm process, the init cloned by the client become helper (not by the pool's
+    // processes: here it is reparented to pid 1 once the helper exits, as under runc)
+    // (its stdio not pipes: the created container holds them until it exits, as under runc)
+    await served("create", () => assert.equal(spawnSync(client, ["--root", root, "create", "--bundle", bundle, "w1"], { env, stdio: "ignore", timeout: 30_000 }).status, 0));
+    const pid = JSON.parse(rt(["state", "w1"], cold).stdout).pid as number;
+    assert.equal(status(pid, "PPid"), "1");
+    await served("start", () => assert.equal(rt(["start", "w1"]).status, 0));
     let state: { status: string; pid: number } | undefined;
-    await served("state", () => (state = JSON.parse(rt(["state", "w1"]).stdout)), true);
+    await served("state", () => void (state = JSON.parse(rt(["state", "w1"]).stdout)));
     assert.deepEqual([state!.status, state!.pid], ["running", pid]);
     // the same answers as a cold runtime, error and status included
     const missing = rt(["state", "nope"]);
-    const coldMissing = rt(["state", "nope"], { ...env, BERTH_WARM: "0" });
+    const coldMissing = rt(["state", "nope"], cold);
     assert.deepEqual([missing.status, missing.stdout, missing.stderr], [coldMissing.status, coldMissing.stdout, coldMissing.stderr]);
-    await served("kill", () => assert.equal(rt(["kill", "w1", "KILL"]).status, 0), true);
-    await waitFor(() => JSON.parse(rt(["state", "w1"], { ...env, BERTH_WARM: "0" }).stdout).status === "stopped", "the container to stop");
-    await served("delete", () => assert.equal(rt(["delete", "w1"]).status, 0), true);
+    await served("kill", () => assert.equal(rt(["kill", "w1", "KILL"]).status, 0));
+    await waitFor(() => JSON.parse(rt(["state", "w1"], cold).stdout).status === "stopped", "the container to stop");
+    await served("delete", () => assert.equal(rt(["delete", "w1"]).status, 0));
     assert.equal(rt(["state", "w1"]).status, 1, "deleted");
-    await served("run", () => assert.equal(rt(["run", "--bundle", makeBundle(["/bin/sh", "-c", "exit 7"]), "w2"]).status, 7), false);
+    // run: the container's exit status, its output on the client's own stdout
+    await served("run", () => {
+      const r = rt(["run", "--bundle", makeBundle(["/bin/sh", "-c", "echo out; exit 7"]), "w2"]);
+      assert.deepEqual([r.status, r.stdout], [7, "out\n"], r.stderr);
+    });
+    // run in the background: the container's init is the client's child (the client is now the
+    // helper), and a signal to the client reaches the container as runc's does
+    await served("run (a long one)", async () => {
+      const trapping = makeBundle(["/bin/sh", "-c", "trap 'exit 5' TERM; sleep 30 & wait"]);
+      const c = spawn(client, ["--root", root, "run", "--bundle", trapping, "w3"], { env, stdio: "ignore" });
+      const done = new Promise<number | null>((resolve) => c.on("exit", (code) => resolve(code)));
+      await waitFor(() => rt(["state", "w3"], cold).stdout.includes('"running"'), "w3 running");
+      const init = JSON.parse(rt(["state", "w3"], cold).stdout).pid as number;
+      assert.equal(status(init, "PPid"), String(c.pid), "the container's init is the client's child");
+      assert.match(readFileSync(`/proc/${c.pid}/cmdline`, "utf8"), /^berth-helper\0/);
+      c.kill("SIGTERM");
+      assert.equal(await done, 5, "the container's shell got the SIGTERM the client forwarded");
+      assert.equal(rt(["state", "w3"], cold).status, 1, "run deleted its container");
+    });
+    // --preserve-fds: the caller's fd 3 is the container's
+    await served("run --preserve-fds", async () => {
+      const c = spawn(client, ["--root", root, "run", "--preserve-fds", "1", "--bundle", makeBundle(["/bin/sh", "-c", "echo via3 >&3"]), "w4"], { env, stdio: ["ignore", "ignore", "pipe", "pipe"] });
+      let via3 = "";
+      let err = "";
+      c.stdio[3]!.on("data", (d) => (via3 += d));
+      c.stderr!.on("data", (d) => (err += d));
+      const code = await new Promise<number | null>((resolve) => c.on("close", (n) => resolve(n)));
+      assert.deepEqual([code, via3], [0, "via3\n"], err);
+    });
+    // a create that fails: the cold runtime's message and status, and nothing left behind
+    const broken = makeBundle(["/bin/true"], (spec) => {
+      (spec.root as { path: string }).path = "/no-such-rootfs";
+    });
+    let warmFail: ReturnType<typeof rt> | undefined;
+    await served("a failing create", () => void (warmFail = rt(["create", "--bundle", broken, "w5"])));
+    const coldFail = rt(["create", "--bundle", broken, "w5"], cold);
+    assert.notEqual(coldFail.status, 0);
+    assert.deepEqual([warmFail!.status, warmFail!.stderr], [coldFail.status, coldFail.stderr]);
+    assert.equal(rt(["state", "w5"], cold).status, 1, "no container left");
   } finally {
     pool.kill("SIGTERM");
   }

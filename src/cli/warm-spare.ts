@@ -4,7 +4,7 @@
  * client's stdio, working directory, umask and environment, and runs that one command.
  */
 import { builtin } from "../common/builtin.js";
-import { acceptPeer, dup, dup2, pollIn, recvFds } from "../common/sys.js";
+import { acceptPeer, dup, dup2, pollIn, recvFds, sendFds } from "../common/sys.js";
 import { Warm } from "../common/warm-protocol.js";
 
 type Fs = typeof import("node:fs");
@@ -134,6 +134,9 @@ export function warmSpare(listenFd: number, run: (argv: string[]) => void, takes
       /* the client is gone */
     }
   };
+  // berth-runtime create/run: the client execs the container's helper with these fds (EXEC), so the
+  // container is its caller's descendant; the report fd stays ours to send them on
+  if (program === "berth-runtime") globalThis.berthExecInClient = (helperFds, planFd) => sendFds(report, record(Warm.EXEC, planFd), helperFds);
   process.send?.("taken", new net.Socket({ fd: conn }));
   // the channel to the pool must not keep this process alive once its command is done
   process.channel?.unref();

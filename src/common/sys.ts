@@ -45,6 +45,7 @@ interface Addon {
   dup2(from: number, to: number): number;
   dup(fd: number): number;
   sealedCopy(path: string): number;
+  sendFds(fd: number, buf: Buffer, fds: number[]): number;
 }
 
 let addon: Addon | undefined;
@@ -239,6 +240,12 @@ export function dup2(from: number, to: number): void {
 /** dup: another fd (close-on-exec) for what fd refers to. */
 export function dup(fd: number): number {
   return check("dup", String(fd), load().dup(fd));
+}
+
+/** One sendmsg of buf with fds attached (SCM_RIGHTS). */
+export function sendFds(fd: number, buf: Buffer, fds: number[]): void {
+  const n = check("sendmsg", String(fd), load().sendFds(fd, buf, fds));
+  if (n !== buf.length) throw new BerthError("System", `sendmsg: ${n} of ${buf.length} bytes sent`);
 }
 
 /** A sealed memfd (close-on-exec) holding the program at path: exec'd through /proc/PID/fd/N. */

@@ -4,7 +4,7 @@
  * channel does: an unexpected message is an error, not a hang.
  */
 import { spawn, type ChildProcess, type StdioOptions } from "node:child_process";
-import { closeSync, writeSync } from "node:fs";
+import { closeSync, openSync, writeSync } from "node:fs";
 import { Socket } from "node:net";
 import { constants } from "node:os";
 import * as sys from "../common/sys.js";
@@ -12,14 +12,25 @@ import type { Readable, Writable } from "node:stream";
 import { BerthError, HelperError } from "../common/errors.js";
 import { buildBinary } from "../common/paths.js";
 import { encodePlan, type PlanOp } from "./plan.js";
-import { Msg, codeNames } from "./protocol.js";
+import { Msg, Op, codeNames } from "./protocol.js";
 import { trace } from "../common/trace.js";
 
 export function helperPath(): string {
   return process.env.BERTH_HELPER ?? buildBinary("berth-helper");
 }
 
-let sealed: string | undefined;
+let sealed: { pid: number; fd: number } | undefined;
+/** The fd of this process's sealed copy of the helper, made at the first use (undefined: no memfds here). */
+function sealedHelper(): number | undefined {
+  if (sealed?.pid !== process.pid)
+    try {
+      sealed = { pid: process.pid, fd: sys.sealedCopy(helperPath()) };
+    } catch {
+      sealed = { pid: process.pid, fd: -1 };
+    }
+  return sealed.fd >= 0 ? sealed.fd : undefined;
+}
+
 /**
  * What the helper is exec'd from: a sealed in-memory copy this process made once (through
  * /proc/PID/fd/N: posix_spawn closes the child's other fds before its exec), so no container can
@@ -27,13 +38,8 @@ let sealed: string | undefined;
  * every start (an exec and a dynamic link, ~3 ms here). Without memfds: the file, which re-execs.
  */
 export function helperExecutable(): string {
-  if (sealed) return sealed;
-  try {
-    sealed = `/proc/${process.pid}/fd/${sys.sealedCopy(helperPath())}`;
-  } catch {
-    return helperPath();
-  }
-  return sealed;
+  const fd = sealedHelper();
+  return fd === undefined ? helperPath() : `/proc/${process.pid}/fd/${fd}`;
 }
 
 export type StdioEntry = "inherit" | "pipe" | "ignore" | number;
@@ -43,6 +49,12 @@ export interface HelperOptions {
   stdio?: [StdioEntry, StdioEntry, StdioEntry] | "inherit";
   /** Extra fds 3..3+n-1 of this process passed through to the container (--preserve-fds). */
   preserveFds?: number;
+  /**
+   * In a warm process of `berth system warm --runtime`: the client (the caller's own process)
+   * becomes the helper, so the container is the caller's descendant as `runc init` is; the helper
+   * exits with this process's exit status, sent as it ends. Only for the command's own container.
+   */
+  inClient?: { foreground: boolean };
   /** Called when the helper waits at the hook point (child cloned, not yet released). */
   onHookPoint?: (pid: number) => Promise<void>;
   /** The child's pid as soon as it exists (its new namespaces too), before its setup is done. */
@@ -112,10 +124,11 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
   const base = opts.stdio === undefined || opts.stdio === "inherit" ? ["inherit", "inherit", "inherit"] : opts.stdio;
   const launcher = opts.launcher;
   trace("runtime: spawning");
-  const plan = encodePlan(ops);
+  const inClient = opts.inClient && !launcher && globalThis.berthExecInClient && (base as StdioEntry[]).every((e) => e === "inherit") ? opts.inClient : undefined;
+  const plan = encodePlan(inClient ? [...ops, [Op.LAST_WORD]] : ops);
   trace("runtime: plan encoded");
   const direct = !launcher && !!opts.direct && !(base as StdioEntry[]).includes("pipe");
-  const io = Array.isArray(launcher) ? spawnLauncher(launcher, base as StdioEntry[], n) : launcher ? launcher.io : direct ? spawnLauncher([], base as StdioEntry[], n) : spawnHelper(base, n);
+  const io = inClient ? execInClient(n) : Array.isArray(launcher) ? spawnLauncher(launcher, base as StdioEntry[], n) : launcher ? launcher.io : direct ? spawnLauncher([], base as StdioEntry[], n) : spawnHelper(base, n);
   let directPid: number | undefined;
   io.writePlan(plan);
   trace("runtime: plan sent");
@@ -149,6 +162,7 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
         // the child is gone already
       }
       if (io.kind === "helper") io.child.kill("SIGKILL");
+      else if (io.kind === "client") return; // the helper reports the child's death, then waits for our last word
       else if (direct && directPid) process.kill(directPid, 9);
       else io.endPlan();
     }, limit);
@@ -208,6 +222,24 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
   });
   reportStream.on("error", () => {});
   const exited = new Promise<{ code: number; waitStatus?: number }>((res) => {
+    if (io.kind === "client") {
+      // the helper waits for our last word wherever it ends: its end is what it reports (READY in
+      // the background, the container's EXIT in the foreground, an ERROR), not its exit
+      ready.then(
+        () => {
+          if (!inClient!.foreground) res({ code: 0 });
+        },
+        () => res({ code: 1, waitStatus }),
+      );
+      reportStream.on("data", () => {
+        if (waitStatus !== undefined) res({ code: 0, waitStatus });
+      });
+      reportStream.on("close", () => {
+        if (!settled) fail(new BerthError("System", "berth-helper exited before the container was ready"));
+        res({ code: 255, waitStatus });
+      });
+      return;
+    }
     if (io.kind === "launcher" && direct) {
       // the helper itself, posix_spawned: its exit is awaited on the thread pool
       io.started.then(
@@ -273,6 +305,58 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
       },
     };
   return { ready, exited, ...(io.kind === "helper" ? { helperPid: io.pid, stdin: io.child.stdin ?? undefined } : {}) };
+}
+
+/** The helper as the caller's own process (a warm berth-runtime's client exec'd it). */
+interface ClientIo {
+  kind: "client";
+  report: Readable;
+  writePlan(b: Buffer): void;
+  endPlan(): void;
+}
+
+/** A plan record to the helper: code, length, then the NUL-terminated strings. */
+function planRecord(code: number, ...strs: string[]): Buffer {
+  const body = Buffer.from(strs.map((x) => `${x}\0`).join(""));
+  const hdr = Buffer.alloc(8);
+  hdr.writeUInt32LE(code, 0);
+  hdr.writeUInt32LE(body.length, 4);
+  return Buffer.concat([hdr, body]);
+}
+
+/**
+ * The client becomes the helper (berth-client's EXEC): the helper's executable, its plan pipe and
+ * its report pipe go to it, placed after the caller's --preserve-fds; the helper exits with our
+ * exit status, sent as this process ends (exitNow emits "exit" first; so does any other end).
+ */
+function execInClient(n: number): ClientIo {
+  const [planRead, planWrite] = sys.pipe();
+  const [reportRead, reportWrite] = sys.pipe();
+  const sealedFd = sealedHelper();
+  const exe = sealedFd ?? openSync(helperPath(), "r");
+  try {
+    globalThis.berthExecInClient!([exe, planRead, reportWrite], 3 + n);
+  } finally {
+    if (sealedFd === undefined) closeSync(exe);
+    closeSync(planRead);
+    closeSync(reportWrite);
+  }
+  globalThis.berthExecInClient = undefined; // one helper per client
+  let planOpen = true;
+  const write = (b: Buffer) => {
+    if (planOpen)
+      try {
+        writeSync(planWrite, b);
+      } catch {
+        /* EPIPE: the helper is gone, and its report pipe says why */
+      }
+  };
+  process.once("exit", (code) => {
+    write(planRecord(Msg.LAST_WORD, String(code ?? process.exitCode ?? 0)));
+    planOpen = false;
+  });
+  trace("runtime: the client became the helper");
+  return { kind: "client", report: new Socket({ fd: reportRead, readable: true, writable: false }), writePlan: write, endPlan: () => {} };
 }
 
 interface HelperIo {
@@ -367,4 +451,12 @@ function spawnLauncher(launcher: string[], base: StdioEntry[], n: number): Launc
 function helperMessage(msg: string, errno: number): string {
   if (!errno || msg.includes("executable file not found") || msg.startsWith("exec: ")) return msg;
   return `${msg}: ${sys.strerror(errno)}`;
+}
+
+declare global {
+  /**
+   * Set in a warm process of `berth system warm --runtime` (src/cli/warm-spare.ts): sends the
+   * client EXEC with these fds (the helper, its plan pipe, its report pipe) and the plan fd's number.
+   */
+  var berthExecInClient: ((fds: number[], planFd: number) => void) | undefined;
 }

@@ -66,6 +66,8 @@ export interface CreateOptions {
   beforeSetup?: (pid: number) => Promise<void>;
   /** Start the helper with posix_spawn, not Node's fork-based spawn (see HelperOptions.direct). */
   direct?: boolean;
+  /** A warm berth-runtime's create/run: its client becomes the helper (HelperOptions.inClient). */
+  inClient?: boolean;
 }
 
 export interface ExecOptions {
@@ -289,6 +291,7 @@ export class Runtime {
         // which needs it in our session
         ...(opts.direct || !spec.process?.terminal || opts.consoleSocket ? { direct: true } : {}),
         ...(opts.launcher ? { launcher: opts.launcher } : {}),
+        ...(opts.inClient ? { inClient: { foreground } } : {}),
         ...(opts.onPid ? { onPid: opts.onPid } : {}),
         onHookPoint: async (childPid) => {
           await opts.beforeSetup?.(childPid);

@@ -255,6 +255,8 @@ function createOptions(f: Parsed["flags"]): CreateOptions {
     noPivot: !!f["no-pivot"],
     noNewKeyring: !!f["no-new-keyring"],
     preserveFds: (f["preserve-fds"] as number | undefined) ?? 0,
+    // in a warm process: the client becomes the helper (the container is the caller's descendant)
+    inClient: !!globalThis.berthExecInClient,
   };
 }
 
@@ -440,7 +442,9 @@ function runMain(argv: string[], end: (code: number) => void = (code) => (proces
 function takesWarm(argv: string[]): boolean {
   try {
     const cmd = parseFlags(argv, globalFlags, { interspersed: false }).args[0];
-    return !["create", "run", "exec", "checkpoint", "restore"].includes(cmd ?? "");
+    // create and run: the client becomes the container's helper (CreateOptions.inClient); exec and
+    // CRIU's commands start processes the caller must be the parent of, and are not handed over
+    return !["exec", "checkpoint", "restore"].includes(cmd ?? "");
   } catch {
     return true; // the usage error is the same wherever it is said
   }
