@@ -19,3 +19,5 @@ export type { NetworkRecord } from "../network/index.js";
 export { seccompFromProfile } from "../security/index.js";
 export { containerInspect, containerSummary, type ContainerSummary } from "./inspect.js";
 export { EventLog, type BerthEvent } from "./events.js";
+/** Makes the runtime's sealed copy of its helper now (a warm process, while it waits for a command). */
+export { helperExecutable as prepareContainerHelper } from "../runtime/index.js";

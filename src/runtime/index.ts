@@ -4,5 +4,5 @@ export { defaultSpec, validateSpec, validateProcess, type Spec, type Process, ty
 export type { OciState, Status } from "./state.js";
 export { features } from "./features.js";
 export { ROOTFS_OVERLAY_ANNOTATION } from "./plan.js";
-export { launchHelper, type LaunchedHelper } from "./helper.js";
+export { launchHelper, helperExecutable, type LaunchedHelper } from "./helper.js";
 export { MonitorOpt, MonitorFile, ExitKey, Frame } from "./protocol.js";

@@ -12,6 +12,7 @@ import "./system.js";
 import "./network.js";
 import "../../network/index.js";
 import { warmSpare } from "../warm-spare.js";
+import { prepareContainerHelper } from "../../engine/index.js";
 
 declare global {
   var berthRun: (args?: string[]) => void;
@@ -24,4 +25,7 @@ globalThis.berthRun = (args = process.argv.slice(2)) => {
 };
 
 /** A warm process of `berth system warm` (scripts/warm-spare.cjs) waits for its command here. */
-globalThis.berthWarmSpare = (listenFd) => warmSpare(listenFd, (argv: string[]) => globalThis.berthRun(argv));
+globalThis.berthWarmSpare = (listenFd) => {
+  prepareContainerHelper(); // the helper's sealed copy made while waiting, not at the command's first container
+  warmSpare(listenFd, (argv: string[]) => globalThis.berthRun(argv));
+};

@@ -459,7 +459,8 @@ declare global {
 // of it at start. It ends as soon as its command is done, output flushed (exitNow reports the
 // status to the client), not when its event loop has drained.
 if (globalThis.berthRuntimeWarmFd !== undefined)
-  void Promise.all([import("../warm-spare.js"), import("../../common/sys.js"), import("../../runtime/runtime.js")]).then(([{ warmSpare }, { exitNow }]) => {
+  void Promise.all([import("../warm-spare.js"), import("../../common/sys.js"), import("../../runtime/runtime.js"), import("../../runtime/helper.js")]).then(([{ warmSpare }, { exitNow }, , { helperExecutable }]) => {
+    helperExecutable(); // the helper's sealed copy made while waiting, not at the command's create
     const end = (code: number) => void process.stdout.write("", () => process.stderr.write("", () => exitNow(code)));
     warmSpare(globalThis.berthRuntimeWarmFd!, (argv) => runMain(argv, end), takesWarm, "berth-runtime");
   });
