@@ -6,6 +6,9 @@ import { join } from "node:path";
 import { spawn, spawnSync } from "node:child_process";
 import { cli, leaks, makeBundle, newRoot, rootSkip, rt, uniqueId, waitFor, waitForSync } from "./helpers.js";
 
+/** A runtime command that must succeed: its stderr is the failure's message. */
+const ok = (r: { code: number; stderr: string }) => assert.equal(r.code, 0, r.stderr);
+
 const root = newRoot();
 after(() => rmSync(root, { recursive: true, force: true }));
 
@@ -13,12 +16,12 @@ describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
   test("kill ID 0 is a liveness probe: success while the container runs, an error once it has stopped; flags after the id", () => {
     const b = makeBundle(["/probe", "sleep", "60"]);
     const id = uniqueId();
-    assert.equal(rt(root, ["run", "-d", "--bundle", b, id]).code, 0);
+    ok(rt(root, ["run", "-d", "--bundle", b, id]));
     try {
       const r = rt(root, ["kill", id, "0"]);
       assert.equal(r.code, 0, r.stderr);
       assert.equal(JSON.parse(rt(root, ["state", id]).stdout).status, "running", "signal 0 sends nothing");
-      assert.equal(rt(root, ["kill", "-a", id, "0"]).code, 0);
+      ok(rt(root, ["kill", "-a", id, "0"]));
       assert.equal(rt(root, ["kill", id, "0", "--all"]).code, 0, "flags after the id, as runc takes them");
       const upd = rt(root, ["update", id, "--pids-limit", "9"]);
       assert.equal(upd.code, 0, upd.stderr);
@@ -63,9 +66,9 @@ describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
     // a paused container's cgroup is the frozen cgroup: the new one is asked for beside its init
     const holder = uniqueId();
     const b = makeBundle(["/probe", "sleep", "60"], (s) => (s.linux.cgroupsPath = `/${parent}/${holder}`));
-    assert.equal(rt(root, ["run", "-d", "--bundle", b, holder]).code, 0);
+    ok(rt(root, ["run", "-d", "--bundle", b, holder]));
     try {
-      assert.equal(rt(root, ["pause", holder]).code, 0);
+      ok(rt(root, ["pause", holder]));
       for (const path of [`/${parent}/${holder}`, `/${parent}/${holder}/${id}`]) {
         const nb = makeBundle(["/probe", "id"], (s) => (s.linux.cgroupsPath = path));
         const r = rt(root, ["run", "--bundle", nb, id], { timeout: 20_000 });
@@ -74,7 +77,7 @@ describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
         assert.equal(existsSync(join(root, id)), false, "no state directory");
         rmSync(nb, { recursive: true });
       }
-      assert.equal(rt(root, ["resume", holder]).code, 0);
+      ok(rt(root, ["resume", holder]));
       assert.equal(JSON.parse(rt(root, ["state", holder]).stdout).status, "running");
     } finally {
       rt(root, ["delete", "-f", holder]);
@@ -133,7 +136,7 @@ describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
       const killed = rt(root, ["kill", id, "KILL"]);
       assert.equal(killed.code, 0, killed.stderr);
       waitForSync(() => JSON.parse(rt(root, ["state", id]).stdout).status === "stopped", "the container to stop");
-      assert.equal(rt(root, ["delete", id]).code, 0);
+      ok(rt(root, ["delete", id]));
       assert.ok(!existsSync(held), "delete, run from the test's own cgroups, removed it");
       rmSync(b, { recursive: true });
     } finally {
@@ -185,9 +188,9 @@ describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
   test("exec --ignore-paused into a paused container starts once it is resumed (runc's behaviour); exec --cgroup enters a sub-cgroup", async () => {
     const b = makeBundle(["/probe", "sleep", "60"]);
     const id = uniqueId();
-    assert.equal(rt(root, ["run", "-d", "--bundle", b, id]).code, 0);
+    ok(rt(root, ["run", "-d", "--bundle", b, id]));
     try {
-      assert.equal(rt(root, ["pause", id]).code, 0);
+      ok(rt(root, ["pause", id]));
       const refused = rt(root, ["exec", id, "/probe", "hostname"]);
       assert.equal(refused.code, 255);
       assert.match(refused.stderr, /cannot exec in a paused container \(use --ignore-paused to override\)/);
@@ -201,7 +204,7 @@ describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
       const done = new Promise<number | null>((r) => child.on("exit", r));
       await new Promise((r) => setTimeout(r, 800));
       assert.equal(out, "", "nothing runs while the container is frozen");
-      assert.equal(rt(root, ["resume", id]).code, 0);
+      ok(rt(root, ["resume", id]));
       assert.equal(await done, 0, out);
       assert.ok(Date.now() - t0 >= 800);
       assert.match(out, /^berth-test$/m);
@@ -254,7 +257,7 @@ describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
     // Before start the process has not exec'd the user's program yet.
     assert.notEqual(readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[0], "/probe");
 
-    assert.equal(rt(root, ["start", id]).code, 0);
+    ok(rt(root, ["start", id]));
     state = JSON.parse(rt(root, ["state", id]).stdout);
     assert.equal(state.status, "running");
     assert.equal(readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").slice(0, 3).join(" "), "/probe sleep 60");
@@ -273,13 +276,13 @@ describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
     r = rt(root, ["delete", id]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /cannot delete container .* that is not stopped: running/);
-    assert.equal(rt(root, ["kill", id, "KILL"]).code, 0);
+    ok(rt(root, ["kill", id, "KILL"]));
     waitForSync(() => JSON.parse(rt(root, ["state", id]).stdout).status === "stopped", "the killed container to stop");
     assert.equal(JSON.parse(rt(root, ["state", id]).stdout).status, "stopped");
     r = rt(root, ["kill", id]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /container not running/);
-    assert.equal(rt(root, ["delete", id]).code, 0);
+    ok(rt(root, ["delete", id]));
     r = rt(root, ["state", id]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /container .* does not exist/);
@@ -299,7 +302,7 @@ describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
     const run = spawn(process.execPath, [cli, "--root", root, "run", "--bundle", b2, id], { stdio: "ignore", env });
     const exited = new Promise<number>((res) => run.on("exit", (c) => res(c ?? -1)));
     await waitFor(() => JSON.parse(rt(root, ["state", id]).stdout || "{}").status === "running", "the container to run");
-    assert.equal(rt(root, ["kill", id, "9"]).code, 0);
+    ok(rt(root, ["kill", id, "9"]));
     assert.equal(await exited, 128 + 9);
     assert.deepEqual(JSON.parse(rt(root, ["list", "--format", "json"]).stdout), [], "run removes the container when it exits");
     rmSync(b1, { recursive: true });
@@ -324,14 +327,14 @@ describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
   test("run --detach leaves a running container; --keep keeps a stopped one", () => {
     const b = makeBundle(["/probe", "sleep", "60"]);
     const id = uniqueId();
-    assert.equal(rt(root, ["run", "-d", "--bundle", b, id]).code, 0);
+    ok(rt(root, ["run", "-d", "--bundle", b, id]));
     assert.equal(JSON.parse(rt(root, ["state", id]).stdout).status, "running");
-    assert.equal(rt(root, ["delete", "--force", id]).code, 0);
+    ok(rt(root, ["delete", "--force", id]));
     const b2 = makeBundle(["/probe", "exit", "3"]);
     const id2 = uniqueId();
     assert.equal(rt(root, ["run", "--keep", "--bundle", b2, id2]).code, 3);
     assert.equal(JSON.parse(rt(root, ["state", id2]).stdout).status, "stopped");
-    assert.equal(rt(root, ["delete", id2]).code, 0);
+    ok(rt(root, ["delete", id2]));
     rmSync(b, { recursive: true });
     rmSync(b2, { recursive: true });
     assert.deepEqual(leaks(), []);
@@ -346,29 +349,29 @@ describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
     spec.process.args = ["/bin/sh", "-c", "exec /probe wait-signal > /tmp/out"];
     spec.mounts.push({ destination: "/tmp", type: "bind", source: b, options: ["rbind", "rw"] });
     writeFileSync(join(b, "config.json"), JSON.stringify(spec));
-    assert.equal(rt(root, ["run", "-d", "--bundle", b, id]).code, 0);
+    ok(rt(root, ["run", "-d", "--bundle", b, id]));
     waitForSync(() => readFileSync(logFile, "utf8").includes("waiting"), "the probe to wait for a signal");
-    assert.equal(rt(root, ["kill", id, "SIGUSR1"]).code, 0);
+    ok(rt(root, ["kill", id, "SIGUSR1"]));
     waitForSync(() => readFileSync(logFile, "utf8").includes("signal"), "the probe to report the signal");
     assert.match(readFileSync(logFile, "utf8"), /signal 10/);
     const r = rt(root, ["kill", id, "NOSUCHSIG"]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /unknown signal "NOSUCHSIG"/);
-    assert.equal(rt(root, ["delete", "-f", id]).code, 0);
+    ok(rt(root, ["delete", "-f", id]));
     rmSync(b, { recursive: true });
   });
 
   test("pause freezes the container and resume thaws it", () => {
     const b = makeBundle(["/probe", "sleep", "60"]);
     const id = uniqueId();
-    assert.equal(rt(root, ["run", "-d", "--bundle", b, id]).code, 0);
+    ok(rt(root, ["run", "-d", "--bundle", b, id]));
     const pid = JSON.parse(rt(root, ["state", id]).stdout).pid;
-    assert.equal(rt(root, ["pause", id]).code, 0);
+    ok(rt(root, ["pause", id]));
     assert.equal(JSON.parse(rt(root, ["state", id]).stdout).status, "paused");
     assert.match(readFileSync(`/proc/${pid}/status`, "utf8"), /State:\s+[DS]/);
-    assert.equal(rt(root, ["resume", id]).code, 0);
+    ok(rt(root, ["resume", id]));
     assert.equal(JSON.parse(rt(root, ["state", id]).stdout).status, "running");
-    assert.equal(rt(root, ["delete", "-f", id]).code, 0);
+    ok(rt(root, ["delete", "-f", id]));
     rmSync(b, { recursive: true });
     assert.deepEqual(leaks(), []);
   });
@@ -399,7 +402,7 @@ describe("berth-runtime lifecycle", { skip: rootSkip }, () => {
   test("spec writes runc's default config.json and features lists what is supported", () => {
     const dir = makeBundle(["x"]);
     rmSync(join(dir, "config.json"));
-    assert.equal(rt(root, ["spec", "--bundle", dir]).code, 0);
+    ok(rt(root, ["spec", "--bundle", dir]));
     const spec = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
     assert.deepEqual(spec.process.args, ["sh"]);
     assert.equal(spec.root.path, "rootfs");

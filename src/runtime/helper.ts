@@ -221,6 +221,23 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
     }
   });
   reportStream.on("error", () => {});
+  // The helper's last records (READY, ERROR, EXIT) are written before it exits, but its exit can be
+  // seen before the event loop has read them: once it is gone, they are read first — to the pipe's
+  // end in the foreground (the helper held the last copy), else until the helper's word is in
+  // (a detached init waiting on the fifo still holds the pipe), at most 2 s.
+  const foreground = ops.some((op) => op[0] === Op.FOREGROUND);
+  const recordsRead = () =>
+    new Promise<void>((done) => {
+      if (reportStream.readableEnded || reportStream.destroyed) return done();
+      const t = setTimeout(done, 2000);
+      const end = () => {
+        clearTimeout(t);
+        done();
+      };
+      reportStream.once("end", end);
+      reportStream.once("close", end);
+      if (!foreground) ready.then(end, end);
+    });
   const exited = new Promise<{ code: number; waitStatus?: number }>((res) => {
     if (io.kind === "client") {
       // the helper waits for our last word wherever it ends: its end is what it reports (READY in
@@ -246,6 +263,7 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
         async (pid) => {
           directPid = pid;
           const code = await sys.waitChildAsync(pid);
+          await recordsRead();
           reportStream.destroy();
           io.endPlan();
           // said as Node's spawn says it: a signal by name (SIGKILL: the OOM killer, for one)
@@ -284,8 +302,9 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
       return;
     }
     const child = io.child;
-    child.on("exit", (code, signal) => {
+    child.on("exit", async (code, signal) => {
       // The child can still be running (it holds the report pipe while it waits on the fifo).
+      await recordsRead();
       reportStream.destroy();
       io.endPlan();
       if (!settled) fail(new BerthError("System", `berth-helper exited (${signal ?? code}) before the container was ready`));
