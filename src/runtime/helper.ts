@@ -4,7 +4,7 @@
  * channel does: an unexpected message is an error, not a hang.
  */
 import { spawn, type ChildProcess, type StdioOptions } from "node:child_process";
-import { closeSync, openSync, writeSync } from "node:fs";
+import { closeSync, fstatSync, openSync, writeSync } from "node:fs";
 import { Socket } from "node:net";
 import { constants } from "node:os";
 import * as sys from "../common/sys.js";
@@ -19,15 +19,26 @@ export function helperPath(): string {
   return process.env.BERTH_HELPER ?? buildBinary("berth-helper");
 }
 
-let sealed: { pid: number; fd: number } | undefined;
-/** The fd of this process's sealed copy of the helper, made at the first use (undefined: no memfds here). */
+let sealed: { pid: number; fd: number; ino: number } | undefined;
+/**
+ * The fd of this process's sealed copy of the helper, made at the first use (undefined: no memfds
+ * here). Checked at each use to be that copy still (by inode), so a stray close elsewhere in a
+ * long-lived process can never make us exec whatever file took its number.
+ */
 function sealedHelper(): number | undefined {
-  if (sealed?.pid !== process.pid)
+  if (sealed?.pid === process.pid && sealed.fd >= 0)
     try {
-      sealed = { pid: process.pid, fd: sys.sealedCopy(helperPath()) };
+      if (fstatSync(sealed.fd).ino === sealed.ino) return sealed.fd;
     } catch {
-      sealed = { pid: process.pid, fd: -1 };
+      /* closed: made again below */
     }
+  else if (sealed?.pid === process.pid) return undefined;
+  try {
+    const fd = sys.sealedCopy(helperPath());
+    sealed = { pid: process.pid, fd, ino: fstatSync(fd).ino };
+  } catch {
+    sealed = { pid: process.pid, fd: -1, ino: 0 };
+  }
   return sealed.fd >= 0 ? sealed.fd : undefined;
 }
 
