@@ -169,29 +169,32 @@ static void report_error(int err, const char *fmt, ...) {
   send_record(MSG_ERROR, 3, strs);
 }
 
+static int read_full(int fd, void *buf, size_t len) {
+  size_t got = 0;
+  while (got < len) {
+    ssize_t r = read(fd, (char *)buf + got, len - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return -1;
+    got += (size_t)r;
+  }
+  return 0;
+}
+
+/* A LAST_WORD record whose header was read: exits with the status it carries. */
+static _Noreturn void exit_with_last_word(const uint32_t hdr[2]) {
+  char payload[16] = {0};
+  if (hdr[1] >= sizeof payload || read_full(plan_fd, payload, hdr[1]) < 0) _exit(255);
+  _exit(atoi(payload));
+}
+
 /* The helper's end: its status, or under LAST_WORD (the helper is the caller's own process, a warm
- * berth-runtime's) the command's, once the runtime has finished (its state written, its errors said). */
+ * berth-runtime's) the command's, once the runtime has finished (its state written, its errors said);
+ * the runtime gone without a word: 255. */
 static _Noreturn void finish(int code) {
   if (!last_word || in_child) _exit(code);
-  for (;;) {
-    uint32_t hdr[2];
-    char payload[64];
-    ssize_t r = 0;
-    size_t got = 0;
-    while (got < 8 && ((r = read(plan_fd, (char *)hdr + got, 8 - got)) > 0 || (r < 0 && errno == EINTR)))
-      if (r > 0) got += (size_t)r;
-    if (got < 8) _exit(255); /* the runtime is gone without a word */
-    uint32_t left = hdr[1], n = 0;
-    while (left > 0) {
-      r = read(plan_fd, payload + n, left < sizeof payload - 1 - n ? left : sizeof payload - 1 - n);
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) _exit(255);
-      left -= (uint32_t)r;
-      if (n + (uint32_t)r < sizeof payload - 1) n += (uint32_t)r;
-    }
-    payload[n] = 0;
-    if (hdr[0] == MSG_LAST_WORD) _exit((int)strtol(payload, NULL, 10));
-  }
+  uint32_t hdr[2];
+  if (read_full(plan_fd, hdr, 8) < 0 || hdr[0] != MSG_LAST_WORD) _exit(255);
+  exit_with_last_word(hdr);
 }
 
 /* Fail from the parent: report and exit. */
@@ -214,16 +217,6 @@ static void die(int err, const char *fmt, ...) {
     if ((expr) < 0) die(errno, __VA_ARGS__); \
   } while (0)
 
-static int read_full(int fd, void *buf, size_t len) {
-  size_t got = 0;
-  while (got < len) {
-    ssize_t r = read(fd, (char *)buf + got, len - got);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return -1;
-    got += (size_t)r;
-  }
-  return 0;
-}
 
 static int write_file(const char *path, const char *data) {
   int fd = open(path, O_WRONLY | O_CLOEXEC);
@@ -1439,11 +1432,7 @@ int main(int argc, char **argv) {
     uint32_t hdr[2] = {0, 0};
     if (read_full(plan_fd, hdr, 8) < 0 || hdr[0] != MSG_CONTINUE) {
       kill(pid, SIGKILL);
-      if (last_word && hdr[0] == MSG_LAST_WORD) { /* its status follows */
-        char payload[16] = {0};
-        if (hdr[1] < sizeof payload && read_full(plan_fd, payload, hdr[1]) == 0) _exit((int)strtol(payload, NULL, 10));
-        _exit(255);
-      }
+      if (last_word && hdr[0] == MSG_LAST_WORD) exit_with_last_word(hdr); /* the runtime ended meanwhile */
       finish(1);
     }
   }

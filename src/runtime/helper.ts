@@ -26,13 +26,14 @@ let sealed: { pid: number; fd: number; ino: number } | undefined;
  * long-lived process can never make us exec whatever file took its number.
  */
 function sealedHelper(): number | undefined {
-  if (sealed?.pid === process.pid && sealed.fd >= 0)
+  if (sealed?.pid === process.pid) {
+    if (sealed.fd < 0) return undefined;
     try {
       if (fstatSync(sealed.fd).ino === sealed.ino) return sealed.fd;
     } catch {
       /* closed: made again below */
     }
-  else if (sealed?.pid === process.pid) return undefined;
+  }
   try {
     const fd = sys.sealedCopy(helperPath());
     sealed = { pid: process.pid, fd, ino: fstatSync(fd).ino };
@@ -203,9 +204,7 @@ export function runHelper(ops: PlanOp[], opts: HelperOptions = {}): HelperRun {
             if (settled) return;
             stage = "the container's setup after its hooks";
             armDeadline();
-            const hdr = Buffer.alloc(8);
-            hdr.writeUInt32LE(Msg.CONTINUE, 0);
-            io.writePlan(hdr);
+            io.writePlan(planRecord(Msg.CONTINUE));
           };
           (opts.onHookPoint ? opts.onHookPoint(pid) : Promise.resolve()).then(cont, (e: Error) => {
             fail(e);
